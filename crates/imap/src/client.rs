@@ -1,0 +1,977 @@
+//! A blocking IMAP connection: TCP, rustls (implicit TLS or STARTTLS), login, and the commands
+//! a migration needs, with pipelined APPEND.
+//!
+//! Blocking I/O on one thread per connection keeps the flow easy to reason about: the engine
+//! runs a reader thread on the source and a writer on the target, joined by a bounded channel.
+//! Pipelining still works because with LITERAL+ an APPEND is a plain write, and the answers
+//! (a few dozen bytes each) are read back in order while later APPENDs are on the wire.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+use crate::response::{self, Code, Fetch, Framer, ListItem, Response, Status, Untagged};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    Tls,
+    StartTls,
+    Plain,
+}
+
+/// Where and how to connect. Certificates are verified unless `verify_certificates` is false,
+/// which only an explicit job setting can ask for.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub ca_file: Option<PathBuf>,
+    pub verify_certificates: bool,
+    pub timeout: Duration,
+}
+
+/// How to log in. The master-user form (`user*admin`) is a plain LOGIN whose user name the
+/// caller has already built.
+#[derive(Clone)]
+pub enum Login {
+    Plain {
+        user: String,
+        password: String,
+    },
+    /// SASL PLAIN (RFC 4616) acting as `authzid` with the admin's credentials.
+    SaslPlain {
+        authzid: String,
+        authcid: String,
+        password: String,
+    },
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Plain { user, .. } => write!(f, "LOGIN {user}"),
+            Login::SaslPlain {
+                authzid, authcid, ..
+            } => write!(f, "AUTHENTICATE PLAIN {authzid} as {authcid}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Cannot connect to {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("Connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("TLS error: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Parse(#[from] response::ParseError),
+    #[error("{command} failed: {}", server_words(.code, .text))]
+    No {
+        command: String,
+        code: Option<String>,
+        text: String,
+    },
+    #[error("{command} rejected by the server: {}", server_words(.code, .text))]
+    Bad {
+        command: String,
+        code: Option<String>,
+        text: String,
+    },
+    #[error("Server closed the connection: {0}")]
+    Bye(String),
+    #[error("Server does not support {0}")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Aborted(String),
+}
+
+fn server_words(code: &Option<String>, text: &str) -> String {
+    match code {
+        Some(c) => format!("[{c}] {text}"),
+        None => text.to_string(),
+    }
+}
+
+impl Error {
+    /// Whether trying again later (on a new connection) may succeed: dropped connections,
+    /// `BYE`, and the response codes RFC 5530 defines for temporary conditions.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Io(_) | Error::Bye(_) => true,
+            Error::No { code: Some(c), .. } => {
+                let name = c.split_whitespace().next().unwrap_or("");
+                matches!(
+                    name,
+                    "UNAVAILABLE" | "LIMIT" | "THROTTLED" | "INUSE" | "SERVERBUG"
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's response code, if it gave one (`OVERQUOTA`, `AUTHENTICATIONFAILED`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::No { code, .. } | Error::Bad { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// What SELECT / EXAMINE said about a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub name: String,
+    pub exists: u32,
+    pub uid_validity: u32,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: Option<u64>,
+    pub read_only: bool,
+}
+
+/// STATUS of a folder, for the one-command "has anything changed" check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub messages: u32,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: Option<u64>,
+}
+
+/// One message to APPEND. `date` is an INTERNALDATE as the source server sent it.
+pub struct AppendRequest<'a> {
+    pub mailbox: &'a str,
+    pub flags: &'a [String],
+    pub date: Option<&'a str>,
+    pub message: &'a [u8],
+}
+
+pub struct Client {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    framer: Framer,
+    out: Vec<u8>,
+    next_tag: u32,
+    caps: BTreeSet<String>,
+    /// Tagged responses that arrived while waiting for something else (pipelining).
+    done: HashMap<String, Response>,
+    selected: Option<String>,
+    pub peer: String,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Client {
+    /// Connects, reads the greeting and, for STARTTLS, upgrades the connection.
+    pub fn connect(ep: &Endpoint) -> Result<Client> {
+        let address = format!("{}:{}", ep.host, ep.port);
+        let tcp = connect_tcp(&address, ep.timeout).map_err(|source| Error::Connect {
+            address: address.clone(),
+            source,
+        })?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(ep.timeout))?;
+        tcp.set_write_timeout(Some(ep.timeout))?;
+        let stream = match ep.security {
+            Security::Tls => Stream::Tls(Box::new(tls_wrap(ep, tcp)?)),
+            _ => Stream::Plain(tcp),
+        };
+        let mut client = Client {
+            stream,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            framer: Framer::default(),
+            out: Vec::new(),
+            next_tag: 1,
+            caps: BTreeSet::new(),
+            done: HashMap::new(),
+            selected: None,
+            peer: address,
+        };
+        client.read_greeting()?;
+        if ep.security == Security::StartTls {
+            if !client.has("STARTTLS") {
+                client.capability()?;
+            }
+            if !client.has("STARTTLS") {
+                return Err(Error::Unsupported("STARTTLS"));
+            }
+            client.run("STARTTLS")?;
+            // Anything the server sent before the handshake must not be trusted (RFC 3501
+            // §6.2.1): drop it, and forget capabilities learned in the clear.
+            client.rbuf.clear();
+            client.framer.reset();
+            client.caps.clear();
+            let Stream::Plain(tcp) = client.stream else {
+                unreachable!("STARTTLS is only issued on a plain stream")
+            };
+            client.stream = Stream::Tls(Box::new(tls_wrap(ep, tcp)?));
+            client.capability()?;
+        }
+        Ok(client)
+    }
+
+    fn read_greeting(&mut self) -> Result<()> {
+        match self.read_response()? {
+            Response::Untagged(Untagged::Status {
+                status: Status::Ok | Status::PreAuth,
+                code,
+                ..
+            }) => {
+                self.absorb_capability_code(&code);
+                Ok(())
+            }
+            Response::Untagged(Untagged::Status {
+                status: Status::Bye,
+                text,
+                ..
+            }) => Err(Error::Bye(text)),
+            other => Err(Error::Tls(format!(
+                "unexpected greeting {other:?} (is this an IMAP port, and is the security setting right?)"
+            ))),
+        }
+    }
+
+    fn absorb_capability_code(&mut self, code: &Option<Code>) {
+        if let Some(c) = code
+            && c.name == "CAPABILITY"
+        {
+            self.caps = c
+                .args
+                .iter()
+                .filter_map(|v| v.as_text())
+                .map(|s| s.to_ascii_uppercase())
+                .collect();
+        }
+    }
+
+    pub fn has(&self, capability: &str) -> bool {
+        self.caps.contains(capability)
+    }
+
+    pub fn capabilities(&self) -> impl Iterator<Item = &str> {
+        self.caps.iter().map(String::as_str)
+    }
+
+    pub fn capability(&mut self) -> Result<()> {
+        let untagged = self.run("CAPABILITY")?;
+        for u in untagged {
+            if let Untagged::Capability(c) = u {
+                self.caps = c.into_iter().collect();
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs in. The password never appears in errors or logs.
+    pub fn login(&mut self, login: &Login) -> Result<()> {
+        let tagged = match login {
+            Login::Plain { user, password } => {
+                let tag = self.tag();
+                let mut line = format!("{tag} LOGIN ").into_bytes();
+                push_astring(&mut line, user.as_bytes(), self.has("LITERAL+"));
+                line.push(b' ');
+                push_astring(&mut line, password.as_bytes(), self.has("LITERAL+"));
+                self.send_with_sync_literals(&line)?;
+                self.finish(&tag, "LOGIN")?
+            }
+            Login::SaslPlain {
+                authzid,
+                authcid,
+                password,
+            } => {
+                let mut raw = Vec::new();
+                raw.extend_from_slice(authzid.as_bytes());
+                raw.push(0);
+                raw.extend_from_slice(authcid.as_bytes());
+                raw.push(0);
+                raw.extend_from_slice(password.as_bytes());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                let tag = self.tag();
+                if self.has("SASL-IR") {
+                    self.out.extend_from_slice(
+                        format!("{tag} AUTHENTICATE PLAIN {encoded}\r\n").as_bytes(),
+                    );
+                } else {
+                    self.out
+                        .extend_from_slice(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes());
+                    self.wait_continuation()?;
+                    self.out.extend_from_slice(format!("{encoded}\r\n").as_bytes());
+                }
+                self.finish(&tag, "AUTHENTICATE PLAIN")?
+            }
+        };
+        self.absorb_capability_code(&tagged);
+        if tagged.is_none() || self.caps.is_empty() || !self.caps.contains("IMAP4REV1") {
+            self.capability()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a command line that may contain `{n}` synchronising literals, waiting for the
+    /// server's continuation before each literal's bytes.
+    fn send_with_sync_literals(&mut self, line: &[u8]) -> Result<()> {
+        let mut rest = line;
+        while let Some(pos) = find_sync_literal(rest) {
+            let (head, tail) = rest.split_at(pos);
+            self.out.extend_from_slice(head);
+            self.wait_continuation()?;
+            rest = tail;
+        }
+        self.out.extend_from_slice(rest);
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    fn wait_continuation(&mut self) -> Result<()> {
+        loop {
+            match self.read_response()? {
+                Response::Continuation(_) => return Ok(()),
+                Response::Tagged {
+                    tag,
+                    status,
+                    code,
+                    text,
+                } => {
+                    if status != Status::Ok {
+                        return Err(status_error("command", status, code, text));
+                    }
+                    self.done.insert(
+                        tag.clone(),
+                        Response::Tagged {
+                            tag,
+                            status,
+                            code,
+                            text,
+                        },
+                    );
+                }
+                Response::Untagged(u) => self.check_bye(&u)?,
+            }
+        }
+    }
+
+    fn check_bye(&mut self, u: &Untagged) -> Result<()> {
+        if let Untagged::Status {
+            status: Status::Bye,
+            text,
+            ..
+        } = u
+        {
+            // A BYE is followed by the server closing; report the server's words then.
+            return Err(Error::Bye(text.clone()));
+        }
+        Ok(())
+    }
+
+    fn tag(&mut self) -> String {
+        let t = format!("m{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out)?;
+            self.stream.flush()?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads one whole response, flushing pending output first.
+    pub fn read_response(&mut self) -> Result<Response> {
+        self.flush()?;
+        loop {
+            if let Some(n) = self.framer.frame(&self.rbuf) {
+                self.framer.reset();
+                let parsed = response::parse(&self.rbuf[..n]);
+                self.rbuf.drain(..n);
+                return Ok(parsed?);
+            }
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK, 0);
+            let got = match self.stream.read(&mut self.rbuf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf.truncate(len);
+                    return Err(e.into());
+                }
+            };
+            self.rbuf.truncate(len + got);
+            if got == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+        }
+    }
+
+    /// Reads until the tagged response for `tag`, handing untagged responses to `each`.
+    fn finish_with(
+        &mut self,
+        tag: &str,
+        command: &str,
+        mut each: impl FnMut(Untagged) -> Result<()>,
+    ) -> Result<Option<Code>> {
+        let mut bye = None;
+        let result = loop {
+            if let Some(r) = self.done.remove(tag) {
+                break r;
+            }
+            let r = match self.read_response() {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(match bye {
+                        Some(text) => Error::Bye(text),
+                        None => e,
+                    });
+                }
+            };
+            match r {
+                Response::Tagged { tag: ref t, .. } if t == tag => break r,
+                Response::Tagged { ref tag, .. } => {
+                    self.done.insert(tag.clone(), r);
+                }
+                Response::Untagged(Untagged::Status {
+                    status: Status::Bye,
+                    text,
+                    ..
+                }) => bye = Some(text),
+                Response::Untagged(u) => each(u)?,
+                Response::Continuation(_) => {
+                    return Err(Error::Aborted(format!(
+                        "{command}: the server asked for a continuation that was not expected"
+                    )));
+                }
+            }
+        };
+        let Response::Tagged {
+            status, code, text, ..
+        } = result
+        else {
+            unreachable!("only tagged responses end a command")
+        };
+        if status == Status::Ok {
+            Ok(code)
+        } else {
+            Err(status_error(command, status, code, text))
+        }
+    }
+
+    fn finish(&mut self, tag: &str, command: &str) -> Result<Option<Code>> {
+        self.finish_with(tag, command, |_| Ok(()))
+    }
+
+    /// Runs one command (a complete line without tag and CRLF) and returns its untagged data.
+    pub fn run(&mut self, command: &str) -> Result<Vec<Untagged>> {
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        let mut untagged = Vec::new();
+        let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        self.finish_with(&tag, &verb, |u| {
+            untagged.push(u);
+            Ok(())
+        })?;
+        Ok(untagged)
+    }
+
+    pub fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
+        if !self.has("NAMESPACE") {
+            return Ok(None);
+        }
+        for u in self.run("NAMESPACE")? {
+            if let Untagged::Namespace(ns) = u {
+                return Ok(ns.into_iter().next());
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn list(&mut self) -> Result<Vec<ListItem>> {
+        Ok(self
+            .run("LIST \"\" \"*\"")?
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::List(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn lsub(&mut self) -> Result<Vec<ListItem>> {
+        Ok(self
+            .run("LSUB \"\" \"*\"")?
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::Lsub(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn status(&mut self, mailbox: &str) -> Result<FolderStatus> {
+        let mut items = "MESSAGES UIDNEXT UIDVALIDITY".to_string();
+        if self.has("CONDSTORE") {
+            items.push_str(" HIGHESTMODSEQ");
+        }
+        let mut st = FolderStatus::default();
+        for u in self.run(&format!("STATUS {} ({items})", quote(mailbox)))? {
+            if let Untagged::MailboxStatus { items, .. } = u {
+                for (k, v) in items {
+                    match k.as_str() {
+                        "MESSAGES" => st.messages = v as u32,
+                        "UIDNEXT" => st.uid_next = v as u32,
+                        "UIDVALIDITY" => st.uid_validity = v as u32,
+                        "HIGHESTMODSEQ" => st.highest_modseq = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// SELECT (or EXAMINE when `read_only`), skipped when the folder is already selected
+    /// the same way.
+    pub fn select(&mut self, mailbox: &str, read_only: bool) -> Result<Selected> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        let condstore = if self.has("CONDSTORE") {
+            " (CONDSTORE)"
+        } else {
+            ""
+        };
+        self.selected = None;
+        let tag = self.tag();
+        self.out.extend_from_slice(
+            format!("{tag} {verb} {}{condstore}\r\n", quote(mailbox)).as_bytes(),
+        );
+        let mut sel = Selected {
+            name: mailbox.to_string(),
+            read_only,
+            ..Selected::default()
+        };
+        let code = self.finish_with(&tag, verb, |u| {
+            match u {
+                Untagged::Exists(n) => sel.exists = n,
+                Untagged::Status {
+                    code: Some(code), ..
+                } => apply_select_code(&mut sel, &code),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if let Some(code) = code
+            && code.name == "READ-ONLY"
+        {
+            sel.read_only = true;
+        }
+        self.selected = Some(mailbox.to_string());
+        Ok(sel)
+    }
+
+    pub fn selected(&self) -> Option<&str> {
+        self.selected.as_deref()
+    }
+
+    /// `UID FETCH set (items)`, handing each FETCH response to `each` as it arrives, so a
+    /// folder is never held in memory.
+    pub fn uid_fetch(
+        &mut self,
+        set: &str,
+        items: &str,
+        mut each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} UID FETCH {set} ({items})\r\n").as_bytes());
+        self.finish_with(&tag, "UID FETCH", |u| match u {
+            Untagged::Fetch(f) => each(f),
+            _ => Ok(()),
+        })?;
+        Ok(())
+    }
+
+    pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for u in self.run(&format!("UID SEARCH {criteria}"))? {
+            if let Untagged::Search(uids) = u {
+                out.extend(uids);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("CREATE {}", quote(mailbox))).map(drop)
+    }
+
+    pub fn subscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("SUBSCRIBE {}", quote(mailbox))).map(drop)
+    }
+
+    pub fn unsubscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("UNSUBSCRIBE {}", quote(mailbox))).map(drop)
+    }
+
+    /// Sets exactly these flags on a message of the selected folder (`\Recent` excluded).
+    pub fn uid_store_flags(&mut self, uid: u32, flags: &[String]) -> Result<()> {
+        self.run(&format!(
+            "UID STORE {uid} FLAGS.SILENT ({})",
+            flags.join(" ")
+        ))
+        .map(drop)
+    }
+
+    /// Moves a message of the selected folder to another folder (MOVE, or COPY + expunge).
+    pub fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
+        let code = if self.has("MOVE") {
+            let tag = self.tag();
+            self.out
+                .extend_from_slice(format!("{tag} UID MOVE {uid} {}\r\n", quote(to)).as_bytes());
+            let mut copyuid = None;
+            let code = self.finish_with(&tag, "UID MOVE", |u| {
+                if let Untagged::Status {
+                    code: Some(c), ..
+                } = u
+                    && c.name == "COPYUID"
+                {
+                    copyuid = Some(c);
+                }
+                Ok(())
+            })?;
+            copyuid.or(code)
+        } else {
+            let tag = self.tag();
+            self.out
+                .extend_from_slice(format!("{tag} UID COPY {uid} {}\r\n", quote(to)).as_bytes());
+            let code = self.finish(&tag, "UID COPY")?;
+            self.run(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))?;
+            if self.has("UIDPLUS") {
+                self.run(&format!("UID EXPUNGE {uid}"))?;
+            }
+            code
+        };
+        Ok(code.and_then(|c| {
+            if c.name == "COPYUID" {
+                c.args.get(2)?.as_u64()?.try_into().ok()
+            } else {
+                None
+            }
+        }))
+    }
+
+    /// Starts an APPEND and returns its tag without waiting for the answer. With LITERAL+ the
+    /// message goes out at once (pipelined); otherwise this waits for the continuation.
+    pub fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String> {
+        let tag = self.tag();
+        let mut head = format!("{tag} APPEND {}", quote(req.mailbox));
+        if !req.flags.is_empty() {
+            head.push_str(&format!(" ({})", req.flags.join(" ")));
+        }
+        if let Some(d) = req.date {
+            head.push_str(&format!(" {}", quote(d)));
+        }
+        let plus = self.has("LITERAL+");
+        head.push_str(&format!(
+            " {{{}{}}}\r\n",
+            req.message.len(),
+            if plus { "+" } else { "" }
+        ));
+        self.out.extend_from_slice(head.as_bytes());
+        if !plus {
+            self.wait_continuation()?;
+        }
+        if self.out.len() + req.message.len() > FLUSH_AT {
+            self.flush()?;
+            self.stream.write_all(req.message)?;
+        } else {
+            self.out.extend_from_slice(req.message);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        if self.out.len() > FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(tag)
+    }
+
+    /// Waits for an APPEND started by [`Client::append_send`]; returns `(UIDVALIDITY, UID)`
+    /// from APPENDUID when the server has UIDPLUS.
+    pub fn append_finish(&mut self, tag: &str) -> Result<Option<(u32, u32)>> {
+        let code = self.finish(tag, "APPEND")?;
+        Ok(code.and_then(|c| {
+            if c.name != "APPENDUID" {
+                return None;
+            }
+            let v = c.args.first()?.as_u64()?.try_into().ok()?;
+            let u = c.args.get(1)?.as_u64()?.try_into().ok()?;
+            Some((v, u))
+        }))
+    }
+
+    pub fn logout(mut self) {
+        let _ = self.run("LOGOUT");
+    }
+}
+
+fn apply_select_code(sel: &mut Selected, code: &Code) {
+    let arg = || code.args.first().and_then(|v| v.as_u64());
+    match code.name.as_str() {
+        "UIDVALIDITY" => sel.uid_validity = arg().unwrap_or(0) as u32,
+        "UIDNEXT" => sel.uid_next = arg().map(|v| v as u32),
+        "HIGHESTMODSEQ" => sel.highest_modseq = arg(),
+        _ => {}
+    }
+}
+
+fn status_error(command: &str, status: Status, code: Option<Code>, text: String) -> Error {
+    let code = code.map(|c| {
+        let mut s = c.name;
+        for a in c.args {
+            if let Some(t) = a.as_text() {
+                s.push(' ');
+                s.push_str(&t);
+            }
+        }
+        s
+    });
+    let command = command.to_string();
+    match status {
+        Status::Bad => Error::Bad {
+            command,
+            code,
+            text,
+        },
+        Status::Bye => Error::Bye(text),
+        _ => Error::No {
+            command,
+            code,
+            text,
+        },
+    }
+}
+
+/// A quoted string, escaping `"` and `\`. Mailbox names are modified UTF-7, hence ASCII.
+pub fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
+/// Appends an astring: quoted when it is safe 7-bit text, a literal otherwise.
+fn push_astring(out: &mut Vec<u8>, s: &[u8], literal_plus: bool) {
+    if s.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        out.push(b'"');
+        for &b in s {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(
+            format!("{{{}{}}}\r\n", s.len(), if literal_plus { "+" } else { "" }).as_bytes(),
+        );
+        out.extend_from_slice(s);
+    }
+}
+
+/// Position just after the CRLF of the first `{n}\r\n` (a synchronising literal) in a command.
+fn find_sync_literal(line: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = line[i..].windows(3).position(|w| w == b"}\r\n") {
+        let end = i + p;
+        if let Some(open) = line[..end].iter().rposition(|&b| b == b'{') {
+            let digits = &line[open + 1..end];
+            if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+                return Some(end + 3);
+            }
+        }
+        i = end + 3;
+    }
+    None
+}
+
+fn connect_tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found")))
+}
+
+fn tls_wrap(
+    ep: &Endpoint,
+    tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let config = tls_config(ep)?;
+    let name = ServerName::try_from(ep.host.clone())
+        .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", ep.host)))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Complete the handshake now so certificate problems are reported as such.
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| Error::Tls(format!("handshake with {}: {e}", ep.host)))?;
+    }
+    Ok(stream)
+}
+
+fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    if !ep.verify_certificates {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &ep.ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| Error::Tls(format!("cannot read tls_ca {}: {e}", ca.display())))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| Error::Tls(format!("bad certificate in {}: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("bad certificate in {}: {e}", ca.display())))?;
+        }
+    }
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Used only when the job file says `tls_verify = false`.
+#[derive(Debug)]
+struct NoVerification;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes() {
+        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn sync_literal_found_after_crlf() {
+        let line = b"a LOGIN {3}\r\nbob \"pw\"";
+        assert_eq!(find_sync_literal(line), Some(13));
+        assert_eq!(find_sync_literal(b"a LOGIN \"x\" \"y\""), None);
+        assert_eq!(find_sync_literal(b"a LOGIN {3+}\r\nbob"), None);
+    }
+
+    #[test]
+    fn transient_errors() {
+        let no = |code: &str| Error::No {
+            command: "APPEND".into(),
+            code: Some(code.into()),
+            text: "x".into(),
+        };
+        assert!(no("UNAVAILABLE").is_transient());
+        assert!(no("THROTTLED").is_transient());
+        assert!(!no("OVERQUOTA").is_transient());
+        assert!(Error::Bye("bye".into()).is_transient());
+    }
+}

@@ -1,0 +1,784 @@
+//! Server responses without I/O: framing bytes into whole responses, and parsing them.
+//!
+//! The framer is incremental so that a 30 MB literal arriving in 64 KiB reads is scanned once,
+//! not once per read. The parser is deliberately lenient at the edges (unknown untagged responses
+//! become [`Untagged::Other`], odd atoms are kept as they are) and strict where the engine
+//! depends on a value (UIDs, UIDVALIDITY, literal lengths).
+
+use std::fmt;
+
+/// Finds the end of one complete response (line plus any literals it announces) in a buffer
+/// that grows between calls.
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// Bytes of the current response already known to be complete (lines and literals).
+    scanned: usize,
+    /// Bytes of a literal still to arrive before scanning for the next CRLF resumes.
+    literal_left: usize,
+}
+
+impl Framer {
+    /// Returns the length of the first complete response in `buf`, if it is all there.
+    /// Call [`Framer::reset`] after consuming that many bytes.
+    pub fn frame(&mut self, buf: &[u8]) -> Option<usize> {
+        loop {
+            if self.literal_left > 0 {
+                let available = buf.len() - self.scanned;
+                if available < self.literal_left {
+                    self.literal_left -= available;
+                    self.scanned = buf.len();
+                    return None;
+                }
+                self.scanned += self.literal_left;
+                self.literal_left = 0;
+            }
+            let rest = &buf[self.scanned..];
+            let nl = rest.iter().position(|&b| b == b'\n')?;
+            let line = &rest[..nl];
+            self.scanned += nl + 1;
+            match literal_length(line) {
+                Some(n) => self.literal_left = n,
+                None => return Some(self.scanned),
+            }
+            if self.literal_left == 0 {
+                continue;
+            }
+        }
+    }
+
+    /// Forgets the response just returned by [`Framer::frame`].
+    pub fn reset(&mut self) {
+        self.scanned = 0;
+        self.literal_left = 0;
+    }
+}
+
+/// `{123}` or `{123+}` at the end of a line (before CRLF) announces a literal.
+fn literal_length(line: &[u8]) -> Option<usize> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_suffix(b"}")?;
+    let open = line.iter().rposition(|&b| b == b'{')?;
+    let digits = &line[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A value in a response: what IMAP's grammar calls atoms, strings, literals, lists and NIL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Value {
+    Atom(String),
+    /// A quoted string or a literal, as bytes (message bodies are not text).
+    String(Vec<u8>),
+    List(Vec<Value>),
+    Nil,
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Atom(a) => write!(f, "{a}"),
+            Value::String(s) if s.len() > 80 => write!(f, "<{} bytes>", s.len()),
+            Value::String(s) => write!(f, "{:?}", String::from_utf8_lossy(s)),
+            Value::List(l) => f.debug_list().entries(l).finish(),
+            Value::Nil => write!(f, "NIL"),
+        }
+    }
+}
+
+impl Value {
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            Value::Atom(a) => Some(a.clone()),
+            Value::String(s) => Some(String::from_utf8_lossy(s).into_owned()),
+            _ => None,
+        }
+    }
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Atom(a) => a.parse().ok(),
+            _ => None,
+        }
+    }
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Value::String(s) => Some(s),
+            Value::Atom(a) => Some(a.into_bytes()),
+            _ => None,
+        }
+    }
+    pub fn as_list(&self) -> Option<&[Value]> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+    Bye,
+    PreAuth,
+}
+
+/// A response code (`[APPENDUID 1 2]`, `[OVERQUOTA]`, …): its name upper-cased and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Code {
+    pub name: String,
+    pub args: Vec<Value>,
+}
+
+/// One FETCH response, its items by upper-cased name (`UID`, `FLAGS`, `BODY[]`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub seq: u32,
+    pub items: Vec<(String, Value)>,
+}
+
+impl Fetch {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.items.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        let i = self.items.iter().position(|(n, _)| n == name)?;
+        Some(self.items.swap_remove(i).1)
+    }
+    pub fn uid(&self) -> Option<u32> {
+        self.get("UID")?.as_u64()?.try_into().ok()
+    }
+    /// Flags as sent, `\Recent` left out: it is the server's, never copied.
+    pub fn flags(&self) -> Option<Vec<String>> {
+        let list = self.get("FLAGS")?.as_list()?;
+        Some(
+            list.iter()
+                .filter_map(Value::as_text)
+                .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListItem {
+    pub attributes: Vec<String>,
+    pub delimiter: Option<char>,
+    /// The name as sent (modified UTF-7, with any namespace prefix).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untagged {
+    Status {
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
+    Capability(Vec<String>),
+    List(ListItem),
+    Lsub(ListItem),
+    MailboxStatus {
+        mailbox: String,
+        items: Vec<(String, u64)>,
+    },
+    Exists(u32),
+    Expunge(u32),
+    Fetch(Fetch),
+    Search(Vec<u32>),
+    /// The personal namespaces: (prefix, delimiter).
+    Namespace(Vec<(String, Option<char>)>),
+    Other(Vec<Value>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Tagged {
+        tag: String,
+        status: Status,
+        code: Option<Code>,
+        text: String,
+    },
+    Untagged(Untagged),
+    Continuation(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Unparseable server response: {}", self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses one framed response (as returned by [`Framer::frame`]).
+pub fn parse(bytes: &[u8]) -> Result<Response, ParseError> {
+    let mut p = Parser { b: bytes, i: 0 };
+    if p.eat(b"+") {
+        p.eat(b" ");
+        return Ok(Response::Continuation(p.rest_of_line()));
+    }
+    if p.eat(b"* ") {
+        return p.untagged().map(Response::Untagged);
+    }
+    let tag = p.atom()?;
+    p.expect(b' ')?;
+    let word = p.atom()?;
+    let status = status_word(&word).ok_or_else(|| p.error("a status after the tag"))?;
+    let (code, text) = p.code_and_text()?;
+    Ok(Response::Tagged {
+        tag,
+        status,
+        code,
+        text,
+    })
+}
+
+fn status_word(w: &str) -> Option<Status> {
+    Some(match w.to_ascii_uppercase().as_str() {
+        "OK" => Status::Ok,
+        "NO" => Status::No,
+        "BAD" => Status::Bad,
+        "BYE" => Status::Bye,
+        "PREAUTH" => Status::PreAuth,
+        _ => return None,
+    })
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> ParseError {
+        let end = self.b.len().min(self.i + 60);
+        ParseError(format!(
+            "expected {what} at byte {} near {:?}",
+            self.i,
+            String::from_utf8_lossy(&self.b[self.i.min(end)..end])
+        ))
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn eat(&mut self, s: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(s) {
+            self.i += s.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, c: u8) -> Result<(), ParseError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.error(&format!("{:?}", c as char)))
+        }
+    }
+    fn skip_spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.i += 1;
+        }
+    }
+    fn at_line_end(&self) -> bool {
+        matches!(self.peek(), None | Some(b'\r') | Some(b'\n'))
+    }
+    fn rest_of_line(&mut self) -> String {
+        let start = self.i;
+        while !self.at_line_end() {
+            self.i += 1;
+        }
+        String::from_utf8_lossy(&self.b[start..self.i]).into_owned()
+    }
+
+    /// An atom; `[...]` sections are part of it (`BODY[HEADER.FIELDS (X)]`, `BODY[]<0>`).
+    fn atom(&mut self) -> Result<String, ParseError> {
+        let start = self.i;
+        let mut depth = 0usize;
+        while let Some(c) = self.peek() {
+            match c {
+                b'[' => depth += 1,
+                b']' if depth > 0 => depth -= 1,
+                b']' => break,
+                b' ' | b'(' | b')' | b'{' | b'"' | b'\r' | b'\n' if depth == 0 => break,
+                b'\r' | b'\n' => break,
+                _ => {}
+            }
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(self.error("an atom"));
+        }
+        Ok(String::from_utf8_lossy(&self.b[start..self.i]).into_owned())
+    }
+
+    fn value(&mut self) -> Result<Value, ParseError> {
+        match self.peek() {
+            Some(b'(') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_spaces();
+                    match self.peek() {
+                        Some(b')') => {
+                            self.i += 1;
+                            return Ok(Value::List(items));
+                        }
+                        None => return Err(self.error("')'")),
+                        _ => items.push(self.value()?),
+                    }
+                }
+            }
+            Some(b'"') => self.quoted().map(Value::String),
+            Some(b'{') => self.literal().map(Value::String),
+            _ => {
+                let a = self.atom()?;
+                if a.eq_ignore_ascii_case("NIL") {
+                    Ok(Value::Nil)
+                } else {
+                    Ok(Value::Atom(a))
+                }
+            }
+        }
+    }
+
+    fn quoted(&mut self) -> Result<Vec<u8>, ParseError> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = self.peek().ok_or_else(|| self.error("an escaped char"))?;
+                    out.push(c);
+                    self.i += 1;
+                }
+                Some(b'\r') | Some(b'\n') | None => return Err(self.error("a closing quote")),
+                Some(c) => {
+                    out.push(c);
+                    self.i += 1;
+                }
+            }
+        }
+    }
+
+    fn literal(&mut self) -> Result<Vec<u8>, ParseError> {
+        self.expect(b'{')?;
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        let n: usize = std::str::from_utf8(&self.b[start..self.i])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| self.error("a literal length"))?;
+        self.eat(b"+");
+        self.expect(b'}')?;
+        self.eat(b"\r");
+        self.expect(b'\n')?;
+        if self.b.len() < self.i + n {
+            return Err(self.error("literal bytes"));
+        }
+        let v = self.b[self.i..self.i + n].to_vec();
+        self.i += n;
+        Ok(v)
+    }
+
+    fn number(&mut self) -> Result<u64, ParseError> {
+        self.atom()?
+            .parse()
+            .map_err(|_| self.error("a number"))
+    }
+
+    /// `[CODE args] text` after a status word.
+    fn code_and_text(&mut self) -> Result<(Option<Code>, String), ParseError> {
+        self.skip_spaces();
+        let mut code = None;
+        if self.peek() == Some(b'[') {
+            self.i += 1;
+            let name = {
+                let start = self.i;
+                while self
+                    .peek()
+                    .is_some_and(|c| !matches!(c, b' ' | b']' | b'\r' | b'\n'))
+                {
+                    self.i += 1;
+                }
+                String::from_utf8_lossy(&self.b[start..self.i]).to_ascii_uppercase()
+            };
+            let mut args = Vec::new();
+            loop {
+                self.skip_spaces();
+                match self.peek() {
+                    Some(b']') => {
+                        self.i += 1;
+                        break;
+                    }
+                    None | Some(b'\r') | Some(b'\n') => break,
+                    _ => match self.value() {
+                        Ok(v) => args.push(v),
+                        // Free text inside a code we do not know: keep the name, drop the rest.
+                        Err(_) => {
+                            while !self.at_line_end() && self.peek() != Some(b']') {
+                                self.i += 1;
+                            }
+                        }
+                    },
+                }
+            }
+            code = Some(Code { name, args });
+            self.skip_spaces();
+        }
+        Ok((code, self.rest_of_line()))
+    }
+
+    fn untagged(&mut self) -> Result<Untagged, ParseError> {
+        if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            let n = self.number()? as u32;
+            self.expect(b' ')?;
+            let word = self.atom()?.to_ascii_uppercase();
+            return Ok(match word.as_str() {
+                "EXISTS" => Untagged::Exists(n),
+                "EXPUNGE" => Untagged::Expunge(n),
+                "FETCH" => {
+                    self.skip_spaces();
+                    let list = self.value()?;
+                    let Value::List(values) = list else {
+                        return Err(self.error("a FETCH list"));
+                    };
+                    let mut items = Vec::new();
+                    let mut it = values.into_iter();
+                    while let Some(name) = it.next() {
+                        let name = name
+                            .as_text()
+                            .ok_or_else(|| self.error("a FETCH item name"))?
+                            .to_ascii_uppercase();
+                        let value = it.next().unwrap_or(Value::Nil);
+                        items.push((name, value));
+                    }
+                    Untagged::Fetch(Fetch { seq: n, items })
+                }
+                _ => Untagged::Other(vec![Value::Atom(n.to_string()), Value::Atom(word)]),
+            });
+        }
+        let word = self.atom()?;
+        if let Some(status) = status_word(&word) {
+            let (code, text) = self.code_and_text()?;
+            return Ok(Untagged::Status { status, code, text });
+        }
+        let upper = word.to_ascii_uppercase();
+        match upper.as_str() {
+            "CAPABILITY" => Ok(Untagged::Capability(
+                self.rest_of_line()
+                    .split_ascii_whitespace()
+                    .map(str::to_ascii_uppercase)
+                    .collect(),
+            )),
+            "LIST" | "LSUB" => {
+                let item = self.list_item()?;
+                Ok(if upper == "LIST" {
+                    Untagged::List(item)
+                } else {
+                    Untagged::Lsub(item)
+                })
+            }
+            "STATUS" => {
+                self.skip_spaces();
+                let mailbox = self.value()?.as_text().unwrap_or_default();
+                self.skip_spaces();
+                let list = self.value()?;
+                let values = list.as_list().unwrap_or_default();
+                let mut items = Vec::new();
+                for pair in values.chunks(2) {
+                    if let [k, v] = pair
+                        && let (Some(k), Some(v)) = (k.as_text(), v.as_u64())
+                    {
+                        items.push((k.to_ascii_uppercase(), v));
+                    }
+                }
+                Ok(Untagged::MailboxStatus { mailbox, items })
+            }
+            "SEARCH" => {
+                let mut uids = Vec::new();
+                for w in self.rest_of_line().split_ascii_whitespace() {
+                    if let Ok(u) = w.parse() {
+                        uids.push(u);
+                    }
+                }
+                Ok(Untagged::Search(uids))
+            }
+            "NAMESPACE" => {
+                self.skip_spaces();
+                let personal = self.value()?;
+                let mut out = Vec::new();
+                if let Value::List(spaces) = personal {
+                    for ns in spaces {
+                        if let Some([prefix, delim, ..]) = ns.as_list() {
+                            let prefix = prefix.as_text().unwrap_or_default();
+                            let delim = delim.as_text().and_then(|d| d.chars().next());
+                            out.push((prefix, delim));
+                        }
+                    }
+                }
+                Ok(Untagged::Namespace(out))
+            }
+            _ => {
+                let mut values = vec![Value::Atom(word)];
+                loop {
+                    self.skip_spaces();
+                    if self.at_line_end() {
+                        break;
+                    }
+                    match self.value() {
+                        Ok(v) => values.push(v),
+                        Err(_) => {
+                            values.push(Value::Atom(self.rest_of_line()));
+                            break;
+                        }
+                    }
+                }
+                Ok(Untagged::Other(values))
+            }
+        }
+    }
+
+    fn list_item(&mut self) -> Result<ListItem, ParseError> {
+        self.skip_spaces();
+        let attrs = self.value()?;
+        let attributes = attrs
+            .as_list()
+            .ok_or_else(|| self.error("LIST attributes"))?
+            .iter()
+            .filter_map(Value::as_text)
+            .collect();
+        self.skip_spaces();
+        let delimiter = match self.value()? {
+            Value::Nil => None,
+            v => v.as_text().and_then(|d| d.chars().next()),
+        };
+        self.skip_spaces();
+        let name = self
+            .value()?
+            .as_text()
+            .ok_or_else(|| self.error("a mailbox name"))?;
+        Ok(ListItem {
+            attributes,
+            delimiter,
+            name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_all(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut f = Framer::default();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            while let Some(n) = f.frame(&buf) {
+                out.push(buf.drain(..n).collect());
+                f.reset();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn framer_waits_for_literal_split_across_reads() {
+        let frames = frame_all(&[
+            b"* 1 FETCH (UID 7 BODY[] {11}\r\nhello",
+            b" ",
+            b"world)\r\na1 OK done\r\n",
+        ]);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], b"* 1 FETCH (UID 7 BODY[] {11}\r\nhello world)\r\n");
+        assert_eq!(frames[1], b"a1 OK done\r\n");
+    }
+
+    #[test]
+    fn framer_handles_literal_containing_braces_and_newlines() {
+        let body = b"line {5}\r\nnot a literal\r\n";
+        let mut msg = format!("* 2 FETCH (BODY[] {{{}}}\r\n", body.len()).into_bytes();
+        msg.extend_from_slice(body);
+        msg.extend_from_slice(b" UID 9)\r\n");
+        let frames = frame_all(&[&msg]);
+        assert_eq!(frames, vec![msg.clone()]);
+        let Response::Untagged(Untagged::Fetch(f)) = parse(&msg).unwrap() else {
+            panic!()
+        };
+        assert_eq!(f.uid(), Some(9));
+        assert_eq!(f.get("BODY[]"), Some(&Value::String(body.to_vec())));
+    }
+
+    #[test]
+    fn fetch_with_flags_date_and_empty_literal() {
+        let r = parse(
+            b"* 3 FETCH (UID 12 FLAGS (\\Seen \\Recent $Label1) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" RFC822.SIZE 0 BODY[] {0}\r\n)\r\n",
+        )
+        .unwrap();
+        let Response::Untagged(Untagged::Fetch(f)) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(f.flags().unwrap(), vec!["\\Seen", "$Label1"]);
+        assert_eq!(
+            f.get("INTERNALDATE").unwrap().as_text().unwrap(),
+            "17-Jul-1996 02:44:25 -0700"
+        );
+        assert_eq!(f.get("BODY[]"), Some(&Value::String(vec![])));
+    }
+
+    #[test]
+    fn tagged_with_appenduid() {
+        let r = parse(b"a7 OK [APPENDUID 1700000000 42] Append completed.\r\n").unwrap();
+        assert_eq!(
+            r,
+            Response::Tagged {
+                tag: "a7".into(),
+                status: Status::Ok,
+                code: Some(Code {
+                    name: "APPENDUID".into(),
+                    args: vec![Value::Atom("1700000000".into()), Value::Atom("42".into())]
+                }),
+                text: "Append completed.".into()
+            }
+        );
+    }
+
+    #[test]
+    fn no_with_overquota_keeps_server_words() {
+        let r = parse(b"a9 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n").unwrap();
+        let Response::Tagged { status, code, text, .. } = r else {
+            panic!()
+        };
+        assert_eq!(status, Status::No);
+        assert_eq!(code.unwrap().name, "OVERQUOTA");
+        assert_eq!(text, "Quota exceeded (mailbox for user is full)");
+    }
+
+    #[test]
+    fn list_lsub_status_namespace() {
+        let r = parse(b"* LIST (\\HasNoChildren \\Sent) \".\" \"INBOX.Sent Items\"\r\n").unwrap();
+        assert_eq!(
+            r,
+            Response::Untagged(Untagged::List(ListItem {
+                attributes: vec!["\\HasNoChildren".into(), "\\Sent".into()],
+                delimiter: Some('.'),
+                name: "INBOX.Sent Items".into()
+            }))
+        );
+        let r = parse(b"* LIST (\\Noselect) NIL Junk/&ANw-berpr&APw-ft\r\n").unwrap();
+        let Response::Untagged(Untagged::List(item)) = r else {
+            panic!()
+        };
+        assert_eq!(item.delimiter, None);
+        assert_eq!(item.name, "Junk/&ANw-berpr&APw-ft");
+        let r = parse(b"* LIST () \"/\" {7}\r\nA \"b\" c\r\n").unwrap();
+        let Response::Untagged(Untagged::List(item)) = r else {
+            panic!()
+        };
+        assert_eq!(item.name, "A \"b\" c");
+        let r = parse(b"* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 1 HIGHESTMODSEQ 9)\r\n")
+            .unwrap();
+        assert_eq!(
+            r,
+            Response::Untagged(Untagged::MailboxStatus {
+                mailbox: "INBOX".into(),
+                items: vec![
+                    ("MESSAGES".into(), 3),
+                    ("UIDNEXT".into(), 4),
+                    ("UIDVALIDITY".into(), 1),
+                    ("HIGHESTMODSEQ".into(), 9)
+                ]
+            })
+        );
+        let r = parse(b"* NAMESPACE ((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\"))\r\n").unwrap();
+        assert_eq!(
+            r,
+            Response::Untagged(Untagged::Namespace(vec![("INBOX.".into(), Some('.'))]))
+        );
+    }
+
+    #[test]
+    fn untagged_status_with_code_and_capability() {
+        let r = parse(b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n").unwrap();
+        let Response::Untagged(Untagged::Status { code, .. }) = r else {
+            panic!()
+        };
+        let code = code.unwrap();
+        assert_eq!(code.name, "UIDVALIDITY");
+        assert_eq!(code.args[0].as_u64(), Some(3857529045));
+        let r = parse(b"* CAPABILITY IMAP4rev1 LITERAL+ uidplus\r\n").unwrap();
+        assert_eq!(
+            r,
+            Response::Untagged(Untagged::Capability(vec![
+                "IMAP4REV1".into(),
+                "LITERAL+".into(),
+                "UIDPLUS".into()
+            ]))
+        );
+        let r = parse(b"* OK [PERMANENTFLAGS (\\Answered \\*)] Flags permitted.\r\n").unwrap();
+        let Response::Untagged(Untagged::Status { code, .. }) = r else {
+            panic!()
+        };
+        assert_eq!(code.unwrap().name, "PERMANENTFLAGS");
+    }
+
+    #[test]
+    fn continuation_search_and_bye() {
+        assert_eq!(
+            parse(b"+ OK\r\n").unwrap(),
+            Response::Continuation("OK".into())
+        );
+        assert_eq!(
+            parse(b"* SEARCH 2 84 882\r\n").unwrap(),
+            Response::Untagged(Untagged::Search(vec![2, 84, 882]))
+        );
+        assert_eq!(
+            parse(b"* SEARCH\r\n").unwrap(),
+            Response::Untagged(Untagged::Search(vec![]))
+        );
+        let Response::Untagged(Untagged::Status { status, text, .. }) =
+            parse(b"* BYE Server shutting down.\r\n").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(status, Status::Bye);
+        assert_eq!(text, "Server shutting down.");
+    }
+
+    #[test]
+    fn header_fields_section_is_one_atom() {
+        let r = parse(
+            b"* 1 FETCH (UID 5 BODY[HEADER.FIELDS (MESSAGE-ID)] {14}\r\nMessage-ID: x\n)\r\n",
+        )
+        .unwrap();
+        let Response::Untagged(Untagged::Fetch(f)) = r else {
+            panic!()
+        };
+        assert!(f.get("BODY[HEADER.FIELDS (MESSAGE-ID)]").is_some());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(parse(b"\r\n").is_err());
+        assert!(parse(b"a1 MAYBE\r\n").is_err());
+        assert!(parse(b"* 1 FETCH (UID {99}\r\nshort)\r\n").is_err());
+    }
+}
