@@ -1,1 +1,485 @@
-fn main() {}
+//! The `mailferry` command: parses the command line, loads the job, and wires the core's
+//! pieces together. No migration logic lives here.
+
+mod progress;
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use mailferry_core::csvfile::parse_mailboxes_csv;
+use mailferry_core::engine::EntryPasswords;
+use mailferry_core::entries::{Selection, entries_from_csv, select};
+use mailferry_core::job::{Auth, ConnectionKind, Job, StateLocation, template};
+use mailferry_core::migrate::{self, is_migratable, server_for};
+use mailferry_core::report;
+use mailferry_core::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "mailferry",
+    version,
+    about = "Move every mailbox of an organisation from one mail server to another",
+    long_about = "Move every mailbox of an organisation from one mail server to another, and keep \
+                  moving what is new until the switch-over, without duplicating or losing a \
+                  message.\n\nExit status: 0 success; 1 some entries failed; 2 bad usage, bad job \
+                  file or bad input (nothing changed)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented job file template
+    Init { job: PathBuf },
+    /// Connect to every server of the job, log in, and say what works
+    Check {
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pair source mailboxes with target mailboxes (this release: from a CSV file)
+    Match {
+        job: PathBuf,
+        /// Import entries from this CSV (default: the job's [mailboxes] csv)
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy what is new: a full pass for new entries, a delta pass for the rest
+    Migrate {
+        job: PathBuf,
+        /// An entry ID, a source or target address, or a login (repeatable)
+        #[arg(long = "mailbox", value_name = "M")]
+        mailboxes: Vec<String>,
+        /// Every entry of the job
+        #[arg(long)]
+        all: bool,
+        /// The entries of one stage
+        #[arg(long)]
+        stage: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The entry list: source, target, origin, stage, state, items copied and failed
+    Status {
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a report of the latest run
+    Report {
+        job: PathBuf,
+        #[arg(long, value_enum, default_value = "migration")]
+        kind: ReportKind,
+        #[arg(long, value_enum, default_value = "html")]
+        format: Format,
+        /// Where to write it (default: standard output)
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportKind {
+    Migration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Html,
+    Csv,
+    Json,
+}
+
+/// An error that means "bad usage or input, nothing changed" (exit status 2).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailferry: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init { job } => init(&job),
+        Command::Check { job, json } => check(&load(&job)?, json),
+        Command::Match { job, csv, json } => match_csv(&load(&job)?, csv, json),
+        Command::Migrate {
+            job,
+            mailboxes,
+            all,
+            stage,
+            json,
+        } => {
+            let selection = match (all, stage, mailboxes.is_empty()) {
+                (true, None, true) => Selection::All,
+                (false, Some(n), true) => Selection::Stage(n),
+                (false, None, false) => Selection::Mailboxes(mailboxes),
+                (false, None, true) => {
+                    return Err(usage(
+                        "say which entries to migrate: --all, --stage N or --mailbox M",
+                    ));
+                }
+                _ => return Err(usage("use only one of --all, --stage and --mailbox")),
+            };
+            migrate(&load(&job)?, &selection, json)
+        }
+        Command::Status { job, json } => status(&load(&job)?, json),
+        Command::Report {
+            job,
+            kind: ReportKind::Migration,
+            format,
+            out,
+        } => report_cmd(&load(&job)?, format, out.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> Result<Job> {
+    Job::load(path).map_err(|e| usage(e.to_string()))
+}
+
+fn open_store(job: &Job) -> Result<Store> {
+    match &job.state {
+        StateLocation::Sqlite(p) => Store::open(p)
+            .with_context(|| format!("Unable to open the state database {}", p.display())),
+        StateLocation::Postgres(_) => Err(usage("postgres state is not supported yet")),
+    }
+}
+
+fn init(path: &Path) -> Result<ExitCode> {
+    if path.exists() {
+        return Err(usage(format!(
+            "{} already exists; not overwriting it",
+            path.display()
+        )));
+    }
+    std::fs::write(path, template())
+        .with_context(|| format!("Unable to write {}", path.display()))?;
+    println!(
+        "Wrote {}. Edit it, then: mailferry check {0}",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn check(job: &Job, as_json: bool) -> Result<ExitCode> {
+    let store = open_store(job)?;
+    let entries = store.entries()?;
+    let sample = entries.iter().find(|e| is_migratable(e));
+    let passwords = read_passwords(job)?;
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for (side, conn) in [("source", &job.source), ("target", &job.target)] {
+        let mut lines: Vec<(String, bool, String)> = Vec::new();
+        match server_for(side, conn) {
+            Err(e) => lines.push(("configuration".into(), false, e)),
+            Ok(server) => {
+                let ep = &server.endpoint;
+                match mailferry_imap::Client::connect(ep) {
+                    Err(e) => lines.push((
+                        format!("connect {}:{}", ep.host, ep.port),
+                        false,
+                        e.to_string(),
+                    )),
+                    Ok(c) => {
+                        let caps: Vec<&str> = c.capabilities().collect();
+                        lines.push((
+                            format!("connect {}:{} ({:?})", ep.host, ep.port, ep.security),
+                            true,
+                            format!("capabilities: {}", caps.join(" ")),
+                        ));
+                        c.logout();
+                        match sample {
+                            None => lines.push((
+                                "login".into(),
+                                false,
+                                "no entries yet: import them with `mailferry match --csv`, then check again".into(),
+                            )),
+                            Some(e) => {
+                                let login = if side == "source" {
+                                    e.source_login.clone()
+                                } else {
+                                    e.target_login.clone().unwrap_or_default()
+                                };
+                                let pw = passwords.get(&e.id).cloned().unwrap_or_default();
+                                let own = if side == "source" { pw.source } else { pw.target };
+                                match server.connect(&login, own.as_deref()) {
+                                    Ok(mut c) => {
+                                        let detail = match mailferry_core::engine::read_tree(&mut c) {
+                                            Ok(t) => format!("{} folders", t.folders().count()),
+                                            Err(e) => format!("LIST failed: {e}"),
+                                        };
+                                        lines.push((format!("login as {login}"), true, detail));
+                                        c.logout();
+                                    }
+                                    Err(err) => lines.push((format!("login as {login}"), false, err.to_string())),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all_ok &= lines.iter().all(|(_, ok, _)| *ok);
+        results.push((side, lines));
+    }
+    if as_json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|(side, lines)| {
+                json!({"side": side, "checks": lines.iter().map(|(what, ok, detail)|
+                    json!({"check": what, "ok": ok, "detail": detail})).collect::<Vec<_>>()})
+            })
+            .collect();
+        print_json(&json!({"ok": all_ok, "servers": v}));
+    } else {
+        for (side, lines) in &results {
+            for (what, ok, detail) in lines {
+                println!(
+                    "{side:<7} {:<4} {what}: {detail}",
+                    if *ok { "OK" } else { "FAIL" }
+                );
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn match_csv(job: &Job, csv: Option<PathBuf>, as_json: bool) -> Result<ExitCode> {
+    let path = csv
+        .or_else(|| job.mailboxes_csv.clone())
+        .ok_or_else(|| usage("no CSV: give --csv FILE or set [mailboxes] csv in the job file"))?;
+    let rows = parse_mailboxes_csv(&path).map_err(|e| usage(e.to_string()))?;
+    let mut store = open_store(job)?;
+    let existing = store.entries()?;
+    let entries = entries_from_csv(&rows, &existing);
+    let (added, updated) = store.upsert_entries(&entries)?;
+    if as_json {
+        print_json(&json!({"file": path, "added": added, "updated": updated}));
+    } else {
+        println!(
+            "Imported {}: {added} entries added, {updated} updated (ledgers kept).",
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Per-mailbox passwords, read from the CSV at run time (never stored).
+fn read_passwords(job: &Job) -> Result<HashMap<String, EntryPasswords>> {
+    let per_mailbox = |c: &mailferry_core::job::Connection| matches!(&c.kind, ConnectionKind::Imap(i) if matches!(i.auth, Auth::PerMailbox));
+    if !per_mailbox(&job.source) && !per_mailbox(&job.target) {
+        return Ok(HashMap::new());
+    }
+    let path = job
+        .mailboxes_csv
+        .as_ref()
+        .ok_or_else(|| usage("auth = \"per-mailbox\" needs [mailboxes] csv with the passwords"))?;
+    let rows = parse_mailboxes_csv(path).map_err(|e| usage(e.to_string()))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.source_id,
+                EntryPasswords {
+                    source: r.source_password,
+                    target: r.target_password,
+                },
+            )
+        })
+        .collect())
+}
+
+fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> {
+    let store = open_store(job)?;
+    let all = store.entries()?;
+    let chosen = select(&all, selection).map_err(usage)?;
+    let (runnable, waiting): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| is_migratable(e));
+    for e in &waiting {
+        if !as_json {
+            eprintln!("{}: not migrated ({})", e.id, e.origin);
+        }
+    }
+    if runnable.is_empty() {
+        if as_json {
+            print_json(
+                &json!({"entries": [], "copied": 0, "failed": 0, "bytes": 0, "seconds": 0.0}),
+            );
+        } else {
+            println!("Nothing to migrate: no selected entry has a target mailbox.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let passwords = read_passwords(job)?;
+    let runnable: Vec<_> = runnable.into_iter().cloned().collect();
+    let bars = progress::Bars::new(std::io::stderr().is_terminal() && !as_json, &runnable);
+    let summary = migrate::run(job, store, runnable, &passwords, &bars)
+        .map_err(|e| usage(format!("{e:#}")))?;
+    bars.finish();
+    if as_json {
+        print_json(&report::migration_json(&summary));
+    } else {
+        for e in &summary.entries {
+            let mut line = format!(
+                "{:<30} {:<9} copied {:>6}  skipped {:>5}  failed {:>4}  moved {:>4}  flags {:>5}  {:>9}  {:.1}s",
+                e.entry_id,
+                e.state,
+                e.copied,
+                e.skipped,
+                e.failed,
+                e.moved,
+                e.flags_updated,
+                report::human_bytes(e.bytes),
+                e.seconds
+            );
+            if let Some(err) = &e.error {
+                line.push_str(&format!("\n    error: {err}"));
+            }
+            println!("{line}");
+        }
+        for f in &summary.failures {
+            println!(
+                "    not copied: {} {} UID {} ({}, Message-ID {}): {}",
+                f.entry_id,
+                f.folder,
+                f.uid.map(|u| u.to_string()).unwrap_or_default(),
+                report::human_bytes(f.size.unwrap_or(0)),
+                f.message_id.as_deref().unwrap_or("none"),
+                f.reason
+            );
+        }
+        println!(
+            "Pass done in {:.1}s: {} messages copied ({}), {} failed; {} of {} mailboxes fully migrated.",
+            summary.seconds,
+            summary.copied(),
+            report::human_bytes(summary.bytes()),
+            summary.failed(),
+            summary
+                .entries
+                .iter()
+                .filter(|e| e.state == "migrated")
+                .count(),
+            summary.entries.len()
+        );
+    }
+    Ok(if summary.has_failures() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
+    let store = open_store(job)?;
+    let entries = store.entries()?;
+    if as_json {
+        let list: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "source": {"login": e.source_login, "addresses": e.source_addresses},
+                    "target": e.target_login.as_ref().map(|l| json!({"login": l, "addresses": e.target_addresses})),
+                    "origin": e.origin, "stage": e.stage, "state": e.state,
+                    "copied": e.copied, "failed": e.failed, "last_pass": e.last_pass,
+                    "error": e.last_error,
+                })
+            })
+            .collect();
+        print_json(&json!({"entries": list}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!(
+            "No entries yet: import them with `mailferry match {} --csv FILE`.",
+            job.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  last pass",
+        "ID", "SOURCE", "TARGET", "ORIGIN", "STAGE", "STATE", "COPIED", "FAILED"
+    );
+    for e in &entries {
+        println!(
+            "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  {}",
+            e.id,
+            e.source_addresses.first().unwrap_or(&e.source_login),
+            e.target_addresses
+                .first()
+                .or(e.target_login.as_ref())
+                .map(String::as_str)
+                .unwrap_or("-"),
+            e.origin,
+            e.stage.map(|s| s.to_string()).unwrap_or_default(),
+            e.state,
+            e.copied,
+            e.failed,
+            e.last_pass.as_deref().unwrap_or("never")
+        );
+        if let Some(err) = &e.last_error {
+            println!("    last error: {err}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_cmd(job: &Job, format: Format, out: Option<&Path>) -> Result<ExitCode> {
+    let store = open_store(job)?;
+    let Some(summary) = report::last_migration(&store)? else {
+        bail!(Usage("no migration has run yet for this job".into()));
+    };
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&report::migration_json(&summary))?,
+        Format::Csv => report::migration_csv(&summary),
+        Format::Html => report::migration_html(&job.name, &summary),
+    };
+    match out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("Unable to write {}", p.display()))?;
+            println!("Wrote {}", p.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

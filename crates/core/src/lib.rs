@@ -1,1 +1,14 @@
-//! placeholder
+//! mailferry's domain: the job, its entries, folder mapping, the ledger and the copy engine.
+//!
+//! Nothing here parses command lines or draws progress bars; the binary does that. Servers are
+//! reached through `mailferry-imap`, state lives in [`store`].
+
+pub mod csvfile;
+pub mod engine;
+pub mod entries;
+pub mod fingerprint;
+pub mod folders;
+pub mod job;
+pub mod migrate;
+pub mod report;
+pub mod store;

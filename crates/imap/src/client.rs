@@ -337,7 +337,8 @@ impl Client {
                     self.out
                         .extend_from_slice(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes());
                     self.wait_continuation()?;
-                    self.out.extend_from_slice(format!("{encoded}\r\n").as_bytes());
+                    self.out
+                        .extend_from_slice(format!("{encoded}\r\n").as_bytes());
                 }
                 self.finish(&tag, "AUTHENTICATE PLAIN")?
             }
@@ -654,7 +655,8 @@ impl Client {
     }
 
     pub fn unsubscribe(&mut self, mailbox: &str) -> Result<()> {
-        self.run(&format!("UNSUBSCRIBE {}", quote(mailbox))).map(drop)
+        self.run(&format!("UNSUBSCRIBE {}", quote(mailbox)))
+            .map(drop)
     }
 
     /// Sets exactly these flags on a message of the selected folder (`\Recent` excluded).
@@ -674,9 +676,7 @@ impl Client {
                 .extend_from_slice(format!("{tag} UID MOVE {uid} {}\r\n", quote(to)).as_bytes());
             let mut copyuid = None;
             let code = self.finish_with(&tag, "UID MOVE", |u| {
-                if let Untagged::Status {
-                    code: Some(c), ..
-                } = u
+                if let Untagged::Status { code: Some(c), .. } = u
                     && c.name == "COPYUID"
                 {
                     copyuid = Some(c);

@@ -6,6 +6,7 @@
 //! unit-tested on scripted bytes), and [`client`] drives a blocking TCP/rustls connection.
 
 pub mod client;
+pub mod mutf7;
 pub mod response;
 
 pub use client::{

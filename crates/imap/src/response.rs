@@ -398,9 +398,7 @@ impl Parser<'_> {
     }
 
     fn number(&mut self) -> Result<u64, ParseError> {
-        self.atom()?
-            .parse()
-            .map_err(|_| self.error("a number"))
+        self.atom()?.parse().map_err(|_| self.error("a number"))
     }
 
     /// `[CODE args] text` after a status word.
@@ -608,7 +606,10 @@ mod tests {
             b"world)\r\na1 OK done\r\n",
         ]);
         assert_eq!(frames.len(), 2);
-        assert_eq!(frames[0], b"* 1 FETCH (UID 7 BODY[] {11}\r\nhello world)\r\n");
+        assert_eq!(
+            frames[0],
+            b"* 1 FETCH (UID 7 BODY[] {11}\r\nhello world)\r\n"
+        );
         assert_eq!(frames[1], b"a1 OK done\r\n");
     }
 
@@ -664,7 +665,10 @@ mod tests {
     #[test]
     fn no_with_overquota_keeps_server_words() {
         let r = parse(b"a9 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n").unwrap();
-        let Response::Tagged { status, code, text, .. } = r else {
+        let Response::Tagged {
+            status, code, text, ..
+        } = r
+        else {
             panic!()
         };
         assert_eq!(status, Status::No);
@@ -694,8 +698,9 @@ mod tests {
             panic!()
         };
         assert_eq!(item.name, "A \"b\" c");
-        let r = parse(b"* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 1 HIGHESTMODSEQ 9)\r\n")
-            .unwrap();
+        let r =
+            parse(b"* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 1 HIGHESTMODSEQ 9)\r\n")
+                .unwrap();
         assert_eq!(
             r,
             Response::Untagged(Untagged::MailboxStatus {

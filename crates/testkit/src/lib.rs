@@ -1,1 +1,1160 @@
-//! placeholder
+//! Test-only helpers that start **real** Dovecot 2.3 IMAP servers.
+//!
+//! mailferry talks to many different IMAP servers, and a hand-written fake server only
+//! ever agrees with the client that was written against it. This crate instead starts the
+//! real thing: a private `dovecot -F` master process per test, configured in a fresh
+//! temporary directory (config, users, logs, runtime sockets and mail store all live
+//! there), listening on a free port on `127.0.0.1`. Nothing outside that directory is used
+//! or changed, except that when the tests run as root a system user `mailferry-test` is
+//! created once to own the mail store (Dovecot refuses to run mail processes as root).
+//!
+//! It works both as root (CI) and as a normal user ("rootless" Dovecot, where every
+//! Dovecot process runs as the calling user).
+//!
+//! Dovecot is a hard requirement: if the `dovecot` binary is missing, [`Dovecot::start`]
+//! panics and tells you to `apt-get install dovecot-core dovecot-imapd`. Tests are never
+//! silently skipped.
+//!
+//! ```no_run
+//! use mailferry_testkit::{Dovecot, DovecotConfig};
+//!
+//! let server = Dovecot::start(DovecotConfig::new(&["alice", "bob"]));
+//! // connect to server.host():server.port(), LOGIN alice pw-alice,
+//! // or LOGIN "alice*admin" adminpass (master user)
+//! # let _ = server.port();
+//! ```
+//!
+//! Debugging: set `MAILFERRY_KEEP_TEST_DIRS=1` to keep the temporary directory after the
+//! server is dropped (its path is printed to stderr); [`Dovecot::log_tail`] shows the end of
+//! the Dovecot log, and start-up failures include it in the panic message.
+//!
+//! Server defaults worth knowing:
+//! - mail is stored as `maildir:~/Maildir` (Maildir++). With [`Layout::Slash`] mailbox
+//!   names can therefore not contain `.` (Maildir++ uses `.` on disk as its hierarchy
+//!   separator); this is a limitation of the test server, not of IMAP.
+//! - a failed login does not slow down the logins that follow it: `auth_failure_delay = 0`,
+//!   and anvil's per-IP "auth penalty" is switched off by removing its socket at start-up
+//!   (Dovecot 2.3 has no setting for it).
+//! - plaintext `LOGIN` is allowed without TLS in every mode (`disable_plaintext_auth = no`).
+//! - `mail_max_userip_connections = 100`.
+
+use std::ffi::{CStr, CString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Address every test server listens on.
+const HOST: &str = "127.0.0.1";
+/// System user that owns the mail store when the tests run as root.
+const MAIL_OWNER: &str = "mailferry-test";
+/// What to install when Dovecot is missing.
+const INSTALL_HINT: &str = "apt-get install dovecot-core dovecot-imapd";
+/// Environment variable: `1` keeps the temporary directory after drop.
+const KEEP_ENV: &str = "MAILFERRY_KEEP_TEST_DIRS";
+/// How long a server may take to greet after being spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `stop` waits for the master to exit after SIGTERM before using SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Start attempts on fresh ports when the chosen port was taken in the meantime.
+const FRESH_PORT_ATTEMPTS: usize = 3;
+/// Start attempts on the same port (restart) while the old listener is still going away.
+const SAME_PORT_ATTEMPTS: usize = 20;
+
+/// Mailbox hierarchy layout of the user's (only) namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `separator = /`, empty prefix: `INBOX`, `Sent`, `Archive/2024`. On disk this is
+    /// still Maildir++, so mailbox names cannot contain `.`.
+    Slash,
+    /// `separator = .`, `prefix = INBOX.` (like Courier or Cyrus): `INBOX`, `INBOX.Sent Items`.
+    /// The special-use folders get Exchange/Outlook-style names (see
+    /// [`DovecotConfig::special_use`]).
+    DotInboxPrefix,
+}
+
+/// Which capabilities the server advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Dovecot's full default capability list (CONDSTORE, QRESYNC, MULTIAPPEND,
+    /// SPECIAL-USE, COMPRESS=DEFLATE, ...).
+    Full,
+    /// A small, Exchange-like list:
+    /// `IMAP4rev1 LITERAL+ UIDPLUS MOVE ID IDLE NAMESPACE CHILDREN`
+    /// (no CONDSTORE, QRESYNC, MULTIAPPEND, SPECIAL-USE, COMPRESS).
+    ///
+    /// This is Dovecot's `imap_capability`, which *replaces* the list both after login
+    /// and before login. Before login Dovecot still appends what the login process
+    /// itself offers: `AUTH=PLAIN AUTH=LOGIN`, and `STARTTLS` in [`Tls::StartTls`] mode
+    /// (`LITERAL+` is not appended twice). Only the advertisement changes: Dovecot still
+    /// accepts e.g. `FETCH ... (MODSEQ)` or `LIST ... RETURN (SPECIAL-USE)` if a client
+    /// sends them anyway, and `LIST` may still show `\Sent`-style attributes.
+    ExchangeLike,
+}
+
+/// Transport security of the IMAP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain IMAP only; STARTTLS is not offered.
+    None,
+    /// The listener at [`Dovecot::port`] speaks TLS from the first byte (IMAPS). There is
+    /// no plaintext listener.
+    Implicit,
+    /// The listener at [`Dovecot::port`] is plain IMAP and offers `STARTTLS`. Plaintext
+    /// `LOGIN` without STARTTLS is still accepted.
+    StartTls,
+}
+
+/// What kind of server to start; build it with [`DovecotConfig::new`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DovecotConfig {
+    /// `(user, password)` pairs. Names and passwords must not contain `:` or line breaks.
+    pub users: Vec<(String, String)>,
+    /// Master user `(name, password)`: log in as any user with
+    /// `LOGIN "user*name" password` or `AUTHENTICATE PLAIN` with authzid `user` and
+    /// authcid `name`.
+    pub master: Option<(String, String)>,
+    /// Namespace layout.
+    pub layout: Layout,
+    /// Advertised capabilities.
+    pub profile: Profile,
+    /// TLS mode; for TLS modes a private CA is generated, see [`Dovecot::ca_pem`].
+    pub tls: Tls,
+    /// Auto-create (and subscribe) special-use mailboxes for every user.
+    ///
+    /// [`Layout::Slash`]: `Sent` (`\Sent`), `Drafts` (`\Drafts`), `Trash` (`\Trash`),
+    /// `Junk` (`\Junk`), `Archive` (`\Archive`).
+    /// [`Layout::DotInboxPrefix`]: `INBOX.Sent Items` (`\Sent`), `INBOX.Drafts`
+    /// (`\Drafts`), `INBOX.Deleted Items` (`\Trash`), `INBOX.Junk E-mail` (`\Junk`),
+    /// `INBOX.Archive` (`\Archive`).
+    pub special_use: bool,
+    /// Per-user storage quota in bytes (Dovecot `quota` + `imap_quota` plugins, Maildir++
+    /// quota, no grace): an `APPEND` that would exceed it fails with
+    /// `NO [OVERQUOTA] Quota exceeded ...`.
+    pub quota_bytes: Option<u64>,
+}
+
+impl DovecotConfig {
+    /// Users with password `pw-<user>` (so `alice` has `pw-alice`), master user
+    /// `admin`/`adminpass`, [`Layout::Slash`], [`Profile::Full`], [`Tls::None`],
+    /// special-use mailboxes, no quota.
+    pub fn new(users: &[&str]) -> Self {
+        DovecotConfig {
+            users: users
+                .iter()
+                .map(|u| ((*u).to_owned(), format!("pw-{u}")))
+                .collect(),
+            master: Some(("admin".to_owned(), "adminpass".to_owned())),
+            layout: Layout::Slash,
+            profile: Profile::Full,
+            tls: Tls::None,
+            special_use: true,
+            quota_bytes: None,
+        }
+    }
+}
+
+/// Who the Dovecot processes run as.
+#[derive(Debug, Clone)]
+enum Identity {
+    /// Tests run as root: Dovecot's usual privilege separation, mail owned by
+    /// [`MAIL_OWNER`].
+    Root { mail_uid: u32, mail_gid: u32 },
+    /// Tests run as a normal user: rootless Dovecot, everything runs as this user and
+    /// its primary group.
+    User {
+        name: String,
+        uid: u32,
+        group: String,
+    },
+}
+
+/// A running Dovecot IMAP server in its own temporary directory.
+///
+/// Dropping it stops the server (see [`Dovecot::stop`]) and
+/// removes the directory, unless `MAILFERRY_KEEP_TEST_DIRS=1`.
+#[derive(Debug)]
+pub struct Dovecot {
+    cfg: DovecotConfig,
+    identity: Identity,
+    dovecot_bin: PathBuf,
+    tmp: Option<TempDir>,
+    dir: PathBuf,
+    conf: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Why one start attempt failed.
+enum StartFailure {
+    /// The master process exited during start-up.
+    Exited(ExitStatus),
+    /// No greeting within [`READY_TIMEOUT`].
+    Timeout,
+}
+
+impl Dovecot {
+    /// Creates a temporary directory, writes the configuration and starts Dovecot on a
+    /// free loopback port; returns once the server has sent its greeting.
+    ///
+    /// # Panics
+    ///
+    /// If Dovecot (or `openssl`, for TLS modes) is not installed, if the configuration is
+    /// invalid, or if the server does not greet within 10 seconds. The message includes
+    /// the end of the Dovecot log.
+    pub fn start(cfg: DovecotConfig) -> Dovecot {
+        let dovecot_bin = find_binary("dovecot", &["/usr/sbin", "/usr/local/sbin", "/sbin"])
+            .unwrap_or_else(|| {
+                panic!(
+                    "\n\n*** mailferry-testkit: the `dovecot` binary was not found (searched PATH, \
+                     /usr/sbin, /usr/local/sbin, /sbin).\n*** These tests need a real Dovecot \
+                     2.3 IMAP server. Install it with:\n***     {INSTALL_HINT}\n\n"
+                )
+            });
+        validate(&cfg);
+        let identity = current_identity();
+
+        // As root, Dovecot's unprivileged processes (auth runs as `dovecot`, mail as
+        // `mailferry-test`) must be able to reach the directory: use /tmp, not a TMPDIR
+        // that may live under /root.
+        let parent = match identity {
+            Identity::Root { .. } => PathBuf::from("/tmp"),
+            Identity::User { .. } => std::env::temp_dir(),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("mailferry-dovecot-")
+            .tempdir_in(&parent)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "mailferry-testkit: cannot create a temp dir in {}: {e}",
+                    parent.display()
+                )
+            });
+        let dir = tmp.path().to_path_buf();
+        let conf = dir.join("etc/dovecot.conf");
+
+        let mut server = Dovecot {
+            cfg,
+            identity,
+            dovecot_bin,
+            tmp: Some(tmp),
+            dir,
+            conf,
+            port: 0,
+            child: None,
+        };
+        // From here on a panic drops `server`, which stops Dovecot and cleans up.
+        server.prepare_dir();
+        server.launch(None);
+        server
+    }
+
+    /// TCP port of the IMAP listener (the TLS listener for [`Tls::Implicit`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Host to connect to: always `"127.0.0.1"`.
+    pub fn host(&self) -> &str {
+        HOST
+    }
+
+    /// PEM file of the private CA that signed the server certificate (for
+    /// [`Tls::Implicit`] and [`Tls::StartTls`]; `None` for [`Tls::None`]). The server
+    /// certificate is for `CN=localhost` with SANs `DNS:localhost` and `IP:127.0.0.1`.
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        match self.cfg.tls {
+            Tls::None => None,
+            Tls::Implicit | Tls::StartTls => Some(self.dir.join("tls/ca.pem")),
+        }
+    }
+
+    /// The server's temporary directory (config in `etc/`, logs in `log/`, homes in
+    /// `mail/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Home directory of `user`; its mail is in `Maildir/` below it (created on first
+    /// login).
+    pub fn mail_dir(&self, user: &str) -> PathBuf {
+        self.dir.join("mail").join(user)
+    }
+
+    /// The last `lines` lines of the Dovecot log (plus the master's stderr, if it wrote
+    /// anything), for assertion messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (name, path) in [
+            ("dovecot.log", self.log_path()),
+            ("dovecot stderr", self.stderr_path()),
+        ] {
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            if text.is_empty() && name != "dovecot.log" {
+                continue;
+            }
+            out.push_str(&format!(
+                "--- {name} ({}), last {lines} lines ---\n",
+                path.display()
+            ));
+            out.push_str(&tail(&text, lines));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Stops the server and starts it again on the same port, with the same
+    /// configuration and mail store. Open connections are cut.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not come back (see [`Dovecot::start`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+
+    /// Stops the server: SIGTERM to its process group and waiting for the master (SIGKILL
+    /// to the group after 10 s), then SIGKILL to children still alive after 3 s more.
+    /// Does nothing if it is not running. The directory is kept until drop.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            terminate(child);
+        }
+    }
+
+    /// Runs `doveadm -c <this server's config> <args>` and returns its output (e.g.
+    /// `["mailbox", "list", "-u", "alice"]`). Works as root and rootless.
+    ///
+    /// # Panics
+    ///
+    /// If `doveadm` cannot be run at all.
+    pub fn doveadm(&self, args: &[&str]) -> Output {
+        let doveadm = find_binary("doveadm", &["/usr/bin", "/usr/local/bin", "/usr/sbin"])
+            .unwrap_or_else(|| {
+                panic!("mailferry-testkit: `doveadm` not found; install it with: {INSTALL_HINT}")
+            });
+        Command::new(&doveadm)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("mailferry-testkit: cannot run {}: {e}", doveadm.display()))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log/dovecot.log")
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.dir.join("log/stderr.log")
+    }
+
+    /// Creates the directory tree, the password files and (for TLS) the certificates.
+    fn prepare_dir(&self) {
+        for sub in ["etc", "log", "state", "mail"] {
+            let path = self.dir.join(sub);
+            fs::create_dir_all(&path).unwrap_or_else(|e| {
+                panic!("mailferry-testkit: cannot create {}: {e}", path.display())
+            });
+        }
+
+        let users: String = self
+            .cfg
+            .users
+            .iter()
+            .map(|(user, pass)| format!("{user}:{{PLAIN}}{pass}::::::\n"))
+            .collect();
+        let masters: String = self
+            .cfg
+            .master
+            .iter()
+            .map(|(user, pass)| format!("{user}:{{PLAIN}}{pass}\n"))
+            .collect();
+        write_file(&self.dir.join("etc/users"), &users);
+        write_file(&self.dir.join("etc/master-users"), &masters);
+
+        if let Identity::Root { mail_uid, mail_gid } = self.identity {
+            // tempfile creates the directory 0700; auth runs as `dovecot`, mail processes
+            // as `mailferry-test`, and both need to get in.
+            for (path, mode) in [
+                (self.dir.clone(), 0o755),
+                (self.dir.join("etc"), 0o755),
+                (self.dir.join("etc/users"), 0o644),
+                (self.dir.join("etc/master-users"), 0o644),
+            ] {
+                set_mode(&path, mode);
+            }
+            let mail = self.dir.join("mail");
+            std::os::unix::fs::chown(&mail, Some(mail_uid), Some(mail_gid)).unwrap_or_else(|e| {
+                panic!(
+                    "mailferry-testkit: cannot chown {} to {MAIL_OWNER}: {e}",
+                    mail.display()
+                )
+            });
+            set_mode(&mail, 0o700);
+        }
+
+        if self.cfg.tls != Tls::None {
+            generate_tls(&self.dir.join("tls"));
+        }
+    }
+
+    /// Writes the config for a port and starts Dovecot, retrying on "address in use":
+    /// on fresh ports when `fixed_port` is `None`, else on that port after a pause.
+    fn launch(&mut self, fixed_port: Option<u16>) {
+        let attempts = if fixed_port.is_some() {
+            SAME_PORT_ATTEMPTS
+        } else {
+            FRESH_PORT_ATTEMPTS
+        };
+        for attempt in 1..=attempts {
+            self.port = fixed_port.unwrap_or_else(free_port);
+            write_file(&self.conf, &self.render_config());
+            if matches!(self.identity, Identity::Root { .. }) {
+                set_mode(&self.conf, 0o644);
+            }
+
+            let log_mark = file_len(&self.log_path());
+            let stderr_mark = file_len(&self.stderr_path());
+            self.spawn();
+            let failure = match self.wait_ready() {
+                Ok(()) => return,
+                Err(failure) => failure,
+            };
+            self.stop();
+            let new_output = format!(
+                "{}{}",
+                read_from(&self.log_path(), log_mark),
+                read_from(&self.stderr_path(), stderr_mark)
+            );
+            if new_output.contains("Address already in use") && attempt < attempts {
+                if fixed_port.is_some() {
+                    sleep(Duration::from_millis(250));
+                }
+                continue;
+            }
+            let why = match failure {
+                StartFailure::Exited(status) => {
+                    format!("dovecot exited during start-up ({status})")
+                }
+                StartFailure::Timeout => format!(
+                    "dovecot did not send an IMAP greeting on {HOST}:{} within {} s",
+                    self.port,
+                    READY_TIMEOUT.as_secs()
+                ),
+            };
+            panic!(
+                "\n\nmailferry-testkit: {why} (attempt {attempt} of {attempts}).\n\
+                 config: {}\n(if the log mentions an unknown protocol or missing binary, run: \
+                 {INSTALL_HINT}; set {KEEP_ENV}=1 to keep the directory)\n{}\n",
+                self.conf.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// Spawns `dovecot -F -c <conf>` in its own process group with stdio redirected.
+    fn spawn(&mut self) {
+        let stderr_path = self.stderr_path();
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "mailferry-testkit: cannot open {}: {e}",
+                    stderr_path.display()
+                )
+            });
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("mailferry-testkit: cannot dup a file handle: {e}"));
+        let child = Command::new(&self.dovecot_bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "mailferry-testkit: cannot run {}: {e} (install: {INSTALL_HINT})",
+                    self.dovecot_bin.display()
+                )
+            });
+        self.child = Some(child);
+    }
+
+    /// Polls until the port accepts a connection and Dovecot greets (`* OK`, or a TLS
+    /// handshake record for [`Tls::Implicit`]), or the master exits, or time runs out.
+    fn wait_ready(&mut self) -> Result<(), StartFailure> {
+        let started = Instant::now();
+        let deadline = started + READY_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let penalty_socket = self.dir.join("run/anvil-auth-penalty");
+        let mut penalty_disabled = false;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(StartFailure::Exited(status));
+            }
+            // Dovecot 2.3 delays every login from an IP after a failed one (anvil "auth
+            // penalty", 2-15 s; auth_failure_delay and login_trusted_networks do not turn
+            // it off). The auth process disables the penalty if it cannot find anvil's
+            // penalty socket, so remove that socket before the first connection makes the
+            // master start the auth process. The master created it together with the
+            // IMAP listener, so wait for it (at most 2 s, in case a version names it
+            // differently).
+            if !penalty_disabled {
+                if penalty_socket.exists() {
+                    // Best effort: if it fails, logins are merely slower after a failure.
+                    let _ = fs::remove_file(&penalty_socket);
+                    penalty_disabled = true;
+                } else if started.elapsed() < Duration::from_secs(2) {
+                    sleep(Duration::from_millis(10));
+                    continue;
+                } else {
+                    penalty_disabled = true;
+                }
+            }
+            let ready = match self.cfg.tls {
+                Tls::Implicit => probe_tls(&addr),
+                Tls::None | Tls::StartTls => probe_greeting(&addr),
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StartFailure::Timeout);
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The complete `dovecot.conf` for the current port.
+    fn render_config(&self) -> String {
+        let dir = self.dir.display();
+        let port = self.port;
+
+        let (identity, userdb_ids, login_chroot) = match &self.identity {
+            Identity::Root { mail_uid, mail_gid } => (
+                format!(
+                    "default_login_user = dovenull\n\
+                     default_internal_user = dovecot\n\
+                     first_valid_uid = {mail_uid}\n\
+                     last_valid_uid = {mail_uid}\n"
+                ),
+                format!(" uid={mail_uid} gid={mail_gid}"),
+                "",
+            ),
+            Identity::User { name, uid, group } => (
+                format!(
+                    "# rootless: every process runs as {name}\n\
+                     default_login_user = {name}\n\
+                     default_internal_user = {name}\n\
+                     default_internal_group = {group}\n\
+                     first_valid_uid = {uid}\n\
+                     last_valid_uid = {uid}\n\
+                     service anvil {{\n  chroot =\n}}\n"
+                ),
+                String::new(),
+                "  chroot =\n",
+            ),
+        };
+
+        let ssl = match self.cfg.tls {
+            Tls::None => "ssl = no\n".to_owned(),
+            Tls::Implicit | Tls::StartTls => {
+                format!("ssl = yes\nssl_cert = <{dir}/tls/cert.pem\nssl_key = <{dir}/tls/key.pem\n")
+            }
+        };
+        let (imap_port, imaps_port) = match self.cfg.tls {
+            Tls::None | Tls::StartTls => (port, 0),
+            Tls::Implicit => (0, port),
+        };
+
+        let capability = match self.cfg.profile {
+            Profile::Full => "",
+            Profile::ExchangeLike => {
+                "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE ID IDLE NAMESPACE CHILDREN\n"
+            }
+        };
+
+        let (separator, prefix) = match self.cfg.layout {
+            Layout::Slash => ("/", ""),
+            Layout::DotInboxPrefix => (".", "INBOX."),
+        };
+        let mut mailboxes = String::new();
+        if self.cfg.special_use {
+            let names: [(&str, &str); 5] = match self.cfg.layout {
+                Layout::Slash => [
+                    ("Sent", "\\Sent"),
+                    ("Drafts", "\\Drafts"),
+                    ("Trash", "\\Trash"),
+                    ("Junk", "\\Junk"),
+                    ("Archive", "\\Archive"),
+                ],
+                Layout::DotInboxPrefix => [
+                    ("Sent Items", "\\Sent"),
+                    ("Drafts", "\\Drafts"),
+                    ("Deleted Items", "\\Trash"),
+                    ("Junk E-mail", "\\Junk"),
+                    ("Archive", "\\Archive"),
+                ],
+            };
+            for (name, special_use) in names {
+                mailboxes.push_str(&format!(
+                    "  mailbox \"{name}\" {{\n    special_use = {special_use}\n    auto = subscribe\n  }}\n"
+                ));
+            }
+        }
+
+        let master_passdb = if self.cfg.master.is_some() {
+            format!(
+                "passdb {{\n  driver = passwd-file\n  \
+                 args = scheme=PLAIN username_format=%n {dir}/etc/master-users\n  \
+                 master = yes\n  pass = yes\n}}\n"
+            )
+        } else {
+            String::new()
+        };
+
+        let (global_plugins, imap_plugins, quota) = match self.cfg.quota_bytes {
+            None => ("", "", String::new()),
+            Some(bytes) => (
+                "mail_plugins = $mail_plugins quota\n",
+                "  mail_plugins = $mail_plugins imap_quota\n",
+                format!(
+                    "plugin {{\n  quota = maildir:User quota\n  quota_rule = *:bytes={bytes}\n  \
+                     quota_grace = 0\n}}\n"
+                ),
+            ),
+        };
+
+        format!(
+            "# generated by mailferry-testkit -- a throw-away test server\n\
+             instance_name = mailferry-testkit-{port}\n\
+             base_dir = {dir}/run\n\
+             state_dir = {dir}/state\n\
+             log_path = {dir}/log/dovecot.log\n\
+             info_log_path = {dir}/log/dovecot.log\n\
+             listen = {HOST}\n\
+             protocols = imap\n\
+             {identity}\
+             mail_location = maildir:~/Maildir\n\
+             mail_fsync = never\n\
+             {global_plugins}\
+             disable_plaintext_auth = no\n\
+             auth_mechanisms = plain login\n\
+             auth_master_user_separator = *\n\
+             auth_verbose = yes\n\
+             # no delay after a failed login (the anvil penalty is disabled at start-up)\n\
+             auth_failure_delay = 0\n\
+             {ssl}\
+             {capability}\
+             \n\
+             namespace inbox {{\n  \
+               inbox = yes\n  \
+               separator = {separator}\n  \
+               prefix = {prefix}\n\
+             {mailboxes}\
+             }}\n\
+             \n\
+             {master_passdb}\
+             passdb {{\n  \
+               driver = passwd-file\n  \
+               args = scheme=PLAIN username_format=%u {dir}/etc/users\n\
+             }}\n\
+             userdb {{\n  \
+               driver = passwd-file\n  \
+               args = username_format=%u {dir}/etc/users\n  \
+               default_fields = home={dir}/mail/%u{userdb_ids}\n\
+             }}\n\
+             \n\
+             service imap-login {{\n  \
+               inet_listener imap {{\n    address = {HOST}\n    port = {imap_port}\n  }}\n  \
+               inet_listener imaps {{\n    address = {HOST}\n    port = {imaps_port}\n    ssl = yes\n  }}\n\
+             {login_chroot}\
+             }}\n\
+             service pop3-login {{\n  \
+               inet_listener pop3 {{\n    port = 0\n  }}\n  \
+               inet_listener pop3s {{\n    port = 0\n  }}\n\
+             }}\n\
+             service submission-login {{\n  \
+               inet_listener submission {{\n    port = 0\n  }}\n\
+             }}\n\
+             service lmtp {{\n  \
+               unix_listener lmtp {{\n    mode = 0600\n  }}\n\
+             }}\n\
+             protocol imap {{\n  \
+               mail_max_userip_connections = 100\n\
+             {imap_plugins}\
+             }}\n\
+             {quota}"
+        )
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(tmp) = self.tmp.take() {
+            if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
+                let kept = tmp.keep();
+                eprintln!(
+                    "mailferry-testkit: kept Dovecot test dir {} ({KEEP_ENV}=1)",
+                    kept.display()
+                );
+            } else if let Err(e) = tmp.close() {
+                eprintln!(
+                    "mailferry-testkit: could not remove {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// Panics on names or passwords that cannot be written to a passwd-file.
+fn validate(cfg: &DovecotConfig) {
+    let pairs = cfg.users.iter().chain(cfg.master.iter());
+    for (user, pass) in pairs {
+        let bad = |s: &str| s.is_empty() || s.contains([':', '\n', '\r']);
+        assert!(
+            !bad(user) && !user.contains(['*', '/', ' ']) && !bad(pass),
+            "mailferry-testkit: unusable user/password {user:?}/{pass:?} (must be non-empty, \
+             without ':' or line breaks; user names also without '*', '/' or spaces)"
+        );
+    }
+}
+
+/// Decides root vs rootless mode; as root makes sure the mail owner exists.
+fn current_identity() -> Identity {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        let (mail_uid, mail_gid) = ensure_mail_owner();
+        Identity::Root { mail_uid, mail_gid }
+    } else {
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let egid = unsafe { libc::getegid() };
+        let name = user_name(euid).unwrap_or_else(|| {
+            panic!(
+                "mailferry-testkit: uid {euid} has no passwd entry; rootless Dovecot needs a \
+                 user name for default_login_user/default_internal_user"
+            )
+        });
+        let group = group_name(egid).unwrap_or_else(|| {
+            panic!(
+                "mailferry-testkit: gid {egid} has no group entry; rootless Dovecot needs a \
+                 group name for default_internal_group"
+            )
+        });
+        Identity::User {
+            name,
+            uid: euid,
+            group,
+        }
+    }
+}
+
+/// Returns uid/gid of [`MAIL_OWNER`], creating the system user if needed.
+fn ensure_mail_owner() -> (u32, u32) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(ids) = user_ids(MAIL_OWNER) {
+        return ids;
+    }
+    let useradd =
+        find_binary("useradd", &["/usr/sbin", "/sbin"]).unwrap_or_else(|| PathBuf::from("useradd"));
+    let mut last_error = String::new();
+    // Other test processes may be creating the user at the same moment (useradd then
+    // fails with "already exists" or cannot lock /etc/passwd): re-check and retry.
+    for _ in 0..10 {
+        match Command::new(&useradd)
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                MAIL_OWNER,
+            ])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) => {
+                last_error = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if let Some(ids) = user_ids(MAIL_OWNER) {
+            return ids;
+        }
+        sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "mailferry-testkit: running as root, Dovecot needs a non-root mail owner, but \
+         `useradd --system {MAIL_OWNER}` failed: {last_error}"
+    );
+}
+
+/// uid and gid of a user, from the passwd database.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero is a valid `passwd` (null pointers, zero ids); it is only read
+    // after getpwnam_r filled it in.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
+/// Name of the user with this uid, from the passwd database.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: as in `user_ids`.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Name of the group with this gid, from the group database.
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    // SAFETY: all-zero is a valid `group` (null pointers); it is only read after
+    // getgrgid_r filled it in.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is the buffer's size.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: getgrgid_r succeeded, so gr_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Finds an executable in PATH or, failing that, in `extra_dirs` (a normal user's PATH
+/// usually lacks /usr/sbin, where Debian installs `dovecot`).
+fn find_binary(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .into_iter()
+        .chain(extra_dirs.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// Generates a private CA (`ca.pem`) and a server certificate it signed (`cert.pem`,
+/// `key.pem`) for localhost / 127.0.0.1 with the `openssl` CLI. (rustls refuses a
+/// self-signed CA certificate used as the server's own certificate.)
+fn generate_tls(tls: &Path) {
+    fs::create_dir_all(tls)
+        .unwrap_or_else(|e| panic!("mailferry-testkit: cannot create {}: {e}", tls.display()));
+    let openssl = find_binary("openssl", &["/usr/bin"]).unwrap_or_else(|| {
+        panic!(
+            "mailferry-testkit: TLS test servers need the `openssl` CLI: apt-get install openssl"
+        )
+    });
+    write_file(
+        &tls.join("cert.ext"),
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    );
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=mailferry-testkit CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "cert.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-sha256",
+            "-extfile",
+            "cert.ext",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(tls)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("mailferry-testkit: cannot run {}: {e}", openssl.display()));
+        assert!(
+            out.status.success(),
+            "mailferry-testkit: `openssl {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    set_mode(&tls.join("key.pem"), 0o600);
+    set_mode(&tls.join("ca-key.pem"), 0o600);
+}
+
+/// A port that was free a moment ago (the listener is dropped again, so another process
+/// may grab it before Dovecot binds it; [`Dovecot::launch`] retries in that case).
+fn free_port() -> u16 {
+    TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| {
+            panic!("mailferry-testkit: cannot bind {HOST}:0 to find a free port: {e}")
+        })
+}
+
+/// True if the server at `addr` sends an untagged `* OK` greeting.
+fn probe_greeting(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .is_err()
+    {
+        return false;
+    }
+    // The real greeting; "* OK Waiting for authentication process to respond.." only
+    // says that the login process is not connected to auth yet.
+    for _ in 0..3 {
+        let line = read_line(&mut stream);
+        if !line.starts_with(b"* OK") {
+            return false;
+        }
+        if !line.windows(7).any(|w| w == b"Waiting") {
+            // Polite goodbye; the answer does not matter.
+            let _ = stream.write_all(b"z LOGOUT\r\n");
+            return true;
+        }
+    }
+    false
+}
+
+/// One line (up to 4 KiB) read byte by byte; shorter on EOF, error or timeout.
+fn read_line(stream: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 4096 {
+        match stream.read(&mut byte) {
+            Ok(1) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    line
+}
+
+/// True if the server at `addr` answers a TLS ClientHello with a TLS record (a
+/// handshake, or an alert: either way the TLS login process is serving).
+fn probe_tls(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .is_err()
+        || stream.write_all(&client_hello()).is_err()
+    {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    // 0x16 = handshake record (ServerHello), 0x15 = alert.
+    matches!(stream.read(&mut first), Ok(1) if first[0] == 0x16 || first[0] == 0x15)
+}
+
+/// A minimal TLS 1.2 ClientHello (ECDHE/RSA AES-GCM suites, x25519/P-256).
+fn client_hello() -> Vec<u8> {
+    fn with_len16(body: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    fn extension(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_be_bytes().to_vec();
+        out.extend(with_len16(data));
+        out
+    }
+
+    let mut hello = vec![0x03, 0x03]; // TLS 1.2
+    hello.extend_from_slice(&[0x42; 32]); // random
+    hello.push(0); // no session id
+    hello.extend(with_len16(&[
+        0xc0, 0x2f, 0xc0, 0x30, 0xc0, 0x2b, 0xc0, 0x2c, 0x00, 0x9c, 0x00, 0x9d,
+    ]));
+    hello.extend_from_slice(&[0x01, 0x00]); // compression: null
+    let mut extensions = Vec::new();
+    extensions.extend(extension(0x000a, &with_len16(&[0x00, 0x1d, 0x00, 0x17])));
+    extensions.extend(extension(0x000b, &[0x01, 0x00]));
+    extensions.extend(extension(
+        0x000d,
+        &with_len16(&[0x04, 0x01, 0x08, 0x04, 0x05, 0x01, 0x04, 0x03]),
+    ));
+    hello.extend(with_len16(&extensions));
+
+    let len = u32::try_from(hello.len()).unwrap_or(0).to_be_bytes();
+    let mut handshake = vec![0x01, len[1], len[2], len[3]];
+    handshake.extend(hello);
+
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend(with_len16(&handshake));
+    record
+}
+
+/// Stops a Dovecot master started in its own process group.
+fn terminate(mut child: Child) {
+    let pgid = child.id() as libc::pid_t;
+    // The whole group: Dovecot's children (log, stats, imap, ...) otherwise linger for
+    // seconds after the master is gone. They log "Killed with signal 15" warnings.
+    signal_group(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                signal_group(pgid, libc::SIGKILL);
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => sleep(Duration::from_millis(20)),
+        }
+    }
+    // Children may outlive the master briefly, and a login process would keep the
+    // listening socket open: wait for the group to empty, then SIGKILL what is left.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while group_alive(pgid) {
+        if Instant::now() >= deadline {
+            signal_group(pgid, libc::SIGKILL);
+            break;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions; a negative pid addresses the
+    // process group that `process_group(0)` created for our child.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+fn write_file(path: &Path, contents: &str) {
+    fs::write(path, contents)
+        .unwrap_or_else(|e| panic!("mailferry-testkit: cannot write {}: {e}", path.display()));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("mailferry-testkit: cannot chmod {}: {e}", path.display()));
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The contents of `path` from byte `offset` on (lossy UTF-8; empty if unreadable).
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        let _ = io::Seek::seek(&mut file, io::SeekFrom::Start(offset));
+        let _ = file.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..].join("\n")
+}

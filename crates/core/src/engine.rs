@@ -1,0 +1,1068 @@
+//! The copy engine: one pass over one entry (a source mailbox and its target mailbox).
+//!
+//! A pass, in order:
+//! 1. log in to both servers, read both folder trees, plan the target tree, create missing
+//!    folders and make the target's subscriptions for the job's folders equal the source's;
+//! 2. resolve `pending` ledger rows left by a killed pass ([`reconcile_pending`]);
+//! 3. per source folder: skip it after one STATUS if nothing changed since the last checkpoint;
+//!    otherwise scan UIDs and flags, copy what the ledger lacks, and set changed flags;
+//! 4. messages that vanished from one folder and appear in another (same fingerprint) are moved
+//!    on the target, not copied again; a UIDVALIDITY change is resolved the same way.
+//!
+//! Copying streams: a fetcher thread reads `BODY.PEEK[]` from the source in batches and hands
+//! messages over a channel bounded by a byte budget; this thread APPENDs them pipelined.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mailferry_imap::{AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login};
+
+use crate::fingerprint::{fingerprint, message_id};
+use crate::folders::{FolderPlanItem, FolderRules, FolderTree, Namespace, ServerFolder};
+use crate::store::{Checkpoint, Entry, Failure, LedgerRow, RunEntry, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{side}: {source}")]
+    Imap {
+        side: &'static str,
+        #[source]
+        source: ImapError,
+    },
+    #[error("State database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl EngineError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EngineError::Imap { source, .. } if source.is_transient())
+    }
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+fn on(side: &'static str) -> impl Fn(ImapError) -> EngineError {
+    move |source| EngineError::Imap { side, source }
+}
+
+/// Caps the connections to one server, shared by every mailbox of the run.
+pub struct ConnectionLimit {
+    max: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+pub struct Permit<'a>(&'a ConnectionLimit);
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            max: max.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= self.max {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// How mailferry logs in to one server for a mailbox.
+#[derive(Clone)]
+pub enum Access {
+    /// `LOGIN user<sep>admin password` (Dovecot's master-user form).
+    MasterSeparator {
+        admin: String,
+        password: String,
+        separator: String,
+    },
+    /// `AUTHENTICATE PLAIN` with authzid = the mailbox, authcid = the admin.
+    SaslAuthzid { admin: String, password: String },
+    /// The mailbox's own password (from the CSV, at run time).
+    PerMailbox,
+}
+
+impl Access {
+    pub fn login(&self, mailbox_login: &str, own_password: Option<&str>) -> Result<Login> {
+        Ok(match self {
+            Access::MasterSeparator {
+                admin,
+                password,
+                separator,
+            } => Login::Plain {
+                user: format!("{mailbox_login}{separator}{admin}"),
+                password: password.clone(),
+            },
+            Access::SaslAuthzid { admin, password } => Login::SaslPlain {
+                authzid: mailbox_login.to_string(),
+                authcid: admin.clone(),
+                password: password.clone(),
+            },
+            Access::PerMailbox => Login::Plain {
+                user: mailbox_login.to_string(),
+                password: own_password
+                    .ok_or_else(|| {
+                        EngineError::Config(format!(
+                            "No password for {mailbox_login}: auth = \"per-mailbox\" needs its \
+                             password in the mailboxes CSV"
+                        ))
+                    })?
+                    .to_string(),
+            },
+        })
+    }
+}
+
+/// One server of the job, ready to connect to.
+pub struct Server {
+    pub endpoint: Endpoint,
+    pub access: Access,
+    pub limit: ConnectionLimit,
+}
+
+impl Server {
+    pub fn connect(&self, mailbox_login: &str, own_password: Option<&str>) -> Result<Client> {
+        let side = "connect";
+        let login = self.access.login(mailbox_login, own_password)?;
+        let mut c = Client::connect(&self.endpoint).map_err(on(side))?;
+        c.login(&login).map_err(|source| EngineError::Imap {
+            side: "login",
+            source,
+        })?;
+        Ok(c)
+    }
+}
+
+/// What limits a pass: folder scope, dates, deleted messages.
+#[derive(Debug, Clone)]
+pub struct PassSettings {
+    pub rules: FolderRules,
+    /// IMAP search dates (`1-Jan-2020`).
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub skip_deleted: bool,
+}
+
+impl PassSettings {
+    /// A text that changes whenever a message filter changes, so that checkpoints taken under
+    /// another filter do not let a folder be skipped.
+    fn filter_key(&self) -> String {
+        format!(
+            "since={:?};until={:?};skip_deleted={}",
+            self.since, self.until, self.skip_deleted
+        )
+    }
+}
+
+/// Live progress, for bars on a terminal and lines otherwise.
+pub trait Progress: Sync {
+    fn planned(&self, entry: &str, messages: u64, bytes: u64);
+    fn copied(&self, entry: &str, messages: u64, bytes: u64);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn planned(&self, _: &str, _: u64, _: u64) {}
+    fn copied(&self, _: &str, _: u64, _: u64) {}
+}
+
+/// Everything a pass needs besides the entry itself.
+pub struct PassContext<'a> {
+    pub source: &'a Server,
+    pub target: &'a Server,
+    pub settings: &'a PassSettings,
+    pub store: &'a Mutex<Store>,
+    pub run: i64,
+    pub progress: &'a dyn Progress,
+    pub retries: u32,
+    pub retry_delay: Duration,
+}
+
+/// Passwords of one entry, when `auth = "per-mailbox"` (never stored).
+#[derive(Clone, Default)]
+pub struct EntryPasswords {
+    pub source: Option<String>,
+    pub target: Option<String>,
+}
+
+/// Runs one pass for an entry, retrying transient failures with backoff; never panics on
+/// server trouble: the result says what happened, with the server's words.
+pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) -> RunEntry {
+    let started = Instant::now();
+    let mut stats = RunEntry {
+        entry_id: entry.id.clone(),
+        ..RunEntry::default()
+    };
+    let mut delay = ctx.retry_delay;
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        let mut pass = Pass {
+            ctx,
+            entry,
+            stats: &mut stats,
+        };
+        match pass.run(pw) {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_transient() && attempt <= ctx.retries => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    stats.seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) if stats.failed == 0 => stats.state = "migrated".into(),
+        Ok(()) => stats.state = "partial".into(),
+        Err(e) => {
+            stats.state = "failed".into();
+            stats.error = Some(e.to_string());
+        }
+    }
+    stats
+}
+
+struct Pass<'a, 'b> {
+    ctx: &'a PassContext<'b>,
+    entry: &'a Entry,
+    stats: &'a mut RunEntry,
+}
+
+/// One source folder's messages that need work, found by the scan.
+struct FolderWork {
+    item: FolderPlanItem,
+    source: crate::folders::Folder,
+    uid_validity: u32,
+    status: mailferry_imap::FolderStatus,
+    to_copy: Vec<(u32, u64)>,
+    flag_updates: Vec<(LedgerRow, String)>,
+}
+
+impl Pass<'_, '_> {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.ctx.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(
+        &mut self,
+        folder: &str,
+        uid: Option<u32>,
+        size: Option<u64>,
+        mid: Option<String>,
+        reason: String,
+    ) -> Result<()> {
+        self.stats.failed += 1;
+        let f = Failure {
+            entry_id: self.entry.id.clone(),
+            folder: folder.to_string(),
+            uid,
+            size,
+            message_id: mid,
+            reason,
+        };
+        self.store().record_failure(self.ctx.run, &f)?;
+        Ok(())
+    }
+
+    fn run(&mut self, pw: &EntryPasswords) -> Result<()> {
+        let target_login = self.entry.target_login.clone().ok_or_else(|| {
+            EngineError::Config(format!("Entry {} has no target mailbox", self.entry.id))
+        })?;
+        let _src_permit = self.ctx.source.limit.acquire();
+        let mut src = self
+            .ctx
+            .source
+            .connect(&self.entry.source_login, pw.source.as_deref())
+            .map_err(|e| prefix(e, "source"))?;
+        let _dst_permit = self.ctx.target.limit.acquire();
+        let mut dst = self
+            .ctx
+            .target
+            .connect(&target_login, pw.target.as_deref())
+            .map_err(|e| prefix(e, "target"))?;
+
+        let src_tree = read_tree(&mut src).map_err(on("source"))?;
+        let dst_tree = read_tree(&mut dst).map_err(on("target"))?;
+        let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
+        self.prepare_target_tree(&mut dst, &dst_tree, &plan)?;
+        reconcile_pending(&mut dst, self.ctx.store, &self.entry.id)?;
+
+        // Scan every folder that changed; collect the work and the vanished ledger rows.
+        let mut work = Vec::new();
+        let mut vanished: HashMap<String, Vec<LedgerRow>> = HashMap::new();
+        for item in plan.iter().filter(|i| i.selectable) {
+            if let Some(w) = self.scan_folder(&mut src, item, &mut vanished)? {
+                work.push(w);
+            }
+        }
+        let (messages, bytes) = work.iter().fold((0, 0), |(m, b), w| {
+            (
+                m + w.to_copy.len() as u64,
+                b + w.to_copy.iter().map(|(_, s)| s).sum::<u64>(),
+            )
+        });
+        self.ctx.progress.planned(&self.entry.id, messages, bytes);
+
+        for mut w in work {
+            let failed_before = self.stats.failed;
+            if !w.to_copy.is_empty() {
+                let to_copy = std::mem::take(&mut w.to_copy);
+                self.copy_folder(&mut src, &mut dst, &w, &to_copy, &mut vanished)?;
+            }
+            self.update_flags(&mut dst, &w)?;
+            if self.stats.failed == failed_before {
+                let c = Checkpoint {
+                    uid_validity: w.uid_validity,
+                    uid_next: w.status.uid_next,
+                    messages: w.status.messages,
+                    highest_modseq: w.status.highest_modseq,
+                    filter: self.ctx.settings.filter_key(),
+                };
+                self.store()
+                    .set_checkpoint(&self.entry.id, w.source.path.as_str(), &c)?;
+            }
+        }
+        src.logout();
+        dst.logout();
+        Ok(())
+    }
+
+    fn prepare_target_tree(
+        &mut self,
+        dst: &mut Client,
+        dst_tree: &FolderTree,
+        plan: &[FolderPlanItem],
+    ) -> Result<()> {
+        let mut subscribed_now: HashSet<&str> = HashSet::new();
+        for f in dst_tree.folders() {
+            if f.subscribed {
+                subscribed_now.insert(f.path.as_str());
+            }
+        }
+        let mut done = HashSet::new();
+        for item in plan {
+            let name = item.target_raw_name.as_str();
+            if !done.insert(name.to_string()) {
+                continue;
+            }
+            if item.create
+                && let Err(e) = dst.create(name)
+            {
+                // Another pass (or the server's autocreate) may have made it meanwhile.
+                if e.code() != Some("ALREADYEXISTS") {
+                    return Err(EngineError::Imap {
+                        side: "target",
+                        source: e,
+                    });
+                }
+            }
+            if item.source.is_none() {
+                continue;
+            }
+            let is_sub = subscribed_now.contains(item.target_path.as_str());
+            if item.subscribe && !is_sub {
+                dst.subscribe(name).map_err(on("target"))?;
+            } else if !item.subscribe && is_sub && item.target_path.as_str() != "INBOX" {
+                dst.unsubscribe(name).map_err(on("target"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides what a folder needs. Returns `None` when STATUS shows nothing changed.
+    fn scan_folder(
+        &mut self,
+        src: &mut Client,
+        item: &FolderPlanItem,
+        vanished: &mut HashMap<String, Vec<LedgerRow>>,
+    ) -> Result<Option<FolderWork>> {
+        let Some(source) = item.source.clone() else {
+            return Ok(None);
+        };
+        let folder = source.path.as_str().to_string();
+        let raw = source.raw_name.as_str();
+        let status = src.status(raw).map_err(on("source"))?;
+        let checkpoint = self.store().checkpoint(&self.entry.id, &folder)?;
+        let filter = self.ctx.settings.filter_key();
+        if let Some(c) = &checkpoint
+            && c.uid_validity == status.uid_validity
+            && c.uid_next == status.uid_next
+            && c.messages == status.messages
+            && c.filter == filter
+            && status.highest_modseq.is_some()
+            && c.highest_modseq == status.highest_modseq
+        {
+            return Ok(None);
+        }
+
+        let selected = src.select(raw, true).map_err(on("source"))?;
+        let ledger = self.store().ledger_folder(&self.entry.id, &folder)?;
+        let mut by_uid: HashMap<u32, LedgerRow> = HashMap::new();
+        for row in ledger {
+            if row.uid_validity == selected.uid_validity {
+                by_uid.insert(row.uid, row);
+            } else {
+                // UIDVALIDITY changed: the old rows are matched again by fingerprint.
+                vanished
+                    .entry(row.fingerprint.clone())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        let in_range: Option<HashSet<u32>> =
+            match (&self.ctx.settings.since, &self.ctx.settings.until) {
+                (None, None) => None,
+                (since, until) => {
+                    let mut q = String::new();
+                    if let Some(s) = since {
+                        q.push_str(&format!("SINCE {s} "));
+                    }
+                    if let Some(u) = until {
+                        q.push_str(&format!("BEFORE {u} "));
+                    }
+                    q.push_str("ALL");
+                    Some(
+                        src.uid_search(&q)
+                            .map_err(on("source"))?
+                            .into_iter()
+                            .collect(),
+                    )
+                }
+            };
+        let mut to_copy = Vec::new();
+        let mut flag_updates = Vec::new();
+        let mut seen = HashSet::new();
+        let skip_deleted = self.ctx.settings.skip_deleted;
+        if selected.exists > 0 {
+            src.uid_fetch("1:*", "UID FLAGS RFC822.SIZE", |f| {
+                let Some(uid) = f.uid() else { return Ok(()) };
+                seen.insert(uid);
+                let flags = normalise_flags(f.flags().unwrap_or_default());
+                match by_uid.get(&uid) {
+                    Some(row) if !row.pending => {
+                        if row.flags != flags {
+                            flag_updates.push((row.clone(), flags));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        let deleted = flags
+                            .split(' ')
+                            .any(|f| f.eq_ignore_ascii_case("\\Deleted"));
+                        let wanted = in_range.as_ref().is_none_or(|r| r.contains(&uid));
+                        if (deleted && skip_deleted) || !wanted {
+                            self.stats.skipped += 1;
+                        } else {
+                            let size = f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0);
+                            to_copy.push((uid, size));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(on("source"))?;
+        }
+        for (uid, row) in by_uid {
+            if !seen.contains(&uid) && !row.pending {
+                vanished
+                    .entry(row.fingerprint.clone())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        to_copy.sort_unstable();
+        Ok(Some(FolderWork {
+            item: item.clone(),
+            source,
+            uid_validity: selected.uid_validity,
+            status,
+            to_copy,
+            flag_updates,
+        }))
+    }
+
+    fn copy_folder(
+        &mut self,
+        src: &mut Client,
+        dst: &mut Client,
+        w: &FolderWork,
+        to_copy: &[(u32, u64)],
+        vanished: &mut HashMap<String, Vec<LedgerRow>>,
+    ) -> Result<()> {
+        // The scan left another folder selected: select this one again, and make sure its
+        // UIDs still mean what the scan saw.
+        let selected = src.select(&w.source.raw_name, true).map_err(on("source"))?;
+        if selected.uid_validity != w.uid_validity {
+            return Err(EngineError::Imap {
+                side: "source",
+                source: ImapError::Aborted(format!(
+                    "UIDVALIDITY of {} changed during the pass; it is reconciled on the next attempt",
+                    w.source.path
+                )),
+            });
+        }
+        let budget = Arc::new(ByteBudget::new(BYTE_BUDGET));
+        let (tx, rx) = sync_channel::<Message>(256);
+        let fetch_budget = budget.clone();
+        std::thread::scope(|scope| {
+            let fetcher = scope.spawn(move || fetch_messages(src, to_copy, tx, &fetch_budget));
+            let appended = self.append_messages(dst, w, rx, &budget, vanished);
+            budget.close();
+            let fetched = fetcher
+                .join()
+                .unwrap_or_else(|_| Err(ImapError::Aborted("the fetcher thread panicked".into())));
+            appended?;
+            match fetched {
+                Ok(()) => Ok(()),
+                Err(ImapError::Aborted(_)) => Ok(()),
+                Err(e) => Err(EngineError::Imap {
+                    side: "source",
+                    source: e,
+                }),
+            }
+        })
+    }
+
+    fn append_messages(
+        &mut self,
+        dst: &mut Client,
+        w: &FolderWork,
+        rx: Receiver<Message>,
+        budget: &ByteBudget,
+        vanished: &mut HashMap<String, Vec<LedgerRow>>,
+    ) -> Result<()> {
+        let folder = w.source.path.as_str().to_string();
+        let target_folder = w.item.target_path.as_str().to_string();
+        let target_raw = w.item.target_raw_name.clone();
+        let mut uid_next = dst.status(&target_raw).map_err(on("target"))?.uid_next;
+        loop {
+            // A group: every message already waiting, up to a size; then one commit of
+            // intents, the APPENDs pipelined, and one commit of results.
+            let first = match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            };
+            let mut group = vec![first];
+            let mut group_bytes = group[0].body.len();
+            while group.len() < GROUP_MESSAGES && group_bytes < GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        group_bytes += m.body.len();
+                        group.push(m);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let mut rows = Vec::with_capacity(group.len());
+            let mut to_send = Vec::with_capacity(group.len());
+            for m in group {
+                let fp = fingerprint(&m.body);
+                if let Some(old) = take_vanished(vanished, &fp) {
+                    self.reuse_vanished(
+                        dst,
+                        &old,
+                        &folder,
+                        w.uid_validity,
+                        m.uid,
+                        &target_folder,
+                        &target_raw,
+                    )?;
+                    budget.release(m.body.len());
+                    continue;
+                }
+                rows.push(LedgerRow {
+                    source_folder: folder.clone(),
+                    uid_validity: w.uid_validity,
+                    uid: m.uid,
+                    target_folder: target_folder.clone(),
+                    target_uid: None,
+                    target_uidnext: Some(uid_next),
+                    fingerprint: fp,
+                    size: m.body.len() as u64,
+                    flags: normalise_flags(m.flags.clone()),
+                    pending: true,
+                });
+                to_send.push(m);
+            }
+            if to_send.is_empty() {
+                continue;
+            }
+            self.store().insert_pending(&self.entry.id, &rows)?;
+            let mut tags = Vec::with_capacity(to_send.len());
+            for m in &to_send {
+                let flags: Vec<String> = m.flags.clone();
+                let tag = dst
+                    .append_send(&AppendRequest {
+                        mailbox: &target_raw,
+                        flags: &flags,
+                        date: m.date.as_deref(),
+                        message: &m.body,
+                    })
+                    .map_err(on("target"))?;
+                tags.push(tag);
+            }
+            let mut copied = Vec::new();
+            let mut failed = Vec::new();
+            let mut failures = Vec::new();
+            for ((tag, m), row) in tags.iter().zip(&to_send).zip(&rows) {
+                match dst.append_finish(tag) {
+                    Ok(uid) => {
+                        let target_uid = uid.map(|(_, u)| u);
+                        if let Some(u) = target_uid {
+                            uid_next = uid_next.max(u + 1);
+                        }
+                        copied.push((row, target_uid));
+                        self.stats.copied += 1;
+                        self.stats.bytes += m.body.len() as u64;
+                        self.ctx
+                            .progress
+                            .copied(&self.entry.id, 1, m.body.len() as u64);
+                    }
+                    Err(e @ (ImapError::No { .. } | ImapError::Bad { .. }))
+                        if !e.is_transient() =>
+                    {
+                        failed.push(row);
+                        failures.push((
+                            m.uid,
+                            m.body.len() as u64,
+                            message_id(&m.body),
+                            e.to_string(),
+                        ));
+                    }
+                    Err(e) => {
+                        // The connection is gone: keep what is known, leave the rest pending
+                        // for the next attempt to reconcile.
+                        self.store().complete(&self.entry.id, &copied, &failed)?;
+                        return Err(EngineError::Imap {
+                            side: "target",
+                            source: e,
+                        });
+                    }
+                }
+            }
+            self.store().complete(&self.entry.id, &copied, &failed)?;
+            for (uid, size, mid, reason) in failures {
+                self.fail(&folder, Some(uid), Some(size), mid, reason)?;
+            }
+            for m in &to_send {
+                budget.release(m.body.len());
+            }
+        }
+    }
+
+    /// A new source message that is byte-for-byte a message the ledger saw vanish (moved
+    /// between source folders, or renumbered by a UIDVALIDITY change): move the target's copy
+    /// if needed and re-key the ledger row; never copy it again.
+    #[allow(clippy::too_many_arguments)]
+    fn reuse_vanished(
+        &mut self,
+        dst: &mut Client,
+        old: &LedgerRow,
+        folder: &str,
+        uid_validity: u32,
+        uid: u32,
+        target_folder: &str,
+        target_raw: &str,
+    ) -> Result<()> {
+        let mut target_uid = old.target_uid;
+        if old.target_folder != target_folder
+            && let Some(old_uid) = old.target_uid
+        {
+            let old_raw = self.target_raw_name(dst, &old.target_folder)?;
+            dst.select(&old_raw, false).map_err(on("target"))?;
+            target_uid = dst.uid_move(old_uid, target_raw).map_err(on("target"))?;
+        }
+        self.store().rekey(
+            &self.entry.id,
+            old,
+            folder,
+            uid_validity,
+            uid,
+            target_folder,
+            target_uid,
+        )?;
+        self.stats.moved += 1;
+        Ok(())
+    }
+
+    fn target_raw_name(&self, dst: &mut Client, path: &str) -> Result<String> {
+        let tree = read_tree(dst).map_err(on("target"))?;
+        Ok(tree.raw_name_for(&crate::folders::FolderPath::parse(path)))
+    }
+
+    fn update_flags(&mut self, dst: &mut Client, w: &FolderWork) -> Result<()> {
+        // Group by the new flag set so one UID STORE serves many messages.
+        let mut by_flags: BTreeMap<&str, Vec<&LedgerRow>> = BTreeMap::new();
+        for (row, flags) in &w.flag_updates {
+            if row.target_uid.is_some() {
+                by_flags.entry(flags.as_str()).or_default().push(row);
+            }
+        }
+        if by_flags.is_empty() {
+            return Ok(());
+        }
+        let mut by_target: BTreeMap<&str, ()> = BTreeMap::new();
+        for (row, _) in &w.flag_updates {
+            by_target.insert(row.target_folder.as_str(), ());
+        }
+        for target_folder in by_target.keys() {
+            let raw = if *target_folder == w.item.target_path.as_str() {
+                w.item.target_raw_name.clone()
+            } else {
+                self.target_raw_name(dst, target_folder)?
+            };
+            dst.select(&raw, false).map_err(on("target"))?;
+            let mut updates = Vec::new();
+            for (flags, rows) in &by_flags {
+                let uids: Vec<String> = rows
+                    .iter()
+                    .filter(|r| r.target_folder == *target_folder)
+                    .filter_map(|r| r.target_uid.map(|u| u.to_string()))
+                    .collect();
+                for chunk in uids.chunks(500) {
+                    dst.run(&format!(
+                        "UID STORE {} FLAGS.SILENT ({flags})",
+                        chunk.join(",")
+                    ))
+                    .map_err(on("target"))?;
+                }
+                for r in rows.iter().filter(|r| r.target_folder == *target_folder) {
+                    updates.push((*r, flags.to_string()));
+                }
+            }
+            self.stats.flags_updated += updates.len() as u64;
+            self.store().set_flags(&self.entry.id, &updates)?;
+        }
+        Ok(())
+    }
+}
+
+fn prefix(e: EngineError, side: &'static str) -> EngineError {
+    match e {
+        EngineError::Imap { source, side: what } => EngineError::Imap {
+            side: if what == "login" {
+                if side == "source" {
+                    "source login"
+                } else {
+                    "target login"
+                }
+            } else {
+                side
+            },
+            source,
+        },
+        other => other,
+    }
+}
+
+fn take_vanished(vanished: &mut HashMap<String, Vec<LedgerRow>>, fp: &str) -> Option<LedgerRow> {
+    let rows = vanished.get_mut(fp)?;
+    let row = rows.pop();
+    if rows.is_empty() {
+        vanished.remove(fp);
+    }
+    row
+}
+
+/// Flags as the ledger keeps them: sorted, space-separated, `\Recent` left out.
+pub fn normalise_flags(mut flags: Vec<String>) -> String {
+    flags.retain(|f| !f.eq_ignore_ascii_case("\\Recent"));
+    flags.sort_by_key(|f| f.to_ascii_lowercase());
+    flags.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    flags.join(" ")
+}
+
+/// Reads a server's folder tree: namespace, LIST and LSUB.
+pub fn read_tree(c: &mut Client) -> std::result::Result<FolderTree, ImapError> {
+    let list = c.list()?;
+    let ns = c.namespace()?;
+    let delimiter = list.iter().find_map(|l| l.delimiter);
+    let namespace = match ns {
+        Some((prefix, d)) => Namespace {
+            prefix,
+            delimiter: d.or(delimiter),
+        },
+        None => Namespace {
+            prefix: String::new(),
+            delimiter,
+        },
+    };
+    let subscribed: HashSet<String> = c.lsub()?.into_iter().map(|l| l.name).collect();
+    let folders = list
+        .into_iter()
+        .map(|l| ServerFolder {
+            subscribed: subscribed.contains(&l.name),
+            raw_name: l.name,
+            delimiter: l.delimiter,
+            attributes: l.attributes,
+        })
+        .collect();
+    Ok(FolderTree::from_list(&namespace, folders))
+}
+
+const BYTE_BUDGET: usize = 64 << 20;
+const GROUP_MESSAGES: usize = 128;
+const GROUP_BYTES: usize = 8 << 20;
+const FETCH_BATCH_BYTES: u64 = 16 << 20;
+const FETCH_BATCH_MESSAGES: usize = 500;
+
+struct Message {
+    uid: u32,
+    flags: Vec<String>,
+    date: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Bytes of message bodies in flight between the fetcher and the appender. A message larger
+/// than the budget still passes, alone.
+struct ByteBudget {
+    cap: usize,
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl ByteBudget {
+    fn new(cap: usize) -> ByteBudget {
+        ByteBudget {
+            cap,
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+        }
+    }
+    /// Returns false when the consumer is gone.
+    fn acquire(&self, n: usize) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.1 && s.0 > 0 && s.0 + n > self.cap {
+            s = self.freed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.1 {
+            return false;
+        }
+        s.0 += n;
+        true
+    }
+    fn release(&self, n: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+    fn close(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = true;
+        self.freed.notify_all();
+    }
+}
+
+fn fetch_messages(
+    src: &mut Client,
+    to_copy: &[(u32, u64)],
+    tx: SyncSender<Message>,
+    budget: &ByteBudget,
+) -> std::result::Result<(), ImapError> {
+    let mut start = 0;
+    while start < to_copy.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < to_copy.len()
+            && end - start < FETCH_BATCH_MESSAGES
+            && (end == start || bytes + to_copy[end].1 <= FETCH_BATCH_BYTES)
+        {
+            bytes += to_copy[end].1;
+            end += 1;
+        }
+        let set = uid_set(to_copy[start..end].iter().map(|(u, _)| *u));
+        src.uid_fetch(
+            &set,
+            "UID FLAGS INTERNALDATE BODY.PEEK[]",
+            |mut f: Fetch| {
+                let Some(uid) = f.uid() else { return Ok(()) };
+                let flags = f.flags().unwrap_or_default();
+                let date = f.get("INTERNALDATE").and_then(|v| v.as_text());
+                let body = f
+                    .take("BODY[]")
+                    .and_then(|v| v.into_bytes())
+                    .unwrap_or_default();
+                if !budget.acquire(body.len()) {
+                    return Err(ImapError::Aborted("the target side stopped".into()));
+                }
+                tx.send(Message {
+                    uid,
+                    flags,
+                    date,
+                    body,
+                })
+                .map_err(|_| ImapError::Aborted("the target side stopped".into()))
+            },
+        )?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// A compact UID set (`1:5,9,12:14`) from ascending UIDs.
+pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |out: &mut String, (a, b): (u32, u32)| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}:{b}"));
+        }
+    };
+    for u in uids {
+        run = match run {
+            Some((a, b)) if u == b + 1 => Some((a, u)),
+            Some(r) => {
+                flush(&mut out, r);
+                Some((u, u))
+            }
+            None => Some((u, u)),
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut out, r);
+    }
+    out
+}
+
+/// Resolves intents left by a pass that was killed between committing an intent and recording
+/// the APPEND's answer. The message may or may not be on the target. Candidates are the target
+/// messages at or above the UIDNEXT recorded in the intent that the ledger does not already
+/// own; a candidate with the same fingerprint is the copy (recorded as copied), and an intent
+/// with no such candidate was never stored (forgotten, so this pass copies it again).
+pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) -> Result<()> {
+    let pending = store
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ledger_pending(entry)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut by_folder: BTreeMap<String, Vec<LedgerRow>> = BTreeMap::new();
+    for row in pending {
+        by_folder
+            .entry(row.target_folder.clone())
+            .or_default()
+            .push(row);
+    }
+    let tree = read_tree(dst).map_err(on("target"))?;
+    for (folder, rows) in by_folder {
+        let path = crate::folders::FolderPath::parse(&folder);
+        let mut found: HashMap<String, Vec<u32>> = HashMap::new();
+        if tree.get(&path).is_some() {
+            let raw = tree.raw_name_for(&path);
+            let selected = dst.select(&raw, true).map_err(on("target"))?;
+            let low = rows
+                .iter()
+                .filter_map(|r| r.target_uidnext)
+                .min()
+                .unwrap_or(1);
+            let known: HashSet<u32> = store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .target_uids(entry, &folder)?
+                .into_iter()
+                .collect();
+            if selected.exists > 0 {
+                let mut candidates = Vec::new();
+                dst.uid_fetch(&format!("{low}:*"), "UID", |f| {
+                    if let Some(u) = f.uid()
+                        && u >= low
+                        && !known.contains(&u)
+                    {
+                        candidates.push(u);
+                    }
+                    Ok(())
+                })
+                .map_err(on("target"))?;
+                candidates.sort_unstable();
+                for chunk in candidates.chunks(200) {
+                    dst.uid_fetch(
+                        &uid_set(chunk.iter().copied()),
+                        "UID BODY.PEEK[]",
+                        |mut f| {
+                            if let (Some(u), Some(body)) =
+                                (f.uid(), f.take("BODY[]").and_then(|v| v.into_bytes()))
+                            {
+                                found.entry(fingerprint(&body)).or_default().push(u);
+                            }
+                            Ok(())
+                        },
+                    )
+                    .map_err(on("target"))?;
+                }
+            }
+        }
+        let mut copied = Vec::new();
+        let mut forgotten = Vec::new();
+        for row in &rows {
+            match found.get_mut(&row.fingerprint).and_then(Vec::pop) {
+                Some(uid) => copied.push((row, Some(uid))),
+                None => forgotten.push(row),
+            }
+        }
+        store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete(entry, &copied, &forgotten)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set([1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set([4]), "4");
+        assert_eq!(uid_set([]), "");
+    }
+
+    #[test]
+    fn flags_normalised_without_recent() {
+        assert_eq!(
+            normalise_flags(vec![
+                "\\Seen".into(),
+                "$Label1".into(),
+                "\\Recent".into(),
+                "\\seen".into()
+            ]),
+            "$Label1 \\Seen"
+        );
+    }
+
+    #[test]
+    fn byte_budget_lets_one_big_message_through() {
+        let b = ByteBudget::new(10);
+        assert!(b.acquire(50));
+        b.release(50);
+        assert!(b.acquire(6));
+        b.close();
+        assert!(!b.acquire(6));
+    }
+}
