@@ -357,7 +357,9 @@ fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> 
         .map_err(|e| usage(format!("{e:#}")))?;
     bars.finish();
     if as_json {
-        print_json(&report::migration_json(&summary));
+        let mut v = report::migration_json(&summary);
+        v["peak_rss_bytes"] = json!(peak_rss_bytes());
+        print_json(&v);
     } else {
         for e in &summary.entries {
             let mut line = format!(
@@ -482,4 +484,12 @@ fn report_cmd(job: &Job, format: Format, out: Option<&Path>) -> Result<ExitCode>
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident memory (Linux `VmHWM`), for `--json` and the benchmark.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -156,6 +156,10 @@ impl Column {
 }
 
 /// Reads and checks a mailboxes CSV file.
+///
+/// # Errors
+///
+/// [`CsvError::Io`] when the file cannot be read; [`CsvError::Invalid`] listing every problem.
 pub fn parse_mailboxes_csv(path: &Path) -> Result<Vec<CsvRow>, CsvError> {
     let bytes = std::fs::read(path).map_err(|source| CsvError::Io {
         file: path.to_path_buf(),
@@ -165,6 +169,10 @@ pub fn parse_mailboxes_csv(path: &Path) -> Result<Vec<CsvRow>, CsvError> {
 }
 
 /// Checks the content of a mailboxes CSV; `file_label` names it in errors.
+///
+/// # Errors
+///
+/// [`CsvError::Invalid`] listing every problem; a file with any problem yields no rows.
 pub fn parse_mailboxes_csv_bytes(file_label: &Path, bytes: &[u8]) -> Result<Vec<CsvRow>, CsvError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut parser = Parser {
@@ -374,10 +382,13 @@ impl Parser<'_> {
         let stage = take(Column::Stage);
 
         let source_id = self.source_id(line, id);
-        let source_addresses = self.addresses(line, Column::SourceAddresses, source);
-        if source_addresses.is_empty() && self.has_column(Column::SourceAddresses) {
+        let source_written = source
+            .as_deref()
+            .is_some_and(|cell| split_addresses(cell).next().is_some());
+        if !source_written && self.has_column(Column::SourceAddresses) {
             self.required_empty(line, Column::SourceAddresses);
         }
+        let source_addresses = self.addresses(line, Column::SourceAddresses, source);
         for address in &source_addresses {
             self.unique_source_address(line, address);
         }
@@ -430,7 +441,7 @@ impl Parser<'_> {
         let Some(cell) = cell else {
             return addresses;
         };
-        for written in cell.split(';').map(str::trim).filter(|a| !a.is_empty()) {
+        for written in split_addresses(&cell) {
             match normalize_address(written) {
                 Ok(address) => {
                     if !addresses
@@ -481,6 +492,13 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// The addresses written in a cell: `;`-separated, trimmed, empty ones ignored.
+fn split_addresses(cell: &str) -> impl Iterator<Item = &str> {
+    cell.split(';')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
 }
 
 /// The cell trimmed, `None` when that leaves nothing.

@@ -73,9 +73,9 @@ pub struct Job {
 /// Where a job's state database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateLocation {
-    /// A SQLite database file (absolute path).
+    /// A `SQLite` database file (absolute path).
     Sqlite(PathBuf),
-    /// A PostgreSQL URL, for several workers sharing a job. Parsed, but not supported yet.
+    /// A `PostgreSQL` URL, for several workers sharing a job. Parsed, but not supported yet.
     Postgres(String),
 }
 
@@ -179,25 +179,16 @@ pub enum Secret {
 
 impl Secret {
     /// Reads the secret: the environment variable's value, or the file's content without one
-    /// trailing newline. An unset variable, a missing file or an empty secret is an error naming
-    /// the variable or the file.
+    /// trailing newline.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::SecretEnv`] when the variable is unset, empty or not UTF-8;
+    /// [`JobError::SecretFile`] when the file cannot be read; [`JobError::SecretFileEmpty`].
+    /// Each names the variable or the file, never the secret.
     pub fn reveal(&self) -> Result<String, JobError> {
         match self {
-            Secret::Env(var) => match std::env::var(var) {
-                Ok(value) if value.is_empty() => Err(JobError::SecretEnv {
-                    var: var.clone(),
-                    reason: "is empty",
-                }),
-                Ok(value) => Ok(value),
-                Err(std::env::VarError::NotPresent) => Err(JobError::SecretEnv {
-                    var: var.clone(),
-                    reason: "is not set",
-                }),
-                Err(std::env::VarError::NotUnicode(_)) => Err(JobError::SecretEnv {
-                    var: var.clone(),
-                    reason: "is not valid UTF-8",
-                }),
-            },
+            Secret::Env(var) => env_secret(var, std::env::var(var)),
             Secret::File(file) => {
                 let text =
                     std::fs::read_to_string(file).map_err(|source| JobError::SecretFile {
@@ -215,6 +206,20 @@ impl Secret {
             }
         }
     }
+}
+
+/// The secret in environment variable `var`, given what reading it gave.
+fn env_secret(var: &str, value: Result<String, std::env::VarError>) -> Result<String, JobError> {
+    let reason = match value {
+        Ok(value) if !value.is_empty() => return Ok(value),
+        Ok(_) => "is empty",
+        Err(std::env::VarError::NotPresent) => "is not set",
+        Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+    };
+    Err(JobError::SecretEnv {
+        var: var.to_owned(),
+        reason,
+    })
 }
 
 /// How mailboxes are migrated (`[migration]`).
@@ -291,6 +296,10 @@ const MONTH_NAMES: [&str; 12] = [
 
 impl Date {
     /// A date, checked against the calendar.
+    ///
+    /// # Errors
+    ///
+    /// [`DateError::NoSuchDay`] when the numbers name no day (years run from 1 to 9999).
     pub fn new(year: i32, month: u32, day: u32) -> Result<Date, DateError> {
         let valid = (1..=9999).contains(&year)
             && (1..=12).contains(&month)
@@ -304,6 +313,7 @@ impl Date {
     }
 
     /// The date as IMAP `SEARCH` writes it (RFC 3501 `date`), e.g. `1-Jan-2020`.
+    #[must_use]
     pub fn imap_format(&self) -> String {
         let month = usize::try_from(self.month)
             .ok()
@@ -650,6 +660,8 @@ impl<'de> Visitor<'de> for RawSecretVisitor {
 /// has a byte span) and to give stage-2 problems a line and column.
 struct KeyPlace {
     path: String,
+    /// How many tables deep the key is (0 for a top-level key).
+    depth: usize,
     key: Range<usize>,
     value: Range<usize>,
 }
@@ -658,23 +670,29 @@ struct KeyPlace {
 fn key_places(text: &str) -> Vec<KeyPlace> {
     let mut places = Vec::new();
     if let Ok(document) = toml::de::DeTable::parse(text) {
-        collect_places(document.get_ref(), "", &mut places);
+        collect_places(document.get_ref(), "", 0, &mut places);
     }
     places
 }
 
-fn collect_places(table: &toml::de::DeTable<'_>, prefix: &str, places: &mut Vec<KeyPlace>) {
-    for (key, value) in table.iter() {
+fn collect_places(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    depth: usize,
+    places: &mut Vec<KeyPlace>,
+) {
+    for (key, value) in table {
         let path = if prefix.is_empty() {
             key.get_ref().to_string()
         } else {
             format!("{prefix}.{}", key.get_ref())
         };
         if let toml::de::DeValue::Table(inner) = value.get_ref() {
-            collect_places(inner, &path, places);
+            collect_places(inner, &path, depth + 1, places);
         }
         places.push(KeyPlace {
             path,
+            depth,
             key: key.span(),
             value: value.span(),
         });
@@ -687,7 +705,7 @@ fn key_at(places: &[KeyPlace], span: &Range<usize>) -> Option<String> {
     places
         .iter()
         .filter(|place| holds(&place.key) || holds(&place.value))
-        .max_by_key(|place| place.path.matches('.').count())
+        .max_by_key(|place| place.depth)
         .map(|place| place.path.clone())
 }
 
@@ -1133,6 +1151,16 @@ impl Checker<'_> {
     }
 }
 
+/// The job file's absolute path: its folder canonical (no `..`, no symlinked folders), its name
+/// as given.
+fn job_file_path(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => Ok(std::fs::canonicalize(dir)?.join(name)),
+        _ => Ok(absolute),
+    }
+}
+
 /// `value` resolved against `dir` when relative, without `.` components.
 fn resolve(dir: &Path, value: &str) -> PathBuf {
     let path = Path::new(value);
@@ -1150,10 +1178,15 @@ fn resolve(dir: &Path, value: &str) -> PathBuf {
 impl Job {
     /// Reads and validates a job file. Reads no secret: see [`Secret::reveal`].
     ///
-    /// Every problem found is reported at once, each naming its key and, when it can, its line
-    /// and column. Relative paths in the file are resolved against the file's folder.
+    /// Relative paths in the file are resolved against the file's folder; the returned
+    /// [`Job::path`] is absolute.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Read`] when the file cannot be read; [`JobError::Invalid`] listing every
+    /// problem found at once, each naming its key and, when the file has it, its line and column.
     pub fn load(path: &Path) -> Result<Job, JobError> {
-        let file = std::path::absolute(path).map_err(|source| JobError::Read {
+        let file = job_file_path(path).map_err(|source| JobError::Read {
             file: path.to_path_buf(),
             source,
         })?;
@@ -1210,6 +1243,7 @@ impl Job {
 
 /// The commented job file that `mailferry init` writes. It loads as is (secrets are only read
 /// when a connection is made).
+#[must_use]
 pub fn template() -> &'static str {
     TEMPLATE
 }
@@ -1281,10 +1315,15 @@ mod tests {
     /// Writes `text` as `job.toml` in a fresh folder and loads it.
     fn load(text: &str) -> (tempfile::TempDir, Result<Job, JobError>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("job.toml");
+        let path = real(&dir).join("job.toml");
         std::fs::write(&path, text).expect("write job");
         let job = Job::load(&path);
         (dir, job)
+    }
+
+    /// The tempdir's canonical path, as [`Job::load`] reports paths.
+    fn real(dir: &tempfile::TempDir) -> PathBuf {
+        std::fs::canonicalize(dir.path()).expect("canonical tempdir")
     }
 
     fn load_ok(text: &str) -> (tempfile::TempDir, Job) {
@@ -1328,8 +1367,8 @@ mod tests {
         let (dir, job) = load_ok(template());
         assert_eq!(job.name, "my-migration");
         assert_eq!(job.mode, Mode::Cutover);
-        assert_eq!(job.state, StateLocation::Sqlite(dir.path().join("job.db")));
-        assert_eq!(job.mailboxes_csv, Some(dir.path().join("mailboxes.csv")));
+        assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("job.db")));
+        assert_eq!(job.mailboxes_csv, Some(real(&dir).join("mailboxes.csv")));
         let source = imap(&job.source);
         assert_eq!(source.host, "mail.old.example");
         assert_eq!(
@@ -1347,9 +1386,9 @@ mod tests {
     #[test]
     fn minimal_job_gets_defaults() {
         let (dir, job) = load_ok(&job_with("", ""));
-        assert_eq!(job.path, dir.path().join("job.toml"));
+        assert_eq!(job.path, real(&dir).join("job.toml"));
         assert_eq!(job.mode, Mode::Cutover);
-        assert_eq!(job.state, StateLocation::Sqlite(dir.path().join("job.db")));
+        assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("job.db")));
         assert_eq!(job.mailboxes_csv, None);
         let source = imap(&job.source);
         assert_eq!(source.port, 993);
@@ -1559,24 +1598,25 @@ mod tests {
 
     #[test]
     fn secret_from_env_is_revealed() {
-        // Unique variable names: tests run in parallel in one process.
-        let var = "MAILFERRY_JOB_TEST_SECRET_SET";
-        // SAFETY: no other test reads or writes this variable.
-        unsafe { std::env::set_var(var, "s3cret") };
-        assert_eq!(Secret::Env(var.into()).reveal().unwrap(), "s3cret");
-
+        // The environment is shared by parallel tests and changing it is unsafe: read a variable
+        // that is set anyway, and check the other cases on `env_secret` directly.
+        if let Ok(path) = std::env::var("PATH") {
+            assert_eq!(Secret::Env("PATH".into()).reveal().unwrap(), path);
+        }
         let missing = Secret::Env("MAILFERRY_JOB_TEST_SECRET_UNSET".into());
         assert_eq!(
             missing.reveal().unwrap_err().to_string(),
             "secret environment variable MAILFERRY_JOB_TEST_SECRET_UNSET is not set"
         );
-
-        let empty = "MAILFERRY_JOB_TEST_SECRET_EMPTY";
-        // SAFETY: no other test reads or writes this variable.
-        unsafe { std::env::set_var(empty, "") };
+        assert_eq!(env_secret("PW", Ok("s3cret".into())).unwrap(), "s3cret");
         assert_eq!(
-            Secret::Env(empty.into()).reveal().unwrap_err().to_string(),
-            "secret environment variable MAILFERRY_JOB_TEST_SECRET_EMPTY is empty"
+            env_secret("PW", Ok(String::new())).unwrap_err().to_string(),
+            "secret environment variable PW is empty"
+        );
+        let not_unicode = std::env::VarError::NotUnicode(std::ffi::OsString::new());
+        assert_eq!(
+            env_secret("PW", Err(not_unicode)).unwrap_err().to_string(),
+            "secret environment variable PW is not valid UTF-8"
         );
     }
 
@@ -1587,7 +1627,7 @@ mod tests {
         let Auth::Admin { password, .. } = &imap(&job.source).auth else {
             panic!("admin auth expected");
         };
-        let file = dir.path().join("pw.txt");
+        let file = real(&dir).join("pw.txt");
         assert_eq!(password, &Secret::File(file.clone()));
 
         let error = password.reveal().unwrap_err();
@@ -1620,24 +1660,23 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_job_folder() {
-        let text = job_with(
-            "tls_ca = \"certs/ca.pem\"",
-            "state = \"sqlite://./state/x.db\"\n[mailboxes]\ncsv = \"boxes.csv\"",
-        );
-        // `state` must be a top-level key: move it above the first section.
         let text = format!(
             "state = \"sqlite://./state/x.db\"\n{}",
-            text.replace("state = \"sqlite://./state/x.db\"\n", "")
+            job_with(
+                "tls_ca = \"certs/ca.pem\"",
+                "[mailboxes]\ncsv = \"boxes.csv\""
+            )
         );
         let (dir, job) = load_ok(&text);
+        let dir = real(&dir);
         assert_eq!(
             job.state,
-            StateLocation::Sqlite(dir.path().join("state").join("x.db"))
+            StateLocation::Sqlite(dir.join("state").join("x.db"))
         );
-        assert_eq!(job.mailboxes_csv, Some(dir.path().join("boxes.csv")));
+        assert_eq!(job.mailboxes_csv, Some(dir.join("boxes.csv")));
         assert_eq!(
             imap(&job.source).tls_ca,
-            Some(dir.path().join("certs").join("ca.pem"))
+            Some(dir.join("certs").join("ca.pem"))
         );
     }
 
@@ -1645,25 +1684,16 @@ mod tests {
     fn relative_job_path_becomes_absolute() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rel.toml"), job_with("", "")).unwrap();
-        // A path relative to the current directory, without changing it (tests share it).
+        // A path relative to the current directory, which tests must not change (they share
+        // it): climb to the root with `..`, then down to the file.
         let cwd = std::env::current_dir().unwrap();
         let relative: PathBuf = std::iter::repeat_n("..", cwd.components().count())
             .collect::<PathBuf>()
             .join(dir.path().strip_prefix("/").unwrap())
             .join("rel.toml");
         let job = Job::load(&relative).unwrap();
-        assert!(job.path.is_absolute());
-        match &job.state {
-            StateLocation::Sqlite(db) => {
-                assert!(db.is_absolute());
-                assert!(db.ends_with("rel.db"));
-                assert_eq!(
-                    std::fs::canonicalize(db.parent().unwrap()).unwrap(),
-                    std::fs::canonicalize(dir.path()).unwrap()
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(job.path, real(&dir).join("rel.toml"));
+        assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("rel.db")));
     }
 
     #[test]
@@ -1681,7 +1711,7 @@ mod tests {
     fn state_without_scheme_is_a_sqlite_file() {
         let text = format!("state = \"s.db\"\n{}", job_with("", ""));
         let (dir, job) = load_ok(&text);
-        assert_eq!(job.state, StateLocation::Sqlite(dir.path().join("s.db")));
+        assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("s.db")));
     }
 
     #[test]
@@ -1868,7 +1898,7 @@ mod tests {
         assert_eq!(
             job.source.kind,
             ConnectionKind::Maildir {
-                root: dir.path().join("export")
+                root: real(&dir).join("export")
             }
         );
         assert_eq!(
@@ -1934,16 +1964,14 @@ mod tests {
 
     #[test]
     fn migration_settings() {
-        let text = job_with("", "mode = \"staged\"\n");
-        // `mode` is top-level: put it first.
         let text = format!(
             "mode = \"staged\"\n{}",
-            text.replace("mode = \"staged\"\n", "")
-        );
-        let text = format!(
-            "{text}[migration]\nconcurrency = 2\ninclude_folders = [\"INBOX\", \"Projects/*\"]\n\
-             exclude_folders = [\"Junk\"]\nsince = \"2020-01-01\"\nuntil = 2026-02-28\n\
-             skip_deleted = false\nfolder_map = {{ \"Old Archive\" = \"Archive/Old\" }}\n"
+            job_with(
+                "",
+                "[migration]\nconcurrency = 2\ninclude_folders = [\"INBOX\", \"Projects/*\"]\n\
+                 exclude_folders = [\"Junk\"]\nsince = \"2020-01-01\"\nuntil = 2026-02-28\n\
+                 skip_deleted = false\nfolder_map = { \"Old Archive\" = \"Archive/Old\" }\n"
+            )
         );
         let (_dir, job) = load_ok(&text);
         assert_eq!(job.mode, Mode::Staged);
@@ -1971,6 +1999,18 @@ mod tests {
         assert_eq!(
             m.folder_map.get("Old Archive").map(String::as_str),
             Some("Archive/Old")
+        );
+    }
+
+    #[test]
+    fn error_inside_quoted_key_names_the_full_key() {
+        let texts = problem_texts(&job_with("", "[migration.folder_map]\n\"Old.Archive\" = 5"));
+        assert_eq!(
+            texts,
+            vec![
+                "line 17, column 17: migration.folder_map.Old.Archive: invalid type: integer \
+                 `5`, expected a string"
+            ]
         );
     }
 
@@ -2061,7 +2101,7 @@ mod tests {
     #[test]
     fn unreadable_file_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nope.toml");
+        let path = real(&dir).join("nope.toml");
         let error = Job::load(&path).unwrap_err();
         assert!(matches!(error, JobError::Read { .. }));
         assert!(
@@ -2077,7 +2117,7 @@ mod tests {
         let mut bytes = job_with("", "").into_bytes();
         bytes.extend_from_slice(b"# caf\xe9\n");
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job.toml");
+        let path = real(&dir).join("job.toml");
         std::fs::write(&path, bytes).unwrap();
         let error = Job::load(&path).unwrap_err();
         let text = error.to_string();

@@ -429,6 +429,11 @@ impl Client {
                 self.framer.reset();
                 let parsed = response::parse(&self.rbuf[..n]);
                 self.rbuf.drain(..n);
+                // After a large literal, give the memory back rather than keep it for the
+                // connection's lifetime.
+                if self.rbuf.capacity() > 4 * READ_CHUNK && self.rbuf.len() < READ_CHUNK {
+                    self.rbuf.shrink_to(2 * READ_CHUNK);
+                }
                 return Ok(parsed?);
             }
             let len = self.rbuf.len();

@@ -179,8 +179,9 @@ enum Identity {
 
 /// A running Dovecot IMAP server in its own temporary directory.
 ///
-/// Dropping it stops the server (see [`Dovecot::stop`]) and
-/// removes the directory, unless `MAILFERRY_KEEP_TEST_DIRS=1`.
+/// Dropping it kills the server (SIGKILL to its process group: nothing of it is needed
+/// any more, and a graceful stop can take Dovecot a second or two) and removes the
+/// directory, unless `MAILFERRY_KEEP_TEST_DIRS=1`.
 #[derive(Debug)]
 pub struct Dovecot {
     cfg: DovecotConfig,
@@ -325,12 +326,12 @@ impl Dovecot {
         self.launch(Some(port));
     }
 
-    /// Stops the server: SIGTERM to its process group and waiting for the master (SIGKILL
-    /// to the group after 10 s), then SIGKILL to children still alive after 3 s more.
+    /// Stops the server gracefully: SIGTERM to its process group, waiting for the master
+    /// (SIGKILL to the group after 10 s), then SIGKILL to children still alive 1 s later.
     /// Does nothing if it is not running. The directory is kept until drop.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
-            terminate(child);
+            terminate(child, true);
         }
     }
 
@@ -434,7 +435,9 @@ impl Dovecot {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
-            self.stop();
+            if let Some(child) = self.child.take() {
+                terminate(child, false);
+            }
             let new_output = format!(
                 "{}{}",
                 read_from(&self.log_path(), log_mark),
@@ -713,7 +716,11 @@ impl Dovecot {
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        self.stop();
+        // Nothing of the server is needed any more: no graceful shutdown, which can take
+        // Dovecot a second or two.
+        if let Some(child) = self.child.take() {
+            terminate(child, false);
+        }
         if let Some(tmp) = self.tmp.take() {
             if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
                 let kept = tmp.keep();
@@ -1085,32 +1092,40 @@ fn client_hello() -> Vec<u8> {
 }
 
 /// Stops a Dovecot master started in its own process group.
-fn terminate(mut child: Child) {
+///
+/// Graceful: SIGTERM to the group, wait for the master (SIGKILL after [`STOP_TIMEOUT`]),
+/// then give leftover children a moment before SIGKILL. Otherwise: SIGKILL at once.
+fn terminate(mut child: Child, graceful: bool) {
     let pgid = child.id() as libc::pid_t;
-    // The whole group: Dovecot's children (log, stats, imap, ...) otherwise linger for
-    // seconds after the master is gone. They log "Killed with signal 15" warnings.
-    signal_group(pgid, libc::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => break,
-            Ok(None) if Instant::now() >= deadline => {
-                signal_group(pgid, libc::SIGKILL);
-                let _ = child.wait();
-                break;
+    if graceful {
+        // The whole group: Dovecot's children (log, stats, imap, ...) otherwise linger
+        // for seconds after the master is gone. They log "Killed with signal 15".
+        signal_group(pgid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            sleep(Duration::from_millis(10));
+        }
+        // Children may outlive the master briefly, and a login process would keep the
+        // listening socket open: wait for the group to empty, then SIGKILL what is left.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while group_alive(pgid) && Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(None)) {
+                break; // master still running after STOP_TIMEOUT
             }
-            Ok(None) => sleep(Duration::from_millis(20)),
+            sleep(Duration::from_millis(10));
         }
     }
-    // Children may outlive the master briefly, and a login process would keep the
-    // listening socket open: wait for the group to empty, then SIGKILL what is left.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while group_alive(pgid) {
-        if Instant::now() >= deadline {
-            signal_group(pgid, libc::SIGKILL);
-            break;
-        }
-        sleep(Duration::from_millis(20));
+    // Gracefully stopped groups are usually empty by now; the check keeps us from
+    // signalling a process group id that is no longer ours.
+    if !graceful || group_alive(pgid) {
+        signal_group(pgid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    // SIGKILL is delivered at once, but the processes still need reaping by init;
+    // wait briefly so the listening socket is closed when we return.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while group_alive(pgid) && Instant::now() < deadline {
+        sleep(Duration::from_millis(5));
     }
 }
 
@@ -1122,10 +1137,29 @@ fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
     }
 }
 
+/// True while a process of the group is running. Zombies do not count: they hold no
+/// sockets any more, and here PID 1 may take seconds to reap the orphaned ones.
 fn group_alive(pgid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    let Ok(entries) = fs::read_dir("/proc") else {
+        // No procfs: ask the kernel (zombies count here).
+        // SAFETY: signal 0 only checks for existence.
+        let rc = unsafe { libc::kill(-pgid, 0) };
+        return rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may contain anything, so split after
+        // the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<libc::pid_t>().ok());
+        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
+    })
 }
 
 fn write_file(path: &Path, contents: &str) {

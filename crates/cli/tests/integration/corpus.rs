@@ -1,0 +1,68 @@
+//! The shared corpus of 3,479 real messages, copied exactly. CI always has `../shared/corpus`;
+//! a clone without it gets a failure that says so (set `MAILFERRY_CORPUS` to another copy, or
+//! `MAILFERRY_NO_CORPUS=1` to leave this test out knowingly).
+
+use std::path::PathBuf;
+
+use mailferry_imap::mutf7;
+
+use crate::lab::*;
+
+fn corpus_dir() -> Option<PathBuf> {
+    if std::env::var("MAILFERRY_NO_CORPUS").as_deref() == Ok("1") {
+        return None;
+    }
+    let dir = std::env::var_os("MAILFERRY_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    assert!(
+        dir.join("MANIFEST.tsv").is_file(),
+        "The shared corpus is not at {}: put the project's shared/ beside the checkout, set \
+         MAILFERRY_CORPUS=/path/to/corpus, or run with MAILFERRY_NO_CORPUS=1 to leave the \
+         full-corpus test out",
+        dir.display()
+    );
+    Some(dir)
+}
+
+#[test]
+fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("MAILFERRY_NO_CORPUS=1: the full-corpus test was left out");
+        return;
+    };
+    let lab = Lab::new(&["corpus"]);
+    let files = messages_in(&dir);
+    assert_eq!(files.len(), 3479, "the corpus README promises 3,479 messages");
+    let mut by_folder: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> = Default::default();
+    for (path, bytes) in files {
+        let folder = path.rsplit_once('/').map(|(f, _)| f.to_string()).unwrap_or_else(|| "INBOX".into());
+        by_folder.entry(folder).or_default().push((path, bytes));
+    }
+    let mut refused = Vec::new();
+    for (folder, msgs) in &by_folder {
+        let raw = folder.split('/').map(mutf7::encode).collect::<Vec<_>>().join("/");
+        let list: Vec<Msg> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, body))| {
+                let g = generated(i, 0);
+                Msg { body: body.clone(), flags: g.flags, date: g.date }
+            })
+            .collect();
+        for (i, why) in fill(&lab.source, "corpus", &raw, &list) {
+            refused.push((msgs[i].0.clone(), why));
+        }
+    }
+    // Dovecot refuses exactly the 0-byte file, in its own words.
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].0.ends_with("mail-sample_output_multipart.eml"), "{refused:?}");
+    eprintln!("Dovecot refused {}: {}", refused[0].0, refused[0].1);
+
+    let v = lab.migrate_ok();
+    assert_eq!(v["copied"], 3478, "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
+    let src = snapshot(&lab.source, "corpus");
+    assert_eq!(total(&src), 3478);
+    assert_same(&src, &snapshot(&lab.target, "corpus"), str::to_string);
+}

@@ -1,0 +1,332 @@
+//! The test lab: a real source and target Dovecot, a job file for them, the `mailferry`
+//! binary, and helpers to fill a server and to compare what two servers hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use mailferry_imap::{AppendRequest, Client, Endpoint, Login, Security};
+use mailferry_testkit::{Dovecot, DovecotConfig};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ADMIN_PW: &str = "adminpass";
+
+pub struct Lab {
+    pub source: Dovecot,
+    pub target: Dovecot,
+    pub dir: TempDir,
+    pub users: Vec<String>,
+}
+
+impl Lab {
+    /// Two default Dovecots (`/` separator, full capabilities) with these users on both.
+    pub fn new(users: &[&str]) -> Lab {
+        Lab::with(DovecotConfig::new(users), DovecotConfig::new(users))
+    }
+
+    pub fn with(source: DovecotConfig, target: DovecotConfig) -> Lab {
+        let users = source.users.iter().map(|(u, _)| u.clone()).collect();
+        let lab = Lab {
+            source: Dovecot::start(source),
+            target: Dovecot::start(target),
+            dir: tempfile::tempdir().expect("temp dir"),
+            users,
+        };
+        lab.write_job("");
+        lab.write_csv();
+        lab
+    }
+
+    pub fn job(&self) -> PathBuf {
+        self.dir.path().join("job.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("job.db")
+    }
+
+    /// The job file: both servers over plain loopback with the master user; `extra` is
+    /// appended (a `[migration]` table, say).
+    pub fn write_job(&self, extra: &str) {
+        let server = |name: &str, d: &Dovecot, login: &str| {
+            format!(
+                "[{name}]\nkind = \"imap\"\nhost = \"{}\"\nport = {}\nsecurity = \"plain\"\n\
+                 allow_plain = true\nauth = \"admin\"\nadmin_user = \"admin\"\n\
+                 admin_password = {{ env = \"MF_TEST_ADMIN_PW\" }}\nadmin_login = \"{login}\"\n\
+                 max_connections = 8\n\n",
+                d.host(),
+                d.port()
+            )
+        };
+        let text = format!(
+            "name = \"test\"\n\n{}{}[mailboxes]\ncsv = \"mailboxes.csv\"\n\n{extra}\n",
+            server("source", &self.source, "master-separator"),
+            server("target", &self.target, "sasl-authzid"),
+        );
+        std::fs::write(self.job(), text).expect("write job");
+    }
+
+    pub fn write_csv(&self) {
+        let mut csv = String::from("Source ID,Source addresses,Source login,Target addresses,Target login\n");
+        for u in &self.users {
+            csv.push_str(&format!("id-{u},{u}@old.example,{u},{u}@new.example,{u}\n"));
+        }
+        std::fs::write(self.dir.path().join("mailboxes.csv"), csv).expect("write csv");
+    }
+
+    pub fn mailferry(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mailferry")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailferry"));
+        c.args(args)
+            .env("MF_TEST_ADMIN_PW", ADMIN_PW)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs a reporting command with `--json`; returns the exit code and the JSON.
+    pub fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.mailferry(&all);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "mailferry {args:?} did not print JSON ({e}):\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    /// Imports the CSV and runs `migrate --all`, asserting it succeeded; returns its JSON.
+    pub fn migrate_ok(&self) -> Value {
+        let job = self.job();
+        let job = job.to_str().expect("utf-8 path");
+        let out = self.mailferry(&["match", job]);
+        assert!(out.status.success(), "match failed: {}", String::from_utf8_lossy(&out.stderr));
+        let (code, v) = self.json(&["migrate", job, "--all"]);
+        assert_eq!(code, 0, "migrate failed: {v:#}");
+        v
+    }
+}
+
+pub fn connect(d: &Dovecot, user: &str) -> Client {
+    let mut ep = Endpoint {
+        host: d.host().to_string(),
+        port: d.port(),
+        security: Security::Plain,
+        ca_file: d.ca_pem(),
+        verify_certificates: true,
+        timeout: Duration::from_secs(60),
+    };
+    // A TLS server of the test kit is either implicit TLS (no plain listener) or STARTTLS.
+    let mut c = match ep.ca_file {
+        Some(_) => Client::connect(&Endpoint {
+            security: Security::Tls,
+            ..ep.clone()
+        })
+        .or_else(|_| {
+            ep.security = Security::StartTls;
+            Client::connect(&ep)
+        })
+        .expect("connect over TLS"),
+        None => Client::connect(&ep).expect("connect"),
+    };
+    c.login(&Login::Plain {
+        user: format!("{user}*admin"),
+        password: ADMIN_PW.into(),
+    })
+    .expect("login");
+    c
+}
+
+pub struct Msg {
+    pub body: Vec<u8>,
+    pub flags: Vec<String>,
+    pub date: String,
+}
+
+/// A generated message of about `size` bytes, with flags, keywords and a date that vary
+/// with `i`.
+pub fn generated(i: usize, size: usize) -> Msg {
+    let mut body = format!(
+        "From: Sender {i} <sender{i}@old.example>\r\nTo: someone@old.example\r\n\
+         Subject: Generated message {i}\r\nMessage-ID: <gen-{i}@mailferry.test>\r\n\
+         Date: Mon, 2 Mar 2020 10:00:00 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    .into_bytes();
+    let line = format!("Line of message {i}: the quick brown fox jumps over the lazy dog.\r\n");
+    while body.len() < size {
+        body.extend_from_slice(line.as_bytes());
+    }
+    let mut flags = Vec::new();
+    for (m, f) in [
+        (2, "\\Seen"),
+        (5, "\\Answered"),
+        (7, "$Label1"),
+        (11, "ProjectX"),
+        (13, "\\Flagged"),
+        (17, "$Forwarded"),
+    ] {
+        if i % m == 0 {
+            flags.push(f.to_string());
+        }
+    }
+    let zones = ["+0000", "+0200", "-0700", "+0530"];
+    let date = format!(
+        "{:02}-{}-{} {:02}:{:02}:{:02} {}",
+        1 + i % 28,
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][i % 12],
+        2015 + i % 11,
+        i % 24,
+        i % 60,
+        (i * 7) % 60,
+        zones[i % zones.len()]
+    );
+    Msg { body, flags, date }
+}
+
+/// Creates `folder` (a server name) if needed, subscribes it, and appends the messages.
+/// Returns the server's refusal for each message it did not store.
+pub fn fill(d: &Dovecot, user: &str, folder: &str, msgs: &[Msg]) -> Vec<(usize, String)> {
+    let mut c = connect(d, user);
+    if folder != "INBOX" {
+        let _ = c.create(folder);
+        let _ = c.subscribe(folder);
+    }
+    let mut refused = Vec::new();
+    for chunk in msgs.chunks(100).enumerate() {
+        let (n, chunk) = chunk;
+        let mut tags = Vec::new();
+        for m in chunk {
+            tags.push(
+                c.append_send(&AppendRequest {
+                    mailbox: folder,
+                    flags: &m.flags,
+                    date: Some(&m.date),
+                    message: &m.body,
+                })
+                .expect("append"),
+            );
+        }
+        for (i, t) in tags.iter().enumerate() {
+            if let Err(e) = c.append_finish(t) {
+                refused.push((n * 100 + i, e.to_string()));
+            }
+        }
+    }
+    c.logout();
+    refused
+}
+
+/// One message as a server returns it: exact bytes, flags (sorted, `\Recent` left out) and
+/// INTERNALDATE.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen {
+    pub body: Vec<u8>,
+    pub flags: String,
+    pub date: String,
+}
+
+/// Everything a user's mailbox holds, by folder path ('/'-separated, prefix removed),
+/// messages sorted so that two snapshots compare as multisets.
+pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
+    let mut c = connect(d, user);
+    let tree = mailferry_core::engine::read_tree(&mut c).expect("list");
+    let mut out = BTreeMap::new();
+    for f in tree.folders() {
+        if !f.selectable {
+            continue;
+        }
+        let sel = c.select(&f.raw_name, true).expect("select");
+        let mut msgs = Vec::new();
+        if sel.exists > 0 {
+            c.uid_fetch("1:*", "UID FLAGS INTERNALDATE BODY.PEEK[]", |mut m| {
+                let flags = mailferry_core::engine::normalise_flags(m.flags().unwrap_or_default());
+                let date = m.get("INTERNALDATE").and_then(|v| v.as_text()).unwrap_or_default();
+                let body = m.take("BODY[]").and_then(|v| v.into_bytes()).unwrap_or_default();
+                msgs.push(Seen { body, flags, date });
+                Ok(())
+            })
+            .expect("fetch");
+        }
+        msgs.sort();
+        out.insert(f.path.as_str().to_string(), msgs);
+    }
+    c.logout();
+    out
+}
+
+/// Subscribed folder paths.
+pub fn subscriptions(d: &Dovecot, user: &str) -> Vec<String> {
+    let mut c = connect(d, user);
+    let tree = mailferry_core::engine::read_tree(&mut c).expect("list");
+    let mut s: Vec<String> = tree
+        .folders()
+        .filter(|f| f.subscribed)
+        .map(|f| f.path.as_str().to_string())
+        .collect();
+    s.sort();
+    c.logout();
+    s
+}
+
+/// Asserts the target holds exactly what the source holds in every folder of `folders`
+/// (source path → target path), each message once, and reports differences readably.
+pub fn assert_same(
+    source: &BTreeMap<String, Vec<Seen>>,
+    target: &BTreeMap<String, Vec<Seen>>,
+    map: impl Fn(&str) -> String,
+) {
+    for (folder, msgs) in source {
+        let tfolder = map(folder);
+        let t = target
+            .get(&tfolder)
+            .unwrap_or_else(|| panic!("target lacks folder {tfolder} (source {folder})"));
+        if t != msgs {
+            let missing = msgs.iter().filter(|m| !t.contains(m)).count();
+            let extra = t.iter().filter(|m| !msgs.contains(m)).count();
+            let example = msgs.iter().find(|m| !t.contains(m)).map(|m| {
+                (String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(), m.flags.clone(), m.date.clone())
+            });
+            panic!(
+                "folder {folder} -> {tfolder}: source {} messages, target {}; {missing} missing, {extra} extra; first missing: {example:?}",
+                msgs.len(),
+                t.len()
+            );
+        }
+    }
+}
+
+pub fn total(s: &BTreeMap<String, Vec<Seen>>) -> usize {
+    s.values().map(Vec::len).sum()
+}
+
+/// Messages of `dir` (recursively), sorted by path: name and bytes.
+pub fn messages_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "eml") {
+                let bytes = std::fs::read(&p).expect("read message");
+                out.push((p.strip_prefix(dir).unwrap_or(&p).display().to_string(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mail")
+}

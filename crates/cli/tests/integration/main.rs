@@ -1,0 +1,10 @@
+//! mailferry's integration tests: one binary, real Dovecot servers started by the test kit,
+//! the real `mailferry` binary. Every test starts its own servers on free loopback ports.
+
+mod copy;
+mod corpus;
+mod crash;
+mod failures;
+mod lab;
+mod scale;
+mod tls;
