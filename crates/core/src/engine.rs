@@ -974,6 +974,7 @@ pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) ->
         let mut found: HashMap<String, Vec<u32>> = HashMap::new();
         if tree.get(&path).is_some() {
             let raw = tree.raw_name_for(&path);
+            wait_until_quiet(dst, &raw)?;
             let selected = dst.select(&raw, true).map_err(on("target"))?;
             let low = rows
                 .iter()
@@ -1028,6 +1029,29 @@ pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) ->
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .complete(entry, &copied, &forgotten)?;
+    }
+    Ok(())
+}
+
+/// How long a target folder must stay unchanged before in-doubt intents are judged.
+const QUIET_PERIOD: Duration = Duration::from_secs(2);
+const QUIET_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until a target folder stops changing. A killed client's pipelined APPENDs may still
+/// sit in the server's input buffer, and servers (Dovecot among them) go on storing them after
+/// the client is gone: judging intents before that backlog is stored would copy those messages
+/// a second time. Only runs when a previous pass left intents in doubt.
+fn wait_until_quiet(dst: &mut Client, raw: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut last = dst.status(raw).map_err(on("target"))?;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < QUIET_PERIOD && started.elapsed() < QUIET_LIMIT {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = dst.status(raw).map_err(on("target"))?;
+        if now.uid_next != last.uid_next || now.messages != last.messages {
+            last = now;
+            quiet_since = Instant::now();
+        }
     }
     Ok(())
 }

@@ -84,19 +84,26 @@ pub enum Layout {
 /// Which capabilities the server advertises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// Dovecot's full default capability list (CONDSTORE, QRESYNC, MULTIAPPEND,
-    /// SPECIAL-USE, COMPRESS=DEFLATE, ...).
+    /// Dovecot's full default capability list. Before login:
+    /// `IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN`
+    /// (+ `STARTTLS`); after login also CONDSTORE, QRESYNC, MULTIAPPEND, SPECIAL-USE,
+    /// MOVE, UIDPLUS, ESEARCH, ... (and QUOTA with [`DovecotConfig::quota_bytes`]).
+    /// Debian's build has no COMPRESS=DEFLATE unless its zlib plugin is loaded, which
+    /// this crate does not do.
     Full,
     /// A small, Exchange-like list:
     /// `IMAP4rev1 LITERAL+ UIDPLUS MOVE ID IDLE NAMESPACE CHILDREN`
     /// (no CONDSTORE, QRESYNC, MULTIAPPEND, SPECIAL-USE, COMPRESS).
     ///
     /// This is Dovecot's `imap_capability`, which *replaces* the list both after login
-    /// and before login. Before login Dovecot still appends what the login process
-    /// itself offers: `AUTH=PLAIN AUTH=LOGIN`, and `STARTTLS` in [`Tls::StartTls`] mode
-    /// (`LITERAL+` is not appended twice). Only the advertisement changes: Dovecot still
-    /// accepts e.g. `FETCH ... (MODSEQ)` or `LIST ... RETURN (SPECIAL-USE)` if a client
-    /// sends them anyway, and `LIST` may still show `\Sent`-style attributes.
+    /// and before login. Before login (greeting and `CAPABILITY`) the login process
+    /// appends what it offers itself, so the pre-login list is
+    /// `IMAP4rev1 LITERAL+ UIDPLUS MOVE ID IDLE NAMESPACE CHILDREN AUTH=PLAIN AUTH=LOGIN`,
+    /// with `STARTTLS` before the `AUTH=` entries in [`Tls::StartTls`] mode (and without
+    /// `SASL-IR`, `LOGIN-REFERRALS` or `ENABLE`, which the Full pre-login list has).
+    /// Only the advertisement changes: Dovecot still accepts e.g. `FETCH ... (MODSEQ)`
+    /// or `LIST ... RETURN (SPECIAL-USE)` if a client sends them anyway, and `LIST` still
+    /// shows `\Sent`-style attributes.
     ExchangeLike,
 }
 
@@ -363,6 +370,11 @@ impl Dovecot {
         self.dir.join("log/stderr.log")
     }
 
+    /// Anvil's socket for the auth penalty, see [`Dovecot::wait_ready`].
+    fn penalty_socket(&self) -> PathBuf {
+        self.dir.join("run/anvil-auth-penalty")
+    }
+
     /// Creates the directory tree, the password files and (for TLS) the certificates.
     fn prepare_dir(&self) {
         for sub in ["etc", "log", "state", "mail"] {
@@ -428,6 +440,9 @@ impl Dovecot {
                 set_mode(&self.conf, 0o644);
             }
 
+            // A socket file left behind by an earlier master would be taken for the new
+            // one by `wait_ready`.
+            let _ = fs::remove_file(self.penalty_socket());
             let log_mark = file_len(&self.log_path());
             let stderr_mark = file_len(&self.stderr_path());
             self.spawn();
@@ -509,7 +524,7 @@ impl Dovecot {
         let started = Instant::now();
         let deadline = started + READY_TIMEOUT;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let penalty_socket = self.dir.join("run/anvil-auth-penalty");
+        let penalty_socket = self.penalty_socket();
         let mut penalty_disabled = false;
         loop {
             if let Some(child) = self.child.as_mut()
@@ -603,6 +618,8 @@ impl Dovecot {
             Layout::Slash => ("/", ""),
             Layout::DotInboxPrefix => (".", "INBOX."),
         };
+        // `mailbox` names inside a namespace are relative to its prefix: "Sent Items"
+        // becomes "INBOX.Sent Items".
         let mut mailboxes = String::new();
         if self.cfg.special_use {
             let names: [(&str, &str); 5] = match self.cfg.layout {

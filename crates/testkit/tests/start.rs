@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mailferry_testkit::{Dovecot, DovecotConfig, Layout, Profile, Tls};
 
@@ -143,7 +143,7 @@ fn full_profile_login_and_master_user() {
     let (mut imap, _) = Imap::connect(&server);
     let done = imap.login("bob", "wrong");
     assert!(done.contains("NO"), "{done}");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let done = imap.login("alice*admin", "adminpass");
     assert_ok(&done, "LOGIN alice*admin (master user)", &server);
     assert!(
@@ -347,6 +347,21 @@ fn restart_keeps_port_and_mail() {
     );
     let (fetch, _) = imap.cmd("FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]");
     assert!(fetch.concat().contains("before-restart"), "{fetch:?}");
+
+    // Still no login delay after a failed login.
+    let (mut imap, _) = Imap::connect(&server);
+    assert!(imap.login("alice", "wrong").contains(" NO "));
+    let started = Instant::now();
+    assert_ok(
+        &imap.login("alice", "pw-alice"),
+        "LOGIN after a failure",
+        &server,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     server.stop();
     server.stop(); // idempotent

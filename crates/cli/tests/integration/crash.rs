@@ -73,7 +73,7 @@ fn kill_at_any_instant_then_resume_leaves_every_message_exactly_once() {
         big.extend((6..400).map(|i| generated(i, 4_000)));
         fill(&lab.source, user, "INBOX", &big);
         fill(&lab.source, user, "Archive/2019", &(400..900).map(|i| generated(i, 2_000)).collect::<Vec<_>>());
-        fill(&lab.source, user, "Lists/Überprüft", &(900..1200).map(|i| generated(i, 1_000)).collect::<Vec<_>>());
+        fill(&lab.source, user, "Lists/&ANw-berpr&APw-ft", &(900..1200).map(|i| generated(i, 1_000)).collect::<Vec<_>>());
     }
     let out = lab.mailferry(&["match", lab.job().to_str().unwrap()]);
     assert!(out.status.success());

@@ -31,7 +31,14 @@ impl Lab {
         let lab = Lab {
             source: Dovecot::start(source),
             target: Dovecot::start(target),
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: {
+                let mut dir = tempfile::tempdir().expect("temp dir");
+                if std::env::var("MAILFERRY_KEEP_TEST_DIRS").as_deref() == Ok("1") {
+                    dir.disable_cleanup(true);
+                    eprintln!("lab: kept job dir {}", dir.path().display());
+                }
+                dir
+            },
             users,
         };
         lab.write_job("");
