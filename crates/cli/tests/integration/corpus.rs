@@ -62,7 +62,9 @@ fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
     let v = lab.migrate_ok();
     assert_eq!(v["copied"], 3478, "{v:#}");
     assert_eq!(v["failed"], 0, "{v:#}");
-    let src = snapshot(&lab.source, "corpus");
+    let mut src = snapshot(&lab.source, "corpus");
     assert_eq!(total(&src), 3478);
-    assert_same(&src, &snapshot(&lab.target, "corpus"), str::to_string);
+    let target = snapshot(&lab.target, "corpus");
+    as_target_stores_them(&lab.target, "corpus", &mut src);
+    assert_same(&src, &target, str::to_string);
 }

@@ -302,8 +302,11 @@ pub fn assert_same(
             let example = msgs.iter().find(|m| !t.contains(m)).map(|m| {
                 (String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(), m.flags.clone(), m.date.clone())
             });
+            let extra_example = t.iter().find(|m| !msgs.contains(m)).map(|m| {
+                (String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(), m.flags.clone(), m.date.clone())
+            });
             panic!(
-                "folder {folder} -> {tfolder}: source {} messages, target {}; {missing} missing, {extra} extra; first missing: {example:?}",
+                "folder {folder} -> {tfolder}: source {} messages, target {}; {missing} missing, {extra} extra; first missing: {example:?}; first extra: {extra_example:?}",
                 msgs.len(),
                 t.len()
             );
@@ -336,4 +339,32 @@ pub fn messages_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mail")
+}
+
+/// SPEC §3: where the target server normalises what it is given, the copy must be what that
+/// server returns for the source's exact bytes. Dovecot's normalisation is not idempotent
+/// (`CR CR CR LF` is stored as `CR CR LF` by the source, which the target then stores as
+/// `CR LF`), so for every source message with a bare CR this asks the real target server:
+/// it appends the source's exact bytes to a scratch folder and reads them back.
+pub fn as_target_stores_them(target: &Dovecot, user: &str, source: &mut BTreeMap<String, Vec<Seen>>) {
+    let has_bare_cr = |b: &[u8]| b.iter().enumerate().any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'));
+    let mut c = connect(target, user);
+    let scratch = "mailferry-test-oracle";
+    let _ = c.create(scratch);
+    for msgs in source.values_mut() {
+        for m in msgs.iter_mut().filter(|m| has_bare_cr(&m.body)) {
+            let tag = c
+                .append_send(&AppendRequest { mailbox: scratch, flags: &[], date: None, message: &m.body })
+                .expect("append to the oracle folder");
+            let (_, uid) = c.append_finish(&tag).expect("append").expect("APPENDUID");
+            c.select(scratch, true).expect("select oracle");
+            c.uid_fetch(&uid.to_string(), "BODY.PEEK[]", |mut f| {
+                m.body = f.take("BODY[]").and_then(|v| v.into_bytes()).expect("body");
+                Ok(())
+            })
+            .expect("fetch from the oracle folder");
+        }
+        msgs.sort();
+    }
+    c.logout();
 }
