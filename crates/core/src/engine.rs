@@ -12,8 +12,8 @@
 //! Copying streams: a fetcher thread reads `BODY.PEEK[]` from the source in batches and hands
 //! messages over a channel bounded by a byte budget; this thread APPENDs them pipelined.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -554,29 +554,25 @@ impl Pass<'_, '_> {
         let target_folder = w.item.target_path.as_str().to_string();
         let target_raw = w.item.target_raw_name.clone();
         let mut uid_next = dst.status(&target_raw).map_err(on("target"))?.uid_next;
+        // Two groups in flight: while the server stores one, the next one's intents are
+        // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            // A group: every message already waiting, up to a size; then one commit of
-            // intents, the APPENDs pipelined, and one commit of results.
-            let first = match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return Ok(()),
-            };
-            let mut group = vec![first];
-            let mut group_bytes = group[0].body.len();
-            while group.len() < GROUP_MESSAGES && group_bytes < GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(m) => {
-                        group_bytes += m.body.len();
-                        group.push(m);
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            let Some(group) = next_group(&rx) else {
+                while let Some(g) = in_flight.pop_front() {
+                    self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
                 }
-            }
+                return Ok(());
+            };
             let mut rows = Vec::with_capacity(group.len());
-            let mut to_send = Vec::with_capacity(group.len());
+            let mut msgs = Vec::with_capacity(group.len());
             for m in group {
                 let fp = fingerprint(&m.body);
                 if let Some(old) = take_vanished(vanished, &fp) {
+                    // A MOVE selects another folder; let the APPENDs in flight finish first.
+                    while let Some(g) = in_flight.pop_front() {
+                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                    }
                     self.reuse_vanished(
                         dst,
                         &old,
@@ -601,72 +597,128 @@ impl Pass<'_, '_> {
                     flags: normalise_flags(m.flags.clone()),
                     pending: true,
                 });
-                to_send.push(m);
+                msgs.push(m);
             }
-            if to_send.is_empty() {
+            if msgs.is_empty() {
                 continue;
             }
+            // The intents are durable before the first byte of their APPENDs leaves.
             self.store().insert_pending(&self.entry.id, &rows)?;
-            let mut tags = Vec::with_capacity(to_send.len());
-            for m in &to_send {
-                let flags: Vec<String> = m.flags.clone();
-                let tag = dst
-                    .append_send(&AppendRequest {
-                        mailbox: &target_raw,
-                        flags: &flags,
-                        date: m.date.as_deref(),
-                        message: &m.body,
-                    })
-                    .map_err(on("target"))?;
-                tags.push(tag);
+            let tags = if dst.has("MULTIAPPEND") && dst.has("LITERAL+") && msgs.len() > 1 {
+                let reqs: Vec<AppendRequest<'_>> =
+                    msgs.iter().map(|m| m.request(&target_raw)).collect();
+                Sent::Multi(
+                    dst.multiappend_send(&target_raw, &reqs)
+                        .map_err(on("target"))?,
+                )
+            } else {
+                Sent::Each(send_each(dst, &target_raw, &msgs)?)
+            };
+            in_flight.push_back(InFlight {
+                rows,
+                msgs,
+                tags,
+                target_raw: target_raw.clone(),
+            });
+            if in_flight.len() > 1
+                && let Some(g) = in_flight.pop_front()
+            {
+                self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
             }
-            let mut copied = Vec::new();
-            let mut failed = Vec::new();
-            let mut failures = Vec::new();
-            for ((tag, m), row) in tags.iter().zip(&to_send).zip(&rows) {
-                match dst.append_finish(tag) {
-                    Ok(uid) => {
-                        let target_uid = uid.map(|(_, u)| u);
-                        if let Some(u) = target_uid {
-                            uid_next = uid_next.max(u + 1);
-                        }
-                        copied.push((row, target_uid));
+        }
+    }
+
+    /// Reads the answers to one group's APPENDs and records them in one transaction.
+    fn finish_group(
+        &mut self,
+        dst: &mut Client,
+        g: InFlight,
+        folder: &str,
+        budget: &ByteBudget,
+        uid_next: &mut u32,
+    ) -> Result<()> {
+        let tags = match g.tags {
+            Sent::Each(tags) => tags,
+            Sent::Multi(tag) => match dst.multiappend_finish(&tag, g.msgs.len()) {
+                Ok(uids) => {
+                    let copied: Vec<(&LedgerRow, Option<u32>)> = g
+                        .rows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (r, uids.as_ref().map(|u| u[i])))
+                        .collect();
+                    if let Some(u) = uids.as_ref().and_then(|u| u.iter().max()) {
+                        *uid_next = (*uid_next).max(u + 1);
+                    }
+                    self.store().complete(&self.entry.id, &copied, &[])?;
+                    for m in &g.msgs {
                         self.stats.copied += 1;
                         self.stats.bytes += m.body.len() as u64;
                         self.ctx
                             .progress
                             .copied(&self.entry.id, 1, m.body.len() as u64);
+                        budget.release(m.body.len());
                     }
-                    Err(e @ (ImapError::No { .. } | ImapError::Bad { .. }))
-                        if !e.is_transient() =>
-                    {
-                        failed.push(row);
-                        failures.push((
-                            m.uid,
-                            m.body.len() as u64,
-                            message_id(&m.body),
-                            e.to_string(),
-                        ));
+                    return Ok(());
+                }
+                // MULTIAPPEND stores all or nothing (RFC 3502): one refused message refused
+                // the group, so send them one by one to find it and keep the others.
+                Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) if !e.is_transient() => {
+                    send_each(dst, &g.target_raw, &g.msgs)?
+                }
+                Err(e) => {
+                    return Err(EngineError::Imap {
+                        side: "target",
+                        source: e,
+                    });
+                }
+            },
+        };
+        let mut copied = Vec::new();
+        let mut failed = Vec::new();
+        let mut failures = Vec::new();
+        for ((tag, m), row) in tags.iter().zip(&g.msgs).zip(&g.rows) {
+            match dst.append_finish(tag) {
+                Ok(uid) => {
+                    let target_uid = uid.map(|(_, u)| u);
+                    if let Some(u) = target_uid {
+                        *uid_next = (*uid_next).max(u + 1);
                     }
-                    Err(e) => {
-                        // The connection is gone: keep what is known, leave the rest pending
-                        // for the next attempt to reconcile.
-                        self.store().complete(&self.entry.id, &copied, &failed)?;
-                        return Err(EngineError::Imap {
-                            side: "target",
-                            source: e,
-                        });
-                    }
+                    copied.push((row, target_uid));
+                    self.stats.copied += 1;
+                    self.stats.bytes += m.body.len() as u64;
+                    self.ctx
+                        .progress
+                        .copied(&self.entry.id, 1, m.body.len() as u64);
+                }
+                Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) if !e.is_transient() => {
+                    failed.push(row);
+                    failures.push((
+                        m.uid,
+                        m.body.len() as u64,
+                        message_id(&m.body),
+                        e.to_string(),
+                    ));
+                }
+                Err(e) => {
+                    // The connection is gone: record what is known; the rest stays pending
+                    // for the next attempt to reconcile.
+                    self.store().complete(&self.entry.id, &copied, &failed)?;
+                    return Err(EngineError::Imap {
+                        side: "target",
+                        source: e,
+                    });
                 }
             }
-            self.store().complete(&self.entry.id, &copied, &failed)?;
-            for (uid, size, mid, reason) in failures {
-                self.fail(&folder, Some(uid), Some(size), mid, reason)?;
-            }
-            for m in &to_send {
-                budget.release(m.body.len());
-            }
         }
+        self.store().complete(&self.entry.id, &copied, &failed)?;
+        for (uid, size, mid, reason) in failures {
+            self.fail(folder, Some(uid), Some(size), mid, reason)?;
+        }
+        for m in &g.msgs {
+            budget.release(m.body.len());
+        }
+        Ok(())
     }
 
     /// A new source message that is byte-for-byte a message the ledger saw vanish (moved
@@ -824,6 +876,61 @@ const GROUP_MESSAGES: usize = 128;
 const GROUP_BYTES: usize = 8 << 20;
 const FETCH_BATCH_BYTES: u64 = 16 << 20;
 const FETCH_BATCH_MESSAGES: usize = 500;
+
+/// One group's APPENDs on the wire: their intents, messages and tags.
+struct InFlight {
+    rows: Vec<LedgerRow>,
+    msgs: Vec<Message>,
+    tags: Sent,
+    target_raw: String,
+}
+
+/// A group went out as one MULTIAPPEND, or as one APPEND per message.
+enum Sent {
+    Multi(String),
+    Each(Vec<String>),
+}
+
+fn send_each(dst: &mut Client, target_raw: &str, msgs: &[Message]) -> Result<Vec<String>> {
+    msgs.iter()
+        .map(|m| {
+            dst.append_send(&m.request(target_raw))
+                .map_err(on("target"))
+        })
+        .collect()
+}
+
+impl Message {
+    fn request<'a>(&'a self, mailbox: &'a str) -> AppendRequest<'a> {
+        AppendRequest {
+            mailbox,
+            flags: &self.flags,
+            date: self.date.as_deref(),
+            message: &self.body,
+        }
+    }
+}
+
+/// How long a group waits for more messages before it goes out as it is.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
+
+/// The next group of messages: at least one (`None` when the fetcher is done), then whatever
+/// arrives within a few milliseconds, up to a count and a size.
+fn next_group(rx: &Receiver<Message>) -> Option<Vec<Message>> {
+    let first = rx.recv().ok()?;
+    let mut bytes = first.body.len();
+    let mut group = vec![first];
+    while group.len() < GROUP_MESSAGES && bytes < GROUP_BYTES {
+        match rx.recv_timeout(GROUP_WAIT) {
+            Ok(m) => {
+                bytes += m.body.len();
+                group.push(m);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(group)
+}
 
 struct Message {
     uid: u32,

@@ -743,6 +743,55 @@ impl Client {
         Ok(tag)
     }
 
+    /// Starts one MULTIAPPEND (RFC 3502) of several messages to one mailbox: the server
+    /// stores all of them or none, in one transaction. Needs MULTIAPPEND and LITERAL+.
+    pub fn multiappend_send(
+        &mut self,
+        mailbox: &str,
+        reqs: &[AppendRequest<'_>],
+    ) -> Result<String> {
+        if !self.has("MULTIAPPEND") || !self.has("LITERAL+") {
+            return Err(Error::Unsupported("MULTIAPPEND with LITERAL+"));
+        }
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} APPEND {}", quote(mailbox)).as_bytes());
+        for req in reqs {
+            let mut head = String::new();
+            if !req.flags.is_empty() {
+                head.push_str(&format!(" ({})", req.flags.join(" ")));
+            }
+            if let Some(d) = req.date {
+                head.push_str(&format!(" {}", quote(d)));
+            }
+            head.push_str(&format!(" {{{}+}}\r\n", req.message.len()));
+            self.out.extend_from_slice(head.as_bytes());
+            if self.out.len() + req.message.len() > FLUSH_AT {
+                self.flush()?;
+                self.stream.write_all(req.message)?;
+            } else {
+                self.out.extend_from_slice(req.message);
+            }
+        }
+        self.out.extend_from_slice(b"\r\n");
+        if self.out.len() > FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(tag)
+    }
+
+    /// Waits for a MULTIAPPEND; returns the UIDs in message order when the server has UIDPLUS.
+    pub fn multiappend_finish(&mut self, tag: &str, count: usize) -> Result<Option<Vec<u32>>> {
+        let code = self.finish(tag, "APPEND")?;
+        Ok(code.and_then(|c| {
+            if c.name != "APPENDUID" {
+                return None;
+            }
+            let uids = expand_uid_set(&c.args.get(1)?.as_text()?)?;
+            (uids.len() == count).then_some(uids)
+        }))
+    }
+
     /// Waits for an APPEND started by [`Client::append_send`]; returns `(UIDVALIDITY, UID)`
     /// from APPENDUID when the server has UIDPLUS.
     pub fn append_finish(&mut self, tag: &str) -> Result<Option<(u32, u32)>> {
@@ -797,6 +846,25 @@ fn status_error(command: &str, status: Status, code: Option<Code>, text: String)
             text,
         },
     }
+}
+
+/// `5:7,9` → `[5, 6, 7, 9]`, in the order given (RFC 4315 lists APPENDUIDs in message order).
+pub fn expand_uid_set(set: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in set.split(',') {
+        match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if a <= b {
+                    out.extend(a..=b);
+                } else {
+                    out.extend((b..=a).rev());
+                }
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
 }
 
 /// A quoted string, escaping `"` and `\`. Mailbox names are modified UTF-7, hence ASCII.
@@ -953,6 +1021,13 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uid_sets_expand_in_order() {
+        assert_eq!(expand_uid_set("5:7,9"), Some(vec![5, 6, 7, 9]));
+        assert_eq!(expand_uid_set("12"), Some(vec![12]));
+        assert_eq!(expand_uid_set("x"), None);
+    }
 
     #[test]
     fn quoting_escapes() {

@@ -25,10 +25,30 @@ fn exact_copies_with_flags_keywords_dates_nested_and_non_ascii_folders() {
     let refused = fill(&lab.source, "alice", "INBOX", &fixture_msgs());
     // The one 0-byte fixture is refused by Dovecot itself; everything else is stored.
     assert_eq!(refused.len(), 1, "{refused:?}");
-    fill(&lab.source, "alice", "Archive/2019", &(0..40).map(|i| generated(i, 3000)).collect::<Vec<_>>());
-    fill(&lab.source, "alice", "Junk/&ANw-berpr&APw-ft", &(40..60).map(|i| generated(i, 500)).collect::<Vec<_>>());
-    fill(&lab.source, "alice", "Projects/A/Specs", &(60..70).map(|i| generated(i, 20_000)).collect::<Vec<_>>());
-    fill(&lab.source, "alice", "Sent", &(70..80).map(|i| generated(i, 800)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "alice",
+        "Archive/2019",
+        &(0..40).map(|i| generated(i, 3000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "alice",
+        "Junk/&ANw-berpr&APw-ft",
+        &(40..60).map(|i| generated(i, 500)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "alice",
+        "Projects/A/Specs",
+        &(60..70).map(|i| generated(i, 20_000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "alice",
+        "Sent",
+        &(70..80).map(|i| generated(i, 800)).collect::<Vec<_>>(),
+    );
     let mut c = connect(&lab.source, "alice");
     c.create("Empty Parent/Child").unwrap();
     c.subscribe("Empty Parent/Child").unwrap();
@@ -45,7 +65,10 @@ fn exact_copies_with_flags_keywords_dates_nested_and_non_ascii_folders() {
     let src_subs = subscriptions(&lab.source, "alice");
     let dst_subs = subscriptions(&lab.target, "alice");
     for s in &src_subs {
-        assert!(dst_subs.contains(s), "{s} not subscribed on target: {dst_subs:?}");
+        assert!(
+            dst_subs.contains(s),
+            "{s} not subscribed on target: {dst_subs:?}"
+        );
     }
     assert!(!dst_subs.contains(&"Archive/2019".to_string()));
 
@@ -54,7 +77,12 @@ fn exact_copies_with_flags_keywords_dates_nested_and_non_ascii_folders() {
     assert_eq!((code, v["copied"].as_u64()), (0, Some(0)), "{v:#}");
 
     // New mail and changed flags: the delta pass copies exactly the new mail and sets the flags.
-    fill(&lab.source, "alice", "INBOX", &(100..105).map(|i| generated(i, 1000)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "alice",
+        "INBOX",
+        &(100..105).map(|i| generated(i, 1000)).collect::<Vec<_>>(),
+    );
     let mut c = connect(&lab.source, "alice");
     c.select("Archive/2019", false).unwrap();
     c.run("UID STORE 1:3 FLAGS (\\Seen $Label9)").unwrap();
@@ -63,8 +91,15 @@ fn exact_copies_with_flags_keywords_dates_nested_and_non_ascii_folders() {
     let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["copied"], 5, "{v:#}");
-    assert!(v["entries"][0]["flags_updated"].as_u64().unwrap() >= 3, "{v:#}");
-    assert_same(&snapshot(&lab.source, "alice"), &snapshot(&lab.target, "alice"), str::to_string);
+    assert!(
+        v["entries"][0]["flags_updated"].as_u64().unwrap() >= 3,
+        "{v:#}"
+    );
+    assert_same(
+        &snapshot(&lab.source, "alice"),
+        &snapshot(&lab.target, "alice"),
+        str::to_string,
+    );
 }
 
 /// Courier/Cyrus-style source (`.` separator, `INBOX.` prefix, Outlook names for special
@@ -74,10 +109,30 @@ fn separator_prefix_and_special_use_folders_map_both_ways() {
     let mut dotted = DovecotConfig::new(&["bob"]);
     dotted.layout = Layout::DotInboxPrefix;
     let lab = Lab::with(dotted.clone(), DovecotConfig::new(&["bob"]));
-    fill(&lab.source, "bob", "INBOX.Sent Items", &(0..5).map(|i| generated(i, 900)).collect::<Vec<_>>());
-    fill(&lab.source, "bob", "INBOX.Deleted Items", &(5..8).map(|i| generated(i, 900)).collect::<Vec<_>>());
-    fill(&lab.source, "bob", "INBOX.Clients.Soci&AOk-t&AOk- G&AOk-n&AOk-rale", &(8..12).map(|i| generated(i, 900)).collect::<Vec<_>>());
-    fill(&lab.source, "bob", "INBOX", &(12..15).map(|i| generated(i, 900)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "bob",
+        "INBOX.Sent Items",
+        &(0..5).map(|i| generated(i, 900)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "bob",
+        "INBOX.Deleted Items",
+        &(5..8).map(|i| generated(i, 900)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "bob",
+        "INBOX.Clients.Soci&AOk-t&AOk- G&AOk-n&AOk-rale",
+        &(8..12).map(|i| generated(i, 900)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "bob",
+        "INBOX",
+        &(12..15).map(|i| generated(i, 900)).collect::<Vec<_>>(),
+    );
     lab.migrate_ok();
     let to_slash = |p: &str| match p {
         "Sent Items" => "Sent".to_string(),
@@ -89,12 +144,26 @@ fn separator_prefix_and_special_use_folders_map_both_ways() {
     let dst = snapshot(&lab.target, "bob");
     assert_same(&src, &dst, to_slash);
     assert!(!dst.contains_key("Sent Items"), "{:?}", dst.keys());
-    assert!(dst.contains_key("Clients/Société Générale"), "{:?}", dst.keys());
+    assert!(
+        dst.contains_key("Clients/Société Générale"),
+        "{:?}",
+        dst.keys()
+    );
 
     // And back: a '/' source to a dotted target.
     let back = Lab::with(DovecotConfig::new(&["bob"]), dotted);
-    fill(&back.source, "bob", "Sent", &(0..4).map(|i| generated(i, 700)).collect::<Vec<_>>());
-    fill(&back.source, "bob", "Lists/usrp/2024", &(4..9).map(|i| generated(i, 700)).collect::<Vec<_>>());
+    fill(
+        &back.source,
+        "bob",
+        "Sent",
+        &(0..4).map(|i| generated(i, 700)).collect::<Vec<_>>(),
+    );
+    fill(
+        &back.source,
+        "bob",
+        "Lists/usrp/2024",
+        &(4..9).map(|i| generated(i, 700)).collect::<Vec<_>>(),
+    );
     back.migrate_ok();
     let src = snapshot(&back.source, "bob");
     let dst = snapshot(&back.target, "bob");
@@ -115,10 +184,24 @@ fn exchange_like_servers_use_the_fallback_paths() {
     let mut dst = DovecotConfig::new(&["carol"]);
     dst.profile = Profile::ExchangeLike;
     let lab = Lab::with(src, dst);
-    fill(&lab.source, "carol", "INBOX", &(0..30).map(|i| generated(i, 2000)).collect::<Vec<_>>());
-    fill(&lab.source, "carol", "Sent", &(30..40).map(|i| generated(i, 2000)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "carol",
+        "INBOX",
+        &(0..30).map(|i| generated(i, 2000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "carol",
+        "Sent",
+        &(30..40).map(|i| generated(i, 2000)).collect::<Vec<_>>(),
+    );
     lab.migrate_ok();
-    assert_same(&snapshot(&lab.source, "carol"), &snapshot(&lab.target, "carol"), str::to_string);
+    assert_same(
+        &snapshot(&lab.source, "carol"),
+        &snapshot(&lab.target, "carol"),
+        str::to_string,
+    );
     let mut c = connect(&lab.source, "carol");
     c.select("INBOX", false).unwrap();
     c.run("UID STORE 1:5 +FLAGS (\\Flagged Urgent)").unwrap();
@@ -126,7 +209,11 @@ fn exchange_like_servers_use_the_fallback_paths() {
     let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
     assert_eq!((code, v["copied"].as_u64()), (0, Some(0)), "{v:#}");
     assert_eq!(v["entries"][0]["flags_updated"], 5, "{v:#}");
-    assert_same(&snapshot(&lab.source, "carol"), &snapshot(&lab.target, "carol"), str::to_string);
+    assert_same(
+        &snapshot(&lab.source, "carol"),
+        &snapshot(&lab.target, "carol"),
+        str::to_string,
+    );
 }
 
 /// A folder whose UIDVALIDITY changed is reconciled by fingerprint, and a message moved
@@ -136,7 +223,12 @@ fn uidvalidity_change_and_moves_are_not_copied_again() {
     let lab = Lab::new(&["dave"]);
     let msgs: Vec<Msg> = (0..12).map(|i| generated(i, 1500)).collect();
     fill(&lab.source, "dave", "Work", &msgs);
-    fill(&lab.source, "dave", "Later", &(20..22).map(|i| generated(i, 1500)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "dave",
+        "Later",
+        &(20..22).map(|i| generated(i, 1500)).collect::<Vec<_>>(),
+    );
     lab.migrate_ok();
 
     // Recreate "Work" with the same messages: new UIDVALIDITY, new UIDs.
@@ -154,7 +246,11 @@ fn uidvalidity_change_and_moves_are_not_copied_again() {
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["copied"], 0, "{v:#}");
     assert_eq!(v["entries"][0]["moved"], 13, "{v:#}");
-    assert_same(&snapshot(&lab.source, "dave"), &snapshot(&lab.target, "dave"), str::to_string);
+    assert_same(
+        &snapshot(&lab.source, "dave"),
+        &snapshot(&lab.target, "dave"),
+        str::to_string,
+    );
 }
 
 /// `since`, `until`, excluded folders and `skip_deleted` limit a pass; widening them later
@@ -165,13 +261,24 @@ fn filters_limit_a_pass_and_widening_them_copies_the_rest() {
     let mut msgs: Vec<Msg> = (0..24).map(|i| generated(i, 600)).collect();
     msgs[3].flags.push("\\Deleted".into());
     fill(&lab.source, "erin", "INBOX", &msgs);
-    fill(&lab.source, "erin", "Junk", &(30..33).map(|i| generated(i, 600)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "erin",
+        "Junk",
+        &(30..33).map(|i| generated(i, 600)).collect::<Vec<_>>(),
+    );
     lab.write_job("[migration]\nsince = \"2020-01-01\"\nexclude_folders = [\"Junk\"]\n");
     let v = lab.migrate_ok();
     let in_range = msgs
         .iter()
         .enumerate()
-        .filter(|(i, m)| *i != 3 && m.date.split(' ').next().unwrap()[7..].parse::<u32>().unwrap() >= 2020)
+        .filter(|(i, m)| {
+            *i != 3
+                && m.date.split(' ').next().unwrap()[7..]
+                    .parse::<u32>()
+                    .unwrap()
+                    >= 2020
+        })
         .count();
     assert_eq!(v["copied"], in_range as u64, "{v:#}");
     assert_eq!(snapshot(&lab.target, "erin")["Junk"].len(), 0);
@@ -180,5 +287,9 @@ fn filters_limit_a_pass_and_widening_them_copies_the_rest() {
     let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["copied"], (24 + 3 - in_range) as u64, "{v:#}");
-    assert_same(&snapshot(&lab.source, "erin"), &snapshot(&lab.target, "erin"), str::to_string);
+    assert_same(
+        &snapshot(&lab.source, "erin"),
+        &snapshot(&lab.target, "erin"),
+        str::to_string,
+    );
 }

@@ -14,7 +14,9 @@ fn corpus_dir() -> Option<PathBuf> {
     }
     let dir = std::env::var_os("MAILFERRY_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+        });
     assert!(
         dir.join("MANIFEST.tsv").is_file(),
         "The shared corpus is not at {}: put the project's shared/ beside the checkout, set \
@@ -33,21 +35,37 @@ fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
     };
     let lab = Lab::new(&["corpus"]);
     let files = messages_in(&dir);
-    assert_eq!(files.len(), 3479, "the corpus README promises 3,479 messages");
-    let mut by_folder: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> = Default::default();
+    assert_eq!(
+        files.len(),
+        3479,
+        "the corpus README promises 3,479 messages"
+    );
+    let mut by_folder: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> =
+        Default::default();
     for (path, bytes) in files {
-        let folder = path.rsplit_once('/').map(|(f, _)| f.to_string()).unwrap_or_else(|| "INBOX".into());
+        let folder = path
+            .rsplit_once('/')
+            .map(|(f, _)| f.to_string())
+            .unwrap_or_else(|| "INBOX".into());
         by_folder.entry(folder).or_default().push((path, bytes));
     }
     let mut refused = Vec::new();
     for (folder, msgs) in &by_folder {
-        let raw = folder.split('/').map(mutf7::encode).collect::<Vec<_>>().join("/");
+        let raw = folder
+            .split('/')
+            .map(mutf7::encode)
+            .collect::<Vec<_>>()
+            .join("/");
         let list: Vec<Msg> = msgs
             .iter()
             .enumerate()
             .map(|(i, (_, body))| {
                 let g = generated(i, 0);
-                Msg { body: body.clone(), flags: g.flags, date: g.date }
+                Msg {
+                    body: body.clone(),
+                    flags: g.flags,
+                    date: g.date,
+                }
             })
             .collect();
         for (i, why) in fill(&lab.source, "corpus", &raw, &list) {
@@ -56,7 +74,10 @@ fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
     }
     // Dovecot refuses exactly the 0-byte file, in its own words.
     assert_eq!(refused.len(), 1, "{refused:?}");
-    assert!(refused[0].0.ends_with("mail-sample_output_multipart.eml"), "{refused:?}");
+    assert!(
+        refused[0].0.ends_with("mail-sample_output_multipart.eml"),
+        "{refused:?}"
+    );
     eprintln!("Dovecot refused {}: {}", refused[0].0, refused[0].1);
 
     let v = lab.migrate_ok();

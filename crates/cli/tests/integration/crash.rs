@@ -9,7 +9,9 @@ use crate::lab::*;
 
 /// (pending rows, copied rows, largest pending message) as the ledger says right now.
 fn ledger_state(db: &Path) -> Option<(u64, u64, u64)> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
     conn.busy_timeout(Duration::from_millis(200)).ok()?;
     conn.query_row(
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'copied'),
@@ -60,7 +62,10 @@ fn run_and_kill(lab: &Lab, at: &KillAt) -> (bool, bool) {
             let pending = ledger_state(&lab.db()).is_some_and(|(p, _, _)| p > 0);
             return (true, pending);
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "migrate did not reach the kill point");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "migrate did not reach the kill point"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -72,8 +77,18 @@ fn kill_at_any_instant_then_resume_leaves_every_message_exactly_once() {
         let mut big: Vec<Msg> = (0..6).map(|i| generated(i, 2_500_000)).collect();
         big.extend((6..400).map(|i| generated(i, 4_000)));
         fill(&lab.source, user, "INBOX", &big);
-        fill(&lab.source, user, "Archive/2019", &(400..900).map(|i| generated(i, 2_000)).collect::<Vec<_>>());
-        fill(&lab.source, user, "Lists/&ANw-berpr&APw-ft", &(900..1200).map(|i| generated(i, 1_000)).collect::<Vec<_>>());
+        fill(
+            &lab.source,
+            user,
+            "Archive/2019",
+            &(400..900).map(|i| generated(i, 2_000)).collect::<Vec<_>>(),
+        );
+        fill(
+            &lab.source,
+            user,
+            "Lists/&ANw-berpr&APw-ft",
+            &(900..1200).map(|i| generated(i, 1_000)).collect::<Vec<_>>(),
+        );
     }
     let out = lab.mailferry(&["match", lab.job().to_str().unwrap()]);
     assert!(out.status.success());
@@ -81,13 +96,25 @@ fn kill_at_any_instant_then_resume_leaves_every_message_exactly_once() {
 
     let plan = [
         KillAt::Time(40),
-        KillAt::MidAppend { after_copied: 0, min_size: 1_000_000 },
+        KillAt::MidAppend {
+            after_copied: 0,
+            min_size: 1_000_000,
+        },
         KillAt::Copied(150),
-        KillAt::MidAppend { after_copied: 300, min_size: 0 },
+        KillAt::MidAppend {
+            after_copied: 300,
+            min_size: 0,
+        },
         KillAt::Time(250),
-        KillAt::MidAppend { after_copied: 900, min_size: 0 },
+        KillAt::MidAppend {
+            after_copied: 900,
+            min_size: 0,
+        },
         KillAt::Copied(1500),
-        KillAt::MidAppend { after_copied: 1800, min_size: 0 },
+        KillAt::MidAppend {
+            after_copied: 1800,
+            min_size: 0,
+        },
     ];
     let mut kills = 0;
     let mut mid_append_kills = 0;
@@ -97,12 +124,19 @@ fn kill_at_any_instant_then_resume_leaves_every_message_exactly_once() {
         mid_append_kills += pending as u32;
     }
     assert!(kills >= 5, "only {kills} of the kill points were reached");
-    assert!(mid_append_kills >= 2, "only {mid_append_kills} kills happened mid-APPEND");
+    assert!(
+        mid_append_kills >= 2,
+        "only {mid_append_kills} kills happened mid-APPEND"
+    );
 
     // Resume to the end.
     let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
     assert_eq!(code, 0, "{v:#}");
-    assert_eq!(ledger_state(&lab.db()).map(|s| s.0), Some(0), "no intent left pending");
+    assert_eq!(
+        ledger_state(&lab.db()).map(|s| s.0),
+        Some(0),
+        "no intent left pending"
+    );
     for user in ["kim", "lee"] {
         let src = snapshot(&lab.source, user);
         assert_eq!(total(&src), 1200);

@@ -15,7 +15,12 @@ fn wrong_password_and_quota_are_reported_and_others_still_migrate() {
     dst.quota_bytes = Some(60_000);
     let lab = Lab::with(DovecotConfig::new(&["ann", "ben", "cat"]), dst);
     for u in ["ann", "ben", "cat"] {
-        fill(&lab.source, u, "INBOX", &(0..20).map(|i| generated(i, 5_000)).collect::<Vec<_>>());
+        fill(
+            &lab.source,
+            u,
+            "INBOX",
+            &(0..20).map(|i| generated(i, 5_000)).collect::<Vec<_>>(),
+        );
     }
     // Per-mailbox logins on the source, with a wrong password for ben.
     let job = std::fs::read_to_string(lab.job()).unwrap();
@@ -24,7 +29,13 @@ fn wrong_password_and_quota_are_reported_and_others_still_migrate() {
     let src: String = src
         .lines()
         .filter(|l| !l.starts_with("admin_"))
-        .map(|l| if l.starts_with("auth") { "auth = \"per-mailbox\"\n".to_string() } else { format!("{l}\n") })
+        .map(|l| {
+            if l.starts_with("auth") {
+                "auth = \"per-mailbox\"\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect();
     std::fs::write(lab.job(), format!("{src}{rest}")).unwrap();
     std::fs::write(
@@ -40,33 +51,66 @@ fn wrong_password_and_quota_are_reported_and_others_still_migrate() {
     assert!(lab.mailferry(&["match", job]).status.success());
     let (code, v) = lab.json(&["migrate", job, "--all"]);
     assert_eq!(code, 1, "{v:#}");
-    let entry = |id: &str| v["entries"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap().clone();
+    let entry = |id: &str| {
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
     let ben = entry("id-ben");
     assert_eq!(ben["state"], "failed", "{v:#}");
-    assert!(ben["error"].as_str().unwrap().contains("AUTHENTICATIONFAILED"), "{ben:#}");
+    assert!(
+        ben["error"]
+            .as_str()
+            .unwrap()
+            .contains("AUTHENTICATIONFAILED"),
+        "{ben:#}"
+    );
     // 60 kB of quota: some of ann's 100 kB fit; the rest are refused with Dovecot's words.
     for id in ["id-ann", "id-cat"] {
         let e = entry(id);
         assert_eq!(e["state"], "partial", "{e:#}");
         assert!(e["copied"].as_u64().unwrap() > 0, "{e:#}");
-        assert_eq!(e["copied"].as_u64().unwrap() + e["failed"].as_u64().unwrap(), 20, "{e:#}");
+        assert_eq!(
+            e["copied"].as_u64().unwrap() + e["failed"].as_u64().unwrap(),
+            20,
+            "{e:#}"
+        );
         let err = &e["errors"][0];
         assert_eq!(err["folder"], "INBOX");
         assert!(err["uid"].as_u64().is_some());
-        assert!(err["message_id"].as_str().unwrap().starts_with("<gen-"), "{err:#}");
-        assert!(err["reason"].as_str().unwrap().contains("OVERQUOTA"), "{err:#}");
+        assert!(
+            err["message_id"].as_str().unwrap().starts_with("<gen-"),
+            "{err:#}"
+        );
+        assert!(
+            err["reason"].as_str().unwrap().contains("OVERQUOTA"),
+            "{err:#}"
+        );
     }
     // The report lists the same failures.
     let out = lab.mailferry(&["report", job, "--kind", "migration", "--format", "csv"]);
     assert!(out.status.success());
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(csv.lines().any(|l| l.starts_with("message,id-ann,failed,") && l.contains("OVERQUOTA")), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("message,id-ann,failed,") && l.contains("OVERQUOTA")),
+        "{csv}"
+    );
 }
 
 #[test]
 fn target_restart_mid_pass_is_retried_and_nothing_is_duplicated() {
     let mut lab = Lab::new(&["dan"]);
-    fill(&lab.source, "dan", "INBOX", &(0..3000).map(|i| generated(i, 3_000)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "dan",
+        "INBOX",
+        &(0..3000).map(|i| generated(i, 3_000)).collect::<Vec<_>>(),
+    );
     let jobp = lab.job();
     let job = jobp.to_str().unwrap();
     assert!(lab.mailferry(&["match", job]).status.success());
@@ -90,7 +134,11 @@ fn target_restart_mid_pass_is_retried_and_nothing_is_duplicated() {
     let out = child.wait_with_output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{v:#}");
-    assert_same(&snapshot(&lab.source, "dan"), &snapshot(&lab.target, "dan"), str::to_string);
+    assert_same(
+        &snapshot(&lab.source, "dan"),
+        &snapshot(&lab.target, "dan"),
+        str::to_string,
+    );
 }
 
 fn snapshot_count(lab: &Lab) -> u32 {
@@ -130,12 +178,19 @@ fn a_bad_job_file_names_the_key_and_exits_2() {
     let lab = Lab::new(&["fay"]);
     let jobp = lab.job();
     let job = jobp.to_str().unwrap();
-    let text = std::fs::read_to_string(&jobp).unwrap().replacen("security = \"plain\"", "security = \"maybe\"", 1);
+    let text = std::fs::read_to_string(&jobp).unwrap().replacen(
+        "security = \"plain\"",
+        "security = \"maybe\"",
+        1,
+    );
     std::fs::write(&jobp, text).unwrap();
     let out = lab.mailferry(&["migrate", job, "--all"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("job.toml") && err.contains("source.security"), "{err}");
+    assert!(
+        err.contains("job.toml") && err.contains("source.security"),
+        "{err}"
+    );
     assert!(!lab.db().exists(), "a bad job file must not create state");
 
     let out = lab.mailferry(&["migrate", job]);
@@ -160,5 +215,9 @@ fn init_writes_a_template_that_check_can_read() {
         .args(["status", path.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }

@@ -76,7 +76,8 @@ impl Lab {
     }
 
     pub fn write_csv(&self) {
-        let mut csv = String::from("Source ID,Source addresses,Source login,Target addresses,Target login\n");
+        let mut csv =
+            String::from("Source ID,Source addresses,Source login,Target addresses,Target login\n");
         for u in &self.users {
             csv.push_str(&format!("id-{u},{u}@old.example,{u},{u}@new.example,{u}\n"));
         }
@@ -115,7 +116,11 @@ impl Lab {
         let job = self.job();
         let job = job.to_str().expect("utf-8 path");
         let out = self.mailferry(&["match", job]);
-        assert!(out.status.success(), "match failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "match failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (code, v) = self.json(&["migrate", job, "--all"]);
         assert_eq!(code, 0, "migrate failed: {v:#}");
         v
@@ -189,7 +194,9 @@ pub fn generated(i: usize, size: usize) -> Msg {
     let date = format!(
         "{:02}-{}-{} {:02}:{:02}:{:02} {}",
         1 + i % 28,
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][i % 12],
+        [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+        ][i % 12],
         2015 + i % 11,
         i % 24,
         i % 60,
@@ -256,8 +263,14 @@ pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
         if sel.exists > 0 {
             c.uid_fetch("1:*", "UID FLAGS INTERNALDATE BODY.PEEK[]", |mut m| {
                 let flags = mailferry_core::engine::normalise_flags(m.flags().unwrap_or_default());
-                let date = m.get("INTERNALDATE").and_then(|v| v.as_text()).unwrap_or_default();
-                let body = m.take("BODY[]").and_then(|v| v.into_bytes()).unwrap_or_default();
+                let date = m
+                    .get("INTERNALDATE")
+                    .and_then(|v| v.as_text())
+                    .unwrap_or_default();
+                let body = m
+                    .take("BODY[]")
+                    .and_then(|v| v.into_bytes())
+                    .unwrap_or_default();
                 msgs.push(Seen { body, flags, date });
                 Ok(())
             })
@@ -300,10 +313,18 @@ pub fn assert_same(
             let missing = msgs.iter().filter(|m| !t.contains(m)).count();
             let extra = t.iter().filter(|m| !msgs.contains(m)).count();
             let example = msgs.iter().find(|m| !t.contains(m)).map(|m| {
-                (String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(), m.flags.clone(), m.date.clone())
+                (
+                    String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(),
+                    m.flags.clone(),
+                    m.date.clone(),
+                )
             });
             let extra_example = t.iter().find(|m| !msgs.contains(m)).map(|m| {
-                (String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(), m.flags.clone(), m.date.clone())
+                (
+                    String::from_utf8_lossy(&m.body[..m.body.len().min(200)]).to_string(),
+                    m.flags.clone(),
+                    m.date.clone(),
+                )
             });
             panic!(
                 "folder {folder} -> {tfolder}: source {} messages, target {}; {missing} missing, {extra} extra; first missing: {example:?}; first extra: {extra_example:?}",
@@ -329,7 +350,10 @@ pub fn messages_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "eml") {
                 let bytes = std::fs::read(&p).expect("read message");
-                out.push((p.strip_prefix(dir).unwrap_or(&p).display().to_string(), bytes));
+                out.push((
+                    p.strip_prefix(dir).unwrap_or(&p).display().to_string(),
+                    bytes,
+                ));
             }
         }
     }
@@ -346,15 +370,28 @@ pub fn fixtures() -> PathBuf {
 /// (`CR CR CR LF` is stored as `CR CR LF` by the source, which the target then stores as
 /// `CR LF`), so for every source message with a bare CR this asks the real target server:
 /// it appends the source's exact bytes to a scratch folder and reads them back.
-pub fn as_target_stores_them(target: &Dovecot, user: &str, source: &mut BTreeMap<String, Vec<Seen>>) {
-    let has_bare_cr = |b: &[u8]| b.iter().enumerate().any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'));
+pub fn as_target_stores_them(
+    target: &Dovecot,
+    user: &str,
+    source: &mut BTreeMap<String, Vec<Seen>>,
+) {
+    let has_bare_cr = |b: &[u8]| {
+        b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'\r' && b.get(i + 1) != Some(&b'\n'))
+    };
     let mut c = connect(target, user);
     let scratch = "mailferry-test-oracle";
     let _ = c.create(scratch);
     for msgs in source.values_mut() {
         for m in msgs.iter_mut().filter(|m| has_bare_cr(&m.body)) {
             let tag = c
-                .append_send(&AppendRequest { mailbox: scratch, flags: &[], date: None, message: &m.body })
+                .append_send(&AppendRequest {
+                    mailbox: scratch,
+                    flags: &[],
+                    date: None,
+                    message: &m.body,
+                })
                 .expect("append to the oracle folder");
             let (_, uid) = c.append_finish(&tag).expect("append").expect("APPENDUID");
             c.select(scratch, true).expect("select oracle");

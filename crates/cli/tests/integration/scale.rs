@@ -4,7 +4,9 @@
 use crate::lab::*;
 
 fn peak(v: &serde_json::Value) -> u64 {
-    v["peak_rss_bytes"].as_u64().expect("peak_rss_bytes in migrate --json")
+    v["peak_rss_bytes"]
+        .as_u64()
+        .expect("peak_rss_bytes in migrate --json")
 }
 
 #[test]
@@ -13,7 +15,12 @@ fn a_30_mb_message_and_a_20000_message_folder_keep_memory_bounded() {
     let mut huge = generated(1, 30_000_000);
     huge.flags = vec!["\\Seen".into(), "$Huge".into()];
     fill(&lab.source, "big", "INBOX", &[huge]);
-    fill(&lab.source, "many", "INBOX", &(0..20_000).map(|i| generated(i, 700)).collect::<Vec<_>>());
+    fill(
+        &lab.source,
+        "many",
+        "INBOX",
+        &(0..20_000).map(|i| generated(i, 700)).collect::<Vec<_>>(),
+    );
 
     std::fs::write(
         lab.dir.path().join("mailboxes.csv"),
@@ -23,9 +30,19 @@ fn a_30_mb_message_and_a_20000_message_folder_keep_memory_bounded() {
     let v = lab.migrate_ok();
     assert_eq!(v["copied"], 1);
     let big_peak = peak(&v);
-    eprintln!("peak RSS with one 30 MB message: {} MB", big_peak / 1_000_000);
-    assert!(big_peak < 4 * 30_000_000, "a 30 MB message cost {big_peak} bytes of memory");
-    assert_same(&snapshot(&lab.source, "big"), &snapshot(&lab.target, "big"), str::to_string);
+    eprintln!(
+        "peak RSS with one 30 MB message: {} MB",
+        big_peak / 1_000_000
+    );
+    assert!(
+        big_peak < 4 * 30_000_000,
+        "a 30 MB message cost {big_peak} bytes of memory"
+    );
+    assert_same(
+        &snapshot(&lab.source, "big"),
+        &snapshot(&lab.target, "big"),
+        str::to_string,
+    );
 
     std::fs::write(
         lab.dir.path().join("mailboxes.csv"),
@@ -35,8 +52,14 @@ fn a_30_mb_message_and_a_20000_message_folder_keep_memory_bounded() {
     let v = lab.migrate_ok();
     assert_eq!(v["copied"], 20_000);
     let many_peak = peak(&v);
-    eprintln!("peak RSS with 20,000 messages: {} MB", many_peak / 1_000_000);
-    assert!(many_peak < 100_000_000, "20,000 small messages cost {many_peak} bytes of memory");
+    eprintln!(
+        "peak RSS with 20,000 messages: {} MB",
+        many_peak / 1_000_000
+    );
+    assert!(
+        many_peak < 100_000_000,
+        "20,000 small messages cost {many_peak} bytes of memory"
+    );
     let src = snapshot(&lab.source, "many");
     assert_eq!(total(&src), 20_000);
     assert_same(&src, &snapshot(&lab.target, "many"), str::to_string);
