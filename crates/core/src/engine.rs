@@ -573,15 +573,14 @@ impl Pass<'_, '_> {
                     while let Some(g) = in_flight.pop_front() {
                         self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
                     }
-                    self.reuse_vanished(
-                        dst,
-                        &old,
-                        &folder,
-                        w.uid_validity,
-                        m.uid,
-                        &target_folder,
-                        &target_raw,
-                    )?;
+                    let new = LedgerRow {
+                        source_folder: folder.clone(),
+                        uid_validity: w.uid_validity,
+                        uid: m.uid,
+                        target_folder: target_folder.clone(),
+                        ..old.clone()
+                    };
+                    self.reuse_vanished(dst, &old, new, &target_raw)?;
                     budget.release(m.body.len());
                     continue;
                 }
@@ -724,34 +723,21 @@ impl Pass<'_, '_> {
     /// A new source message that is byte-for-byte a message the ledger saw vanish (moved
     /// between source folders, or renumbered by a UIDVALIDITY change): move the target's copy
     /// if needed and re-key the ledger row; never copy it again.
-    #[allow(clippy::too_many_arguments)]
     fn reuse_vanished(
         &mut self,
         dst: &mut Client,
         old: &LedgerRow,
-        folder: &str,
-        uid_validity: u32,
-        uid: u32,
-        target_folder: &str,
+        mut new: LedgerRow,
         target_raw: &str,
     ) -> Result<()> {
-        let mut target_uid = old.target_uid;
-        if old.target_folder != target_folder
+        if old.target_folder != new.target_folder
             && let Some(old_uid) = old.target_uid
         {
             let old_raw = self.target_raw_name(dst, &old.target_folder)?;
             dst.select(&old_raw, false).map_err(on("target"))?;
-            target_uid = dst.uid_move(old_uid, target_raw).map_err(on("target"))?;
+            new.target_uid = dst.uid_move(old_uid, target_raw).map_err(on("target"))?;
         }
-        self.store().rekey(
-            &self.entry.id,
-            old,
-            folder,
-            uid_validity,
-            uid,
-            target_folder,
-            target_uid,
-        )?;
+        self.store().rekey(&self.entry.id, old, &new)?;
         self.stats.moved += 1;
         Ok(())
     }

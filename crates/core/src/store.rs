@@ -400,18 +400,9 @@ impl Store {
         tx.commit()
     }
 
-    /// Re-keys a row: the source message now lives at another folder / UIDVALIDITY / UID, and
-    /// on the target at `target_folder` / `target_uid` (a move, or a UIDVALIDITY change).
-    pub fn rekey(
-        &mut self,
-        entry: &str,
-        old: &LedgerRow,
-        new_folder: &str,
-        new_validity: u32,
-        new_uid: u32,
-        target_folder: &str,
-        target_uid: Option<u32>,
-    ) -> Result<()> {
+    /// Re-keys a row: the source message now lives at `new`'s folder / UIDVALIDITY / UID,
+    /// and on the target at `new`'s target folder / UID (a move, or a UIDVALIDITY change).
+    pub fn rekey(&mut self, entry: &str, old: &LedgerRow, new: &LedgerRow) -> Result<()> {
         self.conn.execute(
             "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
                  target_folder = ?8, target_uid = ?9
@@ -421,11 +412,11 @@ impl Store {
                 old.source_folder,
                 old.uid_validity,
                 old.uid,
-                new_folder,
-                new_validity,
-                new_uid,
-                target_folder,
-                target_uid
+                new.source_folder,
+                new.uid_validity,
+                new.uid,
+                new.target_folder,
+                new.target_uid
             ],
         )?;
         Ok(())

@@ -186,7 +186,7 @@ pub fn generated(i: usize, size: usize) -> Msg {
         (13, "\\Flagged"),
         (17, "$Forwarded"),
     ] {
-        if i % m == 0 {
+        if i.is_multiple_of(m) {
             flags.push(f.to_string());
         }
     }
