@@ -713,33 +713,18 @@ impl Client {
     /// message goes out at once (pipelined); otherwise this waits for the continuation.
     pub fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String> {
         let tag = self.tag();
-        let mut head = format!("{tag} APPEND {}", quote(req.mailbox));
-        if !req.flags.is_empty() {
-            head.push_str(&format!(" ({})", req.flags.join(" ")));
-        }
-        if let Some(d) = req.date {
-            head.push_str(&format!(" {}", quote(d)));
-        }
         let plus = self.has("LITERAL+");
-        head.push_str(&format!(
-            " {{{}{}}}\r\n",
-            req.message.len(),
-            if plus { "+" } else { "" }
-        ));
+        let head = format!(
+            "{tag} APPEND {}{}",
+            quote(req.mailbox),
+            message_head(req, plus)
+        );
         self.out.extend_from_slice(head.as_bytes());
         if !plus {
             self.wait_continuation()?;
         }
-        if self.out.len() + req.message.len() > FLUSH_AT {
-            self.flush()?;
-            self.stream.write_all(req.message)?;
-        } else {
-            self.out.extend_from_slice(req.message);
-        }
-        self.out.extend_from_slice(b"\r\n");
-        if self.out.len() > FLUSH_AT {
-            self.flush()?;
-        }
+        self.push_literal(req.message)?;
+        self.end_command()?;
         Ok(tag)
     }
 
@@ -757,27 +742,32 @@ impl Client {
         self.out
             .extend_from_slice(format!("{tag} APPEND {}", quote(mailbox)).as_bytes());
         for req in reqs {
-            let mut head = String::new();
-            if !req.flags.is_empty() {
-                head.push_str(&format!(" ({})", req.flags.join(" ")));
-            }
-            if let Some(d) = req.date {
-                head.push_str(&format!(" {}", quote(d)));
-            }
-            head.push_str(&format!(" {{{}+}}\r\n", req.message.len()));
-            self.out.extend_from_slice(head.as_bytes());
-            if self.out.len() + req.message.len() > FLUSH_AT {
-                self.flush()?;
-                self.stream.write_all(req.message)?;
-            } else {
-                self.out.extend_from_slice(req.message);
-            }
+            self.out
+                .extend_from_slice(message_head(req, true).as_bytes());
+            self.push_literal(req.message)?;
         }
+        self.end_command()?;
+        Ok(tag)
+    }
+
+    /// A literal's bytes: buffered when small, written straight through when large so a big
+    /// message is not copied into the output buffer.
+    fn push_literal(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.out.len() + bytes.len() > FLUSH_AT {
+            self.flush()?;
+            self.stream.write_all(bytes)?;
+        } else {
+            self.out.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn end_command(&mut self) -> Result<()> {
         self.out.extend_from_slice(b"\r\n");
         if self.out.len() > FLUSH_AT {
             self.flush()?;
         }
-        Ok(tag)
+        Ok(())
     }
 
     /// Waits for a MULTIAPPEND; returns the UIDs in message order when the server has UIDPLUS.
@@ -846,6 +836,20 @@ fn status_error(command: &str, status: Status, code: Option<Code>, text: String)
             text,
         },
     }
+}
+
+/// One message's part of an APPEND: ` (flags) "date" {size+}` and CRLF.
+fn message_head(req: &AppendRequest<'_>, literal_plus: bool) -> String {
+    let mut head = String::new();
+    if !req.flags.is_empty() {
+        head.push_str(&format!(" ({})", req.flags.join(" ")));
+    }
+    if let Some(d) = req.date {
+        head.push_str(&format!(" {}", quote(d)));
+    }
+    let plus = if literal_plus { "+" } else { "" };
+    head.push_str(&format!(" {{{}{plus}}}\r\n", req.message.len()));
+    head
 }
 
 /// `5:7,9` → `[5, 6, 7, 9]`, in the order given (RFC 4315 lists APPENDUIDs in message order).
@@ -1021,6 +1025,132 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plays a scripted server on loopback: for each step, reads until the client sent the
+    /// expected bytes, then answers. Returns what the client sent in all.
+    fn scripted_server(
+        steps: Vec<(&'static [u8], &'static [u8])>,
+    ) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            for (expect, answer) in steps {
+                while !seen.windows(expect.len().max(1)).any(|w| w == expect) && !expect.is_empty()
+                {
+                    let mut buf = [0u8; 4096];
+                    let n = sock.read(&mut buf).unwrap();
+                    assert!(
+                        n > 0,
+                        "client closed; sent so far: {:?}",
+                        String::from_utf8_lossy(&seen)
+                    );
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                sock.write_all(answer).unwrap();
+            }
+            seen
+        });
+        (port, handle)
+    }
+
+    fn plain_endpoint(port: u16) -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            security: Security::Plain,
+            ca_file: None,
+            verify_certificates: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn append_without_literal_plus_waits_for_the_continuation() {
+        let (port, server) = scripted_server(vec![
+            (b"", b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n"),
+            (b"{5}\r\n", b"+ go ahead\r\n"),
+            (b"hello\r\n", b"m1 OK [APPENDUID 9 4] stored\r\n"),
+        ]);
+        let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+        let flags = vec!["\\Seen".to_string()];
+        let tag = c
+            .append_send(&AppendRequest {
+                mailbox: "Sent Items",
+                flags: &flags,
+                date: Some("01-Jan-2020 10:00:00 +0000"),
+                message: b"hello",
+            })
+            .unwrap();
+        assert_eq!(c.append_finish(&tag).unwrap(), Some((9, 4)));
+        drop(c);
+        let sent = server.join().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&sent),
+            "m1 APPEND \"Sent Items\" (\\Seen) \"01-Jan-2020 10:00:00 +0000\" {5}\r\nhello\r\n"
+        );
+    }
+
+    #[test]
+    fn multiappend_sends_one_command_and_reads_the_uid_set() {
+        let (port, server) = scripted_server(vec![
+            (
+                b"",
+                b"* OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS] ready\r\n",
+            ),
+            (b"two\r\n", b"m1 OK [APPENDUID 7 10:11] done\r\n"),
+        ]);
+        let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+        let reqs = [
+            AppendRequest {
+                mailbox: "INBOX",
+                flags: &[],
+                date: None,
+                message: b"one",
+            },
+            AppendRequest {
+                mailbox: "INBOX",
+                flags: &[],
+                date: None,
+                message: b"two",
+            },
+        ];
+        let tag = c.multiappend_send("INBOX", &reqs).unwrap();
+        assert_eq!(c.multiappend_finish(&tag, 2).unwrap(), Some(vec![10, 11]));
+        drop(c);
+        assert_eq!(
+            String::from_utf8_lossy(&server.join().unwrap()),
+            "m1 APPEND \"INBOX\" {3+}\r\none {3+}\r\ntwo\r\n"
+        );
+    }
+
+    #[test]
+    fn a_refused_login_keeps_the_servers_words_and_hides_the_password() {
+        let (port, _server) = scripted_server(vec![
+            (
+                b"",
+                b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n",
+            ),
+            (
+                b"\r\n",
+                b"m1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+            ),
+        ]);
+        let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+        let e = c
+            .login(&Login::SaslPlain {
+                authzid: "alice".into(),
+                authcid: "admin".into(),
+                password: "s3cret".into(),
+            })
+            .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.code(), Some("AUTHENTICATIONFAILED"));
+        assert!(text.contains("Authentication failed."), "{text}");
+        assert!(!text.contains("s3cret"));
+        assert!(!e.is_transient());
+    }
 
     #[test]
     fn uid_sets_expand_in_order() {
