@@ -201,6 +201,24 @@ pub struct Client {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// `MAILFERRY_TRACE=FILE` appends every command sent (its first line: never a message body,
+/// never a password) to FILE, one line each, prefixed by the server address. For admins
+/// debugging a server, and for tests that count what a pass costs.
+fn trace_sink() -> Option<&'static std::sync::Mutex<std::fs::File>> {
+    static SINK: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let path = std::env::var_os("MAILFERRY_TRACE")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(std::sync::Mutex::new)
+    })
+    .as_ref()
+}
 const FLUSH_AT: usize = 256 * 1024;
 
 impl Client {
@@ -306,6 +324,7 @@ impl Client {
 
     /// Logs in. The password never appears in errors or logs.
     pub fn login(&mut self, login: &Login) -> Result<()> {
+        self.trace(&format!("{login:?} (password not shown)"));
         let tagged = match login {
             Login::Plain { user, password } => {
                 let tag = self.tag();
@@ -404,6 +423,13 @@ impl Client {
             return Err(Error::Bye(text.clone()));
         }
         Ok(())
+    }
+
+    fn trace(&self, command: &str) {
+        if let Some(sink) = trace_sink() {
+            let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{} {command}", self.peer);
+        }
     }
 
     fn tag(&mut self) -> String {
@@ -513,6 +539,7 @@ impl Client {
 
     /// Runs one command (a complete line without tag and CRLF) and returns its untagged data.
     pub fn run(&mut self, command: &str) -> Result<Vec<Untagged>> {
+        self.trace(command);
         let tag = self.tag();
         self.out
             .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
@@ -591,6 +618,7 @@ impl Client {
             ""
         };
         self.selected = None;
+        self.trace(&format!("{verb} {}", quote(mailbox)));
         let tag = self.tag();
         self.out.extend_from_slice(
             format!("{tag} {verb} {}{condstore}\r\n", quote(mailbox)).as_bytes(),
@@ -631,6 +659,7 @@ impl Client {
         items: &str,
         mut each: impl FnMut(Fetch) -> Result<()>,
     ) -> Result<()> {
+        self.trace(&format!("UID FETCH {set} ({items})"));
         let tag = self.tag();
         self.out
             .extend_from_slice(format!("{tag} UID FETCH {set} ({items})\r\n").as_bytes());
@@ -675,6 +704,7 @@ impl Client {
 
     /// Moves a message of the selected folder to another folder (MOVE, or COPY + expunge).
     pub fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
+        self.trace(&format!("UID MOVE {uid} {}", quote(to)));
         let code = if self.has("MOVE") {
             let tag = self.tag();
             self.out
@@ -712,6 +742,11 @@ impl Client {
     /// Starts an APPEND and returns its tag without waiting for the answer. With LITERAL+ the
     /// message goes out at once (pipelined); otherwise this waits for the continuation.
     pub fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String> {
+        self.trace(&format!(
+            "APPEND {} ({} bytes)",
+            quote(req.mailbox),
+            req.message.len()
+        ));
         let tag = self.tag();
         let plus = self.has("LITERAL+");
         let head = format!(
@@ -738,6 +773,7 @@ impl Client {
         if !self.has("MULTIAPPEND") || !self.has("LITERAL+") {
             return Err(Error::Unsupported("MULTIAPPEND with LITERAL+"));
         }
+        self.trace(&format!("APPEND {} ({} messages)", quote(mailbox), reqs.len()));
         let tag = self.tag();
         self.out
             .extend_from_slice(format!("{tag} APPEND {}", quote(mailbox)).as_bytes());
