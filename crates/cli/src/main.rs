@@ -1,6 +1,7 @@
 //! The `mailferry` command: parses the command line, loads the job, and wires the core's
 //! pieces together. No migration logic lives here.
 
+mod check;
 mod progress;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use mailferry_core::csvfile::parse_mailboxes_csv;
 use mailferry_core::engine::EntryPasswords;
 use mailferry_core::entries::{Selection, entries_from_csv, select};
 use mailferry_core::job::{Auth, ConnectionKind, Job, StateLocation, template};
-use mailferry_core::migrate::{self, is_migratable, server_for};
+use mailferry_core::migrate::{self, is_migratable};
 use mailferry_core::report;
 use mailferry_core::store::Store;
 
@@ -134,7 +135,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init { job } => init(&job),
-        Command::Check { job, json } => check(&load(&job)?, json),
+        Command::Check { job, json } => {
+            let job = load(&job)?;
+            let sample = open_store(&job)?.entries()?.into_iter().find(is_migratable);
+            let passwords = read_passwords(&job)?;
+            check::run(&job, sample.as_ref(), &passwords, json)
+        }
         Command::Match { job, csv, json } => match_csv(&load(&job)?, csv, json),
         Command::Migrate {
             job,
@@ -196,93 +202,6 @@ fn init(path: &Path) -> Result<ExitCode> {
 
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
-fn check(job: &Job, as_json: bool) -> Result<ExitCode> {
-    let store = open_store(job)?;
-    let entries = store.entries()?;
-    let sample = entries.iter().find(|e| is_migratable(e));
-    let passwords = read_passwords(job)?;
-    let mut results = Vec::new();
-    let mut all_ok = true;
-    for (side, conn) in [("source", &job.source), ("target", &job.target)] {
-        let mut lines: Vec<(String, bool, String)> = Vec::new();
-        match server_for(side, conn) {
-            Err(e) => lines.push(("configuration".into(), false, e)),
-            Ok(server) => {
-                let ep = &server.endpoint;
-                match mailferry_imap::Client::connect(ep) {
-                    Err(e) => lines.push((
-                        format!("connect {}:{}", ep.host, ep.port),
-                        false,
-                        e.to_string(),
-                    )),
-                    Ok(c) => {
-                        let caps: Vec<&str> = c.capabilities().collect();
-                        lines.push((
-                            format!("connect {}:{} ({:?})", ep.host, ep.port, ep.security),
-                            true,
-                            format!("capabilities: {}", caps.join(" ")),
-                        ));
-                        c.logout();
-                        match sample {
-                            None => lines.push((
-                                "login".into(),
-                                false,
-                                "no entries yet: import them with `mailferry match --csv`, then check again".into(),
-                            )),
-                            Some(e) => {
-                                let login = if side == "source" {
-                                    e.source_login.clone()
-                                } else {
-                                    e.target_login.clone().unwrap_or_default()
-                                };
-                                let pw = passwords.get(&e.id).cloned().unwrap_or_default();
-                                let own = if side == "source" { pw.source } else { pw.target };
-                                match server.connect(&login, own.as_deref()) {
-                                    Ok(mut c) => {
-                                        let detail = match mailferry_core::engine::read_tree(&mut c) {
-                                            Ok(t) => format!("{} folders", t.folders().count()),
-                                            Err(e) => format!("LIST failed: {e}"),
-                                        };
-                                        lines.push((format!("login as {login}"), true, detail));
-                                        c.logout();
-                                    }
-                                    Err(err) => lines.push((format!("login as {login}"), false, err.to_string())),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        all_ok &= lines.iter().all(|(_, ok, _)| *ok);
-        results.push((side, lines));
-    }
-    if as_json {
-        let v: Vec<_> = results
-            .iter()
-            .map(|(side, lines)| {
-                json!({"side": side, "checks": lines.iter().map(|(what, ok, detail)|
-                    json!({"check": what, "ok": ok, "detail": detail})).collect::<Vec<_>>()})
-            })
-            .collect();
-        print_json(&json!({"ok": all_ok, "servers": v}));
-    } else {
-        for (side, lines) in &results {
-            for (what, ok, detail) in lines {
-                println!(
-                    "{side:<7} {:<4} {what}: {detail}",
-                    if *ok { "OK" } else { "FAIL" }
-                );
-            }
-        }
-    }
-    Ok(if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 fn match_csv(job: &Job, csv: Option<PathBuf>, as_json: bool) -> Result<ExitCode> {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use mailferry_imap::{AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login};
 
+use crate::session::MailSession;
+
 use crate::fingerprint::{fingerprint, message_id};
 use crate::folders::{FolderPlanItem, FolderRules, FolderTree, Namespace, ServerFolder};
 use crate::store::{Checkpoint, Entry, Failure, LedgerRow, RunEntry, Store, StoreError};
@@ -130,23 +132,48 @@ impl Access {
     }
 }
 
+/// Where one side's mailboxes live.
+pub enum Backend {
+    Imap {
+        endpoint: Endpoint,
+        access: Access,
+    },
+    /// A folder with one Maildir++ tree per mailbox login; `create` for a target.
+    Maildir {
+        root: std::path::PathBuf,
+        create: bool,
+    },
+}
+
 /// One server of the job, ready to connect to.
 pub struct Server {
-    pub endpoint: Endpoint,
-    pub access: Access,
+    pub backend: Backend,
     pub limit: ConnectionLimit,
 }
 
 impl Server {
-    pub fn connect(&self, mailbox_login: &str, own_password: Option<&str>) -> Result<Client> {
-        let side = "connect";
-        let login = self.access.login(mailbox_login, own_password)?;
-        let mut c = Client::connect(&self.endpoint).map_err(on(side))?;
-        c.login(&login).map_err(|source| EngineError::Imap {
-            side: "login",
-            source,
-        })?;
-        Ok(c)
+    /// Opens a session for one mailbox: an IMAP login, or its Maildir++ tree.
+    pub fn connect(
+        &self,
+        mailbox_login: &str,
+        own_password: Option<&str>,
+    ) -> Result<Box<dyn MailSession>> {
+        match &self.backend {
+            Backend::Imap { endpoint, access } => {
+                let login = access.login(mailbox_login, own_password)?;
+                let mut c = Client::connect(endpoint).map_err(on("connect"))?;
+                c.login(&login).map_err(|source| EngineError::Imap {
+                    side: "login",
+                    source,
+                })?;
+                Ok(Box::new(c))
+            }
+            Backend::Maildir { root, create } => {
+                let session =
+                    crate::maildir::open(root, mailbox_login, *create).map_err(on("login"))?;
+                Ok(Box::new(session))
+            }
+        }
     }
 }
 
@@ -300,17 +327,17 @@ impl Pass<'_, '_> {
             .connect(&target_login, pw.target.as_deref())
             .map_err(|e| prefix(e, "target"))?;
 
-        let src_tree = read_tree(&mut src).map_err(on("source"))?;
-        let dst_tree = read_tree(&mut dst).map_err(on("target"))?;
+        let src_tree = src.tree().map_err(on("source"))?;
+        let dst_tree = dst.tree().map_err(on("target"))?;
         let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
-        self.prepare_target_tree(&mut dst, &dst_tree, &plan)?;
-        reconcile_pending(&mut dst, self.ctx.store, &self.entry.id)?;
+        self.prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
+        reconcile_pending(dst.as_mut(), self.ctx.store, &self.entry.id)?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
         let mut work = Vec::new();
         let mut vanished: HashMap<String, Vec<LedgerRow>> = HashMap::new();
         for item in plan.iter().filter(|i| i.selectable) {
-            if let Some(w) = self.scan_folder(&mut src, item, &mut vanished)? {
+            if let Some(w) = self.scan_folder(src.as_mut(), item, &mut vanished)? {
                 work.push(w);
             }
         }
@@ -326,9 +353,9 @@ impl Pass<'_, '_> {
             let failed_before = self.stats.failed;
             if !w.to_copy.is_empty() {
                 let to_copy = std::mem::take(&mut w.to_copy);
-                self.copy_folder(&mut src, &mut dst, &w, &to_copy, &mut vanished)?;
+                self.copy_folder(src.as_mut(), dst.as_mut(), &w, &to_copy, &mut vanished)?;
             }
-            self.update_flags(&mut dst, &w)?;
+            self.update_flags(dst.as_mut(), &w)?;
             if self.stats.failed == failed_before {
                 let c = Checkpoint {
                     uid_validity: w.uid_validity,
@@ -348,7 +375,7 @@ impl Pass<'_, '_> {
 
     fn prepare_target_tree(
         &mut self,
-        dst: &mut Client,
+        dst: &mut dyn MailSession,
         dst_tree: &FolderTree,
         plan: &[FolderPlanItem],
     ) -> Result<()> {
@@ -391,7 +418,7 @@ impl Pass<'_, '_> {
     /// Decides what a folder needs. Returns `None` when STATUS shows nothing changed.
     fn scan_folder(
         &mut self,
-        src: &mut Client,
+        src: &mut dyn MailSession,
         item: &FolderPlanItem,
         vanished: &mut HashMap<String, Vec<LedgerRow>>,
     ) -> Result<Option<FolderWork>> {
@@ -431,29 +458,19 @@ impl Pass<'_, '_> {
         let in_range: Option<HashSet<u32>> =
             match (&self.ctx.settings.since, &self.ctx.settings.until) {
                 (None, None) => None,
-                (since, until) => {
-                    let mut q = String::new();
-                    if let Some(s) = since {
-                        q.push_str(&format!("SINCE {s} "));
-                    }
-                    if let Some(u) = until {
-                        q.push_str(&format!("BEFORE {u} "));
-                    }
-                    q.push_str("ALL");
-                    Some(
-                        src.uid_search(&q)
-                            .map_err(on("source"))?
-                            .into_iter()
-                            .collect(),
-                    )
-                }
+                (since, until) => Some(
+                    src.uids_in_range(since.as_deref(), until.as_deref())
+                        .map_err(on("source"))?
+                        .into_iter()
+                        .collect(),
+                ),
             };
         let mut to_copy = Vec::new();
         let mut flag_updates = Vec::new();
         let mut seen = HashSet::new();
         let skip_deleted = self.ctx.settings.skip_deleted;
         if selected.exists > 0 {
-            src.uid_fetch("1:*", "UID FLAGS RFC822.SIZE", |f| {
+            src.uid_fetch("1:*", "UID FLAGS RFC822.SIZE", &mut |f| {
                 let Some(uid) = f.uid() else { return Ok(()) };
                 seen.insert(uid);
                 let flags = normalise_flags(f.flags().unwrap_or_default());
@@ -502,8 +519,8 @@ impl Pass<'_, '_> {
 
     fn copy_folder(
         &mut self,
-        src: &mut Client,
-        dst: &mut Client,
+        src: &mut dyn MailSession,
+        dst: &mut dyn MailSession,
         w: &FolderWork,
         to_copy: &[(u32, u64)],
         vanished: &mut HashMap<String, Vec<LedgerRow>>,
@@ -544,7 +561,7 @@ impl Pass<'_, '_> {
 
     fn append_messages(
         &mut self,
-        dst: &mut Client,
+        dst: &mut dyn MailSession,
         w: &FolderWork,
         rx: Receiver<Message>,
         budget: &ByteBudget,
@@ -630,7 +647,7 @@ impl Pass<'_, '_> {
     /// Reads the answers to one group's APPENDs and records them in one transaction.
     fn finish_group(
         &mut self,
-        dst: &mut Client,
+        dst: &mut dyn MailSession,
         g: InFlight,
         folder: &str,
         budget: &ByteBudget,
@@ -725,7 +742,7 @@ impl Pass<'_, '_> {
     /// if needed and re-key the ledger row; never copy it again.
     fn reuse_vanished(
         &mut self,
-        dst: &mut Client,
+        dst: &mut dyn MailSession,
         old: &LedgerRow,
         mut new: LedgerRow,
         target_raw: &str,
@@ -742,12 +759,12 @@ impl Pass<'_, '_> {
         Ok(())
     }
 
-    fn target_raw_name(&self, dst: &mut Client, path: &str) -> Result<String> {
-        let tree = read_tree(dst).map_err(on("target"))?;
+    fn target_raw_name(&self, dst: &mut dyn MailSession, path: &str) -> Result<String> {
+        let tree = dst.tree().map_err(on("target"))?;
         Ok(tree.raw_name_for(&crate::folders::FolderPath::parse(path)))
     }
 
-    fn update_flags(&mut self, dst: &mut Client, w: &FolderWork) -> Result<()> {
+    fn update_flags(&mut self, dst: &mut dyn MailSession, w: &FolderWork) -> Result<()> {
         // Group by the new flag set so one UID STORE serves many messages.
         let mut by_flags: BTreeMap<&str, Vec<&LedgerRow>> = BTreeMap::new();
         for (row, flags) in &w.flag_updates {
@@ -771,18 +788,13 @@ impl Pass<'_, '_> {
             dst.select(&raw, false).map_err(on("target"))?;
             let mut updates = Vec::new();
             for (flags, rows) in &by_flags {
-                let uids: Vec<String> = rows
+                let mut uids: Vec<u32> = rows
                     .iter()
                     .filter(|r| r.target_folder == *target_folder)
-                    .filter_map(|r| r.target_uid.map(|u| u.to_string()))
+                    .filter_map(|r| r.target_uid)
                     .collect();
-                for chunk in uids.chunks(500) {
-                    dst.run(&format!(
-                        "UID STORE {} FLAGS.SILENT ({flags})",
-                        chunk.join(",")
-                    ))
-                    .map_err(on("target"))?;
-                }
+                uids.sort_unstable();
+                dst.store_flags(&uids, flags).map_err(on("target"))?;
                 for r in rows.iter().filter(|r| r.target_folder == *target_folder) {
                     updates.push((*r, flags.to_string()));
                 }
@@ -877,7 +889,7 @@ enum Sent {
     Each(Vec<String>),
 }
 
-fn send_each(dst: &mut Client, target_raw: &str, msgs: &[Message]) -> Result<Vec<String>> {
+fn send_each(dst: &mut dyn MailSession, target_raw: &str, msgs: &[Message]) -> Result<Vec<String>> {
     msgs.iter()
         .map(|m| {
             dst.append_send(&m.request(target_raw))
@@ -966,7 +978,7 @@ impl ByteBudget {
 }
 
 fn fetch_messages(
-    src: &mut Client,
+    src: &mut dyn MailSession,
     to_copy: &[(u32, u64)],
     tx: SyncSender<Message>,
     budget: &ByteBudget,
@@ -986,7 +998,7 @@ fn fetch_messages(
         src.uid_fetch(
             &set,
             "UID FLAGS INTERNALDATE BODY.PEEK[]",
-            |mut f: Fetch| {
+            &mut |mut f: Fetch| {
                 let Some(uid) = f.uid() else { return Ok(()) };
                 let flags = f.flags().unwrap_or_default();
                 let date = f.get("INTERNALDATE").and_then(|v| v.as_text());
@@ -1046,7 +1058,11 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 /// messages at or above the UIDNEXT recorded in the intent that the ledger does not already
 /// own; a candidate with the same fingerprint is the copy (recorded as copied), and an intent
 /// with no such candidate was never stored (forgotten, so this pass copies it again).
-pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) -> Result<()> {
+pub fn reconcile_pending(
+    dst: &mut dyn MailSession,
+    store: &Mutex<Store>,
+    entry: &str,
+) -> Result<()> {
     let pending = store
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -1061,7 +1077,7 @@ pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) ->
             .or_default()
             .push(row);
     }
-    let tree = read_tree(dst).map_err(on("target"))?;
+    let tree = dst.tree().map_err(on("target"))?;
     for (folder, rows) in by_folder {
         let path = crate::folders::FolderPath::parse(&folder);
         let mut found: HashMap<String, Vec<u32>> = HashMap::new();
@@ -1082,7 +1098,7 @@ pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) ->
                 .collect();
             if selected.exists > 0 {
                 let mut candidates = Vec::new();
-                dst.uid_fetch(&format!("{low}:*"), "UID", |f| {
+                dst.uid_fetch(&format!("{low}:*"), "UID", &mut |f| {
                     if let Some(u) = f.uid()
                         && u >= low
                         && !known.contains(&u)
@@ -1097,7 +1113,7 @@ pub fn reconcile_pending(dst: &mut Client, store: &Mutex<Store>, entry: &str) ->
                     dst.uid_fetch(
                         &uid_set(chunk.iter().copied()),
                         "UID BODY.PEEK[]",
-                        |mut f| {
+                        &mut |mut f| {
                             if let (Some(u), Some(body)) =
                                 (f.uid(), f.take("BODY[]").and_then(|v| v.into_bytes()))
                             {
@@ -1134,7 +1150,7 @@ const QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// sit in the server's input buffer, and servers (Dovecot among them) go on storing them after
 /// the client is gone: judging intents before that backlog is stored would copy those messages
 /// a second time. Only runs when a previous pass left intents in doubt.
-fn wait_until_quiet(dst: &mut Client, raw: &str) -> Result<()> {
+fn wait_until_quiet(dst: &mut dyn MailSession, raw: &str) -> Result<()> {
     let started = Instant::now();
     let mut last = dst.status(raw).map_err(on("target"))?;
     let mut quiet_since = Instant::now();

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use mailferry_imap::{Endpoint, Security as ImapSecurity};
 
 use crate::engine::{
-    Access, ConnectionLimit, EngineError, EntryPasswords, PassContext, PassSettings, Progress,
-    Server, migrate_entry,
+    Access, Backend, ConnectionLimit, EngineError, EntryPasswords, PassContext, PassSettings,
+    Progress, Server, migrate_entry,
 };
 use crate::folders::FolderRules;
 use crate::job::{AdminLogin, Auth, Connection, ConnectionKind, Job, Security};
@@ -21,10 +21,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 pub fn server_for(side: &str, conn: &Connection) -> Result<Server, String> {
     let imap = match &conn.kind {
         ConnectionKind::Imap(imap) => imap,
-        ConnectionKind::Maildir { .. } => {
-            return Err(format!(
-                "{side}.kind = \"maildir\" is not supported yet: use an IMAP server"
-            ));
+        ConnectionKind::Maildir { root } => {
+            return Ok(Server {
+                backend: Backend::Maildir {
+                    root: root.clone(),
+                    create: side == "target",
+                },
+                limit: ConnectionLimit::new(usize::MAX),
+            });
         }
     };
     let access = match &imap.auth {
@@ -51,19 +55,21 @@ pub fn server_for(side: &str, conn: &Connection) -> Result<Server, String> {
         }
     };
     Ok(Server {
-        endpoint: Endpoint {
-            host: imap.host.clone(),
-            port: imap.port,
-            security: match imap.security {
-                Security::Tls => ImapSecurity::Tls,
-                Security::StartTls => ImapSecurity::StartTls,
-                Security::Plain => ImapSecurity::Plain,
+        backend: Backend::Imap {
+            endpoint: Endpoint {
+                host: imap.host.clone(),
+                port: imap.port,
+                security: match imap.security {
+                    Security::Tls => ImapSecurity::Tls,
+                    Security::StartTls => ImapSecurity::StartTls,
+                    Security::Plain => ImapSecurity::Plain,
+                },
+                ca_file: imap.tls_ca.clone(),
+                verify_certificates: imap.tls_verify,
+                timeout: TIMEOUT,
             },
-            ca_file: imap.tls_ca.clone(),
-            verify_certificates: imap.tls_verify,
-            timeout: TIMEOUT,
+            access,
         },
-        access,
         limit: ConnectionLimit::new(imap.max_connections),
     })
 }

@@ -773,7 +773,11 @@ impl Client {
         if !self.has("MULTIAPPEND") || !self.has("LITERAL+") {
             return Err(Error::Unsupported("MULTIAPPEND with LITERAL+"));
         }
-        self.trace(&format!("APPEND {} ({} messages)", quote(mailbox), reqs.len()));
+        self.trace(&format!(
+            "APPEND {} ({} messages)",
+            quote(mailbox),
+            reqs.len()
+        ));
         let tag = self.tag();
         self.out
             .extend_from_slice(format!("{tag} APPEND {}", quote(mailbox)).as_bytes());

@@ -299,8 +299,18 @@ fn filters_limit_a_pass_and_widening_them_copies_the_rest() {
 #[test]
 fn a_pass_with_no_change_costs_one_status_per_folder() {
     let lab = Lab::new(&["hal"]);
-    for (n, folder) in ["INBOX", "Archive/2020", "Projects/X", "Sent"].iter().enumerate() {
-        fill(&lab.source, "hal", folder, &(n * 10..n * 10 + 10).map(|i| generated(i, 900)).collect::<Vec<_>>());
+    for (n, folder) in ["INBOX", "Archive/2020", "Projects/X", "Sent"]
+        .iter()
+        .enumerate()
+    {
+        fill(
+            &lab.source,
+            "hal",
+            folder,
+            &(n * 10..n * 10 + 10)
+                .map(|i| generated(i, 900))
+                .collect::<Vec<_>>(),
+        );
     }
     lab.migrate_ok();
     let trace = lab.dir.path().join("trace.log");
@@ -317,13 +327,25 @@ fn a_pass_with_no_change_costs_one_status_per_folder() {
     let verbs = |prefix: &str| -> Vec<String> {
         log.lines()
             .filter_map(|l| l.strip_prefix(prefix))
-            .map(|c| c.split(' ').take(if c.starts_with("UID ") { 2 } else { 1 }).collect::<Vec<_>>().join(" "))
+            .map(|c| {
+                c.split(' ')
+                    .take(if c.starts_with("UID ") { 2 } else { 1 })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     };
     let src = verbs(&source);
     let selectable = snapshot(&lab.source, "hal").len();
-    assert_eq!(src.iter().filter(|v| *v == "STATUS").count(), selectable, "{log}");
+    assert_eq!(
+        src.iter().filter(|v| *v == "STATUS").count(),
+        selectable,
+        "{log}"
+    );
     for costly in ["SELECT", "EXAMINE", "UID FETCH", "APPEND", "UID STORE"] {
-        assert!(!log.lines().any(|l| l.contains(&format!(" {costly} "))), "{costly} in a no-change pass:\n{log}");
+        assert!(
+            !log.lines().any(|l| l.contains(&format!(" {costly} "))),
+            "{costly} in a no-change pass:\n{log}"
+        );
     }
 }

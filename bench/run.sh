@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# mailferry benchmark: mailferry side by side with mbsync and Dovecot's dsync, in one run,
+# on the same lab (two Dovecot instances on loopback), and one table at the end.
+#
+#   bench/run.sh [tiny|small|medium]        default medium; as root, on Debian 12
+#
+# Environment (all optional):
+#   JOBS=N            mailboxes at once: mailferry's [migration] concurrency and the
+#                     reference tools' users at a time (default 4)
+#   MAILFERRY_SHARED  the shared folder holding bench/lab.sh & co (default <repo>/../shared)
+#   MAILFERRY_LAB     the lab directory (default /tmp/mailferry-lab, as lab.sh)
+#   BENCH_OUT         where job files, logs and raw results go (default: a new /tmp dir)
+#
+# What it measures and how to read the table: bench/README.md.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+PRESET=${1:-medium}
+JOBS=${JOBS:-4}
+MF=$REPO/target/release/mailferry
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+case $PRESET in
+  tiny | small | medium) ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "JOBS must be a positive integer, not '$JOBS'"
+[[ $(id -u) == 0 ]] || die "run as root: the lab starts Dovecot instances and apt-get installs what is missing"
+
+SHARED=$(cd "${MAILFERRY_SHARED:-$REPO/../shared}" && pwd) || die "shared folder not found (set MAILFERRY_SHARED)"
+LABSH=$SHARED/bench/lab.sh
+[[ -x $LABSH ]] || die "$LABSH not found or not executable (set MAILFERRY_SHARED)"
+export MAILFERRY_LAB=${MAILFERRY_LAB:-/tmp/mailferry-lab}
+export LAB_LDAP=0
+
+# ------------------------------------------------------------------ prerequisites
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_RC_OURS=0
+cleanup() {
+  if [[ $POLICY_RC_OURS == 1 ]]; then rm -f "$POLICY_RC"; fi
+}
+trap cleanup EXIT
+
+install_missing() {
+  local pkgs=()
+  command -v dovecot >/dev/null || pkgs+=(dovecot-core)
+  [[ -x /usr/lib/dovecot/imap ]] || pkgs+=(dovecot-imapd)
+  command -v mbsync >/dev/null || pkgs+=(isync)
+  [[ -x /usr/bin/time ]] || pkgs+=(time)
+  command -v openssl >/dev/null || pkgs+=(openssl)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  [[ ${#pkgs[@]} -gt 0 ]] || return 0
+  log "installing ${pkgs[*]}"
+  if [[ ! -e $POLICY_RC ]]; then
+    # keeps apt from starting the system dovecot service on 143/993
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC"
+    chmod 755 "$POLICY_RC"
+    POLICY_RC_OURS=1
+  fi
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2
+  cleanup
+  POLICY_RC_OURS=0
+}
+
+install_missing
+if [[ ! -x $MF ]]; then
+  log "building the release binary"
+  (cd "$REPO" && cargo build --release --bin mailferry) >&2
+fi
+
+# ------------------------------------------------------------------ lab and corpus
+"$LABSH" up
+LAB_ENV=$("$LABSH" env)
+eval "$LAB_ENV" # SRC_CONF DST_CONF SRC_HOST SRC_PORT DST_HOST DST_PORT MASTER_USER MASTER_PASS ...
+LAB=$MAILFERRY_LAB
+MANIFEST=$LAB/source/corpus.json
+
+# The source holds the preset's corpus when its manifest names the preset and Dovecot sees
+# every message it lists (a reset-source leaves the manifest behind).
+corpus_ready() {
+  python3 - "$SHARED/bench" "$MANIFEST" "$SRC_CONF" "$PRESET" <<'EOF'
+import json, subprocess, sys
+bench, manifest, conf, preset = sys.argv[1:]
+sys.path.insert(0, bench)
+import gen_corpus
+try:
+    m = json.load(open(manifest))
+except (OSError, ValueError):
+    sys.exit(1)
+if m.get("params") != gen_corpus.PRESETS[preset] or m.get("seed") != 20261123:
+    sys.exit(1)
+for user, folders in m["users"].items():
+    out = subprocess.run(["doveadm", "-c", conf, "mailbox", "status", "-u", user, "-t", "messages", "*"],
+                         capture_output=True, text=True).stdout
+    if out.strip() != f"messages={sum(f['messages'] for f in folders.values())}":
+        sys.exit(1)
+EOF
+}
+
+if corpus_ready; then
+  log "source already holds the $PRESET corpus"
+else
+  log "generating the $PRESET corpus into the source"
+  "$LABSH" reset-source
+  python3 "$SHARED/bench/gen_corpus.py" --preset "$PRESET" >&2
+  corpus_ready || die "the source does not hold the $PRESET corpus after gen_corpus.py"
+fi
+mapfile -t USERS < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["users"]))' "$MANIFEST")
+read -r NMSG NBYTES < <(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["total_messages"], m["total_bytes"])' "$MANIFEST")
+
+OUT=${BENCH_OUT:-$(mktemp -d "/tmp/mailferry-bench-$PRESET-XXXXXX")}
+mkdir -p "$OUT"
+RES=$OUT/results.tsv
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log "corpus: ${#USERS[@]} users, $NMSG messages, $((NBYTES / 1000000)) MB; JOBS=$JOBS; output in $OUT"
+if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
+  log "WARNING: load average is $LOAD_START before starting; other work on the machine skews every figure"
+fi
+
+# ------------------------------------------------------------------ measuring
+# CPU of a Dovecot instance's children reaped so far (imap, imap-login, auth; lab.sh sets
+# service_count = 1, so every imap process exits with its connection and is reaped).
+master_ticks() {
+  awk '{print $16 + $17}' "/proc/$(cat "$LAB/$1/run/master.pid")/stat"
+}
+
+printf 'tool\tphase\tmessages\tbytes\twall_s\tmsgs_per_s\tMB_per_s\tclient_cpu_s\tclient_maxrss_MB\tserver_cpu_s\trc\tverify\n' >"$RES"
+
+# measure TOOL PHASE CMD...: runs CMD under /usr/bin/time -v (stdout in TOOL-PHASE.out), adds
+# a row to $RES in bench_anchors.sh's format and sets RC to CMD's exit status.
+RC=0
+measure() {
+  local tag=$1-$2 t0 t1 s0 s1 d0 d1
+  s0=$(master_ticks source)
+  d0=$(master_ticks target)
+  t0=$(date +%s.%N)
+  RC=0
+  /usr/bin/time -v -o "$OUT/$tag.time" "${@:3}" >"$OUT/$tag.out" 2>"$OUT/$tag.err" || RC=$?
+  t1=$(date +%s.%N)
+  sleep 0.3 # let the masters reap their imap children
+  s1=$(master_ticks source)
+  d1=$(master_ticks target)
+  python3 - "$OUT/$tag.time" "$1" "$2" "$NMSG" "$NBYTES" "$t0" "$t1" "$((s1 - s0 + d1 - d0))" "$RC" >>"$RES" <<'EOF'
+import os, re, sys
+f, tool, phase, n, b, t0, t1, ticks, rc = sys.argv[1:]
+txt = open(f).read()
+g = lambda k: float(re.search(re.escape(k) + r":\s*([\d.]+)", txt).group(1))
+wall = float(t1) - float(t0)
+cpu = g("User time (seconds)") + g("System time (seconds)")
+rss = g("Maximum resident set size (kbytes)") / 1024
+server = int(ticks) / os.sysconf("SC_CLK_TCK")
+n, b = int(n), int(b)
+print(f"{tool}\t{phase}\t{n}\t{b}\t{wall:.2f}\t{n / wall:.1f}\t{b / 1e6 / wall:.2f}\t{cpu:.2f}\t{rss:.1f}\t{server:.2f}\t{rc}\t-")
+EOF
+  log "  $tag: exit $RC, $(tail -1 "$RES" | cut -f5) s"
+}
+
+# verify PHASE: compares source and target; stops the benchmark unless the verdict is OK.
+verify() {
+  python3 "$SHARED/bench/verify_migration.py" --users "${USERS[@]}" >"$OUT/mailferry-$1-verify.json" 2>"$OUT/mailferry-$1-verify.err"
+  local verdict
+  verdict=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verdict"])' "$OUT/mailferry-$1-verify.json")
+  log "  verify after the $1 pass: $verdict"
+  [[ $verdict == OK ]] || die "verify_migration.py after mailferry's $1 pass: $(cat "$OUT/mailferry-$1-verify.json")"
+}
+
+# check_pass PHASE EXPECTED_COPIES: the pass exited 0, failed nothing and copied that many.
+check_pass() {
+  [[ $RC == 0 ]] || die "mailferry migrate ($1 pass) exited $RC: $(tail -5 "$OUT/mailferry-$1.err")"
+  python3 - "$OUT/mailferry-$1.out" "$2" <<'EOF' || die "mailferry's $1 pass did not do what was expected (see $OUT/mailferry-$1.out)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["failed"] != 0 or r["copied"] != int(sys.argv[2]):
+    sys.exit(f"copied {r['copied']} (expected {sys.argv[2]}), failed {r['failed']}")
+EOF
+}
+
+# ------------------------------------------------------------------ mailferry
+log "== mailferry (concurrency $JOBS)"
+"$LABSH" reset-target
+"$LABSH" restart # clears Dovecot's penalty for earlier failed logins
+find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
+
+JOB=$OUT/job.toml
+cat >"$JOB" <<EOF
+# written by bench/run.sh
+name = "bench-$PRESET"
+
+[source]
+kind = "imap"
+host = "$SRC_HOST"
+port = $SRC_PORT
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "master-separator"
+max_connections = $((JOBS > 10 ? JOBS : 10))
+
+[target]
+kind = "imap"
+host = "$DST_HOST"
+port = $DST_PORT
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "sasl-authzid"
+max_connections = $((JOBS > 10 ? JOBS : 10))
+
+[mailboxes]
+csv = "mailboxes.csv"
+
+[migration]
+concurrency = $JOBS
+EOF
+{
+  echo "Source ID,Source addresses,Target addresses"
+  for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
+} >"$OUT/mailboxes.csv"
+export BENCH_ADMIN_PW=$MASTER_PASS
+
+"$MF" match "$JOB" >"$OUT/mailferry-match.log" 2>&1 || die "mailferry match failed: $(cat "$OUT/mailferry-match.log")"
+measure mailferry full "$MF" migrate "$JOB" --all --json
+check_pass full "$NMSG"
+verify full
+measure mailferry noop "$MF" migrate "$JOB" --all --json
+check_pass noop 0
+verify noop
+
+# ------------------------------------------------------------------ reference tools
+# bench_anchors.sh empties the target and warms the cache before each tool itself.
+log "== mbsync and dsync (bench_anchors.sh, JOBS=$JOBS)"
+BENCH_OUT=$OUT/anchors JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" mbsync dsync >"$OUT/anchors.out"
+[[ -s $OUT/anchors/results.tsv ]] || die "bench_anchors.sh wrote no results (see $OUT)"
+
+# ------------------------------------------------------------------ table
+STAMP=$(date +%Y-%m-%d-%H%M)
+REPORT=$BENCH_DIR/results-$PRESET-$STAMP.md
+python3 - "$RES" "$OUT/anchors/results.tsv" "$OUT" "$PRESET" "$JOBS" "$LOAD_START" "$STAMP" \
+  "$("$MF" --version)" "$(dovecot --version)" "$(mbsync --version)" "${#USERS[@]}" >"$REPORT" <<'EOF'
+import csv, json, os, platform, sys
+
+res, anchors, out, preset, jobs, load, stamp, mf_ver, dc_ver, mb_ver, nusers = sys.argv[1:]
+rows = []
+for f in (res, anchors):
+    with open(f) as fh:
+        rows += list(csv.DictReader(fh, delimiter="\t"))
+row = {(r["tool"], r["phase"]): r for r in rows}
+
+
+def summary(path):  # a verify_migration.py JSON in a few words, as bench_anchors.sh shows it
+    v = json.load(open(path))
+    s = v["verdict"]
+    if s != "OK":
+        bad = [f"{k}={v[k]}" for k in ("folders_missing", "msgs_missing", "msgs_extra", "flag_mismatch",
+                                        "date_mismatch", "size_mismatch", "body_mismatch") if v[k]]
+        s = "DIFF " + " ".join(bad)
+    s += f" ({v['msgs_dst']}/{v['msgs_src']} msgs, {v['folders_dst']}/{v['folders_src']} folders"
+    if v["subscriptions_missing"]:
+        s += f", {v['subscriptions_missing']} subscriptions not copied"
+    return s + ")"
+
+
+for phase in ("full", "noop"):
+    row[("mailferry", phase)]["verify"] = summary(os.path.join(out, f"mailferry-{phase}-verify.json"))
+
+tools = ["mailferry"] + sorted({r["tool"] for r in rows if r["tool"] != "mailferry"}, key=lambda t: not t.startswith("mbsync"))
+r0 = row[("mailferry", "full")]
+n, b = int(r0["messages"]), int(r0["bytes"])
+print(f"# mailferry benchmark: {preset} preset, {stamp[:10]} {stamp[11:13]}:{stamp[13:]}\n")
+print(f"- corpus: `gen_corpus.py --preset {preset}`: {nusers} users, {n:,} messages, {b / 1e6:,.1f} MB, Maildir")
+print(f"- machine: {os.cpu_count()} cores, {platform.machine()}, kernel {platform.release()}; "
+      f"load average before the run: {load}")
+print(f"- versions: {mf_ver}, Dovecot {dc_ver.split()[0]}, {mb_ver}")
+print(f"- {jobs} mailboxes at once: mailferry `concurrency = {jobs}`; mbsync and dsync through `xargs -P {jobs}`")
+print("- loopback, plain IMAP, warm page cache, target emptied before each tool\n")
+print("| tool | full wall s | msgs/s | MB/s | client CPU s | server CPU s | client max RSS MB | no-op wall s |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+for t in tools:
+    f = row[(t, "full")]
+    noop = row[(t, "noop")]["wall_s"]
+    if (t, "noop-backup") in row:
+        noop = f"sync -1: {noop}; backup: {row[(t, 'noop-backup')]['wall_s']}"
+    print(f"| {t} | {f['wall_s']} | {float(f['msgs_per_s']):,.0f} | {f['MB_per_s']} | {f['client_cpu_s']} | "
+          f"{f['server_cpu_s']} | {float(f['client_maxrss_MB']):.0f} | {noop} |")
+
+print("\nclient + server CPU s, full pass: " + "; ".join(
+    f"{t} {float(row[(t, 'full')]['client_cpu_s']) + float(row[(t, 'full')]['server_cpu_s']):.2f}" for t in tools))
+mw = float(r0["wall_s"])
+print("mailferry's full wall time relative to: " + "; ".join(
+    f"{t} {mw / float(row[(t, 'full')]['wall_s']):.2f}x" for t in tools[1:]) + " (below 1 = mailferry faster)")
+
+print("\nVerification (`verify_migration.py`), after the full pass / after the no-op pass:\n")
+for t in tools:
+    phases = [p for p in ("full", "noop", "noop-backup") if (t, p) in row]
+    print(f"- {t}: " + " / ".join(row[(t, p)]["verify"] for p in phases))
+    rcs = {row[(t, p)]["rc"] for p in phases}
+    if rcs != {"0"}:
+        print(f"  (exit statuses: {', '.join(row[(t, p)]['rc'] for p in phases)})")
+
+for phase in ("full", "noop"):
+    m = json.load(open(os.path.join(out, f"mailferry-{phase}.out")))
+    print(f"\nmailferry's own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
+          f"bytes {m['bytes']:,}, seconds {m['seconds']}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
+print(f"\n\nRaw figures, logs, job files and configs: `{out}`")
+EOF
+echo
+cat "$REPORT"
+log "table written to $REPORT"
