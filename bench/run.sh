@@ -29,6 +29,21 @@ case $PRESET in
 esac
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "JOBS must be a positive integer, not '$JOBS'"
 [[ $(id -u) == 0 ]] || die "run as root: the lab starts Dovecot instances and apt-get installs what is missing"
+# How busy the machine is before this script adds load of its own: the share of CPU time
+# not idle over one second (the load average lags by minutes, so it is only recorded).
+cpu_busy_pct() {
+  local a b
+  a=$(head -1 /proc/stat)
+  sleep 1
+  b=$(head -1 /proc/stat)
+  printf '%s\n%s\n' "$a" "$b" | awk '{t = 0; for (i = 2; i <= 9; i++) t += $i; idle = $5 + $6}
+    NR == 1 {t0 = t; i0 = idle} NR == 2 {printf "%.0f", 100 * (1 - (idle - i0) / (t - t0))}'
+}
+BUSY_START=$(cpu_busy_pct)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if ((BUSY_START > 10)); then
+  log "WARNING: the CPUs were ${BUSY_START}% busy before starting: other work skews every figure"
+fi
 
 SHARED=$(cd "${MAILFERRY_SHARED:-$REPO/../shared}" && pwd) || die "shared folder not found (set MAILFERRY_SHARED)"
 LABSH=$SHARED/bench/lab.sh
@@ -67,10 +82,9 @@ install_missing() {
 }
 
 install_missing
-if [[ ! -x $MF ]]; then
-  log "building the release binary"
-  (cd "$REPO" && cargo build --release --bin mailferry) >&2
-fi
+# Always build: measuring a stale binary would report figures of other code.
+log "building the release binary (incremental)"
+(cd "$REPO" && cargo build --release --bin mailferry) >&2
 
 # ------------------------------------------------------------------ lab and corpus
 "$LABSH" up
@@ -115,11 +129,7 @@ read -r NMSG NBYTES < <(python3 -c 'import json,sys; m=json.load(open(sys.argv[1
 OUT=${BENCH_OUT:-$(mktemp -d "/tmp/mailferry-bench-$PRESET-XXXXXX")}
 mkdir -p "$OUT"
 RES=$OUT/results.tsv
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "corpus: ${#USERS[@]} users, $NMSG messages, $((NBYTES / 1000000)) MB; JOBS=$JOBS; output in $OUT"
-if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
-  log "WARNING: load average is $LOAD_START before starting; other work on the machine skews every figure"
-fi
 
 # ------------------------------------------------------------------ measuring
 # CPU of a Dovecot instance's children reaped so far (imap, imap-login, auth; lab.sh sets
@@ -225,6 +235,7 @@ EOF
   for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
 } >"$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
+rm -f "$OUT"/job.db* # a ledger left in a reused BENCH_OUT would turn the full pass into a delta
 
 "$MF" match "$JOB" >"$OUT/mailferry-match.log" 2>&1 || die "mailferry match failed: $(cat "$OUT/mailferry-match.log")"
 measure mailferry full "$MF" migrate "$JOB" --all --json
@@ -243,7 +254,7 @@ BENCH_OUT=$OUT/anchors JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" mbs
 # ------------------------------------------------------------------ table
 STAMP=$(date +%Y-%m-%d-%H%M)
 REPORT=$BENCH_DIR/results-$PRESET-$STAMP.md
-python3 - "$RES" "$OUT/anchors/results.tsv" "$OUT" "$PRESET" "$JOBS" "$LOAD_START" "$STAMP" \
+python3 - "$RES" "$OUT/anchors/results.tsv" "$OUT" "$PRESET" "$JOBS" "$BUSY_START% busy, load average $LOAD_START" "$STAMP" \
   "$("$MF" --version)" "$(dovecot --version)" "$(mbsync --version)" "${#USERS[@]}" >"$REPORT" <<'EOF'
 import csv, json, os, platform, sys
 
@@ -277,7 +288,7 @@ n, b = int(r0["messages"]), int(r0["bytes"])
 print(f"# mailferry benchmark: {preset} preset, {stamp[:10]} {stamp[11:13]}:{stamp[13:]}\n")
 print(f"- corpus: `gen_corpus.py --preset {preset}`: {nusers} users, {n:,} messages, {b / 1e6:,.1f} MB, Maildir")
 print(f"- machine: {os.cpu_count()} cores, {platform.machine()}, kernel {platform.release()}; "
-      f"load average before the run: {load}")
+      f"when run.sh started: {load}")
 print(f"- versions: {mf_ver}, Dovecot {dc_ver.split()[0]}, {mb_ver}")
 print(f"- {jobs} mailboxes at once: mailferry `concurrency = {jobs}`; mbsync and dsync through `xargs -P {jobs}`")
 print("- loopback, plain IMAP, warm page cache, target emptied before each tool\n")
@@ -308,7 +319,7 @@ for t in tools:
 for phase in ("full", "noop"):
     m = json.load(open(os.path.join(out, f"mailferry-{phase}.out")))
     print(f"\nmailferry's own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
-          f"bytes {m['bytes']:,}, seconds {m['seconds']}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
+          f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
 print(f"\n\nRaw figures, logs, job files and configs: `{out}`")
 EOF
 echo

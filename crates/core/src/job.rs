@@ -1265,7 +1265,7 @@ name = "my-migration"
 mode = "cutover"
 
 [source]
-kind = "imap"                            # imap (maildir: not supported yet)
+kind = "imap"                            # imap | maildir (maildir: path = "dir", no other keys)
 host = "mail.old.example"
 # port = 993                             # default: 993 for tls, 143 for starttls and plain
 security = "tls"                         # tls | starttls | plain

@@ -9,24 +9,8 @@ pub mod entries;
 pub mod fingerprint;
 pub mod folders;
 pub mod job;
+pub mod maildir;
 pub mod migrate;
 pub mod report;
 pub mod session;
 pub mod store;
-
-/// Stand-in until the Maildir++ backend lands.
-pub mod maildir {
-    pub fn open(
-        root: &std::path::Path,
-        login: &str,
-        _create: bool,
-    ) -> Result<mailferry_imap::Client, mailferry_imap::Error> {
-        Err(crate::session::refused(
-            "open",
-            format!(
-                "no Maildir backend yet for {login} under {}",
-                root.display()
-            ),
-        ))
-    }
-}

@@ -6,5 +6,6 @@ mod corpus;
 mod crash;
 mod failures;
 mod lab;
+mod maildir;
 mod scale;
 mod tls;
