@@ -173,7 +173,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn load(path: &Path) -> Result<Job> {
-    Job::load(path).map_err(|e| usage(e.to_string()))
+    let job = Job::load(path).map_err(|e| usage(e.to_string()))?;
+    for (side, conn) in [("source", &job.source), ("target", &job.target)] {
+        if let ConnectionKind::Imap(imap) = &conn.kind
+            && !imap.tls_verify
+        {
+            eprintln!(
+                "mailferry: WARNING: {side}: tls_verify = false: the server's certificate is \
+                 not checked, so anyone in between can read the mail and the passwords"
+            );
+        }
+    }
+    Ok(job)
 }
 
 fn open_store(job: &Job) -> Result<Store> {
