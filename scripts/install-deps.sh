@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mailferry's demo and tests need: real Dovecot IMAP servers
-# (started by the test kit in temporary directories, never as system services).
+# (with the LDAP user database driver) and a real OpenLDAP slapd, started by the test kit in
+# temporary directories, never as system services.
 # As root it installs what is missing; as a normal user it says what to install.
 set -euo pipefail
 
-packages=(dovecot-core dovecot-imapd openssl)
+packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,17 +14,25 @@ done
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "mailferry needs these Debian packages: ${missing[*]}" >&2
-  echo "install them as root: apt-get install -y ${missing[*]}" >&2
+  if [[ " ${missing[*]} " == *" slapd "* ]]; then
+    echo "install them as root: echo \"slapd slapd/no_configuration boolean true\" |" \
+      "debconf-set-selections; DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing[*]}" >&2
+  else
+    echo "install them as root: apt-get install -y ${missing[*]}" >&2
+  fi
   exit 1
 fi
 
 echo "installing ${missing[*]} (services stay stopped: the tests start their own servers)" >&2
-# Keep apt from starting the system dovecot on port 143/993.
+# Keep apt from starting the system dovecot (ports 143/993) and slapd (389).
 if [[ ! -e /usr/sbin/policy-rc.d ]]; then
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Without this, installing slapd creates (and starts) a system directory of its own; the
+# tests write their own slapd.conf.
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -2,6 +2,7 @@
 //! pieces together. No migration logic lives here.
 
 mod check;
+mod identity;
 mod progress;
 
 use std::collections::HashMap;
@@ -46,12 +47,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pair source mailboxes with target mailboxes (this release: from a CSV file)
+    /// Read the source mailboxes from the source directory into the job's entries
+    Discover {
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pair source mailboxes with target mailboxes: from a CSV, automatically, or by hand
     Match {
         job: PathBuf,
-        /// Import entries from this CSV (default: the job's [mailboxes] csv)
+        /// Import entries from this CSV (default: the job's [mailboxes] csv, when no other
+        /// option is given)
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Match unmatched entries with the target directory's mailboxes
+        #[arg(long)]
+        auto: bool,
+        /// Manual match: M=TARGET_ADDRESS (repeatable)
+        #[arg(long = "set", value_name = "M=ADDRESS")]
+        set: Vec<String>,
+        /// Create this entry's mailbox on the target (repeatable); see `create`
+        #[arg(long = "create", value_name = "M")]
+        create: Vec<String>,
+        /// Do not migrate this entry (repeatable)
+        #[arg(long = "skip", value_name = "M")]
+        skip: Vec<String>,
+        /// Put the --mailbox entries in stage N
+        #[arg(long)]
+        stage: Option<u32>,
+        /// The entries for --stage (repeatable)
+        #[arg(long = "mailbox", value_name = "M")]
+        mailboxes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the target mailboxes of entries waiting for creation
+    Create {
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look every selected entry up again by mailbox ID in both directories and update its
+    /// addresses
+    RefreshAddresses {
+        job: PathBuf,
+        /// An entry ID, a source or target address, or a login (repeatable)
+        #[arg(long = "mailbox", value_name = "M")]
+        mailboxes: Vec<String>,
+        /// Every entry of the job
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +137,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum ReportKind {
     Migration,
+    Refresh,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,7 +159,7 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     Usage(msg.into()).into()
 }
 
@@ -141,7 +187,61 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let passwords = read_passwords(&job)?;
             check::run(&job, sample.as_ref(), &passwords, json)
         }
-        Command::Match { job, csv, json } => match_csv(&load(&job)?, csv, json),
+        Command::Discover { job, json } => {
+            let job = load(&job)?;
+            identity::discover(&job, &mut open_store(&job)?, json)
+        }
+        Command::Match {
+            job,
+            csv,
+            auto,
+            set,
+            create,
+            skip,
+            stage,
+            mailboxes,
+            json,
+        } => {
+            let job = load(&job)?;
+            let actions = identity::MatchActions {
+                auto,
+                set,
+                create,
+                skip,
+                stage,
+                mailboxes,
+            };
+            let mut store = open_store(&job)?;
+            if csv.is_some() || !actions.any() {
+                match_csv(&job, &mut store, csv, json)?;
+            }
+            if actions.any() {
+                identity::match_actions(&job, &mut store, &actions, json)
+            } else {
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Command::Create { job, json } => {
+            let job = load(&job)?;
+            identity::create(&job, &mut open_store(&job)?, json)
+        }
+        Command::RefreshAddresses {
+            job,
+            mailboxes,
+            all,
+            json,
+        } => {
+            let selection = match (all, mailboxes.is_empty()) {
+                (true, true) => Selection::All,
+                (false, false) => Selection::Mailboxes(mailboxes),
+                (false, true) => {
+                    return Err(usage("say which entries to refresh: --all or --mailbox M"));
+                }
+                (true, false) => return Err(usage("use either --all or --mailbox")),
+            };
+            let job = load(&job)?;
+            identity::refresh_addresses(&job, &mut open_store(&job)?, &selection, json)
+        }
         Command::Migrate {
             job,
             mailboxes,
@@ -165,10 +265,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { job, json } => status(&load(&job)?, json),
         Command::Report {
             job,
-            kind: ReportKind::Migration,
+            kind,
             format,
             out,
-        } => report_cmd(&load(&job)?, format, out.as_deref()),
+        } => report_cmd(&load(&job)?, kind, format, out.as_deref()),
     }
 }
 
@@ -187,12 +287,15 @@ fn load(path: &Path) -> Result<Job> {
     Ok(job)
 }
 
+/// Opens the job's state; notices an edited job file first (SPEC §6 removals).
 fn open_store(job: &Job) -> Result<Store> {
-    match &job.state {
+    let mut store = match &job.state {
         StateLocation::Sqlite(p) => Store::open(p)
-            .with_context(|| format!("Unable to open the state database {}", p.display())),
-        StateLocation::Postgres(_) => Err(usage("postgres state is not supported yet")),
-    }
+            .with_context(|| format!("Unable to open the state database {}", p.display()))?,
+        StateLocation::Postgres(_) => return Err(usage("postgres state is not supported yet")),
+    };
+    identity::notice_job_change(job, &mut store)?;
+    Ok(store)
 }
 
 fn init(path: &Path) -> Result<ExitCode> {
@@ -211,19 +314,24 @@ fn init(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn match_csv(job: &Job, csv: Option<PathBuf>, as_json: bool) -> Result<ExitCode> {
+fn match_csv(
+    job: &Job,
+    store: &mut Store,
+    csv: Option<PathBuf>,
+    as_json: bool,
+) -> Result<ExitCode> {
     let path = csv
         .or_else(|| job.mailboxes_csv.clone())
         .ok_or_else(|| usage("no CSV: give --csv FILE or set [mailboxes] csv in the job file"))?;
     let rows = parse_mailboxes_csv(&path).map_err(|e| usage(e.to_string()))?;
-    let mut store = open_store(job)?;
     let existing = store.entries()?;
     let entries = entries_from_csv(&rows, &existing);
     let (added, updated) = store.upsert_entries(&entries)?;
+    identity::resolve_csv_targets(job, store)?;
     if as_json {
         print_json(&json!({"file": path, "added": added, "updated": updated}));
     } else {
@@ -261,7 +369,8 @@ fn read_passwords(job: &Job) -> Result<HashMap<String, EntryPasswords>> {
 }
 
 fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> {
-    let store = open_store(job)?;
+    let mut store = open_store(job)?;
+    identity::remove_missing(&mut store, "Before this pass")?;
     let all = store.entries()?;
     let chosen = select(&all, selection).map_err(usage)?;
     let (runnable, waiting): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| is_migratable(e));
@@ -354,7 +463,8 @@ fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
                     "target": e.target_login.as_ref().map(|l| json!({"login": l, "addresses": e.target_addresses})),
                     "origin": e.origin, "stage": e.stage, "state": e.state,
                     "copied": e.copied, "failed": e.failed, "last_pass": e.last_pass,
-                    "error": e.last_error,
+                    "error": e.last_error, "match_note": e.match_note,
+                    "missing_source": e.missing_source,
                 })
             })
             .collect();
@@ -392,19 +502,49 @@ fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
         if let Some(err) = &e.last_error {
             println!("    last error: {err}");
         }
+        if let Some(note) = &e.match_note {
+            println!("    not matched: {note}");
+        }
+        if e.missing_source {
+            println!("    the source mailbox is missing: removed at the next job edit or migrate");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_cmd(job: &Job, format: Format, out: Option<&Path>) -> Result<ExitCode> {
+fn report_cmd(job: &Job, kind: ReportKind, format: Format, out: Option<&Path>) -> Result<ExitCode> {
     let store = open_store(job)?;
-    let Some(summary) = report::last_migration(&store)? else {
-        bail!(Usage("no migration has run yet for this job".into()));
-    };
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(&report::migration_json(&summary))?,
-        Format::Csv => report::migration_csv(&summary),
-        Format::Html => report::migration_html(&job.name, &summary),
+    let text = match kind {
+        ReportKind::Migration => {
+            let Some(summary) = report::last_migration(&store)? else {
+                bail!(Usage("no migration has run yet for this job".into()));
+            };
+            match format {
+                Format::Json => serde_json::to_string_pretty(&report::migration_json(&summary))?,
+                Format::Csv => report::migration_csv(&summary),
+                Format::Html => report::migration_html(&job.name, &summary),
+            }
+        }
+        ReportKind::Refresh => {
+            let Some(record) = store.last_refresh()? else {
+                bail!(Usage("no refresh has run yet for this job".into()));
+            };
+            let removed_next: Vec<String> = store
+                .entries()?
+                .into_iter()
+                .filter(|e| e.missing_source)
+                .map(|e| e.id)
+                .collect();
+            match format {
+                Format::Json => serde_json::to_string_pretty(&report::refresh::json(
+                    &record,
+                    &removed_next,
+                    None,
+                ))?,
+                Format::Csv => report::refresh::csv(&record),
+                Format::Html => report::refresh::html(&job.name, &record, &removed_next),
+            }
+        }
     };
     match out {
         Some(p) => {

@@ -21,6 +21,7 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
                     .filter(|o| o != "csv")
                     .unwrap_or_else(|| "unmatched".into())
             };
+            let kept_target = target_login.clone();
             let (target_login, target_addresses) = if target_login.is_some() {
                 (target_login, r.target_addresses.clone())
             } else {
@@ -47,6 +48,13 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
                 failed: 0,
                 last_pass: None,
                 last_error: None,
+                source_display_name: previous.and_then(|p| p.source_display_name.clone()),
+                // The target's directory ID stays only while the entry keeps its target.
+                target_id: previous
+                    .filter(|p| p.target_login == kept_target)
+                    .and_then(|p| p.target_id.clone()),
+                match_note: None,
+                missing_source: false,
             }
         })
         .collect()

@@ -42,8 +42,6 @@ pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
 
 const SECRET_FORM: &str = "a secret must be written as { env = \"VARIABLE\" } or \
      { file = \"path\" }; secrets are never written in the job file";
-const DIRECTORIES_NOT_YET: &str =
-    "directories are not supported yet (next release); remove the section or use a CSV";
 
 // ---------------------------------------------------------------------------------------------
 // The plan
@@ -95,6 +93,54 @@ pub enum Mode {
 pub struct Connection {
     /// What kind of server this is, with its settings.
     pub kind: ConnectionKind,
+    /// Where this side's mailbox identities come from (`[side.directory]`).
+    pub directory: Option<DirectoryConfig>,
+    /// How mailferry creates mailboxes on this side (`[target.create]`; target only).
+    pub create: Option<CreateConfig>,
+}
+
+/// How a directory connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectorySecurity {
+    /// `ldap://` without encryption (needs `security = "plain"` written out).
+    Plain,
+    /// `ldap://` upgraded with StartTLS (the default for `ldap://`).
+    StartTls,
+    /// `ldaps://`.
+    Tls,
+}
+
+/// An LDAP / Active Directory directory (SPEC §3 `[source.directory]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    pub url: String,
+    pub security: DirectorySecurity,
+    pub tls_ca: Option<PathBuf>,
+    pub bind_dn: String,
+    pub bind_password: Secret,
+    pub base: String,
+    pub filter: String,
+    /// `entryUUID` (default), or `objectGUID` on Active Directory.
+    pub id_attribute: String,
+    /// What the mail server logs in as (default `uid`).
+    pub login_attribute: String,
+    /// Default `mail`.
+    pub primary_address_attribute: String,
+    /// `mailAlternateAddress`, `mailLocalAddress`, or `proxyAddresses` (AD style).
+    pub alias_attribute: Option<String>,
+    /// Default `cn`.
+    pub display_name_attribute: Option<String>,
+}
+
+/// Mailbox creation in the target directory (SPEC §3 `[target.create]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateConfig {
+    /// Where new entries go.
+    pub base: String,
+    /// A created mailbox's address is `<source local part>@domain`.
+    pub domain: String,
+    pub object_classes: Vec<String>,
+    pub initial_password: Option<Secret>,
 }
 
 /// The kinds of server mailferry can talk to.
@@ -528,7 +574,6 @@ struct AuthKeys {
 
 /// `[source.directory]` / `[target.directory]` (SPEC §3). Parsed so the file format is settled,
 /// but refused by stage 2 until directories are implemented.
-#[allow(dead_code, reason = "read once LDAP directories are implemented")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDirectory {
@@ -549,7 +594,6 @@ struct RawDirectory {
 
 /// `[target.create]` (SPEC §3): mailbox creation in the target directory. Parsed, refused by
 /// stage 2 until directories are implemented.
-#[allow(dead_code, reason = "read once mailbox creation is implemented")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCreate {
@@ -855,24 +899,42 @@ impl Checker<'_> {
     }
 
     fn connection(&mut self, side: &str, raw: Option<RawConnection>) -> Option<Connection> {
-        let Some(raw) = raw else {
+        let Some(mut raw) = raw else {
             self.problem(side, format!("the [{side}] section is missing"));
             return None;
         };
         let key = |name: &str| format!("{side}.{name}");
-        if raw.directory.is_some() {
-            self.problem(&key("directory"), DIRECTORIES_NOT_YET);
-        }
-        if raw.create.is_some() {
-            if side == "target" {
-                self.problem(&key("create"), DIRECTORIES_NOT_YET);
-            } else {
+        let directory = raw
+            .directory
+            .take()
+            .and_then(|d| self.directory(&key("directory"), d));
+        let create = match raw.create.take() {
+            Some(c) if side == "target" => {
+                if directory.is_none() && !self.has_problem_at(&key("directory")) {
+                    self.problem(
+                        &key("create"),
+                        "mailbox creation writes to the target directory: add [target.directory]",
+                    );
+                }
+                self.create(&key("create"), c)
+            }
+            Some(_) => {
                 self.problem(
                     &key("create"),
                     "mailbox creation is a setting of the target only ([target.create])",
                 );
+                None
             }
-        }
+            None => None,
+        };
+        let mut connection = self.connection_kind(side, raw)?;
+        connection.directory = directory;
+        connection.create = create;
+        Some(connection)
+    }
+
+    fn connection_kind(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
+        let key = |name: &str| format!("{side}.{name}");
         match raw.kind {
             None => {
                 self.problem(&key("kind"), "missing: \"imap\" or \"maildir\"");
@@ -881,6 +943,164 @@ impl Checker<'_> {
             Some(RawKind::Maildir) => self.maildir(side, raw),
             Some(RawKind::Imap) => self.imap(side, raw),
         }
+    }
+
+    fn has_problem_at(&self, key: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.key.as_deref().is_some_and(|k| k.starts_with(key)))
+    }
+
+    fn directory(&mut self, key: &str, raw: RawDirectory) -> Option<DirectoryConfig> {
+        let k = |name: &str| format!("{key}.{name}");
+        match raw.kind.as_deref() {
+            Some("ldap") => {}
+            Some(other) => {
+                self.problem(&k("kind"), format!("unknown kind `{other}`; use \"ldap\""))
+            }
+            None => self.problem(&k("kind"), "missing: \"ldap\""),
+        }
+        let url = self.text(
+            &k("url"),
+            raw.url,
+            "missing: ldap://host:389 or ldaps://host:636",
+        );
+        let security = match (url.as_deref(), raw.security.as_deref()) {
+            (Some(u), None | Some("tls")) if u.starts_with("ldaps://") => {
+                Some(DirectorySecurity::Tls)
+            }
+            (Some(u), Some(_)) if u.starts_with("ldaps://") => {
+                self.problem(
+                    &k("security"),
+                    "an ldaps:// URL is always TLS; remove security",
+                );
+                None
+            }
+            (Some(u), None | Some("starttls")) if u.starts_with("ldap://") => {
+                Some(DirectorySecurity::StartTls)
+            }
+            (Some(u), Some("plain")) if u.starts_with("ldap://") => Some(DirectorySecurity::Plain),
+            (Some(u), Some(other)) if u.starts_with("ldap://") => {
+                self.problem(
+                    &k("security"),
+                    format!("unknown value `{other}`; use \"starttls\" or \"plain\""),
+                );
+                None
+            }
+            (Some(_), _) => {
+                self.problem(&k("url"), "must start with ldap:// or ldaps://");
+                None
+            }
+            (None, _) => None,
+        };
+        let tls_ca = match raw.tls_ca {
+            Some(ca) if security == Some(DirectorySecurity::Plain) => {
+                let _ = ca;
+                self.problem(&k("tls_ca"), "not used with security = \"plain\"");
+                None
+            }
+            Some(ca) => self.path(&k("tls_ca"), &ca),
+            None => None,
+        };
+        let bind_dn = self.text(&k("bind_dn"), raw.bind_dn, "missing: the DN to bind as");
+        let bind_password = match raw.bind_password {
+            Some(p) => self.secret(&k("bind_password"), p),
+            None => {
+                self.problem(
+                    &k("bind_password"),
+                    "missing: { env = \"VAR\" } or { file = \"path\" }",
+                );
+                None
+            }
+        };
+        let base = self.text(
+            &k("base"),
+            raw.base,
+            "missing: the DN under which the mailboxes are",
+        );
+        let filter = raw.filter.unwrap_or_else(|| "(objectClass=*)".into());
+        if !(filter.starts_with('(') && filter.ends_with(')')) {
+            self.problem(
+                &k("filter"),
+                "an LDAP filter is written in parentheses, e.g. (objectClass=inetOrgPerson)",
+            );
+        }
+        let attribute = |this: &mut Self, name: &str, value: Option<String>, default: &str| {
+            let v = value.unwrap_or_else(|| default.to_string());
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
+            {
+                this.problem(&k(name), "must be an LDAP attribute name");
+            }
+            v
+        };
+        let id_attribute = attribute(self, "id_attribute", raw.id_attribute, "entryUUID");
+        let login_attribute = attribute(self, "login_attribute", raw.login_attribute, "uid");
+        let primary = attribute(
+            self,
+            "primary_address_attribute",
+            raw.primary_address_attribute,
+            "mail",
+        );
+        let alias_attribute = raw
+            .alias_attribute
+            .map(|a| attribute(self, "alias_attribute", Some(a), ""));
+        let display = attribute(
+            self,
+            "display_name_attribute",
+            raw.display_name_attribute,
+            "cn",
+        );
+        Some(DirectoryConfig {
+            url: url?,
+            security: security?,
+            tls_ca,
+            bind_dn: bind_dn?,
+            bind_password: bind_password?,
+            base: base?,
+            filter,
+            id_attribute,
+            login_attribute,
+            primary_address_attribute: primary,
+            alias_attribute,
+            display_name_attribute: Some(display),
+        })
+    }
+
+    fn create(&mut self, key: &str, raw: RawCreate) -> Option<CreateConfig> {
+        let k = |name: &str| format!("{key}.{name}");
+        let base = self.text(
+            &k("base"),
+            raw.base,
+            "missing: the DN under which new mailboxes are added",
+        );
+        let domain = self.text(
+            &k("domain"),
+            raw.domain,
+            "missing: the domain of created addresses",
+        );
+        if let Some(d) = &domain
+            && (d.contains('@') || d.contains(char::is_whitespace) || !d.contains('.'))
+        {
+            self.problem(&k("domain"), "must be a domain name such as new.example");
+        }
+        let object_classes = raw
+            .object_classes
+            .unwrap_or_else(|| vec!["inetOrgPerson".into()]);
+        if object_classes.is_empty() {
+            self.problem(&k("object_classes"), "must name at least one object class");
+        }
+        let initial_password = raw
+            .initial_password
+            .and_then(|p| self.secret(&k("initial_password"), p));
+        Some(CreateConfig {
+            base: base?,
+            domain: domain?.to_ascii_lowercase(),
+            object_classes,
+            initial_password,
+        })
     }
 
     fn maildir(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
@@ -916,6 +1136,8 @@ impl Checker<'_> {
         }?;
         Some(Connection {
             kind: ConnectionKind::Maildir { root },
+            directory: None,
+            create: None,
         })
     }
 
@@ -987,6 +1209,8 @@ impl Checker<'_> {
             },
         );
         Some(Connection {
+            directory: None,
+            create: None,
             kind: ConnectionKind::Imap(ImapSettings {
                 host: host?,
                 port,
@@ -1739,25 +1963,61 @@ mod tests {
     }
 
     #[test]
-    fn directories_and_creation_are_not_supported_yet() {
+    fn directories_and_creation_are_read_with_defaults() {
         let text = job_with(
             "",
-            "[source.directory]\nkind = \"ldap\"\nurl = \"ldap://dc\"\n\
-             bind_password = { env = \"LDAP_PW\" }\n\
-             [target.directory]\nkind = \"ldap\"\n\
-             [target.create]\ndomain = \"new.example\"\nobject_classes = [\"inetOrgPerson\"]\n",
+            "[source.directory]\nkind = \"ldap\"\nurl = \"ldap://dc.old.example\"\n\
+             bind_dn = \"cn=reader,dc=old\"\nbind_password = { env = \"LDAP_PW\" }\n\
+             base = \"ou=people,dc=old\"\nalias_attribute = \"mailLocalAddress\"\n\
+             [target.directory]\nkind = \"ldap\"\nurl = \"ldaps://dc.new.example\"\n\
+             bind_dn = \"cn=admin,dc=new\"\nbind_password = { file = \"pw\" }\n\
+             base = \"ou=people,dc=new\"\nid_attribute = \"objectGUID\"\n\
+             [target.create]\nbase = \"ou=people,dc=new\"\ndomain = \"New.Example\"\n",
         );
+        let (_dir, job) = load_ok(&text);
+        let d = job.source.directory.expect("source directory");
+        assert_eq!(d.security, DirectorySecurity::StartTls);
+        assert_eq!(d.filter, "(objectClass=*)");
         assert_eq!(
-            problem_texts(&text),
-            vec![
-                "line 16, column 1: source.directory: directories are not supported yet \
-                 (next release); remove the section or use a CSV",
-                "line 20, column 1: target.directory: directories are not supported yet \
-                 (next release); remove the section or use a CSV",
-                "line 22, column 1: target.create: directories are not supported yet \
-                 (next release); remove the section or use a CSV",
-            ]
+            (
+                d.id_attribute.as_str(),
+                d.login_attribute.as_str(),
+                d.primary_address_attribute.as_str()
+            ),
+            ("entryUUID", "uid", "mail")
         );
+        assert_eq!(d.alias_attribute.as_deref(), Some("mailLocalAddress"));
+        let t = job.target.directory.expect("target directory");
+        assert_eq!(t.security, DirectorySecurity::Tls);
+        assert_eq!(t.id_attribute, "objectGUID");
+        let c = job.target.create.expect("create");
+        assert_eq!(c.domain, "new.example");
+        assert_eq!(c.object_classes, vec!["inetOrgPerson".to_string()]);
+    }
+
+    #[test]
+    fn bad_directory_settings_name_their_keys() {
+        let text = job_with(
+            "",
+            "[source.directory]\nkind = \"ad\"\nurl = \"http://dc\"\nbase = \"dc=x\"\n\
+             filter = \"objectClass=*\"\n[target.create]\ndomain = \"x\"\n",
+        );
+        let texts = problem_texts(&text);
+        for expected in [
+            "source.directory.kind: unknown kind `ad`",
+            "source.directory.url: must start with ldap:// or ldaps://",
+            "source.directory.bind_dn: missing",
+            "source.directory.bind_password: missing",
+            "source.directory.filter: an LDAP filter is written in parentheses",
+            "target.create: mailbox creation writes to the target directory",
+            "target.create.base: missing",
+            "target.create.domain: must be a domain name",
+        ] {
+            assert!(
+                texts.iter().any(|t| t.contains(expected)),
+                "{expected} not in {texts:#?}"
+            );
+        }
     }
 
     #[test]

@@ -4,13 +4,17 @@
 //! reached through `mailferry-imap`, state lives in [`store`].
 
 pub mod csvfile;
+pub mod directory;
 pub mod engine;
 pub mod entries;
 pub mod fingerprint;
 pub mod folders;
+pub mod identities;
 pub mod job;
 pub mod maildir;
+pub mod matching;
 pub mod migrate;
+pub mod refresh;
 pub mod report;
 pub mod session;
 pub mod store;

@@ -244,3 +244,188 @@ mod tests {
         assert!(c.lines().nth(2).unwrap().starts_with("message,u1,failed"));
     }
 }
+
+/// Refresh email addresses: the JSON of SPEC §4 (`source`/`target` with every result counted,
+/// zeros included; `mailboxes`; `removed_next`; `report`).
+pub mod refresh {
+    use serde_json::{Value, json};
+
+    use super::escape;
+    use crate::refresh::{Outcome, Side};
+    use crate::store::{RefreshLine, RefreshRecord};
+
+    fn counts(r: &RefreshRecord, side: Side) -> Value {
+        let mut m = serde_json::Map::new();
+        for o in Outcome::ALL {
+            let n = r
+                .lines
+                .iter()
+                .filter(|l| l.side == side.as_str() && l.result == o.key())
+                .count();
+            m.insert(o.key().into(), json!(n));
+        }
+        Value::Object(m)
+    }
+
+    fn side(r: &RefreshRecord, side: Side) -> Value {
+        let (available, reason) = match side {
+            Side::Source => (r.source_available, &r.source_reason),
+            Side::Target => (r.target_available, &r.target_reason),
+        };
+        json!({"available": available, "reason": reason, "counts": counts(r, side)})
+    }
+
+    pub fn json(r: &RefreshRecord, removed_next: &[String], report: Option<&str>) -> Value {
+        let mailboxes: Vec<Value> = r
+            .lines
+            .iter()
+            .map(|l| {
+                json!({"side": l.side, "result": l.result, "entry": l.entry, "id": l.id,
+                       "before": l.before, "after": l.after})
+            })
+            .collect();
+        json!({
+            "started": r.started,
+            "source": side(r, Side::Source),
+            "target": side(r, Side::Target),
+            "mailboxes": mailboxes,
+            "removed_next": removed_next,
+            "report": report,
+        })
+    }
+
+    fn label(l: &RefreshLine) -> &'static str {
+        Outcome::from_key(&l.result).map_or("?", Outcome::label)
+    }
+
+    pub fn csv(r: &RefreshRecord) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record([
+            "Side",
+            "Result",
+            "Entry",
+            "Mailbox ID",
+            "Addresses before",
+            "Addresses after",
+        ]);
+        for l in &r.lines {
+            let _ = w.write_record([
+                l.side.as_str(),
+                label(l),
+                &l.entry,
+                l.id.as_deref().unwrap_or(""),
+                &l.before.join(";"),
+                &l.after.join(";"),
+            ]);
+        }
+        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The terminal summary: per side, either why it could not be refreshed or the count of
+    /// each result that applies to it.
+    pub fn summary(r: &RefreshRecord, removed_next: &[String]) -> String {
+        let mut out = String::new();
+        for (s, available, reason) in [
+            (Side::Source, r.source_available, &r.source_reason),
+            (Side::Target, r.target_available, &r.target_reason),
+        ] {
+            let title = match s {
+                Side::Source => "Source mailboxes",
+                Side::Target => "Target mailboxes",
+            };
+            out.push_str(&format!("{title}:\n"));
+            if !available {
+                out.push_str(&format!(
+                    "  Not refreshed: {}\n",
+                    reason.as_deref().unwrap_or("")
+                ));
+                continue;
+            }
+            for o in Outcome::ALL.into_iter().filter(|o| o.applies_to(s)) {
+                let n = r
+                    .lines
+                    .iter()
+                    .filter(|l| l.side == s.as_str() && l.result == o.key())
+                    .count();
+                out.push_str(&format!("  {:<45} {n:>6}\n", o.label()));
+            }
+        }
+        let changed: Vec<&RefreshLine> =
+            r.lines.iter().filter(|l| l.result == "refreshed").collect();
+        if !changed.is_empty() {
+            out.push_str("Refreshed:\n");
+            for l in changed {
+                out.push_str(&format!(
+                    "  {} {}: {} -> {}\n",
+                    l.side,
+                    l.entry,
+                    l.before.join(", "),
+                    l.after.join(", ")
+                ));
+            }
+        }
+        let attention: Vec<&RefreshLine> = r
+            .lines
+            .iter()
+            .filter(|l| !matches!(l.result.as_str(), "refreshed" | "not_changed"))
+            .collect();
+        if !attention.is_empty() {
+            out.push_str("Not refreshed:\n");
+            for l in attention {
+                out.push_str(&format!(
+                    "  {} {}: {} ({})\n",
+                    l.side,
+                    l.entry,
+                    label(l),
+                    l.before.join(", ")
+                ));
+            }
+        }
+        if !removed_next.is_empty() {
+            out.push_str(&format!(
+                "Entries whose source mailbox is missing are removed the next time the job file \
+                 changes or `migrate` starts: {}\n",
+                removed_next.join(", ")
+            ));
+        }
+        out
+    }
+
+    pub fn html(job_name: &str, r: &RefreshRecord, removed_next: &[String]) -> String {
+        let mut rows = String::new();
+        for l in &r.lines {
+            rows.push_str(&format!(
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&l.result),
+                escape(&l.side),
+                escape(label(l)),
+                escape(&l.entry),
+                escape(l.id.as_deref().unwrap_or("")),
+                escape(&l.before.join(", ")),
+                escape(&l.after.join(", "))
+            ));
+        }
+        format!(
+            r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mailferry: refresh email addresses: {name}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+tr.refreshed td {{ background: #efe; }}
+tr.missing td, tr.manual td, tr.not_created td {{ background: #ffe; }}
+pre {{ background: #f6f6f6; padding: 1em; }}
+</style></head><body>
+<h1>Refresh email addresses: {name}</h1>
+<p>Run started {started}.</p>
+<pre>{summary}</pre>
+<table><tr><th>Side</th><th>Result</th><th>Entry</th><th>Mailbox ID</th><th>Addresses before</th><th>Addresses after</th></tr>
+{rows}</table>
+</body></html>
+"#,
+            name = escape(job_name),
+            started = escape(&r.started),
+            summary = escape(&summary(r, removed_next)),
+        )
+    }
+}

@@ -76,6 +76,27 @@ CREATE TABLE IF NOT EXISTS run_entries (
     error TEXT,
     PRIMARY KEY (run_id, entry_id)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS refresh_runs (
+    id INTEGER PRIMARY KEY,
+    started TEXT NOT NULL,
+    source_available INTEGER NOT NULL,
+    source_reason TEXT,
+    target_available INTEGER NOT NULL,
+    target_reason TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS refresh_results (
+    run_id INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    result TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    mailbox_id TEXT,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER NOT NULL,
     entry_id TEXT NOT NULL,
@@ -102,7 +123,25 @@ pub struct Entry {
     pub failed: u64,
     pub last_pass: Option<String>,
     pub last_error: Option<String>,
+    /// The source mailbox's display name (from the directory), for matching.
+    pub source_display_name: Option<String>,
+    /// The target mailbox's stable ID in the target directory, once known.
+    pub target_id: Option<String>,
+    /// Why automatic matching found nothing (or too much).
+    pub match_note: Option<String>,
+    /// The source directory no longer has this mailbox; removed at the next job edit or
+    /// `migrate`.
+    pub missing_source: bool,
 }
+
+/// Columns added after the first release, with their definitions: added to older databases
+/// when they are opened.
+const ENTRY_COLUMNS: [(&str, &str); 4] = [
+    ("source_display_name", "TEXT"),
+    ("target_id", "TEXT"),
+    ("match_note", "TEXT"),
+    ("missing_source", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// One ledger row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +156,28 @@ pub struct LedgerRow {
     pub size: u64,
     pub flags: String,
     pub pending: bool,
+}
+
+/// One line of a refresh: one side of one entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefreshLine {
+    pub side: String,
+    pub result: String,
+    pub entry: String,
+    pub id: Option<String>,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+/// A refresh run as stored: which sides could be refreshed, and every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub started: String,
+    pub source_available: bool,
+    pub source_reason: Option<String>,
+    pub target_available: bool,
+    pub target_reason: Option<String>,
+    pub lines: Vec<RefreshLine>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +242,17 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('entries')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_>>()?;
+        for (name, definition) in ENTRY_COLUMNS {
+            if !existing.iter().any(|c| c == name) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE entries ADD COLUMN {name} {definition}"
+                ))?;
+            }
+        }
         Ok(Store { conn })
     }
 
@@ -189,7 +261,8 @@ impl Store {
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, source_login, source_addresses, target_login, target_addresses, origin,
-                    stage, state, copied, failed, last_pass, last_error
+                    stage, state, copied, failed, last_pass, last_error, source_display_name,
+                    target_id, match_note, missing_source
              FROM entries ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -206,6 +279,10 @@ impl Store {
                 failed: r.get(9)?,
                 last_pass: r.get(10)?,
                 last_error: r.get(11)?,
+                source_display_name: r.get(12)?,
+                target_id: r.get(13)?,
+                match_note: r.get(14)?,
+                missing_source: r.get(15)?,
             })
         })?;
         rows.collect()
@@ -224,7 +301,8 @@ impl Store {
             if exists {
                 tx.execute(
                     "UPDATE entries SET source_login = ?2, source_addresses = ?3, target_login = ?4,
-                         target_addresses = ?5, origin = ?6, stage = ?7 WHERE id = ?1",
+                         target_addresses = ?5, origin = ?6, stage = ?7, source_display_name = ?8,
+                         target_id = ?9, match_note = ?10, missing_source = ?11 WHERE id = ?1",
                     params![
                         e.id,
                         e.source_login,
@@ -232,15 +310,20 @@ impl Store {
                         e.target_login,
                         json_list(&e.target_addresses),
                         e.origin,
-                        e.stage
+                        e.stage,
+                        e.source_display_name,
+                        e.target_id,
+                        e.match_note,
+                        e.missing_source
                     ],
                 )?;
                 updated += 1;
             } else {
                 tx.execute(
                     "INSERT INTO entries (id, source_login, source_addresses, target_login,
-                         target_addresses, origin, stage, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new')",
+                         target_addresses, origin, stage, state, source_display_name, target_id,
+                         match_note, missing_source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'new', ?8, ?9, ?10, ?11)",
                     params![
                         e.id,
                         e.source_login,
@@ -248,7 +331,11 @@ impl Store {
                         e.target_login,
                         json_list(&e.target_addresses),
                         e.origin,
-                        e.stage
+                        e.stage,
+                        e.source_display_name,
+                        e.target_id,
+                        e.match_note,
+                        e.missing_source
                     ],
                 )?;
                 added += 1;
@@ -274,6 +361,120 @@ impl Store {
             params![id, state, last_pass, error],
         )?;
         Ok(())
+    }
+
+    /// Removes entries and everything recorded for them (ledger, checkpoints), in one
+    /// transaction.
+    pub fn remove_entries(&mut self, ids: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            for table in ["ledger", "folder_checkpoints"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE entry_id = ?1"), [id])?;
+            }
+            tx.execute("DELETE FROM entries WHERE id = ?1", [id])?;
+        }
+        tx.commit()
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- refresh
+
+    /// Records one refresh run and its results; returns the run's ID.
+    pub fn record_refresh(&mut self, r: &RefreshRecord) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO refresh_runs (started, source_available, source_reason, target_available,
+                 target_reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                r.started,
+                r.source_available,
+                r.source_reason,
+                r.target_available,
+                r.target_reason
+            ],
+        )?;
+        let run = tx.last_insert_rowid();
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO refresh_results (run_id, side, result, entry_id, mailbox_id, before,
+                     after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for l in &r.lines {
+                stmt.execute(params![
+                    run,
+                    l.side,
+                    l.result,
+                    l.entry,
+                    l.id,
+                    json_list(&l.before),
+                    json_list(&l.after)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(run)
+    }
+
+    /// The latest refresh run, if any.
+    pub fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
+        let Some((run, started, sa, sr, ta, tr)) = self
+            .conn
+            .query_row(
+                "SELECT id, started, source_available, source_reason, target_available,
+                        target_reason FROM refresh_runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT side, result, entry_id, mailbox_id, before, after FROM refresh_results
+             WHERE run_id = ?1 ORDER BY rowid",
+        )?;
+        let lines = stmt
+            .query_map([run], |r| {
+                Ok(RefreshLine {
+                    side: r.get(0)?,
+                    result: r.get(1)?,
+                    entry: r.get(2)?,
+                    id: r.get(3)?,
+                    before: parse_list(&r.get::<_, String>(4)?),
+                    after: parse_list(&r.get::<_, String>(5)?),
+                })
+            })?
+            .collect::<Result<_>>()?;
+        Ok(Some(RefreshRecord {
+            started,
+            source_available: sa,
+            source_reason: sr,
+            target_available: ta,
+            target_reason: tr,
+            lines,
+        }))
     }
 
     // ---------------------------------------------------------------- ledger
@@ -642,6 +843,10 @@ mod tests {
             failed: 0,
             last_pass: None,
             last_error: None,
+            source_display_name: None,
+            target_id: None,
+            match_note: None,
+            missing_source: false,
         };
         assert_eq!(s.upsert_entries(std::slice::from_ref(&e)).unwrap(), (1, 0));
         s.insert_pending("1", &[row(1)]).unwrap();

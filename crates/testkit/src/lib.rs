@@ -37,6 +37,29 @@
 //!   (Dovecot 2.3 has no setting for it).
 //! - plaintext `LOGIN` is allowed without TLS in every mode (`disable_plaintext_auth = no`).
 //! - `mail_max_userip_connections = 100`.
+//!
+//! Users normally come from a passwd-file written from [`DovecotConfig::users`]. With
+//! [`DovecotConfig::ldap_users`] they come from an LDAP directory instead, e.g. a [`Slapd`]
+//! started by this crate (needs `apt-get install dovecot-ldap`):
+//!
+//! ```no_run
+//! use mailferry_testkit::{Dovecot, DovecotConfig, LdapUsers, Slapd, SlapdConfig, person_ldif};
+//!
+//! let mut ldap_cfg = SlapdConfig::new("dc=old,dc=example");
+//! let people = "ou=people,dc=old,dc=example";
+//! ldap_cfg.seed = person_ldif(people, "alice", "Alice", "alice@old.example", &[], "pw-alice");
+//! let ldap = Slapd::start(ldap_cfg);
+//! let mut cfg = DovecotConfig::new(&[]);
+//! cfg.ldap_users = Some(LdapUsers::from_slapd(&ldap));
+//! let server = Dovecot::start(cfg);
+//! // LOGIN alice pw-alice, LOGIN "alice*admin" adminpass; entries added to the directory
+//! // later can log in at once (no auth cache)
+//! # let _ = server.port();
+//! ```
+
+mod slapd;
+
+pub use slapd::{Slapd, SlapdConfig, person_ldif};
 
 use std::ffi::{CStr, CString};
 use std::fs::{self, File, OpenOptions};
@@ -58,6 +81,10 @@ const HOST: &str = "127.0.0.1";
 const MAIL_OWNER: &str = "mailferry-test";
 /// What to install when Dovecot is missing.
 const INSTALL_HINT: &str = "apt-get install dovecot-core dovecot-imapd";
+/// What to install when Dovecot's LDAP driver is missing.
+const LDAP_INSTALL_HINT: &str = "apt-get install dovecot-ldap";
+/// Where Debian's `dovecot-ldap` puts the LDAP passdb/userdb driver.
+const DEBIAN_LDAP_DRIVER: &str = "/usr/lib/dovecot/modules/auth/libauthdb_ldap.so";
 /// Environment variable: `1` keeps the temporary directory after drop.
 const KEEP_ENV: &str = "MAILFERRY_KEEP_TEST_DIRS";
 /// How long a server may take to greet after being spawned.
@@ -147,12 +174,51 @@ pub struct DovecotConfig {
     /// quota, no grace): an `APPEND` that would exceed it fails with
     /// `NO [OVERQUOTA] Quota exceeded ...`.
     pub quota_bytes: Option<u64>,
+    /// Take the users from an LDAP directory instead of [`DovecotConfig::users`] (which
+    /// must then be empty). See [`LdapUsers`].
+    pub ldap_users: Option<LdapUsers>,
+}
+
+/// Where a Dovecot with [`DovecotConfig::ldap_users`] finds its users.
+///
+/// Every entry below `base` that matches `(&(objectClass=inetOrgPerson)(uid=<login>))` is
+/// a user: it logs in as its `uid` with its `userPassword` (plain text, or `{SCHEME}...`
+/// in any scheme Dovecot knows), and its home is `<server dir>/mail/<uid>` (see
+/// [`Dovecot::mail_dir`]). Dovecot binds as `bind_dn` and looks every login up afresh
+/// (`auth_cache_size = 0`), so an entry added, changed or removed while the server runs
+/// counts from the next login on. Other users do not exist: their logins fail, master
+/// logins (`LOGIN "nobody*admin" ...`) included, and so does `doveadm user nobody`.
+///
+/// The connection is `url` as given (plain `ldap://`: no StartTLS, and no CA for
+/// `ldaps://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapUsers {
+    /// e.g. `ldap://127.0.0.1:38901`.
+    pub url: String,
+    /// Search base, e.g. `ou=people,dc=old,dc=example`.
+    pub base: String,
+    /// DN Dovecot binds as to look users up.
+    pub bind_dn: String,
+    /// Password of `bind_dn`.
+    pub bind_password: String,
+}
+
+impl LdapUsers {
+    /// Users below [`Slapd::people`], looked up as the directory's admin.
+    pub fn from_slapd(ldap: &Slapd) -> Self {
+        LdapUsers {
+            url: ldap.url(),
+            base: ldap.people(),
+            bind_dn: ldap.admin_dn(),
+            bind_password: ldap.admin_password().to_owned(),
+        }
+    }
 }
 
 impl DovecotConfig {
     /// Users with password `pw-<user>` (so `alice` has `pw-alice`), master user
     /// `admin`/`adminpass`, [`Layout::Slash`], [`Profile::Full`], [`Tls::None`],
-    /// special-use mailboxes, no quota.
+    /// special-use mailboxes, no quota, users from [`DovecotConfig::users`] (no LDAP).
     pub fn new(users: &[&str]) -> Self {
         DovecotConfig {
             users: users
@@ -165,6 +231,7 @@ impl DovecotConfig {
             tls: Tls::None,
             special_use: true,
             quota_bytes: None,
+            ldap_users: None,
         }
     }
 }
@@ -215,7 +282,8 @@ impl Dovecot {
     ///
     /// # Panics
     ///
-    /// If Dovecot (or `openssl`, for TLS modes) is not installed, if the configuration is
+    /// If Dovecot (or `openssl`, for TLS modes, or `dovecot-ldap`, for
+    /// [`DovecotConfig::ldap_users`]) is not installed, if the configuration is
     /// invalid, or if the server does not greet within 10 seconds. The message includes
     /// the end of the Dovecot log.
     pub fn start(cfg: DovecotConfig) -> Dovecot {
@@ -228,6 +296,19 @@ impl Dovecot {
                 )
             });
         validate(&cfg);
+        // Without the driver Dovecot starts, but its auth process dies at the first login;
+        // say so up front. (Only where Debian's module directory exists: another build may
+        // have the driver elsewhere or built in.)
+        if cfg.ldap_users.is_some()
+            && Path::new("/usr/lib/dovecot/modules").is_dir()
+            && !Path::new(DEBIAN_LDAP_DRIVER).exists()
+        {
+            panic!(
+                "\n\n*** mailferry-testkit: DovecotConfig::ldap_users needs Dovecot's LDAP driver \
+                 ({DEBIAN_LDAP_DRIVER} is missing).\n*** Install it with:\n***     \
+                 {LDAP_INSTALL_HINT}\n\n"
+            );
+        }
         let identity = current_identity();
 
         // As root, Dovecot's unprivileged processes (auth runs as `dovecot`, mail as
@@ -370,6 +451,44 @@ impl Dovecot {
         self.dir.join("log/stderr.log")
     }
 
+    fn ldap_conf_path(&self) -> PathBuf {
+        self.dir.join("etc/dovecot-ldap.conf.ext")
+    }
+
+    /// `dovecot-ldap.conf.ext`, shared by the LDAP passdb and userdb.
+    fn render_ldap_config(&self, ldap: &LdapUsers) -> String {
+        let dir = self.dir.display();
+        // Static userdb fields; the LDAP lookup itself decides whether the user exists.
+        let ids = match self.identity {
+            Identity::Root { mail_uid, mail_gid } => format!(", =uid={mail_uid}, =gid={mail_gid}"),
+            Identity::User { .. } => String::new(),
+        };
+        format!(
+            "# generated by mailferry-testkit\n\
+             uris = {url}\n\
+             dn = {bind_dn}\n\
+             dnpass = {bind_password}\n\
+             auth_bind = no\n\
+             ldap_version = 3\n\
+             base = {base}\n\
+             scope = subtree\n\
+             deref = never\n\
+             # userPassword values without a {{SCHEME}} prefix are plain text\n\
+             default_pass_scheme = PLAIN\n\
+             # uid=user: the directory's spelling of the name is the canonical one\n\
+             pass_attrs = uid=user, userPassword=password\n\
+             pass_filter = (&(objectClass=inetOrgPerson)(uid=%n))\n\
+             user_attrs = =home={dir}/mail/%u{ids}\n\
+             user_filter = (&(objectClass=inetOrgPerson)(uid=%n))\n\
+             iterate_attrs = uid=user\n\
+             iterate_filter = (objectClass=inetOrgPerson)\n",
+            url = ldap.url,
+            bind_dn = ldap.bind_dn,
+            bind_password = ldap.bind_password,
+            base = ldap.base,
+        )
+    }
+
     /// Anvil's socket for the auth penalty, see [`Dovecot::wait_ready`].
     fn penalty_socket(&self) -> PathBuf {
         self.dir.join("run/anvil-auth-penalty")
@@ -398,6 +517,9 @@ impl Dovecot {
             .collect();
         write_file(&self.dir.join("etc/users"), &users);
         write_file(&self.dir.join("etc/master-users"), &masters);
+        if let Some(ldap) = &self.cfg.ldap_users {
+            write_file(&self.ldap_conf_path(), &self.render_ldap_config(ldap));
+        }
 
         if let Identity::Root { mail_uid, mail_gid } = self.identity {
             // tempfile creates the directory 0700; auth runs as `dovecot`, mail processes
@@ -409,6 +531,9 @@ impl Dovecot {
                 (self.dir.join("etc/master-users"), 0o644),
             ] {
                 set_mode(&path, mode);
+            }
+            if self.cfg.ldap_users.is_some() {
+                set_mode(&self.ldap_conf_path(), 0o644);
             }
             let mail = self.dir.join("mail");
             std::os::unix::fs::chown(&mail, Some(mail_uid), Some(mail_gid)).unwrap_or_else(|e| {
@@ -655,6 +780,29 @@ impl Dovecot {
             String::new()
         };
 
+        let user_dbs = if self.cfg.ldap_users.is_some() {
+            let ldap_conf = self.ldap_conf_path();
+            let ldap_conf = ldap_conf.display();
+            format!(
+                "# users from LDAP, looked up afresh at every login\n\
+                 auth_cache_size = 0\n\
+                 passdb {{\n  driver = ldap\n  args = {ldap_conf}\n}}\n\
+                 userdb {{\n  driver = ldap\n  args = {ldap_conf}\n}}\n"
+            )
+        } else {
+            format!(
+                "passdb {{\n  \
+                   driver = passwd-file\n  \
+                   args = scheme=PLAIN username_format=%u {dir}/etc/users\n\
+                 }}\n\
+                 userdb {{\n  \
+                   driver = passwd-file\n  \
+                   args = username_format=%u {dir}/etc/users\n  \
+                   default_fields = home={dir}/mail/%u{userdb_ids}\n\
+                 }}\n"
+            )
+        };
+
         let (global_plugins, imap_plugins, quota) = match self.cfg.quota_bytes {
             None => ("", "", String::new()),
             Some(bytes) => (
@@ -697,15 +845,7 @@ impl Dovecot {
              }}\n\
              \n\
              {master_passdb}\
-             passdb {{\n  \
-               driver = passwd-file\n  \
-               args = scheme=PLAIN username_format=%u {dir}/etc/users\n\
-             }}\n\
-             userdb {{\n  \
-               driver = passwd-file\n  \
-               args = username_format=%u {dir}/etc/users\n  \
-               default_fields = home={dir}/mail/%u{userdb_ids}\n\
-             }}\n\
+             {user_dbs}\
              \n\
              service imap-login {{\n  \
                inet_listener imap {{\n    address = {HOST}\n    port = {imap_port}\n  }}\n  \
@@ -757,6 +897,26 @@ impl Drop for Dovecot {
 
 /// Panics on names or passwords that cannot be written to a passwd-file.
 fn validate(cfg: &DovecotConfig) {
+    if let Some(ldap) = &cfg.ldap_users {
+        assert!(
+            cfg.users.is_empty(),
+            "mailferry-testkit: DovecotConfig::ldap_users and DovecotConfig::users are \
+             exclusive (with LDAP every user comes from the directory); users: {:?}",
+            cfg.users
+        );
+        for (name, value) in [
+            ("url", &ldap.url),
+            ("base", &ldap.base),
+            ("bind_dn", &ldap.bind_dn),
+            ("bind_password", &ldap.bind_password),
+        ] {
+            assert!(
+                !value.is_empty() && !value.contains(['\n', '\r']) && value.trim() == value,
+                "mailferry-testkit: unusable LdapUsers::{name} {value:?} (must be non-empty, \
+                 without line breaks or surrounding spaces)"
+            );
+        }
+    }
     let pairs = cfg.users.iter().chain(cfg.master.iter());
     for (user, pass) in pairs {
         let bad = |s: &str| s.is_empty() || s.contains([':', '\n', '\r']);

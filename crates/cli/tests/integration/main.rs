@@ -4,6 +4,7 @@
 mod copy;
 mod corpus;
 mod crash;
+mod directories;
 mod failures;
 mod lab;
 mod maildir;
