@@ -567,3 +567,129 @@ fn a_bad_directory_configuration_is_refused_with_its_key_and_changes_nothing() {
     let (_, status) = lab.json(&["status", job]);
     assert_eq!(status["entries"], serde_json::json!([]));
 }
+
+/// SPEC §6: an entry whose source mailbox is missing is removed the next time the job file
+/// is edited, and the command says so.
+#[test]
+fn a_missing_source_entry_goes_when_the_job_file_is_edited() {
+    let w = world();
+    let job = w.job();
+    let job = job.as_str();
+    w.ok(&["discover", job]);
+    w.old_ldap.modify(&format!(
+        "dn: uid=hank,{}\nchangetype: delete\n",
+        w.old_ldap.people()
+    ));
+    let v = w.json(&[
+        "refresh-addresses",
+        job,
+        "--mailbox",
+        "hank@old.example",
+        "--mailbox",
+        "gus",
+    ]);
+    assert_eq!(
+        counts(&v, "source"),
+        expect(&[("not_changed", 1), ("missing", 1)]),
+        "{v:#}"
+    );
+    assert_eq!(v["removed_next"].as_array().unwrap().len(), 1);
+    // Not edited yet: still there.
+    assert_eq!(
+        w.json(&["status", job])["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str("\n# edited by the admin\n");
+    std::fs::write(job, text).unwrap();
+    let (code, out, err) = w.run(&["status", job, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("The job file changed: removed 1 entries whose source mailbox is missing"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let logins: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"]["login"].as_str().unwrap())
+        .collect();
+    assert_eq!(logins.len(), 7);
+    assert!(!logins.contains(&"hank"));
+}
+
+/// Staged jobs: stages from the CSV or `match --stage`, and `migrate --stage N` migrates only
+/// that stage.
+#[test]
+fn a_staged_job_migrates_one_stage_at_a_time() {
+    let lab = Lab::new(&["mo", "ned", "ola"]);
+    for u in ["mo", "ned", "ola"] {
+        fill(
+            &lab.source,
+            u,
+            "INBOX",
+            &(0..4).map(|i| generated(i, 800)).collect::<Vec<_>>(),
+        );
+    }
+    std::fs::write(
+        lab.dir.path().join("mailboxes.csv"),
+        "Source ID,Source addresses,Source login,Target addresses,Target login,Stage\n\
+         id-mo,mo@old.example,mo,mo@new.example,mo,1\n\
+         id-ned,ned@old.example,ned,ned@new.example,ned,2\n\
+         id-ola,ola@old.example,ola,ola@new.example,ola,2\n",
+    )
+    .unwrap();
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let out = lab.mailferry(&["match", job, "--stage", "3", "--mailbox", "ola"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, status) = lab.json(&["status", job]);
+    let stages: Vec<(String, u64)> = status["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["stage"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("id-mo".into(), 1),
+            ("id-ned".into(), 2),
+            ("id-ola".into(), 3)
+        ]
+    );
+    let (code, v) = lab.json(&["migrate", job, "--stage", "2"]);
+    assert_eq!(code, 0, "{v:#}");
+    let ids: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["id-ned"]);
+    assert_eq!(v["copied"], 4);
+    assert_eq!(
+        total(&snapshot(&lab.target, "mo")),
+        0,
+        "stage 1 was not migrated"
+    );
+    assert_eq!(
+        total(&snapshot(&lab.target, "ola")),
+        0,
+        "stage 3 was not migrated"
+    );
+}
