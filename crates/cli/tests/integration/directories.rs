@@ -602,7 +602,7 @@ fn a_missing_source_entry_goes_when_the_job_file_is_edited() {
             .len(),
         8
     );
-    let mut text = std::fs::read_to_string(&job).unwrap();
+    let mut text = std::fs::read_to_string(job).unwrap();
     text.push_str("\n# edited by the admin\n");
     std::fs::write(job, text).unwrap();
     let (code, out, err) = w.run(&["status", job, "--json"]);
