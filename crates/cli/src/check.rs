@@ -8,6 +8,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use mailferry_core::engine::{Backend, EntryPasswords, Server};
+use mailferry_core::identities;
 use mailferry_core::job::Job;
 use mailferry_core::migrate::server_for;
 use mailferry_core::store::Entry;
@@ -35,10 +36,18 @@ pub fn run(
 ) -> Result<ExitCode> {
     let mut results = Vec::new();
     for (side, conn) in [("source", &job.source), ("target", &job.target)] {
-        let checks = match server_for(side, conn) {
+        let mut checks = match server_for(side, conn) {
             Err(e) => vec![line("configuration", false, e)],
             Ok(server) => check_server(side, &server, sample, passwords),
         };
+        if let Some(cfg) = &conn.directory {
+            let what = format!("directory {}", cfg.url);
+            let side_name: &'static str = if side == "source" { "source" } else { "target" };
+            checks.push(match identities::connect(side_name, conn) {
+                Ok(_) => line(what, true, format!("bound as {}", cfg.bind_dn)),
+                Err(e) => line(what, false, e.to_string()),
+            });
+        }
         results.push((side, checks));
     }
     let all_ok = results.iter().all(|(_, c)| c.iter().all(|c| c.ok));

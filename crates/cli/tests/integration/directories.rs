@@ -271,6 +271,13 @@ fn domain_switch_refresh_of_record() {
     w.ok(&["match", job, "--create", "carol", "--create", "dave"]);
     w.ok(&["create", job]);
     w.ok(&["match", job, "--create", "gus"]);
+    // check reaches both servers (as a matched mailbox) and both directories.
+    let out = w.ok(&["check", job]);
+    assert!(
+        out.contains("OK   directory ldap://")
+            && out.contains("bound as cn=admin,dc=new,dc=example"),
+        "{out}"
+    );
     let status = w.json(&["status", job]);
     let origin = |login: &str| -> String {
         status["entries"]
