@@ -10,7 +10,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: already installed: ${packages[*]}" >&2
+  exit 0
+fi
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "mailferry needs these Debian packages: ${missing[*]}" >&2
