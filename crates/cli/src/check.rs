@@ -42,8 +42,7 @@ pub fn run(
         };
         if let Some(cfg) = &conn.directory {
             let what = format!("directory {}", cfg.url);
-            let side_name: &'static str = if side == "source" { "source" } else { "target" };
-            checks.push(match identities::connect(side_name, conn) {
+            checks.push(match identities::connect(side, conn) {
                 Ok(_) => line(what, true, format!("bound as {}", cfg.bind_dn)),
                 Err(e) => line(what, false, e.to_string()),
             });
@@ -79,7 +78,7 @@ pub fn run(
 }
 
 fn check_server(
-    side: &str,
+    side: &'static str,
     server: &Server,
     sample: Option<&Entry>,
     passwords: &HashMap<String, EntryPasswords>,
@@ -136,7 +135,7 @@ fn check_server(
     } else {
         pw.target
     };
-    match server.connect(&login, own.as_deref()) {
+    match server.connect(side, &login, own.as_deref()) {
         Ok(mut session) => {
             let detail = match session.tree() {
                 Ok(t) => format!("{} folders", t.folders().count()),

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use mailferry_imap::{AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login};
+use mailferry_imap::{AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login, uid_set};
 
 use crate::session::MailSession;
 
@@ -33,6 +33,12 @@ pub enum EngineError {
         #[source]
         source: ImapError,
     },
+    #[error("{side} login: {source}")]
+    Login {
+        side: &'static str,
+        #[source]
+        source: ImapError,
+    },
     #[error("State database: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -41,7 +47,11 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Imap { source, .. } if source.is_transient())
+        matches!(
+            self,
+            EngineError::Imap { source, .. } | EngineError::Login { source, .. }
+                if source.is_transient()
+        )
     }
 }
 
@@ -152,25 +162,25 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens a session for one mailbox: an IMAP login, or its Maildir++ tree.
+    /// Opens a session for one mailbox on `side` ("source" or "target"): an IMAP login, or
+    /// its Maildir++ tree. Errors say which side and whether connecting or logging in failed.
     pub fn connect(
         &self,
+        side: &'static str,
         mailbox_login: &str,
         own_password: Option<&str>,
     ) -> Result<Box<dyn MailSession>> {
+        let login_failed = |source| EngineError::Login { side, source };
         match &self.backend {
             Backend::Imap { endpoint, access } => {
                 let login = access.login(mailbox_login, own_password)?;
-                let mut c = Client::connect(endpoint).map_err(on("connect"))?;
-                c.login(&login).map_err(|source| EngineError::Imap {
-                    side: "login",
-                    source,
-                })?;
+                let mut c = Client::connect(endpoint).map_err(on(side))?;
+                c.login(&login).map_err(login_failed)?;
                 Ok(Box::new(c))
             }
             Backend::Maildir { root, create } => {
                 let session =
-                    crate::maildir::open(root, mailbox_login, *create).map_err(on("login"))?;
+                    crate::maildir::open(root, mailbox_login, *create).map_err(login_failed)?;
                 Ok(Box::new(session))
             }
         }
@@ -315,23 +325,21 @@ impl Pass<'_, '_> {
             EngineError::Config(format!("Entry {} has no target mailbox", self.entry.id))
         })?;
         let _src_permit = self.ctx.source.limit.acquire();
-        let mut src = self
-            .ctx
-            .source
-            .connect(&self.entry.source_login, pw.source.as_deref())
-            .map_err(|e| prefix(e, "source"))?;
+        let mut src =
+            self.ctx
+                .source
+                .connect("source", &self.entry.source_login, pw.source.as_deref())?;
         let _dst_permit = self.ctx.target.limit.acquire();
         let mut dst = self
             .ctx
             .target
-            .connect(&target_login, pw.target.as_deref())
-            .map_err(|e| prefix(e, "target"))?;
+            .connect("target", &target_login, pw.target.as_deref())?;
 
         let src_tree = src.tree().map_err(on("source"))?;
         let dst_tree = dst.tree().map_err(on("target"))?;
         let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
         self.prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
-        reconcile_pending(dst.as_mut(), self.ctx.store, &self.entry.id)?;
+        reconcile_pending(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
         let mut work = Vec::new();
@@ -353,9 +361,16 @@ impl Pass<'_, '_> {
             let failed_before = self.stats.failed;
             if !w.to_copy.is_empty() {
                 let to_copy = std::mem::take(&mut w.to_copy);
-                self.copy_folder(src.as_mut(), dst.as_mut(), &w, &to_copy, &mut vanished)?;
+                self.copy_folder(
+                    src.as_mut(),
+                    dst.as_mut(),
+                    &dst_tree,
+                    &w,
+                    &to_copy,
+                    &mut vanished,
+                )?;
             }
-            self.update_flags(dst.as_mut(), &w)?;
+            self.update_flags(dst.as_mut(), &dst_tree, &w)?;
             if self.stats.failed == failed_before {
                 let c = Checkpoint {
                     uid_validity: w.uid_validity,
@@ -521,6 +536,7 @@ impl Pass<'_, '_> {
         &mut self,
         src: &mut dyn MailSession,
         dst: &mut dyn MailSession,
+        tree: &FolderTree,
         w: &FolderWork,
         to_copy: &[(u32, u64)],
         vanished: &mut HashMap<String, Vec<LedgerRow>>,
@@ -540,23 +556,24 @@ impl Pass<'_, '_> {
         let budget = Arc::new(ByteBudget::new(BYTE_BUDGET));
         let (tx, rx) = sync_channel::<Message>(256);
         let fetch_budget = budget.clone();
+        let mut moves = Vec::new();
         std::thread::scope(|scope| {
             let fetcher = scope.spawn(move || fetch_messages(src, to_copy, tx, &fetch_budget));
-            let appended = self.append_messages(dst, w, rx, &budget, vanished);
+            let appended = self.append_messages(dst, w, rx, &budget, vanished, &mut moves);
             budget.close();
             let fetched = fetcher
                 .join()
                 .unwrap_or_else(|_| Err(ImapError::Aborted("the fetcher thread panicked".into())));
             appended?;
             match fetched {
-                Ok(()) => Ok(()),
-                Err(ImapError::Aborted(_)) => Ok(()),
+                Ok(()) | Err(ImapError::Aborted(_)) => Ok(()),
                 Err(e) => Err(EngineError::Imap {
                     side: "source",
                     source: e,
                 }),
             }
-        })
+        })?;
+        self.apply_moves(dst, tree, &w.item.target_raw_name, moves)
     }
 
     fn append_messages(
@@ -566,6 +583,7 @@ impl Pass<'_, '_> {
         rx: Receiver<Message>,
         budget: &ByteBudget,
         vanished: &mut HashMap<String, Vec<LedgerRow>>,
+        moves: &mut Vec<(LedgerRow, LedgerRow)>,
     ) -> Result<()> {
         let folder = w.source.path.as_str().to_string();
         let target_folder = w.item.target_path.as_str().to_string();
@@ -586,10 +604,7 @@ impl Pass<'_, '_> {
             for m in group {
                 let fp = fingerprint(&m.body);
                 if let Some(old) = take_vanished(vanished, &fp) {
-                    // A MOVE selects another folder; let the APPENDs in flight finish first.
-                    while let Some(g) = in_flight.pop_front() {
-                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
-                    }
+                    // Already on the target: moved there after this folder's copies.
                     let new = LedgerRow {
                         source_folder: folder.clone(),
                         uid_validity: w.uid_validity,
@@ -597,7 +612,7 @@ impl Pass<'_, '_> {
                         target_folder: target_folder.clone(),
                         ..old.clone()
                     };
-                    self.reuse_vanished(dst, &old, new, &target_raw)?;
+                    moves.push((old, new));
                     budget.release(m.body.len());
                     continue;
                 }
@@ -737,68 +752,83 @@ impl Pass<'_, '_> {
         Ok(())
     }
 
-    /// A new source message that is byte-for-byte a message the ledger saw vanish (moved
-    /// between source folders, or renumbered by a UIDVALIDITY change): move the target's copy
-    /// if needed and re-key the ledger row; never copy it again.
-    fn reuse_vanished(
+    /// New source messages that are byte-for-byte messages the ledger saw vanish (moved
+    /// between source folders, or renumbered by a UIDVALIDITY change) are already on the
+    /// target: one UID MOVE per target folder they sit in, then the ledger re-keyed in one
+    /// transaction. They are never copied again.
+    fn apply_moves(
         &mut self,
         dst: &mut dyn MailSession,
-        old: &LedgerRow,
-        mut new: LedgerRow,
+        tree: &FolderTree,
         target_raw: &str,
+        moves: Vec<(LedgerRow, LedgerRow)>,
     ) -> Result<()> {
-        if old.target_folder != new.target_folder
-            && let Some(old_uid) = old.target_uid
-        {
-            let old_raw = self.target_raw_name(dst, &old.target_folder)?;
-            dst.select(&old_raw, false).map_err(on("target"))?;
-            new.target_uid = dst.uid_move(old_uid, target_raw).map_err(on("target"))?;
+        let mut rekeys = Vec::with_capacity(moves.len());
+        let mut by_folder: BTreeMap<String, Vec<(LedgerRow, LedgerRow)>> = BTreeMap::new();
+        for (old, mut new) in moves {
+            if old.target_folder == new.target_folder {
+                rekeys.push((old, new));
+            } else if old.target_uid.is_none() {
+                // Without its target UID the copy cannot be moved: it stays where it is.
+                new.target_folder = old.target_folder.clone();
+                rekeys.push((old, new));
+            } else {
+                by_folder
+                    .entry(old.target_folder.clone())
+                    .or_default()
+                    .push((old, new));
+            }
         }
-        self.store().rekey(&self.entry.id, old, &new)?;
-        self.stats.moved += 1;
+        for (folder, pairs) in by_folder {
+            dst.select(&target_raw_name(tree, &folder), false)
+                .map_err(on("target"))?;
+            let mut uids: Vec<u32> = pairs.iter().filter_map(|(o, _)| o.target_uid).collect();
+            uids.sort_unstable();
+            let moved: HashMap<u32, u32> = dst
+                .uid_move(&uids, target_raw)
+                .map_err(on("target"))?
+                .into_iter()
+                .collect();
+            for (old, mut new) in pairs {
+                new.target_uid = old.target_uid.and_then(|u| moved.get(&u).copied());
+                rekeys.push((old, new));
+            }
+        }
+        self.stats.moved += rekeys.len() as u64;
+        self.store().rekey(&self.entry.id, &rekeys)?;
         Ok(())
     }
 
-    fn target_raw_name(&self, dst: &mut dyn MailSession, path: &str) -> Result<String> {
-        let tree = dst.tree().map_err(on("target"))?;
-        Ok(tree.raw_name_for(&crate::folders::FolderPath::parse(path)))
-    }
-
-    fn update_flags(&mut self, dst: &mut dyn MailSession, w: &FolderWork) -> Result<()> {
-        // Group by the new flag set so one UID STORE serves many messages.
-        let mut by_flags: BTreeMap<&str, Vec<&LedgerRow>> = BTreeMap::new();
+    /// Brings flags up to date: one UID STORE per target folder and flag set.
+    fn update_flags(
+        &mut self,
+        dst: &mut dyn MailSession,
+        tree: &FolderTree,
+        w: &FolderWork,
+    ) -> Result<()> {
+        let mut groups: BTreeMap<(&str, &str), Vec<&LedgerRow>> = BTreeMap::new();
         for (row, flags) in &w.flag_updates {
             if row.target_uid.is_some() {
-                by_flags.entry(flags.as_str()).or_default().push(row);
+                groups
+                    .entry((row.target_folder.as_str(), flags.as_str()))
+                    .or_default()
+                    .push(row);
             }
         }
-        if by_flags.is_empty() {
-            return Ok(());
-        }
-        let mut by_target: BTreeMap<&str, ()> = BTreeMap::new();
-        for (row, _) in &w.flag_updates {
-            by_target.insert(row.target_folder.as_str(), ());
-        }
-        for target_folder in by_target.keys() {
-            let raw = if *target_folder == w.item.target_path.as_str() {
-                w.item.target_raw_name.clone()
-            } else {
-                self.target_raw_name(dst, target_folder)?
-            };
-            dst.select(&raw, false).map_err(on("target"))?;
-            let mut updates = Vec::new();
-            for (flags, rows) in &by_flags {
-                let mut uids: Vec<u32> = rows
-                    .iter()
-                    .filter(|r| r.target_folder == *target_folder)
-                    .filter_map(|r| r.target_uid)
-                    .collect();
-                uids.sort_unstable();
-                dst.store_flags(&uids, flags).map_err(on("target"))?;
-                for r in rows.iter().filter(|r| r.target_folder == *target_folder) {
-                    updates.push((*r, flags.to_string()));
-                }
+        let mut selected = None;
+        let mut updates = Vec::new();
+        for ((folder, flags), rows) in groups {
+            if selected != Some(folder) {
+                dst.select(&target_raw_name(tree, folder), false)
+                    .map_err(on("target"))?;
+                selected = Some(folder);
             }
+            let mut uids: Vec<u32> = rows.iter().filter_map(|r| r.target_uid).collect();
+            uids.sort_unstable();
+            dst.store_flags(&uids, flags).map_err(on("target"))?;
+            updates.extend(rows.into_iter().map(|r| (r, flags.to_string())));
+        }
+        if !updates.is_empty() {
             self.stats.flags_updated += updates.len() as u64;
             self.store().set_flags(&self.entry.id, &updates)?;
         }
@@ -806,22 +836,9 @@ impl Pass<'_, '_> {
     }
 }
 
-fn prefix(e: EngineError, side: &'static str) -> EngineError {
-    match e {
-        EngineError::Imap { source, side: what } => EngineError::Imap {
-            side: if what == "login" {
-                if side == "source" {
-                    "source login"
-                } else {
-                    "target login"
-                }
-            } else {
-                side
-            },
-            source,
-        },
-        other => other,
-    }
+/// The target server's name for a target folder path of the ledger.
+fn target_raw_name(tree: &FolderTree, path: &str) -> String {
+    tree.raw_name_for(&crate::folders::FolderPath::parse(path))
 }
 
 fn take_vanished(vanished: &mut HashMap<String, Vec<LedgerRow>>, fp: &str) -> Option<LedgerRow> {
@@ -1023,36 +1040,6 @@ fn fetch_messages(
     Ok(())
 }
 
-/// A compact UID set (`1:5,9,12:14`) from ascending UIDs.
-pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
-    let mut out = String::new();
-    let mut run: Option<(u32, u32)> = None;
-    let flush = |out: &mut String, (a, b): (u32, u32)| {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if a == b {
-            out.push_str(&a.to_string());
-        } else {
-            out.push_str(&format!("{a}:{b}"));
-        }
-    };
-    for u in uids {
-        run = match run {
-            Some((a, b)) if u == b + 1 => Some((a, u)),
-            Some(r) => {
-                flush(&mut out, r);
-                Some((u, u))
-            }
-            None => Some((u, u)),
-        };
-    }
-    if let Some(r) = run {
-        flush(&mut out, r);
-    }
-    out
-}
-
 /// Resolves intents left by a pass that was killed between committing an intent and recording
 /// the APPEND's answer. The message may or may not be on the target. Candidates are the target
 /// messages at or above the UIDNEXT recorded in the intent that the ledger does not already
@@ -1060,6 +1047,7 @@ pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 /// with no such candidate was never stored (forgotten, so this pass copies it again).
 pub fn reconcile_pending(
     dst: &mut dyn MailSession,
+    tree: &FolderTree,
     store: &Mutex<Store>,
     entry: &str,
 ) -> Result<()> {
@@ -1077,7 +1065,6 @@ pub fn reconcile_pending(
             .or_default()
             .push(row);
     }
-    let tree = dst.tree().map_err(on("target"))?;
     for (folder, rows) in by_folder {
         let path = crate::folders::FolderPath::parse(&folder);
         let mut found: HashMap<String, Vec<u32>> = HashMap::new();
@@ -1168,13 +1155,6 @@ fn wait_until_quiet(dst: &mut dyn MailSession, raw: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uid_sets_are_compact() {
-        assert_eq!(uid_set([1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set([4]), "4");
-        assert_eq!(uid_set([]), "");
-    }
 
     #[test]
     fn flags_normalised_without_recent() {

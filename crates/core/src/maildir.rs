@@ -431,6 +431,83 @@ impl MaildirSession {
         }
         subscriptions.write(&self.home)
     }
+
+    /// Moves one message of the selected folder; its new UID, or `None` if it is gone.
+    fn move_one(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
+        const COMMAND: &str = "UID MOVE";
+        let dir = self.writable_selected(COMMAND)?;
+        let to_dir = self.existing_folder(COMMAND, to)?;
+        if to_dir == dir {
+            return self.renumber(&dir, uid);
+        }
+        for attempt in 0..2 {
+            // The source is read without its lock, and the target locked alone below: one
+            // lock at a time, so two sessions moving in opposite directions cannot deadlock.
+            let source = if attempt == 0 {
+                self.state(&dir)?
+            } else {
+                self.resync(&dir)?
+            };
+            let Some(message) = source.get(uid).cloned() else {
+                return Ok(None);
+            };
+            let flags: Vec<String> = flags_of(&message.name, &source.keywords)
+                .iter()
+                .filter_map(Value::as_text)
+                .collect();
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let new_uid = {
+                // Held from before the file arrives until its line is written, so no scan
+                // numbers it as a newcomer in between.
+                let _lock = FolderLock::acquire(&to_dir)?;
+                let target = self.current_locked(&to_dir)?;
+                // Keyword letters index each folder's own dovecot-keywords, so they are
+                // spelled anew for the target; a keyword it has no room for refuses the move.
+                let mut keywords = target.keywords.clone();
+                let letters = letters_for(&flags, &mut keywords, COMMAND)?;
+                if keywords != target.keywords {
+                    keywords.write(&to_dir)?;
+                    target.keywords = keywords;
+                }
+                let mut name = message.with_flags(&letters);
+                let from = message.path(&dir);
+                // The same unique name in both folders (a copy made by another tool) would be
+                // overwritten by the rename; the moved file takes a new one instead.
+                if fs::symlink_metadata(to_dir.join("cur").join(&name)).is_ok() {
+                    let size = fs::metadata(&from).map_or(0, |m| m.len());
+                    name = format!("{}{}", unique_base(size), &name[message.base_len..]);
+                }
+                let dest = to_dir.join("cur").join(&name);
+                match fs::rename(&from, &dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("rename", &from)(e)),
+                }
+                sync_dir(&to_dir.join("cur"))?;
+                if let Some(parent) = from.parent() {
+                    sync_dir(parent)?;
+                }
+                let moved = Message::new(target.take_uid(COMMAND)?, name, false);
+                target.messages.push(moved.clone());
+                append_uidlist(&to_dir, target, std::slice::from_ref(&moved))?;
+                target.stamp = Stamp::of(&to_dir.join(UIDLIST))?;
+                moved.uid
+            };
+            // The source list is rewritten, not left to the next scan: should the same file
+            // come back to this folder, a stale line would hand it its old UID again.
+            let _lock = FolderLock::acquire(&dir)?;
+            let source = self.current_locked(&dir)?;
+            if let Some(index) = source.index_of(uid) {
+                source.messages.remove(index);
+            }
+            if source.persisted {
+                write_uidlist(&dir, source).map_err(io_err("write", &dir.join(UIDLIST)))?;
+                source.stamp = Stamp::of(&dir.join(UIDLIST))?;
+            }
+            return Ok(Some(new_uid));
+        }
+        Ok(None)
+    }
 }
 
 impl MailSession for MaildirSession {
@@ -658,80 +735,14 @@ impl MailSession for MaildirSession {
         Ok(())
     }
 
-    fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
-        const COMMAND: &str = "UID MOVE";
-        let dir = self.writable_selected(COMMAND)?;
-        let to_dir = self.existing_folder(COMMAND, to)?;
-        if to_dir == dir {
-            return self.renumber(&dir, uid);
-        }
-        for attempt in 0..2 {
-            // The source is read without its lock, and the target locked alone below: one
-            // lock at a time, so two sessions moving in opposite directions cannot deadlock.
-            let source = if attempt == 0 {
-                self.state(&dir)?
-            } else {
-                self.resync(&dir)?
-            };
-            let Some(message) = source.get(uid).cloned() else {
-                return Ok(None);
-            };
-            let flags: Vec<String> = flags_of(&message.name, &source.keywords)
-                .iter()
-                .filter_map(Value::as_text)
-                .collect();
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            let new_uid = {
-                // Held from before the file arrives until its line is written, so no scan
-                // numbers it as a newcomer in between.
-                let _lock = FolderLock::acquire(&to_dir)?;
-                let target = self.current_locked(&to_dir)?;
-                // Keyword letters index each folder's own dovecot-keywords, so they are
-                // spelled anew for the target; a keyword it has no room for refuses the move.
-                let mut keywords = target.keywords.clone();
-                let letters = letters_for(&flags, &mut keywords, COMMAND)?;
-                if keywords != target.keywords {
-                    keywords.write(&to_dir)?;
-                    target.keywords = keywords;
-                }
-                let mut name = message.with_flags(&letters);
-                let from = message.path(&dir);
-                // The same unique name in both folders (a copy made by another tool) would be
-                // overwritten by the rename; the moved file takes a new one instead.
-                if fs::symlink_metadata(to_dir.join("cur").join(&name)).is_ok() {
-                    let size = fs::metadata(&from).map_or(0, |m| m.len());
-                    name = format!("{}{}", unique_base(size), &name[message.base_len..]);
-                }
-                let dest = to_dir.join("cur").join(&name);
-                match fs::rename(&from, &dest) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err("rename", &from)(e)),
-                }
-                sync_dir(&to_dir.join("cur"))?;
-                if let Some(parent) = from.parent() {
-                    sync_dir(parent)?;
-                }
-                let moved = Message::new(target.take_uid(COMMAND)?, name, false);
-                target.messages.push(moved.clone());
-                append_uidlist(&to_dir, target, std::slice::from_ref(&moved))?;
-                target.stamp = Stamp::of(&to_dir.join(UIDLIST))?;
-                moved.uid
-            };
-            // The source list is rewritten, not left to the next scan: should the same file
-            // come back to this folder, a stale line would hand it its old UID again.
-            let _lock = FolderLock::acquire(&dir)?;
-            let source = self.current_locked(&dir)?;
-            if let Some(index) = source.index_of(uid) {
-                source.messages.remove(index);
+    fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
+        let mut moved = Vec::with_capacity(uids.len());
+        for &uid in uids {
+            if let Some(new) = self.move_one(uid, to)? {
+                moved.push((uid, new));
             }
-            if source.persisted {
-                write_uidlist(&dir, source).map_err(io_err("write", &dir.join(UIDLIST)))?;
-                source.stamp = Stamp::of(&dir.join(UIDLIST))?;
-            }
-            return Ok(Some(new_uid));
         }
-        Ok(None)
+        Ok(moved)
     }
 
     fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String> {
@@ -2058,9 +2069,9 @@ mod tests {
         append(&mut s, "INBOX", &[], b"stays");
 
         s.select("INBOX", false).expect("select");
-        assert_eq!(s.uid_move(1, "Archive").expect("move"), Some(2));
+        assert_eq!(s.uid_move(&[1], "Archive").expect("move"), vec![(1, 2)]);
         assert_eq!(uids(&fetch(&mut s, "1:*", "UID")), [2]);
-        assert_eq!(s.uid_move(1, "Archive").expect("gone"), None);
+        assert_eq!(s.uid_move(&[1], "Archive").expect("gone"), vec![]);
 
         let mut again = target(root.path());
         again.select("Archive", true).expect("select");
@@ -2088,7 +2099,7 @@ mod tests {
         let mut s = target(root.path());
         append(&mut s, "INBOX", &[], b"x");
         s.select("INBOX", false).expect("select");
-        let err = s.uid_move(1, "Nowhere").expect_err("missing");
+        let err = s.uid_move(&[1], "Nowhere").expect_err("missing");
         assert_eq!(err.code(), Some("TRYCREATE"));
         let flags = Vec::new();
         let tag = s
@@ -2105,7 +2116,7 @@ mod tests {
         append(&mut s, "INBOX", &[], b"x");
         s.select("INBOX", true).expect("examine");
         assert!(s.store_flags(&[1], "\\Seen").is_err());
-        assert!(s.uid_move(1, "INBOX").is_err());
+        assert!(s.uid_move(&[1], "INBOX").is_err());
     }
 
     #[test]

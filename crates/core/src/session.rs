@@ -32,8 +32,9 @@ pub trait MailSession: Send {
     ) -> Result<()>;
     /// Sets exactly `flags` (space-separated) on these messages of the selected folder.
     fn store_flags(&mut self, uids: &[u32], flags: &str) -> Result<()>;
-    /// Moves a message of the selected folder; returns its new UID when known.
-    fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>>;
+    /// Moves messages of the selected folder in one operation; returns (old UID, new UID)
+    /// for those whose new UID is known.
+    fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>>;
     fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String>;
     fn append_finish(&mut self, tag: &str) -> Result<Option<(u32, u32)>>;
     fn multiappend_send(&mut self, mailbox: &str, reqs: &[AppendRequest<'_>]) -> Result<String>;
@@ -84,13 +85,13 @@ impl MailSession for Client {
     }
     fn store_flags(&mut self, uids: &[u32], flags: &str) -> Result<()> {
         for chunk in uids.chunks(500) {
-            let set = crate::engine::uid_set(chunk.iter().copied());
+            let set = mailferry_imap::uid_set(chunk.iter().copied());
             self.run(&format!("UID STORE {set} FLAGS.SILENT ({flags})"))?;
         }
         Ok(())
     }
-    fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
-        Client::uid_move(self, uid, to)
+    fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
+        Client::uid_move(self, uids, to)
     }
     fn append_send(&mut self, req: &AppendRequest<'_>) -> Result<String> {
         Client::append_send(self, req)

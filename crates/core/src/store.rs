@@ -601,35 +601,32 @@ impl Store {
         tx.commit()
     }
 
-    /// Re-keys a row: the source message now lives at `new`'s folder / UIDVALIDITY / UID,
-    /// and on the target at `new`'s target folder / UID (a move, or a UIDVALIDITY change).
-    pub fn rekey(&mut self, entry: &str, old: &LedgerRow, new: &LedgerRow) -> Result<()> {
-        self.conn.execute(
-            "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
-                 target_folder = ?8, target_uid = ?9
-             WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
-            params![
-                entry,
-                old.source_folder,
-                old.uid_validity,
-                old.uid,
-                new.source_folder,
-                new.uid_validity,
-                new.uid,
-                new.target_folder,
-                new.target_uid
-            ],
-        )?;
-        Ok(())
-    }
-
-    pub fn delete_row(&mut self, entry: &str, row: &LedgerRow) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM ledger
-             WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
-            params![entry, row.source_folder, row.uid_validity, row.uid],
-        )?;
-        Ok(())
+    /// Re-keys rows in one transaction: each source message now lives at the new row's
+    /// folder / UIDVALIDITY / UID, and on the target at its target folder / UID (moves, or a
+    /// UIDVALIDITY change).
+    pub fn rekey(&mut self, entry: &str, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
+                     target_folder = ?8, target_uid = ?9
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
+            )?;
+            for (old, new) in pairs {
+                stmt.execute(params![
+                    entry,
+                    old.source_folder,
+                    old.uid_validity,
+                    old.uid,
+                    new.source_folder,
+                    new.uid_validity,
+                    new.uid,
+                    new.target_folder,
+                    new.target_uid
+                ])?;
+            }
+        }
+        tx.commit()
     }
 
     // ---------------------------------------------------------------- checkpoints
@@ -667,14 +664,6 @@ impl Store {
                 c.highest_modseq,
                 c.filter
             ],
-        )?;
-        Ok(())
-    }
-
-    pub fn clear_checkpoint(&self, entry: &str, folder: &str) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM folder_checkpoints WHERE entry_id = ?1 AND source_folder = ?2",
-            params![entry, folder],
         )?;
         Ok(())
     }

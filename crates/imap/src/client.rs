@@ -196,7 +196,6 @@ pub struct Client {
     caps: BTreeSet<String>,
     /// Tagged responses that arrived while waiting for something else (pipelining).
     done: HashMap<String, Response>,
-    selected: Option<String>,
     pub peer: String,
 }
 
@@ -244,7 +243,6 @@ impl Client {
             next_tag: 1,
             caps: BTreeSet::new(),
             done: HashMap::new(),
-            selected: None,
             peer: address,
         };
         client.read_greeting()?;
@@ -608,8 +606,8 @@ impl Client {
         Ok(st)
     }
 
-    /// SELECT (or EXAMINE when `read_only`), skipped when the folder is already selected
-    /// the same way.
+    /// SELECT (or EXAMINE when `read_only`), with CONDSTORE where the server has it. Always
+    /// sent, even for the folder already selected: callers need its fresh UIDVALIDITY.
     pub fn select(&mut self, mailbox: &str, read_only: bool) -> Result<Selected> {
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
         let condstore = if self.has("CONDSTORE") {
@@ -617,7 +615,6 @@ impl Client {
         } else {
             ""
         };
-        self.selected = None;
         self.trace(&format!("{verb} {}", quote(mailbox)));
         let tag = self.tag();
         self.out.extend_from_slice(
@@ -643,12 +640,7 @@ impl Client {
         {
             sel.read_only = true;
         }
-        self.selected = Some(mailbox.to_string());
         Ok(sel)
-    }
-
-    pub fn selected(&self) -> Option<&str> {
-        self.selected.as_deref()
     }
 
     /// `UID FETCH set (items)`, handing each FETCH response to `each` as it arrives, so a
@@ -693,22 +685,20 @@ impl Client {
             .map(drop)
     }
 
-    /// Sets exactly these flags on a message of the selected folder (`\Recent` excluded).
-    pub fn uid_store_flags(&mut self, uid: u32, flags: &[String]) -> Result<()> {
-        self.run(&format!(
-            "UID STORE {uid} FLAGS.SILENT ({})",
-            flags.join(" ")
-        ))
-        .map(drop)
-    }
-
-    /// Moves a message of the selected folder to another folder (MOVE, or COPY + expunge).
-    pub fn uid_move(&mut self, uid: u32, to: &str) -> Result<Option<u32>> {
-        self.trace(&format!("UID MOVE {uid} {}", quote(to)));
+    /// Moves messages of the selected folder to another folder in one command (MOVE, or
+    /// COPY + `\Deleted` + UID EXPUNGE). Returns (old UID, new UID) pairs from COPYUID when
+    /// the server reports them. Without MOVE and UIDPLUS the originals stay, flagged
+    /// `\Deleted`: a plain EXPUNGE would also remove the user's other deleted messages.
+    pub fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids.iter().copied());
+        self.trace(&format!("UID MOVE {set} {}", quote(to)));
         let code = if self.has("MOVE") {
             let tag = self.tag();
             self.out
-                .extend_from_slice(format!("{tag} UID MOVE {uid} {}\r\n", quote(to)).as_bytes());
+                .extend_from_slice(format!("{tag} UID MOVE {set} {}\r\n", quote(to)).as_bytes());
             let mut copyuid = None;
             let code = self.finish_with(&tag, "UID MOVE", |u| {
                 if let Untagged::Status { code: Some(c), .. } = u
@@ -722,21 +712,23 @@ impl Client {
         } else {
             let tag = self.tag();
             self.out
-                .extend_from_slice(format!("{tag} UID COPY {uid} {}\r\n", quote(to)).as_bytes());
+                .extend_from_slice(format!("{tag} UID COPY {set} {}\r\n", quote(to)).as_bytes());
             let code = self.finish(&tag, "UID COPY")?;
-            self.run(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))?;
+            self.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))?;
             if self.has("UIDPLUS") {
-                self.run(&format!("UID EXPUNGE {uid}"))?;
+                self.run(&format!("UID EXPUNGE {set}"))?;
             }
             code
         };
-        Ok(code.and_then(|c| {
-            if c.name == "COPYUID" {
-                c.args.get(2)?.as_u64()?.try_into().ok()
-            } else {
-                None
+        let pairs = code.and_then(|c| {
+            if c.name != "COPYUID" {
+                return None;
             }
-        }))
+            let from = expand_uid_set(&c.args.get(1)?.as_text()?)?;
+            let to = expand_uid_set(&c.args.get(2)?.as_text()?)?;
+            (from.len() == to.len()).then(|| from.into_iter().zip(to).collect())
+        });
+        Ok(pairs.unwrap_or_default())
     }
 
     /// Starts an APPEND and returns its tag without waiting for the answer. With LITERAL+ the
@@ -890,6 +882,36 @@ fn message_head(req: &AppendRequest<'_>, literal_plus: bool) -> String {
     let plus = if literal_plus { "+" } else { "" };
     head.push_str(&format!(" {{{}{plus}}}\r\n", req.message.len()));
     head
+}
+
+/// A compact UID set (`1:5,9,12:14`) from ascending UIDs.
+pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |out: &mut String, (a, b): (u32, u32)| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if a == b {
+            out.push_str(&a.to_string());
+        } else {
+            out.push_str(&format!("{a}:{b}"));
+        }
+    };
+    for u in uids {
+        run = match run {
+            Some((a, b)) if u == b + 1 => Some((a, u)),
+            Some(r) => {
+                flush(&mut out, r);
+                Some((u, u))
+            }
+            None => Some((u, u)),
+        };
+    }
+    if let Some(r) = run {
+        flush(&mut out, r);
+    }
+    out
 }
 
 /// `5:7,9` → `[5, 6, 7, 9]`, in the order given (RFC 4315 lists APPENDUIDs in message order).
@@ -1190,6 +1212,13 @@ mod tests {
         assert!(text.contains("Authentication failed."), "{text}");
         assert!(!text.contains("s3cret"));
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set([1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set([4]), "4");
+        assert_eq!(uid_set([]), "");
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod response;
 
 pub use client::{
     AppendRequest, Client, Endpoint, Error, FolderStatus, Login, Result, Security, Selected,
+    expand_uid_set, uid_set,
 };
 pub use response::{Fetch, ListItem, Value};

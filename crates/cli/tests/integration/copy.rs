@@ -227,7 +227,7 @@ fn uidvalidity_change_and_moves_are_not_copied_again() {
         &lab.source,
         "dave",
         "Later",
-        &(20..22).map(|i| generated(i, 1500)).collect::<Vec<_>>(),
+        &(20..25).map(|i| generated(i, 1500)).collect::<Vec<_>>(),
     );
     lab.migrate_ok();
 
@@ -236,16 +236,31 @@ fn uidvalidity_change_and_moves_are_not_copied_again() {
     c.run("DELETE \"Work\"").unwrap();
     c.logout();
     fill(&lab.source, "dave", "Work", &msgs);
-    // Move one message from Later to INBOX.
+    // Move three messages from Later to INBOX.
     let mut c = connect(&lab.source, "dave");
     c.select("Later", false).unwrap();
-    c.uid_move(1, "INBOX").unwrap();
+    c.uid_move(&[1, 2, 4], "INBOX").unwrap();
     c.logout();
 
-    let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
-    assert_eq!(code, 0, "{v:#}");
+    let trace = lab.dir.path().join("trace.log");
+    let out = lab
+        .command(&["migrate", lab.job().to_str().unwrap(), "--all", "--json"])
+        .env("MAILFERRY_TRACE", &trace)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
     assert_eq!(v["copied"], 0, "{v:#}");
-    assert_eq!(v["entries"][0]["moved"], 13, "{v:#}");
+    assert_eq!(v["entries"][0]["moved"], 15, "{v:#}");
+    // The renumbered folder costs nothing on the target; the three moves cost one command.
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let target = format!("{}:{} ", lab.target.host(), lab.target.port());
+    let moves: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with(&target) && l.contains(" UID MOVE "))
+        .collect();
+    assert_eq!(moves.len(), 1, "{log}");
+    assert!(moves[0].contains("UID MOVE 1:2,4 \"INBOX\""), "{log}");
     assert_same(
         &snapshot(&lab.source, "dave"),
         &snapshot(&lab.target, "dave"),
