@@ -879,19 +879,26 @@ impl Drop for Dovecot {
             terminate(child, false);
         }
         if let Some(tmp) = self.tmp.take() {
-            if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
-                let kept = tmp.keep();
-                eprintln!(
-                    "mailferry-testkit: kept Dovecot test dir {} ({KEEP_ENV}=1)",
-                    kept.display()
-                );
-            } else if let Err(e) = tmp.close() {
-                eprintln!(
-                    "mailferry-testkit: could not remove {}: {e}",
-                    self.dir.display()
-                );
-            }
+            release_dir(tmp, "Dovecot");
         }
+    }
+}
+
+/// Removes a server's temporary directory, or keeps it (and says where) when
+/// `MAILFERRY_KEEP_TEST_DIRS=1`.
+pub(crate) fn release_dir(tmp: TempDir, server: &str) {
+    let path = tmp.path().to_path_buf();
+    if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
+        let kept = tmp.keep();
+        eprintln!(
+            "mailferry-testkit: kept {server} test dir {} ({KEEP_ENV}=1)",
+            kept.display()
+        );
+    } else if let Err(e) = tmp.close() {
+        eprintln!(
+            "mailferry-testkit: could not remove {}: {e}",
+            path.display()
+        );
     }
 }
 

@@ -566,18 +566,7 @@ impl Drop for Slapd {
             terminate(child, false);
         }
         if let Some(tmp) = self.tmp.take() {
-            if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
-                let kept = tmp.keep();
-                eprintln!(
-                    "mailferry-testkit: kept slapd test dir {} ({KEEP_ENV}=1)",
-                    kept.display()
-                );
-            } else if let Err(e) = tmp.close() {
-                eprintln!(
-                    "mailferry-testkit: could not remove {}: {e}",
-                    self.dir.display()
-                );
-            }
+            crate::release_dir(tmp, "slapd");
         }
     }
 }
