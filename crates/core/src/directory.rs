@@ -24,7 +24,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +32,8 @@ use ldap3::{LdapConn, LdapConnSettings, LdapError, LdapResult, Scope, SearchEntr
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::job::{DirectoryConfig, DirectorySecurity};
+
 /// How long connecting (TCP, StartTLS and the TLS handshake together) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may stay silent during an operation (reset by every search entry).
@@ -40,81 +41,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Entries per page of a paged search (RFC 2696 simple paged results).
 pub const PAGE_SIZE: i32 = 500;
 
-/// How the connection to the directory is protected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LdapSecurity {
-    /// No TLS at all (`ldap://`): only for loopback or trusted networks.
-    Plain,
-    /// `ldap://` upgraded with the StartTLS extended operation before binding.
-    StartTls,
-    /// TLS from the first byte (`ldaps://`).
-    Tls,
-}
-
-/// How the alias attribute stores a mailbox's other addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AliasStyle {
-    /// Every value is an address (`mailAlternateAddress`, `mailLocalAddress`, extra `mail`s).
-    Plain,
-    /// Exchange's `proxyAddresses`: `SMTP:` marks the primary address, `smtp:` the others;
-    /// values with other prefixes (`X500:`, `sip:`, …) are not email addresses and are ignored.
-    ProxyAddresses,
-}
-
-/// Where and how to read mailbox identities: the `[…directory]` table of a job file.
-#[derive(Clone)]
-pub struct DirectorySettings {
-    /// `ldap://host:port` or `ldaps://host:port`. An `ldaps://` URL is always TLS.
-    pub url: String,
-    /// Protection of an `ldap://` connection; must be [`LdapSecurity::Tls`] for `ldaps://`.
-    pub security: LdapSecurity,
-    /// Extra trust anchor (PEM, one or more CA certificates), besides the system's.
-    pub tls_ca: Option<PathBuf>,
-    /// DN to bind as; empty for an anonymous bind.
-    pub bind_dn: String,
-    /// Password of `bind_dn`. Never printed by `Debug`.
-    pub bind_password: String,
-    /// Search base of the mailboxes (searched with subtree scope).
-    pub base: String,
-    /// Search filter selecting mailboxes, e.g. `(objectClass=inetOrgPerson)`; the outer
-    /// parentheses may be left out, and empty means every entry.
-    pub filter: String,
-    /// The stable mailbox ID: `entryUUID` (operational, so requested by name) or `objectGUID`
-    /// (binary; turned into a GUID string, see [`guid_to_string`]). Any other attribute is
-    /// used as text.
-    pub id_attribute: String,
-    /// What the mail server logs in as, e.g. `uid` or `sAMAccountName`.
-    pub login_attribute: String,
-    /// The primary address, e.g. `mail`. Further values of it count as aliases.
-    pub primary_address_attribute: String,
-    /// Where the other addresses are, e.g. `mailAlternateAddress` or `proxyAddresses`.
-    pub alias_attribute: Option<String>,
-    /// How `alias_attribute` stores addresses: [`AliasStyle::ProxyAddresses`] when the
-    /// attribute is `proxyAddresses`.
-    pub alias_style: AliasStyle,
-    /// Display name, e.g. `cn` or `displayName`.
-    pub display_name_attribute: Option<String>,
-}
-
-impl fmt::Debug for DirectorySettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DirectorySettings")
-            .field("url", &self.url)
-            .field("security", &self.security)
-            .field("tls_ca", &self.tls_ca)
-            .field("bind_dn", &self.bind_dn)
-            .field("bind_password", &"<redacted>")
-            .field("base", &self.base)
-            .field("filter", &self.filter)
-            .field("id_attribute", &self.id_attribute)
-            .field("login_attribute", &self.login_attribute)
-            .field("primary_address_attribute", &self.primary_address_attribute)
-            .field("alias_attribute", &self.alias_attribute)
-            .field("alias_style", &self.alias_style)
-            .field("display_name_attribute", &self.display_name_attribute)
-            .finish()
-    }
-}
+/// Where and how to read mailbox identities: a job's `[…directory]` table with its bind
+/// password read.
+pub type DirectorySettings = DirectoryConfig<String>;
 
 /// One mailbox as the directory describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -271,7 +200,7 @@ impl Directory {
         if tls {
             conn_settings = conn_settings
                 .set_config(Arc::new(tls_config(s)?))
-                .set_starttls(s.security == LdapSecurity::StartTls);
+                .set_starttls(s.security == DirectorySecurity::StartTls);
         }
         let conn =
             LdapConn::with_settings(conn_settings, &s.url).map_err(|e| connect_error(s, e))?;
@@ -404,10 +333,7 @@ impl Directory {
             is_proxy_attribute(&s.primary_address_attribute),
         );
         if let Some(alias) = &s.alias_attribute {
-            terms.push_str(&assertion(
-                alias,
-                s.alias_style == AliasStyle::ProxyAddresses,
-            ));
+            terms.push_str(&assertion(alias, s.proxy_addresses()));
         }
         let filter = and_filter(&s.filter, &format!("(|{terms})"));
         let base = s.base.clone();
@@ -550,19 +476,19 @@ fn uses_tls(s: &DirectorySettings) -> Result<bool, DirectoryError> {
         .map(|(scheme, _)| scheme.to_ascii_lowercase())
         .unwrap_or_default();
     match (scheme.as_str(), &s.security) {
-        ("ldaps", LdapSecurity::Tls) => Ok(true),
+        ("ldaps", DirectorySecurity::Tls) => Ok(true),
         ("ldaps", _) => Err(config(
             "an ldaps:// URL is TLS from the start: set security = \"tls\" (or use ldap:// \
              for StartTLS or plain)"
                 .into(),
         )),
-        ("ldap", LdapSecurity::Tls) => Err(config(
+        ("ldap", DirectorySecurity::Tls) => Err(config(
             "security = \"tls\" needs an ldaps:// URL (or use security = \"starttls\" with \
              ldap://)"
                 .into(),
         )),
-        ("ldap", LdapSecurity::StartTls) => Ok(true),
-        ("ldap", LdapSecurity::Plain) => Ok(false),
+        ("ldap", DirectorySecurity::StartTls) => Ok(true),
+        ("ldap", DirectorySecurity::Plain) => Ok(false),
         _ => Err(config(
             "not an LDAP URL: expected ldap://host[:port] or ldaps://host[:port]".into(),
         )),
@@ -880,7 +806,7 @@ fn to_dir_entry(s: &DirectorySettings, e: &SearchEntry) -> Result<DirEntry, Stri
     };
     if let Some(alias_attr) = &s.alias_attribute {
         let values = text_values(e, alias_attr);
-        if s.alias_style == AliasStyle::ProxyAddresses {
+        if s.proxy_addresses() {
             let (smtp_primary, smtp_others) = split_proxy_addresses(values.iter().copied());
             // The directory's own primary wins; SMTP: stands in when it has none.
             match (&primary, smtp_primary) {
@@ -1105,7 +1031,7 @@ mod tests {
     fn settings() -> DirectorySettings {
         DirectorySettings {
             url: "ldap://127.0.0.1:1".into(),
-            security: LdapSecurity::Plain,
+            security: DirectorySecurity::Plain,
             tls_ca: None,
             bind_dn: "cn=reader,dc=example".into(),
             bind_password: "s3cret-pw".into(),
@@ -1115,7 +1041,6 @@ mod tests {
             login_attribute: "uid".into(),
             primary_address_attribute: "mail".into(),
             alias_attribute: Some("mailLocalAddress".into()),
-            alias_style: AliasStyle::Plain,
             display_name_attribute: Some("cn".into()),
         }
     }
@@ -1125,7 +1050,6 @@ mod tests {
             id_attribute: "objectGUID".into(),
             login_attribute: "sAMAccountName".into(),
             alias_attribute: Some("proxyAddresses".into()),
-            alias_style: AliasStyle::ProxyAddresses,
             display_name_attribute: Some("displayName".into()),
             ..settings()
         }
@@ -1470,20 +1394,20 @@ mod tests {
 
     #[test]
     fn url_and_security_must_agree() {
-        let with = |url: &str, security: LdapSecurity| DirectorySettings {
+        let with = |url: &str, security: DirectorySecurity| DirectorySettings {
             url: url.into(),
             security,
             ..settings()
         };
-        assert!(!uses_tls(&with("ldap://h", LdapSecurity::Plain)).unwrap());
-        assert!(uses_tls(&with("ldap://h", LdapSecurity::StartTls)).unwrap());
-        assert!(uses_tls(&with("LDAPS://h:636", LdapSecurity::Tls)).unwrap());
+        assert!(!uses_tls(&with("ldap://h", DirectorySecurity::Plain)).unwrap());
+        assert!(uses_tls(&with("ldap://h", DirectorySecurity::StartTls)).unwrap());
+        assert!(uses_tls(&with("LDAPS://h:636", DirectorySecurity::Tls)).unwrap());
         for (url, sec) in [
-            ("ldap://h", LdapSecurity::Tls),
-            ("ldaps://h", LdapSecurity::Plain),
-            ("ldaps://h", LdapSecurity::StartTls),
-            ("http://h", LdapSecurity::Plain),
-            ("h:389", LdapSecurity::Plain),
+            ("ldap://h", DirectorySecurity::Tls),
+            ("ldaps://h", DirectorySecurity::Plain),
+            ("ldaps://h", DirectorySecurity::StartTls),
+            ("http://h", DirectorySecurity::Plain),
+            ("h:389", DirectorySecurity::Plain),
         ] {
             let err = Directory::connect(&with(url, sec)).unwrap_err();
             assert!(matches!(err, DirectoryError::Config { .. }), "{url}: {err}");
@@ -1495,7 +1419,7 @@ mod tests {
     fn debug_hides_the_password() {
         let shown = format!("{:?}", settings());
         assert!(!shown.contains("s3cret-pw"), "{shown}");
-        assert!(shown.contains("<redacted>"));
+        assert!(shown.contains("<hidden>"));
     }
 
     #[test]
@@ -1552,7 +1476,7 @@ mod tests {
         std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
         let err = Directory::connect(&DirectorySettings {
             url: "ldaps://127.0.0.1:1".into(),
-            security: LdapSecurity::Tls,
+            security: DirectorySecurity::Tls,
             tls_ca: Some(not_pem.path().to_path_buf()),
             ..settings()
         })
@@ -1604,7 +1528,7 @@ mod slapd_tests {
     fn settings(slapd: &Slapd, bind_dn: &str, bind_password: &str) -> DirectorySettings {
         DirectorySettings {
             url: slapd.url(),
-            security: LdapSecurity::Plain,
+            security: DirectorySecurity::Plain,
             tls_ca: None,
             bind_dn: bind_dn.into(),
             bind_password: bind_password.into(),
@@ -1614,7 +1538,6 @@ mod slapd_tests {
             login_attribute: "uid".into(),
             primary_address_attribute: "mail".into(),
             alias_attribute: Some("mailLocalAddress".into()),
-            alias_style: AliasStyle::Plain,
             display_name_attribute: Some("cn".into()),
         }
     }
@@ -1975,7 +1898,7 @@ mod slapd_tests {
         let url = format!("ldap://127.0.0.1:{port}");
         let s = DirectorySettings {
             url: url.clone(),
-            security: LdapSecurity::Plain,
+            security: DirectorySecurity::Plain,
             tls_ca: None,
             bind_dn: String::new(),
             bind_password: String::new(),
@@ -1985,7 +1908,6 @@ mod slapd_tests {
             login_attribute: "uid".into(),
             primary_address_attribute: "mail".into(),
             alias_attribute: None,
-            alias_style: AliasStyle::Plain,
             display_name_attribute: None,
         };
 
@@ -2001,13 +1923,13 @@ mod slapd_tests {
 
     /// Against a slapd with TLS: connecting with its CA as `tls_ca` works, without it the
     /// certificate is refused.
-    fn assert_verified(security: LdapSecurity) {
+    fn assert_verified(security: DirectorySecurity) {
         let mut cfg = SlapdConfig::new(SUFFIX);
         cfg.tls = true;
         cfg.seed = jdoe();
         let slapd = Slapd::start(cfg);
         let url = match security {
-            LdapSecurity::Tls => slapd.ldaps_url().unwrap(),
+            DirectorySecurity::Tls => slapd.ldaps_url().unwrap(),
             _ => slapd.url(),
         };
         let s = DirectorySettings {
@@ -2040,11 +1962,11 @@ mod slapd_tests {
 
     #[test]
     fn ldaps_is_verified_against_tls_ca() {
-        assert_verified(LdapSecurity::Tls);
+        assert_verified(DirectorySecurity::Tls);
     }
 
     #[test]
     fn starttls_is_verified_against_tls_ca() {
-        assert_verified(LdapSecurity::StartTls);
+        assert_verified(DirectorySecurity::StartTls);
     }
 }

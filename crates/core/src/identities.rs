@@ -4,10 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::directory::{
-    AliasStyle, DirEntry, Directory, DirectoryError, DirectorySettings, LdapSecurity, NewMailbox,
-};
-use crate::job::{Connection, CreateConfig, DirectoryConfig, DirectorySecurity};
+use crate::directory::{DirEntry, Directory, DirectoryError, DirectorySettings, NewMailbox};
+use crate::job::{Connection, CreateConfig, DirectoryConfig};
 use crate::matching::{Decision as MatchDecision, Rule, auto_match};
 use crate::refresh::{self, Outcome, Side, TargetStep};
 use crate::store::{Entry, RefreshLine, RefreshRecord, Store, StoreError};
@@ -37,33 +35,8 @@ pub fn settings(
     side: &str,
     cfg: &DirectoryConfig,
 ) -> std::result::Result<DirectorySettings, String> {
-    let bind_password = cfg
-        .bind_password
-        .reveal()
-        .map_err(|e| format!("{side}.directory.bind_password: {e}"))?;
-    let alias_style = match &cfg.alias_attribute {
-        Some(a) if a.eq_ignore_ascii_case("proxyAddresses") => AliasStyle::ProxyAddresses,
-        _ => AliasStyle::Plain,
-    };
-    Ok(DirectorySettings {
-        url: cfg.url.clone(),
-        security: match cfg.security {
-            DirectorySecurity::Plain => LdapSecurity::Plain,
-            DirectorySecurity::StartTls => LdapSecurity::StartTls,
-            DirectorySecurity::Tls => LdapSecurity::Tls,
-        },
-        tls_ca: cfg.tls_ca.clone(),
-        bind_dn: cfg.bind_dn.clone(),
-        bind_password,
-        base: cfg.base.clone(),
-        filter: cfg.filter.clone(),
-        id_attribute: cfg.id_attribute.clone(),
-        login_attribute: cfg.login_attribute.clone(),
-        primary_address_attribute: cfg.primary_address_attribute.clone(),
-        alias_attribute: cfg.alias_attribute.clone(),
-        alias_style,
-        display_name_attribute: cfg.display_name_attribute.clone(),
-    })
+    cfg.reveal()
+        .map_err(|e| format!("{side}.directory.bind_password: {e}"))
 }
 
 /// Connects to a side's directory; `Ok(None)` when the side has none.

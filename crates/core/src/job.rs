@@ -110,26 +110,83 @@ pub enum DirectorySecurity {
     Tls,
 }
 
-/// An LDAP / Active Directory directory (SPEC §3 `[source.directory]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryConfig {
+/// An LDAP / Active Directory directory (SPEC §3 `[source.directory]`). In the job the
+/// bind password is a [`Secret`]; [`DirectoryConfig::reveal`] gives the same settings with the
+/// password read (`crate::directory::DirectorySettings`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectoryConfig<P = Secret> {
+    /// `ldap://host:port` or `ldaps://host:port`.
     pub url: String,
     pub security: DirectorySecurity,
+    /// Extra trust anchor (PEM CA certificates), besides the system's.
     pub tls_ca: Option<PathBuf>,
+    /// DN to bind as; empty for an anonymous bind.
     pub bind_dn: String,
-    pub bind_password: Secret,
+    pub bind_password: P,
+    /// Search base of the mailboxes (subtree).
     pub base: String,
     pub filter: String,
     /// `entryUUID` (default), or `objectGUID` on Active Directory.
     pub id_attribute: String,
     /// What the mail server logs in as (default `uid`).
     pub login_attribute: String,
-    /// Default `mail`.
+    /// Default `mail`; further values count as aliases.
     pub primary_address_attribute: String,
-    /// `mailAlternateAddress`, `mailLocalAddress`, or `proxyAddresses` (AD style).
+    /// `mailAlternateAddress`, `mailLocalAddress`, or `proxyAddresses` (AD style: `SMTP:`
+    /// marks the primary, `smtp:` the others).
     pub alias_attribute: Option<String>,
     /// Default `cn`.
     pub display_name_attribute: Option<String>,
+}
+
+impl DirectoryConfig {
+    /// The same settings with the bind password read from its environment variable or file.
+    pub fn reveal(&self) -> Result<DirectoryConfig<String>, JobError> {
+        Ok(DirectoryConfig {
+            bind_password: self.bind_password.reveal()?,
+            url: self.url.clone(),
+            security: self.security,
+            tls_ca: self.tls_ca.clone(),
+            bind_dn: self.bind_dn.clone(),
+            base: self.base.clone(),
+            filter: self.filter.clone(),
+            id_attribute: self.id_attribute.clone(),
+            login_attribute: self.login_attribute.clone(),
+            primary_address_attribute: self.primary_address_attribute.clone(),
+            alias_attribute: self.alias_attribute.clone(),
+            display_name_attribute: self.display_name_attribute.clone(),
+        })
+    }
+}
+
+impl<P> DirectoryConfig<P> {
+    /// Whether addresses are stored Exchange-style (`proxyAddresses`: `SMTP:` primary,
+    /// `smtp:` others, other prefixes ignored).
+    pub fn proxy_addresses(&self) -> bool {
+        self.alias_attribute
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("proxyAddresses"))
+    }
+}
+
+/// Never prints the password, read or not.
+impl<P> fmt::Debug for DirectoryConfig<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryConfig")
+            .field("url", &self.url)
+            .field("security", &self.security)
+            .field("tls_ca", &self.tls_ca)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &"<hidden>")
+            .field("base", &self.base)
+            .field("filter", &self.filter)
+            .field("id_attribute", &self.id_attribute)
+            .field("login_attribute", &self.login_attribute)
+            .field("primary_address_attribute", &self.primary_address_attribute)
+            .field("alias_attribute", &self.alias_attribute)
+            .field("display_name_attribute", &self.display_name_attribute)
+            .finish()
+    }
 }
 
 /// Mailbox creation in the target directory (SPEC §3 `[target.create]`).
