@@ -202,27 +202,11 @@ pub fn match_actions(
     Ok(ExitCode::SUCCESS)
 }
 
-/// After a CSV import: with a target directory, learn each CSV target's mailbox ID, so that a
-/// later refresh can look it up.
+/// After a CSV import, with a target directory: learn the CSV targets' mailbox IDs.
 pub fn resolve_csv_targets(job: &Job, store: &mut Store) -> Result<()> {
-    let Some(mut dir) = directory("target", job)? else {
-        return Ok(());
-    };
-    let mut updates = Vec::new();
-    for mut e in store.entries()? {
-        if e.origin != "csv" || e.target_id.is_some() {
-            continue;
-        }
-        let Some(address) = e.target_addresses.first().cloned() else {
-            continue;
-        };
-        if let [d] = dir.find_by_address(&address)?.as_slice() {
-            e.target_id = Some(d.id.clone());
-            e.target_login = Some(d.login.clone());
-            updates.push(e);
-        }
+    if let Some(mut dir) = directory("target", job)? {
+        identities::resolve_csv_targets(&mut dir, store)?;
     }
-    store.upsert_entries(&updates)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! creating missing ones, and Refresh email addresses (SPEC §6). The decisions live in
 //! [`crate::matching`] and [`crate::refresh`]; this module does the directory and store work.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::directory::{DirEntry, Directory, DirectoryError, DirectorySettings, NewMailbox};
 use crate::job::{Connection, CreateConfig, DirectoryConfig};
@@ -303,6 +303,71 @@ pub fn no_directory_reason(side: Side) -> String {
     }
 }
 
+/// Above this many wanted entries, a directory is listed once (a paged search) rather than
+/// searched once per entry.
+const LIST_ABOVE: usize = 20;
+
+/// Directory entries by stable ID: from one listing when many are wanted, otherwise one
+/// search each. An ID the listing lacks is still looked up on its own: the listing skips
+/// entries it cannot use (no login or address), and such an entry must not pass for a missing
+/// mailbox, which refresh would remove.
+struct ById {
+    side: &'static str,
+    listed: Option<HashMap<String, DirEntry>>,
+}
+
+impl ById {
+    fn new(side: &'static str, dir: &mut Directory, wanted: usize) -> Result<ById> {
+        let listed = if wanted > LIST_ABOVE {
+            let entries = dir.list().map_err(on(side))?;
+            Some(entries.into_iter().map(|e| (e.id.clone(), e)).collect())
+        } else {
+            None
+        };
+        Ok(ById { side, listed })
+    }
+
+    fn get(&mut self, dir: &mut Directory, id: &str) -> Result<Option<DirEntry>> {
+        if let Some(found) = self.listed.as_mut().and_then(|m| m.remove(id)) {
+            return Ok(Some(found));
+        }
+        dir.lookup(id).map_err(on(self.side))
+    }
+}
+
+/// After a CSV import: learns each CSV target's mailbox ID from the target directory (one
+/// listing), so that a later refresh can look it up. Returns how many were learned.
+pub fn resolve_csv_targets(dir: &mut Directory, store: &mut Store) -> Result<usize> {
+    let unresolved: Vec<Entry> = store
+        .entries()?
+        .into_iter()
+        .filter(|e| e.origin == "csv" && e.target_id.is_none() && !e.target_addresses.is_empty())
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(0);
+    }
+    let mut by_address: HashMap<String, Vec<DirEntry>> = HashMap::new();
+    for d in dir.list().map_err(on("target"))? {
+        for a in &d.addresses {
+            by_address
+                .entry(a.to_ascii_lowercase())
+                .or_default()
+                .push(d.clone());
+        }
+    }
+    let mut updates = Vec::new();
+    for mut e in unresolved {
+        let address = e.target_addresses[0].to_ascii_lowercase();
+        if let Some([d]) = by_address.get(&address).map(Vec::as_slice) {
+            e.target_id = Some(d.id.clone());
+            e.target_login = Some(d.login.clone());
+            updates.push(e);
+        }
+    }
+    store.upsert_entries(&updates)?;
+    Ok(updates.len())
+}
+
 /// Refreshes the selected entries from the directories that are there, updates the stored
 /// addresses, marks entries whose source mailbox is missing, and records the run.
 pub fn refresh_addresses(
@@ -311,12 +376,21 @@ pub fn refresh_addresses(
     store: &mut Store,
     selected: &[Entry],
 ) -> Result<RefreshRecord> {
+    let mut source_ids = match source.as_deref_mut() {
+        Some(dir) => Some(ById::new("source", dir, selected.len())?),
+        None => None,
+    };
+    let wanted_targets = selected.iter().filter(|e| e.target_id.is_some()).count();
+    let mut target_ids = match target.as_deref_mut() {
+        Some(dir) => Some(ById::new("target", dir, wanted_targets)?),
+        None => None,
+    };
     let mut lines = Vec::new();
     let mut updates: BTreeMap<String, Entry> = BTreeMap::new();
     for e in selected {
         let mut u = e.clone();
-        if let Some(dir) = source.as_deref_mut() {
-            let found = dir.lookup(&e.id).map_err(on("source"))?;
+        if let (Some(dir), Some(ids)) = (source.as_deref_mut(), source_ids.as_mut()) {
+            let found = ids.get(dir, &e.id)?;
             let d = refresh::source(e, found);
             if let Some(f) = &d.found {
                 u.source_addresses = d.after.clone();
@@ -326,15 +400,12 @@ pub fn refresh_addresses(
             u.missing_source = d.outcome == Outcome::Missing;
             lines.push(line(Side::Source, e, Some(e.id.clone()), &d));
         }
-        if let Some(dir) = target.as_deref_mut() {
+        if let (Some(dir), Some(ids)) = (target.as_deref_mut(), target_ids.as_mut()) {
             let decision = match refresh::target_step(e) {
                 TargetStep::NoResult => None,
                 TargetStep::Decided(d) => Some(d),
                 TargetStep::Lookup(None) => Some(refresh::target(e, None)),
-                TargetStep::Lookup(Some(id)) => {
-                    let found = dir.lookup(&id).map_err(on("target"))?;
-                    Some(refresh::target(e, found))
-                }
+                TargetStep::Lookup(Some(id)) => Some(refresh::target(e, ids.get(dir, &id)?)),
             };
             if let Some(d) = decision {
                 if let Some(f) = &d.found {

@@ -700,3 +700,162 @@ fn a_staged_job_migrates_one_stage_at_a_time() {
         "stage 3 was not migrated"
     );
 }
+
+/// With many entries, refresh reads each directory in one paged search rather than one search
+/// per entry, and an entry the listing cannot use (its address removed) is looked up on its
+/// own: it stops the refresh with the directory's words instead of passing for a missing
+/// mailbox, which would remove it.
+#[test]
+fn refreshing_many_entries_lists_the_directory_once_and_never_mistakes_a_broken_entry() {
+    let mut cfg = SlapdConfig::new("dc=old,dc=example");
+    let people = "ou=people,dc=old,dc=example";
+    let users: Vec<String> = (0..30).map(|i| format!("user{i:02}")).collect();
+    for u in &users {
+        cfg.seed.push_str(&person_ldif(
+            people,
+            u,
+            u,
+            &format!("{u}@old.example"),
+            &[],
+            "x",
+        ));
+    }
+    let ldap = Slapd::start(cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"many\"\n\
+             [source]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = 1\nsecurity = \"plain\"\n\
+             allow_plain = true\nauth = \"per-mailbox\"\n\
+             [source.directory]\nkind = \"ldap\"\nurl = \"{}\"\nsecurity = \"plain\"\n\
+             bind_dn = \"{}\"\nbind_password = {{ env = \"MF_LDAP_PW\" }}\nbase = \"{people}\"\n\
+             filter = \"(objectClass=inetOrgPerson)\"\n\
+             [target]\nkind = \"maildir\"\npath = \"out\"\n",
+            ldap.url(),
+            ldap.admin_dn()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .args(args)
+            .env("MF_LDAP_PW", ldap.admin_password())
+            .output()
+            .unwrap()
+    };
+    let job = job.to_str().unwrap();
+    assert!(run(&["discover", job]).status.success());
+    for u in &users {
+        ldap.modify(&format!(
+            "dn: uid={u},{people}\nchangetype: modify\nreplace: mail\nmail: {u}@legacy.example\n"
+        ));
+    }
+    ldap.modify(&format!("dn: uid=user07,{people}\nchangetype: delete\n"));
+    let log = ldap.dir().join("slapd.log");
+    let searches = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches(" SRCH base=")
+            .count()
+    };
+    let before = searches();
+    let out = run(&["refresh-addresses", job, "--all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        counts(&v, "source"),
+        expect(&[("refreshed", 29), ("missing", 1)]),
+        "{v:#}"
+    );
+    // One paged search (one SRCH per page) plus one lookup for the entry it did not list.
+    let used = searches() - before;
+    assert!(used <= 2, "{used} searches for 30 entries");
+
+    // An entry whose address is gone is not a missing mailbox.
+    ldap.modify(&format!(
+        "dn: uid=user12,{people}\nchangetype: modify\ndelete: mail\n"
+    ));
+    let out = run(&["refresh-addresses", job, "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("uid=user12"), "{err}");
+    let status: Value = serde_json::from_slice(&run(&["status", job, "--json"]).stdout).unwrap();
+    let user12 = status["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"]["login"] == "user12")
+        .unwrap()
+        .clone();
+    assert_eq!(user12["missing_source"], false, "{user12:#}");
+}
+
+/// A CSV match learns its target's mailbox ID from the target directory at import, so that
+/// refresh can look the target up by ID (otherwise it could only report it missing).
+#[test]
+fn a_csv_target_is_looked_up_by_id_after_import() {
+    let mut cfg = SlapdConfig::new("dc=new,dc=example");
+    let people = "ou=people,dc=new,dc=example";
+    cfg.seed.push_str(&person_ldif(
+        people,
+        "amy",
+        "Amy",
+        "amy@new.example",
+        &[],
+        "x",
+    ));
+    let ldap = Slapd::start(cfg);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mailboxes.csv"),
+        "Source ID,Source addresses,Target addresses\nsrc-amy,amy@old.example,amy@new.example\n",
+    )
+    .unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"csv\"\n[source]\nkind = \"maildir\"\npath = \"in\"\n\
+             [target]\nkind = \"maildir\"\npath = \"out\"\n\
+             [target.directory]\nkind = \"ldap\"\nurl = \"{}\"\nsecurity = \"plain\"\n\
+             bind_dn = \"{}\"\nbind_password = {{ env = \"MF_LDAP_PW\" }}\nbase = \"{people}\"\n\
+             [mailboxes]\ncsv = \"mailboxes.csv\"\n",
+            ldap.url(),
+            ldap.admin_dn()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .args(args)
+            .env("MF_LDAP_PW", ldap.admin_password())
+            .output()
+            .unwrap()
+    };
+    let job = job.to_str().unwrap();
+    assert!(run(&["match", job]).status.success());
+    ldap.modify(&format!(
+        "dn: uid=amy,{people}\nchangetype: modify\nreplace: mail\nmail: amy@corp.example\n"
+    ));
+    let v: Value =
+        serde_json::from_slice(&run(&["refresh-addresses", job, "--all", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(counts(&v, "target"), expect(&[("refreshed", 1)]), "{v:#}");
+    let line = v["mailboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["side"] == "target")
+        .unwrap();
+    assert_eq!(
+        line["id"],
+        ldap.entry_uuid(&format!("uid=amy,{people}")).as_str()
+    );
+    assert_eq!(line["after"], serde_json::json!(["amy@corp.example"]));
+}
