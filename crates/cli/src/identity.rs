@@ -275,12 +275,7 @@ pub fn refresh_addresses(
     let mut target = directory("target", job)
         .context("Cannot refresh: the target directory is not reachable")?;
     let record = identities::refresh_addresses(source.as_mut(), target.as_mut(), store, &selected)?;
-    let removed_next: Vec<String> = store
-        .entries()?
-        .into_iter()
-        .filter(|e| e.missing_source)
-        .map(|e| e.id)
-        .collect();
+    let removed_next: Vec<String> = store.missing_source_ids()?;
 
     let dir = reports_dir(job);
     std::fs::create_dir_all(&dir).with_context(|| format!("Unable to create {}", dir.display()))?;

@@ -529,12 +529,7 @@ fn report_cmd(job: &Job, kind: ReportKind, format: Format, out: Option<&Path>) -
             let Some(record) = store.last_refresh()? else {
                 bail!(Usage("no refresh has run yet for this job".into()));
             };
-            let removed_next: Vec<String> = store
-                .entries()?
-                .into_iter()
-                .filter(|e| e.missing_source)
-                .map(|e| e.id)
-                .collect();
+            let removed_next: Vec<String> = store.missing_source_ids()?;
             match format {
                 Format::Json => serde_json::to_string_pretty(&report::refresh::json(
                     &record,

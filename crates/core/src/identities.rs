@@ -444,12 +444,7 @@ fn line(side: Side, e: &Entry, id: Option<String>, d: &refresh::Decision) -> Ref
 
 /// Removes the entries whose source mailbox a refresh found missing; returns their IDs.
 pub fn remove_missing(store: &mut Store) -> Result<Vec<String>> {
-    let ids: Vec<String> = store
-        .entries()?
-        .into_iter()
-        .filter(|e| e.missing_source)
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<String> = store.missing_source_ids()?;
     if !ids.is_empty() {
         store.remove_entries(&ids)?;
     }

@@ -363,6 +363,16 @@ impl Store {
         Ok(())
     }
 
+    /// Entries whose source mailbox a refresh found missing (removed at the next job edit or
+    /// `migrate`).
+    pub fn missing_source_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM entries WHERE missing_source = 1 ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
     /// Removes entries and everything recorded for them (ledger, checkpoints), in one
     /// transaction.
     pub fn remove_entries(&mut self, ids: &[String]) -> Result<()> {

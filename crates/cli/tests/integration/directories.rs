@@ -738,13 +738,7 @@ fn refreshing_many_entries_lists_the_directory_once_and_never_mistakes_a_broken_
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-            .args(args)
-            .env("MF_LDAP_PW", ldap.admin_password())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_ldap_password(&ldap, args);
     let job = job.to_str().unwrap();
     assert!(run(&["discover", job]).status.success());
     for u in &users {
@@ -831,13 +825,7 @@ fn a_csv_target_is_looked_up_by_id_after_import() {
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-            .args(args)
-            .env("MF_LDAP_PW", ldap.admin_password())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| with_ldap_password(&ldap, args);
     let job = job.to_str().unwrap();
     assert!(run(&["match", job]).status.success());
     ldap.modify(&format!(
@@ -858,4 +846,13 @@ fn a_csv_target_is_looked_up_by_id_after_import() {
         ldap.entry_uuid(&format!("uid=amy,{people}")).as_str()
     );
     assert_eq!(line["after"], serde_json::json!(["amy@corp.example"]));
+}
+
+/// Runs mailferry with the directory's password in `MF_LDAP_PW`.
+fn with_ldap_password(ldap: &Slapd, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(args)
+        .env("MF_LDAP_PW", ldap.admin_password())
+        .output()
+        .expect("run mailferry")
 }
