@@ -15,9 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 
+use crate::proto::codes::{AppendUid, CopyUid, TypedCode};
+use crate::proto::command::{
+    MAX_SET_CHARS, find_sync_literal, message_head, push_astring, quote, uid_sets,
+};
 use crate::response::{self, Code, Fetch, Framer, ListItem, Response, Status, Untagged};
+use crate::tls::{self, TlsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -74,6 +79,8 @@ pub enum Error {
     #[error("TLS error: {0}")]
     Tls(String),
     #[error(transparent)]
+    TlsConfig(#[from] TlsError),
+    #[error(transparent)]
     Parse(#[from] response::ParseError),
     #[error("{command} failed: {}", server_words(.code, .text))]
     No {
@@ -125,6 +132,19 @@ impl Error {
             Error::No { code, .. } | Error::Bad { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+
+    /// [`Error::code`] with its meaning: `Some(TypedCode::OverQuota)` and so on. The code is
+    /// kept as text (name, then its atoms), which is all a NO or BAD carries.
+    pub fn code_typed(&self) -> Option<TypedCode> {
+        let mut words = self.code()?.split(' ');
+        let code = Code {
+            name: words.next()?.to_string(),
+            args: words
+                .map(|w| response::Value::Atom(w.to_string()))
+                .collect(),
+        };
+        TypedCode::parse(&code)
     }
 }
 
@@ -685,20 +705,30 @@ impl Client {
             .map(drop)
     }
 
-    /// Moves messages of the selected folder to another folder in one command (MOVE, or
-    /// COPY + `\Deleted` + UID EXPUNGE). Returns (old UID, new UID) pairs from COPYUID when
+    /// Moves messages of the selected folder to another folder (MOVE, RFC 6851, or COPY +
+    /// `\Deleted` + UID EXPUNGE), one command per [`uid_sets`] chunk so no command line grows
+    /// past RFC 2683's advice. Returns (old UID, new UID) pairs from the chunks' COPYUIDs when
     /// the server reports them. Without MOVE and UIDPLUS the originals stay, flagged
-    /// `\Deleted`: a plain EXPUNGE would also remove the user's other deleted messages.
+    /// `\Deleted`: a plain EXPUNGE would also remove the user's other deleted messages. When a
+    /// chunk fails, the chunks before it have moved.
     pub fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
+        let mut pairs = Vec::new();
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            if let Some(copied) = self.uid_move_set(&set, to)? {
+                pairs.extend(copied.pairs());
+            }
         }
-        let set = uid_set(uids.iter().copied());
+        Ok(pairs)
+    }
+
+    /// One chunk of [`Client::uid_move`], returning its COPYUID.
+    fn uid_move_set(&mut self, set: &str, to: &str) -> Result<Option<CopyUid>> {
         self.trace(&format!("UID MOVE {set} {}", quote(to)));
         let code = if self.has("MOVE") {
             let tag = self.tag();
             self.out
                 .extend_from_slice(format!("{tag} UID MOVE {set} {}\r\n", quote(to)).as_bytes());
+            // RFC 6851 §4.3: MOVE reports COPYUID in an untagged OK before the tagged one.
             let mut copyuid = None;
             let code = self.finish_with(&tag, "UID MOVE", |u| {
                 if let Untagged::Status { code: Some(c), .. } = u
@@ -715,20 +745,38 @@ impl Client {
                 .extend_from_slice(format!("{tag} UID COPY {set} {}\r\n", quote(to)).as_bytes());
             let code = self.finish(&tag, "UID COPY")?;
             self.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))?;
+            // UID EXPUNGE (RFC 4315 §2.1) removes only these messages.
             if self.has("UIDPLUS") {
                 self.run(&format!("UID EXPUNGE {set}"))?;
             }
             code
         };
-        let pairs = code.and_then(|c| {
-            if c.name != "COPYUID" {
-                return None;
-            }
-            let from = expand_uid_set(&c.args.get(1)?.as_text()?)?;
-            let to = expand_uid_set(&c.args.get(2)?.as_text()?)?;
-            (from.len() == to.len()).then(|| from.into_iter().zip(to).collect())
-        });
-        Ok(pairs.unwrap_or_default())
+        Ok(code.as_ref().and_then(CopyUid::parse))
+    }
+
+    /// Sets exactly `flags` (system flags and keywords, as IMAP writes them) on the messages
+    /// of the selected folder, replacing what they had: `UID STORE set FLAGS.SILENT (flags)`,
+    /// one command per [`uid_sets`] chunk. SILENT spares the untagged FETCH per message (RFC
+    /// 3501 §6.4.6).
+    pub fn uid_store_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<()> {
+        let flags = flags.join(" ");
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.run(&format!("UID STORE {set} FLAGS.SILENT ({flags})"))?;
+        }
+        Ok(())
+    }
+
+    /// [`Client::uid_fetch`] of the given UIDs, one command per [`uid_sets`] chunk.
+    pub fn uid_fetch_uids(
+        &mut self,
+        uids: &[u32],
+        items: &str,
+        mut each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.uid_fetch(&set, items, &mut each)?;
+        }
+        Ok(())
     }
 
     /// Starts an APPEND and returns its tag without waiting for the answer. With LITERAL+ the
@@ -744,7 +792,7 @@ impl Client {
         let head = format!(
             "{tag} APPEND {}{}",
             quote(req.mailbox),
-            message_head(req, plus)
+            message_head(req.flags, req.date, req.message.len(), plus)
         );
         self.out.extend_from_slice(head.as_bytes());
         if !plus {
@@ -774,8 +822,9 @@ impl Client {
         self.out
             .extend_from_slice(format!("{tag} APPEND {}", quote(mailbox)).as_bytes());
         for req in reqs {
-            self.out
-                .extend_from_slice(message_head(req, true).as_bytes());
+            self.out.extend_from_slice(
+                message_head(req.flags, req.date, req.message.len(), true).as_bytes(),
+            );
             self.push_literal(req.message)?;
         }
         self.end_command()?;
@@ -802,30 +851,27 @@ impl Client {
         Ok(())
     }
 
-    /// Waits for a MULTIAPPEND; returns the UIDs in message order when the server has UIDPLUS.
+    /// Waits for a MULTIAPPEND; returns the UIDs in message order when the server has UIDPLUS
+    /// and its APPENDUID names exactly `count` of them.
     pub fn multiappend_finish(&mut self, tag: &str, count: usize) -> Result<Option<Vec<u32>>> {
         let code = self.finish(tag, "APPEND")?;
-        Ok(code.and_then(|c| {
-            if c.name != "APPENDUID" {
-                return None;
-            }
-            let uids = expand_uid_set(&c.args.get(1)?.as_text()?)?;
-            (uids.len() == count).then_some(uids)
-        }))
+        Ok(code
+            .as_ref()
+            .and_then(AppendUid::parse)
+            .and_then(|a| (a.uids.len() == count).then_some(a.uids)))
     }
 
     /// Waits for an APPEND started by [`Client::append_send`]; returns `(UIDVALIDITY, UID)`
     /// from APPENDUID when the server has UIDPLUS.
     pub fn append_finish(&mut self, tag: &str) -> Result<Option<(u32, u32)>> {
         let code = self.finish(tag, "APPEND")?;
-        Ok(code.and_then(|c| {
-            if c.name != "APPENDUID" {
-                return None;
-            }
-            let v = c.args.first()?.as_u64()?.try_into().ok()?;
-            let u = c.args.get(1)?.as_u64()?.try_into().ok()?;
-            Some((v, u))
-        }))
+        Ok(code
+            .as_ref()
+            .and_then(AppendUid::parse)
+            .and_then(|a| match a.uids.as_slice() {
+                &[uid] => Some((a.uid_validity.get(), uid)),
+                _ => None,
+            }))
     }
 
     pub fn logout(mut self) {
@@ -870,118 +916,6 @@ fn status_error(command: &str, status: Status, code: Option<Code>, text: String)
     }
 }
 
-/// One message's part of an APPEND: ` (flags) "date" {size+}` and CRLF.
-fn message_head(req: &AppendRequest<'_>, literal_plus: bool) -> String {
-    let mut head = String::new();
-    if !req.flags.is_empty() {
-        head.push_str(&format!(" ({})", req.flags.join(" ")));
-    }
-    if let Some(d) = req.date {
-        head.push_str(&format!(" {}", quote(d)));
-    }
-    let plus = if literal_plus { "+" } else { "" };
-    head.push_str(&format!(" {{{}{plus}}}\r\n", req.message.len()));
-    head
-}
-
-/// A compact UID set (`1:5,9,12:14`) from ascending UIDs.
-pub fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
-    let mut out = String::new();
-    let mut run: Option<(u32, u32)> = None;
-    let flush = |out: &mut String, (a, b): (u32, u32)| {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if a == b {
-            out.push_str(&a.to_string());
-        } else {
-            out.push_str(&format!("{a}:{b}"));
-        }
-    };
-    for u in uids {
-        run = match run {
-            Some((a, b)) if u == b + 1 => Some((a, u)),
-            Some(r) => {
-                flush(&mut out, r);
-                Some((u, u))
-            }
-            None => Some((u, u)),
-        };
-    }
-    if let Some(r) = run {
-        flush(&mut out, r);
-    }
-    out
-}
-
-/// `5:7,9` → `[5, 6, 7, 9]`, in the order given (RFC 4315 lists APPENDUIDs in message order).
-pub fn expand_uid_set(set: &str) -> Option<Vec<u32>> {
-    let mut out = Vec::new();
-    for part in set.split(',') {
-        match part.split_once(':') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                if a <= b {
-                    out.extend(a..=b);
-                } else {
-                    out.extend((b..=a).rev());
-                }
-            }
-            None => out.push(part.parse().ok()?),
-        }
-    }
-    Some(out)
-}
-
-/// A quoted string, escaping `"` and `\`. Mailbox names are modified UTF-7, hence ASCII.
-pub fn quote(s: &str) -> String {
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            q.push('\\');
-        }
-        q.push(c);
-    }
-    q.push('"');
-    q
-}
-
-/// Appends an astring: quoted when it is safe 7-bit text, a literal otherwise.
-fn push_astring(out: &mut Vec<u8>, s: &[u8], literal_plus: bool) {
-    if s.iter().all(|&b| (0x20..0x7f).contains(&b)) {
-        out.push(b'"');
-        for &b in s {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(
-            format!("{{{}{}}}\r\n", s.len(), if literal_plus { "+" } else { "" }).as_bytes(),
-        );
-        out.extend_from_slice(s);
-    }
-}
-
-/// Position just after the CRLF of the first `{n}\r\n` (a synchronising literal) in a command.
-fn find_sync_literal(line: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(p) = line[i..].windows(3).position(|w| w == b"}\r\n") {
-        let end = i + p;
-        if let Some(open) = line[..end].iter().rposition(|&b| b == b'{') {
-            let digits = &line[open + 1..end];
-            if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
-                return Some(end + 3);
-            }
-        }
-        i = end + 3;
-    }
-    None
-}
-
 fn connect_tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in address.to_socket_addrs()? {
@@ -997,7 +931,7 @@ fn tls_wrap(
     ep: &Endpoint,
     tcp: TcpStream,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let config = tls_config(ep)?;
+    let config = tls::client_config(ep.ca_file.as_deref(), ep.verify_certificates)?;
     let name = ServerName::try_from(ep.host.clone())
         .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", ep.host)))?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
@@ -1011,77 +945,6 @@ fn tls_wrap(
             .map_err(|e| Error::Tls(format!("handshake with {}: {e}", ep.host)))?;
     }
     Ok(stream)
-}
-
-fn tls_config(ep: &Endpoint) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    if !ep.verify_certificates {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification))
-            .with_no_client_auth());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &ep.ca_file {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| Error::Tls(format!("cannot read tls_ca {}: {e}", ca.display())))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| Error::Tls(format!("bad certificate in {}: {e}", ca.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::Tls(format!("bad certificate in {}: {e}", ca.display())))?;
-        }
-    }
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// Used only when the job file says `tls_verify = false`.
-#[derive(Debug)]
-struct NoVerification;
-
-impl rustls::client::danger::ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]
@@ -1212,33 +1075,6 @@ mod tests {
         assert!(text.contains("Authentication failed."), "{text}");
         assert!(!text.contains("s3cret"));
         assert!(!e.is_transient());
-    }
-
-    #[test]
-    fn uid_sets_are_compact() {
-        assert_eq!(uid_set([1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
-        assert_eq!(uid_set([4]), "4");
-        assert_eq!(uid_set([]), "");
-    }
-
-    #[test]
-    fn uid_sets_expand_in_order() {
-        assert_eq!(expand_uid_set("5:7,9"), Some(vec![5, 6, 7, 9]));
-        assert_eq!(expand_uid_set("12"), Some(vec![12]));
-        assert_eq!(expand_uid_set("x"), None);
-    }
-
-    #[test]
-    fn quoting_escapes() {
-        assert_eq!(quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-    }
-
-    #[test]
-    fn sync_literal_found_after_crlf() {
-        let line = b"a LOGIN {3}\r\nbob \"pw\"";
-        assert_eq!(find_sync_literal(line), Some(13));
-        assert_eq!(find_sync_literal(b"a LOGIN \"x\" \"y\""), None);
-        assert_eq!(find_sync_literal(b"a LOGIN {3+}\r\nbob"), None);
     }
 
     #[test]
