@@ -5,6 +5,10 @@
 //! runs a reader thread on the source and a writer on the target, joined by a bounded channel.
 //! Pipelining still works because with LITERAL+ an APPEND is a plain write, and the answers
 //! (a few dozen bytes each) are read back in order while later APPENDs are on the wire.
+//!
+//! The bytes of each command come from [`crate::proto::command`] and the meaning of response
+//! codes from [`crate::proto::codes`]; this driver sequences them: tags, waiting for `+`
+//! continuations, chunking long UID lists, and falling back from MOVE to COPY.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -78,6 +82,7 @@ pub enum Error {
     Io(#[from] io::Error),
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The TLS settings cannot work (an unreadable or empty `tls_ca`): not worth a retry.
     #[error(transparent)]
     TlsConfig(#[from] TlsError),
     #[error(transparent)]

@@ -123,12 +123,22 @@ impl ServerCertVerifier for NoVerification {
 mod tests {
     use super::*;
 
-    fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("mailferry-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
+    /// A file in the temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &[u8]) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("mailferry-tls-{}-{name}", std::process::id()));
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 
     #[test]
@@ -149,21 +159,21 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_certificates_is_refused() {
-        let path = temp_file("empty.pem", b"not a certificate\n");
-        let e = client_config(Some(&path), true).unwrap_err();
+        let file = TempFile::new("empty.pem", b"not a certificate\n");
+        let e = client_config(Some(&file.0), true).unwrap_err();
         assert_eq!(
             e.to_string(),
-            format!("No PEM certificate in tls_ca {}", path.display())
+            format!("No PEM certificate in tls_ca {}", file.0.display())
         );
     }
 
     #[test]
     fn a_ca_file_with_a_broken_certificate_is_refused() {
-        let path = temp_file(
+        let file = TempFile::new(
             "broken.pem",
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         );
-        let e = client_config(Some(&path), true).unwrap_err();
+        let e = client_config(Some(&file.0), true).unwrap_err();
         assert!(matches!(e, TlsError::BadCertificate { .. }), "{e}");
     }
 
