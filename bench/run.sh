@@ -10,6 +10,9 @@
 #   MAILFERRY_SHARED  the shared folder holding bench/lab.sh & co (default <repo>/../shared)
 #   MAILFERRY_LAB     the lab directory (default /tmp/mailferry-lab, as lab.sh)
 #   BENCH_OUT         where job files, logs and raw results go (default: a new /tmp dir)
+#   MAILFERRY_BASELINE another mailferry binary (an older build, say) measured the same way in
+#                     the same run, as the row "mailferry-baseline", right after this one
+#   ANCHORS=0         leave out mbsync and dsync (a quick side-by-side of two mailferry builds)
 #
 # What it measures and how to read the table: bench/README.md.
 set -euo pipefail
@@ -169,19 +172,19 @@ EOF
   log "  $tag: exit $RC, $(tail -1 "$RES" | cut -f5) s"
 }
 
-# verify PHASE: compares source and target; stops the benchmark unless the verdict is OK.
+# verify TOOL PHASE: compares source and target; stops the benchmark unless the verdict is OK.
 verify() {
-  python3 "$SHARED/bench/verify_migration.py" --users "${USERS[@]}" >"$OUT/mailferry-$1-verify.json" 2>"$OUT/mailferry-$1-verify.err"
+  python3 "$SHARED/bench/verify_migration.py" --users "${USERS[@]}" >"$OUT/$1-$2-verify.json" 2>"$OUT/$1-$2-verify.err"
   local verdict
-  verdict=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verdict"])' "$OUT/mailferry-$1-verify.json")
-  log "  verify after the $1 pass: $verdict"
-  [[ $verdict == OK ]] || die "verify_migration.py after mailferry's $1 pass: $(cat "$OUT/mailferry-$1-verify.json")"
+  verdict=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["verdict"])' "$OUT/$1-$2-verify.json")
+  log "  verify after the $2 pass: $verdict"
+  [[ $verdict == OK ]] || die "verify_migration.py after $1's $2 pass: $(cat "$OUT/$1-$2-verify.json")"
 }
 
-# check_pass PHASE EXPECTED_COPIES: the pass exited 0, failed nothing and copied that many.
+# check_pass TOOL PHASE EXPECTED_COPIES: the pass exited 0, failed nothing and copied that many.
 check_pass() {
-  [[ $RC == 0 ]] || die "mailferry migrate ($1 pass) exited $RC: $(tail -5 "$OUT/mailferry-$1.err")"
-  python3 - "$OUT/mailferry-$1.out" "$2" <<'EOF' || die "mailferry's $1 pass did not do what was expected (see $OUT/mailferry-$1.out)"
+  [[ $RC == 0 ]] || die "$1 migrate ($2 pass) exited $RC: $(tail -5 "$OUT/$1-$2.err")"
+  python3 - "$OUT/$1-$2.out" "$3" <<'EOF' || die "$1's $2 pass did not do what was expected (see $OUT/$1-$2.out)"
 import json, sys
 r = json.load(open(sys.argv[1]))
 if r["failed"] != 0 or r["copied"] != int(sys.argv[2]):
@@ -190,11 +193,6 @@ EOF
 }
 
 # ------------------------------------------------------------------ mailferry
-log "== mailferry (concurrency $JOBS)"
-"$LABSH" reset-target
-"$LABSH" restart # clears Dovecot's penalty for earlier failed logins
-find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
-
 JOB=$OUT/job.toml
 cat >"$JOB" <<EOF
 # written by bench/run.sh
@@ -235,26 +233,48 @@ EOF
   for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
 } >"$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
-rm -f "$OUT"/job.db* # a ledger left in a reused BENCH_OUT would turn the full pass into a delta
 
-"$MF" match "$JOB" >"$OUT/mailferry-match.log" 2>&1 || die "mailferry match failed: $(cat "$OUT/mailferry-match.log")"
-measure mailferry full "$MF" migrate "$JOB" --all --json
-check_pass full "$NMSG"
-verify full
-measure mailferry noop "$MF" migrate "$JOB" --all --json
-check_pass noop 0
-verify noop
+# run_mailferry TOOL BINARY: a full pass and a no-change pass of one mailferry build, each
+# checked and verified, on an emptied target with a fresh state database.
+run_mailferry() {
+  local tool=$1 bin=$2
+  log "== $tool (concurrency $JOBS): $bin"
+  "$LABSH" reset-target
+  "$LABSH" restart # clears Dovecot's penalty for earlier failed logins
+  find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
+  rm -f "$OUT"/job.db* # a ledger left from an earlier pass would turn the full pass into a delta
+  "$bin" match "$JOB" >"$OUT/$tool-match.log" 2>&1 || die "$tool match failed: $(cat "$OUT/$tool-match.log")"
+  measure "$tool" full "$bin" migrate "$JOB" --all --json
+  check_pass "$tool" full "$NMSG"
+  verify "$tool" full
+  measure "$tool" noop "$bin" migrate "$JOB" --all --json
+  check_pass "$tool" noop 0
+  verify "$tool" noop
+}
+
+run_mailferry mailferry "$MF"
+if [[ -n ${MAILFERRY_BASELINE:-} ]]; then
+  [[ -x $MAILFERRY_BASELINE ]] || die "MAILFERRY_BASELINE=$MAILFERRY_BASELINE is not an executable"
+  run_mailferry mailferry-baseline "$MAILFERRY_BASELINE"
+fi
 
 # ------------------------------------------------------------------ reference tools
 # bench_anchors.sh empties the target and warms the cache before each tool itself.
-log "== mbsync and dsync (bench_anchors.sh, JOBS=$JOBS)"
-BENCH_OUT=$OUT/anchors JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" mbsync dsync >"$OUT/anchors.out"
-[[ -s $OUT/anchors/results.tsv ]] || die "bench_anchors.sh wrote no results (see $OUT)"
+ANCHOR_RES=$OUT/anchors/results.tsv
+if [[ ${ANCHORS:-1} == 0 ]]; then
+  log "== mbsync and dsync left out (ANCHORS=0)"
+  mkdir -p "$OUT/anchors"
+  head -1 "$RES" >"$ANCHOR_RES"
+else
+  log "== mbsync and dsync (bench_anchors.sh, JOBS=$JOBS)"
+  BENCH_OUT=$OUT/anchors JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" mbsync dsync >"$OUT/anchors.out"
+  [[ -s $ANCHOR_RES ]] || die "bench_anchors.sh wrote no results (see $OUT)"
+fi
 
 # ------------------------------------------------------------------ table
 STAMP=$(date +%Y-%m-%d-%H%M)
 REPORT=$BENCH_DIR/results-$PRESET-$STAMP.md
-python3 - "$RES" "$OUT/anchors/results.tsv" "$OUT" "$PRESET" "$JOBS" "$BUSY_START% busy, load average $LOAD_START" "$STAMP" \
+python3 - "$RES" "$ANCHOR_RES" "$OUT" "$PRESET" "$JOBS" "$BUSY_START% busy, load average $LOAD_START" "$STAMP" \
   "$("$MF" --version)" "$(dovecot --version)" "$(mbsync --version)" "${#USERS[@]}" >"$REPORT" <<'EOF'
 import csv, json, os, platform, sys
 
@@ -279,10 +299,12 @@ def summary(path):  # a verify_migration.py JSON in a few words, as bench_anchor
     return s + ")"
 
 
-for phase in ("full", "noop"):
-    row[("mailferry", phase)]["verify"] = summary(os.path.join(out, f"mailferry-{phase}-verify.json"))
+builds = [t for t in ("mailferry", "mailferry-baseline") if (t, "full") in row]
+for t in builds:
+    for phase in ("full", "noop"):
+        row[(t, phase)]["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))
 
-tools = ["mailferry"] + sorted({r["tool"] for r in rows if r["tool"] != "mailferry"}, key=lambda t: not t.startswith("mbsync"))
+tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds}, key=lambda t: not t.startswith("mbsync"))
 r0 = row[("mailferry", "full")]
 n, b = int(r0["messages"]), int(r0["bytes"])
 print(f"# mailferry benchmark: {preset} preset, {stamp[:10]} {stamp[11:13]}:{stamp[13:]}\n")
@@ -316,10 +338,11 @@ for t in tools:
     if rcs != {"0"}:
         print(f"  (exit statuses: {', '.join(row[(t, p)]['rc'] for p in phases)})")
 
-for phase in ("full", "noop"):
-    m = json.load(open(os.path.join(out, f"mailferry-{phase}.out")))
-    print(f"\nmailferry's own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
-          f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
+for t in builds:
+    for phase in ("full", "noop"):
+        m = json.load(open(os.path.join(out, f"{t}-{phase}.out")))
+        print(f"\n{t}'s own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
+              f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
 print(f"\n\nRaw figures, logs, job files and configs: `{out}`")
 EOF
 echo

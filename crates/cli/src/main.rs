@@ -1,26 +1,25 @@
-//! The `mailferry` command: parses the command line, loads the job, and wires the core's
-//! pieces together. No migration logic lives here.
+//! The `mailferry` command: parses the command line, calls one application service of
+//! `mailferry_core::app` per command with the standard adapters, and prints its outcome.
+//! No migration rule lives here: the web UI calls the same services.
 
-mod check;
-mod identity;
 mod progress;
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::json;
 
-use mailferry_core::csvfile::parse_mailboxes_csv;
-use mailferry_core::engine::EntryPasswords;
-use mailferry_core::entries::{Selection, entries_from_csv, select};
-use mailferry_core::job::{Auth, ConnectionKind, Job, StateLocation, template};
-use mailferry_core::migrate::{self, is_migratable};
-use mailferry_core::report;
-use mailferry_core::store::Store;
+use mailferry_adapters::Standard;
+use mailferry_core::app::check::CheckOutcome;
+use mailferry_core::app::matching::MatchRequest;
+use mailferry_core::app::report::{ReportFormat, ReportKind as Kind};
+use mailferry_core::app::{self, App, AppError};
+use mailferry_core::entries::Selection;
+use mailferry_core::job::{ConnectionKind, Job, template};
+use mailferry_core::report::human_bytes;
 
 #[derive(Parser)]
 #[command(
@@ -147,52 +146,89 @@ enum Format {
     Json,
 }
 
-/// An error that means "bad usage or input, nothing changed" (exit status 2).
+/// A failed command: what to print and the exit status (SPEC §4: 2 for bad usage or input
+/// with nothing changed, 1 otherwise).
 #[derive(Debug)]
-struct Usage(String);
+struct Failed {
+    code: u8,
+    error: anyhow::Error,
+}
 
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<AppError> for Failed {
+    fn from(e: AppError) -> Failed {
+        Failed {
+            code: e.exit_code(),
+            error: e.into(),
+        }
     }
 }
 
-impl std::error::Error for Usage {}
-
-pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
-    Usage(msg.into()).into()
+impl From<anyhow::Error> for Failed {
+    fn from(error: anyhow::Error) -> Failed {
+        Failed { code: 1, error }
+    }
 }
+
+fn usage(msg: impl Into<String>) -> Failed {
+    Failed {
+        code: 2,
+        error: anyhow::anyhow!(msg.into()),
+    }
+}
+
+type Outcome = std::result::Result<ExitCode, Failed>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("mailferry: {e:#}");
-            if e.downcast_ref::<Usage>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+        Err(f) => {
+            eprintln!("mailferry: {:#}", f.error);
+            ExitCode::from(f.code)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+/// Notices from the services (entries removed, …) go to standard error.
+fn notice(text: &str) {
+    eprintln!("{text}");
+}
+
+fn run(cli: Cli) -> Outcome {
+    let (path, json) = match &cli.command {
+        Command::Init { job } => return init(job),
+        Command::Check { job, json }
+        | Command::Discover { job, json }
+        | Command::Match { job, json, .. }
+        | Command::Create { job, json }
+        | Command::RefreshAddresses { job, json, .. }
+        | Command::Migrate { job, json, .. }
+        | Command::Status { job, json } => (job.clone(), *json),
+        Command::Report { job, .. } => (job.clone(), false),
+    };
+    let job = load(&path)?;
+    let app = App::new(&job, &Standard).with_notices(&notice);
     match cli.command {
+        // Answered above, before any job is loaded.
         Command::Init { job } => init(&job),
-        Command::Check { job, json } => {
-            let job = load(&job)?;
-            let sample = open_store(&job)?.entries()?.into_iter().find(is_migratable);
-            let passwords = read_passwords(&job)?;
-            check::run(&job, sample.as_ref(), &passwords, json)
-        }
-        Command::Discover { job, json } => {
-            let job = load(&job)?;
-            identity::discover(&job, &mut open_store(&job)?, json)
+        Command::Check { .. } => check(&app, json),
+        Command::Discover { .. } => {
+            let d = app::discover::discover(&app)?;
+            if json {
+                print_json(&d)?;
+            } else {
+                println!(
+                    "Discovered {} new mailboxes ({} already known).",
+                    d.added.len(),
+                    d.known
+                );
+                for w in &d.warnings {
+                    println!("  skipped: {w}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Match {
-            job,
             csv,
             auto,
             set,
@@ -200,10 +236,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             skip,
             stage,
             mailboxes,
-            json,
+            ..
         } => {
-            let job = load(&job)?;
-            let actions = identity::MatchActions {
+            let req = MatchRequest {
                 auto,
                 set,
                 create,
@@ -211,26 +246,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 stage,
                 mailboxes,
             };
-            let mut store = open_store(&job)?;
-            if csv.is_some() || !actions.any() {
-                match_csv(&job, &mut store, csv, json)?;
-            }
-            if actions.any() {
-                identity::match_actions(&job, &mut store, &actions, json)
-            } else {
-                Ok(ExitCode::SUCCESS)
-            }
+            match_cmd(&app, csv.as_deref(), &req, json)
         }
-        Command::Create { job, json } => {
-            let job = load(&job)?;
-            identity::create(&job, &mut open_store(&job)?, json)
-        }
-        Command::RefreshAddresses {
-            job,
-            mailboxes,
-            all,
-            json,
-        } => {
+        Command::Create { .. } => create(&app, json),
+        Command::RefreshAddresses { mailboxes, all, .. } => {
             let selection = match (all, mailboxes.is_empty()) {
                 (true, true) => Selection::All,
                 (false, false) => Selection::Mailboxes(mailboxes),
@@ -239,15 +258,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 (true, false) => return Err(usage("use either --all or --mailbox")),
             };
-            let job = load(&job)?;
-            identity::refresh_addresses(&job, &mut open_store(&job)?, &selection, json)
+            let r = app::refresh::refresh(&app, &selection)?;
+            if json {
+                print_json(&r.report)?;
+            } else {
+                print!("{}", r.summary());
+                println!(
+                    "Report: {} (also .csv and .json)",
+                    r.report.report.as_deref().unwrap_or("")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate {
-            job,
             mailboxes,
             all,
             stage,
-            json,
+            ..
         } => {
             let selection = match (all, stage, mailboxes.is_empty()) {
                 (true, None, true) => Selection::All,
@@ -260,19 +287,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 _ => return Err(usage("use only one of --all, --stage and --mailbox")),
             };
-            migrate(&load(&job)?, &selection, json)
+            migrate(&app, &selection, json)
         }
-        Command::Status { job, json } => status(&load(&job)?, json),
+        Command::Status { .. } => status(&app, json),
         Command::Report {
-            job,
-            kind,
-            format,
-            out,
-        } => report_cmd(&load(&job)?, kind, format, out.as_deref()),
+            kind, format, out, ..
+        } => report(&app, kind, format, out.as_deref()),
     }
 }
 
-fn load(path: &Path) -> Result<Job> {
+fn load(path: &Path) -> std::result::Result<Job, Failed> {
     let job = Job::load(path).map_err(|e| usage(e.to_string()))?;
     for (side, conn) in [("source", &job.source), ("target", &job.target)] {
         if let ConnectionKind::Imap(imap) = &conn.kind
@@ -287,18 +311,7 @@ fn load(path: &Path) -> Result<Job> {
     Ok(job)
 }
 
-/// Opens the job's state; notices an edited job file first (SPEC §6 removals).
-fn open_store(job: &Job) -> Result<Store> {
-    let mut store = match &job.state {
-        StateLocation::Sqlite(p) => Store::open(p)
-            .with_context(|| format!("Unable to open the state database {}", p.display()))?,
-        StateLocation::Postgres(_) => return Err(usage("postgres state is not supported yet")),
-    };
-    identity::notice_job_change(job, &mut store)?;
-    Ok(store)
-}
-
-fn init(path: &Path) -> Result<ExitCode> {
+fn init(path: &Path) -> Outcome {
     if path.exists() {
         return Err(usage(format!(
             "{} already exists; not overwriting it",
@@ -314,103 +327,156 @@ fn init(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
-fn match_csv(
-    job: &Job,
-    store: &mut Store,
-    csv: Option<PathBuf>,
-    as_json: bool,
-) -> Result<ExitCode> {
-    let path = csv
-        .or_else(|| job.mailboxes_csv.clone())
-        .ok_or_else(|| usage("no CSV: give --csv FILE or set [mailboxes] csv in the job file"))?;
-    let rows = parse_mailboxes_csv(&path).map_err(|e| usage(e.to_string()))?;
-    let existing = store.entries()?;
-    let entries = entries_from_csv(&rows, &existing);
-    let (added, updated) = store.upsert_entries(&entries)?;
-    identity::resolve_csv_targets(job, store)?;
-    if as_json {
-        print_json(&json!({"file": path, "added": added, "updated": updated}));
+fn check(app: &App<'_>, json: bool) -> Outcome {
+    let c: CheckOutcome = app::check::check(app)?;
+    if json {
+        print_json(&c)?;
     } else {
+        for s in &c.servers {
+            for line in &s.checks {
+                let status = if line.ok { "OK" } else { "FAIL" };
+                println!("{:<7} {status:<4} {}: {}", s.side, line.check, line.detail);
+            }
+        }
+    }
+    Ok(if c.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn match_cmd(app: &App<'_>, csv: Option<&Path>, req: &MatchRequest, json: bool) -> Outcome {
+    let mut out = serde_json::Map::new();
+    if csv.is_some() || !req.any() {
+        let i = app::matching::import_csv(app, csv)?;
+        if json {
+            out.insert("import".into(), serde_json::to_value(&i).context("JSON")?);
+        } else {
+            println!(
+                "Imported {}: {} entries added, {} updated (ledgers kept).",
+                i.file.display(),
+                i.added,
+                i.updated
+            );
+        }
+        if !req.any() && json {
+            // The import alone: its keys at the top, as before.
+            print_json(&i)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    if !req.any() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = app::matching::match_entries(app, req)?;
+    if json {
+        let v = serde_json::to_value(&m).context("JSON")?;
+        if let serde_json::Value::Object(map) = v {
+            out.extend(map);
+        }
+        print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(r) = &m.auto {
+        for (id, target, rule) in &r.matched {
+            println!("{id}: matched to {target} (same {rule})");
+        }
+        for (id, why) in &r.unmatched {
+            println!("{id}: not matched: {why}");
+        }
         println!(
-            "Imported {}: {added} entries added, {updated} updated (ledgers kept).",
-            path.display()
+            "Automatic matching: {} matched, {} left unmatched.",
+            r.matched.len(),
+            r.unmatched.len()
         );
+    }
+    for u in &m.manual {
+        println!("{}: matched manually to {}", u.id, u.addresses.join(", "));
+    }
+    for u in &m.to_create {
+        println!(
+            "{}: to be created as {} (run `mailferry create`)",
+            u.id,
+            u.addresses.join(", ")
+        );
+    }
+    for id in &m.skipped {
+        println!("{id}: will not be migrated");
+    }
+    if let Some(s) = &m.stage {
+        let ids: Vec<&str> = s.entries.iter().map(|e| e.as_str()).collect();
+        println!("Stage {}: {}", s.stage, ids.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Per-mailbox passwords, read from the CSV at run time (never stored).
-fn read_passwords(job: &Job) -> Result<HashMap<String, EntryPasswords>> {
-    let per_mailbox = |c: &mailferry_core::job::Connection| matches!(&c.kind, ConnectionKind::Imap(i) if matches!(i.auth, Auth::PerMailbox));
-    if !per_mailbox(&job.source) && !per_mailbox(&job.target) {
-        return Ok(HashMap::new());
+fn create(app: &App<'_>, json: bool) -> Outcome {
+    let c = app::create::create(app)?;
+    if json {
+        print_json(&c)?;
+    } else {
+        for e in &c.entries {
+            match (&e.created, &e.error) {
+                (Some(a), _) => println!("{}: created {a}", e.id),
+                (None, Some(err)) => println!("{}: NOT created: {err}", e.id),
+                (None, None) => {}
+            }
+        }
+        println!("{} mailboxes created, {} failed.", c.created, c.failed);
     }
-    let path = job
-        .mailboxes_csv
-        .as_ref()
-        .ok_or_else(|| usage("auth = \"per-mailbox\" needs [mailboxes] csv with the passwords"))?;
-    let rows = parse_mailboxes_csv(path).map_err(|e| usage(e.to_string()))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.source_id,
-                EntryPasswords {
-                    source: r.source_password,
-                    target: r.target_password,
-                },
-            )
-        })
-        .collect())
+    Ok(if c.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> {
-    let mut store = open_store(job)?;
-    identity::remove_missing(&mut store, "Before this pass")?;
-    let all = store.entries()?;
-    let chosen = select(&all, selection).map_err(usage)?;
-    let (runnable, waiting): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| is_migratable(e));
-    for e in &waiting {
-        if !as_json {
-            eprintln!("{}: not migrated ({})", e.id, e.origin);
+fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
+    let bars = progress::Bars::new(std::io::stderr().is_terminal() && !json, 0);
+    let stop = AtomicBool::new(false);
+    let outcome = app::migrate::migrate(app, selection, &bars, &stop)?;
+    bars.finish();
+    if !json {
+        for (id, origin) in &outcome.waiting {
+            eprintln!("{id}: not migrated ({origin})");
+        }
+        for (id, holder) in &outcome.busy {
+            eprintln!(
+                "{id}: not migrated: another mailferry process ({}) has been passing it since {}",
+                holder.holder, holder.since
+            );
         }
     }
-    if runnable.is_empty() {
-        if as_json {
-            print_json(
-                &json!({"entries": [], "copied": 0, "failed": 0, "bytes": 0, "seconds": 0.0}),
-            );
+    let Some(summary) = &outcome.summary else {
+        if json {
+            print_json(&outcome.report())?;
         } else {
             println!("Nothing to migrate: no selected entry has a target mailbox.");
         }
         return Ok(ExitCode::SUCCESS);
-    }
-    let passwords = read_passwords(job)?;
-    let runnable: Vec<_> = runnable.into_iter().cloned().collect();
-    let bars = progress::Bars::new(std::io::stderr().is_terminal() && !as_json, &runnable);
-    let summary = migrate::run(job, store, runnable, &passwords, &bars)
-        .map_err(|e| usage(format!("{e:#}")))?;
-    bars.finish();
-    if as_json {
-        let mut v = report::migration_json(&summary);
-        v["peak_rss_bytes"] = json!(peak_rss_bytes());
-        print_json(&v);
+    };
+    if json {
+        let mut report = mailferry_core::report::MigrationReport::new(summary);
+        report.peak_rss_bytes = peak_rss_bytes();
+        print_json(&report)?;
     } else {
         for e in &summary.entries {
             let mut line = format!(
                 "{:<30} {:<9} copied {:>6}  skipped {:>5}  failed {:>4}  moved {:>4}  flags {:>5}  {:>9}  {:.1}s",
-                e.entry_id,
-                e.state,
+                e.entry_id.as_str(),
+                e.state.as_str(),
                 e.copied,
                 e.skipped,
                 e.failed,
                 e.moved,
                 e.flags_updated,
-                report::human_bytes(e.bytes),
+                human_bytes(e.bytes),
                 e.seconds
             );
             if let Some(err) = &e.error {
@@ -424,7 +490,7 @@ fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> 
                 f.entry_id,
                 f.folder,
                 f.uid.map(|u| u.to_string()).unwrap_or_default(),
-                report::human_bytes(f.size.unwrap_or(0)),
+                human_bytes(f.size.unwrap_or(0)),
                 f.message_id.as_deref().unwrap_or("none"),
                 f.reason
             );
@@ -433,48 +499,29 @@ fn migrate(job: &Job, selection: &Selection, as_json: bool) -> Result<ExitCode> 
             "Pass done in {:.1}s: {} messages copied ({}), {} failed; {} of {} mailboxes fully migrated.",
             summary.seconds,
             summary.copied(),
-            report::human_bytes(summary.bytes()),
+            human_bytes(summary.bytes()),
             summary.failed(),
-            summary
-                .entries
-                .iter()
-                .filter(|e| e.state == "migrated")
-                .count(),
+            summary.migrated(),
             summary.entries.len()
         );
     }
-    Ok(if summary.has_failures() {
+    Ok(if outcome.has_failures() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
 }
 
-fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
-    let store = open_store(job)?;
-    let entries = store.entries()?;
-    if as_json {
-        let list: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                json!({
-                    "id": e.id,
-                    "source": {"login": e.source_login, "addresses": e.source_addresses},
-                    "target": e.target_login.as_ref().map(|l| json!({"login": l, "addresses": e.target_addresses})),
-                    "origin": e.origin, "stage": e.stage, "state": e.state,
-                    "copied": e.copied, "failed": e.failed, "last_pass": e.last_pass,
-                    "error": e.last_error, "match_note": e.match_note,
-                    "missing_source": e.missing_source,
-                })
-            })
-            .collect();
-        print_json(&json!({"entries": list}));
+fn status(app: &App<'_>, json: bool) -> Outcome {
+    let s = app::status::status(app)?;
+    if json {
+        print_json(&s)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if entries.is_empty() {
+    if s.entries.is_empty() {
         println!(
             "No entries yet: import them with `mailferry match {} --csv FILE`.",
-            job.path.display()
+            app.job.path.display()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -482,24 +529,23 @@ fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
         "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  last pass",
         "ID", "SOURCE", "TARGET", "ORIGIN", "STAGE", "STATE", "COPIED", "FAILED"
     );
-    for e in &entries {
+    for e in &s.entries {
         println!(
             "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  {}",
-            e.id,
-            e.source_addresses.first().unwrap_or(&e.source_login),
-            e.target_addresses
-                .first()
-                .or(e.target_login.as_ref())
-                .map(String::as_str)
+            e.id.as_str(),
+            e.source.addresses.first().unwrap_or(&e.source.login),
+            e.target
+                .as_ref()
+                .map(|t| t.addresses.first().unwrap_or(&t.login).as_str())
                 .unwrap_or("-"),
-            e.origin,
+            e.origin.as_str(),
             e.stage.map(|s| s.to_string()).unwrap_or_default(),
-            e.state,
+            e.state.as_str(),
             e.copied,
             e.failed,
             e.last_pass.as_deref().unwrap_or("never")
         );
-        if let Some(err) = &e.last_error {
+        if let Some(err) = &e.error {
             println!("    last error: {err}");
         }
         if let Some(note) = &e.match_note {
@@ -512,35 +558,17 @@ fn status(job: &Job, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_cmd(job: &Job, kind: ReportKind, format: Format, out: Option<&Path>) -> Result<ExitCode> {
-    let store = open_store(job)?;
-    let text = match kind {
-        ReportKind::Migration => {
-            let Some(summary) = report::last_migration(&store)? else {
-                bail!(Usage("no migration has run yet for this job".into()));
-            };
-            match format {
-                Format::Json => serde_json::to_string_pretty(&report::migration_json(&summary))?,
-                Format::Csv => report::migration_csv(&summary),
-                Format::Html => report::migration_html(&job.name, &summary),
-            }
-        }
-        ReportKind::Refresh => {
-            let Some(record) = store.last_refresh()? else {
-                bail!(Usage("no refresh has run yet for this job".into()));
-            };
-            let removed_next: Vec<String> = store.missing_source_ids()?;
-            match format {
-                Format::Json => serde_json::to_string_pretty(&report::refresh::json(
-                    &record,
-                    &removed_next,
-                    None,
-                ))?,
-                Format::Csv => report::refresh::csv(&record),
-                Format::Html => report::refresh::html(&job.name, &record, &removed_next),
-            }
-        }
+fn report(app: &App<'_>, kind: ReportKind, format: Format, out: Option<&Path>) -> Outcome {
+    let kind = match kind {
+        ReportKind::Migration => Kind::Migration,
+        ReportKind::Refresh => Kind::Refresh,
     };
+    let format = match format {
+        Format::Html => ReportFormat::Html,
+        Format::Csv => ReportFormat::Csv,
+        Format::Json => ReportFormat::Json,
+    };
+    let text = app::report::report(app, kind, format)?;
     match out {
         Some(p) => {
             std::fs::write(p, text).with_context(|| format!("Unable to write {}", p.display()))?;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mailferry_core::engine::Progress;
-use mailferry_core::store::Entry;
+use mailferry_core::model::EntryId;
+use mailferry_core::ports::Observer;
 
 pub struct Bars {
     enabled: bool,
@@ -16,7 +16,7 @@ pub struct Bars {
 }
 
 impl Bars {
-    pub fn new(enabled: bool, entries: &[Entry]) -> Bars {
+    pub fn new(enabled: bool, mailboxes: usize) -> Bars {
         let multi = MultiProgress::with_draw_target(if enabled {
             ProgressDrawTarget::stderr()
         } else {
@@ -31,7 +31,7 @@ impl Bars {
             .progress_chars("=> "),
         );
         overall.set_prefix("all");
-        overall.set_message(format!("{} mailboxes", entries.len()));
+        overall.set_message(format!("{mailboxes} mailboxes"));
         Bars {
             enabled,
             multi,
@@ -55,8 +55,8 @@ impl Bars {
     }
 }
 
-impl Progress for Bars {
-    fn planned(&self, entry: &str, messages: u64, bytes: u64) {
+impl Observer for Bars {
+    fn planned(&self, entry: &EntryId, messages: u64, bytes: u64) {
         if !self.enabled {
             return;
         }
@@ -76,7 +76,7 @@ impl Progress for Bars {
             .insert(entry.to_string(), bar);
     }
 
-    fn copied(&self, entry: &str, messages: u64, bytes: u64) {
+    fn copied(&self, entry: &EntryId, messages: u64, bytes: u64) {
         if !self.enabled {
             return;
         }
@@ -85,7 +85,7 @@ impl Progress for Bars {
             .per_entry
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(entry)
+            .get(entry.as_str())
         {
             bar.inc(messages);
         }

@@ -9,6 +9,7 @@
 //! This module only reads and checks the file. It fills in no defaults (such as a login being
 //! the primary address): what a missing cell means is for the caller to decide.
 
+use crate::model::EmailAddress;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -507,47 +508,9 @@ fn trimmed(cell: Option<String>) -> Option<String> {
         .filter(|text| !text.is_empty())
 }
 
-/// Characters that cannot appear unquoted in the local part of an address (RFC 5322 specials);
-/// quoted local parts are not accepted, as no mail system in practice hands them out.
-const LOCAL_SPECIALS: &[char] = &['<', '>', '(', ')', '[', ']', '\\', ',', ';', ':', '"', '@'];
-
-/// Checks one address and lowercases its domain; the local part is kept as written, since a
-/// server may treat it case-sensitively.
+/// Checks one address by the one rule every input uses ([`EmailAddress::parse`]).
 fn normalize_address(address: &str) -> Result<String, String> {
-    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it contains a space or a control character".to_owned());
-    }
-    let (local, domain) = match address.split_once('@') {
-        None => return Err("it has no @".to_owned()),
-        Some((_, domain)) if domain.contains('@') => {
-            return Err("it has more than one @".to_owned());
-        }
-        Some(parts) => parts,
-    };
-    if local.is_empty() {
-        return Err("nothing before the @".to_owned());
-    }
-    if domain.is_empty() {
-        return Err("nothing after the @".to_owned());
-    }
-    if let Some(c) = local.chars().find(|c| LOCAL_SPECIALS.contains(c)) {
-        return Err(format!("`{c}` is not allowed before the @"));
-    }
-    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err("dots before the @ must be between other characters".to_owned());
-    }
-    for label in domain.split('.') {
-        if label.is_empty() {
-            return Err("the domain has an empty part (two dots, or a dot at an end)".to_owned());
-        }
-        if let Some(c) = label.chars().find(|c| !(c.is_alphanumeric() || *c == '-')) {
-            return Err(format!("`{c}` is not allowed in a domain"));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("a part of the domain starts or ends with `-`".to_owned());
-        }
-    }
-    Ok(format!("{local}@{}", domain.to_lowercase()))
+    EmailAddress::parse(address).map(EmailAddress::into_string)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Entries: turning CSV rows into entries, and finding entries by what an admin types.
 
 use crate::csvfile::CsvRow;
-use crate::store::Entry;
+use crate::model::{Entry, EntryState, Origin, same_address};
 
 /// Entries from CSV rows. A row with target addresses is matched (origin `csv`); a row without
 /// stays unmatched until `match` pairs it. Logins default to the primary addresses.
@@ -14,12 +14,12 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
                 .clone()
                 .or_else(|| r.target_addresses.first().cloned());
             let origin = if target_login.is_some() {
-                "csv".to_string()
+                Origin::Csv
             } else {
                 previous
-                    .map(|p| p.origin.clone())
-                    .filter(|o| o != "csv")
-                    .unwrap_or_else(|| "unmatched".into())
+                    .map(|p| p.origin)
+                    .filter(|o| *o != Origin::Csv)
+                    .unwrap_or(Origin::Unmatched)
             };
             let kept_target = target_login.clone();
             let (target_login, target_addresses) = if target_login.is_some() {
@@ -30,7 +30,7 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
                     .unwrap_or((None, Vec::new()))
             };
             Entry {
-                id: r.source_id.clone(),
+                id: r.source_id.as_str().into(),
                 source_login: r
                     .source_login
                     .clone()
@@ -41,9 +41,7 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
                 target_addresses,
                 origin,
                 stage: r.stage.or(previous.and_then(|p| p.stage)),
-                state: previous
-                    .map(|p| p.state.clone())
-                    .unwrap_or_else(|| "new".into()),
+                state: previous.map_or(EntryState::New, |p| p.state),
                 copied: 0,
                 failed: 0,
                 last_pass: None,
@@ -64,12 +62,12 @@ pub fn entries_from_csv(rows: &[CsvRow], existing: &[Entry]) -> Vec<Entry> {
 /// (addresses compared case-insensitively).
 pub fn entry_matches(e: &Entry, m: &str) -> bool {
     e.id == m
-        || e.source_login.eq_ignore_ascii_case(m)
+        || same_address(&e.source_login, m)
         || e.target_login
             .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case(m))
-        || e.source_addresses.iter().any(|a| a.eq_ignore_ascii_case(m))
-        || e.target_addresses.iter().any(|a| a.eq_ignore_ascii_case(m))
+            .is_some_and(|l| same_address(l, m))
+        || e.source_addresses.iter().any(|a| same_address(a, m))
+        || e.target_addresses.iter().any(|a| same_address(a, m))
 }
 
 /// Which entries a command works on.
@@ -91,7 +89,7 @@ pub fn select<'a>(entries: &'a [Entry], selection: &Selection) -> Result<Vec<&'a
             for m in names {
                 let found: Vec<&Entry> = entries.iter().filter(|e| entry_matches(e, m)).collect();
                 match found.as_slice() {
-                    [] => problems.push(format!("no entry matches {m:?}")),
+                    [] => problems.push(format!("No entry matches {m:?}")),
                     [e] => {
                         if !out.iter().any(|o| o.id == e.id) {
                             out.push(e);
@@ -139,9 +137,9 @@ mod tests {
         let e = entries_from_csv(&[row("1", "a@old.example", Some("a@new.example"))], &[]);
         assert_eq!(e[0].source_login, "a@old.example");
         assert_eq!(e[0].target_login.as_deref(), Some("a@new.example"));
-        assert_eq!(e[0].origin, "csv");
+        assert_eq!(e[0].origin, crate::model::Origin::Csv);
         let e = entries_from_csv(&[row("2", "b@old.example", None)], &[]);
-        assert_eq!(e[0].origin, "unmatched");
+        assert_eq!(e[0].origin, crate::model::Origin::Unmatched);
         assert_eq!(e[0].target_login, None);
     }
 
@@ -160,6 +158,6 @@ mod tests {
         };
         assert_eq!(pick("A@NEW.example").unwrap(), vec!["1"]);
         assert_eq!(pick("2").unwrap(), vec!["2"]);
-        assert!(pick("nobody@x").unwrap_err().contains("no entry matches"));
+        assert!(pick("nobody@x").unwrap_err().contains("No entry matches"));
     }
 }

@@ -8,7 +8,9 @@
 
 use sha2::{Digest, Sha256};
 
-pub fn fingerprint(message: &[u8]) -> String {
+use crate::model::Fingerprint;
+
+pub fn fingerprint(message: &[u8]) -> Fingerprint {
     let mut hasher = Sha256::new();
     for chunk in message.split(|&b| b == b'\r') {
         hasher.update(chunk);
@@ -18,7 +20,7 @@ pub fn fingerprint(message: &[u8]) -> String {
     for b in digest {
         hex.push_str(&format!("{b:02x}"));
     }
-    hex
+    Fingerprint::new(hex)
 }
 
 /// The Message-ID header's value, for reports (the first one; unfolded; `None` if absent).

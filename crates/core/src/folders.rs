@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use mailferry_imap::mutf7;
+use crate::mutf7;
 
 const INBOX: &str = "INBOX";
 const SEPARATOR: char = '/';

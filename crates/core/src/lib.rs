@@ -1,20 +1,22 @@
-//! mailferry's domain: the job, its entries, folder mapping, the ledger and the copy engine.
+//! mailferry's domain: the job, its entries, folder mapping, the ledger's rules, the copy
+//! engine, Refresh email addresses, and one application service per command.
 //!
-//! Nothing here parses command lines or draws progress bars; the binary does that. Servers are
-//! reached through `mailferry-imap`, state lives in [`store`].
+//! Nothing here does I/O with a server or a database: the engine and the services speak to the
+//! [`ports`], which `mailferry-adapters` implements (SQLite, LDAP, IMAP, Maildir). The binary
+//! and the web UI call [`app`] and print or render its typed outcomes.
 
+pub mod app;
 pub mod csvfile;
-pub mod directory;
 pub mod engine;
 pub mod entries;
 pub mod fingerprint;
 pub mod folders;
-pub mod identities;
 pub mod job;
-pub mod maildir;
 pub mod matching;
-pub mod migrate;
+pub mod model;
+pub mod mutf7;
+pub mod ports;
 pub mod refresh;
 pub mod report;
-pub mod session;
-pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

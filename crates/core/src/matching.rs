@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use crate::directory::DirEntry;
+use crate::model::{DirectoryMailbox as DirEntry, MailboxId, local_part};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -91,16 +91,12 @@ impl Decision {
     }
 }
 
-fn local_part(address: &str) -> &str {
-    address.rsplit_once('@').map_or(address, |(l, _)| l)
-}
-
 /// Applies the rules to one source mailbox (its addresses, primary first, and display name).
 pub fn auto_match(
     addresses: &[String],
     display_name: Option<&str>,
     targets: &[DirEntry],
-    taken: &HashSet<String>,
+    taken: &HashSet<MailboxId>,
 ) -> Decision {
     let free: Vec<&DirEntry> = targets.iter().filter(|t| !taken.contains(&t.id)).collect();
     let rules = [
@@ -162,7 +158,7 @@ mod tests {
 
     fn rule_of(d: Decision) -> Option<(String, Rule)> {
         match d {
-            Decision::Match { target, rule } => Some((target.id, rule)),
+            Decision::Match { target, rule } => Some((target.id.into_string(), rule)),
             _ => None,
         }
     }
@@ -232,7 +228,7 @@ mod tests {
     #[test]
     fn taken_targets_are_not_candidates() {
         let targets = vec![target("t1", &["sam@new.example"], "Sam")];
-        let taken: HashSet<String> = ["t1".to_string()].into();
+        let taken: HashSet<MailboxId> = ["t1".into()].into();
         assert_eq!(
             auto_match(&addrs(&["sam@old.example"]), None, &targets, &taken),
             Decision::NoCandidate

@@ -16,7 +16,6 @@
 //! * [`tls`] builds the one rustls client configuration, shared with the LDAP directory.
 
 pub mod client;
-pub mod mutf7;
 pub mod proto;
 pub mod response;
 pub mod tls;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use mailferry_imap::mutf7;
+use mailferry_core::mutf7;
 
 use crate::lab::*;
 

@@ -252,7 +252,7 @@ pub struct Seen {
 /// messages sorted so that two snapshots compare as multisets.
 pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
     let mut c = connect(d, user);
-    let tree = mailferry_core::engine::read_tree(&mut c).expect("list");
+    let tree = mailferry_adapters::session::imap::read_tree(&mut c).expect("list");
     let mut out = BTreeMap::new();
     for f in tree.folders() {
         if !f.selectable {
@@ -262,7 +262,9 @@ pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
         let mut msgs = Vec::new();
         if sel.exists > 0 {
             c.uid_fetch("1:*", "UID FLAGS INTERNALDATE BODY.PEEK[]", |mut m| {
-                let flags = mailferry_core::engine::normalise_flags(m.flags().unwrap_or_default());
+                let flags =
+                    mailferry_core::model::Flags::from_server(m.flags().unwrap_or_default())
+                        .to_string();
                 let date = m
                     .get("INTERNALDATE")
                     .and_then(|v| v.as_text())
@@ -286,7 +288,7 @@ pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
 /// Subscribed folder paths.
 pub fn subscriptions(d: &Dovecot, user: &str) -> Vec<String> {
     let mut c = connect(d, user);
-    let tree = mailferry_core::engine::read_tree(&mut c).expect("list");
+    let tree = mailferry_adapters::session::imap::read_tree(&mut c).expect("list");
     let mut s: Vec<String> = tree
         .folders()
         .filter(|f| f.subscribed)

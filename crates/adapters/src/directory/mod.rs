@@ -1,0 +1,3 @@
+//! The directory and provisioner ports' implementations.
+
+pub mod ldap;

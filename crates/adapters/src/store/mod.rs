@@ -1,0 +1,3 @@
+//! The store port's implementations.
+
+pub mod sqlite;

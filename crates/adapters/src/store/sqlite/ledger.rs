@@ -1,0 +1,206 @@
+//! The ledger: per entry, source folder + UIDVALIDITY + UID → target folder + UID +
+//! fingerprint. The only truth about what was copied.
+
+use rusqlite::{Connection, params};
+
+use super::{Db, parse_text};
+use mailferry_core::model::{EntryId, Fingerprint, Flags, LedgerRow, LedgerState};
+use mailferry_core::ports::store::Result;
+
+fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<LedgerRow>> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT source_folder, uid_validity, uid, target_folder, target_uid, target_uidnext,
+                    fingerprint, size, flags, state FROM ledger {filter} ORDER BY uid"
+        ))
+        .db()?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok(LedgerRow {
+                source_folder: r.get(0)?,
+                uid_validity: r.get(1)?,
+                uid: r.get(2)?,
+                target_folder: r.get(3)?,
+                target_uid: r.get(4)?,
+                target_uidnext: r.get(5)?,
+                fingerprint: Fingerprint::new(r.get::<_, String>(6)?),
+                size: r.get(7)?,
+                flags: Flags::from_stored(&r.get::<_, String>(8)?),
+                state: parse_text("ledger state", &r.get::<_, String>(9)?, LedgerState::parse)?,
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+/// Ledger rows of one source folder (any UIDVALIDITY).
+pub fn folder(conn: &Connection, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
+    query(
+        conn,
+        "WHERE entry_id = ?1 AND source_folder = ?2",
+        params![entry.as_str(), folder],
+    )
+}
+
+pub fn pending(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(
+        conn,
+        "WHERE entry_id = ?1 AND state = 'pending'",
+        params![entry.as_str()],
+    )
+}
+
+pub fn all(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(conn, "WHERE entry_id = ?1", params![entry.as_str()])
+}
+
+/// Known target UIDs of a target folder: messages the ledger says are ours.
+pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT target_uid FROM ledger WHERE entry_id = ?1 AND target_folder = ?2
+             AND target_uid IS NOT NULL",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map(params![entry.as_str(), target_folder], |r| r.get(0))
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+/// Records intents to copy, committed before any of their APPENDs is sent. A plain INSERT:
+/// an intent for a message the ledger already has is a bug to surface, never a row to
+/// overwrite (that would lose the record of a copy).
+pub fn insert_pending(conn: &mut Connection, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
+                     target_uid, target_uidnext, fingerprint, size, flags, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, 'pending')",
+            )
+            .db()?;
+        for r in rows {
+            stmt.execute(params![
+                entry.as_str(),
+                r.source_folder,
+                r.uid_validity,
+                r.uid,
+                r.target_folder,
+                r.target_uidnext,
+                r.fingerprint.as_str(),
+                r.size,
+                r.flags.as_str()
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}
+
+/// Marks rows copied (with their target UID when known) and forgets the failed ones, in one
+/// transaction.
+pub fn complete(
+    conn: &mut Connection,
+    entry: &EntryId,
+    copied: &[(&LedgerRow, Option<u32>)],
+    failed: &[&LedgerRow],
+) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    {
+        let mut done = tx
+            .prepare(
+                "UPDATE ledger SET state = 'copied', target_uid = ?5, target_uidnext = NULL
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
+            )
+            .db()?;
+        for (r, uid) in copied {
+            done.execute(params![
+                entry.as_str(),
+                r.source_folder,
+                r.uid_validity,
+                r.uid,
+                uid
+            ])
+            .db()?;
+        }
+        let mut del = tx
+            .prepare(
+                "DELETE FROM ledger
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
+            )
+            .db()?;
+        for r in failed {
+            del.execute(params![
+                entry.as_str(),
+                r.source_folder,
+                r.uid_validity,
+                r.uid
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}
+
+pub fn set_flags(
+    conn: &mut Connection,
+    entry: &EntryId,
+    updates: &[(&LedgerRow, Flags)],
+) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "UPDATE ledger SET flags = ?5
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
+            )
+            .db()?;
+        for (r, flags) in updates {
+            stmt.execute(params![
+                entry.as_str(),
+                r.source_folder,
+                r.uid_validity,
+                r.uid,
+                flags.as_str()
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}
+
+/// Re-keys rows in one transaction: each source message now lives at the new row's folder /
+/// UIDVALIDITY / UID, and on the target at its target folder / UID.
+pub fn rekey(
+    conn: &mut Connection,
+    entry: &EntryId,
+    pairs: &[(LedgerRow, LedgerRow)],
+) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
+                     target_folder = ?8, target_uid = ?9
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
+            )
+            .db()?;
+        for (old, new) in pairs {
+            stmt.execute(params![
+                entry.as_str(),
+                old.source_folder,
+                old.uid_validity,
+                old.uid,
+                new.source_folder,
+                new.uid_validity,
+                new.uid,
+                new.target_folder,
+                new.target_uid
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}

@@ -1,0 +1,228 @@
+//! The store port on SQLite: one database file per job, beside the job file by default.
+//!
+//! WAL with `synchronous=FULL`: a committed ledger row survives a crash of the process or the
+//! machine, which is what lets a killed pass resume without duplicates (see the crash-safety
+//! rule in `mailferry_core::ports::store`). The schema is versioned with SQLite's
+//! `user_version`; each version's migration runs once, in order, and a database written by a
+//! newer mailferry is refused rather than guessed at. Text values are the model's `as_str`
+//! spellings, so the file stays readable with `sqlite3`.
+//!
+//! One file per part of the port, as Stalwart's store backends are laid out: `schema`,
+//! `entries`, `ledger`, `runs` (runs, failures, refresh results, checkpoints, meta, leases).
+
+mod entries;
+mod ledger;
+mod runs;
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+
+use mailferry_core::model::{
+    Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
+    RunId, RunKind,
+};
+use mailferry_core::ports::Store;
+use mailferry_core::ports::store::{
+    Lease, LeaseHolder, MetaKey, Result, RunInfo, StoreError, StoreErrorKind,
+};
+
+/// A job's state in one SQLite database.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+/// The store's words for a database error, classified.
+pub(crate) fn store_error(e: rusqlite::Error) -> StoreError {
+    let kind = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Busy,
+        Some(ErrorCode::DiskFull) => StoreErrorKind::Full,
+        Some(ErrorCode::NotADatabase) => StoreErrorKind::Schema,
+        _ => StoreErrorKind::Other,
+    };
+    StoreError::new(kind, e.to_string())
+}
+
+pub(crate) trait Db<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> Db<T> for std::result::Result<T, rusqlite::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(store_error)
+    }
+}
+
+pub(crate) fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+/// A stored text value of one of the model's enums; an unknown one is a database another
+/// program wrote, reported as such.
+pub(crate) fn parse_text<T>(
+    column: &'static str,
+    text: &str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    parse(text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown {column} {text:?} in the state database").into(),
+        )
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating on first use) a job's database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        Connection::open(path)
+            .db()
+            .and_then(Self::init)
+            .map_err(|e| StoreError {
+                message: format!(
+                    "Unable to open the state database {}: {}",
+                    path.display(),
+                    e.message
+                ),
+                ..e
+            })
+    }
+
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        Self::init(Connection::open_in_memory().db()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<SqliteStore> {
+        conn.busy_timeout(Duration::from_secs(30)).db()?;
+        conn.pragma_update(None, "journal_mode", "WAL").db()?;
+        conn.pragma_update(None, "synchronous", "FULL").db()?;
+        schema::migrate(&mut conn)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn entries(&self) -> Result<Vec<Entry>> {
+        entries::all(&self.conn)
+    }
+    fn upsert_entries(&mut self, entries: &[Entry]) -> Result<(usize, usize)> {
+        entries::upsert(&mut self.conn, entries)
+    }
+    fn set_entry_result(
+        &mut self,
+        run: RunId,
+        id: &EntryId,
+        state: EntryState,
+        last_pass: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        entries::set_result(&self.conn, run, id, state, last_pass, error)
+    }
+    fn missing_source_ids(&self) -> Result<Vec<EntryId>> {
+        entries::missing_source_ids(&self.conn)
+    }
+    fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()> {
+        entries::remove(&mut self.conn, ids)
+    }
+    fn meta(&self, key: MetaKey) -> Result<Option<String>> {
+        runs::meta(&self.conn, key)
+    }
+    fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()> {
+        runs::set_meta(&self.conn, key, value)
+    }
+    fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId> {
+        runs::record_refresh(&mut self.conn, r)
+    }
+    fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
+        runs::last_refresh(&self.conn)
+    }
+    fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
+        ledger::folder(&self.conn, entry, folder)
+    }
+    fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        ledger::pending(&self.conn, entry)
+    }
+    fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        ledger::all(&self.conn, entry)
+    }
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+        ledger::target_uids(&self.conn, entry, target_folder)
+    }
+    fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        ledger::insert_pending(&mut self.conn, entry, rows)
+    }
+    fn complete(
+        &mut self,
+        entry: &EntryId,
+        copied: &[(&LedgerRow, Option<u32>)],
+        failed: &[&LedgerRow],
+    ) -> Result<()> {
+        ledger::complete(&mut self.conn, entry, copied, failed)
+    }
+    fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
+        ledger::set_flags(&mut self.conn, entry, updates)
+    }
+    fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+        ledger::rekey(&mut self.conn, entry, pairs)
+    }
+    fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
+        runs::checkpoint(&self.conn, entry, folder)
+    }
+    fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
+        runs::set_checkpoint(&self.conn, entry, folder, c)
+    }
+    fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
+        runs::start(&self.conn, kind)
+    }
+    fn finish_run(&mut self, run: RunId) -> Result<()> {
+        runs::finish(&self.conn, run)
+    }
+    fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()> {
+        runs::record_entry(&self.conn, run, r)
+    }
+    fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()> {
+        runs::record_failure(&self.conn, run, f)
+    }
+    fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
+        runs::last(&self.conn, kind)
+    }
+    fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
+        runs::entries(&self.conn, run)
+    }
+    fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
+        runs::failures(&self.conn, run)
+    }
+    fn lease(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        runs::lease(&mut self.conn, entry, holder, ttl, None)
+    }
+    fn take_over(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: i64,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        runs::lease(&mut self.conn, entry, holder, ttl, Some(from_epoch))
+    }
+    fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
+        runs::renew(&self.conn, lease, ttl)
+    }
+    fn release(&mut self, lease: &Lease) -> Result<()> {
+        runs::release(&self.conn, lease)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! Runs and what they recorded — run lines, failures, refresh results — plus folder
+//! checkpoints, meta values and leases.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{Db, json_list, parse_list, parse_text};
+use mailferry_core::model::{
+    Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
+    RunEntry, RunId, RunKind, Side, now,
+};
+use mailferry_core::ports::store::{
+    Lease, LeaseHolder, MetaKey, Result, RunInfo, StoreError, StoreErrorKind,
+};
+
+pub fn start(conn: &Connection, kind: RunKind) -> Result<RunId> {
+    conn.execute(
+        "INSERT INTO runs (started, kind) VALUES (?1, ?2)",
+        params![now(), kind.as_str()],
+    )
+    .db()?;
+    Ok(RunId(conn.last_insert_rowid()))
+}
+
+pub fn finish(conn: &Connection, run: RunId) -> Result<()> {
+    conn.execute(
+        "UPDATE runs SET finished = ?2 WHERE id = ?1",
+        params![run.0, now()],
+    )
+    .db()?;
+    Ok(())
+}
+
+/// An entry's line of a run; an entry passed twice in one run keeps its last line.
+pub fn record_entry(conn: &Connection, run: RunId, r: &RunEntry) -> Result<()> {
+    conn.execute(
+        "INSERT INTO run_entries (run_id, entry_id, state, copied, skipped, failed, bytes,
+             moved, flags_updated, seconds, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (run_id, entry_id) DO UPDATE SET state = excluded.state,
+             copied = excluded.copied, skipped = excluded.skipped, failed = excluded.failed,
+             bytes = excluded.bytes, moved = excluded.moved,
+             flags_updated = excluded.flags_updated, seconds = excluded.seconds,
+             error = excluded.error",
+        params![
+            run.0,
+            r.entry_id.as_str(),
+            r.state.as_str(),
+            r.copied,
+            r.skipped,
+            r.failed,
+            r.bytes,
+            r.moved,
+            r.flags_updated,
+            r.seconds,
+            r.error
+        ],
+    )
+    .db()?;
+    Ok(())
+}
+
+pub fn record_failure(conn: &Connection, run: RunId, f: &Failure) -> Result<()> {
+    conn.execute(
+        "INSERT INTO failures (run_id, entry_id, folder, uid, size, message_id, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            run.0,
+            f.entry_id.as_str(),
+            f.folder,
+            f.uid,
+            f.size,
+            f.message_id,
+            f.reason
+        ],
+    )
+    .db()?;
+    Ok(())
+}
+
+pub fn last(conn: &Connection, kind: RunKind) -> Result<Option<RunInfo>> {
+    conn.query_row(
+        "SELECT id, started, finished FROM runs WHERE kind = ?1 ORDER BY id DESC LIMIT 1",
+        [kind.as_str()],
+        |r| {
+            Ok(RunInfo {
+                id: RunId(r.get(0)?),
+                started: r.get(1)?,
+                finished: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .db()
+}
+
+pub fn entries(conn: &Connection, run: RunId) -> Result<Vec<RunEntry>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT entry_id, state, copied, skipped, failed, bytes, moved, flags_updated,
+                    seconds, error FROM run_entries WHERE run_id = ?1 ORDER BY entry_id",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map([run.0], |r| {
+            Ok(RunEntry {
+                entry_id: EntryId::new(r.get::<_, String>(0)?),
+                state: parse_text("state", &r.get::<_, String>(1)?, EntryState::parse)?,
+                copied: r.get(2)?,
+                skipped: r.get(3)?,
+                failed: r.get(4)?,
+                bytes: r.get(5)?,
+                moved: r.get(6)?,
+                flags_updated: r.get(7)?,
+                seconds: r.get(8)?,
+                error: r.get(9)?,
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+pub fn failures(conn: &Connection, run: RunId) -> Result<Vec<Failure>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT entry_id, folder, uid, size, message_id, reason FROM failures
+             WHERE run_id = ?1 ORDER BY entry_id, folder, uid",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map([run.0], |r| {
+            Ok(Failure {
+                entry_id: EntryId::new(r.get::<_, String>(0)?),
+                folder: r.get(1)?,
+                uid: r.get(2)?,
+                size: r.get(3)?,
+                message_id: r.get(4)?,
+                reason: r.get(5)?,
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+// ---------------------------------------------------------------- refresh
+
+/// Records one refresh run and its results; returns the run's ID.
+pub fn record_refresh(conn: &mut Connection, r: &RefreshRecord) -> Result<RunId> {
+    let tx = conn.transaction().db()?;
+    tx.execute(
+        "INSERT INTO refresh_runs (started, source_available, source_reason, target_available,
+             target_reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            r.started,
+            r.source_available,
+            r.source_reason,
+            r.target_available,
+            r.target_reason
+        ],
+    )
+    .db()?;
+    let run = tx.last_insert_rowid();
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO refresh_results (run_id, side, result, entry_id, mailbox_id, before,
+                     after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .db()?;
+        for l in &r.lines {
+            stmt.execute(params![
+                run,
+                l.side.as_str(),
+                l.result.as_str(),
+                l.entry.as_str(),
+                l.id.as_ref().map(|i| i.as_str()),
+                json_list(&l.before),
+                json_list(&l.after)
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()?;
+    Ok(RunId(run))
+}
+
+/// The latest refresh run, if any.
+pub fn last_refresh(conn: &Connection) -> Result<Option<RefreshRecord>> {
+    let Some((run, started, sa, sr, ta, tr)) = conn
+        .query_row(
+            "SELECT id, started, source_available, source_reason, target_available,
+                    target_reason FROM refresh_runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
+        )
+        .optional()
+        .db()?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare(
+            "SELECT side, result, entry_id, mailbox_id, before, after FROM refresh_results
+             WHERE run_id = ?1 ORDER BY rowid",
+        )
+        .db()?;
+    let lines = stmt
+        .query_map([run], |r| {
+            Ok(RefreshLine {
+                side: parse_text("side", &r.get::<_, String>(0)?, Side::parse)?,
+                result: parse_text("result", &r.get::<_, String>(1)?, RefreshResult::parse)?,
+                entry: EntryId::new(r.get::<_, String>(2)?),
+                id: r.get::<_, Option<String>>(3)?.map(MailboxId::new),
+                before: parse_list(&r.get::<_, String>(4)?),
+                after: parse_list(&r.get::<_, String>(5)?),
+            })
+        })
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
+    Ok(Some(RefreshRecord {
+        started,
+        source_available: sa,
+        source_reason: sr,
+        target_available: ta,
+        target_reason: tr,
+        lines,
+    }))
+}
+
+// ---------------------------------------------------------------- checkpoints and meta
+
+pub fn checkpoint(conn: &Connection, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
+    conn.query_row(
+        "SELECT uid_validity, uid_next, messages, highest_modseq, filter
+         FROM folder_checkpoints WHERE entry_id = ?1 AND source_folder = ?2",
+        params![entry.as_str(), folder],
+        |r| {
+            Ok(Checkpoint {
+                uid_validity: r.get(0)?,
+                uid_next: r.get(1)?,
+                messages: r.get(2)?,
+                highest_modseq: r.get(3)?,
+                filter: r.get(4)?,
+            })
+        },
+    )
+    .optional()
+    .db()
+}
+
+pub fn set_checkpoint(
+    conn: &Connection,
+    entry: &EntryId,
+    folder: &str,
+    c: &Checkpoint,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO folder_checkpoints
+             (entry_id, source_folder, uid_validity, uid_next, messages, highest_modseq, filter)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (entry_id, source_folder) DO UPDATE SET uid_validity = excluded.uid_validity,
+             uid_next = excluded.uid_next, messages = excluded.messages,
+             highest_modseq = excluded.highest_modseq, filter = excluded.filter",
+        params![
+            entry.as_str(),
+            folder,
+            c.uid_validity,
+            c.uid_next,
+            c.messages,
+            c.highest_modseq,
+            c.filter
+        ],
+    )
+    .db()?;
+    Ok(())
+}
+
+pub fn meta(conn: &Connection, key: MetaKey) -> Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = ?1",
+        [key.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .db()
+}
+
+pub fn set_meta(conn: &Connection, key: MetaKey, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key.as_str(), value],
+    )
+    .db()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- leases
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Claims an entry (or, with `from_epoch`, takes over the claim of that epoch). One
+/// `BEGIN IMMEDIATE` transaction, so two processes cannot both see the entry free. A released
+/// claim keeps its row (expired), so epochs only grow.
+pub fn lease(
+    conn: &mut Connection,
+    entry: &EntryId,
+    holder: &str,
+    ttl: Duration,
+    from_epoch: Option<i64>,
+) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    let current: Option<(String, i64, String, i64)> = tx
+        .query_row(
+            "SELECT holder, epoch, since, expires_ms FROM leases WHERE entry_id = ?1",
+            [entry.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .db()?;
+    let now_ms = now_ms();
+    let epoch = match current {
+        None => 1,
+        Some((_, epoch, _, expires)) if expires <= now_ms || from_epoch == Some(epoch) => epoch + 1,
+        Some((h, epoch, since, _)) => {
+            return Ok(Err(LeaseHolder {
+                holder: h,
+                since,
+                epoch,
+            }));
+        }
+    };
+    tx.execute(
+        "INSERT INTO leases (entry_id, holder, epoch, since, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (entry_id) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch,
+             since = excluded.since, expires_ms = excluded.expires_ms",
+        params![entry.as_str(), holder, epoch, now(), now_ms + ttl_ms(ttl)],
+    )
+    .db()?;
+    tx.commit().db()?;
+    Ok(Ok(Lease {
+        entry: entry.clone(),
+        holder: holder.to_string(),
+        epoch,
+    }))
+}
+
+pub fn renew(conn: &Connection, lease: &Lease, ttl: Duration) -> Result<()> {
+    let n = conn
+        .execute(
+            "UPDATE leases SET expires_ms = ?4 WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3",
+            params![
+                lease.entry.as_str(),
+                lease.holder,
+                lease.epoch,
+                now_ms() + ttl_ms(ttl)
+            ],
+        )
+        .db()?;
+    if n == 0 {
+        return Err(StoreError::new(
+            StoreErrorKind::Other,
+            format!(
+                "The lease on entry {} was taken over by another process",
+                lease.entry
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn release(conn: &Connection, lease: &Lease) -> Result<()> {
+    conn.execute(
+        "UPDATE leases SET expires_ms = 0 WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3",
+        params![lease.entry.as_str(), lease.holder, lease.epoch],
+    )
+    .db()?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The schema and its versions (`PRAGMA user_version`).
+//!
+//! Version 1 is the schema as mailferry 0.1 left it (the tables below, created with
+//! `IF NOT EXISTS`, plus the entry columns added since its first release); version 2 adds
+//! leases. A migration never changes what an existing column means.
+
+use rusqlite::Connection;
+
+use super::Db;
+use mailferry_core::ports::store::{Result, StoreError, StoreErrorKind};
+
+const V1: &str = r#"
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY NOT NULL,
+    source_login TEXT NOT NULL,
+    source_addresses TEXT NOT NULL DEFAULT '[]',
+    target_login TEXT,
+    target_addresses TEXT NOT NULL DEFAULT '[]',
+    origin TEXT NOT NULL,
+    stage INTEGER,
+    state TEXT NOT NULL DEFAULT 'new',
+    copied INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    last_pass TEXT,
+    last_error TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS ledger (
+    entry_id TEXT NOT NULL,
+    source_folder TEXT NOT NULL,
+    uid_validity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    target_folder TEXT NOT NULL,
+    target_uid INTEGER,
+    target_uidnext INTEGER,
+    fingerprint TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source_folder, uid_validity, uid)
+) STRICT;
+CREATE INDEX IF NOT EXISTS ledger_target ON ledger (entry_id, target_folder, target_uid);
+CREATE INDEX IF NOT EXISTS ledger_fingerprint ON ledger (entry_id, fingerprint);
+CREATE TABLE IF NOT EXISTS folder_checkpoints (
+    entry_id TEXT NOT NULL,
+    source_folder TEXT NOT NULL,
+    uid_validity INTEGER NOT NULL,
+    uid_next INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    highest_modseq INTEGER,
+    filter TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source_folder)
+) STRICT;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started TEXT NOT NULL,
+    finished TEXT,
+    kind TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS run_entries (
+    run_id INTEGER NOT NULL,
+    entry_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    copied INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    moved INTEGER NOT NULL DEFAULT 0,
+    flags_updated INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (run_id, entry_id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS refresh_runs (
+    id INTEGER PRIMARY KEY,
+    started TEXT NOT NULL,
+    source_available INTEGER NOT NULL,
+    source_reason TEXT,
+    target_available INTEGER NOT NULL,
+    target_reason TEXT
+) STRICT;
+CREATE TABLE IF NOT EXISTS refresh_results (
+    run_id INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    result TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    mailbox_id TEXT,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS failures (
+    run_id INTEGER NOT NULL,
+    entry_id TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uid INTEGER,
+    size INTEGER,
+    message_id TEXT,
+    reason TEXT NOT NULL
+) STRICT;
+"#;
+
+/// Entry columns added after the first release: databases of that release lack them.
+const V1_ENTRY_COLUMNS: [(&str, &str); 4] = [
+    ("source_display_name", "TEXT"),
+    ("target_id", "TEXT"),
+    ("match_note", "TEXT"),
+    ("missing_source", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+const V2: &str = r#"
+CREATE TABLE leases (
+    entry_id TEXT PRIMARY KEY NOT NULL,
+    holder TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    since TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// The newest schema this build knows.
+pub const VERSION: i64 = 2;
+
+/// Brings a database up to [`VERSION`], one migration per version, each in its own
+/// transaction; refuses a newer one.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let mut version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .db()?;
+    if version > VERSION {
+        return Err(StoreError::new(
+            StoreErrorKind::Schema,
+            format!(
+                "The state database was written by a newer mailferry (schema version \
+                 {version}; this one knows up to {VERSION}): use that version or newer"
+            ),
+        ));
+    }
+    while version < VERSION {
+        let tx = conn.transaction().db()?;
+        match version {
+            0 => {
+                tx.execute_batch(V1).db()?;
+                let existing: Vec<String> = tx
+                    .prepare("SELECT name FROM pragma_table_info('entries')")
+                    .db()?
+                    .query_map([], |r| r.get(0))
+                    .db()?
+                    .collect::<rusqlite::Result<_>>()
+                    .db()?;
+                for (name, definition) in V1_ENTRY_COLUMNS {
+                    if !existing.iter().any(|c| c == name) {
+                        tx.execute_batch(&format!(
+                            "ALTER TABLE entries ADD COLUMN {name} {definition}"
+                        ))
+                        .db()?;
+                    }
+                }
+            }
+            1 => tx.execute_batch(V2).db()?,
+            _ => unreachable_version(version)?,
+        }
+        version += 1;
+        tx.pragma_update(None, "user_version", version).db()?;
+        tx.commit().db()?;
+    }
+    Ok(())
+}
+
+fn unreachable_version(v: i64) -> Result<()> {
+    Err(StoreError::new(
+        StoreErrorKind::Schema,
+        format!("No migration from schema version {v}"),
+    ))
+}

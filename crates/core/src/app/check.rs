@@ -1,0 +1,97 @@
+//! `check`: reach every server and directory of the job, log in (as one mailbox when an admin
+//! login is used), and say what works and what does not, with the server's own words.
+//! Nothing is changed anywhere.
+
+use serde::Serialize;
+
+use super::{App, Result};
+use crate::model::Side;
+
+#[derive(Debug, Serialize)]
+pub struct CheckOutcome {
+    pub ok: bool,
+    pub servers: Vec<SideChecks>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SideChecks {
+    pub side: Side,
+    pub checks: Vec<Check>,
+}
+
+/// One line of the check: what was tried, whether it worked, and the details.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn line(check: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
+    Check {
+        check: check.into(),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
+    let store = app.open_state()?;
+    let sample = store.entries()?.into_iter().find(|e| e.is_migratable());
+    drop(store);
+    let passwords = app.passwords()?;
+    let mut servers = Vec::new();
+    for side in [Side::Source, Side::Target] {
+        let mut checks = Vec::new();
+        match app.backends.connector(app.job, side) {
+            Err(e) => checks.push(line("configuration", false, e)),
+            Ok(connector) => match connector.probe() {
+                Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
+                Ok(probe) => {
+                    checks.push(line(connector.describe(), true, probe.detail));
+                    if probe.can_log_in {
+                        checks.push(match &sample {
+                            None => line(
+                                "login",
+                                false,
+                                "no entries yet: import them with `mailferry match --csv`, then \
+                                 check again",
+                            ),
+                            Some(entry) => {
+                                let login = entry.login(side).unwrap_or_default().to_string();
+                                let pw = passwords.get(&entry.id).cloned().unwrap_or_default();
+                                let own = match side {
+                                    Side::Source => pw.source,
+                                    Side::Target => pw.target,
+                                };
+                                let what = format!("login as {login}");
+                                match connector.open(&login, own.as_deref()) {
+                                    Ok(mut session) => {
+                                        let detail = match session.folders() {
+                                            Ok(t) => format!("{} folders", t.folders().count()),
+                                            Err(e) => format!("LIST failed: {e}"),
+                                        };
+                                        session.logout();
+                                        line(what, true, detail)
+                                    }
+                                    Err(e) => line(what, false, e.to_string()),
+                                }
+                            }
+                        });
+                    }
+                }
+            },
+        }
+        if let Some(cfg) = &app.connection(side).directory {
+            let what = format!("directory {}", cfg.url);
+            checks.push(match app.directory(side) {
+                Ok(Some(d)) => line(what, true, format!("bound as {}", d.bound_as())),
+                Ok(None) => line(what, false, "no directory"),
+                Err(e) => line(what, false, e.to_string()),
+            });
+        }
+        servers.push(SideChecks { side, checks });
+    }
+    let ok = servers.iter().all(|s| s.checks.iter().all(|c| c.ok));
+    Ok(CheckOutcome { ok, servers })
+}

@@ -1,0 +1,164 @@
+//! Phase 3c: storing a folder's messages on the target, intent first.
+//!
+//! The crash-safety rule lives here: a group's ledger rows are committed as `pending` intents,
+//! with the target folder's UIDNEXT as seen before sending, *before* the first byte of their
+//! APPENDs leaves; they become `copied` with the target UID once the server said OK, in one
+//! transaction per group. A crash in between leaves intents that [`super::reconcile`] judges.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::Receiver;
+
+use super::copy::{ByteBudget, Message, next_group};
+use super::decide::{Vanished, take_vanished};
+use super::scan::FolderWork;
+use super::{EngineError, Pass, Result, on};
+use crate::fingerprint::{fingerprint, message_id};
+use crate::model::{LedgerRow, LedgerState, Side};
+use crate::ports::{AppendOutcome, AppendTicket, MailSession, Outgoing};
+
+/// One group's APPENDs on the wire: their intents, messages and the session's ticket.
+struct InFlight {
+    rows: Vec<LedgerRow>,
+    msgs: Vec<Message>,
+    ticket: AppendTicket,
+}
+
+fn outgoing(msgs: &[Message]) -> Vec<Outgoing<'_>> {
+    msgs.iter()
+        .map(|m| Outgoing {
+            flags: &m.flags,
+            internal_date: m.date.as_deref(),
+            body: &m.body,
+        })
+        .collect()
+}
+
+impl Pass<'_, '_> {
+    pub(super) fn append_messages(
+        &mut self,
+        dst: &mut dyn MailSession,
+        w: &FolderWork,
+        rx: Receiver<Message>,
+        budget: &ByteBudget,
+        vanished: &mut Vanished,
+        moves: &mut Vec<(LedgerRow, LedgerRow)>,
+    ) -> Result<()> {
+        let folder = w.source.path.as_str().to_string();
+        let target_folder = w.item.target_path.as_str().to_string();
+        let target_raw = w.item.target_raw_name.clone();
+        let mut uid_next = dst.status(&target_raw).map_err(on(Side::Target))?.uid_next;
+        // Two groups in flight: while the server stores one, the next one's intents are
+        // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        loop {
+            let Some(group) = next_group(&rx) else {
+                while let Some(g) = in_flight.pop_front() {
+                    self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                }
+                return Ok(());
+            };
+            let mut rows = Vec::with_capacity(group.len());
+            let mut msgs = Vec::with_capacity(group.len());
+            for m in group {
+                let fp = fingerprint(&m.body);
+                if let Some(old) = take_vanished(vanished, &fp) {
+                    // Already on the target: moved there after this folder's copies.
+                    let new = LedgerRow {
+                        source_folder: folder.clone(),
+                        uid_validity: w.uid_validity,
+                        uid: m.uid,
+                        target_folder: target_folder.clone(),
+                        ..old.clone()
+                    };
+                    moves.push((old, new));
+                    budget.release(m.body.len());
+                    continue;
+                }
+                rows.push(LedgerRow {
+                    source_folder: folder.clone(),
+                    uid_validity: w.uid_validity,
+                    uid: m.uid,
+                    target_folder: target_folder.clone(),
+                    target_uid: None,
+                    target_uidnext: Some(uid_next),
+                    fingerprint: fp,
+                    size: m.body.len() as u64,
+                    flags: m.flags.clone(),
+                    state: LedgerState::Pending,
+                });
+                msgs.push(m);
+            }
+            if msgs.is_empty() {
+                continue;
+            }
+            // The intents are durable before the first byte of their APPENDs leaves.
+            self.store().insert_pending(&self.entry.id, &rows)?;
+            let ticket = dst
+                .send_appends(&target_raw, &outgoing(&msgs))
+                .map_err(on(Side::Target))?;
+            in_flight.push_back(InFlight { rows, msgs, ticket });
+            if in_flight.len() > 1
+                && let Some(g) = in_flight.pop_front()
+            {
+                self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+            }
+        }
+    }
+
+    /// Reads the answers to one group's APPENDs and records them in one transaction.
+    fn finish_group(
+        &mut self,
+        dst: &mut dyn MailSession,
+        g: InFlight,
+        folder: &str,
+        budget: &ByteBudget,
+        uid_next: &mut u32,
+    ) -> Result<()> {
+        let outcomes = dst
+            .finish_appends(g.ticket, &outgoing(&g.msgs))
+            .map_err(on(Side::Target))?;
+        let mut copied = Vec::new();
+        let mut failed = Vec::new();
+        let mut failures = Vec::new();
+        let mut broken = None;
+        for ((outcome, m), row) in outcomes.into_iter().zip(&g.msgs).zip(&g.rows) {
+            match outcome {
+                AppendOutcome::Stored(target_uid) => {
+                    if let Some(u) = target_uid {
+                        *uid_next = (*uid_next).max(u + 1);
+                    }
+                    copied.push((row, target_uid));
+                    self.stats.copied += 1;
+                    self.stats.bytes += m.body.len() as u64;
+                    self.ctx
+                        .observer
+                        .copied(&self.entry.id, 1, m.body.len() as u64);
+                }
+                AppendOutcome::Refused(reason) => {
+                    failed.push(row);
+                    failures.push((m.uid, m.body.len() as u64, message_id(&m.body), reason));
+                }
+                AppendOutcome::Lost(e) => {
+                    // The connection is gone: record what is known; this message and the
+                    // rest stay pending for the next attempt to reconcile.
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        self.store().complete(&self.entry.id, &copied, &failed)?;
+        if let Some(source) = broken {
+            return Err(EngineError::Session {
+                side: Side::Target,
+                source,
+            });
+        }
+        for (uid, size, mid, reason) in failures {
+            self.fail(folder, Some(uid), Some(size), mid, reason)?;
+        }
+        for m in &g.msgs {
+            budget.release(m.body.len());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Phase 3b: copying one folder's new messages. A fetcher thread reads bodies from the source
+//! in batches and hands them over a channel bounded by a byte budget; this thread groups them
+//! and stores them on the target ([`super::append`]).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::decide::Vanished;
+use super::scan::FolderWork;
+use super::{EngineError, Pass, Result, on};
+use crate::folders::FolderTree;
+use crate::model::{Flags, Side};
+use crate::ports::{FetchedMessage, MailSession, SessionError, SessionErrorKind};
+
+/// Bytes of message bodies in flight between the fetcher and the appender, per mailbox.
+const BYTE_BUDGET: usize = 64 << 20;
+const FETCH_BATCH_BYTES: u64 = 16 << 20;
+const FETCH_BATCH_MESSAGES: usize = 500;
+pub(super) const GROUP_MESSAGES: usize = 128;
+const GROUP_BYTES: usize = 8 << 20;
+/// How long a group waits for more messages before it goes out as it is.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
+
+/// One source message on its way to the target.
+pub(super) struct Message {
+    pub uid: u32,
+    pub flags: Flags,
+    pub date: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl From<FetchedMessage> for Message {
+    fn from(m: FetchedMessage) -> Message {
+        Message {
+            uid: m.uid,
+            flags: m.flags,
+            date: m.internal_date,
+            body: m.body,
+        }
+    }
+}
+
+impl Pass<'_, '_> {
+    pub(super) fn copy_folder(
+        &mut self,
+        src: &mut dyn MailSession,
+        dst: &mut dyn MailSession,
+        tree: &FolderTree,
+        w: &FolderWork,
+        to_copy: &[(u32, u64)],
+        vanished: &mut Vanished,
+    ) -> Result<()> {
+        // The scan left another folder selected: select this one again, and make sure its
+        // UIDs still mean what the scan saw.
+        let selected = src
+            .select(&w.source.raw_name, false)
+            .map_err(on(Side::Source))?;
+        if selected.uid_validity != w.uid_validity {
+            return Err(EngineError::Session {
+                side: Side::Source,
+                source: SessionError::new(
+                    SessionErrorKind::Aborted,
+                    format!(
+                        "UIDVALIDITY of {} changed during the pass; it is reconciled on the \
+                         next attempt",
+                        w.source.path
+                    ),
+                ),
+            });
+        }
+        let budget = Arc::new(ByteBudget::new(BYTE_BUDGET));
+        let (tx, rx) = sync_channel::<Message>(256);
+        let fetch_budget = budget.clone();
+        let mut moves = Vec::new();
+        std::thread::scope(|scope| {
+            let fetcher = scope.spawn(move || fetch_messages(src, to_copy, tx, &fetch_budget));
+            let appended = self.append_messages(dst, w, rx, &budget, vanished, &mut moves);
+            budget.close();
+            let fetched = fetcher.join().unwrap_or_else(|_| {
+                Err(SessionError::new(
+                    SessionErrorKind::Aborted,
+                    "the fetcher thread panicked",
+                ))
+            });
+            appended?;
+            match fetched {
+                Ok(()) => Ok(()),
+                // The fetcher stopped because the appending side did: its error is reported.
+                Err(e) if e.kind == SessionErrorKind::Aborted => Ok(()),
+                Err(e) => Err(EngineError::Session {
+                    side: Side::Source,
+                    source: e,
+                }),
+            }
+        })?;
+        self.apply_moves(dst, tree, &w.item.target_raw_name, moves)
+    }
+}
+
+/// The next group of messages: at least one (`None` when the fetcher is done), then whatever
+/// arrives within a few milliseconds, up to a count and a size.
+pub(super) fn next_group(rx: &Receiver<Message>) -> Option<Vec<Message>> {
+    let first = rx.recv().ok()?;
+    let mut bytes = first.body.len();
+    let mut group = vec![first];
+    while group.len() < GROUP_MESSAGES && bytes < GROUP_BYTES {
+        match rx.recv_timeout(GROUP_WAIT) {
+            Ok(m) => {
+                bytes += m.body.len();
+                group.push(m);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(group)
+}
+
+/// Bytes of message bodies in flight between the fetcher and the appender. A message larger
+/// than the budget still passes, alone.
+pub(super) struct ByteBudget {
+    cap: usize,
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl ByteBudget {
+    pub fn new(cap: usize) -> ByteBudget {
+        ByteBudget {
+            cap,
+            state: Mutex::new((0, false)),
+            freed: Condvar::new(),
+        }
+    }
+    /// Returns false when the consumer is gone.
+    pub fn acquire(&self, n: usize) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.1 && s.0 > 0 && s.0 + n > self.cap {
+            s = self.freed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.1 {
+            return false;
+        }
+        s.0 += n;
+        true
+    }
+    pub fn release(&self, n: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+    pub fn close(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Batches of UIDs to fetch together: up to a count, and up to a size unless one message is
+/// larger by itself.
+pub(super) fn fetch_batches(to_copy: &[(u32, u64)]) -> Vec<&[(u32, u64)]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < to_copy.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < to_copy.len()
+            && end - start < FETCH_BATCH_MESSAGES
+            && (end == start || bytes + to_copy[end].1 <= FETCH_BATCH_BYTES)
+        {
+            bytes += to_copy[end].1;
+            end += 1;
+        }
+        batches.push(&to_copy[start..end]);
+        start = end;
+    }
+    batches
+}
+
+fn fetch_messages(
+    src: &mut dyn MailSession,
+    to_copy: &[(u32, u64)],
+    tx: SyncSender<Message>,
+    budget: &ByteBudget,
+) -> std::result::Result<(), SessionError> {
+    let stopped = || SessionError::new(SessionErrorKind::Aborted, "the target side stopped");
+    for batch in fetch_batches(to_copy) {
+        let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
+        let mut gone = false;
+        src.fetch(&uids, &mut |m| {
+            if !budget.acquire(m.body.len()) || tx.send(Message::from(m)).is_err() {
+                gone = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        if gone {
+            return Err(stopped());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_budget_lets_one_big_message_through() {
+        let b = ByteBudget::new(10);
+        assert!(b.acquire(50));
+        b.release(50);
+        assert!(b.acquire(6));
+        b.close();
+        assert!(!b.acquire(6));
+    }
+
+    #[test]
+    fn fetch_batches_are_bounded_by_count_and_size() {
+        let small: Vec<(u32, u64)> = (1..=1200).map(|u| (u, 1000)).collect();
+        let sizes: Vec<usize> = fetch_batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [500, 500, 200]);
+        let big = [(1, 20 << 20), (2, 1), (3, 10 << 20), (4, 10 << 20)];
+        let sizes: Vec<usize> = fetch_batches(&big).iter().map(|b| b.len()).collect();
+        // A message over the batch size goes alone; the rest fill up to the size.
+        assert_eq!(sizes, [1, 2, 1]);
+    }
+}

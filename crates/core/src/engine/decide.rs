@@ -1,0 +1,474 @@
+//! The engine's decisions, as pure functions over what the store and the servers said.
+//!
+//! Everything here is free of I/O so that each rule that keeps a copy exact — skip a folder,
+//! copy a message, update its flags, treat it as moved, judge an intent after a crash — is
+//! unit-tested on its own; the phases around them only gather inputs and apply the result.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::model::{Checkpoint, Fingerprint, Flags, LedgerRow};
+use crate::ports::session::{FolderStatus, ScannedMessage};
+
+/// Whether a folder can be skipped after one STATUS: it is exactly as the last pass left it
+/// under the same filter. Only with CONDSTORE's HIGHESTMODSEQ, since without it a flag change
+/// leaves STATUS as it was.
+pub fn folder_unchanged(
+    checkpoint: Option<&Checkpoint>,
+    status: &FolderStatus,
+    filter: &str,
+) -> bool {
+    checkpoint.is_some_and(|c| {
+        c.uid_validity == status.uid_validity
+            && c.uid_next == status.uid_next
+            && c.messages == status.messages
+            && c.filter == filter
+            && status.highest_modseq.is_some()
+            && c.highest_modseq == status.highest_modseq
+    })
+}
+
+/// Ledger rows that vanished from their source folder (or whose UIDVALIDITY changed), by
+/// fingerprint: a new source message with the same fingerprint is already on the target.
+pub type Vanished = HashMap<Fingerprint, Vec<LedgerRow>>;
+
+/// What a scan of one source folder decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScanDecision {
+    /// (UID, size) of messages to copy, by UID.
+    pub to_copy: Vec<(u32, u64)>,
+    /// Copied messages whose source flags changed: the row and the new flags.
+    pub flag_updates: Vec<(LedgerRow, Flags)>,
+    /// Messages left out by the filters (`skip_deleted`, the date range).
+    pub skipped: u64,
+}
+
+/// What filters a scan applies to messages the ledger does not have.
+pub struct ScanFilter<'a> {
+    /// UIDs inside the job's date range; `None` when the job has none.
+    pub in_range: Option<&'a HashSet<u32>>,
+    pub skip_deleted: bool,
+}
+
+/// Classifies a source folder's messages against its ledger rows.
+///
+/// - a message with a copied row: its flags are brought up to date if they changed;
+/// - a message with a pending row: left alone (reconciliation already judged it this pass, or
+///   it is in flight);
+/// - a message without a row: copied, unless a filter leaves it out;
+/// - a row whose message is gone, or whose UIDVALIDITY is not the folder's: vanished, to be
+///   matched by fingerprint against new messages (moves, renumbering).
+pub fn classify_scan(
+    ledger: Vec<LedgerRow>,
+    uid_validity: u32,
+    scanned: &[ScannedMessage],
+    filter: &ScanFilter<'_>,
+    vanished: &mut Vanished,
+) -> ScanDecision {
+    let mut by_uid: HashMap<u32, LedgerRow> = HashMap::new();
+    for row in ledger {
+        if row.uid_validity == uid_validity {
+            by_uid.insert(row.uid, row);
+        } else {
+            vanished
+                .entry(row.fingerprint.clone())
+                .or_default()
+                .push(row);
+        }
+    }
+    let mut d = ScanDecision::default();
+    let mut seen = HashSet::with_capacity(scanned.len());
+    for m in scanned {
+        seen.insert(m.uid);
+        match by_uid.get(&m.uid) {
+            Some(row) if !row.is_pending() => {
+                if row.flags != m.flags {
+                    d.flag_updates.push((row.clone(), m.flags.clone()));
+                }
+            }
+            Some(_) => {}
+            None => {
+                let wanted = filter.in_range.is_none_or(|r| r.contains(&m.uid));
+                if (m.flags.is_deleted() && filter.skip_deleted) || !wanted {
+                    d.skipped += 1;
+                } else {
+                    d.to_copy.push((m.uid, m.size));
+                }
+            }
+        }
+    }
+    for (uid, row) in by_uid {
+        if !seen.contains(&uid) && !row.is_pending() {
+            vanished
+                .entry(row.fingerprint.clone())
+                .or_default()
+                .push(row);
+        }
+    }
+    d.to_copy.sort_unstable();
+    d
+}
+
+/// Takes one vanished row with this fingerprint, if any (each matches one new message).
+pub fn take_vanished(vanished: &mut Vanished, fp: &Fingerprint) -> Option<LedgerRow> {
+    let rows = vanished.get_mut(fp)?;
+    let row = rows.pop();
+    if rows.is_empty() {
+        vanished.remove(fp);
+    }
+    row
+}
+
+/// How the moves found while copying a folder are carried out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MovePlan {
+    /// Rows re-keyed without touching the target: the copy is already in the right folder, or
+    /// cannot be moved since its target UID is unknown (it then stays where it is).
+    pub rekey_only: Vec<(LedgerRow, LedgerRow)>,
+    /// Per target folder the copies sit in: the pairs to move from there with one UID MOVE.
+    pub by_folder: BTreeMap<String, Vec<(LedgerRow, LedgerRow)>>,
+}
+
+pub fn plan_moves(moves: Vec<(LedgerRow, LedgerRow)>) -> MovePlan {
+    let mut plan = MovePlan::default();
+    for (old, mut new) in moves {
+        if old.target_folder == new.target_folder {
+            plan.rekey_only.push((old, new));
+        } else if old.target_uid.is_none() {
+            new.target_folder = old.target_folder.clone();
+            plan.rekey_only.push((old, new));
+        } else {
+            plan.by_folder
+                .entry(old.target_folder.clone())
+                .or_default()
+                .push((old, new));
+        }
+    }
+    plan
+}
+
+/// Flag updates grouped by target folder and flag set, so each group is one UID STORE.
+/// Rows without a target UID cannot be updated and are left out.
+pub fn flag_groups(updates: &[(LedgerRow, Flags)]) -> BTreeMap<(&str, &Flags), Vec<&LedgerRow>> {
+    let mut groups: BTreeMap<(&str, &Flags), Vec<&LedgerRow>> = BTreeMap::new();
+    for (row, flags) in updates {
+        if row.target_uid.is_some() {
+            groups
+                .entry((row.target_folder.as_str(), flags))
+                .or_default()
+                .push(row);
+        }
+    }
+    groups
+}
+
+/// The verdict on intents left in doubt by a killed pass, for one target folder.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled<'a> {
+    /// Intents whose message is on the target, with the UID it has there.
+    pub copied: Vec<(&'a LedgerRow, Option<u32>)>,
+    /// Intents whose message never arrived: forgotten, so this pass copies them again.
+    pub forgotten: Vec<&'a LedgerRow>,
+}
+
+/// Judges intents against the target messages no ledger row owns (`found`: fingerprint →
+/// UIDs at or above the intents' UIDNEXT). Each target message settles at most one intent,
+/// so two intents of identical messages need two copies on the target to both count as
+/// copied: a duplicate source message is never left uncopied on a guess.
+pub fn reconcile<'a>(
+    pending: &'a [LedgerRow],
+    mut found: HashMap<Fingerprint, Vec<u32>>,
+) -> Reconciled<'a> {
+    for uids in found.values_mut() {
+        // Pop the lowest first: intents are judged in UID order, copies arrived in it.
+        uids.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    let mut r = Reconciled::default();
+    for row in pending {
+        match found.get_mut(&row.fingerprint).and_then(Vec::pop) {
+            Some(uid) => r.copied.push((row, Some(uid))),
+            None => r.forgotten.push(row),
+        }
+    }
+    r
+}
+
+/// The lowest UIDNEXT recorded by these intents: target messages below it existed before any
+/// of them was sent, so they cannot be their copies.
+pub fn lowest_uidnext(pending: &[LedgerRow]) -> u32 {
+    pending
+        .iter()
+        .filter_map(|r| r.target_uidnext)
+        .min()
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LedgerState;
+
+    fn row(folder: &str, uid: u32, fp: &str) -> LedgerRow {
+        LedgerRow {
+            source_folder: folder.into(),
+            uid_validity: 7,
+            uid,
+            target_folder: folder.into(),
+            target_uid: Some(uid + 100),
+            target_uidnext: None,
+            fingerprint: fp.into(),
+            size: 10,
+            flags: Flags::from_stored("\\Seen"),
+            state: LedgerState::Copied,
+        }
+    }
+
+    fn scanned(uid: u32, flags: &str) -> ScannedMessage {
+        ScannedMessage {
+            uid,
+            flags: Flags::from_stored(flags),
+            size: 10 * uid as u64,
+        }
+    }
+
+    fn status(modseq: Option<u64>) -> FolderStatus {
+        FolderStatus {
+            messages: 3,
+            uid_validity: 7,
+            uid_next: 4,
+            highest_modseq: modseq,
+        }
+    }
+
+    const ALL: ScanFilter<'static> = ScanFilter {
+        in_range: None,
+        skip_deleted: true,
+    };
+
+    #[test]
+    fn unchanged_folder_is_skipped_only_with_highestmodseq() {
+        let c = Checkpoint {
+            uid_validity: 7,
+            uid_next: 4,
+            messages: 3,
+            highest_modseq: Some(9),
+            filter: "f".into(),
+        };
+        assert!(folder_unchanged(Some(&c), &status(Some(9)), "f"));
+        assert!(!folder_unchanged(Some(&c), &status(Some(10)), "f"));
+        assert!(!folder_unchanged(
+            Some(&c),
+            &status(Some(9)),
+            "other filter"
+        ));
+        assert!(!folder_unchanged(None, &status(Some(9)), "f"));
+        let without = Checkpoint {
+            highest_modseq: None,
+            ..c
+        };
+        assert!(!folder_unchanged(Some(&without), &status(None), "f"));
+    }
+
+    #[test]
+    fn scan_copies_what_the_ledger_lacks_and_updates_changed_flags() {
+        let ledger = vec![row("INBOX", 1, "a"), row("INBOX", 2, "b")];
+        let mut vanished = Vanished::new();
+        let d = classify_scan(
+            ledger,
+            7,
+            &[
+                scanned(1, "\\Seen"),
+                scanned(2, "\\Flagged \\Seen"),
+                scanned(3, ""),
+            ],
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(d.to_copy, vec![(3, 30)]);
+        assert_eq!(d.flag_updates.len(), 1);
+        assert_eq!(d.flag_updates[0].0.uid, 2);
+        assert_eq!(d.flag_updates[0].1.as_str(), "\\Flagged \\Seen");
+        assert!(vanished.is_empty());
+    }
+
+    #[test]
+    fn scan_leaves_pending_rows_alone() {
+        let mut pending = row("INBOX", 1, "a");
+        pending.state = LedgerState::Pending;
+        let mut vanished = Vanished::new();
+        let d = classify_scan(
+            vec![pending],
+            7,
+            &[scanned(1, "\\Answered")],
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(d, ScanDecision::default());
+        // Nor is a pending row whose message is gone taken for a vanished copy.
+        let mut pending = row("INBOX", 1, "a");
+        pending.state = LedgerState::Pending;
+        let d = classify_scan(vec![pending], 7, &[], &ALL, &mut vanished);
+        assert_eq!(d, ScanDecision::default());
+        assert!(vanished.is_empty());
+    }
+
+    #[test]
+    fn scan_filters_deleted_and_out_of_range_messages() {
+        let range: HashSet<u32> = [2].into();
+        let filter = ScanFilter {
+            in_range: Some(&range),
+            skip_deleted: true,
+        };
+        let d = classify_scan(
+            Vec::new(),
+            7,
+            &[scanned(1, ""), scanned(2, "\\Deleted"), scanned(3, "")],
+            &filter,
+            &mut Vanished::new(),
+        );
+        assert_eq!(d.to_copy, Vec::<(u32, u64)>::new());
+        assert_eq!(d.skipped, 3);
+        let keep_deleted = ScanFilter {
+            in_range: Some(&range),
+            skip_deleted: false,
+        };
+        let d = classify_scan(
+            Vec::new(),
+            7,
+            &[scanned(2, "\\Deleted")],
+            &keep_deleted,
+            &mut Vanished::new(),
+        );
+        assert_eq!(d.to_copy, vec![(2, 20)]);
+    }
+
+    #[test]
+    fn uidvalidity_change_makes_every_row_vanished() {
+        let mut vanished = Vanished::new();
+        let d = classify_scan(
+            vec![row("INBOX", 1, "a"), row("INBOX", 2, "b")],
+            8,
+            &[scanned(1, "\\Seen"), scanned(2, "\\Seen")],
+            &ALL,
+            &mut vanished,
+        );
+        // Renumbered messages look new, but each matches a vanished row by fingerprint, so
+        // the copy phase moves (re-keys) instead of copying.
+        assert_eq!(d.to_copy, vec![(1, 10), (2, 20)]);
+        assert_eq!(vanished.len(), 2);
+        assert!(take_vanished(&mut vanished, &"a".into()).is_some());
+        assert!(take_vanished(&mut vanished, &"a".into()).is_none());
+    }
+
+    #[test]
+    fn a_message_gone_from_its_folder_is_vanished() {
+        let mut vanished = Vanished::new();
+        classify_scan(vec![row("INBOX", 1, "a")], 7, &[], &ALL, &mut vanished);
+        assert_eq!(vanished[&Fingerprint::from("a")][0].uid, 1);
+    }
+
+    #[test]
+    fn duplicate_fingerprints_match_one_vanished_row_each() {
+        let mut vanished = Vanished::new();
+        classify_scan(
+            vec![row("A", 1, "same"), row("A", 2, "same")],
+            7,
+            &[],
+            &ALL,
+            &mut vanished,
+        );
+        let fp = Fingerprint::from("same");
+        assert!(take_vanished(&mut vanished, &fp).is_some());
+        assert!(take_vanished(&mut vanished, &fp).is_some());
+        assert!(take_vanished(&mut vanished, &fp).is_none());
+        assert!(vanished.is_empty());
+    }
+
+    #[test]
+    fn moves_across_folders_are_grouped_by_the_folder_the_copies_sit_in() {
+        let moved = |from: &str, to: &str, uid: u32, target_uid: Option<u32>| {
+            let mut old = row(from, uid, "x");
+            old.target_uid = target_uid;
+            let mut new = old.clone();
+            new.source_folder = to.into();
+            new.target_folder = to.into();
+            new.uid = uid + 50;
+            (old, new)
+        };
+        let plan = plan_moves(vec![
+            moved("A", "B", 1, Some(101)),
+            moved("A", "B", 2, Some(102)),
+            moved("C", "B", 3, Some(103)),
+            moved("B", "B", 4, Some(104)),
+            moved("D", "B", 5, None),
+        ]);
+        assert_eq!(plan.by_folder.keys().collect::<Vec<_>>(), ["A", "C"]);
+        assert_eq!(plan.by_folder["A"].len(), 2);
+        assert_eq!(plan.rekey_only.len(), 2);
+        // Without its target UID a copy cannot be moved: its row keeps the old target folder.
+        let stuck = plan.rekey_only.iter().find(|(o, _)| o.uid == 5).unwrap();
+        assert_eq!(stuck.1.target_folder, "D");
+        assert_eq!(stuck.1.source_folder, "B");
+    }
+
+    #[test]
+    fn flag_updates_become_one_store_per_folder_and_flag_set() {
+        let seen = Flags::from_stored("\\Seen");
+        let flagged = Flags::from_stored("\\Flagged");
+        let mut no_uid = row("A", 9, "z");
+        no_uid.target_uid = None;
+        let updates = vec![
+            (row("A", 1, "a"), seen.clone()),
+            (row("A", 2, "b"), seen.clone()),
+            (row("A", 3, "c"), flagged.clone()),
+            (row("B", 4, "d"), seen.clone()),
+            (no_uid, seen.clone()),
+        ];
+        let groups = flag_groups(&updates);
+        assert_eq!(groups.len(), 3);
+        assert_eq!(groups[&("A", &seen)].len(), 2);
+        assert_eq!(groups[&("A", &flagged)].len(), 1);
+        assert_eq!(groups[&("B", &seen)].len(), 1);
+    }
+
+    #[test]
+    fn reconcile_settles_each_intent_with_one_target_message() {
+        let mut a1 = row("INBOX", 1, "dup");
+        let mut a2 = row("INBOX", 2, "dup");
+        let mut b = row("INBOX", 3, "other");
+        for r in [&mut a1, &mut a2, &mut b] {
+            r.state = LedgerState::Pending;
+            r.target_uid = None;
+        }
+        a1.target_uidnext = Some(20);
+        a2.target_uidnext = Some(20);
+        b.target_uidnext = Some(21);
+        let pending = vec![a1, a2, b];
+        assert_eq!(lowest_uidnext(&pending), 20);
+        // Two identical messages were sent, one arrived: one intent is copied, the other
+        // is forgotten and copied again. Never both taken for the one copy.
+        let found: HashMap<Fingerprint, Vec<u32>> = [("dup".into(), vec![25])].into();
+        let r = reconcile(&pending, found);
+        assert_eq!(r.copied.len(), 1);
+        assert_eq!(r.copied[0].1, Some(25));
+        assert_eq!(r.forgotten.len(), 2);
+        // Both arrived: both copied, lowest UID to the first intent.
+        let found: HashMap<Fingerprint, Vec<u32>> =
+            [("dup".into(), vec![26, 25]), ("other".into(), vec![27])].into();
+        let r = reconcile(&pending, found);
+        assert_eq!(
+            r.copied
+                .iter()
+                .map(|(row, u)| (row.uid, *u))
+                .collect::<Vec<_>>(),
+            [(1, Some(25)), (2, Some(26)), (3, Some(27))]
+        );
+        assert!(r.forgotten.is_empty());
+    }
+
+    #[test]
+    fn intents_without_uidnext_look_from_uid_one() {
+        let mut r = row("INBOX", 1, "a");
+        r.target_uidnext = None;
+        assert_eq!(lowest_uidnext(&[r]), 1);
+    }
+}

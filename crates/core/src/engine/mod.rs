@@ -1,0 +1,303 @@
+//! The copy engine: one pass over one entry (a source mailbox and its target mailbox).
+//!
+//! A pass, in order (one module per phase):
+//! 1. log in to both servers, read both folder trees, plan the target tree, create missing
+//!    folders and make the target's subscriptions for the job's folders equal the source's
+//!    (this file);
+//! 2. resolve `pending` ledger rows left by a killed pass ([`reconcile`]);
+//! 3. per source folder: skip it after one STATUS if nothing changed since the last checkpoint;
+//!    otherwise scan UIDs and flags ([`scan`]), copy what the ledger lacks ([`copy`], with
+//!    [`append`] storing on the target), and set changed flags ([`moves`]);
+//! 4. messages that vanished from one folder and appear in another (same fingerprint) are moved
+//!    on the target, not copied again; a UIDVALIDITY change is resolved the same way
+//!    ([`moves`]).
+//!
+//! The engine talks to the world only through the ports: [`MailSession`]s opened by the
+//! [`Connector`]s, the [`Store`], and the [`Observer`]. Its decisions are pure functions in
+//! [`decide`], unit-tested there; `tests` runs whole passes against a fake session.
+
+mod append;
+mod copy;
+pub mod decide;
+mod moves;
+mod reconcile;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::folders::{FolderPlanItem, FolderRules, FolderTree};
+use crate::job::Date;
+use crate::model::{Checkpoint, Entry, EntryState, Failure, RunEntry, RunId, Side};
+use crate::ports::{
+    ConnectError, Connector, Created, EntryPasswords, MailSession, Observer, SessionError, Store,
+    StoreError,
+};
+
+pub use reconcile::reconcile_pending;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{side}: {source}")]
+    Session {
+        side: Side,
+        #[source]
+        source: SessionError,
+    },
+    #[error("{side} login: {source}")]
+    Login {
+        side: Side,
+        #[source]
+        source: SessionError,
+    },
+    #[error("State database: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl EngineError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Session { source, .. } | EngineError::Login { source, .. } => {
+                source.is_transient()
+            }
+            EngineError::Store(e) => e.is_transient(),
+            EngineError::Config(_) => false,
+        }
+    }
+
+    fn connect(side: Side, e: ConnectError) -> EngineError {
+        match e {
+            ConnectError::Config(m) => EngineError::Config(m),
+            ConnectError::Connect(source) => EngineError::Session { side, source },
+            ConnectError::Login(source) => EngineError::Login { side, source },
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+fn on(side: Side) -> impl Fn(SessionError) -> EngineError {
+    move |source| EngineError::Session { side, source }
+}
+
+/// What limits a pass: folder scope, dates, deleted messages.
+#[derive(Debug, Clone)]
+pub struct PassSettings {
+    pub rules: FolderRules,
+    /// Messages received on or after this day.
+    pub since: Option<Date>,
+    /// Messages received before this day.
+    pub until: Option<Date>,
+    pub skip_deleted: bool,
+}
+
+impl PassSettings {
+    /// A text that changes whenever a message filter changes, so that checkpoints taken under
+    /// another filter do not let a folder be skipped. Its form is the one earlier versions
+    /// stored, so their checkpoints stay valid.
+    pub fn filter_key(&self) -> String {
+        format!(
+            "since={:?};until={:?};skip_deleted={}",
+            self.since.map(|d| d.imap_format()),
+            self.until.map(|d| d.imap_format()),
+            self.skip_deleted
+        )
+    }
+}
+
+/// Everything a pass needs besides the entry itself.
+pub struct PassContext<'a> {
+    pub source: &'a dyn Connector,
+    pub target: &'a dyn Connector,
+    pub settings: &'a PassSettings,
+    pub store: &'a Mutex<Box<dyn Store>>,
+    pub run: RunId,
+    pub observer: &'a dyn Observer,
+    pub retries: u32,
+    pub retry_delay: Duration,
+}
+
+/// Runs one pass for an entry, retrying transient failures with backoff; never panics on
+/// server trouble: the result says what happened, with the server's words.
+pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) -> RunEntry {
+    let started = Instant::now();
+    let mut stats = RunEntry::new(entry.id.clone());
+    let mut delay = ctx.retry_delay;
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        let mut pass = Pass {
+            ctx,
+            entry,
+            stats: &mut stats,
+        };
+        match pass.run(pw) {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_transient() && attempt <= ctx.retries => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    stats.seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(()) if stats.failed == 0 => stats.state = EntryState::Migrated,
+        Ok(()) => stats.state = EntryState::Partial,
+        Err(e) => {
+            stats.state = EntryState::Failed;
+            stats.error = Some(e.to_string());
+        }
+    }
+    stats
+}
+
+struct Pass<'a, 'b> {
+    ctx: &'a PassContext<'b>,
+    entry: &'a Entry,
+    stats: &'a mut RunEntry,
+}
+
+impl Pass<'_, '_> {
+    fn store(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        self.ctx.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a message that could not be copied, with the server's words.
+    fn fail(
+        &mut self,
+        folder: &str,
+        uid: Option<u32>,
+        size: Option<u64>,
+        message_id: Option<String>,
+        reason: String,
+    ) -> Result<()> {
+        self.stats.failed += 1;
+        let f = Failure {
+            entry_id: self.entry.id.clone(),
+            folder: folder.to_string(),
+            uid,
+            size,
+            message_id,
+            reason,
+        };
+        self.store().record_failure(self.ctx.run, &f)?;
+        Ok(())
+    }
+
+    fn run(&mut self, pw: &EntryPasswords) -> Result<()> {
+        let target_login = self.entry.target_login.clone().ok_or_else(|| {
+            EngineError::Config(format!("Entry {} has no target mailbox", self.entry.id))
+        })?;
+        let _src_permit = self.ctx.source.limit().acquire();
+        let mut src = self
+            .ctx
+            .source
+            .open(&self.entry.source_login, pw.source.as_deref())
+            .map_err(|e| EngineError::connect(Side::Source, e))?;
+        let _dst_permit = self.ctx.target.limit().acquire();
+        let mut dst = self
+            .ctx
+            .target
+            .open(&target_login, pw.target.as_deref())
+            .map_err(|e| EngineError::connect(Side::Target, e))?;
+
+        let src_tree = src.folders().map_err(on(Side::Source))?;
+        let dst_tree = dst.folders().map_err(on(Side::Target))?;
+        let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
+        prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
+        reconcile_pending(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
+
+        // Scan every folder that changed; collect the work and the vanished ledger rows.
+        let mut work = Vec::new();
+        let mut vanished = decide::Vanished::new();
+        for item in plan.iter().filter(|i| i.selectable) {
+            if let Some(w) = self.scan_folder(src.as_mut(), item, &mut vanished)? {
+                work.push(w);
+            }
+        }
+        let (messages, bytes) = work.iter().fold((0, 0), |(m, b), w| {
+            (
+                m + w.to_copy.len() as u64,
+                b + w.to_copy.iter().map(|(_, s)| s).sum::<u64>(),
+            )
+        });
+        self.ctx.observer.planned(&self.entry.id, messages, bytes);
+
+        for mut w in work {
+            let failed_before = self.stats.failed;
+            if !w.to_copy.is_empty() {
+                let to_copy = std::mem::take(&mut w.to_copy);
+                self.copy_folder(
+                    src.as_mut(),
+                    dst.as_mut(),
+                    &dst_tree,
+                    &w,
+                    &to_copy,
+                    &mut vanished,
+                )?;
+            }
+            self.update_flags(dst.as_mut(), &dst_tree, &w)?;
+            if self.stats.failed == failed_before {
+                let c = Checkpoint {
+                    uid_validity: w.uid_validity,
+                    uid_next: w.status.uid_next,
+                    messages: w.status.messages,
+                    highest_modseq: w.status.highest_modseq,
+                    filter: self.ctx.settings.filter_key(),
+                };
+                self.store()
+                    .set_checkpoint(&self.entry.id, w.source.path.as_str(), &c)?;
+            }
+        }
+        src.logout();
+        dst.logout();
+        Ok(())
+    }
+}
+
+/// Creates the planned target folders and makes the target's subscriptions for the job's
+/// folders equal the source's (INBOX is never unsubscribed).
+fn prepare_target_tree(
+    dst: &mut dyn MailSession,
+    dst_tree: &FolderTree,
+    plan: &[FolderPlanItem],
+) -> Result<()> {
+    let subscribed_now: HashSet<&str> = dst_tree
+        .folders()
+        .filter(|f| f.subscribed)
+        .map(|f| f.path.as_str())
+        .collect();
+    let mut done = HashSet::new();
+    for item in plan {
+        let name = item.target_raw_name.as_str();
+        if !done.insert(name.to_string()) {
+            continue;
+        }
+        if item.create {
+            // Another pass (or the server's autocreate) may have made it meanwhile: the
+            // session says `Existed`, which is fine.
+            let _: Created = dst.create_folder(name).map_err(on(Side::Target))?;
+        }
+        if item.source.is_none() {
+            continue;
+        }
+        let is_sub = subscribed_now.contains(item.target_path.as_str());
+        if item.subscribe && !is_sub {
+            dst.set_subscribed(name, true).map_err(on(Side::Target))?;
+        } else if !item.subscribe && is_sub && item.target_path.as_str() != "INBOX" {
+            dst.set_subscribed(name, false).map_err(on(Side::Target))?;
+        }
+    }
+    Ok(())
+}
+
+/// The target server's name for a target folder path of the ledger.
+fn target_raw_name(tree: &FolderTree, path: &str) -> String {
+    tree.raw_name_for(&crate::folders::FolderPath::parse(path))
+}

@@ -1,0 +1,75 @@
+//! Phase 3d and 4: flags brought up to date, and messages moved on the target instead of
+//! copied again.
+
+use std::collections::HashMap;
+
+use super::decide::{self, MovePlan};
+use super::scan::FolderWork;
+use super::{Pass, Result, on, target_raw_name};
+use crate::folders::FolderTree;
+use crate::model::{LedgerRow, Side};
+use crate::ports::MailSession;
+
+impl Pass<'_, '_> {
+    /// New source messages that are byte-for-byte messages the ledger saw vanish (moved
+    /// between source folders, or renumbered by a UIDVALIDITY change) are already on the
+    /// target: one UID MOVE per target folder they sit in, then the ledger re-keyed in one
+    /// transaction. They are never copied again.
+    pub(super) fn apply_moves(
+        &mut self,
+        dst: &mut dyn MailSession,
+        tree: &FolderTree,
+        target_raw: &str,
+        moves: Vec<(LedgerRow, LedgerRow)>,
+    ) -> Result<()> {
+        let MovePlan {
+            mut rekey_only,
+            by_folder,
+        } = decide::plan_moves(moves);
+        for (folder, pairs) in by_folder {
+            dst.select(&target_raw_name(tree, &folder), true)
+                .map_err(on(Side::Target))?;
+            let mut uids: Vec<u32> = pairs.iter().filter_map(|(o, _)| o.target_uid).collect();
+            uids.sort_unstable();
+            let moved: HashMap<u32, u32> = dst
+                .move_to(&uids, target_raw)
+                .map_err(on(Side::Target))?
+                .into_iter()
+                .collect();
+            for (old, mut new) in pairs {
+                new.target_uid = old.target_uid.and_then(|u| moved.get(&u).copied());
+                rekey_only.push((old, new));
+            }
+        }
+        self.stats.moved += rekey_only.len() as u64;
+        self.store().rekey(&self.entry.id, &rekey_only)?;
+        Ok(())
+    }
+
+    /// Brings flags up to date: one flag update per target folder and flag set.
+    pub(super) fn update_flags(
+        &mut self,
+        dst: &mut dyn MailSession,
+        tree: &FolderTree,
+        w: &FolderWork,
+    ) -> Result<()> {
+        let mut selected = None;
+        let mut updates = Vec::new();
+        for ((folder, flags), rows) in decide::flag_groups(&w.flag_updates) {
+            if selected != Some(folder) {
+                dst.select(&target_raw_name(tree, folder), true)
+                    .map_err(on(Side::Target))?;
+                selected = Some(folder);
+            }
+            let mut uids: Vec<u32> = rows.iter().filter_map(|r| r.target_uid).collect();
+            uids.sort_unstable();
+            dst.set_flags(&uids, flags).map_err(on(Side::Target))?;
+            updates.extend(rows.into_iter().map(|r| (r, flags.clone())));
+        }
+        if !updates.is_empty() {
+            self.stats.flags_updated += updates.len() as u64;
+            self.store().set_flags(&self.entry.id, &updates)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! Phase 2: intents left in doubt by a killed pass.
+//!
+//! A pass killed between committing an intent and recording its APPEND's answer leaves a
+//! `pending` row: the message may or may not be on the target. Candidates are the target
+//! messages at or above the UIDNEXT recorded in the intent that the ledger does not already
+//! own; a candidate with the same fingerprint is the copy (recorded as copied), and an intent
+//! with no such candidate was never stored (forgotten, so this pass copies it again). The
+//! verdict itself is [`decide::reconcile`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::decide;
+use super::{Result, on};
+use crate::fingerprint::fingerprint;
+use crate::folders::{FolderPath, FolderTree};
+use crate::model::{EntryId, Fingerprint, LedgerRow, Side};
+use crate::ports::{MailSession, Store};
+
+/// How long a target folder must stay unchanged before in-doubt intents are judged.
+const QUIET_PERIOD: Duration = Duration::from_secs(2);
+const QUIET_LIMIT: Duration = Duration::from_secs(60);
+/// Candidate bodies fetched at a time.
+const CANDIDATE_BATCH: usize = 200;
+
+pub fn reconcile_pending(
+    dst: &mut dyn MailSession,
+    tree: &FolderTree,
+    store: &Mutex<Box<dyn Store>>,
+    entry: &EntryId,
+) -> Result<()> {
+    let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
+    let pending = lock().ledger_pending(entry)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut by_folder: BTreeMap<String, Vec<LedgerRow>> = BTreeMap::new();
+    for row in pending {
+        by_folder
+            .entry(row.target_folder.clone())
+            .or_default()
+            .push(row);
+    }
+    for (folder, rows) in by_folder {
+        let path = FolderPath::parse(&folder);
+        let mut found: HashMap<Fingerprint, Vec<u32>> = HashMap::new();
+        if tree.get(&path).is_some() {
+            let raw = tree.raw_name_for(&path);
+            wait_until_quiet(dst, &raw)?;
+            let selected = dst.select(&raw, false).map_err(on(Side::Target))?;
+            let low = decide::lowest_uidnext(&rows);
+            let known: HashSet<u32> = lock().target_uids(entry, &folder)?.into_iter().collect();
+            if selected.exists > 0 {
+                let mut candidates = Vec::new();
+                dst.scan(low, &mut |m| {
+                    if m.uid >= low && !known.contains(&m.uid) {
+                        candidates.push(m.uid);
+                    }
+                })
+                .map_err(on(Side::Target))?;
+                candidates.sort_unstable();
+                for chunk in candidates.chunks(CANDIDATE_BATCH) {
+                    dst.fetch(chunk, &mut |m| {
+                        found.entry(fingerprint(&m.body)).or_default().push(m.uid);
+                        ControlFlow::Continue(())
+                    })
+                    .map_err(on(Side::Target))?;
+                }
+            }
+        }
+        let verdict = decide::reconcile(&rows, found);
+        lock().complete(entry, &verdict.copied, &verdict.forgotten)?;
+    }
+    Ok(())
+}
+
+/// Waits until a target folder stops changing. A killed client's pipelined APPENDs may still
+/// sit in the server's input buffer, and servers (Dovecot among them) go on storing them after
+/// the client is gone: judging intents before that backlog is stored would copy those messages
+/// a second time. Only runs when a previous pass left intents in doubt.
+fn wait_until_quiet(dst: &mut dyn MailSession, raw: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut last = dst.status(raw).map_err(on(Side::Target))?;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < QUIET_PERIOD && started.elapsed() < QUIET_LIMIT {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = dst.status(raw).map_err(on(Side::Target))?;
+        if now.uid_next != last.uid_next || now.messages != last.messages {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    Ok(())
+}

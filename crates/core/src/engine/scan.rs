@@ -1,0 +1,73 @@
+//! Phase 3a: what a source folder needs — nothing (one STATUS), or a scan of its UIDs and flags
+//! classified against the ledger ([`decide::classify_scan`]).
+
+use std::collections::HashSet;
+
+use super::decide::{self, ScanFilter, Vanished};
+use super::{Pass, Result, on};
+use crate::folders::{Folder, FolderPlanItem};
+use crate::model::{Flags, LedgerRow, Side};
+use crate::ports::{FolderStatus, MailSession};
+
+/// One source folder's messages that need work, found by the scan.
+pub(super) struct FolderWork {
+    pub item: FolderPlanItem,
+    pub source: Folder,
+    pub uid_validity: u32,
+    pub status: FolderStatus,
+    pub to_copy: Vec<(u32, u64)>,
+    pub flag_updates: Vec<(LedgerRow, Flags)>,
+}
+
+impl Pass<'_, '_> {
+    /// Decides what a folder needs. Returns `None` when STATUS shows nothing changed.
+    pub(super) fn scan_folder(
+        &mut self,
+        src: &mut dyn MailSession,
+        item: &FolderPlanItem,
+        vanished: &mut Vanished,
+    ) -> Result<Option<FolderWork>> {
+        let Some(source) = item.source.clone() else {
+            return Ok(None);
+        };
+        let folder = source.path.as_str().to_string();
+        let raw = source.raw_name.as_str();
+        let status = src.status(raw).map_err(on(Side::Source))?;
+        let checkpoint = self.store().checkpoint(&self.entry.id, &folder)?;
+        let settings = self.ctx.settings;
+        if decide::folder_unchanged(checkpoint.as_ref(), &status, &settings.filter_key()) {
+            return Ok(None);
+        }
+
+        let selected = src.select(raw, false).map_err(on(Side::Source))?;
+        let ledger = self.store().ledger_folder(&self.entry.id, &folder)?;
+        let in_range: Option<HashSet<u32>> = match (&settings.since, &settings.until) {
+            (None, None) => None,
+            (since, until) => Some(
+                src.search_dates(since.as_ref(), until.as_ref())
+                    .map_err(on(Side::Source))?
+                    .into_iter()
+                    .collect(),
+            ),
+        };
+        let mut scanned = Vec::with_capacity(selected.exists as usize);
+        if selected.exists > 0 {
+            src.scan(1, &mut |m| scanned.push(m))
+                .map_err(on(Side::Source))?;
+        }
+        let filter = ScanFilter {
+            in_range: in_range.as_ref(),
+            skip_deleted: settings.skip_deleted,
+        };
+        let d = decide::classify_scan(ledger, selected.uid_validity, &scanned, &filter, vanished);
+        self.stats.skipped += d.skipped;
+        Ok(Some(FolderWork {
+            item: item.clone(),
+            source,
+            uid_validity: selected.uid_validity,
+            status,
+            to_copy: d.to_copy,
+            flag_updates: d.flag_updates,
+        }))
+    }
+}

@@ -1,0 +1,693 @@
+//! Whole passes against the fake mail server and the in-memory store: one behaviour per test,
+//! each comparing source and target message by message (bytes, flags, INTERNALDATE) and the
+//! ledger row by row. The pure decisions these passes rely on are pinned in `decide`'s tests.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{PassContext, PassSettings, migrate_entry};
+use crate::fingerprint::fingerprint;
+use crate::folders::FolderRules;
+use crate::job::Date;
+use crate::model::{
+    Entry, EntryState, Failure, Flags, LedgerRow, LedgerState, Origin, RunEntry, RunId, RunKind,
+};
+use crate::ports::{EntryPasswords, NoObserver, SessionError, SessionErrorKind, Store};
+use crate::testing::{Counts, FakeConnector, FakeMailbox, FakeMessage, MemoryStore, Op};
+
+const SOURCE: &str = "alice";
+const TARGET: &str = "alice@new.example";
+/// Every folder of [`source_mailbox`].
+const FOLDERS: [&str; 5] = ["INBOX", "Sent", "Archive", "Archive/2020", "Lists"];
+const LOST: &str = "target: Connection lost: the server closed the connection";
+
+/// A message as a mail client would have it; `n` makes it unique.
+fn mail(n: u32) -> Vec<u8> {
+    format!(
+        "Message-ID: <{n}@old.example>\r\nFrom: Bob <bob@old.example>\r\nTo: alice@old.example\r\n\
+         Subject: message {n}, caf\u{e9}\r\n\r\nBody of message {n}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// A source account with a folder tree: a marked sent folder, a parent with a child, an
+/// unsubscribed folder; flags, keywords and INTERNALDATEs in several zones.
+fn source_mailbox() -> FakeMailbox {
+    let mut m = FakeMailbox::new();
+    m.add_folder_with("Sent", &["\\Sent"], true);
+    m.add_folder("Archive");
+    m.add_folder("Archive/2020");
+    m.add_folder_with("Lists", &[], false);
+    m.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    m.deliver("INBOX", &mail(2), &[], "02-Mar-2024 10:00:00 +0000");
+    m.deliver(
+        "INBOX",
+        &mail(3),
+        &["\\Answered", "\\Seen", "$Label1"],
+        "03-Mar-2024 23:59:59 -0800",
+    );
+    m.deliver("Sent", &mail(4), &["\\Seen"], "04-Mar-2024 08:00:00 +0100");
+    m.deliver(
+        "Archive/2020",
+        &mail(5),
+        &["\\Flagged"],
+        " 7-Jul-2020 02:44:25 -0700",
+    );
+    m.deliver(
+        "Archive/2020",
+        &mail(6),
+        &["\\Seen"],
+        "31-Dec-2020 23:00:00 +0000",
+    );
+    m.deliver("Lists", &mail(7), &[], "15-Jan-2024 12:00:00 +0000");
+    m
+}
+
+fn transient(words: &str) -> SessionError {
+    SessionError::new(SessionErrorKind::Transient, words)
+}
+
+/// Two fake servers, a store, one entry, and the settings of its passes.
+struct World {
+    source: FakeConnector,
+    target: FakeConnector,
+    store: Mutex<Box<dyn Store>>,
+    settings: PassSettings,
+    entry: Entry,
+    retries: u32,
+}
+
+impl World {
+    fn new(source: FakeMailbox, target: FakeMailbox) -> World {
+        let src = FakeConnector::new("old");
+        src.add(SOURCE, source);
+        let dst = FakeConnector::new("new");
+        dst.add(TARGET, target);
+        let mut entry = Entry::new("u1".into(), SOURCE.into(), Origin::Csv);
+        entry.target_login = Some(TARGET.into());
+        World {
+            source: src,
+            target: dst,
+            store: Mutex::new(Box::new(MemoryStore::new())),
+            settings: PassSettings {
+                rules: FolderRules::default(),
+                since: None,
+                until: None,
+                skip_deleted: false,
+            },
+            entry,
+            retries: 0,
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        self.store.lock().unwrap()
+    }
+
+    /// One pass of the entry in a run of its own.
+    fn pass(&self) -> (RunId, RunEntry) {
+        let run = self.store().start_run(RunKind::Migrate).unwrap();
+        let ctx = PassContext {
+            source: &self.source,
+            target: &self.target,
+            settings: &self.settings,
+            store: &self.store,
+            run,
+            observer: &NoObserver,
+            retries: self.retries,
+            retry_delay: Duration::from_millis(1),
+        };
+        (
+            run,
+            migrate_entry(&ctx, &self.entry, &EntryPasswords::default()),
+        )
+    }
+
+    fn src(&self) -> FakeMailbox {
+        self.source.snapshot(SOURCE)
+    }
+
+    fn dst(&self) -> FakeMailbox {
+        self.target.snapshot(TARGET)
+    }
+
+    fn ledger(&self) -> Vec<LedgerRow> {
+        self.store().ledger_all(&self.entry.id).unwrap()
+    }
+
+    fn failures(&self, run: RunId) -> Vec<Failure> {
+        self.store().failures(run).unwrap()
+    }
+
+    fn reset_counts(&self) {
+        self.source.with(SOURCE, FakeMailbox::reset_counts);
+        self.target.with(TARGET, FakeMailbox::reset_counts);
+    }
+}
+
+/// A folder's messages as (bytes, flags, INTERNALDATE), in a fixed order: what must be equal
+/// on both sides, duplicates included. Bodies are text when they are UTF-8 (all of these
+/// tests' are), so a failed comparison reads; the conversion loses nothing.
+fn contents(m: &FakeMailbox, folder: &str) -> Vec<(String, Flags, String)> {
+    contents_where(m, folder, |_| true)
+}
+
+fn contents_where(
+    m: &FakeMailbox,
+    folder: &str,
+    keep: impl Fn(&FakeMessage) -> bool,
+) -> Vec<(String, Flags, String)> {
+    let text = |body: &[u8]| {
+        String::from_utf8(body.to_vec()).unwrap_or_else(|e| format!("{:?}", e.into_bytes()))
+    };
+    let mut out: Vec<_> = m
+        .messages(folder)
+        .iter()
+        .filter(|m| keep(m))
+        .map(|m| (text(&m.body), m.flags.clone(), m.internal_date.clone()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn assert_same_messages(w: &World, folders: &[&str]) {
+    let (src, dst) = (w.src(), w.dst());
+    for folder in folders {
+        assert_eq!(
+            contents(&dst, folder),
+            contents(&src, folder),
+            "folder {folder}"
+        );
+    }
+}
+
+/// The ledger has one copied row per source message of these folders and nothing else, each
+/// naming the target message with the same bytes, and no target message is named twice.
+fn assert_ledger_matches(w: &World, folders: &[&str]) {
+    let (src, dst, ledger) = (w.src(), w.dst(), w.ledger());
+    let mut expected = 0;
+    for folder in folders {
+        let uid_validity = src.uid_validity(folder);
+        for m in src.messages(folder) {
+            expected += 1;
+            let rows: Vec<&LedgerRow> = ledger
+                .iter()
+                .filter(|r| {
+                    r.source_folder == *folder && r.uid_validity == uid_validity && r.uid == m.uid
+                })
+                .collect();
+            assert_eq!(rows.len(), 1, "{folder} UID {}: {rows:?}", m.uid);
+            let r = rows[0];
+            assert_eq!(r.state, LedgerState::Copied, "{r:?}");
+            assert_eq!(r.fingerprint, fingerprint(&m.body));
+            assert_eq!(r.size, m.body.len() as u64);
+            assert_eq!(r.flags, m.flags, "{folder} UID {}", m.uid);
+            assert_eq!(r.target_folder, *folder);
+            let copy = dst
+                .messages(folder)
+                .iter()
+                .find(|t| Some(t.uid) == r.target_uid)
+                .unwrap_or_else(|| panic!("{r:?} names no message of the target"));
+            assert_eq!(copy.body, m.body, "{r:?}");
+        }
+    }
+    assert_eq!(
+        ledger.len(),
+        expected,
+        "rows for no source message: {ledger:#?}"
+    );
+    let mut targets: Vec<_> = ledger
+        .iter()
+        .map(|r| (r.target_folder.clone(), r.target_uid))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    assert_eq!(targets.len(), expected, "a target message named twice");
+}
+
+fn total_bytes(m: &FakeMailbox, folders: &[&str]) -> u64 {
+    folders
+        .iter()
+        .flat_map(|f| m.messages(f))
+        .map(|m| m.body.len() as u64)
+        .sum()
+}
+
+#[test]
+fn a_full_pass_copies_every_message_exactly() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    let (run, result) = w.pass();
+
+    let src = w.src();
+    assert_eq!(
+        result,
+        RunEntry {
+            state: EntryState::Migrated,
+            copied: 7,
+            bytes: total_bytes(&src, &FOLDERS),
+            seconds: result.seconds,
+            ..RunEntry::new("u1".into())
+        }
+    );
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    assert!(w.failures(run).is_empty());
+    // The tree and the subscriptions are the source's.
+    let dst = w.dst();
+    let mut names = dst.folder_names();
+    names.sort();
+    let mut expected = FOLDERS.map(String::from);
+    expected.sort();
+    assert_eq!(names, expected);
+    for folder in FOLDERS {
+        assert_eq!(
+            dst.is_subscribed(folder),
+            src.is_subscribed(folder),
+            "{folder}"
+        );
+    }
+    assert!(w.store().ledger_pending(&w.entry.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_second_pass_copies_nothing() {
+    // Without CONDSTORE every folder is scanned again, and the ledger says it is all there.
+    let w = World::new(
+        source_mailbox().with_condstore(false),
+        FakeMailbox::new().with_condstore(false),
+    );
+    w.pass();
+    let (target_before, ledger_before) = (w.dst(), w.ledger());
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        result,
+        RunEntry {
+            state: EntryState::Migrated,
+            seconds: result.seconds,
+            ..RunEntry::new("u1".into())
+        }
+    );
+    assert_eq!(w.src().counts().selects, 5);
+    assert_eq!(w.dst().counts().appends, 0);
+    for folder in FOLDERS {
+        assert_eq!(contents(&w.dst(), folder), contents(&target_before, folder));
+    }
+    assert_eq!(w.ledger(), ledger_before);
+}
+
+#[test]
+fn with_highestmodseq_an_unchanged_mailbox_costs_one_status_per_folder() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 0));
+    let session = Counts {
+        logins: 1,
+        lists: 1,
+        ..Counts::default()
+    };
+    assert_eq!(
+        *w.src().counts(),
+        Counts {
+            statuses: 5,
+            ..session.clone()
+        }
+    );
+    assert_eq!(*w.dst().counts(), session);
+}
+
+#[test]
+fn a_flag_change_on_the_source_is_set_on_the_target() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    w.source.with(SOURCE, |m| {
+        m.set_message_flags("INBOX", 2, &["\\Seen", "\\Flagged", "$Work"]);
+    });
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.flags_updated),
+        (EntryState::Migrated, 0, 1)
+    );
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    let dst = w.dst();
+    let copy = dst
+        .messages("INBOX")
+        .iter()
+        .find(|m| m.body == mail(2))
+        .unwrap();
+    assert_eq!(copy.flags.as_str(), "$Work \\Flagged \\Seen");
+    assert_eq!((dst.counts().flag_stores, dst.counts().appends), (1, 0));
+}
+
+#[test]
+fn reconcile_after_a_crash_keeps_one_copy_of_each_of_two_identical_messages() {
+    // Two identical messages (a message filed twice); the target stored the first, then the
+    // connection died before any OK was read.
+    let mut source = FakeMailbox::new();
+    for _ in 0..2 {
+        source.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    let mut target = FakeMailbox::new().with_multiappend(false);
+    target.crash_after(1, 0);
+    let w = World::new(source, target);
+
+    let (_, crashed) = w.pass();
+    assert_eq!(crashed.state, EntryState::Failed);
+    assert_eq!(crashed.error.as_deref(), Some(LOST));
+    assert_eq!(w.dst().messages("INBOX").len(), 1);
+    assert_eq!(w.store().ledger_pending(&w.entry.id).unwrap().len(), 2);
+
+    // The one copy settles one intent; the other is copied again: two, never one or three.
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 1));
+    assert_eq!(w.dst().messages("INBOX").len(), 2);
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+#[test]
+fn reconcile_after_a_crash_counts_both_identical_copies_when_both_arrived() {
+    let mut source = FakeMailbox::new();
+    for _ in 0..2 {
+        source.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    let mut target = FakeMailbox::new().with_multiappend(false);
+    target.crash_after(2, 0);
+    let w = World::new(source, target);
+
+    assert_eq!(w.pass().1.state, EntryState::Failed);
+    assert_eq!(w.dst().messages("INBOX").len(), 2);
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 0));
+    assert_eq!(w.dst().messages("INBOX").len(), 2);
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+#[test]
+fn a_refused_multiappend_group_fails_only_the_refused_message() {
+    let words = "[LIMIT] Message rejected: it contains a virus";
+    let mut source = FakeMailbox::new();
+    source.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    let mut bad = mail(2);
+    bad.extend_from_slice(b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR\r\n");
+    source.deliver("INBOX", &bad, &[], "02-Mar-2024 10:00:00 +0000");
+    source.deliver(
+        "INBOX",
+        &mail(3),
+        &["\\Flagged"],
+        "03-Mar-2024 11:00:00 +0000",
+    );
+    let mut target = FakeMailbox::new();
+    target.refuse_bodies_containing(b"EICAR", words);
+    let w = World::new(source, target);
+
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Partial, 2, 1)
+    );
+    assert_eq!(
+        w.failures(run),
+        [Failure {
+            entry_id: "u1".into(),
+            folder: "INBOX".into(),
+            uid: Some(2),
+            size: Some(bad.len() as u64),
+            message_id: Some("<2@old.example>".into()),
+            reason: words.into(),
+        }]
+    );
+    let src = w.src();
+    assert_eq!(
+        contents(&w.dst(), "INBOX"),
+        contents_where(&src, "INBOX", |m| m.uid != 2)
+    );
+    let ledger = w.ledger();
+    assert_eq!(ledger.iter().map(|r| r.uid).collect::<Vec<_>>(), [1, 3]);
+    assert!(ledger.iter().all(|r| r.state == LedgerState::Copied));
+}
+
+#[test]
+fn a_message_moved_between_source_folders_is_moved_on_the_target() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    let new_uid = w
+        .source
+        .with(SOURCE, |m| m.move_message("INBOX", 2, "Archive"));
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 1)
+    );
+    // One UID MOVE, no APPEND: the copy on the target is the one made by the first pass.
+    let dst = w.dst();
+    assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    let row = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.fingerprint == fingerprint(&mail(2)))
+        .unwrap();
+    assert_eq!(
+        (
+            row.source_folder.as_str(),
+            row.uid,
+            row.target_folder.as_str()
+        ),
+        ("Archive", new_uid, "Archive")
+    );
+}
+
+#[test]
+fn a_message_moved_and_flagged_on_the_source_has_its_new_flags_on_the_target() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    // What a mail client does when a message is read and filed away.
+    w.source.with(SOURCE, |m| {
+        m.set_message_flags("INBOX", 2, &["\\Seen"]);
+        m.move_message("INBOX", 2, "Archive");
+    });
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 1)
+    );
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+}
+
+#[test]
+fn a_uidvalidity_change_rekeys_the_ledger_and_copies_nothing() {
+    let mut source = source_mailbox();
+    // A gap, so that renumbering changes the UIDs too.
+    source.move_message("INBOX", 1, "Archive");
+    let w = World::new(source, FakeMailbox::new());
+    w.pass();
+    let target_before = w.dst();
+    let old_uid_validity = w.src().uid_validity("INBOX");
+    w.source.with(SOURCE, |m| m.renumber("INBOX", 4242));
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 2)
+    );
+    let dst = w.dst();
+    assert_eq!((dst.counts().appends, dst.counts().moves), (0, 0));
+    for folder in FOLDERS {
+        assert_eq!(contents(&dst, folder), contents(&target_before, folder));
+    }
+    assert_ledger_matches(&w, &FOLDERS);
+    let inbox = w.store().ledger_folder(&w.entry.id, "INBOX").unwrap();
+    assert_eq!(
+        inbox
+            .iter()
+            .map(|r| (r.uid_validity, r.uid))
+            .collect::<Vec<_>>(),
+        [(4242, 1), (4242, 2)]
+    );
+    assert!(
+        w.ledger()
+            .iter()
+            .all(|r| r.uid_validity != old_uid_validity)
+    );
+}
+
+#[test]
+fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
+    let mut source = FakeMailbox::new();
+    for n in 1..=5 {
+        source.deliver("INBOX", &mail(n), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    // Three APPENDs reached the server, the client read one OK, then the connection died.
+    let mut target = FakeMailbox::new().with_multiappend(false);
+    target.crash_after(3, 1);
+    let w = World::new(source, target);
+
+    let (_, crashed) = w.pass();
+    assert_eq!(crashed.state, EntryState::Failed);
+    assert_eq!(crashed.error.as_deref(), Some(LOST));
+    assert_eq!(crashed.copied, 1);
+    assert_eq!(w.dst().messages("INBOX").len(), 3);
+    let states: Vec<(u32, LedgerState)> = w.ledger().iter().map(|r| (r.uid, r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (1, LedgerState::Copied),
+            (2, LedgerState::Pending),
+            (3, LedgerState::Pending),
+            (4, LedgerState::Pending),
+            (5, LedgerState::Pending),
+        ]
+    );
+
+    // Stored without an OK: recorded as copied; never stored: copied now.
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 2));
+    assert_eq!(w.dst().messages("INBOX").len(), 5);
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+#[test]
+fn a_transient_failure_is_retried_and_the_pass_completes() {
+    let mut source = source_mailbox();
+    source.fail_next(Op::Fetch, transient("* BYE Server shutting down"));
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 2;
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 7));
+    assert_eq!(result.error, None);
+    assert_eq!(w.src().counts().logins, 2);
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+}
+
+#[test]
+fn a_refused_login_fails_the_entry_with_the_servers_words_and_no_retry() {
+    let mut target = FakeMailbox::new();
+    target.refuse_login("[AUTHENTICATIONFAILED] Authentication failed.");
+    let mut w = World::new(source_mailbox(), target);
+    w.retries = 3;
+
+    let (_, result) = w.pass();
+    assert_eq!(result.state, EntryState::Failed);
+    assert_eq!(
+        result.error.as_deref(),
+        Some("target login: [AUTHENTICATIONFAILED] Authentication failed.")
+    );
+    assert_eq!(w.dst().counts().logins, 1);
+    assert!(w.ledger().is_empty());
+}
+
+#[test]
+fn skip_deleted_leaves_deleted_messages_out_and_counts_them_skipped() {
+    let mut source = source_mailbox();
+    source.deliver(
+        "INBOX",
+        &mail(8),
+        &["\\Deleted", "\\Seen"],
+        "05-Mar-2024 08:00:00 +0000",
+    );
+    source.deliver(
+        "Lists",
+        &mail(9),
+        &["\\Deleted"],
+        "05-Mar-2024 08:00:00 +0000",
+    );
+    let mut w = World::new(source, FakeMailbox::new());
+    w.settings.skip_deleted = true;
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.skipped),
+        (EntryState::Migrated, 7, 2)
+    );
+    let (src, dst) = (w.src(), w.dst());
+    for folder in FOLDERS {
+        let kept = contents_where(&src, folder, |m| !m.flags.is_deleted());
+        assert_eq!(contents(&dst, folder), kept, "{folder}");
+    }
+    let ledgered: Vec<_> = w.ledger().into_iter().map(|r| r.fingerprint).collect();
+    assert_eq!(ledgered.len(), 7);
+    assert!(!ledgered.contains(&fingerprint(&mail(8))));
+    assert!(!ledgered.contains(&fingerprint(&mail(9))));
+}
+
+#[test]
+fn a_date_range_leaves_messages_outside_it_out_and_counts_them_skipped() {
+    let mut source = FakeMailbox::new();
+    // SINCE and BEFORE compare the day of INTERNALDATE, ignoring time and zone.
+    source.deliver("INBOX", &mail(1), &[], "31-Dec-2019 23:59:59 -1200");
+    source.deliver("INBOX", &mail(2), &[], "01-Jan-2020 00:00:00 +1400");
+    source.deliver("INBOX", &mail(3), &["\\Seen"], "31-Dec-2020 23:59:59 +0000");
+    source.deliver("INBOX", &mail(4), &[], " 1-Jan-2021 00:00:00 +0000");
+    let mut w = World::new(source, FakeMailbox::new());
+    w.settings.since = Some(Date::new(2020, 1, 1).unwrap());
+    w.settings.until = Some(Date::new(2021, 1, 1).unwrap());
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.skipped),
+        (EntryState::Migrated, 2, 2)
+    );
+    assert_eq!(
+        contents(&w.dst(), "INBOX"),
+        contents_where(&w.src(), "INBOX", |m| m.uid == 2 || m.uid == 3)
+    );
+    let uids: Vec<u32> = w.ledger().iter().map(|r| r.uid).collect();
+    assert_eq!(uids, [2, 3]);
+}
+
+#[test]
+fn a_retried_pass_counts_each_skipped_message_once() {
+    let mut source = source_mailbox();
+    source.deliver(
+        "Lists",
+        &mail(8),
+        &["\\Deleted"],
+        "05-Mar-2024 08:00:00 +0000",
+    );
+    source.fail_next(Op::Fetch, transient("* BYE Server shutting down"));
+    let mut w = World::new(source, FakeMailbox::new());
+    w.settings.skip_deleted = true;
+    w.retries = 1;
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 7));
+    assert_eq!(result.skipped, 1, "{result:?}");
+}
+
+#[test]
+fn a_retried_pass_records_a_refused_message_once() {
+    let words = "[LIMIT] Message too large";
+    let mut source = source_mailbox();
+    let mut big = mail(8);
+    big.extend_from_slice(b"TOO-LARGE\r\n");
+    source.deliver("INBOX", &big, &[], "05-Mar-2024 08:00:00 +0000");
+    // INBOX is fetched first; the fetch of the next folder breaks the connection.
+    source.fail_nth(Op::Fetch, 2, transient("* BYE Server shutting down"));
+    let mut target = FakeMailbox::new();
+    target.refuse_bodies_containing(b"TOO-LARGE", words);
+    let mut w = World::new(source, target);
+    w.retries = 1;
+
+    let (run, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Partial, 7));
+    assert_eq!(result.failed, 1, "{result:?}");
+    assert_eq!(w.failures(run).len(), 1, "{:#?}", w.failures(run));
+}

@@ -1,0 +1,626 @@
+//! Validation (stage 2): turns the raw structs into a [`Job`], collecting every problem.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::raw::{
+    AuthKeys, RawAdminLogin, RawAuth, RawConnection, RawCreate, RawDirectory, RawJob, RawKind,
+    RawMigration, RawSecret,
+};
+use super::spans::{KeyPlace, line_column};
+use super::{
+    AdminLogin, Auth, Connection, ConnectionKind, CreateConfig, DEFAULT_MASTER_SEPARATOR,
+    DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig, DirectorySecurity, IMAP_PORT,
+    IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings, Secret, Security,
+    StateLocation,
+};
+
+/// Collects the problems of one job file.
+pub(super) struct Checker<'a> {
+    pub(super) text: &'a str,
+    pub(super) places: Vec<KeyPlace>,
+    pub(super) dir: &'a Path,
+    pub(super) problems: Vec<JobProblem>,
+}
+
+impl Checker<'_> {
+    pub(super) fn job(&mut self, raw: RawJob, file: &Path) -> Option<Job> {
+        let name = self.text("name", raw.name, "missing: a short name for the job");
+        let state = self.state(raw.state, file);
+        if let Some(StateLocation::Postgres(_)) = state {
+            self.problem("state", "postgres state is not supported yet");
+        }
+        let source = self.connection("source", raw.source);
+        let target = self.connection("target", raw.target);
+        let mailboxes_csv = match raw.mailboxes.and_then(|mailboxes| mailboxes.csv) {
+            Some(csv) => self.path("mailboxes.csv", &csv),
+            None => None,
+        };
+        let migration = self.migration(raw.migration);
+        Some(Job {
+            name: name?,
+            path: file.to_path_buf(),
+            state: state?,
+            mode: raw.mode.unwrap_or_default(),
+            source: source?,
+            target: target?,
+            mailboxes_csv,
+            migration,
+        })
+    }
+
+    /// Records a problem about `key`, placed at its value in the file when it is there.
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        let place = self
+            .places
+            .iter()
+            .find(|place| place.path == key)
+            .map(|place| line_column(self.text, place.value.start));
+        self.problems.push(JobProblem {
+            key: Some(key.to_owned()),
+            line: place.map(|(line, _)| line),
+            column: place.map(|(_, column)| column),
+            message: message.into(),
+        });
+    }
+
+    /// A path from the file, resolved against the job file's folder; empty is a problem.
+    fn path(&mut self, key: &str, value: &str) -> Option<PathBuf> {
+        if value.trim().is_empty() {
+            self.problem(key, "must not be empty");
+            return None;
+        }
+        Some(resolve(self.dir, value))
+    }
+
+    /// A text that must not be empty (after trimming); returned trimmed.
+    fn text(&mut self, key: &str, value: Option<String>, missing: &str) -> Option<String> {
+        match value {
+            None => {
+                self.problem(key, missing);
+                None
+            }
+            Some(value) if value.trim().is_empty() => {
+                self.problem(key, "must not be empty");
+                None
+            }
+            Some(value) => Some(value.trim().to_owned()),
+        }
+    }
+
+    fn at_least_one(&mut self, key: &str, value: Option<usize>, default: usize) -> usize {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            self.problem(key, "must be at least 1");
+        }
+        value
+    }
+
+    fn secret(&mut self, key: &str, raw: RawSecret) -> Option<Secret> {
+        match raw {
+            RawSecret::Env(var) => {
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    self.problem(key, "env must name an environment variable");
+                    None
+                } else {
+                    Some(Secret::Env(var))
+                }
+            }
+            RawSecret::File(file) => self.path(key, &file).map(Secret::File),
+        }
+    }
+
+    fn state(&mut self, raw: Option<String>, job_file: &Path) -> Option<StateLocation> {
+        let Some(raw) = raw else {
+            let stem = job_file
+                .file_stem()
+                .map_or_else(|| "job".into(), |s| s.to_string_lossy());
+            return Some(StateLocation::Sqlite(self.dir.join(format!("{stem}.db"))));
+        };
+        if let Some(file) = raw.strip_prefix("sqlite://") {
+            return self.path("state", file).map(StateLocation::Sqlite);
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Some(StateLocation::Postgres(raw));
+        }
+        if let Some((scheme, _)) = raw.split_once("://") {
+            self.problem(
+                "state",
+                format!(
+                    "unknown database type `{scheme}`; use \"sqlite://FILE\" or \"postgres://…\""
+                ),
+            );
+            return None;
+        }
+        self.path("state", &raw).map(StateLocation::Sqlite)
+    }
+
+    fn connection(&mut self, side: &str, raw: Option<RawConnection>) -> Option<Connection> {
+        let Some(mut raw) = raw else {
+            self.problem(side, format!("the [{side}] section is missing"));
+            return None;
+        };
+        let key = |name: &str| format!("{side}.{name}");
+        let directory = raw
+            .directory
+            .take()
+            .and_then(|d| self.directory(&key("directory"), d));
+        let create = match raw.create.take() {
+            Some(c) if side == "target" => {
+                if directory.is_none() && !self.has_problem_at(&key("directory")) {
+                    self.problem(
+                        &key("create"),
+                        "mailbox creation writes to the target directory: add [target.directory]",
+                    );
+                }
+                self.create(&key("create"), c)
+            }
+            Some(_) => {
+                self.problem(
+                    &key("create"),
+                    "mailbox creation is a setting of the target only ([target.create])",
+                );
+                None
+            }
+            None => None,
+        };
+        let mut connection = self.connection_kind(side, raw)?;
+        connection.directory = directory;
+        connection.create = create;
+        Some(connection)
+    }
+
+    fn connection_kind(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
+        let key = |name: &str| format!("{side}.{name}");
+        match raw.kind {
+            None => {
+                self.problem(&key("kind"), "missing: \"imap\" or \"maildir\"");
+                None
+            }
+            Some(RawKind::Maildir) => self.maildir(side, raw),
+            Some(RawKind::Imap) => self.imap(side, raw),
+        }
+    }
+
+    fn has_problem_at(&self, key: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.key.as_deref().is_some_and(|k| k.starts_with(key)))
+    }
+
+    fn directory(&mut self, key: &str, raw: RawDirectory) -> Option<DirectoryConfig> {
+        let k = |name: &str| format!("{key}.{name}");
+        match raw.kind.as_deref() {
+            Some("ldap") => {}
+            Some(other) => {
+                self.problem(&k("kind"), format!("unknown kind `{other}`; use \"ldap\""))
+            }
+            None => self.problem(&k("kind"), "missing: \"ldap\""),
+        }
+        let url = self.text(
+            &k("url"),
+            raw.url,
+            "missing: ldap://host:389 or ldaps://host:636",
+        );
+        let security = match (url.as_deref(), raw.security.as_deref()) {
+            (Some(u), None | Some("tls")) if u.starts_with("ldaps://") => {
+                Some(DirectorySecurity::Tls)
+            }
+            (Some(u), Some(_)) if u.starts_with("ldaps://") => {
+                self.problem(
+                    &k("security"),
+                    "an ldaps:// URL is always TLS; remove security",
+                );
+                None
+            }
+            (Some(u), None | Some("starttls")) if u.starts_with("ldap://") => {
+                Some(DirectorySecurity::StartTls)
+            }
+            (Some(u), Some("plain")) if u.starts_with("ldap://") => Some(DirectorySecurity::Plain),
+            (Some(u), Some(other)) if u.starts_with("ldap://") => {
+                self.problem(
+                    &k("security"),
+                    format!("unknown value `{other}`; use \"starttls\" or \"plain\""),
+                );
+                None
+            }
+            (Some(_), _) => {
+                self.problem(&k("url"), "must start with ldap:// or ldaps://");
+                None
+            }
+            (None, _) => None,
+        };
+        let tls_ca = match raw.tls_ca {
+            Some(ca) if security == Some(DirectorySecurity::Plain) => {
+                let _ = ca;
+                self.problem(&k("tls_ca"), "not used with security = \"plain\"");
+                None
+            }
+            Some(ca) => self.path(&k("tls_ca"), &ca),
+            None => None,
+        };
+        let bind_dn = self.text(&k("bind_dn"), raw.bind_dn, "missing: the DN to bind as");
+        let bind_password = match raw.bind_password {
+            Some(p) => self.secret(&k("bind_password"), p),
+            None => {
+                self.problem(
+                    &k("bind_password"),
+                    "missing: { env = \"VAR\" } or { file = \"path\" }",
+                );
+                None
+            }
+        };
+        let base = self.text(
+            &k("base"),
+            raw.base,
+            "missing: the DN under which the mailboxes are",
+        );
+        let filter = raw.filter.unwrap_or_else(|| "(objectClass=*)".into());
+        if !(filter.starts_with('(') && filter.ends_with(')')) {
+            self.problem(
+                &k("filter"),
+                "an LDAP filter is written in parentheses, e.g. (objectClass=inetOrgPerson)",
+            );
+        }
+        let attribute = |this: &mut Self, name: &str, value: Option<String>, default: &str| {
+            let v = value.unwrap_or_else(|| default.to_string());
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';')
+            {
+                this.problem(&k(name), "must be an LDAP attribute name");
+            }
+            v
+        };
+        let id_attribute = attribute(self, "id_attribute", raw.id_attribute, "entryUUID");
+        let login_attribute = attribute(self, "login_attribute", raw.login_attribute, "uid");
+        let primary = attribute(
+            self,
+            "primary_address_attribute",
+            raw.primary_address_attribute,
+            "mail",
+        );
+        let alias_attribute = raw
+            .alias_attribute
+            .map(|a| attribute(self, "alias_attribute", Some(a), ""));
+        let display = attribute(
+            self,
+            "display_name_attribute",
+            raw.display_name_attribute,
+            "cn",
+        );
+        Some(DirectoryConfig {
+            url: url?,
+            security: security?,
+            tls_ca,
+            bind_dn: bind_dn?,
+            bind_password: bind_password?,
+            base: base?,
+            filter,
+            id_attribute,
+            login_attribute,
+            primary_address_attribute: primary,
+            alias_attribute,
+            display_name_attribute: Some(display),
+        })
+    }
+
+    fn create(&mut self, key: &str, raw: RawCreate) -> Option<CreateConfig> {
+        let k = |name: &str| format!("{key}.{name}");
+        let base = self.text(
+            &k("base"),
+            raw.base,
+            "missing: the DN under which new mailboxes are added",
+        );
+        let domain = self.text(
+            &k("domain"),
+            raw.domain,
+            "missing: the domain of created addresses",
+        );
+        if let Some(d) = &domain
+            && (d.contains('@') || d.contains(char::is_whitespace) || !d.contains('.'))
+        {
+            self.problem(&k("domain"), "must be a domain name such as new.example");
+        }
+        let object_classes = raw
+            .object_classes
+            .unwrap_or_else(|| vec!["inetOrgPerson".into()]);
+        if object_classes.is_empty() {
+            self.problem(&k("object_classes"), "must name at least one object class");
+        }
+        let initial_password = raw
+            .initial_password
+            .and_then(|p| self.secret(&k("initial_password"), p));
+        Some(CreateConfig {
+            base: base?,
+            domain: domain?.to_ascii_lowercase(),
+            object_classes,
+            initial_password,
+        })
+    }
+
+    fn maildir(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
+        let imap_only = [
+            ("host", raw.host.is_some()),
+            ("port", raw.port.is_some()),
+            ("security", raw.security.is_some()),
+            ("allow_plain", raw.allow_plain.is_some()),
+            ("tls_ca", raw.tls_ca.is_some()),
+            ("tls_verify", raw.tls_verify.is_some()),
+            ("auth", raw.auth.is_some()),
+            ("admin_user", raw.admin_user.is_some()),
+            ("admin_password", raw.admin_password.is_some()),
+            ("admin_login", raw.admin_login.is_some()),
+            ("master_separator", raw.master_separator.is_some()),
+            ("max_connections", raw.max_connections.is_some()),
+        ];
+        for (name, _) in imap_only.iter().filter(|(_, present)| *present) {
+            self.problem(
+                &format!("{side}.{name}"),
+                "not used with kind = \"maildir\"; remove it",
+            );
+        }
+        let root = match raw.path {
+            Some(path) => self.path(&format!("{side}.path"), &path),
+            None => {
+                self.problem(
+                    &format!("{side}.path"),
+                    "missing: the directory holding one Maildir++ tree per mailbox login",
+                );
+                None
+            }
+        }?;
+        Some(Connection {
+            kind: ConnectionKind::Maildir { root },
+            directory: None,
+            create: None,
+        })
+    }
+
+    fn imap(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
+        let key = |name: &str| format!("{side}.{name}");
+        if raw.path.is_some() {
+            self.problem(&key("path"), "not used with kind = \"imap\"; remove it");
+        }
+        let host = self.text(
+            &key("host"),
+            raw.host,
+            "missing: the IMAP server's host name",
+        );
+        if let Some(host) = &host {
+            if host.contains("://") {
+                self.problem(
+                    &key("host"),
+                    "write the host name only; the port and security have their own keys",
+                );
+            } else if host.contains(char::is_whitespace) {
+                self.problem(&key("host"), "a host name has no spaces");
+            } else if host.matches(':').count() == 1 {
+                self.problem(
+                    &key("host"),
+                    "write the port in `port`, not in the host name",
+                );
+            }
+        }
+        let security = raw.security.unwrap_or_default();
+        let port = raw.port.unwrap_or(match security {
+            Security::Tls => IMAP_TLS_PORT,
+            Security::StartTls | Security::Plain => IMAP_PORT,
+        });
+        if port == 0 {
+            self.problem(&key("port"), "must be from 1 to 65535");
+        }
+        if security == Security::Plain {
+            if raw.allow_plain != Some(true) {
+                self.problem(
+                    &key("security"),
+                    "\"plain\" sends passwords and mail unencrypted; add allow_plain = true \
+                     to confirm (e.g. for a server on the loopback interface)",
+                );
+            }
+            if raw.tls_ca.is_some() {
+                self.problem(&key("tls_ca"), "not used with security = \"plain\"");
+            }
+            if raw.tls_verify.is_some() {
+                self.problem(&key("tls_verify"), "not used with security = \"plain\"");
+            }
+        }
+        let tls_ca = match raw.tls_ca {
+            Some(ca) => self.path(&key("tls_ca"), &ca),
+            None => None,
+        };
+        let max_connections = self.at_least_one(
+            &key("max_connections"),
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        );
+        let auth = self.auth(
+            side,
+            AuthKeys {
+                auth: raw.auth,
+                user: raw.admin_user,
+                password: raw.admin_password,
+                login: raw.admin_login,
+                separator: raw.master_separator,
+            },
+        );
+        Some(Connection {
+            directory: None,
+            create: None,
+            kind: ConnectionKind::Imap(ImapSettings {
+                host: host?,
+                port,
+                security,
+                tls_ca,
+                tls_verify: raw.tls_verify.unwrap_or(true),
+                auth: auth?,
+                max_connections,
+            }),
+        })
+    }
+
+    fn auth(&mut self, side: &str, keys: AuthKeys) -> Option<Auth> {
+        let key = |name: &str| format!("{side}.{name}");
+        let AuthKeys {
+            auth,
+            user,
+            password,
+            login,
+            separator,
+        } = keys;
+        match auth {
+            None => {
+                self.problem(&key("auth"), "missing: \"admin\" or \"per-mailbox\"");
+                None
+            }
+            Some(RawAuth::PerMailbox) => {
+                let admin_only = [
+                    ("admin_user", user.is_some()),
+                    ("admin_password", password.is_some()),
+                    ("admin_login", login.is_some()),
+                    ("master_separator", separator.is_some()),
+                ];
+                for (name, _) in admin_only.iter().filter(|(_, present)| *present) {
+                    self.problem(
+                        &key(name),
+                        "not used with auth = \"per-mailbox\"; remove it",
+                    );
+                }
+                Some(Auth::PerMailbox)
+            }
+            Some(RawAuth::Admin) => {
+                let user = self.text(
+                    &key("admin_user"),
+                    user,
+                    "missing: the administrator's login (auth = \"admin\")",
+                );
+                let password = match password {
+                    Some(raw) => self.secret(&key("admin_password"), raw),
+                    None => {
+                        self.problem(
+                            &key("admin_password"),
+                            "missing: { env = \"VARIABLE\" } or { file = \"path\" }",
+                        );
+                        None
+                    }
+                };
+                let login = match (login.unwrap_or(RawAdminLogin::SaslAuthzid), separator) {
+                    (RawAdminLogin::SaslAuthzid, None) => Some(AdminLogin::SaslAuthzid),
+                    (RawAdminLogin::SaslAuthzid, Some(_)) => {
+                        self.problem(
+                            &key("master_separator"),
+                            "only used with admin_login = \"master-separator\"",
+                        );
+                        None
+                    }
+                    (RawAdminLogin::MasterSeparator, separator) => {
+                        let separator =
+                            separator.unwrap_or_else(|| DEFAULT_MASTER_SEPARATOR.to_owned());
+                        if separator.is_empty() || separator.contains(char::is_whitespace) {
+                            self.problem(
+                                &key("master_separator"),
+                                "must be one or more characters, without spaces",
+                            );
+                            None
+                        } else {
+                            Some(AdminLogin::MasterSeparator(separator))
+                        }
+                    }
+                };
+                Some(Auth::Admin {
+                    user: user?,
+                    password: password?,
+                    login: login?,
+                })
+            }
+        }
+    }
+
+    fn date(&mut self, key: &str, value: Option<toml::Value>) -> Option<Date> {
+        let parsed = match value? {
+            toml::Value::String(text) => text.trim().parse::<Date>(),
+            toml::Value::Datetime(toml::value::Datetime {
+                date: Some(date),
+                time: None,
+                offset: None,
+            }) => Date::new(
+                i32::from(date.year),
+                u32::from(date.month),
+                u32::from(date.day),
+            ),
+            _ => Err(DateError::Format),
+        };
+        parsed.map_err(|e| self.problem(key, e.to_string())).ok()
+    }
+
+    fn folders(&mut self, key: &str, folders: &[String]) {
+        if folders.iter().any(|folder| folder.trim().is_empty()) {
+            self.problem(key, "a folder pattern must not be empty");
+        }
+    }
+
+    fn migration(&mut self, raw: Option<RawMigration>) -> MigrationSettings {
+        let defaults = MigrationSettings::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let concurrency = self.at_least_one(
+            "migration.concurrency",
+            raw.concurrency,
+            defaults.concurrency,
+        );
+        let include_folders = raw.include_folders.unwrap_or(defaults.include_folders);
+        if include_folders.is_empty() {
+            self.problem(
+                "migration.include_folders",
+                "an empty list would migrate nothing; leave it out to migrate every folder",
+            );
+        }
+        self.folders("migration.include_folders", &include_folders);
+        let exclude_folders = raw.exclude_folders.unwrap_or_default();
+        self.folders("migration.exclude_folders", &exclude_folders);
+        let since = self.date("migration.since", raw.since);
+        let until = self.date("migration.until", raw.until);
+        if let (Some(since), Some(until)) = (since, until)
+            && since > until
+        {
+            self.problem(
+                "migration.until",
+                format!("{until} is before since = {since}"),
+            );
+        }
+        let folder_map = raw.folder_map.unwrap_or_default();
+        if folder_map
+            .iter()
+            .any(|(from, to)| from.trim().is_empty() || to.trim().is_empty())
+        {
+            self.problem(
+                "migration.folder_map",
+                "folder names must not be empty on either side",
+            );
+        }
+        MigrationSettings {
+            concurrency,
+            include_folders,
+            exclude_folders,
+            since,
+            until,
+            skip_deleted: raw.skip_deleted.unwrap_or(defaults.skip_deleted),
+            folder_map,
+        }
+    }
+}
+
+/// `value` resolved against `dir` when relative, without `.` components.
+fn resolve(dir: &Path, value: &str) -> PathBuf {
+    let path = Path::new(value);
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    };
+    joined
+        .components()
+        .filter(|component| *component != Component::CurDir)
+        .collect()
+}

@@ -1,0 +1,416 @@
+//! The job file: a TOML document (SPEC §3) turned into a validated [`Job`] plan.
+//!
+//! Loading happens in two stages, on purpose:
+//!
+//! 1. **Raw**: serde reads the file into private `Raw*` structs that mirror the file's keys one
+//!    to one and reject unknown keys (`deny_unknown_fields`), so a misspelt key is an error
+//!    rather than a silently ignored setting. Nearly every raw field is optional, so this stage
+//!    only fails on syntax errors, unknown keys and values of the wrong type.
+//! 2. **Plan**: [`Job::load`] checks what serde cannot (required keys, keys that do not apply to
+//!    the chosen kind, ranges, dates, plain-text connections, …), applies defaults and resolves
+//!    relative paths against the job file's folder. It collects *every* problem before failing,
+//!    so an administrator fixes a file in one round instead of one error at a time.
+//!
+//! Every problem names the file and the dotted key (`source.port`), and carries the line and
+//! column of the offending key or value when the file has it. Error messages never quote the
+//! file's text: a line of a job file may hold a password that someone wrote there by mistake.
+//!
+//! Secrets are never part of the file or of a [`Job`]: a [`Secret`] only says *where* to find
+//! one (an environment variable or a file), and [`Secret::reveal`] reads it when a connection is
+//! actually made. Loading a job therefore never needs the secrets to be present.
+
+mod check;
+mod date;
+mod error;
+mod raw;
+mod secret;
+mod spans;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use date::{Date, DateError};
+pub use error::{JobError, JobProblem};
+pub use secret::Secret;
+
+use check::Checker;
+use raw::RawJob;
+use spans::{humanize, key_at, key_places, line_column};
+
+/// Default IMAP port with implicit TLS (`security = "tls"`).
+pub const IMAP_TLS_PORT: u16 = 993;
+/// Default IMAP port for `security = "starttls"` and `security = "plain"`.
+pub const IMAP_PORT: u16 = 143;
+/// Default `max_connections` of an IMAP connection.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
+/// Default `migration.concurrency`.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default `master_separator` for `admin_login = "master-separator"`.
+pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
+
+// ---------------------------------------------------------------------------------------------
+// The plan
+// ---------------------------------------------------------------------------------------------
+
+/// A validated job: everything in the job file, with defaults applied and paths resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The job's name (`name`).
+    pub name: String,
+    /// The job file itself, as an absolute path.
+    pub path: PathBuf,
+    /// Where the job's state (entries, ledger) lives (`state`).
+    pub state: StateLocation,
+    /// Cutover or staged (`mode`, default cutover).
+    pub mode: Mode,
+    /// The server mailboxes are copied from (`[source]`).
+    pub source: Connection,
+    /// The server mailboxes are copied to (`[target]`).
+    pub target: Connection,
+    /// The mailboxes CSV (`mailboxes.csv`), absolute.
+    pub mailboxes_csv: Option<PathBuf>,
+    /// How mailboxes are migrated (`[migration]`).
+    pub migration: MigrationSettings,
+}
+
+impl Job {
+    /// Where reports are written: `reports/` beside the job file.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join("reports")
+    }
+
+    /// The SHA-256 of the job file as it is now (lower-case hex), to notice an edited job.
+    pub fn file_sha256(&self) -> std::io::Result<String> {
+        use sha2::Digest;
+        let bytes = std::fs::read(&self.path)?;
+        let digest = sha2::Sha256::digest(&bytes);
+        Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+/// Where a job's state database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// A `SQLite` database file (absolute path).
+    Sqlite(PathBuf),
+    /// A `PostgreSQL` URL, for several workers sharing a job. Parsed, but not supported yet.
+    Postgres(String),
+}
+
+/// The migration style of SPEC §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Migrate everything, switch over, refresh addresses, run a delta pass.
+    #[default]
+    Cutover,
+    /// Mailboxes are migrated and switched over in stages.
+    Staged,
+}
+
+/// One side of a job: how to reach a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// What kind of server this is, with its settings.
+    pub kind: ConnectionKind,
+    /// Where this side's mailbox identities come from (`[side.directory]`).
+    pub directory: Option<DirectoryConfig>,
+    /// How mailferry creates mailboxes on this side (`[target.create]`; target only).
+    pub create: Option<CreateConfig>,
+}
+
+/// How a directory connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectorySecurity {
+    /// `ldap://` without encryption (needs `security = "plain"` written out).
+    Plain,
+    /// `ldap://` upgraded with StartTLS (the default for `ldap://`).
+    StartTls,
+    /// `ldaps://`.
+    Tls,
+}
+
+/// An LDAP / Active Directory directory (SPEC §3 `[source.directory]`). In the job the
+/// bind password is a [`Secret`]; [`DirectoryConfig::reveal`] gives the same settings with the
+/// password read (`crate::directory::DirectorySettings`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DirectoryConfig<P = Secret> {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    pub security: DirectorySecurity,
+    /// Extra trust anchor (PEM CA certificates), besides the system's.
+    pub tls_ca: Option<PathBuf>,
+    /// DN to bind as; empty for an anonymous bind.
+    pub bind_dn: String,
+    pub bind_password: P,
+    /// Search base of the mailboxes (subtree).
+    pub base: String,
+    pub filter: String,
+    /// `entryUUID` (default), or `objectGUID` on Active Directory.
+    pub id_attribute: String,
+    /// What the mail server logs in as (default `uid`).
+    pub login_attribute: String,
+    /// Default `mail`; further values count as aliases.
+    pub primary_address_attribute: String,
+    /// `mailAlternateAddress`, `mailLocalAddress`, or `proxyAddresses` (AD style: `SMTP:`
+    /// marks the primary, `smtp:` the others).
+    pub alias_attribute: Option<String>,
+    /// Default `cn`.
+    pub display_name_attribute: Option<String>,
+}
+
+impl DirectoryConfig {
+    /// The same settings with the bind password read from its environment variable or file.
+    pub fn reveal(&self) -> Result<DirectoryConfig<String>, JobError> {
+        Ok(DirectoryConfig {
+            bind_password: self.bind_password.reveal()?,
+            url: self.url.clone(),
+            security: self.security,
+            tls_ca: self.tls_ca.clone(),
+            bind_dn: self.bind_dn.clone(),
+            base: self.base.clone(),
+            filter: self.filter.clone(),
+            id_attribute: self.id_attribute.clone(),
+            login_attribute: self.login_attribute.clone(),
+            primary_address_attribute: self.primary_address_attribute.clone(),
+            alias_attribute: self.alias_attribute.clone(),
+            display_name_attribute: self.display_name_attribute.clone(),
+        })
+    }
+}
+
+impl<P> DirectoryConfig<P> {
+    /// Whether addresses are stored Exchange-style (`proxyAddresses`: `SMTP:` primary,
+    /// `smtp:` others, other prefixes ignored).
+    pub fn proxy_addresses(&self) -> bool {
+        self.alias_attribute
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("proxyAddresses"))
+    }
+}
+
+/// Never prints the password, read or not.
+impl<P> fmt::Debug for DirectoryConfig<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryConfig")
+            .field("url", &self.url)
+            .field("security", &self.security)
+            .field("tls_ca", &self.tls_ca)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &"<hidden>")
+            .field("base", &self.base)
+            .field("filter", &self.filter)
+            .field("id_attribute", &self.id_attribute)
+            .field("login_attribute", &self.login_attribute)
+            .field("primary_address_attribute", &self.primary_address_attribute)
+            .field("alias_attribute", &self.alias_attribute)
+            .field("display_name_attribute", &self.display_name_attribute)
+            .finish()
+    }
+}
+
+/// Mailbox creation in the target directory (SPEC §3 `[target.create]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateConfig {
+    /// Where new entries go.
+    pub base: String,
+    /// A created mailbox's address is `<source local part>@domain`.
+    pub domain: String,
+    pub object_classes: Vec<String>,
+    pub initial_password: Option<Secret>,
+}
+
+/// The kinds of server mailferry can talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// An IMAP server.
+    Imap(ImapSettings),
+    /// A local directory holding one Maildir++ tree per mailbox, named by the mailbox's login.
+    Maildir {
+        /// The directory holding the Maildir++ trees (absolute).
+        root: PathBuf,
+    },
+}
+
+/// How to reach and log in to an IMAP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImapSettings {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port; default 993 for `tls`, 143 otherwise.
+    pub port: u16,
+    /// Transport security.
+    pub security: Security,
+    /// An extra trust anchor (a CA certificate file, absolute).
+    pub tls_ca: Option<PathBuf>,
+    /// Whether the server certificate is verified; only an explicit `tls_verify = false`
+    /// turns verification off.
+    pub tls_verify: bool,
+    /// How mailferry logs in.
+    pub auth: Auth,
+    /// Most connections opened to this server at once, across all mailboxes (at least 1).
+    pub max_connections: usize,
+}
+
+/// Transport security of an IMAP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// TLS from the first byte (usually port 993). The default.
+    #[default]
+    Tls,
+    /// Plain TCP upgraded with STARTTLS (usually port 143).
+    StartTls,
+    /// No encryption at all; needs `allow_plain = true`.
+    Plain,
+}
+
+/// How mailferry logs in to an IMAP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// One administrator account that can open every mailbox.
+    Admin {
+        /// The administrator's login.
+        user: String,
+        /// Where the administrator's password is.
+        password: Secret,
+        /// How the administrator logs in as a mailbox.
+        login: AdminLogin,
+    },
+    /// Each mailbox logs in with its own password, from the mailboxes CSV.
+    PerMailbox,
+}
+
+/// How an administrator logs in as a given mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminLogin {
+    /// `AUTHENTICATE PLAIN` with the mailbox as authorization identity (the default).
+    SaslAuthzid,
+    /// `LOGIN mailbox<separator>admin`, as Dovecot master users do.
+    MasterSeparator(String),
+}
+
+/// How mailboxes are migrated (`[migration]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// Mailboxes migrated at once (at least 1, default 4).
+    pub concurrency: usize,
+    /// Globs over '/'-separated source folder paths; default `["*"]`.
+    pub include_folders: Vec<String>,
+    /// Globs of folders left out; default empty.
+    pub exclude_folders: Vec<String>,
+    /// Only messages with an INTERNALDATE on or after this day.
+    pub since: Option<Date>,
+    /// Only messages with an INTERNALDATE before this day (IMAP `BEFORE` semantics).
+    pub until: Option<Date>,
+    /// Whether messages flagged `\Deleted` are left out (default true).
+    pub skip_deleted: bool,
+    /// Explicit folder renames, source path → target path.
+    pub folder_map: BTreeMap<String, String>,
+}
+
+impl Default for MigrationSettings {
+    fn default() -> Self {
+        MigrationSettings {
+            concurrency: DEFAULT_CONCURRENCY,
+            include_folders: vec!["*".to_owned()],
+            exclude_folders: Vec::new(),
+            since: None,
+            until: None,
+            skip_deleted: true,
+            folder_map: BTreeMap::new(),
+        }
+    }
+}
+
+/// The job file's absolute path: its folder canonical (no `..`, no symlinked folders), its name
+/// as given.
+fn job_file_path(path: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(path)?;
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => Ok(std::fs::canonicalize(dir)?.join(name)),
+        _ => Ok(absolute),
+    }
+}
+
+impl Job {
+    /// Reads and validates a job file. Reads no secret: see [`Secret::reveal`].
+    ///
+    /// Relative paths in the file are resolved against the file's folder; the returned
+    /// [`Job::path`] is absolute.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Read`] when the file cannot be read; [`JobError::Invalid`] listing every
+    /// problem found at once, each naming its key and, when the file has it, its line and column.
+    pub fn load(path: &Path) -> Result<Job, JobError> {
+        let file = job_file_path(path).map_err(|source| JobError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = std::fs::read(&file).map_err(|source| JobError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let invalid = |problems| JobError::Invalid {
+            file: file.clone(),
+            problems,
+        };
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
+            Err(error) => {
+                let valid = String::from_utf8_lossy(&bytes[..error.valid_up_to()]);
+                let (line, column) = line_column(&valid, valid.len());
+                return Err(invalid(vec![JobProblem {
+                    key: None,
+                    line: Some(line),
+                    column: Some(column),
+                    message: "the job file is not valid UTF-8".to_owned(),
+                }]));
+            }
+        };
+        let places = key_places(text);
+        let raw: RawJob = toml::from_str(text).map_err(|error| {
+            let span = error.span();
+            let place = span.as_ref().map(|span| line_column(text, span.start));
+            invalid(vec![JobProblem {
+                key: span.and_then(|span| key_at(&places, &span)),
+                line: place.map(|(line, _)| line),
+                column: place.map(|(_, column)| column),
+                message: humanize(error.message()),
+            }])
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        let mut checker = Checker {
+            text,
+            places,
+            dir,
+            problems: Vec::new(),
+        };
+        let job = checker.job(raw, &file);
+        let mut problems = checker.problems;
+        match job {
+            Some(job) if problems.is_empty() => Ok(job),
+            _ => {
+                problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+                Err(invalid(problems))
+            }
+        }
+    }
+}
+
+/// The commented job file that `mailferry init` writes. It loads as is (secrets are only read
+/// when a connection is made).
+#[must_use]
+pub fn template() -> &'static str {
+    TEMPLATE
+}
+
+/// The template's text, kept in `template.toml` beside this file.
+const TEMPLATE: &str = include_str!("template.toml");

@@ -1,0 +1,911 @@
+//! Tests of job loading, validation, secrets and dates.
+
+use super::secret::env_secret;
+use super::*;
+
+/// Writes `text` as `job.toml` in a fresh folder and loads it.
+fn load(text: &str) -> (tempfile::TempDir, Result<Job, JobError>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = real(&dir).join("job.toml");
+    std::fs::write(&path, text).expect("write job");
+    let job = Job::load(&path);
+    (dir, job)
+}
+
+/// The tempdir's canonical path, as [`Job::load`] reports paths.
+fn real(dir: &tempfile::TempDir) -> PathBuf {
+    std::fs::canonicalize(dir.path()).expect("canonical tempdir")
+}
+
+fn load_ok(text: &str) -> (tempfile::TempDir, Job) {
+    let (dir, job) = load(text);
+    match job {
+        Ok(job) => (dir, job),
+        Err(error) => panic!("expected a valid job, got: {error}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<JobProblem> {
+    match load(text).1 {
+        Ok(job) => panic!("expected an invalid job, got {job:?}"),
+        Err(JobError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("expected JobError::Invalid, got {other:?}"),
+    }
+}
+
+/// The problems rendered as text, one per problem.
+fn problem_texts(text: &str) -> Vec<String> {
+    problems(text).iter().map(ToString::to_string).collect()
+}
+
+const IMAP: &str = "kind = \"imap\"\nhost = \"mail.example\"\nauth = \"admin\"\n\
+                    admin_user = \"admin\"\nadmin_password = { env = \"PW\" }\n";
+
+/// A valid job with the given extra source keys and extra trailing text.
+fn job_with(source_extra: &str, rest: &str) -> String {
+    format!("name = \"t\"\n[source]\n{IMAP}{source_extra}\n[target]\n{IMAP}\n{rest}",)
+}
+
+fn imap(connection: &Connection) -> &ImapSettings {
+    match &connection.kind {
+        ConnectionKind::Imap(settings) => settings,
+        ConnectionKind::Maildir { .. } => panic!("expected imap"),
+    }
+}
+
+#[test]
+fn template_loads() {
+    let (dir, job) = load_ok(template());
+    assert_eq!(job.name, "my-migration");
+    assert_eq!(job.mode, Mode::Cutover);
+    assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("job.db")));
+    assert_eq!(job.mailboxes_csv, Some(real(&dir).join("mailboxes.csv")));
+    let source = imap(&job.source);
+    assert_eq!(source.host, "mail.old.example");
+    assert_eq!(
+        source.auth,
+        Auth::Admin {
+            user: "migration-admin".into(),
+            password: Secret::Env("SOURCE_ADMIN_PASSWORD".into()),
+            login: AdminLogin::SaslAuthzid,
+        }
+    );
+    assert_eq!(imap(&job.target).host, "mail.new.example");
+    assert_eq!(job.migration, MigrationSettings::default());
+}
+
+#[test]
+fn minimal_job_gets_defaults() {
+    let (dir, job) = load_ok(&job_with("", ""));
+    assert_eq!(job.path, real(&dir).join("job.toml"));
+    assert_eq!(job.mode, Mode::Cutover);
+    assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("job.db")));
+    assert_eq!(job.mailboxes_csv, None);
+    let source = imap(&job.source);
+    assert_eq!(source.port, 993);
+    assert_eq!(source.security, Security::Tls);
+    assert!(source.tls_verify);
+    assert_eq!(source.tls_ca, None);
+    assert_eq!(source.max_connections, 10);
+    let migration = &job.migration;
+    assert_eq!(migration.concurrency, 4);
+    assert_eq!(migration.include_folders, vec!["*".to_owned()]);
+    assert!(migration.exclude_folders.is_empty());
+    assert!(migration.skip_deleted);
+    assert_eq!(migration.since, None);
+    assert!(migration.folder_map.is_empty());
+}
+
+#[test]
+fn default_ports_follow_security() {
+    let (_dir, job) = load_ok(&job_with("security = \"starttls\"", ""));
+    assert_eq!(imap(&job.source).port, 143);
+    assert_eq!(imap(&job.source).security, Security::StartTls);
+    let (_dir, job) = load_ok(&job_with("security = \"plain\"\nallow_plain = true", ""));
+    assert_eq!(imap(&job.source).port, 143);
+    assert_eq!(imap(&job.source).security, Security::Plain);
+    let (_dir, job) = load_ok(&job_with("security = \"tls\"", ""));
+    assert_eq!(imap(&job.source).port, 993);
+    let (_dir, job) = load_ok(&job_with("security = \"tls\"\nport = 10993", ""));
+    assert_eq!(imap(&job.source).port, 10993);
+}
+
+#[test]
+fn plain_requires_allow_plain() {
+    let texts = problem_texts(&job_with("security = \"plain\"", ""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 8, column 12: source.security: \"plain\" sends passwords and mail \
+             unencrypted; add allow_plain = true to confirm (e.g. for a server on the \
+             loopback interface)"
+        ]
+    );
+    let texts = problem_texts(&job_with("security = \"plain\"\nallow_plain = false", ""));
+    assert_eq!(texts.len(), 1);
+    assert!(texts[0].contains("add allow_plain = true"));
+}
+
+#[test]
+fn plain_rejects_tls_keys() {
+    let texts = problem_texts(&job_with(
+        "security = \"plain\"\nallow_plain = true\ntls_ca = \"ca.pem\"\ntls_verify = true",
+        "",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 10, column 10: source.tls_ca: not used with security = \"plain\"",
+            "line 11, column 14: source.tls_verify: not used with security = \"plain\"",
+        ]
+    );
+}
+
+#[test]
+fn tls_verify_can_be_turned_off_explicitly() {
+    let (_dir, job) = load_ok(&job_with("tls_verify = false", ""));
+    assert!(!imap(&job.source).tls_verify);
+    assert!(imap(&job.target).tls_verify);
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let texts = problem_texts(&format!("colour = \"blue\"\n{}", job_with("", "")));
+    assert_eq!(
+        texts.len(),
+        1,
+        "serde stops at the first unknown key: {texts:?}"
+    );
+    assert!(
+        texts[0].starts_with(
+            "line 1, column 1: colour: unknown field `colour`, expected one of `name`"
+        ),
+        "{}",
+        texts[0]
+    );
+
+    let texts = problem_texts(&job_with("prot = 993", ""));
+    assert!(
+        texts[0].starts_with("line 8, column 1: source.prot: unknown field `prot`"),
+        "{}",
+        texts[0]
+    );
+
+    let texts = problem_texts(&job_with("", "[migration]\nconcurency = 2"));
+    assert!(
+        texts[0].starts_with("line 17, column 1: migration.concurency: unknown field `concurency`"),
+        "{}",
+        texts[0]
+    );
+}
+
+#[test]
+fn unknown_section_is_rejected_by_name() {
+    let texts = problem_texts(&job_with("", "[source.extra]\nx = 1"));
+    assert!(
+        texts[0].starts_with("line 16, column 9: source.extra: unknown field `extra`"),
+        "{}",
+        texts[0]
+    );
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let error = load("name = \"t\"\n[source]\nhost = \"unterminated\n")
+        .1
+        .unwrap_err();
+    let JobError::Invalid { file, problems } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(file.ends_with("job.toml"));
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].column.is_some());
+    let text = error.to_string();
+    assert!(text.starts_with("invalid job file "), "{text}");
+    assert!(text.contains("job.toml:\n  line 3, column "), "{text}");
+}
+
+#[test]
+fn wrong_type_names_key_in_plain_words() {
+    let texts = problem_texts(&job_with("port = 99999", ""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 8, column 8: source.port: invalid value: integer `99999`, expected a \
+             whole number from 0 to 65535"
+        ]
+    );
+    let texts = problem_texts(&job_with("", "[migration]\nskip_deleted = \"yes\""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 17, column 16: migration.skip_deleted: invalid type: string \"yes\", \
+             expected true or false"
+        ]
+    );
+}
+
+#[test]
+fn unknown_enum_value_lists_choices() {
+    let texts = problem_texts(&job_with("security = \"ssl\"", ""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 8, column 12: source.security: unknown variant `ssl`, expected one of \
+             `tls`, `starttls`, `plain`"
+        ]
+    );
+}
+
+#[test]
+fn secret_in_clear_is_rejected_without_echoing_it() {
+    let text = "name = \"t\"\n[source]\nkind = \"imap\"\nhost = \"h\"\nauth = \"admin\"\n\
+                admin_user = \"a\"\nadmin_password = \"hunter2\"\n";
+    let error = load(text).1.unwrap_err();
+    let message = error.to_string();
+    assert!(!message.contains("hunter2"), "{message}");
+    let JobError::Invalid { problems, .. } = error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        problems[0].to_string(),
+        "line 7, column 18: source.admin_password: a secret must be written as \
+         { env = \"VARIABLE\" } or { file = \"path\" }; secrets are never written in the \
+         job file"
+    );
+
+    let text = text.replace("\"hunter2\"", "123456");
+    let message = load(&text).1.unwrap_err().to_string();
+    assert!(!message.contains("123456"), "{message}");
+    assert!(message.contains("source.admin_password: a secret must be written as"));
+}
+
+#[test]
+fn secret_with_both_env_and_file_is_rejected() {
+    let text =
+        job_with("", "").replacen("{ env = \"PW\" }", "{ env = \"PW\", file = \"pw.txt\" }", 1);
+    let texts = problem_texts(&text);
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].ends_with(
+            "source.admin_password: a secret is either { env = \"VARIABLE\" } or \
+             { file = \"path\" }, not both"
+        ),
+        "{}",
+        texts[0]
+    );
+    let text = job_with("", "").replacen("{ env = \"PW\" }", "{ value = \"x\" }", 1);
+    assert!(problem_texts(&text)[0].contains("source.admin_password: a secret must be"));
+    let text = job_with("", "").replacen("{ env = \"PW\" }", "{}", 1);
+    assert!(problem_texts(&text)[0].contains("source.admin_password: a secret must be"));
+    let text = job_with("", "").replacen("{ env = \"PW\" }", "{ env = \"\" }", 1);
+    assert!(
+        problem_texts(&text)[0]
+            .ends_with("source.admin_password: env must name an environment variable")
+    );
+}
+
+#[test]
+fn secret_from_env_is_revealed() {
+    // The environment is shared by parallel tests and changing it is unsafe: read a variable
+    // that is set anyway, and check the other cases on `env_secret` directly.
+    if let Ok(path) = std::env::var("PATH") {
+        assert_eq!(Secret::Env("PATH".into()).reveal().unwrap(), path);
+    }
+    let missing = Secret::Env("MAILFERRY_JOB_TEST_SECRET_UNSET".into());
+    assert_eq!(
+        missing.reveal().unwrap_err().to_string(),
+        "secret environment variable MAILFERRY_JOB_TEST_SECRET_UNSET is not set"
+    );
+    assert_eq!(env_secret("PW", Ok("s3cret".into())).unwrap(), "s3cret");
+    assert_eq!(
+        env_secret("PW", Ok(String::new())).unwrap_err().to_string(),
+        "secret environment variable PW is empty"
+    );
+    let not_unicode = std::env::VarError::NotUnicode(std::ffi::OsString::new());
+    assert_eq!(
+        env_secret("PW", Err(not_unicode)).unwrap_err().to_string(),
+        "secret environment variable PW is not valid UTF-8"
+    );
+}
+
+#[test]
+fn secret_file_is_relative_to_job_file_and_trimmed_of_one_newline() {
+    let text = job_with("", "").replacen("{ env = \"PW\" }", "{ file = \"pw.txt\" }", 1);
+    let (dir, job) = load_ok(&text);
+    let Auth::Admin { password, .. } = &imap(&job.source).auth else {
+        panic!("admin auth expected");
+    };
+    let file = real(&dir).join("pw.txt");
+    assert_eq!(password, &Secret::File(file.clone()));
+
+    let error = password.reveal().unwrap_err();
+    assert!(matches!(error, JobError::SecretFile { .. }));
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot read secret file {}: ", file.display())),
+        "{error}"
+    );
+
+    std::fs::write(&file, "pass word\n\n").unwrap();
+    assert_eq!(password.reveal().unwrap(), "pass word\n");
+    std::fs::write(&file, "pw\r\n").unwrap();
+    assert_eq!(password.reveal().unwrap(), "pw");
+    std::fs::write(&file, "pw").unwrap();
+    assert_eq!(password.reveal().unwrap(), "pw");
+    std::fs::write(&file, "\n").unwrap();
+    assert_eq!(
+        password.reveal().unwrap_err().to_string(),
+        format!("secret file {} is empty", file.display())
+    );
+}
+
+#[test]
+fn secret_debug_shows_only_where_it_is() {
+    let debug = format!("{:?}", Secret::Env("PW".into()));
+    assert_eq!(debug, "Env(\"PW\")");
+}
+
+#[test]
+fn relative_paths_resolve_against_job_folder() {
+    let text = format!(
+        "state = \"sqlite://./state/x.db\"\n{}",
+        job_with(
+            "tls_ca = \"certs/ca.pem\"",
+            "[mailboxes]\ncsv = \"boxes.csv\""
+        )
+    );
+    let (dir, job) = load_ok(&text);
+    let dir = real(&dir);
+    assert_eq!(
+        job.state,
+        StateLocation::Sqlite(dir.join("state").join("x.db"))
+    );
+    assert_eq!(job.mailboxes_csv, Some(dir.join("boxes.csv")));
+    assert_eq!(
+        imap(&job.source).tls_ca,
+        Some(dir.join("certs").join("ca.pem"))
+    );
+}
+
+#[test]
+fn relative_job_path_becomes_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rel.toml"), job_with("", "")).unwrap();
+    // A path relative to the current directory, which tests must not change (they share
+    // it): climb to the root with `..`, then down to the file.
+    let cwd = std::env::current_dir().unwrap();
+    let relative: PathBuf = std::iter::repeat_n("..", cwd.components().count())
+        .collect::<PathBuf>()
+        .join(dir.path().strip_prefix("/").unwrap())
+        .join("rel.toml");
+    let job = Job::load(&relative).unwrap();
+    assert_eq!(job.path, real(&dir).join("rel.toml"));
+    assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("rel.db")));
+}
+
+#[test]
+fn absolute_paths_are_kept() {
+    let text = format!(
+        "state = \"sqlite:///var/lib/x.db\"\n{}",
+        job_with("", "[mailboxes]\ncsv = \"/srv/boxes.csv\"")
+    );
+    let (_dir, job) = load_ok(&text);
+    assert_eq!(job.state, StateLocation::Sqlite("/var/lib/x.db".into()));
+    assert_eq!(job.mailboxes_csv, Some("/srv/boxes.csv".into()));
+}
+
+#[test]
+fn state_without_scheme_is_a_sqlite_file() {
+    let text = format!("state = \"s.db\"\n{}", job_with("", ""));
+    let (dir, job) = load_ok(&text);
+    assert_eq!(job.state, StateLocation::Sqlite(real(&dir).join("s.db")));
+}
+
+#[test]
+fn postgres_state_is_not_supported_yet() {
+    let text = format!(
+        "state = \"postgres://db.example/jobs\"\n{}",
+        job_with("", "")
+    );
+    assert_eq!(
+        problem_texts(&text),
+        vec!["line 1, column 9: state: postgres state is not supported yet"]
+    );
+}
+
+#[test]
+fn unknown_state_scheme_is_rejected() {
+    let text = format!("state = \"mysql://db\"\n{}", job_with("", ""));
+    assert_eq!(
+        problem_texts(&text),
+        vec![
+            "line 1, column 9: state: unknown database type `mysql`; use \
+             \"sqlite://FILE\" or \"postgres://…\""
+        ]
+    );
+}
+
+#[test]
+fn directories_and_creation_are_read_with_defaults() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ldap\"\nurl = \"ldap://dc.old.example\"\n\
+         bind_dn = \"cn=reader,dc=old\"\nbind_password = { env = \"LDAP_PW\" }\n\
+         base = \"ou=people,dc=old\"\nalias_attribute = \"mailLocalAddress\"\n\
+         [target.directory]\nkind = \"ldap\"\nurl = \"ldaps://dc.new.example\"\n\
+         bind_dn = \"cn=admin,dc=new\"\nbind_password = { file = \"pw\" }\n\
+         base = \"ou=people,dc=new\"\nid_attribute = \"objectGUID\"\n\
+         [target.create]\nbase = \"ou=people,dc=new\"\ndomain = \"New.Example\"\n",
+    );
+    let (_dir, job) = load_ok(&text);
+    let d = job.source.directory.expect("source directory");
+    assert_eq!(d.security, DirectorySecurity::StartTls);
+    assert_eq!(d.filter, "(objectClass=*)");
+    assert_eq!(
+        (
+            d.id_attribute.as_str(),
+            d.login_attribute.as_str(),
+            d.primary_address_attribute.as_str()
+        ),
+        ("entryUUID", "uid", "mail")
+    );
+    assert_eq!(d.alias_attribute.as_deref(), Some("mailLocalAddress"));
+    let t = job.target.directory.expect("target directory");
+    assert_eq!(t.security, DirectorySecurity::Tls);
+    assert_eq!(t.id_attribute, "objectGUID");
+    let c = job.target.create.expect("create");
+    assert_eq!(c.domain, "new.example");
+    assert_eq!(c.object_classes, vec!["inetOrgPerson".to_string()]);
+}
+
+#[test]
+fn bad_directory_settings_name_their_keys() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ad\"\nurl = \"http://dc\"\nbase = \"dc=x\"\n\
+         filter = \"objectClass=*\"\n[target.create]\ndomain = \"x\"\n",
+    );
+    let texts = problem_texts(&text);
+    for expected in [
+        "source.directory.kind: unknown kind `ad`",
+        "source.directory.url: must start with ldap:// or ldaps://",
+        "source.directory.bind_dn: missing",
+        "source.directory.bind_password: missing",
+        "source.directory.filter: an LDAP filter is written in parentheses",
+        "target.create: mailbox creation writes to the target directory",
+        "target.create.base: missing",
+        "target.create.domain: must be a domain name",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.contains(expected)),
+            "{expected} not in {texts:#?}"
+        );
+    }
+}
+
+#[test]
+fn directory_section_still_rejects_unknown_keys() {
+    let texts = problem_texts(&job_with("", "[source.directory]\nbindpw = 1"));
+    assert!(
+        texts[0].starts_with("line 17, column 1: source.directory.bindpw: unknown field `bindpw`"),
+        "{}",
+        texts[0]
+    );
+}
+
+#[test]
+fn source_create_is_rejected() {
+    let texts = problem_texts(&job_with("", "[source.create]\ndomain = \"x\""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 16, column 1: source.create: mailbox creation is a setting of the \
+             target only ([target.create])"
+        ]
+    );
+}
+
+#[test]
+fn master_separator_login() {
+    let (_dir, job) = load_ok(&job_with("admin_login = \"master-separator\"", ""));
+    let Auth::Admin { login, .. } = &imap(&job.source).auth else {
+        panic!()
+    };
+    assert_eq!(login, &AdminLogin::MasterSeparator("*".into()));
+
+    let (_dir, job) = load_ok(&job_with(
+        "admin_login = \"master-separator\"\nmaster_separator = \"%\"",
+        "",
+    ));
+    let Auth::Admin { login, .. } = &imap(&job.source).auth else {
+        panic!()
+    };
+    assert_eq!(login, &AdminLogin::MasterSeparator("%".into()));
+
+    assert_eq!(
+        problem_texts(&job_with("master_separator = \"%\"", "")),
+        vec![
+            "line 8, column 20: source.master_separator: only used with admin_login = \
+             \"master-separator\""
+        ]
+    );
+    assert_eq!(
+        problem_texts(&job_with(
+            "admin_login = \"master-separator\"\nmaster_separator = \"\"",
+            ""
+        )),
+        vec![
+            "line 9, column 20: source.master_separator: must be one or more characters, \
+             without spaces"
+        ]
+    );
+}
+
+#[test]
+fn per_mailbox_auth() {
+    let text = "name = \"t\"\n[source]\nkind = \"imap\"\nhost = \"h\"\nauth = \"per-mailbox\"\n\
+                [target]\nkind = \"imap\"\nhost = \"h2\"\nauth = \"per-mailbox\"\n\
+                admin_user = \"a\"\n";
+    assert_eq!(
+        problem_texts(text),
+        vec![
+            "line 10, column 14: target.admin_user: not used with auth = \"per-mailbox\"; \
+             remove it"
+        ]
+    );
+    let (_dir, job) = load_ok(text.trim_end_matches("admin_user = \"a\"\n"));
+    assert_eq!(imap(&job.source).auth, Auth::PerMailbox);
+    assert_eq!(imap(&job.target).auth, Auth::PerMailbox);
+}
+
+#[test]
+fn admin_auth_needs_user_and_password() {
+    let text = "name = \"t\"\n[source]\nkind = \"imap\"\nhost = \"h\"\nauth = \"admin\"\n\
+                [target]\nkind = \"imap\"\nhost = \"h2\"\nauth = \"per-mailbox\"\n";
+    assert_eq!(
+        problem_texts(text),
+        vec![
+            "source.admin_user: missing: the administrator's login (auth = \"admin\")",
+            "source.admin_password: missing: { env = \"VARIABLE\" } or { file = \"path\" }",
+        ]
+    );
+}
+
+#[test]
+fn imap_needs_host_and_auth() {
+    let text = "name = \"t\"\n[source]\nkind = \"imap\"\n[target]\nkind = \"imap\"\nhost = \" \"\nauth = \"per-mailbox\"\n";
+    assert_eq!(
+        problem_texts(text),
+        vec![
+            "line 6, column 8: target.host: must not be empty",
+            "source.host: missing: the IMAP server's host name",
+            "source.auth: missing: \"admin\" or \"per-mailbox\"",
+        ]
+    );
+}
+
+#[test]
+fn host_must_be_a_plain_host_name() {
+    let with_host = |host: &str| job_with("", "").replacen("mail.example", host, 1);
+    assert!(
+        problem_texts(&with_host("imaps://mail.example"))[0].ends_with(
+            "source.host: write the host name only; the port and security have their own keys"
+        )
+    );
+    assert!(
+        problem_texts(&with_host("mail.example:993"))[0]
+            .ends_with("source.host: write the port in `port`, not in the host name")
+    );
+    assert!(
+        problem_texts(&with_host("mail example"))[0]
+            .ends_with("source.host: a host name has no spaces")
+    );
+    let (_dir, job) = load_ok(&with_host("::1"));
+    assert_eq!(imap(&job.source).host, "::1");
+}
+
+#[test]
+fn port_zero_is_rejected() {
+    assert_eq!(
+        problem_texts(&job_with("port = 0", "")),
+        vec!["line 8, column 8: source.port: must be from 1 to 65535"]
+    );
+}
+
+#[test]
+fn maildir_connection() {
+    let text = "name = \"t\"\n[source]\nkind = \"maildir\"\npath = \"export\"\n\
+                [target]\nkind = \"maildir\"\npath = \"/srv/mail\"\n";
+    let (dir, job) = load_ok(text);
+    assert_eq!(
+        job.source.kind,
+        ConnectionKind::Maildir {
+            root: real(&dir).join("export")
+        }
+    );
+    assert_eq!(
+        job.target.kind,
+        ConnectionKind::Maildir {
+            root: "/srv/mail".into()
+        }
+    );
+}
+
+#[test]
+fn maildir_rejects_imap_keys_and_needs_path() {
+    let text = "name = \"t\"\n[source]\nkind = \"maildir\"\nhost = \"h\"\nport = 993\n\
+                [target]\nkind = \"maildir\"\npath = \"m\"\n";
+    assert_eq!(
+        problem_texts(text),
+        vec![
+            "line 4, column 8: source.host: not used with kind = \"maildir\"; remove it",
+            "line 5, column 8: source.port: not used with kind = \"maildir\"; remove it",
+            "source.path: missing: the directory holding one Maildir++ tree per mailbox login",
+        ]
+    );
+    let text = job_with("path = \"x\"", "");
+    assert_eq!(
+        problem_texts(&text),
+        vec!["line 8, column 8: source.path: not used with kind = \"imap\"; remove it"]
+    );
+}
+
+#[test]
+fn missing_sections_and_keys() {
+    assert_eq!(
+        problem_texts("[source]\nhost = \"h\"\n"),
+        vec![
+            "name: missing: a short name for the job",
+            "source.kind: missing: \"imap\" or \"maildir\"",
+            "target: the [target] section is missing",
+        ]
+    );
+}
+
+#[test]
+fn counts_must_be_at_least_one() {
+    assert_eq!(
+        problem_texts(&job_with(
+            "max_connections = 0",
+            "[migration]\nconcurrency = 0"
+        )),
+        vec![
+            "line 8, column 19: source.max_connections: must be at least 1",
+            "line 17, column 15: migration.concurrency: must be at least 1",
+        ]
+    );
+    let texts = problem_texts(&job_with("max_connections = -1", ""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 8, column 19: source.max_connections: invalid value: integer `-1`, \
+             expected a whole number, 0 or more"
+        ]
+    );
+}
+
+#[test]
+fn migration_settings() {
+    let text = format!(
+        "mode = \"staged\"\n{}",
+        job_with(
+            "",
+            "[migration]\nconcurrency = 2\ninclude_folders = [\"INBOX\", \"Projects/*\"]\n\
+             exclude_folders = [\"Junk\"]\nsince = \"2020-01-01\"\nuntil = 2026-02-28\n\
+             skip_deleted = false\nfolder_map = { \"Old Archive\" = \"Archive/Old\" }\n"
+        )
+    );
+    let (_dir, job) = load_ok(&text);
+    assert_eq!(job.mode, Mode::Staged);
+    let m = &job.migration;
+    assert_eq!(m.concurrency, 2);
+    assert_eq!(m.include_folders, vec!["INBOX", "Projects/*"]);
+    assert_eq!(m.exclude_folders, vec!["Junk"]);
+    assert_eq!(
+        m.since,
+        Some(Date {
+            year: 2020,
+            month: 1,
+            day: 1
+        })
+    );
+    assert_eq!(
+        m.until,
+        Some(Date {
+            year: 2026,
+            month: 2,
+            day: 28
+        })
+    );
+    assert!(!m.skip_deleted);
+    assert_eq!(
+        m.folder_map.get("Old Archive").map(String::as_str),
+        Some("Archive/Old")
+    );
+}
+
+#[test]
+fn error_inside_quoted_key_names_the_full_key() {
+    let texts = problem_texts(&job_with("", "[migration.folder_map]\n\"Old.Archive\" = 5"));
+    assert_eq!(
+        texts,
+        vec![
+            "line 17, column 17: migration.folder_map.Old.Archive: invalid type: integer \
+             `5`, expected a string"
+        ]
+    );
+}
+
+#[test]
+fn bad_folder_lists_are_rejected() {
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\ninclude_folders = []\nexclude_folders = [\"\"]"
+        )),
+        vec![
+            "line 17, column 19: migration.include_folders: an empty list would migrate \
+             nothing; leave it out to migrate every folder",
+            "line 18, column 19: migration.exclude_folders: a folder pattern must not be empty",
+        ]
+    );
+}
+
+#[test]
+fn bad_dates_are_rejected() {
+    let texts = problem_texts(&job_with(
+        "",
+        "[migration]\nsince = \"2021-02-29\"\nuntil = \"01/02/2020\"",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 17, column 9: migration.since: 2021-02-29 is not a calendar date",
+            "line 18, column 9: migration.until: expected a date written YYYY-MM-DD, such \
+             as 2020-01-31",
+        ]
+    );
+    let texts = problem_texts(&job_with("", "[migration]\nsince = 2020-01-01T10:00:00"));
+    assert_eq!(
+        texts,
+        vec![
+            "line 17, column 9: migration.since: expected a date written YYYY-MM-DD, such \
+             as 2020-01-31"
+        ]
+    );
+}
+
+#[test]
+fn since_must_not_be_after_until() {
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\nsince = \"2024-05-02\"\nuntil = \"2024-05-01\""
+        )),
+        vec!["line 18, column 9: migration.until: 2024-05-01 is before since = 2024-05-02"]
+    );
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        "[migration]\nsince = \"2024-05-01\"\nuntil = \"2024-05-01\"",
+    ));
+    assert_eq!(job.migration.since, job.migration.until);
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let text = "name = \"\"\n[source]\nkind = \"imap\"\nhost = \"h\"\nsecurity = \"plain\"\n\
+                auth = \"per-mailbox\"\nmax_connections = 0\n\
+                [target]\nkind = \"maildir\"\n[migration]\nconcurrency = 0\n";
+    let error = load(text).1.unwrap_err();
+    let JobError::Invalid { file, problems } = &error else {
+        panic!("{error:?}")
+    };
+    let keys: Vec<_> = problems.iter().filter_map(|p| p.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "name",
+            "source.security",
+            "source.max_connections",
+            "migration.concurrency",
+            "target.path",
+        ]
+    );
+    let display = error.to_string();
+    let mut lines = display.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("invalid job file {}:", file.display()).as_str())
+    );
+    assert_eq!(lines.count(), 5);
+}
+
+#[test]
+fn unreadable_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = real(&dir).join("nope.toml");
+    let error = Job::load(&path).unwrap_err();
+    assert!(matches!(error, JobError::Read { .. }));
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot read job file {}: ", path.display())),
+        "{error}"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_reported_with_its_line() {
+    let mut bytes = job_with("", "").into_bytes();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = real(&dir).join("job.toml");
+    std::fs::write(&path, bytes).unwrap();
+    let error = Job::load(&path).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.ends_with("line 16, column 6: the job file is not valid UTF-8"),
+        "{text}"
+    );
+}
+
+#[test]
+fn byte_order_mark_is_accepted() {
+    let (_dir, job) = load_ok(&format!("\u{feff}{}", job_with("", "")));
+    assert_eq!(job.name, "t");
+}
+
+#[test]
+fn name_is_trimmed() {
+    let (_dir, job) = load_ok(&job_with("", "").replacen("\"t\"", "\" contoso \"", 1));
+    assert_eq!(job.name, "contoso");
+}
+
+#[test]
+fn dates_parse_and_format() {
+    let date: Date = "2020-01-01".parse().unwrap();
+    assert_eq!(
+        date,
+        Date {
+            year: 2020,
+            month: 1,
+            day: 1
+        }
+    );
+    assert_eq!(date.imap_format(), "1-Jan-2020");
+    assert_eq!(date.to_string(), "2020-01-01");
+    let date: Date = "2024-12-25".parse().unwrap();
+    assert_eq!(date.imap_format(), "25-Dec-2024");
+    assert!("2024-02-29".parse::<Date>().is_ok());
+    assert!("2000-02-29".parse::<Date>().is_ok());
+    assert_eq!(
+        "1900-02-29".parse::<Date>(),
+        Err(DateError::NoSuchDay {
+            year: 1900,
+            month: 2,
+            day: 29
+        })
+    );
+    assert!("2023-02-29".parse::<Date>().is_err());
+    assert!("2023-04-31".parse::<Date>().is_err());
+    assert!("2023-13-01".parse::<Date>().is_err());
+    assert!("2023-00-10".parse::<Date>().is_err());
+    assert!("2023-01-00".parse::<Date>().is_err());
+    assert!("0000-01-01".parse::<Date>().is_err());
+    for bad in [
+        "2023-1-01",
+        "2023/01/01",
+        "20230101",
+        "2023-01-01 ",
+        "+023-01-01",
+        "2023-01-+1",
+        "",
+    ] {
+        assert_eq!(bad.parse::<Date>(), Err(DateError::Format), "{bad:?}");
+    }
+    assert!(Date::new(2020, 1, 1).unwrap() < Date::new(2020, 1, 2).unwrap());
+    assert!(Date::new(2019, 12, 31).unwrap() < Date::new(2020, 1, 1).unwrap());
+}

@@ -1,0 +1,98 @@
+//! The connector port: one server of the job, ready to open a session for a mailbox with the
+//! right credentials. Password logins (admin, master user, per mailbox) are one adapter;
+//! OAuth2 tokens will be another, behind the same trait.
+
+use std::sync::{Condvar, Mutex};
+
+use super::session::{MailSession, SessionError};
+
+/// Why a session could not be opened: the settings, reaching the server, or logging in.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Connect(SessionError),
+    #[error("{0}")]
+    Login(SessionError),
+}
+
+impl ConnectError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Config(_) => false,
+            ConnectError::Connect(e) | ConnectError::Login(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Passwords of one entry, when `auth = "per-mailbox"` (read from the CSV, never stored).
+#[derive(Debug, Clone, Default)]
+pub struct EntryPasswords {
+    pub source: Option<String>,
+    pub target: Option<String>,
+}
+
+/// What reaching a server without logging in found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// For the admin: `capabilities: IMAP4rev1 …`, `found`.
+    pub detail: String,
+    /// Whether a login can be tried now (a Maildir target that does not exist yet is made by
+    /// the first pass, not by `check`).
+    pub can_log_in: bool,
+}
+
+pub trait Connector: Send + Sync {
+    /// What this connects to, for `check`: `connect mail.example:993 (Tls)`, `maildir /srv/m`.
+    fn describe(&self) -> String;
+    /// Reaches the server without logging in, and changes nothing: what it offers (its
+    /// capabilities), or whether the folder exists.
+    fn probe(&self) -> Result<Probe, SessionError>;
+    /// Opens a session for one mailbox: `own_password` is the mailbox's own password for
+    /// per-mailbox logins.
+    fn open(
+        &self,
+        login: &str,
+        own_password: Option<&str>,
+    ) -> Result<Box<dyn MailSession>, ConnectError>;
+    /// The cap on connections to this server, shared by every mailbox of the run.
+    fn limit(&self) -> &ConnectionLimit;
+}
+
+/// Caps the connections to one server, shared by every mailbox of the run.
+pub struct ConnectionLimit {
+    max: usize,
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One connection's place under a [`ConnectionLimit`], given back when dropped.
+pub struct Permit<'a>(&'a ConnectionLimit);
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            max: max.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= self.max {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used -= 1;
+        self.0.freed.notify_one();
+    }
+}

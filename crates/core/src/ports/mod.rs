@@ -1,0 +1,50 @@
+//! The ports: what the domain asks of the world, as traits the domain owns.
+//!
+//! The engine and the application services speak only to these; the adapters
+//! (`mailferry-adapters`: SQLite, LDAP, IMAP, Maildir) implement them. A new backend —
+//! PostgreSQL, Microsoft Graph, OAuth2 credentials — is a new implementation of one port,
+//! never a change to the engine.
+
+pub mod connector;
+pub mod directory;
+pub mod observer;
+pub mod session;
+pub mod store;
+
+pub use connector::{ConnectError, ConnectionLimit, Connector, EntryPasswords, Permit, Probe};
+pub use directory::{Directory, DirectoryError, Listing, Provisioner};
+pub use observer::{NoObserver, Observer};
+pub use session::{
+    AppendOutcome, AppendTicket, Created, FetchedMessage, FolderStatus, MailSession, Outgoing,
+    ScannedMessage, Selected, SessionError, SessionErrorKind,
+};
+pub use store::{Store, StoreError};
+
+use crate::job::Job;
+use crate::model::Side;
+
+/// A job's directory settings with the bind password read.
+pub type DirectorySettings = crate::job::DirectoryConfig<String>;
+
+/// Opens the adapters a job's configuration names. The binary (and the web UI) hand one of
+/// these to the application services; tests can hand their own.
+pub trait Backends: Send + Sync {
+    /// The job's state store, opened (and created on first use).
+    fn open_store(&self, job: &Job) -> Result<Box<dyn Store>, StoreError>;
+    /// A directory, bound.
+    fn directory(&self, settings: &DirectorySettings)
+    -> Result<Box<dyn Directory>, DirectoryError>;
+    /// The provisioner that creates mailboxes in this (target) directory.
+    fn provisioner(
+        &self,
+        settings: &DirectorySettings,
+    ) -> Result<Box<dyn Provisioner>, DirectoryError>;
+    /// The server of one side, ready to open sessions. An error is a configuration problem
+    /// (an unset secret, say), in words for the admin.
+    fn connector(&self, job: &Job, side: Side) -> Result<Box<dyn Connector>, String>;
+    /// This process as a lease holder: host and process ID.
+    fn process_name(&self) -> String;
+    /// Whether the process a lease holder names is known to be gone (on this host, no such
+    /// process), so its lease can be taken over at once instead of after it expires.
+    fn holder_gone(&self, holder: &str) -> bool;
+}

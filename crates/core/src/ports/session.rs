@@ -1,0 +1,180 @@
+//! The mail session port: one logged-in mailbox on one side of a migration, whatever stores
+//! it (an IMAP server, a Maildir++ tree).
+//!
+//! The operations are typed: no IMAP syntax (UID sets, fetch items, flag lists, tags) crosses
+//! this line, so the engine builds no protocol strings and a non-IMAP backend parses none.
+//! The model is IMAP's because IMAP is the richer one: UIDs, UIDVALIDITY, flags, INTERNALDATE,
+//! and the UIDs a target assigns to what it stores (UIDPLUS).
+
+use std::ops::ControlFlow;
+
+use crate::folders::FolderTree;
+use crate::job::Date;
+use crate::model::Flags;
+
+/// What went wrong in a session, with the server's own words in `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SessionError {
+    pub kind: SessionErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionErrorKind {
+    /// The connection broke or the server said it is busy (`BYE`, `[UNAVAILABLE]`, …): a new
+    /// connection later may succeed.
+    Transient,
+    /// The server refused this command (`NO`/`BAD`) for good; `code` is its response code.
+    Refused { code: Option<String> },
+    /// The session cannot do what was asked.
+    Unsupported,
+    /// This side gave up because the other side stopped (internal hand-over).
+    Aborted,
+    /// Anything else (TLS set-up, a broken local file, …).
+    Other,
+}
+
+impl SessionError {
+    pub fn new(kind: SessionErrorKind, message: impl Into<String>) -> SessionError {
+        SessionError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn refused(code: Option<&str>, message: impl Into<String>) -> SessionError {
+        SessionError::new(
+            SessionErrorKind::Refused {
+                code: code.map(str::to_owned),
+            },
+            message,
+        )
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == SessionErrorKind::Transient
+    }
+
+    /// A refusal of one message or command, as opposed to a broken session.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.kind, SessionErrorKind::Refused { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SessionError>;
+
+/// STATUS of a folder, for the one-command "has anything changed" check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub messages: u32,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    /// CONDSTORE's HIGHESTMODSEQ, when the store has one.
+    pub highest_modseq: Option<u64>,
+}
+
+/// What selecting a folder said about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub exists: u32,
+    pub uid_validity: u32,
+}
+
+/// Whether a folder had to be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    /// It existed already (made meanwhile by another pass or by the server's autocreate).
+    Existed,
+}
+
+/// One message as a scan sees it: no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedMessage {
+    pub uid: u32,
+    pub flags: Flags,
+    pub size: u64,
+}
+
+/// One message with its body, as fetched for copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedMessage {
+    pub uid: u32,
+    pub flags: Flags,
+    /// INTERNALDATE in IMAP's date-time form, exactly as the store gave it, so the target is
+    /// given the same instant and zone.
+    pub internal_date: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// One message to store on the target.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub flags: &'a Flags,
+    pub internal_date: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Appends sent but not yet answered. The session decides how they went out (one atomic
+/// MULTIAPPEND, or one APPEND each) and keeps what it needs to read the answers.
+#[derive(Debug)]
+pub struct AppendTicket {
+    pub folder: String,
+    pub count: usize,
+    /// The session's own handle (IMAP tags, say); opaque to the engine.
+    pub handle: Vec<String>,
+    /// Whether the messages went out as one all-or-nothing transaction.
+    pub atomic: bool,
+}
+
+/// What became of one appended message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored; the UID it got, when the store says (UIDPLUS).
+    Stored(Option<u32>),
+    /// Refused for good, with the server's words: recorded as a failure, never retried.
+    Refused(String),
+    /// The session broke before this answer: this message and every later one of the group
+    /// are in doubt (their intents stay pending for reconciliation). Always the last outcome.
+    Lost(SessionError),
+}
+
+pub trait MailSession: Send {
+    /// The folder tree: names, delimiters, special uses, subscriptions.
+    fn folders(&mut self) -> Result<FolderTree>;
+    fn create_folder(&mut self, raw: &str) -> Result<Created>;
+    fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()>;
+    fn status(&mut self, raw: &str) -> Result<FolderStatus>;
+    /// Selects a folder for the operations below; read-only unless `write`.
+    fn select(&mut self, raw: &str, write: bool) -> Result<Selected>;
+    /// UIDs of the selected folder received on or after `since` and before `until`.
+    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<u32>>;
+    /// UID, flags and size of every message of the selected folder at or above `from`.
+    fn scan(&mut self, from: u32, each: &mut dyn FnMut(ScannedMessage)) -> Result<()>;
+    /// These messages of the selected folder with their bodies, in UID order; `each` may stop
+    /// the fetch early. Messages that no longer exist are left out.
+    fn fetch(
+        &mut self,
+        uids: &[u32],
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()>;
+    /// Sets exactly these flags on these messages of the selected folder.
+    fn set_flags(&mut self, uids: &[u32], flags: &Flags) -> Result<()>;
+    /// Moves messages of the selected folder to another folder; returns (old UID, new UID)
+    /// for those whose new UID is known.
+    fn move_to(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>>;
+    /// Sends messages to a folder without waiting for the answers (pipelined).
+    fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket>;
+    /// Reads the answers: one outcome per message, in order, ending early with
+    /// [`AppendOutcome::Lost`] when the session broke midway. An `Err` means it broke before
+    /// any answer was read. When an
+    /// atomic group is refused, the session resends the messages one by one, so that only
+    /// the refused ones fail: the caller needs `messages` again for that.
+    fn finish_appends(
+        &mut self,
+        ticket: AppendTicket,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<AppendOutcome>>;
+    fn logout(self: Box<Self>);
+}

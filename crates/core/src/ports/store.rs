@@ -1,0 +1,187 @@
+//! The store port: the job's state — entries, the ledger with its intents, folder
+//! checkpoints, runs, failures, refresh results, meta values and leases.
+//!
+//! The ledger is the only truth about what was copied. Its crash-safety rule, which every
+//! implementation must keep: [`Store::insert_pending`] commits intents durably *before* the
+//! engine sends their APPENDs, and [`Store::complete`] records the outcome in one transaction.
+//! A crash in between leaves `pending` rows, which the engine resolves on the next pass. Every
+//! method that changes several rows does so atomically. Secrets are never stored.
+//!
+//! `crate::store_conformance` holds the tests every implementation must pass.
+
+use std::time::Duration;
+
+use crate::model::{
+    Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
+    RunId, RunKind,
+};
+
+/// What went wrong with the state store, in words for the admin (the database's own words
+/// included).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// Another process holds the database (locked past the busy timeout).
+    Busy,
+    /// The disk or the database is full.
+    Full,
+    /// The database was written by a newer mailferry, or is not a mailferry state at all.
+    Schema,
+    /// The job asks for a kind of store this build does not have.
+    Unsupported,
+    /// Anything else the database reported.
+    Other,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.kind == StoreErrorKind::Busy
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Values the store keeps about the job itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKey {
+    /// SHA-256 of the job file as last seen, to notice an edited job (SPEC §6 removals).
+    JobFileSha256,
+}
+
+impl MetaKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaKey::JobFileSha256 => "job_file_sha256",
+        }
+    }
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub started: String,
+    pub finished: Option<String>,
+}
+
+/// One process's claim on one entry: while it holds it, no other process passes that entry.
+/// `epoch` grows with every new holder, so a holder that lost its claim can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub entry: EntryId,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+/// Who holds an entry now, for a refusal that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub holder: String,
+    pub since: String,
+    pub epoch: i64,
+}
+
+pub trait Store: Send {
+    // ---- entries
+    /// Every entry, ordered by ID.
+    fn entries(&self) -> Result<Vec<Entry>>;
+    /// Inserts or updates entries by ID, keeping their ledger and migration state, all or
+    /// none; returns (added, updated).
+    fn upsert_entries(&mut self, entries: &[Entry]) -> Result<(usize, usize)>;
+    /// Records the end of an entry's pass in `run`: its state, when, the error if any; the
+    /// copied count from the ledger and the failed count of that run.
+    fn set_entry_result(
+        &mut self,
+        run: RunId,
+        id: &EntryId,
+        state: EntryState,
+        last_pass: &str,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// Entries whose source mailbox a refresh found missing.
+    fn missing_source_ids(&self) -> Result<Vec<EntryId>>;
+    /// Removes entries and everything recorded for them (ledger, checkpoints), all or none.
+    fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()>;
+    fn meta(&self, key: MetaKey) -> Result<Option<String>>;
+    fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()>;
+
+    // ---- refresh
+    /// Records one refresh run and its lines, all or none.
+    fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId>;
+    fn last_refresh(&self) -> Result<Option<RefreshRecord>>;
+
+    // ---- ledger
+    /// Ledger rows of one source folder (any UIDVALIDITY), by source UID.
+    fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>>;
+    fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
+    fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
+    /// Target UIDs the ledger says are ours in one target folder.
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>>;
+    /// Commits intents (rows in state `pending`), durably, before any of their APPENDs is
+    /// sent. An intent for a source message the ledger already has is an error: the engine
+    /// never plans a copy of a message it has.
+    fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()>;
+    /// Marks intents copied (with their target UID when known) and forgets the refused
+    /// ones, in one transaction.
+    fn complete(
+        &mut self,
+        entry: &EntryId,
+        copied: &[(&LedgerRow, Option<u32>)],
+        failed: &[&LedgerRow],
+    ) -> Result<()>;
+    fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()>;
+    /// Re-keys rows in one transaction: each source message now lives at the new row's
+    /// folder / UIDVALIDITY / UID, and on the target at its target folder / UID.
+    fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()>;
+
+    // ---- checkpoints
+    fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>>;
+    fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()>;
+
+    // ---- runs
+    fn start_run(&mut self, kind: RunKind) -> Result<RunId>;
+    fn finish_run(&mut self, run: RunId) -> Result<()>;
+    fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()>;
+    fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()>;
+    /// The latest run of a kind.
+    fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>>;
+    fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>>;
+    fn failures(&self, run: RunId) -> Result<Vec<Failure>>;
+
+    // ---- leases
+    /// Claims an entry for `holder` for `ttl`; `Err(holder)` when another holder's claim has
+    /// not expired. A claim whose holder stopped renewing it is taken over with a new epoch.
+    fn lease(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>>;
+    /// Takes a claim over from a holder known to be gone, if it is still the claim of that
+    /// epoch (another process may have taken it meanwhile: then `Err` with the new holder).
+    fn take_over(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: i64,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>>;
+    /// Extends a claim; an error of kind `Other` when the claim was lost to another holder.
+    fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
+    /// Gives a claim up.
+    fn release(&mut self, lease: &Lease) -> Result<()>;
+}

@@ -1,0 +1,492 @@
+//! The store port in memory, with the rules of the SQLite store: plain inserts that refuse an
+//! existing key, every multi-row change all or none, epochs that only grow.
+//!
+//! All-or-none is kept by working on a copy of the state and putting it back only when every
+//! row of the call went in, the way a rolled-back transaction leaves a database.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::model::{
+    Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, LedgerState, RefreshRecord,
+    RunEntry, RunId, RunKind, now,
+};
+use crate::ports::store::{
+    Lease, LeaseHolder, MetaKey, Result, RunInfo, Store, StoreError, StoreErrorKind,
+};
+
+/// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
+type LedgerKey = (EntryId, String, u32, u32);
+
+fn ledger_key(entry: &EntryId, r: &LedgerRow) -> LedgerKey {
+    (
+        entry.clone(),
+        r.source_folder.clone(),
+        r.uid_validity,
+        r.uid,
+    )
+}
+
+#[derive(Debug, Clone)]
+struct HeldLease {
+    holder: String,
+    epoch: i64,
+    since: String,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    kind: RunKind,
+    info: RunInfo,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    entries: BTreeMap<EntryId, Entry>,
+    ledger: BTreeMap<LedgerKey, LedgerRow>,
+    checkpoints: BTreeMap<(EntryId, String), Checkpoint>,
+    /// By ID: the ID is the index plus one.
+    runs: Vec<Run>,
+    run_entries: BTreeMap<(RunId, EntryId), RunEntry>,
+    /// In the order recorded.
+    failures: Vec<(RunId, Failure)>,
+    /// By ID, as `runs`.
+    refreshes: Vec<RefreshRecord>,
+    meta: BTreeMap<&'static str, String>,
+    leases: BTreeMap<EntryId, HeldLease>,
+}
+
+/// A job's state in memory.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: State,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Runs `change` on a copy of the state and keeps it only if it succeeded.
+    fn atomically<T>(&mut self, change: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut copy = self.state.clone();
+        let out = change(&mut copy)?;
+        self.state = copy;
+        Ok(out)
+    }
+
+    fn ledger_where(&self, entry: &EntryId, keep: impl Fn(&LedgerRow) -> bool) -> Vec<LedgerRow> {
+        let mut rows: Vec<LedgerRow> = self
+            .state
+            .ledger
+            .iter()
+            .filter(|((e, ..), r)| e == entry && keep(r))
+            .map(|(_, r)| r.clone())
+            .collect();
+        // By UID, as the port says; ties in a stable order so tests can compare.
+        rows.sort_by(|a, b| {
+            (a.uid, &a.source_folder, a.uid_validity).cmp(&(
+                b.uid,
+                &b.source_folder,
+                b.uid_validity,
+            ))
+        });
+        rows
+    }
+
+    fn claim(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: Option<i64>,
+    ) -> std::result::Result<Lease, LeaseHolder> {
+        let now_instant = Instant::now();
+        let epoch = match self.state.leases.get(entry) {
+            None => 1,
+            Some(l) if l.expires <= now_instant || from_epoch == Some(l.epoch) => l.epoch + 1,
+            Some(l) => {
+                return Err(LeaseHolder {
+                    holder: l.holder.clone(),
+                    since: l.since.clone(),
+                    epoch: l.epoch,
+                });
+            }
+        };
+        self.state.leases.insert(
+            entry.clone(),
+            HeldLease {
+                holder: holder.to_string(),
+                epoch,
+                since: now(),
+                expires: expiry(now_instant, ttl),
+            },
+        );
+        Ok(Lease {
+            entry: entry.clone(),
+            holder: holder.to_string(),
+            epoch,
+        })
+    }
+
+    /// The lease row this claim still owns, if no other holder took it since.
+    fn owned(&mut self, lease: &Lease) -> Option<&mut HeldLease> {
+        self.state
+            .leases
+            .get_mut(&lease.entry)
+            .filter(|l| l.holder == lease.holder && l.epoch == lease.epoch)
+    }
+}
+
+fn expiry(from: Instant, ttl: Duration) -> Instant {
+    // A TTL too long to add is "never", as far as any test can tell.
+    from.checked_add(ttl)
+        .unwrap_or_else(|| from + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+fn run_id(index: usize) -> RunId {
+    RunId(i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1))
+}
+
+impl Store for MemoryStore {
+    fn entries(&self) -> Result<Vec<Entry>> {
+        Ok(self.state.entries.values().cloned().collect())
+    }
+
+    fn upsert_entries(&mut self, entries: &[Entry]) -> Result<(usize, usize)> {
+        self.atomically(|s| {
+            let (mut added, mut updated) = (0, 0);
+            for e in entries {
+                match s.entries.get_mut(&e.id) {
+                    Some(old) => {
+                        // What a pass recorded stays: state, counts, last pass and error.
+                        *old = Entry {
+                            state: old.state,
+                            copied: old.copied,
+                            failed: old.failed,
+                            last_pass: old.last_pass.take(),
+                            last_error: old.last_error.take(),
+                            ..e.clone()
+                        };
+                        updated += 1;
+                    }
+                    None => {
+                        s.entries.insert(
+                            e.id.clone(),
+                            Entry {
+                                state: EntryState::New,
+                                copied: 0,
+                                failed: 0,
+                                last_pass: None,
+                                last_error: None,
+                                ..e.clone()
+                            },
+                        );
+                        added += 1;
+                    }
+                }
+            }
+            Ok((added, updated))
+        })
+    }
+
+    fn set_entry_result(
+        &mut self,
+        run: RunId,
+        id: &EntryId,
+        state: EntryState,
+        last_pass: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let copied = self
+            .state
+            .ledger
+            .iter()
+            .filter(|((e, ..), r)| e == id && r.state == LedgerState::Copied)
+            .count() as u64;
+        let failed = self
+            .state
+            .failures
+            .iter()
+            .filter(|(r, f)| *r == run && f.entry_id == *id)
+            .count() as u64;
+        if let Some(e) = self.state.entries.get_mut(id) {
+            e.state = state;
+            e.last_pass = Some(last_pass.to_string());
+            e.last_error = error.map(str::to_string);
+            e.copied = copied;
+            e.failed = failed;
+        }
+        Ok(())
+    }
+
+    fn missing_source_ids(&self) -> Result<Vec<EntryId>> {
+        Ok(self
+            .state
+            .entries
+            .values()
+            .filter(|e| e.missing_source)
+            .map(|e| e.id.clone())
+            .collect())
+    }
+
+    fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()> {
+        self.atomically(|s| {
+            for id in ids {
+                s.entries.remove(id);
+                s.ledger.retain(|(e, ..), _| e != id);
+                s.checkpoints.retain(|(e, _), _| e != id);
+                s.leases.remove(id);
+            }
+            Ok(())
+        })
+    }
+
+    fn meta(&self, key: MetaKey) -> Result<Option<String>> {
+        Ok(self.state.meta.get(key.as_str()).cloned())
+    }
+
+    fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()> {
+        self.state.meta.insert(key.as_str(), value.to_string());
+        Ok(())
+    }
+
+    fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId> {
+        self.state.refreshes.push(r.clone());
+        Ok(run_id(self.state.refreshes.len() - 1))
+    }
+
+    fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
+        Ok(self.state.refreshes.last().cloned())
+    }
+
+    fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
+        Ok(self.ledger_where(entry, |r| r.source_folder == folder))
+    }
+
+    fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        Ok(self.ledger_where(entry, LedgerRow::is_pending))
+    }
+
+    fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        Ok(self.ledger_where(entry, |_| true))
+    }
+
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .ledger_where(entry, |r| r.target_folder == target_folder)
+            .into_iter()
+            .filter_map(|r| r.target_uid)
+            .collect())
+    }
+
+    fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        self.atomically(|s| {
+            for r in rows {
+                let key = ledger_key(entry, r);
+                if s.ledger.contains_key(&key) {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Other,
+                        format!(
+                            "UNIQUE constraint failed: the ledger already has {} {} UID {} of \
+                             entry {entry}",
+                            r.source_folder, r.uid_validity, r.uid
+                        ),
+                    ));
+                }
+                // An intent has no target UID yet, whatever the caller put there.
+                let row = LedgerRow {
+                    target_uid: None,
+                    state: LedgerState::Pending,
+                    ..r.clone()
+                };
+                s.ledger.insert(key, row);
+            }
+            Ok(())
+        })
+    }
+
+    fn complete(
+        &mut self,
+        entry: &EntryId,
+        copied: &[(&LedgerRow, Option<u32>)],
+        failed: &[&LedgerRow],
+    ) -> Result<()> {
+        for (r, uid) in copied {
+            if let Some(row) = self.state.ledger.get_mut(&ledger_key(entry, r)) {
+                row.state = LedgerState::Copied;
+                row.target_uid = *uid;
+                row.target_uidnext = None;
+            }
+        }
+        for r in failed {
+            self.state.ledger.remove(&ledger_key(entry, r));
+        }
+        Ok(())
+    }
+
+    fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
+        for (r, flags) in updates {
+            if let Some(row) = self.state.ledger.get_mut(&ledger_key(entry, r)) {
+                row.flags = flags.clone();
+            }
+        }
+        Ok(())
+    }
+
+    fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+        self.atomically(|s| {
+            // One row after the other, as a sequence of UPDATEs would: a new key that another
+            // row still holds is a conflict, and the whole call is undone.
+            for (old, new) in pairs {
+                let Some(mut row) = s.ledger.remove(&ledger_key(entry, old)) else {
+                    continue;
+                };
+                let key = ledger_key(entry, new);
+                if s.ledger.contains_key(&key) {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Other,
+                        format!(
+                            "UNIQUE constraint failed: the ledger already has {} {} UID {} of \
+                             entry {entry}",
+                            new.source_folder, new.uid_validity, new.uid
+                        ),
+                    ));
+                }
+                row.source_folder = new.source_folder.clone();
+                row.uid_validity = new.uid_validity;
+                row.uid = new.uid;
+                row.target_folder = new.target_folder.clone();
+                row.target_uid = new.target_uid;
+                s.ledger.insert(key, row);
+            }
+            Ok(())
+        })
+    }
+
+    fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
+        Ok(self
+            .state
+            .checkpoints
+            .get(&(entry.clone(), folder.to_string()))
+            .cloned())
+    }
+
+    fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
+        self.state
+            .checkpoints
+            .insert((entry.clone(), folder.to_string()), c.clone());
+        Ok(())
+    }
+
+    fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
+        let id = run_id(self.state.runs.len());
+        self.state.runs.push(Run {
+            kind,
+            info: RunInfo {
+                id,
+                started: now(),
+                finished: None,
+            },
+        });
+        Ok(id)
+    }
+
+    fn finish_run(&mut self, run: RunId) -> Result<()> {
+        let index = usize::try_from(run.0 - 1).ok();
+        if let Some(r) = index.and_then(|i| self.state.runs.get_mut(i)) {
+            r.info.finished = Some(now());
+        }
+        Ok(())
+    }
+
+    fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()> {
+        self.state
+            .run_entries
+            .insert((run, r.entry_id.clone()), r.clone());
+        Ok(())
+    }
+
+    fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()> {
+        self.state.failures.push((run, f.clone()));
+        Ok(())
+    }
+
+    fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
+        Ok(self
+            .state
+            .runs
+            .iter()
+            .rev()
+            .find(|r| r.kind == kind)
+            .map(|r| r.info.clone()))
+    }
+
+    fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
+        Ok(self
+            .state
+            .run_entries
+            .iter()
+            .filter(|((r, _), _)| *r == run)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
+        let mut out: Vec<Failure> = self
+            .state
+            .failures
+            .iter()
+            .filter(|(r, _)| *r == run)
+            .map(|(_, f)| f.clone())
+            .collect();
+        // The SQLite store's order: entry, folder, UID (none first); a stable sort keeps the
+        // recording order within those.
+        out.sort_by(|a, b| (&a.entry_id, &a.folder, a.uid).cmp(&(&b.entry_id, &b.folder, b.uid)));
+        Ok(out)
+    }
+
+    fn lease(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        Ok(self.claim(entry, holder, ttl, None))
+    }
+
+    fn take_over(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: i64,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        Ok(self.claim(entry, holder, ttl, Some(from_epoch)))
+    }
+
+    fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
+        match self.owned(lease) {
+            Some(l) => {
+                l.expires = expiry(Instant::now(), ttl);
+                Ok(())
+            }
+            None => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!(
+                    "The lease on entry {} was taken over by another process",
+                    lease.entry
+                ),
+            )),
+        }
+    }
+
+    fn release(&mut self, lease: &Lease) -> Result<()> {
+        // The row stays, expired, so the next holder's epoch is higher still.
+        if let Some(l) = self.owned(lease) {
+            l.expires = Instant::now();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,797 @@
+//! What every implementation of the [`Store`] port must do, as one test per behaviour.
+//!
+//! Each `pub fn` here takes a fresh, empty store and checks one rule of the port's contract;
+//! [`store_conformance!`](crate::store_conformance) turns them into `#[test]`s for a store
+//! constructor, so the SQLite store, the in-memory one and any later backend are held to the
+//! same rules:
+//!
+//! ```ignore
+//! mod conformance {
+//!     mailferry_core::store_conformance!(Box::new(SqliteStore::open_in_memory().unwrap()));
+//! }
+//! ```
+//!
+//! Ledger rows of one query are compared after sorting where the port promises no order
+//! beyond the UID.
+
+use std::time::Duration;
+
+use crate::model::{
+    Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, LedgerState,
+    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunKind, Side,
+};
+use crate::ports::store::{Lease, LeaseHolder, MetaKey, Result, Store};
+
+/// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
+/// the store `$make` makes (an expression of type `Box<dyn Store>`, evaluated once per test).
+/// Invoke it in a module of its own: the tests take the rules' names.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@tests $make;
+            upsert_adds_then_updates_keeping_ledger_and_state,
+            upsert_applies_a_whole_batch,
+            entries_are_listed_by_id,
+            entry_text_values_round_trip,
+            missing_source_ids_are_the_flagged_entries,
+            insert_pending_records_intents,
+            insert_pending_of_an_existing_key_is_an_error_and_changes_nothing,
+            complete_marks_intents_copied_and_forgets_refused_ones,
+            set_flags_changes_only_the_named_rows,
+            rekey_moves_rows_to_their_new_keys,
+            ledger_folder_holds_every_uidvalidity_of_one_folder,
+            target_uids_are_the_known_uids_of_one_target_folder,
+            ledgers_are_per_entry,
+            checkpoints_overwrite,
+            runs_start_finish_and_the_last_of_a_kind,
+            a_second_line_for_an_entry_in_a_run_replaces_the_first,
+            failures_are_kept_per_run,
+            set_entry_result_counts_failed_from_that_run_only,
+            refresh_records_round_trip_with_lines_in_order,
+            meta_values_overwrite,
+            remove_entries_removes_ledger_and_checkpoints_too,
+            a_second_holder_is_refused_with_the_first_holders_name_and_epoch,
+            an_expired_lease_is_taken_with_a_higher_epoch,
+            take_over_only_from_the_stated_epoch,
+            renew_of_a_lost_lease_is_an_error,
+            release_lets_another_holder_in_and_epochs_keep_growing,
+            leases_are_per_entry,
+        );
+    };
+    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() -> ::std::result::Result<(), $crate::ports::StoreError> {
+                $crate::testing::store_conformance::$name($make)
+            }
+        )+
+    };
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn entry(id: &str) -> Entry {
+    let mut e = Entry::new(id.into(), format!("{id}-login"), Origin::Csv);
+    e.target_login = Some(format!("{id}@new.example"));
+    e
+}
+
+fn row(folder: &str, uid_validity: u32, uid: u32) -> LedgerRow {
+    LedgerRow {
+        source_folder: folder.into(),
+        uid_validity,
+        uid,
+        target_folder: format!("T/{folder}"),
+        target_uid: None,
+        target_uidnext: Some(40),
+        fingerprint: Fingerprint::new(format!("fp-{folder}-{uid_validity}-{uid}")),
+        size: 100 + u64::from(uid),
+        flags: Flags::from_server(["\\Seen"]),
+        state: LedgerState::Pending,
+    }
+}
+
+fn copied(mut r: LedgerRow, target_uid: u32) -> LedgerRow {
+    r.state = LedgerState::Copied;
+    r.target_uid = Some(target_uid);
+    r.target_uidnext = None;
+    r
+}
+
+/// Inserts intents and completes them all, with target UIDs from `first_target_uid` up.
+fn copy_rows(
+    s: &mut dyn Store,
+    id: &EntryId,
+    rows: &[LedgerRow],
+    first_target_uid: u32,
+) -> Result<()> {
+    s.insert_pending(id, rows)?;
+    let done: Vec<(&LedgerRow, Option<u32>)> = rows
+        .iter()
+        .zip(first_target_uid..)
+        .map(|(r, u)| (r, Some(u)))
+        .collect();
+    s.complete(id, &done, &[])
+}
+
+fn sorted(mut rows: Vec<LedgerRow>) -> Vec<LedgerRow> {
+    rows.sort_by(|a, b| {
+        (&a.source_folder, a.uid_validity, a.uid).cmp(&(&b.source_folder, b.uid_validity, b.uid))
+    });
+    rows
+}
+
+fn failure(entry: &str, folder: &str, uid: u32, reason: &str) -> Failure {
+    Failure {
+        entry_id: entry.into(),
+        folder: folder.into(),
+        uid: Some(uid),
+        size: Some(2048),
+        message_id: Some(format!("<{uid}@old.example>")),
+        reason: reason.into(),
+    }
+}
+
+fn expect_lease(got: std::result::Result<Lease, LeaseHolder>) -> Lease {
+    match got {
+        Ok(lease) => lease,
+        Err(h) => panic!(
+            "the lease was refused: {} holds it (epoch {})",
+            h.holder, h.epoch
+        ),
+    }
+}
+
+fn expect_refusal(got: std::result::Result<Lease, LeaseHolder>) -> LeaseHolder {
+    match got {
+        Ok(lease) => panic!(
+            "the lease was granted to {} (epoch {})",
+            lease.holder, lease.epoch
+        ),
+        Err(h) => h,
+    }
+}
+
+// ---------------------------------------------------------------- entries
+
+pub fn upsert_adds_then_updates_keeping_ledger_and_state(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    assert_eq!(s.upsert_entries(&[entry("u1")])?, (1, 0));
+    copy_rows(s.as_mut(), &id, &[row("INBOX", 7, 1)], 10)?;
+    let run = s.start_run(RunKind::Migrate)?;
+    s.set_entry_result(
+        run,
+        &id,
+        EntryState::Partial,
+        "2026-01-02T03:04:05Z",
+        Some("why"),
+    )?;
+
+    // An edited job: new login and addresses, and the values a pass records given as if new.
+    let mut edited = entry("u1");
+    edited.source_login = "renamed".into();
+    edited.source_addresses = vec!["a@old.example".into()];
+    edited.state = EntryState::New;
+    edited.copied = 0;
+    assert_eq!(s.upsert_entries(&[edited, entry("u2")])?, (1, 1));
+
+    let entries = s.entries()?;
+    let e = &entries[0];
+    assert_eq!(e.source_login, "renamed");
+    assert_eq!(e.source_addresses, ["a@old.example"]);
+    assert_eq!(e.state, EntryState::Partial);
+    assert_eq!(e.copied, 1);
+    assert_eq!(e.last_pass.as_deref(), Some("2026-01-02T03:04:05Z"));
+    assert_eq!(e.last_error.as_deref(), Some("why"));
+    assert_eq!(s.ledger_all(&id)?, [copied(row("INBOX", 7, 1), 10)]);
+    // A new entry starts as new, whatever state it was handed with.
+    assert_eq!(entries[1].state, EntryState::New);
+    Ok(())
+}
+
+/// All or none: no input through the port makes a store refuse one entry of a batch, so what a
+/// conformance test can see is the all — every entry of the batch, counted once, the last
+/// spelling of a repeated ID winning. A store's rollback on a database error is its own test's.
+pub fn upsert_applies_a_whole_batch(mut s: Box<dyn Store>) -> Result<()> {
+    let batch: Vec<Entry> = (1..=50).map(|i| entry(&format!("e{i:02}"))).collect();
+    assert_eq!(s.upsert_entries(&batch)?, (50, 0));
+    let mut again = entry("e07");
+    again.source_login = "second spelling".into();
+    assert_eq!(
+        s.upsert_entries(&[entry("e07"), again, entry("e51")])?,
+        (1, 2)
+    );
+    let entries = s.entries()?;
+    assert_eq!(entries.len(), 51);
+    assert_eq!(entries[6].source_login, "second spelling");
+    assert_eq!(s.upsert_entries(&[])?, (0, 0));
+    Ok(())
+}
+
+pub fn entries_are_listed_by_id(mut s: Box<dyn Store>) -> Result<()> {
+    s.upsert_entries(&[entry("c"), entry("a"), entry("b")])?;
+    let ids: Vec<String> = s
+        .entries()?
+        .into_iter()
+        .map(|e| e.id.into_string())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    Ok(())
+}
+
+pub fn entry_text_values_round_trip(mut s: Box<dyn Store>) -> Result<()> {
+    let mut all = Vec::new();
+    for (i, origin) in Origin::ALL.iter().enumerate() {
+        let mut e = Entry::new(
+            EntryId::new(format!("{i}-2f1c9a3e-Ünïcødé")),
+            format!("josé.müller{i}"),
+            *origin,
+        );
+        e.source_addresses = vec![
+            format!("José.Müller{i}@old.example"),
+            "alias@old.example".into(),
+        ];
+        e.target_login = (i % 2 == 0).then(|| format!("jm{i}@new.example"));
+        e.target_addresses = vec![format!("JM{i}@new.example")];
+        e.stage = (i % 3 != 0).then_some(u32::try_from(i).unwrap_or(0) * 1000);
+        e.source_display_name = Some("Müller, José \"JM\" 🐟".into());
+        e.target_id = Some(MailboxId::new("{6F9619FF-8B86-D011-B42D-00C04FC964FF}"));
+        e.match_note = Some("two target mailboxes have jm@new.example".into());
+        e.missing_source = i % 2 == 1;
+        all.push(e);
+    }
+    let mut plain = entry("z-plain");
+    plain.target_login = None;
+    all.push(plain);
+    s.upsert_entries(&all)?;
+    assert_eq!(s.entries()?, all);
+
+    let run = s.start_run(RunKind::Migrate)?;
+    for (state, id) in EntryState::ALL.iter().zip(&all) {
+        s.set_entry_result(
+            run,
+            &id.id,
+            *state,
+            "2026-12-31T23:59:59Z",
+            Some("Zugriff verweigert"),
+        )?;
+    }
+    let stored = s.entries()?;
+    for (state, e) in EntryState::ALL.iter().zip(&stored) {
+        assert_eq!(e.state, *state);
+        assert_eq!(e.last_error.as_deref(), Some("Zugriff verweigert"));
+    }
+    Ok(())
+}
+
+pub fn missing_source_ids_are_the_flagged_entries(mut s: Box<dyn Store>) -> Result<()> {
+    let mut gone = entry("b");
+    gone.missing_source = true;
+    let mut gone_too = entry("a");
+    gone_too.missing_source = true;
+    s.upsert_entries(&[gone, entry("c"), gone_too])?;
+    assert_eq!(
+        s.missing_source_ids()?,
+        [EntryId::from("a"), EntryId::from("b")]
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- ledger
+
+pub fn insert_pending_records_intents(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let mut with_uid = row("INBOX", 7, 2);
+    // An intent has no target UID yet: one handed in is not kept.
+    with_uid.target_uid = Some(99);
+    s.insert_pending(&id, &[row("INBOX", 7, 1), with_uid])?;
+    let pending = s.ledger_pending(&id)?;
+    assert_eq!(pending, [row("INBOX", 7, 1), row("INBOX", 7, 2)]);
+    assert_eq!(pending[0].target_uidnext, Some(40));
+    assert!(pending.iter().all(LedgerRow::is_pending));
+    assert!(s.target_uids(&id, "T/INBOX")?.is_empty());
+    Ok(())
+}
+
+pub fn insert_pending_of_an_existing_key_is_an_error_and_changes_nothing(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let id = EntryId::from("u1");
+    copy_rows(s.as_mut(), &id, &[row("INBOX", 7, 1)], 10)?;
+    s.insert_pending(&id, &[row("INBOX", 7, 2)])?;
+    let before = s.ledger_all(&id)?;
+
+    // A new row first, then one the ledger has (copied), then one it has (pending).
+    let mut dup = row("INBOX", 7, 1);
+    dup.fingerprint = "another".into();
+    assert!(s.insert_pending(&id, &[row("INBOX", 7, 3), dup]).is_err());
+    assert!(
+        s.insert_pending(&id, &[row("INBOX", 7, 4), row("INBOX", 7, 2)])
+            .is_err()
+    );
+    assert_eq!(s.ledger_all(&id)?, before);
+    // The same UID under another UIDVALIDITY or in another folder is another message.
+    s.insert_pending(&id, &[row("INBOX", 8, 1), row("Sent", 7, 1)])?;
+    assert_eq!(s.ledger_all(&id)?.len(), 4);
+    Ok(())
+}
+
+pub fn complete_marks_intents_copied_and_forgets_refused_ones(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("INBOX", 7, 3)];
+    s.insert_pending(&id, &rows)?;
+    // Stored with a UID, stored without one (no UIDPLUS), refused.
+    s.complete(&id, &[(&rows[0], Some(41)), (&rows[1], None)], &[&rows[2]])?;
+    let mut no_uid = copied(rows[1].clone(), 0);
+    no_uid.target_uid = None;
+    assert_eq!(s.ledger_all(&id)?, [copied(rows[0].clone(), 41), no_uid]);
+    assert!(s.ledger_pending(&id)?.is_empty());
+    // The refused one can be tried again.
+    s.insert_pending(&id, &[rows[2].clone()])?;
+    assert_eq!(s.ledger_pending(&id)?, [rows[2].clone()]);
+    Ok(())
+}
+
+pub fn set_flags_changes_only_the_named_rows(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2)];
+    copy_rows(s.as_mut(), &id, &rows, 10)?;
+    let flagged = Flags::from_server(["\\Seen", "\\Flagged", "$Label1"]);
+    s.set_flags(&id, &[(&rows[1], flagged.clone())])?;
+    let all = s.ledger_all(&id)?;
+    assert_eq!(all[0].flags, Flags::from_server(["\\Seen"]));
+    assert_eq!(all[1].flags, flagged);
+    s.set_flags(&id, &[(&rows[0], Flags::default())])?;
+    assert!(s.ledger_all(&id)?[0].flags.is_empty());
+    Ok(())
+}
+
+pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("INBOX", 7, 3)];
+    copy_rows(s.as_mut(), &id, &rows, 10)?;
+    let old: Vec<LedgerRow> = s.ledger_all(&id)?;
+    // One moved to another folder (and on the target), one renumbered in place.
+    let mut moved = old[0].clone();
+    moved.source_folder = "Archive".into();
+    moved.uid = 5;
+    moved.target_folder = "T/Archive".into();
+    moved.target_uid = Some(3);
+    let mut renumbered = old[1].clone();
+    renumbered.uid_validity = 8;
+    renumbered.uid = 1;
+    s.rekey(
+        &id,
+        &[
+            (old[0].clone(), moved.clone()),
+            (old[1].clone(), renumbered.clone()),
+        ],
+    )?;
+
+    assert_eq!(
+        sorted(s.ledger_all(&id)?),
+        sorted(vec![moved.clone(), renumbered, old[2].clone()])
+    );
+    assert_eq!(s.ledger_folder(&id, "Archive")?, [moved]);
+    // Fingerprint, size, flags and state travel with the row.
+    let a = &s.ledger_folder(&id, "Archive")?[0];
+    assert_eq!(
+        (&a.fingerprint, a.size, a.state),
+        (&old[0].fingerprint, old[0].size, LedgerState::Copied)
+    );
+    let mut uids = s.target_uids(&id, "T/INBOX")?;
+    uids.sort_unstable();
+    assert_eq!(uids, [11, 12]);
+    Ok(())
+}
+
+pub fn ledger_folder_holds_every_uidvalidity_of_one_folder(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    copy_rows(
+        s.as_mut(),
+        &id,
+        &[
+            row("INBOX", 7, 3),
+            row("INBOX", 6, 1),
+            row("Sent", 7, 2),
+            row("INBOX", 7, 2),
+        ],
+        10,
+    )?;
+    let inbox = s.ledger_folder(&id, "INBOX")?;
+    let keys: Vec<(u32, u32)> = inbox.iter().map(|r| (r.uid_validity, r.uid)).collect();
+    // By UID.
+    assert_eq!(keys, [(6, 1), (7, 2), (7, 3)]);
+    assert_eq!(s.ledger_folder(&id, "Sent")?.len(), 1);
+    assert!(s.ledger_folder(&id, "Drafts")?.is_empty());
+    Ok(())
+}
+
+pub fn target_uids_are_the_known_uids_of_one_target_folder(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("Sent", 7, 3)];
+    copy_rows(s.as_mut(), &id, &rows, 20)?;
+    // A pending intent and a copy without a UID name no target message.
+    s.insert_pending(&id, &[row("INBOX", 7, 4)])?;
+    let no_uid = row("INBOX", 7, 5);
+    s.insert_pending(&id, std::slice::from_ref(&no_uid))?;
+    s.complete(&id, &[(&no_uid, None)], &[])?;
+    let mut uids = s.target_uids(&id, "T/INBOX")?;
+    uids.sort_unstable();
+    assert_eq!(uids, [20, 21]);
+    assert_eq!(s.target_uids(&id, "T/Sent")?, [22]);
+    assert!(s.target_uids(&id, "INBOX")?.is_empty());
+    Ok(())
+}
+
+pub fn ledgers_are_per_entry(mut s: Box<dyn Store>) -> Result<()> {
+    let (a, b) = (EntryId::from("a"), EntryId::from("b"));
+    copy_rows(s.as_mut(), &a, &[row("INBOX", 7, 1)], 10)?;
+    // The same source key for another entry is another message.
+    s.insert_pending(&b, &[row("INBOX", 7, 1)])?;
+    assert_eq!(s.ledger_all(&a)?.len(), 1);
+    assert_eq!(s.ledger_pending(&b)?.len(), 1);
+    assert!(s.ledger_pending(&a)?.is_empty());
+    assert!(s.target_uids(&b, "T/INBOX")?.is_empty());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+pub fn checkpoints_overwrite(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    assert_eq!(s.checkpoint(&id, "INBOX")?, None);
+    let first = Checkpoint {
+        uid_validity: 7,
+        uid_next: 10,
+        messages: 9,
+        highest_modseq: Some(u64::from(u32::MAX) + 5),
+        filter: "since=None;until=None;skip_deleted=true".into(),
+    };
+    s.set_checkpoint(&id, "INBOX", &first)?;
+    assert_eq!(s.checkpoint(&id, "INBOX")?, Some(first.clone()));
+    let second = Checkpoint {
+        uid_next: 12,
+        messages: 11,
+        highest_modseq: None,
+        ..first.clone()
+    };
+    s.set_checkpoint(&id, "INBOX", &second)?;
+    assert_eq!(s.checkpoint(&id, "INBOX")?, Some(second));
+    assert_eq!(s.checkpoint(&id, "Sent")?, None);
+    assert_eq!(s.checkpoint(&"u2".into(), "INBOX")?, None);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- runs
+
+pub fn runs_start_finish_and_the_last_of_a_kind(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.last_run(RunKind::Migrate)?, None);
+    let first = s.start_run(RunKind::Migrate)?;
+    s.finish_run(first)?;
+    let second = s.start_run(RunKind::Migrate)?;
+    assert!(second > first);
+    let last = s
+        .last_run(RunKind::Migrate)?
+        .unwrap_or_else(|| panic!("no last run"));
+    assert_eq!(last.id, second);
+    assert!(!last.started.is_empty());
+    assert_eq!(last.finished, None);
+    s.finish_run(second)?;
+    let last = s
+        .last_run(RunKind::Migrate)?
+        .unwrap_or_else(|| panic!("no last run"));
+    assert!(last.finished.is_some_and(|f| f >= last.started));
+    Ok(())
+}
+
+pub fn a_second_line_for_an_entry_in_a_run_replaces_the_first(mut s: Box<dyn Store>) -> Result<()> {
+    let run = s.start_run(RunKind::Migrate)?;
+    let mut line = RunEntry::new("b".into());
+    line.state = EntryState::Failed;
+    line.error = Some("target: connection lost".into());
+    s.record_run_entry(run, &line)?;
+    let other = RunEntry {
+        state: EntryState::Migrated,
+        copied: 3,
+        ..RunEntry::new("a".into())
+    };
+    s.record_run_entry(run, &other)?;
+    let again = RunEntry {
+        state: EntryState::Partial,
+        copied: 7,
+        skipped: 2,
+        failed: 1,
+        bytes: 1 << 33,
+        moved: 4,
+        flags_updated: 5,
+        seconds: 1.5,
+        error: None,
+        ..line
+    };
+    s.record_run_entry(run, &again)?;
+    // By entry ID.
+    assert_eq!(s.run_entries(run)?, [other, again]);
+    let next = s.start_run(RunKind::Migrate)?;
+    assert!(s.run_entries(next)?.is_empty());
+    Ok(())
+}
+
+pub fn failures_are_kept_per_run(mut s: Box<dyn Store>) -> Result<()> {
+    let first = s.start_run(RunKind::Migrate)?;
+    let second = s.start_run(RunKind::Migrate)?;
+    let words = "[LIMIT] Message too large (max 10 MB)";
+    s.record_failure(first, &failure("b", "INBOX", 4, words))?;
+    s.record_failure(
+        first,
+        &failure("a", "Sent", 9, "NO [OVERQUOTA] Quota exceeded"),
+    )?;
+    s.record_failure(first, &failure("a", "INBOX", 2, words))?;
+    let no_uid = Failure {
+        uid: None,
+        size: None,
+        message_id: None,
+        ..failure("a", "INBOX", 0, "refused")
+    };
+    s.record_failure(first, &no_uid)?;
+    s.record_failure(second, &failure("a", "INBOX", 3, words))?;
+    // By entry, folder and UID (none first).
+    assert_eq!(
+        s.failures(first)?,
+        [
+            no_uid,
+            failure("a", "INBOX", 2, words),
+            failure("a", "Sent", 9, "NO [OVERQUOTA] Quota exceeded"),
+            failure("b", "INBOX", 4, words),
+        ]
+    );
+    assert_eq!(s.failures(second)?, [failure("a", "INBOX", 3, words)]);
+    Ok(())
+}
+
+pub fn set_entry_result_counts_failed_from_that_run_only(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    s.upsert_entries(&[entry("u1"), entry("u2")])?;
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("INBOX", 7, 3)];
+    copy_rows(s.as_mut(), &id, &rows[..2], 10)?;
+    // A pending intent is not a copy.
+    s.insert_pending(&id, &rows[2..])?;
+    let first = s.start_run(RunKind::Migrate)?;
+    s.record_failure(first, &failure("u1", "INBOX", 4, "refused"))?;
+    s.record_failure(first, &failure("u1", "INBOX", 5, "refused"))?;
+    s.record_failure(first, &failure("u2", "INBOX", 6, "refused"))?;
+    // A newer run (another process's, or the next one) with its own failure.
+    let second = s.start_run(RunKind::Migrate)?;
+    s.record_failure(second, &failure("u1", "INBOX", 4, "refused"))?;
+
+    s.set_entry_result(
+        first,
+        &id,
+        EntryState::Partial,
+        "2026-01-01T00:00:00Z",
+        None,
+    )?;
+    let e = &s.entries()?[0];
+    assert_eq!((e.state, e.copied, e.failed), (EntryState::Partial, 2, 2));
+    assert_eq!(e.last_pass.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(e.last_error, None);
+
+    s.set_entry_result(
+        second,
+        &id,
+        EntryState::Partial,
+        "2026-01-02T00:00:00Z",
+        None,
+    )?;
+    assert_eq!(s.entries()?[0].failed, 1);
+    let third = s.start_run(RunKind::Migrate)?;
+    s.set_entry_result(
+        third,
+        &id,
+        EntryState::Failed,
+        "2026-01-03T00:00:00Z",
+        Some("gone"),
+    )?;
+    let e = &s.entries()?[0];
+    assert_eq!((e.state, e.copied, e.failed), (EntryState::Failed, 2, 0));
+    assert_eq!(e.last_error.as_deref(), Some("gone"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- refresh and meta
+
+pub fn refresh_records_round_trip_with_lines_in_order(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.last_refresh()?, None);
+    let line = |side, result, entry: &str, before: &[&str], after: &[&str]| RefreshLine {
+        side,
+        result,
+        entry: entry.into(),
+        id: (result != RefreshResult::Missing).then(|| MailboxId::new(format!("id-{entry}"))),
+        before: before.iter().map(|a| (*a).to_string()).collect(),
+        after: after.iter().map(|a| (*a).to_string()).collect(),
+    };
+    let first = RefreshRecord {
+        started: "2026-03-01T10:00:00Z".into(),
+        source_available: true,
+        source_reason: None,
+        target_available: false,
+        target_reason: Some("ldaps://new.example: Invalid credentials".into()),
+        lines: vec![line(
+            Side::Source,
+            RefreshResult::NotChanged,
+            "a",
+            &["a@o"],
+            &["a@o"],
+        )],
+    };
+    s.record_refresh(&first)?;
+    assert_eq!(s.last_refresh()?, Some(first));
+    let second = RefreshRecord {
+        started: "2026-03-02T10:00:00Z".into(),
+        source_available: true,
+        source_reason: None,
+        target_available: true,
+        target_reason: None,
+        // Not in any sorted order: the store keeps the order given.
+        lines: vec![
+            line(
+                Side::Target,
+                RefreshResult::Refreshed,
+                "z",
+                &["old@n"],
+                &["new@n", "Alias@n"],
+            ),
+            line(Side::Source, RefreshResult::Missing, "m", &["m@o"], &[]),
+            line(Side::Target, RefreshResult::NotCreated, "b", &[], &[]),
+            line(
+                Side::Source,
+                RefreshResult::Refreshed,
+                "a",
+                &["a@o"],
+                &["Ä@ö.example"],
+            ),
+            line(Side::Target, RefreshResult::Manual, "c", &["c@n"], &["c@n"]),
+        ],
+    };
+    s.record_refresh(&second)?;
+    assert_eq!(s.last_refresh()?, Some(second));
+    Ok(())
+}
+
+pub fn meta_values_overwrite(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.meta(MetaKey::JobFileSha256)?, None);
+    s.set_meta(MetaKey::JobFileSha256, "abc")?;
+    assert_eq!(s.meta(MetaKey::JobFileSha256)?.as_deref(), Some("abc"));
+    s.set_meta(MetaKey::JobFileSha256, "def")?;
+    assert_eq!(s.meta(MetaKey::JobFileSha256)?.as_deref(), Some("def"));
+    Ok(())
+}
+
+pub fn remove_entries_removes_ledger_and_checkpoints_too(mut s: Box<dyn Store>) -> Result<()> {
+    let (a, b, c) = (EntryId::from("a"), EntryId::from("b"), EntryId::from("c"));
+    s.upsert_entries(&[entry("a"), entry("b"), entry("c")])?;
+    let cp = Checkpoint {
+        uid_validity: 7,
+        uid_next: 3,
+        messages: 2,
+        highest_modseq: Some(9),
+        filter: "f".into(),
+    };
+    for id in [&a, &b, &c] {
+        copy_rows(s.as_mut(), id, &[row("INBOX", 7, 1)], 10)?;
+        s.insert_pending(id, &[row("INBOX", 7, 2)])?;
+        s.set_checkpoint(id, "INBOX", &cp)?;
+    }
+    s.remove_entries(&[a.clone(), c.clone()])?;
+    assert_eq!(s.entries()?.len(), 1);
+    assert_eq!(s.entries()?[0].id, b);
+    for gone in [&a, &c] {
+        assert!(s.ledger_all(gone)?.is_empty());
+        assert_eq!(s.checkpoint(gone, "INBOX")?, None);
+    }
+    assert_eq!(s.ledger_all(&b)?.len(), 2);
+    assert_eq!(s.checkpoint(&b, "INBOX")?, Some(cp));
+    // Its history stays: a removed entry's ID re-added starts with an empty ledger.
+    s.upsert_entries(&[entry("a")])?;
+    assert!(s.ledger_all(&a)?.is_empty());
+    assert_eq!(s.entries()?[0].copied, 0);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- leases
+
+pub fn a_second_holder_is_refused_with_the_first_holders_name_and_epoch(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let id = EntryId::from("u1");
+    let first = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    assert_eq!(
+        (first.entry.as_str(), first.holder.as_str()),
+        ("u1", "host-a:100")
+    );
+    let refused = expect_refusal(s.lease(&id, "host-b:200", HOUR)?);
+    assert_eq!(refused.holder, "host-a:100");
+    assert_eq!(refused.epoch, first.epoch);
+    assert!(!refused.since.is_empty());
+    Ok(())
+}
+
+pub fn an_expired_lease_is_taken_with_a_higher_epoch(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    // A holder that stopped renewing: its claim lasted no time at all.
+    let stale = expect_lease(s.lease(&id, "host-a:100", Duration::ZERO)?);
+    std::thread::sleep(Duration::from_millis(5));
+    let taken = expect_lease(s.lease(&id, "host-b:200", HOUR)?);
+    assert_eq!(taken.holder, "host-b:200");
+    assert!(taken.epoch > stale.epoch);
+    // And the new claim holds.
+    let refused = expect_refusal(s.lease(&id, "host-a:100", HOUR)?);
+    assert_eq!(
+        (refused.holder.as_str(), refused.epoch),
+        ("host-b:200", taken.epoch)
+    );
+    Ok(())
+}
+
+pub fn take_over_only_from_the_stated_epoch(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let gone = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    // Another process took it over first: a take-over from the old epoch is refused and
+    // names the new holder.
+    let first = expect_lease(s.take_over(&id, "host-b:200", HOUR, gone.epoch)?);
+    assert!(first.epoch > gone.epoch);
+    let late = expect_refusal(s.take_over(&id, "host-c:300", HOUR, gone.epoch)?);
+    assert_eq!(
+        (late.holder.as_str(), late.epoch),
+        ("host-b:200", first.epoch)
+    );
+    // From the current epoch it succeeds, though that claim has not expired.
+    let second = expect_lease(s.take_over(&id, "host-c:300", HOUR, first.epoch)?);
+    assert!(second.epoch > first.epoch);
+    assert_eq!(second.holder, "host-c:300");
+    Ok(())
+}
+
+pub fn renew_of_a_lost_lease_is_an_error(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let mine = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    s.renew(&mine, HOUR)?;
+    let theirs = expect_lease(s.take_over(&id, "host-b:200", HOUR, mine.epoch)?);
+    assert!(s.renew(&mine, HOUR).is_err());
+    // The loser's failed renewal leaves the winner's claim as it was.
+    s.renew(&theirs, HOUR)?;
+    let refused = expect_refusal(s.lease(&id, "host-a:100", HOUR)?);
+    assert_eq!(refused.epoch, theirs.epoch);
+    Ok(())
+}
+
+pub fn release_lets_another_holder_in_and_epochs_keep_growing(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let mut last = 0;
+    for holder in ["host-a:1", "host-b:2", "host-a:3", "host-c:4"] {
+        let lease = expect_lease(s.lease(&id, holder, HOUR)?);
+        assert!(lease.epoch > last, "epoch {} after {last}", lease.epoch);
+        last = lease.epoch;
+        s.release(&lease)?;
+    }
+    // Releasing a claim already lost leaves the new holder's alone.
+    let old = expect_lease(s.lease(&id, "host-a:5", Duration::ZERO)?);
+    std::thread::sleep(Duration::from_millis(5));
+    let new = expect_lease(s.lease(&id, "host-b:6", HOUR)?);
+    s.release(&old)?;
+    let refused = expect_refusal(s.lease(&id, "host-c:7", HOUR)?);
+    assert_eq!(
+        (refused.holder.as_str(), refused.epoch),
+        ("host-b:6", new.epoch)
+    );
+    Ok(())
+}
+
+pub fn leases_are_per_entry(mut s: Box<dyn Store>) -> Result<()> {
+    let a = expect_lease(s.lease(&"a".into(), "host-a:1", HOUR)?);
+    let b = expect_lease(s.lease(&"b".into(), "host-b:2", HOUR)?);
+    assert_eq!((a.entry.as_str(), b.entry.as_str()), ("a", "b"));
+    s.release(&a)?;
+    expect_refusal(s.lease(&"b".into(), "host-c:3", HOUR)?);
+    Ok(())
+}
