@@ -62,12 +62,14 @@ impl Pass<'_, '_> {
             for m in group {
                 let fp = fingerprint(&m.body);
                 if let Some(old) = take_vanished(vanished, &fp) {
-                    // Already on the target: moved there after this folder's copies.
+                    // Already on the target: moved there after this folder's copies, and given
+                    // the flags the source has now.
                     let new = LedgerRow {
                         source_folder: folder.clone(),
                         uid_validity: w.uid_validity,
                         uid: m.uid,
                         target_folder: target_folder.clone(),
+                        flags: m.flags.clone(),
                         ..old.clone()
                     };
                     moves.push((old, new));
@@ -136,7 +138,13 @@ impl Pass<'_, '_> {
                 }
                 AppendOutcome::Refused(reason) => {
                     failed.push(row);
-                    failures.push((m.uid, m.body.len() as u64, message_id(&m.body), reason));
+                    failures.push((
+                        row.uid_validity,
+                        m.uid,
+                        m.body.len() as u64,
+                        message_id(&m.body),
+                        reason,
+                    ));
                 }
                 AppendOutcome::Lost(e) => {
                     // The connection is gone: record what is known; this message and the
@@ -153,8 +161,8 @@ impl Pass<'_, '_> {
                 source,
             });
         }
-        for (uid, size, mid, reason) in failures {
-            self.fail(folder, Some(uid), Some(size), mid, reason)?;
+        for (uid_validity, uid, size, mid, reason) in failures {
+            self.fail(folder, uid_validity, uid, size, mid, reason)?;
         }
         for m in &g.msgs {
             budget.release(m.body.len());

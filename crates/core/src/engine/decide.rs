@@ -161,6 +161,27 @@ pub fn flag_groups(updates: &[(LedgerRow, Flags)]) -> BTreeMap<(&str, &Flags), V
     groups
 }
 
+/// Moved copies whose source flags changed, by target folder and new flag set: the target
+/// UIDs to set those flags on (one flag update each). Copies without a target UID cannot be
+/// updated and are left out.
+pub fn moved_flag_groups(rekeys: &[(LedgerRow, LedgerRow)]) -> BTreeMap<(&str, &Flags), Vec<u32>> {
+    let mut groups: BTreeMap<(&str, &Flags), Vec<u32>> = BTreeMap::new();
+    for (old, new) in rekeys {
+        if let Some(uid) = new.target_uid
+            && new.flags != old.flags
+        {
+            groups
+                .entry((new.target_folder.as_str(), &new.flags))
+                .or_default()
+                .push(uid);
+        }
+    }
+    for uids in groups.values_mut() {
+        uids.sort_unstable();
+    }
+    groups
+}
+
 /// The verdict on intents left in doubt by a killed pass, for one target folder.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled<'a> {

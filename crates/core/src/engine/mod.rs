@@ -25,7 +25,7 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -122,11 +122,22 @@ pub struct PassContext<'a> {
     pub retry_delay: Duration,
 }
 
+/// What one pass of an entry learned that its retried attempts must not count again: an
+/// attempt that breaks off is followed by another that scans the unfinished folders again.
+#[derive(Default)]
+struct Attempts {
+    /// Messages left out by the filters, per source folder, as its latest scan found.
+    skipped: BTreeMap<String, u64>,
+    /// Messages the target refused (source folder, UIDVALIDITY, UID): recorded once.
+    refused: HashSet<(String, u32, u32)>,
+}
+
 /// Runs one pass for an entry, retrying transient failures with backoff; never panics on
 /// server trouble: the result says what happened, with the server's words.
 pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) -> RunEntry {
     let started = Instant::now();
     let mut stats = RunEntry::new(entry.id.clone());
+    let mut attempts = Attempts::default();
     let mut delay = ctx.retry_delay;
     let mut attempt = 0;
     let outcome = loop {
@@ -135,8 +146,11 @@ pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) 
             ctx,
             entry,
             stats: &mut stats,
+            attempts: &mut attempts,
         };
-        match pass.run(pw) {
+        let ran = pass.run(pw);
+        stats.skipped = attempts.skipped.values().sum();
+        match ran {
             Ok(()) => break Ok(()),
             Err(e) if e.is_transient() && attempt <= ctx.retries => {
                 std::thread::sleep(delay);
@@ -161,6 +175,7 @@ struct Pass<'a, 'b> {
     ctx: &'a PassContext<'b>,
     entry: &'a Entry,
     stats: &'a mut RunEntry,
+    attempts: &'a mut Attempts,
 }
 
 impl Pass<'_, '_> {
@@ -168,21 +183,30 @@ impl Pass<'_, '_> {
         self.ctx.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a message that could not be copied, with the server's words.
+    /// Records a message that could not be copied, with the server's words, once per pass
+    /// however many attempts it takes.
     fn fail(
         &mut self,
         folder: &str,
-        uid: Option<u32>,
-        size: Option<u64>,
+        uid_validity: u32,
+        uid: u32,
+        size: u64,
         message_id: Option<String>,
         reason: String,
     ) -> Result<()> {
+        if !self
+            .attempts
+            .refused
+            .insert((folder.to_string(), uid_validity, uid))
+        {
+            return Ok(());
+        }
         self.stats.failed += 1;
         let f = Failure {
             entry_id: self.entry.id.clone(),
             folder: folder.to_string(),
-            uid,
-            size,
+            uid: Some(uid),
+            size: Some(size),
             message_id,
             reason,
         };

@@ -41,6 +41,20 @@ impl Pass<'_, '_> {
                 rekey_only.push((old, new));
             }
         }
+        // A moved message may have had its flags changed on the source too: the copy keeps
+        // its old ones through the move, so they are set before the rows say otherwise.
+        let mut selected = None;
+        let mut fixed = 0;
+        for ((folder, flags), rows) in decide::moved_flag_groups(&rekey_only) {
+            if selected != Some(folder) {
+                dst.select(&target_raw_name(tree, folder), true)
+                    .map_err(on(Side::Target))?;
+                selected = Some(folder);
+            }
+            dst.set_flags(&rows, flags).map_err(on(Side::Target))?;
+            fixed += rows.len() as u64;
+        }
+        self.stats.flags_updated += fixed;
         self.stats.moved += rekey_only.len() as u64;
         self.store().rekey(&self.entry.id, &rekey_only)?;
         Ok(())

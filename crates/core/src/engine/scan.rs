@@ -60,7 +60,7 @@ impl Pass<'_, '_> {
             skip_deleted: settings.skip_deleted,
         };
         let d = decide::classify_scan(ledger, selected.uid_validity, &scanned, &filter, vanished);
-        self.stats.skipped += d.skipped;
+        self.attempts.skipped.insert(folder, d.skipped);
         Ok(Some(FolderWork {
             item: item.clone(),
             source,

@@ -145,7 +145,7 @@ pub trait Store: Send {
     ) -> Result<()>;
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()>;
     /// Re-keys rows in one transaction: each source message now lives at the new row's
-    /// folder / UIDVALIDITY / UID, and on the target at its target folder / UID.
+    /// folder / UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()>;
 
     // ---- checkpoints

@@ -359,6 +359,7 @@ impl Store for MemoryStore {
                 row.uid = new.uid;
                 row.target_folder = new.target_folder.clone();
                 row.target_uid = new.target_uid;
+                row.flags = new.flags.clone();
                 s.ledger.insert(key, row);
             }
             Ok(())

@@ -357,6 +357,8 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
     moved.uid = 5;
     moved.target_folder = "T/Archive".into();
     moved.target_uid = Some(3);
+    // Its flags changed on the source too: the new row's flags are kept.
+    moved.flags = Flags::from_stored("\\Flagged \\Seen");
     let mut renumbered = old[1].clone();
     renumbered.uid_validity = 8;
     renumbered.uid = 1;
@@ -373,7 +375,7 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
         sorted(vec![moved.clone(), renumbered, old[2].clone()])
     );
     assert_eq!(s.ledger_folder(&id, "Archive")?, [moved]);
-    // Fingerprint, size, flags and state travel with the row.
+    // Fingerprint, size and state travel with the row; the flags are the new row's.
     let a = &s.ledger_folder(&id, "Archive")?[0];
     assert_eq!(
         (&a.fingerprint, a.size, a.state),

@@ -172,7 +172,7 @@ pub fn set_flags(
 }
 
 /// Re-keys rows in one transaction: each source message now lives at the new row's folder /
-/// UIDVALIDITY / UID, and on the target at its target folder / UID.
+/// UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
 pub fn rekey(
     conn: &mut Connection,
     entry: &EntryId,
@@ -183,7 +183,7 @@ pub fn rekey(
         let mut stmt = tx
             .prepare(
                 "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
-                     target_folder = ?8, target_uid = ?9
+                     target_folder = ?8, target_uid = ?9, flags = ?10
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
             )
             .db()?;
@@ -197,7 +197,8 @@ pub fn rekey(
                 new.uid_validity,
                 new.uid,
                 new.target_folder,
-                new.target_uid
+                new.target_uid,
+                new.flags.as_str()
             ])
             .db()?;
         }

@@ -97,3 +97,32 @@ fn an_unknown_stored_value_is_an_error_not_a_guess() {
     let err = store.entries().unwrap_err();
     assert!(err.message.contains("unknown origin \"sideways\""), "{err}");
 }
+
+/// The store port's rules, on an SQLite database in memory and on one in a file.
+mod conformance {
+    use super::SqliteStore;
+
+    mailferry_core::store_conformance!(Box::new(
+        SqliteStore::open_in_memory().expect("an in-memory database")
+    ));
+
+    mod on_disk {
+        use super::SqliteStore;
+
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        /// A fresh database file per test, all in one folder of this test process.
+        fn on_disk() -> Box<SqliteStore> {
+            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+            let path = dir
+                .path()
+                .join(format!("job-{}.db", NEXT.fetch_add(1, Ordering::SeqCst)));
+            Box::new(SqliteStore::open(&path).expect("a database file"))
+        }
+
+        mailferry_core::store_conformance!(on_disk());
+    }
+}
