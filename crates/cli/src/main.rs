@@ -446,12 +446,15 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
         for (id, origin) in &outcome.waiting {
             eprintln!("{id}: not migrated ({origin})");
         }
-        for (id, holder) in &outcome.busy {
-            eprintln!(
-                "{id}: not migrated: another mailferry process ({}) has been passing it since {}",
-                holder.holder, holder.since
-            );
-        }
+    }
+    // Said even with --json (on standard error): the admin must learn that another process
+    // is at work on the job.
+    for (id, holder) in &outcome.busy {
+        eprintln!(
+            "{id}: not migrated by this process: another mailferry process ({}) has been \
+             passing it since {}",
+            holder.holder, holder.since
+        );
     }
     let Some(summary) = &outcome.summary else {
         if json {

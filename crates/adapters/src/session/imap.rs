@@ -63,6 +63,11 @@ impl ImapConnector {
                 }
             }
         };
+        // A `tls_ca` that cannot be read is bad input, said before anything is attempted.
+        if imap.security != Security::Plain {
+            mailferry_imap::tls::client_config(imap.tls_ca.as_deref(), imap.tls_verify)
+                .map_err(|e| format!("{side}.tls_ca: {e}"))?;
+        }
         Ok(ImapConnector {
             endpoint: Endpoint {
                 host: imap.host.clone(),

@@ -221,3 +221,44 @@ fn init_writes_a_template_that_check_can_read() {
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+#[test]
+fn a_tls_ca_that_cannot_be_read_exits_2_names_the_key_and_changes_nothing() {
+    let lab = Lab::new(&["gus"]);
+    fill(&lab.source, "gus", "INBOX", &[generated(1, 1_000)]);
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let state = || {
+        let c = rusqlite::Connection::open(lab.db()).unwrap();
+        let runs: i64 = c
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        let entry: String = c
+            .query_row("SELECT state FROM entries", [], |r| r.get(0))
+            .unwrap();
+        let meta: Vec<String> = c
+            .prepare("SELECT value FROM meta")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (runs, entry, meta)
+    };
+    let before = state();
+    let text = std::fs::read_to_string(&jobp).unwrap().replacen(
+        "security = \"plain\"\nallow_plain = true",
+        "security = \"starttls\"\ntls_ca = \"missing-ca.pem\"",
+        1,
+    );
+    std::fs::write(&jobp, text).unwrap();
+    let out = lab.mailferry(&["migrate", job, "--all"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("source.tls_ca") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    assert_eq!(state(), before, "a bad tls_ca must change nothing");
+}

@@ -101,6 +101,16 @@ pub fn migrate(
     observer: &dyn Observer,
     stop: &AtomicBool,
 ) -> Result<MigrateOutcome> {
+    // Everything the job file and the CSV say is checked before the state changes.
+    let passwords = app.passwords()?;
+    let source = app
+        .backends
+        .connector(app.job, Side::Source)
+        .map_err(AppError::Input)?;
+    let target = app
+        .backends
+        .connector(app.job, Side::Target)
+        .map_err(AppError::Input)?;
     let mut store = app.open_state()?;
     let removed = remove_missing(store.as_mut())?;
     app.removed_notice("Before this pass", &removed);
@@ -117,15 +127,6 @@ pub fn migrate(
             summary: None,
         });
     }
-    let passwords = app.passwords()?;
-    let source = app
-        .backends
-        .connector(app.job, Side::Source)
-        .map_err(AppError::Input)?;
-    let target = app
-        .backends
-        .connector(app.job, Side::Target)
-        .map_err(AppError::Input)?;
     let settings = pass_settings(app.job);
     let run = store.start_run(RunKind::Migrate)?;
     let started = Instant::now();
