@@ -4,6 +4,7 @@
 mod check;
 mod identity;
 mod progress;
+mod serve;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -131,6 +132,13 @@ enum Command {
         /// Where to write it (default: standard output)
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// The web console for the job: prints `Open http://HOST:PORT/?token=…` first
+    Serve {
+        job: PathBuf,
+        /// Address to listen on (default 127.0.0.1:8025; 127.0.0.1:0 picks a free port)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -269,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             out,
         } => report_cmd(&load(&job)?, kind, format, out.as_deref()),
+        Command::Serve { job, listen } => serve::run(&job, listen),
     }
 }
 

@@ -13,8 +13,6 @@
 
 mod http;
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -446,7 +444,7 @@ impl Server {
         if http::write_head(&mut stream, 200, &headers, None).is_err() {
             return;
         }
-        let mut last_entries: Option<u64> = None;
+        let mut last_entries: Option<Value> = None;
         while !self.shutdown.load(Ordering::SeqCst) {
             let mut chunk = String::new();
             match self.services.progress() {
@@ -454,16 +452,12 @@ impl Server {
                 Err(e) => chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e))),
             }
             match self.services.entries() {
-                Ok(v) => {
-                    let text = v.to_string();
-                    let mut h = DefaultHasher::new();
-                    text.hash(&mut h);
-                    let digest = h.finish();
-                    if last_entries != Some(digest) {
-                        last_entries = Some(digest);
-                        chunk.push_str(&format!("event: entries\ndata: {text}\n\n"));
-                    }
+                // Compared as values, so that nothing is serialised when nothing changed.
+                Ok(v) if last_entries.as_ref() != Some(&v) => {
+                    chunk.push_str(&format!("event: entries\ndata: {v}\n\n"));
+                    last_entries = Some(v);
                 }
+                Ok(_) => {}
                 Err(e) => chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e))),
             }
             if stream.write_all(chunk.as_bytes()).is_err() || stream.flush().is_err() {
