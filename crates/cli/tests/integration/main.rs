@@ -10,3 +10,4 @@ mod lab;
 mod maildir;
 mod scale;
 mod tls;
+mod web;
