@@ -24,7 +24,7 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const INSTALL: &str = "apt-get install chromium chromium-driver";
 /// The W3C WebDriver key under which an element reference travels.
-const ELEMENT: &str = "element-6066-11e4-a07c-4c5a8ac0b0a0";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 #[derive(Debug)]
 pub struct BrowserError(pub String);
@@ -244,13 +244,13 @@ impl Browser {
     /// Waits until an element matching `css` exists and is displayed.
     pub fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element> {
         let deadline = Instant::now() + timeout;
+        // Asked in the page: shown means laid out with a box (not `hidden`, not in a
+        // `display: none` ancestor).
+        let js = "const e = document.querySelector(arguments[0]); \
+                  return !!e && e.getClientRects().length > 0;";
         loop {
-            if let Ok(e) = self.find(css)
-                && self
-                    .cmd("GET", &format!("/element/{}/displayed", e.0), None)
-                    .is_ok_and(|v| v == true)
-            {
-                return Ok(e);
+            if self.execute_with(js, &[json!(css)])? == true {
+                return self.find(css);
             }
             if Instant::now() > deadline {
                 return Err(err(format!(
@@ -277,10 +277,15 @@ impl Browser {
 
     /// Runs a function body in the page and returns what it returns.
     pub fn execute(&self, js: &str) -> Result<Value> {
+        self.execute_with(js, &[])
+    }
+
+    /// Runs a function body with `arguments[0..]`.
+    pub fn execute_with(&self, js: &str, args: &[Value]) -> Result<Value> {
         self.cmd(
             "POST",
             "/execute/sync",
-            Some(&json!({"script": js, "args": []})),
+            Some(&json!({"script": js, "args": args})),
         )
     }
 
@@ -332,16 +337,49 @@ fn call(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
     );
     s.write_all(req.as_bytes())
         .map_err(|e| err(format!("chromedriver: {e}")))?;
+    // chromedriver keeps the connection open whatever the request says: the answer ends
+    // where its Content-Length (or its last chunk) says, not at end of stream.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| err(format!("chromedriver: {e}")))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| err("chromedriver: no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let mut buf = [0u8; 16384];
+    let (split, head) = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (p, String::from_utf8_lossy(&raw[..p]).to_ascii_lowercase());
+        }
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| err(format!("chromedriver: {e}")))?;
+        if n == 0 {
+            return Err(err("chromedriver: the answer ended before its headers did"));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &raw[split + 4..];
+        let complete = match length {
+            Some(l) => body.len() >= l,
+            None if chunked => body.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if complete {
+            break;
+        }
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| err(format!("chromedriver: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
     let mut payload = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
+    if let Some(l) = length {
+        payload.truncate(l);
+    } else if chunked {
         payload = dechunk(&payload).ok_or_else(|| err("chromedriver: bad chunked body"))?;
     }
     let v: Value = serde_json::from_slice(&payload).map_err(|e| {

@@ -67,7 +67,7 @@ impl Drop for Served {
 /// the server's own unless `headers` gives one.
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
@@ -78,8 +78,17 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
-    // An event stream never ends: what arrived before the timeout is enough.
-    let _ = s.read_to_end(&mut raw);
+    // An event stream never ends: what arrived within 2.5 s is enough.
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut buf = [0u8; 8192];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap();
@@ -352,7 +361,13 @@ fn console_selects_refreshes_and_migrates_live() {
             && c["sameSite"] == "Strict"),
         "{cookies:?}"
     );
-    b.wait_for("tr[data-entry-id]", Duration::from_secs(10)).unwrap();
+    if let Err(e) = b.wait_for("tr[data-entry-id]", Duration::from_secs(10)) {
+        let _ = b.screenshot_png(Path::new("/tmp/mailferry-web-failure.png"));
+        panic!(
+            "{e}; the page says: {}",
+            b.execute("return document.body.innerText.slice(0, 2000);").unwrap_or_default()
+        );
+    }
     // A marker that a reload would lose: the grid must update in place.
     b.execute("window.__stayed = true; return null;").unwrap();
     let rows = b.find_all("tr[data-entry-id]").unwrap();
