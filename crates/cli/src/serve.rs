@@ -68,7 +68,8 @@ pub fn run(job_path: &Path, listen: Option<SocketAddr>) -> Result<ExitCode> {
         listen: listen_addr,
         explicit_listen: listen.is_some(),
     };
-    mailferry_web::serve(cfg, services.clone(), shutdown).map_err(|e| crate::usage(e.to_string()))?;
+    mailferry_web::serve(cfg, services.clone(), shutdown)
+        .map_err(|e| crate::usage(e.to_string()))?;
     if services.live().running {
         eprintln!(
             "mailferry: stopped during a pass; its copies so far are in the ledger, and the next \
@@ -330,9 +331,7 @@ impl Services for JobServices {
             .into_iter()
             .find(is_migratable);
         let passwords = crate::read_passwords(&job).map_err(fail)?;
-        let check = |what: String, ok: bool, detail: String| {
-            json!({"check": what, "ok": ok, "detail": detail})
-        };
+        let check = |what: String, ok: bool, detail: String| json!({"check": what, "ok": ok, "detail": detail});
         let mut servers = Vec::new();
         let mut all_ok = true;
         for (side, conn) in [("source", &job.source), ("target", &job.target)] {
@@ -354,7 +353,10 @@ impl Services for JobServices {
                                 Ok(c) => {
                                     let caps: Vec<&str> = c.capabilities().collect();
                                     checks.push(check(
-                                        format!("connect {}:{} ({:?})", ep.host, ep.port, ep.security),
+                                        format!(
+                                            "connect {}:{} ({:?})",
+                                            ep.host, ep.port, ep.security
+                                        ),
                                         true,
                                         format!("capabilities: {}", caps.join(" ")),
                                     ));
@@ -393,14 +395,22 @@ impl Services for JobServices {
                                     entry.target_login.clone().unwrap_or_default()
                                 };
                                 let pw = passwords.get(&entry.id).cloned().unwrap_or_default();
-                                let own = if side == "source" { pw.source } else { pw.target };
+                                let own = if side == "source" {
+                                    pw.source
+                                } else {
+                                    pw.target
+                                };
                                 match server.connect(side, &login, own.as_deref()) {
                                     Ok(mut session) => {
                                         let detail = match session.tree() {
                                             Ok(t) => format!("{} folders", t.folders().count()),
                                             Err(e) => format!("LIST failed: {e}"),
                                         };
-                                        checks.push(check(format!("login as {login}"), true, detail));
+                                        checks.push(check(
+                                            format!("login as {login}"),
+                                            true,
+                                            detail,
+                                        ));
                                         session.logout();
                                     }
                                     Err(e) => checks.push(check(
@@ -634,8 +644,8 @@ impl Services for JobServices {
             .ok_or_else(|| {
                 ServiceError::bad_input("match --auto needs [target.directory] in the job file")
             })?;
-        let r = identities::auto_match_entries(&mut dir, &mut store, &chosen)
-            .map_err(identity_fail)?;
+        let r =
+            identities::auto_match_entries(&mut dir, &mut store, &chosen).map_err(identity_fail)?;
         Ok(json!({"auto": r}))
     }
 
@@ -718,10 +728,9 @@ impl Services for JobServices {
                 })
             }
             "refresh" => {
-                let record = store
-                    .last_refresh()
-                    .map_err(store_fail)?
-                    .ok_or_else(|| ServiceError::bad_input("No refresh has run yet for this job"))?;
+                let record = store.last_refresh().map_err(store_fail)?.ok_or_else(|| {
+                    ServiceError::bad_input("No refresh has run yet for this job")
+                })?;
                 let removed_next = store.missing_source_ids().map_err(store_fail)?;
                 Ok(match format {
                     "json" => pretty(&report::refresh::json(&record, &removed_next, None)),

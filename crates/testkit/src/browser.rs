@@ -154,7 +154,8 @@ impl Browser {
     }
 
     pub fn goto(&self, url: &str) -> Result<()> {
-        self.cmd("POST", "/url", Some(&json!({"url": url}))).map(drop)
+        self.cmd("POST", "/url", Some(&json!({"url": url})))
+            .map(drop)
     }
 
     pub fn url(&self) -> Result<String> {
@@ -299,7 +300,8 @@ impl Browser {
             std::fs::create_dir_all(dir)
                 .map_err(|e| err(format!("Unable to create {}: {e}", dir.display())))?;
         }
-        std::fs::write(path, png).map_err(|e| err(format!("Unable to write {}: {e}", path.display())))
+        std::fs::write(path, png)
+            .map_err(|e| err(format!("Unable to write {}: {e}", path.display())))
     }
 
     pub fn cookies(&self) -> Result<Vec<Value>> {
@@ -310,7 +312,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = call(self.port, "DELETE", &format!("/session/{}", self.session), None);
+        let _ = call(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -448,6 +455,9 @@ mod tests {
         assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
         assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
         assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
-        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
     }
 }

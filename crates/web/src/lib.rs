@@ -341,10 +341,7 @@ impl Server {
             if let Some(o) = req.header("origin")
                 && !self.origins.iter().any(|ok| ok.eq_ignore_ascii_case(o))
             {
-                return Reply::Full(Response::text(
-                    403,
-                    "Requests from other sites are refused",
-                ));
+                return Reply::Full(Response::text(403, "Requests from other sites are refused"));
             }
             // A cross-site form cannot send this type without the browser asking first.
             if !req
@@ -359,11 +356,9 @@ impl Server {
                 Response::new(200, "text/html; charset=utf-8", INDEX_HTML)
                     .with("Content-Security-Policy", PAGE_CSP),
             ),
-            ("GET", "/app.js") => Reply::Full(Response::new(
-                200,
-                "text/javascript; charset=utf-8",
-                APP_JS,
-            )),
+            ("GET", "/app.js") => {
+                Reply::Full(Response::new(200, "text/javascript; charset=utf-8", APP_JS))
+            }
             ("GET", "/app.css") => {
                 Reply::Full(Response::new(200, "text/css; charset=utf-8", APP_CSS))
             }
@@ -410,8 +405,7 @@ impl Server {
 
     fn report(&self, kind: &str, req: &Request) -> Response {
         let format = req.query("format").unwrap_or("html");
-        if !matches!(kind, "migration" | "refresh") || !matches!(format, "html" | "csv" | "json")
-        {
+        if !matches!(kind, "migration" | "refresh") || !matches!(format, "html" | "csv" | "json") {
             return failure(&ServiceError::bad_input(
                 "Reports are /api/reports/migration or /api/reports/refresh, with format html, \
                  csv or json",
@@ -425,7 +419,8 @@ impl Server {
                     "csv" => "text/csv; charset=utf-8",
                     _ => "application/json",
                 };
-                let mut r = Response::new(200, ct, text).with("Content-Security-Policy", REPORT_CSP);
+                let mut r =
+                    Response::new(200, ct, text).with("Content-Security-Policy", REPORT_CSP);
                 if req.query("download").is_some() {
                     r = r.with(
                         "Content-Disposition",

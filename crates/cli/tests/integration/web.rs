@@ -65,9 +65,16 @@ impl Drop for Served {
 
 /// One raw HTTP request; returns the status, the lower-cased head and the body. `Host` is
 /// the server's own unless `headers` gives one.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
@@ -85,13 +92,22 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("read: {e}"),
         }
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
@@ -104,7 +120,11 @@ fn serve_is_locked_to_its_token_host_and_origin() {
     let mut cmd = lab.command(&["serve", job]);
     cmd.stderr(Stdio::null());
     let s = Served::start(cmd);
-    assert!(s.base.starts_with("http://127.0.0.1:") && s.token.len() == 64, "{}", s.url);
+    assert!(
+        s.base.starts_with("http://127.0.0.1:") && s.token.len() == 64,
+        "{}",
+        s.url
+    );
     let cookie = s.cookie();
 
     // Without the cookie: pages, API and event stream alike.
@@ -112,16 +132,32 @@ fn serve_is_locked_to_its_token_host_and_origin() {
         assert_eq!(http(s.port, "GET", path, &[], "").0, 401, "{path}");
     }
     let wrong = format!("mailferry_{}={}", s.port, "0".repeat(64));
-    assert_eq!(http(s.port, "GET", "/api/entries", &[("Cookie", &wrong)], "").0, 401);
+    assert_eq!(
+        http(s.port, "GET", "/api/entries", &[("Cookie", &wrong)], "").0,
+        401
+    );
     assert_eq!(http(s.port, "GET", "/?token=nope", &[], "").0, 401);
     let json = [("Content-Type", "application/json")];
-    assert_eq!(http(s.port, "POST", "/api/skip", &json, r#"{"ids":["id-alice"]}"#).0, 401);
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &json,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        401
+    );
 
     // The token URL sets the cookie and sends the browser to / without the token.
     let (status, head, _) = http(s.port, "GET", &format!("/?token={}", s.token), &[], "");
     assert_eq!(status, 303, "{head}");
     assert!(head.contains("\r\nlocation: /\r\n"), "{head}");
-    let set = head.lines().find(|l| l.starts_with("set-cookie:")).expect("a cookie");
+    let set = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .expect("a cookie");
     assert!(set.contains(&cookie.to_ascii_lowercase()), "{set}");
     for attr in ["httponly", "samesite=strict", "path=/"] {
         assert!(set.contains(attr), "{set}");
@@ -154,12 +190,32 @@ fn serve_is_locked_to_its_token_host_and_origin() {
         ("Content-Type", "application/json"),
         ("Origin", "http://evil.example"),
     ];
-    assert_eq!(http(s.port, "POST", "/api/skip", &post, r#"{"ids":["id-alice"]}"#).0, 403);
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &post,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        403
+    );
     let (_, status_json) = lab.json(&["status", job]);
     assert_eq!(status_json["entries"][0]["origin"], "csv");
     // A form (not JSON) cannot change anything either.
     let form = [("Cookie", cookie.as_str()), ("Content-Type", "text/plain")];
-    assert_eq!(http(s.port, "POST", "/api/skip", &form, r#"{"ids":["id-alice"]}"#).0, 415);
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &form,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        415
+    );
     // The console's own origin is fine.
     let own = format!("http://127.0.0.1:{}", s.port);
     let post = [
@@ -167,13 +223,23 @@ fn serve_is_locked_to_its_token_host_and_origin() {
         ("Content-Type", "application/json"),
         ("Origin", own.as_str()),
     ];
-    let (status, _, body) = http(s.port, "POST", "/api/skip", &post, r#"{"ids":["id-alice"]}"#);
+    let (status, _, body) = http(
+        s.port,
+        "POST",
+        "/api/skip",
+        &post,
+        r#"{"ids":["id-alice"]}"#,
+    );
     assert_eq!(status, 200, "{body}");
     let (_, status_json) = lab.json(&["status", job]);
     assert_eq!(status_json["entries"][0]["origin"], "skip");
     // An unknown entry is bad input.
     let (status, _, body) = http(s.port, "POST", "/api/skip", &post, r#"{"ids":["nobody"]}"#);
-    assert_eq!((status, body.contains("No entry has the ID")), (400, true), "{body}");
+    assert_eq!(
+        (status, body.contains("No entry has the ID")),
+        (400, true),
+        "{body}"
+    );
 }
 
 const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
@@ -285,14 +351,29 @@ fn world() -> World {
     };
     let job = w.job();
     w.ok(&["discover", &job]);
-    w.ok(&["match", &job, "--set", "erin@old.example=e.smith@new.example"]);
+    w.ok(&[
+        "match",
+        &job,
+        "--set",
+        "erin@old.example=e.smith@new.example",
+    ]);
     // alice (same local part), bob (robert has his old address), frank; carol and dave not.
     let out = w.ok(&["match", &job, "--auto"]);
     assert!(out.contains("Automatic matching: 3 matched"), "{out}");
     w.ok(&["match", &job, "--create", "carol"]);
-    // alice gets enough mail that the pass takes a moment to watch.
-    fill(&w.source, "alice", "INBOX", &(0..400).map(|i| generated(i, 12_000)).collect::<Vec<_>>());
-    fill(&w.source, "bob", "INBOX", &(0..20).map(|i| generated(i, 2_000)).collect::<Vec<_>>());
+    // alice gets enough mail (12 MB) that the pass takes a few seconds to watch.
+    fill(
+        &w.source,
+        "alice",
+        "INBOX",
+        &(0..1000).map(|i| generated(i, 12_000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &w.source,
+        "bob",
+        "INBOX",
+        &(0..20).map(|i| generated(i, 2_000)).collect::<Vec<_>>(),
+    );
 
     for u in ["alice", "bob"] {
         w.old_ldap.modify(&format!(
@@ -300,8 +381,10 @@ fn world() -> World {
             w.old_ldap.people()
         ));
     }
-    w.old_ldap
-        .modify(&format!("dn: uid=frank,{}\nchangetype: delete\n", w.old_ldap.people()));
+    w.old_ldap.modify(&format!(
+        "dn: uid=frank,{}\nchangetype: delete\n",
+        w.old_ldap.people()
+    ));
     w.new_ldap.modify(&format!(
         "dn: uid=alice,{}\nchangetype: modify\nreplace: mail\nmail: alice@corp.example\n",
         w.new_ldap.people()
@@ -324,10 +407,23 @@ fn selected(b: &Browser) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-fn row(b: &Browser, id: &str) -> mailferry_testkit::browser::Element {
-    // The grid is drawn again after every click: find the row afresh each time.
-    b.find(&format!("tr[data-entry-id=\"{id}\"] td:nth-child(3)"))
-        .unwrap()
+/// Clicks an entry's row (its target cell), with a modifier or not. The grid is drawn again
+/// after every click and whenever live updates arrive, so the row is found afresh, and found
+/// again if it was redrawn between finding and clicking.
+fn click_row(b: &Browser, id: &str, m: Option<Modifier>) {
+    let css = format!("tr[data-entry-id=\"{id}\"] td:nth-child(3)");
+    for attempt in 0.. {
+        let e = b.find(&css).unwrap();
+        let r = match m {
+            Some(m) => b.click_with(&e, m),
+            None => b.click(&e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(err) if err.0.contains("stale element") && attempt < 5 => {}
+            Err(err) => panic!("click {id}: {err}"),
+        }
+    }
 }
 
 #[test]
@@ -353,19 +449,26 @@ fn console_selects_refreshes_and_migrates_live() {
     let s = Served::start(cmd);
     let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
     b.goto(&s.url).unwrap();
-    assert_eq!(b.url().unwrap(), format!("{}/", s.base), "the token leaves the address bar");
+    assert_eq!(
+        b.url().unwrap(),
+        format!("{}/", s.base),
+        "the token leaves the address bar"
+    );
     let cookies = b.cookies().unwrap();
     assert!(
-        cookies.iter().any(|c| c["name"] == format!("mailferry_{}", s.port)
-            && c["httpOnly"] == true
-            && c["sameSite"] == "Strict"),
+        cookies
+            .iter()
+            .any(|c| c["name"] == format!("mailferry_{}", s.port)
+                && c["httpOnly"] == true
+                && c["sameSite"] == "Strict"),
         "{cookies:?}"
     );
     if let Err(e) = b.wait_for("tr[data-entry-id]", Duration::from_secs(10)) {
         let _ = b.screenshot_png(Path::new("/tmp/mailferry-web-failure.png"));
         panic!(
             "{e}; the page says: {}",
-            b.execute("return document.body.innerText.slice(0, 2000);").unwrap_or_default()
+            b.execute("return document.body.innerText.slice(0, 2000);")
+                .unwrap_or_default()
         );
     }
     // A marker that a reload would lose: the grid must update in place.
@@ -381,26 +484,36 @@ fn console_selects_refreshes_and_migrates_live() {
     assert_eq!(order, ids(&USERS));
 
     // Click selects one; Ctrl+click adds another.
-    b.click(&row(&b, &id_of["alice"])).unwrap();
+    click_row(&b, &id_of["alice"], None);
     assert_eq!(selected(&b), ids(&["alice"]));
-    b.click_with(&row(&b, &id_of["carol"]), Modifier::Ctrl).unwrap();
+    click_row(&b, &id_of["carol"], Some(Modifier::Ctrl));
     assert_eq!(selected(&b), ids(&["alice", "carol"]));
     // Ctrl+click again takes it out.
-    b.click_with(&row(&b, &id_of["carol"]), Modifier::Ctrl).unwrap();
+    click_row(&b, &id_of["carol"], Some(Modifier::Ctrl));
     assert_eq!(selected(&b), ids(&["alice"]));
     // Shift+click selects the range from the last clicked row.
-    b.click(&row(&b, &id_of["bob"])).unwrap();
-    b.click_with(&row(&b, &id_of["erin"]), Modifier::Shift).unwrap();
+    click_row(&b, &id_of["bob"], None);
+    click_row(&b, &id_of["erin"], Some(Modifier::Shift));
     assert_eq!(selected(&b), ids(&["bob", "carol", "dave", "erin"]));
     // A row's checkbox toggles it alone.
-    b.click(&b.find(&format!("tr[data-entry-id=\"{}\"] input[type=checkbox]", id_of["frank"])).unwrap())
-        .unwrap();
-    assert_eq!(selected(&b), ids(&["bob", "carol", "dave", "erin", "frank"]));
+    b.click(
+        &b.find(&format!(
+            "tr[data-entry-id=\"{}\"] input[type=checkbox]",
+            id_of["frank"]
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        selected(&b),
+        ids(&["bob", "carol", "dave", "erin", "frank"])
+    );
     // Ctrl+A selects every row shown; with a filter, only those shown.
     b.keys_ctrl_a().unwrap();
     assert_eq!(selected(&b), ids(&USERS));
-    b.click(&row(&b, &id_of["alice"])).unwrap();
-    b.send_keys(&b.find("#filter").unwrap(), "old.example").unwrap();
+    click_row(&b, &id_of["alice"], None);
+    b.send_keys(&b.find("#filter").unwrap(), "old.example")
+        .unwrap();
     b.wait_until(
         "return document.querySelectorAll('tr[data-entry-id]').length === 6;",
         Duration::from_secs(3),
@@ -422,17 +535,22 @@ fn console_selects_refreshes_and_migrates_live() {
     got.sort();
     assert_eq!(got, want, "Ctrl+A selects the rows shown");
     let count = b.text(&b.find("#selection-count").unwrap()).unwrap();
-    assert!(count.starts_with(&format!("{} of 6 selected", shown.len() + 1)), "{count}: alice stays selected, hidden");
+    assert!(
+        count.starts_with(&format!("{} of 6 selected", shown.len() + 1)),
+        "{count}: alice stays selected, hidden"
+    );
     b.execute("document.getElementById('filter').value = ''; document.getElementById('filter').dispatchEvent(new Event('input')); return null;")
         .unwrap();
 
     // Refresh email addresses on every entry.
-    b.click(&row(&b, &id_of["alice"])).unwrap();
+    click_row(&b, &id_of["alice"], None);
     b.keys_ctrl_a().unwrap();
     assert_eq!(selected(&b).len(), 6);
     b.screenshot_png(&screenshots().join("jobs.png")).unwrap();
     b.click(&b.find("#btn-refresh").unwrap()).unwrap();
-    let dialog = b.wait_for("#refresh-dialog[role=dialog]", Duration::from_secs(30)).unwrap();
+    let dialog = b
+        .wait_for("#refresh-dialog[role=dialog]", Duration::from_secs(30))
+        .unwrap();
     assert_eq!(
         b.text(&b.find("#refresh-dialog h2").unwrap()).unwrap(),
         "Refresh email addresses — results"
@@ -478,7 +596,11 @@ fn console_selects_refreshes_and_migrates_live() {
     );
     assert_eq!(
         labels("source"),
-        ["✓ Refreshed", "= Not changed", "✖ Not refreshed - missing mailboxes"]
+        [
+            "✓ Refreshed",
+            "= Not changed",
+            "✖ Not refreshed - missing mailboxes"
+        ]
     );
     assert_eq!(
         labels("target"),
@@ -504,9 +626,17 @@ fn console_selects_refreshes_and_migrates_live() {
     }
     assert_eq!(cli["removed_next"], serde_json::json!([id_of["frank"]]));
     let removed = b.text(&b.find("#removed-next").unwrap()).unwrap();
-    assert!(removed.contains("frank@old.example") && removed.contains(&id_of["frank"]), "{removed}");
-    assert!(b.find("#open-report").is_ok() && b.find("#refresh-csv").is_ok() && b.find("#refresh-json").is_ok());
-    b.screenshot_png(&screenshots().join("refresh-results.png")).unwrap();
+    assert!(
+        removed.contains("frank@old.example") && removed.contains(&id_of["frank"]),
+        "{removed}"
+    );
+    assert!(
+        b.find("#open-report").is_ok()
+            && b.find("#refresh-csv").is_ok()
+            && b.find("#refresh-json").is_ok()
+    );
+    b.screenshot_png(&screenshots().join("refresh-results.png"))
+        .unwrap();
     b.click(&b.find("#close-refresh").unwrap()).unwrap();
     b.wait_until(
         "return document.getElementById('overlay').hidden === true;",
@@ -524,8 +654,8 @@ fn console_selects_refreshes_and_migrates_live() {
     .unwrap();
 
     // Start migration on alice and bob; watch the rows turn migrated without a reload.
-    b.click(&row(&b, &id_of["alice"])).unwrap();
-    b.click_with(&row(&b, &id_of["bob"]), Modifier::Ctrl).unwrap();
+    click_row(&b, &id_of["alice"], None);
+    click_row(&b, &id_of["bob"], Some(Modifier::Ctrl));
     assert_eq!(selected(&b), ids(&["alice", "bob"]));
     b.click(&b.find("#btn-migrate").unwrap()).unwrap();
     let state_of = |u: &str| {
@@ -534,18 +664,24 @@ fn console_selects_refreshes_and_migrates_live() {
             id_of[u]
         )
     };
-    // Live progress in the grid while alice's 400 messages copy.
+    // Live progress in the grid while alice's 1,000 messages copy (queued, then copying;
+    // the event stream ticks once a second).
     let saw_progress = b
         .wait_until(
-            &format!("return {}.includes('copying');", state_of("alice")),
+            &format!(
+                "const s = {}; return s.includes('copying') || s.includes('queued');",
+                state_of("alice")
+            ),
             Duration::from_secs(30),
         )
         .is_ok();
     if saw_progress {
-        b.screenshot_png(&screenshots().join("jobs-migrating.png")).unwrap();
+        b.screenshot_png(&screenshots().join("jobs-migrating.png"))
+            .unwrap();
     }
     b.click(&b.find("#tab-dashboard").unwrap()).unwrap();
-    b.screenshot_png(&screenshots().join("progress.png")).unwrap();
+    b.screenshot_png(&screenshots().join("progress.png"))
+        .unwrap();
     b.click(&b.find("#tab-jobs").unwrap()).unwrap();
     b.wait_until(
         &format!(
@@ -555,12 +691,28 @@ fn console_selects_refreshes_and_migrates_live() {
         ),
         Duration::from_secs(120),
     )
-    .unwrap_or_else(|e| panic!("{e}: {}", b.execute(&format!("return {};", state_of("alice"))).unwrap()));
-    assert_eq!(b.execute("return window.__stayed === true;").unwrap(), true, "no reload");
-    assert!(saw_progress, "the grid showed alice copying before she was migrated");
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            b.execute(&format!("return {};", state_of("alice")))
+                .unwrap()
+        )
+    });
+    assert_eq!(
+        b.execute("return window.__stayed === true;").unwrap(),
+        true,
+        "no reload"
+    );
+    assert!(
+        saw_progress,
+        "the grid showed alice queued or copying before she was migrated"
+    );
     // frank's source mailbox was missing: the pass removed him first, and the grid too.
     b.wait_until(
-        &format!("return !document.querySelector('tr[data-entry-id=\"{}\"]');", id_of["frank"]),
+        &format!(
+            "return !document.querySelector('tr[data-entry-id=\"{}\"]');",
+            id_of["frank"]
+        ),
         Duration::from_secs(5),
     )
     .unwrap();
@@ -572,14 +724,20 @@ fn console_selects_refreshes_and_migrates_live() {
     .unwrap();
     let good = b.text(&b.find("#good-summary").unwrap()).unwrap();
     assert_eq!(good, "2 of 5 mailboxes migrated");
-    b.screenshot_png(&screenshots().join("dashboard.png")).unwrap();
+    b.screenshot_png(&screenshots().join("dashboard.png"))
+        .unwrap();
     // The CLI agrees.
     let status: Value = serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap();
     for e in status["entries"].as_array().unwrap() {
         let migrated = e["state"] == "migrated";
-        assert_eq!(migrated, e["id"] == id_of["alice"] || e["id"] == id_of["bob"], "{e}");
+        assert_eq!(
+            migrated,
+            e["id"] == id_of["alice"] || e["id"] == id_of["bob"],
+            "{e}"
+        );
     }
     b.click(&b.find("#tab-reports").unwrap()).unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    b.screenshot_png(&screenshots().join("reports.png")).unwrap();
+    b.screenshot_png(&screenshots().join("reports.png"))
+        .unwrap();
 }

@@ -178,8 +178,9 @@ function rowHtml(e, i) {
   const tgt = targetOf(e);
   const note = !e.target && e.match_note ? ` title="${esc(e.match_note)}"` : '';
   const refresh = state.lastRefresh.get(e.id);
+  const icon = Object.fromEntries(RESULTS.map(([k, , i]) => [k, i]));
   const rcell = refresh ? ['source', 'target'].filter((s) => refresh[s])
-    .map((s) => `<span class="r-${esc(refresh[s])}" title="${esc(s)}: ${esc(RESULT_LABEL[refresh[s]] || refresh[s])}">${s === 'source' ? 'S' : 'T'}: ${esc(RESULT_LABEL[refresh[s]] || refresh[s])}</span>`).join(' ') : '';
+    .map((s) => `<span class="r-${esc(refresh[s])}" title="${s === 'source' ? 'Source' : 'Target'}: ${esc(RESULT_LABEL[refresh[s]] || refresh[s])}" data-refresh-side="${s}" data-result="${esc(refresh[s])}">${s === 'source' ? 'S' : 'T'} ${icon[refresh[s]] || '?'}</span>`).join(' ') : '';
   return `<tr role="row" data-entry-id="${esc(e.id)}" data-index="${i}" aria-selected="${sel}"${i === state.cursor ? ' class="cursor"' : ''}>`
     + `<td class="check"><input type="checkbox" tabindex="-1"${sel ? ' checked' : ''} aria-label="Select ${esc(primary(e))}"></td>`
     + `<td title="${esc(primary(e))} (${esc(e.source.login)})">${esc(primary(e))}<span class="login">${esc(e.source.login)}</span></td>`
@@ -189,7 +190,7 @@ function rowHtml(e, i) {
     + `<td data-col="state">${stateCell(e)}</td>`
     + `<td class="num">${e.copied}</td>`
     + `<td class="num">${e.failed ? `<span class="err">${e.failed}</span>` : 0}</td>`
-    + `<td>${esc(e.last_pass || 'never')}</td>`
+    + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
     + `<td title="${esc(e.error || '')}">${e.error ? `<span class="err">${esc(e.error)}</span>` : ''}</td>`
     + `<td>${rcell}</td></tr>`;
 }
@@ -342,7 +343,7 @@ function renderDashboard() {
   $('#bad').innerHTML = [
     ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${e.failed} messages not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
     ...missing.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: the source mailbox is missing (removed at the next job edit or migrate)</li>`),
-    ...(unmatched.length ? [`<li>${unmatched.length} mailboxes have no target yet (Match)</li>`] : []),
+    ...(unmatched.length ? [`<li>${unmatched.length === 1 ? '1 mailbox has' : `${unmatched.length} mailboxes have`} no target yet (Match)</li>`] : []),
   ].join('');
 }
 
