@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages mailferry's demo and tests need: real Dovecot IMAP servers
 # (with the LDAP user database driver) and a real OpenLDAP slapd, started by the test kit in
-# temporary directories, never as system services.
+# temporary directories, never as system services; and headless chromium with its WebDriver,
+# for the web console's tests.
 # As root it installs what is missing; as a normal user it says what to install.
 set -euo pipefail
 
-packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils openssl)
+packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils openssl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 //! No migration rule lives here: the web UI calls the same services.
 
 mod progress;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -131,6 +132,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The web console for the job: prints `Open http://HOST:PORT/?token=…` first
+    Serve {
+        job: PathBuf,
+        /// Address to listen on (default 127.0.0.1:8025; 127.0.0.1:0 picks a free port)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,6 +205,7 @@ fn notice(text: &str) {
 fn run(cli: Cli) -> Outcome {
     let (path, json) = match &cli.command {
         Command::Init { job } => return init(job),
+        Command::Serve { job, listen } => return serve::run(job, *listen),
         Command::Check { job, json }
         | Command::Discover { job, json }
         | Command::Match { job, json, .. }
@@ -240,6 +249,7 @@ fn run(cli: Cli) -> Outcome {
         } => {
             let req = MatchRequest {
                 auto,
+                auto_within: None,
                 set,
                 create,
                 skip,
@@ -293,6 +303,8 @@ fn run(cli: Cli) -> Outcome {
         Command::Report {
             kind, format, out, ..
         } => report(&app, kind, format, out.as_deref()),
+        // Answered above, before any job is loaded.
+        Command::Serve { job, listen } => serve::run(&job, listen),
     }
 }
 

@@ -74,8 +74,11 @@ pub fn entry_matches(e: &Entry, m: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     All,
+    /// What an admin types: an entry ID, a source or target address, or a login.
     Mailboxes(Vec<String>),
     Stage(u32),
+    /// Exactly these entry IDs (the web UI's selection).
+    Ids(Vec<String>),
 }
 
 /// The selected entries, or the names that match no entry (or more than one).
@@ -83,6 +86,25 @@ pub fn select<'a>(entries: &'a [Entry], selection: &Selection) -> Result<Vec<&'a
     match selection {
         Selection::All => Ok(entries.iter().collect()),
         Selection::Stage(n) => Ok(entries.iter().filter(|e| e.stage == Some(*n)).collect()),
+        Selection::Ids(ids) => {
+            if ids.is_empty() {
+                return Err("Select at least one mailbox".to_owned());
+            }
+            let mut out: Vec<&Entry> = Vec::new();
+            let mut unknown = Vec::new();
+            for id in ids {
+                match entries.iter().find(|e| e.id == *id) {
+                    Some(e) if !out.iter().any(|o| o.id == e.id) => out.push(e),
+                    Some(_) => {}
+                    None => unknown.push(format!("No entry has the ID {id:?}")),
+                }
+            }
+            if unknown.is_empty() {
+                Ok(out)
+            } else {
+                Err(unknown.join("; "))
+            }
+        }
         Selection::Mailboxes(names) => {
             let mut out: Vec<&Entry> = Vec::new();
             let mut problems = Vec::new();

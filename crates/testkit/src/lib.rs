@@ -57,6 +57,7 @@
 //! # let _ = server.port();
 //! ```
 
+pub mod browser;
 mod slapd;
 
 pub use slapd::{Slapd, SlapdConfig, person_ldif};

@@ -11,3 +11,4 @@ mod lab;
 mod maildir;
 mod scale;
 mod tls;
+mod web;

@@ -93,6 +93,8 @@ fn resolve_csv_targets(dir: &mut dyn Directory, store: &mut dyn Store) -> Result
 #[derive(Debug, Clone, Default)]
 pub struct MatchRequest {
     pub auto: bool,
+    /// Limits `auto` to these entries (the web UI's selection); `None`: every unmatched one.
+    pub auto_within: Option<Selection>,
     /// Manual matches, as the admin writes them: `M=TARGET_ADDRESS`.
     pub set: Vec<String>,
     pub create: Vec<String>,
@@ -199,7 +201,11 @@ pub fn match_entries(app: &App<'_>, req: &MatchRequest) -> Result<MatchOutcome> 
     let mut out = MatchOutcome::default();
     if req.auto {
         let mut dir = app.need_directory(Side::Target, "match --auto")?;
-        out.auto = Some(auto_match_entries(dir.as_mut(), store.as_mut(), &entries)?);
+        let within = match &req.auto_within {
+            Some(selection) => super::selected(&entries, selection)?,
+            None => entries.clone(),
+        };
+        out.auto = Some(auto_match_entries(dir.as_mut(), store.as_mut(), &within)?);
     }
     if !sets.is_empty() {
         let mut target_dir = app.directory(Side::Target)?;

@@ -1,0 +1,496 @@
+//! `mailferry serve`: the web console (SPEC §7) for one job.
+//!
+//! `JobServices` implements the web crate's `Services` port on `mailferry_core::app`: every
+//! button runs the same application service as the command of the same name, with the same
+//! adapters, and answers with the same JSON as that command's `--json`. What lives here is
+//! only what a long-running process adds: the job file reloaded when edited, a pass running in
+//! the background with live counters (an `Observer`), and a cache for the event stream.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use mailferry_adapters::Standard;
+use mailferry_core::app::matching::MatchRequest;
+use mailferry_core::app::report::{ReportFormat, ReportKind};
+use mailferry_core::app::{self, App, AppError};
+use mailferry_core::entries::Selection;
+use mailferry_core::job::{ConnectionKind, Job, StateLocation};
+use mailferry_core::model::{EntryId, EntryState, RunEntry, Side};
+use mailferry_core::ports::Observer;
+use mailferry_web::{DEFAULT_LISTEN, ServeConfig, ServiceError, ServiceResult, Services};
+
+use crate::{Failed, Outcome};
+
+/// Set by SIGINT / SIGTERM; a plain static because a signal handler may touch nothing else.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+pub fn run(job_path: &Path, listen: Option<SocketAddr>) -> Outcome {
+    // Bad job files and unreadable state fail here, before anything listens.
+    let job = crate::load(job_path)?;
+    drop(App::new(&job, &Standard).open_state()?);
+    let listen_addr = match listen {
+        Some(a) => a,
+        None => DEFAULT_LISTEN
+            .parse()
+            .context("The default listen address is malformed")?,
+    };
+    let services = Arc::new(JobServices::new(job));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    {
+        let shutdown = Arc::clone(&shutdown);
+        let services = Arc::clone(&services);
+        std::thread::spawn(move || {
+            while !SIGNALLED.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            // As SIGTERM stops `migrate`: the passes in progress finish, no new one starts.
+            services.stop.store(true, Ordering::SeqCst);
+            shutdown.store(true, Ordering::SeqCst);
+        });
+    }
+    let cfg = ServeConfig {
+        listen: listen_addr,
+        explicit_listen: listen.is_some(),
+    };
+    mailferry_web::serve(cfg, services.clone(), shutdown).map_err(|e| Failed {
+        code: 2,
+        error: e.into(),
+    })?;
+    if services.tracker.lock().running {
+        eprintln!(
+            "mailferry: stopping: the mailboxes in progress finish their pass (the ledger keeps \
+             every copy), the others are left for the next migrate"
+        );
+        while services.tracker.lock().running {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A service's error for the web: bad input is the admin's to fix (400), a server, directory
+/// or the state that cannot be reached is unavailable (503).
+fn web_error(e: AppError) -> ServiceError {
+    match e.exit_code() {
+        2 => ServiceError::bad_input(e.to_string()),
+        _ => ServiceError::unavailable(e.to_string()),
+    }
+}
+
+fn to_json(v: &impl Serialize) -> ServiceResult {
+    serde_json::to_value(v).map_err(|e| ServiceError::internal(format!("JSON: {e}")))
+}
+
+/// Live counters of the pass the console started, read by `progress()`.
+#[derive(Default)]
+struct Live {
+    running: bool,
+    started: Option<Instant>,
+    seconds: Option<f64>,
+    error: Option<String>,
+    entries: BTreeMap<String, LiveEntry>,
+}
+
+#[derive(Default, Clone)]
+struct LiveEntry {
+    state: String,
+    copied: u64,
+    bytes: u64,
+    planned_messages: u64,
+    planned_bytes: u64,
+    since: Option<Instant>,
+}
+
+struct Tracker(Mutex<Live>);
+
+impl Tracker {
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Observer for Tracker {
+    fn entry_started(&self, entry: &EntryId) {
+        let mut live = self.lock();
+        let e = live.entries.entry(entry.to_string()).or_default();
+        e.state = "copying".into();
+        e.since = Some(Instant::now());
+    }
+
+    fn planned(&self, entry: &EntryId, messages: u64, bytes: u64) {
+        // A retried attempt plans again from the start: its counters start again too.
+        let mut live = self.lock();
+        let e = live.entries.entry(entry.to_string()).or_default();
+        e.state = "copying".into();
+        e.planned_messages = messages;
+        e.planned_bytes = bytes;
+        e.copied = 0;
+        e.bytes = 0;
+        e.since = Some(Instant::now());
+    }
+
+    fn copied(&self, entry: &EntryId, messages: u64, bytes: u64) {
+        let mut live = self.lock();
+        let e = live.entries.entry(entry.to_string()).or_default();
+        e.copied += messages;
+        e.bytes += bytes;
+    }
+
+    fn entry_finished(&self, result: &RunEntry) {
+        let mut live = self.lock();
+        let e = live.entries.entry(result.entry_id.to_string()).or_default();
+        e.state = result.state.as_str().into();
+        e.copied = result.copied;
+        e.bytes = result.bytes;
+    }
+}
+
+pub struct JobServices {
+    path: PathBuf,
+    /// The job as last loaded, with the job file's modification time: an edited file is
+    /// loaded again, as a CLI command run now would.
+    job: Mutex<(Option<SystemTime>, Job)>,
+    tracker: Arc<Tracker>,
+    /// Set by Stop (or a signal): the pass in progress starts no further mailbox.
+    stop: Arc<AtomicBool>,
+    /// `entries()` as last read, keyed by the state database's file stamps: the event stream
+    /// asks every second, and reading 10,000 entries again when nothing was written would
+    /// keep a core busy.
+    entries_cache: Mutex<Option<(DbStamp, Value)>>,
+}
+
+/// Modification times and sizes of the database and its write-ahead log: any committed
+/// write changes one of them.
+type DbStamp = [(Option<SystemTime>, u64); 2];
+
+fn db_stamp(db: &Path) -> DbStamp {
+    let stat = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => (m.modified().ok(), m.len()),
+        Err(_) => (None, 0),
+    };
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [stat(db), stat(Path::new(&wal))]
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn connection_json(side: Side, job: &Job) -> Value {
+    let conn = match side {
+        Side::Source => &job.source,
+        Side::Target => &job.target,
+    };
+    let directory = conn.directory.as_ref().map(|d| d.url.clone());
+    match &conn.kind {
+        ConnectionKind::Imap(i) => {
+            json!({"kind": "imap", "host": i.host, "port": i.port, "directory": directory})
+        }
+        ConnectionKind::Maildir { root } => {
+            json!({"kind": "maildir", "host": root.display().to_string(), "port": null,
+                   "directory": directory})
+        }
+    }
+}
+
+fn rate(bytes: u64, since: Option<Instant>) -> u64 {
+    let secs = since.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    if secs > 0.5 {
+        (bytes as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
+fn ids_of(ids: &[String]) -> Selection {
+    Selection::Ids(ids.to_vec())
+}
+
+/// The web's own notices (entries removed by the job-change rule) go to the server's log.
+fn notice(text: &str) {
+    eprintln!("{text}");
+}
+
+impl JobServices {
+    pub fn new(job: Job) -> JobServices {
+        JobServices {
+            path: job.path.clone(),
+            job: Mutex::new((modified(&job.path), job)),
+            tracker: Arc::new(Tracker(Mutex::new(Live::default()))),
+            stop: Arc::new(AtomicBool::new(false)),
+            entries_cache: Mutex::new(None),
+        }
+    }
+
+    fn job(&self) -> Result<Job, ServiceError> {
+        let mut cached = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        let now = modified(&self.path);
+        if now != cached.0 {
+            let job = Job::load(&self.path).map_err(|e| ServiceError::bad_input(e.to_string()))?;
+            *cached = (now, job);
+        }
+        Ok(cached.1.clone())
+    }
+
+    /// Every ID names an entry (an ID is exact here, never an address or a login).
+    fn known_ids(&self, ids: &[String]) -> Result<(), ServiceError> {
+        let entries = self.with_app(|app| Ok(app.open_state()?.entries()?))?;
+        mailferry_core::entries::select(&entries, &ids_of(ids))
+            .map(drop)
+            .map_err(ServiceError::bad_input)
+    }
+
+    /// Runs one application service on the job as it is now.
+    fn with_app<T>(
+        &self,
+        service: impl FnOnce(&App<'_>) -> Result<T, AppError>,
+    ) -> Result<T, ServiceError> {
+        let job = JobServices::job(self)?;
+        let app = App::new(&job, &Standard).with_notices(&notice);
+        service(&app).map_err(web_error)
+    }
+}
+
+impl Services for JobServices {
+    fn job(&self) -> ServiceResult {
+        let job = JobServices::job(self)?;
+        Ok(json!({
+            "name": job.name,
+            "path": job.path.display().to_string(),
+            "connections": {
+                "source": connection_json(Side::Source, &job),
+                "target": connection_json(Side::Target, &job),
+            },
+        }))
+    }
+
+    fn entries(&self) -> ServiceResult {
+        let job = JobServices::job(self)?;
+        let stamp = match &job.state {
+            StateLocation::Sqlite(p) => Some(db_stamp(p)),
+            StateLocation::Postgres(_) => None,
+        };
+        let mut cache = self.entries_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(s), Some((cached, v))) = (&stamp, cache.as_ref())
+            && s == cached
+        {
+            return Ok(v.clone());
+        }
+        let v = to_json(&self.with_app(app::status::status)?)?;
+        // Stamped before the read: a write during the read makes the next call read again.
+        *cache = stamp.map(|s| (s, v.clone()));
+        Ok(v)
+    }
+
+    fn check(&self) -> ServiceResult {
+        to_json(&self.with_app(app::check::check)?)
+    }
+
+    fn refresh(&self, ids: &[String]) -> ServiceResult {
+        let outcome = self.with_app(|app| app::refresh::refresh(app, &ids_of(ids)))?;
+        to_json(&outcome.report)
+    }
+
+    fn start_migration(&self, ids: &[String]) -> ServiceResult {
+        let job = JobServices::job(self)?;
+        // Held across the checks, so two clicks cannot start two passes.
+        let mut live = self.tracker.lock();
+        if live.running {
+            return Err(ServiceError::bad_input(
+                "A migration is already running: wait for it to finish, or Stop it",
+            ));
+        }
+        // The selection is checked now, so a bad one is answered at once.
+        let selection = ids_of(ids);
+        let entries = self.with_app(|app| Ok(app.open_state()?.entries()?))?;
+        let chosen: Vec<_> = mailferry_core::entries::select(&entries, &selection)
+            .map_err(ServiceError::bad_input)?
+            .into_iter()
+            .filter(|e| e.is_migratable())
+            .collect();
+        if chosen.is_empty() {
+            return Err(ServiceError::bad_input(
+                "None of the selected mailboxes can be migrated: each needs a target mailbox \
+                 and must not be skipped or waiting for creation",
+            ));
+        }
+        *live = Live {
+            running: true,
+            started: Some(Instant::now()),
+            entries: chosen
+                .iter()
+                .map(|e| {
+                    (
+                        e.id.to_string(),
+                        LiveEntry {
+                            state: "queued".into(),
+                            ..LiveEntry::default()
+                        },
+                    )
+                })
+                .collect(),
+            ..Live::default()
+        };
+        drop(live);
+        self.stop.store(false, Ordering::SeqCst);
+        let tracker = Arc::clone(&self.tracker);
+        let stop = Arc::clone(&self.stop);
+        let spawned = std::thread::Builder::new()
+            .name("migrate".into())
+            .spawn(move || {
+                let app = App::new(&job, &Standard).with_notices(&notice);
+                let result = app::migrate::migrate(&app, &selection, &*tracker, &stop);
+                let mut live = tracker.lock();
+                live.running = false;
+                live.seconds = live.started.map(|s| s.elapsed().as_secs_f64());
+                match result {
+                    Ok(outcome) => {
+                        for (id, origin) in outcome.waiting {
+                            let e = live.entries.entry(id.to_string()).or_default();
+                            e.state = format!("not migrated ({origin})");
+                        }
+                        for (id, holder) in outcome.busy {
+                            let e = live.entries.entry(id.to_string()).or_default();
+                            e.state = format!("busy in {}", holder.holder);
+                        }
+                        // Entries that were queued when Stop came stay as they were.
+                        for e in live.entries.values_mut() {
+                            if e.state == "queued" {
+                                e.state = EntryState::New.as_str().into();
+                            }
+                        }
+                    }
+                    Err(e) => live.error = Some(format!("The pass failed: {e}")),
+                }
+            });
+        if let Err(e) = spawned {
+            self.tracker.lock().running = false;
+            return Err(ServiceError::internal(format!(
+                "Unable to start the pass: {e}"
+            )));
+        }
+        Ok(json!({
+            "started": ids,
+            "message": format!("Migration started for {} mailboxes", ids.len()),
+        }))
+    }
+
+    fn stop_migration(&self) -> ServiceResult {
+        if !self.tracker.lock().running {
+            return Err(ServiceError::bad_input("No migration is running"));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        Ok(json!({
+            "message": "Stopping: the mailboxes in progress finish their pass, the others are \
+                        left for the next migration",
+        }))
+    }
+
+    fn progress(&self) -> ServiceResult {
+        let live = self.tracker.lock();
+        let finished = |s: &str| !matches!(s, "queued" | "copying");
+        let mut per = serde_json::Map::new();
+        for (id, e) in &live.entries {
+            per.insert(
+                id.clone(),
+                json!({
+                    "state": e.state, "copied": e.copied, "bytes": e.bytes,
+                    "planned_messages": e.planned_messages, "planned_bytes": e.planned_bytes,
+                    "rate": if finished(&e.state) { 0 } else { rate(e.bytes, e.since) },
+                }),
+            );
+        }
+        let sum = |f: fn(&LiveEntry) -> u64| live.entries.values().map(f).sum::<u64>();
+        let bytes = sum(|e| e.bytes);
+        Ok(json!({
+            "running": live.running,
+            "stopping": live.running && self.stop.load(Ordering::SeqCst),
+            "seconds": live.seconds,
+            "error": live.error,
+            "entries": per,
+            "overall": {
+                "mailboxes": live.entries.len(),
+                "done": live.entries.values().filter(|e| finished(&e.state)).count(),
+                "copied": sum(|e| e.copied),
+                "bytes": bytes,
+                "planned_messages": sum(|e| e.planned_messages),
+                "planned_bytes": sum(|e| e.planned_bytes),
+                "rate": if live.running { rate(bytes, live.started) } else { 0 },
+            },
+        }))
+    }
+
+    fn match_auto(&self, ids: &[String]) -> ServiceResult {
+        let req = MatchRequest {
+            auto: true,
+            auto_within: Some(ids_of(ids)),
+            ..MatchRequest::default()
+        };
+        to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
+    }
+
+    fn match_set(&self, id: &str, address: &str) -> ServiceResult {
+        self.known_ids(&[id.to_string()])?;
+        let req = MatchRequest {
+            set: vec![format!("{id}={}", address.trim())],
+            ..MatchRequest::default()
+        };
+        to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
+    }
+
+    fn skip(&self, ids: &[String]) -> ServiceResult {
+        self.known_ids(ids)?;
+        let req = MatchRequest {
+            skip: ids.to_vec(),
+            ..MatchRequest::default()
+        };
+        to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
+    }
+
+    fn create(&self) -> ServiceResult {
+        to_json(&self.with_app(app::create::create)?)
+    }
+
+    fn report(&self, kind: &str, format: &str) -> Result<String, ServiceError> {
+        let kind = match kind {
+            "migration" => ReportKind::Migration,
+            "refresh" => ReportKind::Refresh,
+            other => {
+                return Err(ServiceError::bad_input(format!(
+                    "No report of kind {other:?}: migration or refresh"
+                )));
+            }
+        };
+        let format = match format {
+            "json" => ReportFormat::Json,
+            "csv" => ReportFormat::Csv,
+            _ => ReportFormat::Html,
+        };
+        self.with_app(|app| app::report::report(app, kind, format))
+    }
+}

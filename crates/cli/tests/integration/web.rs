@@ -1,0 +1,752 @@
+//! `mailferry serve` (SPEC §7): the console's locks over plain HTTP, and the console itself in
+//! a real headless chromium against real directories and Dovecot servers: selecting rows,
+//! Refresh email addresses and its results window, and a migration watched live.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mailferry_testkit::browser::{Browser, Modifier};
+use mailferry_testkit::{Dovecot, DovecotConfig, LdapUsers, Slapd, SlapdConfig, person_ldif};
+use serde_json::Value;
+
+use crate::lab::*;
+
+/// A running `mailferry serve`, stopped (by its own handle) when dropped.
+struct Served {
+    child: Child,
+    url: String,
+    base: String,
+    port: u16,
+    token: String,
+}
+
+impl Served {
+    fn start(mut cmd: Command) -> Served {
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start mailferry serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the first line");
+        let url = line
+            .trim()
+            .strip_prefix("Open ")
+            .unwrap_or_else(|| panic!("first line is not `Open URL`: {line:?}"))
+            .to_string();
+        let (base, token) = url.split_once("/?token=").expect("token in the URL");
+        let port = base.rsplit(':').next().unwrap().parse().unwrap();
+        Served {
+            base: base.to_string(),
+            token: token.to_string(),
+            url,
+            port,
+            child,
+        }
+    }
+
+    fn cookie(&self) -> String {
+        format!("mailferry_{}={}", self.port, self.token)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP request; returns the status, the lower-cased head and the body. `Host` is
+/// the server's own unless `headers` gives one.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // An event stream never ends: what arrived within 2.5 s is enough.
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut buf = [0u8; 8192];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn serve_is_locked_to_its_token_host_and_origin() {
+    let lab = Lab::new(&["alice"]);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+    assert!(
+        s.base.starts_with("http://127.0.0.1:") && s.token.len() == 64,
+        "{}",
+        s.url
+    );
+    let cookie = s.cookie();
+
+    // Without the cookie: pages, API and event stream alike.
+    for path in ["/", "/app.js", "/api/entries", "/api/events", "/api/job"] {
+        assert_eq!(http(s.port, "GET", path, &[], "").0, 401, "{path}");
+    }
+    let wrong = format!("mailferry_{}={}", s.port, "0".repeat(64));
+    assert_eq!(
+        http(s.port, "GET", "/api/entries", &[("Cookie", &wrong)], "").0,
+        401
+    );
+    assert_eq!(http(s.port, "GET", "/?token=nope", &[], "").0, 401);
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &json,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        401
+    );
+
+    // The token URL sets the cookie and sends the browser to / without the token.
+    let (status, head, _) = http(s.port, "GET", &format!("/?token={}", s.token), &[], "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("\r\nlocation: /\r\n"), "{head}");
+    let set = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .expect("a cookie");
+    assert!(set.contains(&cookie.to_ascii_lowercase()), "{set}");
+    for attr in ["httponly", "samesite=strict", "path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+
+    // With it: everything answers.
+    let c = [("Cookie", cookie.as_str())];
+    let (status, _, body) = http(s.port, "GET", "/api/entries", &c, "");
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["entries"][0]["id"], "id-alice");
+    assert_eq!(http(s.port, "GET", "/", &c, "").0, 200);
+    let (status, head, body) = http(s.port, "GET", "/api/events", &c, "");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    assert!(body.contains("event: progress\ndata: {"), "{body}");
+    assert!(body.contains("event: entries\ndata: {"), "{body}");
+
+    // A foreign Host (DNS rebinding) is refused even with the cookie; localhost is fine.
+    let evil = format!("evil.example:{}", s.port);
+    let h = [("Cookie", cookie.as_str()), ("Host", evil.as_str())];
+    assert_eq!(http(s.port, "GET", "/api/entries", &h, "").0, 421);
+    let local = format!("localhost:{}", s.port);
+    let h = [("Cookie", cookie.as_str()), ("Host", local.as_str())];
+    assert_eq!(http(s.port, "GET", "/api/entries", &h, "").0, 200);
+
+    // A state-changing request from another origin is refused, and nothing changes.
+    let post = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/json"),
+        ("Origin", "http://evil.example"),
+    ];
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &post,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        403
+    );
+    let (_, status_json) = lab.json(&["status", job]);
+    assert_eq!(status_json["entries"][0]["origin"], "csv");
+    // A form (not JSON) cannot change anything either.
+    let form = [("Cookie", cookie.as_str()), ("Content-Type", "text/plain")];
+    assert_eq!(
+        http(
+            s.port,
+            "POST",
+            "/api/skip",
+            &form,
+            r#"{"ids":["id-alice"]}"#
+        )
+        .0,
+        415
+    );
+    // The console's own origin is fine.
+    let own = format!("http://127.0.0.1:{}", s.port);
+    let post = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/json"),
+        ("Origin", own.as_str()),
+    ];
+    let (status, _, body) = http(
+        s.port,
+        "POST",
+        "/api/skip",
+        &post,
+        r#"{"ids":["id-alice"]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, status_json) = lab.json(&["status", job]);
+    assert_eq!(status_json["entries"][0]["origin"], "skip");
+    // An unknown entry is bad input.
+    let (status, _, body) = http(s.port, "POST", "/api/skip", &post, r#"{"ids":["nobody"]}"#);
+    assert_eq!(
+        (status, body.contains("No entry has the ID")),
+        (400, true),
+        "{body}"
+    );
+}
+
+const USERS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+
+/// The domain-switch story of the directories test, smaller: after discovery and matching,
+/// alice and bob changed domain in the source directory, frank left it, and alice changed
+/// domain in the target directory too.
+struct World {
+    dir: tempfile::TempDir,
+    old_ldap: Slapd,
+    new_ldap: Slapd,
+    source: Dovecot,
+    _target: Dovecot,
+}
+
+impl World {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailferry"));
+        c.args(args)
+            .env("MF_TEST_ADMIN_PW", ADMIN_PW)
+            .env("MF_OLD_LDAP_PW", self.old_ldap.admin_password())
+            .env("MF_NEW_LDAP_PW", self.new_ldap.admin_password())
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "mailferry {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn job(&self) -> String {
+        self.dir.path().join("job.toml").display().to_string()
+    }
+}
+
+fn world() -> World {
+    let mut old = SlapdConfig::new("dc=old,dc=example");
+    let people = "ou=people,dc=old,dc=example";
+    for u in USERS {
+        old.seed.push_str(&person_ldif(
+            people,
+            u,
+            &format!("{u} person"),
+            &format!("{u}@old.example"),
+            &[],
+            "x",
+        ));
+    }
+    let mut new = SlapdConfig::new("dc=new,dc=example");
+    let npeople = "ou=people,dc=new,dc=example";
+    for (uid, mail, aliases) in [
+        ("alice", "alice@new.example", vec![]),
+        ("robert", "robert@new.example", vec!["bob@old.example"]),
+        ("esmith", "e.smith@new.example", vec![]),
+        ("frank", "frank@new.example", vec![]),
+    ] {
+        new.seed
+            .push_str(&person_ldif(npeople, uid, uid, mail, &aliases, "x"));
+    }
+    let old_ldap = Slapd::start(old);
+    let new_ldap = Slapd::start(new);
+    let source = Dovecot::start(DovecotConfig::new(&USERS));
+    let mut tcfg = DovecotConfig::new(&[]);
+    tcfg.ldap_users = Some(LdapUsers::from_slapd(&new_ldap));
+    let target = Dovecot::start(tcfg);
+    let dir = tempfile::tempdir().unwrap();
+    let directory = |side: &str, l: &Slapd, var: &str| {
+        format!(
+            "[{side}.directory]\nkind = \"ldap\"\nurl = \"{}\"\nsecurity = \"plain\"\n\
+             bind_dn = \"{}\"\nbind_password = {{ env = \"{var}\" }}\nbase = \"{}\"\n\
+             filter = \"(objectClass=inetOrgPerson)\"\nalias_attribute = \"mailLocalAddress\"\n\n",
+            l.url(),
+            l.admin_dn(),
+            l.people()
+        )
+    };
+    let imap = |side: &str, d: &Dovecot| {
+        format!(
+            "[{side}]\nkind = \"imap\"\nhost = \"{}\"\nport = {}\nsecurity = \"plain\"\n\
+             allow_plain = true\nauth = \"admin\"\nadmin_user = \"admin\"\n\
+             admin_password = {{ env = \"MF_TEST_ADMIN_PW\" }}\nadmin_login = \"master-separator\"\n\n",
+            d.host(),
+            d.port()
+        )
+    };
+    let job = format!(
+        "name = \"web console\"\n\n{}{}{}{}[target.create]\nbase = \"{}\"\ndomain = \"new.example\"\n\
+         object_classes = [\"inetOrgPerson\"]\n",
+        imap("source", &source),
+        directory("source", &old_ldap, "MF_OLD_LDAP_PW"),
+        imap("target", &target),
+        directory("target", &new_ldap, "MF_NEW_LDAP_PW"),
+        new_ldap.people()
+    );
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let w = World {
+        dir,
+        old_ldap,
+        new_ldap,
+        source,
+        _target: target,
+    };
+    let job = w.job();
+    w.ok(&["discover", &job]);
+    w.ok(&[
+        "match",
+        &job,
+        "--set",
+        "erin@old.example=e.smith@new.example",
+    ]);
+    // alice (same local part), bob (robert has his old address), frank; carol and dave not.
+    let out = w.ok(&["match", &job, "--auto"]);
+    assert!(out.contains("Automatic matching: 3 matched"), "{out}");
+    w.ok(&["match", &job, "--create", "carol"]);
+    // alice gets enough mail (12 MB) that the pass takes a few seconds to watch.
+    fill(
+        &w.source,
+        "alice",
+        "INBOX",
+        &(0..1000).map(|i| generated(i, 12_000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &w.source,
+        "bob",
+        "INBOX",
+        &(0..20).map(|i| generated(i, 2_000)).collect::<Vec<_>>(),
+    );
+
+    for u in ["alice", "bob"] {
+        w.old_ldap.modify(&format!(
+            "dn: uid={u},{}\nchangetype: modify\nreplace: mail\nmail: {u}@legacy.example\n",
+            w.old_ldap.people()
+        ));
+    }
+    w.old_ldap.modify(&format!(
+        "dn: uid=frank,{}\nchangetype: delete\n",
+        w.old_ldap.people()
+    ));
+    w.new_ldap.modify(&format!(
+        "dn: uid=alice,{}\nchangetype: modify\nreplace: mail\nmail: alice@corp.example\n",
+        w.new_ldap.people()
+    ));
+    w
+}
+
+/// Where the screenshots go: `docs/screenshots` when `MAILFERRY_SCREENSHOTS=docs` (to renew
+/// the README's pictures), otherwise a folder under the system's temp dir, so a test run
+/// leaves the checkout as it was.
+fn screenshots() -> PathBuf {
+    let dir = if std::env::var("MAILFERRY_SCREENSHOTS").as_deref() == Ok("docs") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+    } else {
+        std::env::temp_dir().join("mailferry-screenshots")
+    };
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// The entry IDs of the rows marked selected, in the grid's order.
+fn selected(b: &Browser) -> Vec<String> {
+    let v = b
+        .execute(
+            "return [...document.querySelectorAll('tr[data-entry-id][aria-selected=\"true\"]')]\
+             .map(r => r.dataset.entryId);",
+        )
+        .unwrap();
+    serde_json::from_value(v).unwrap()
+}
+
+/// Clicks an entry's row (its target cell), with a modifier or not. The grid is drawn again
+/// after every click and whenever live updates arrive, so the row is found afresh, and found
+/// again if it was redrawn between finding and clicking.
+fn click_row(b: &Browser, id: &str, m: Option<Modifier>) {
+    let css = format!("tr[data-entry-id=\"{id}\"] td:nth-child(3)");
+    for attempt in 0.. {
+        let e = b.find(&css).unwrap();
+        let r = match m {
+            Some(m) => b.click_with(&e, m),
+            None => b.click(&e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(err) if err.0.contains("stale element") && attempt < 5 => {}
+            Err(err) => panic!("click {id}: {err}"),
+        }
+    }
+}
+
+#[test]
+fn console_selects_refreshes_and_migrates_live() {
+    let w = world();
+    let job = w.job();
+    let status: Value = serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap();
+    let id_of: BTreeMap<String, String> = status["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["source"]["login"].as_str().unwrap().to_string(),
+                e["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ids = |users: &[&str]| -> Vec<String> { users.iter().map(|u| id_of[*u].clone()).collect() };
+
+    let mut cmd = w.command(&["serve", &job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    b.goto(&s.url).unwrap();
+    assert_eq!(
+        b.url().unwrap(),
+        format!("{}/", s.base),
+        "the token leaves the address bar"
+    );
+    let cookies = b.cookies().unwrap();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c["name"] == format!("mailferry_{}", s.port)
+                && c["httpOnly"] == true
+                && c["sameSite"] == "Strict"),
+        "{cookies:?}"
+    );
+    if let Err(e) = b.wait_for("tr[data-entry-id]", Duration::from_secs(10)) {
+        let _ = b.screenshot_png(Path::new("/tmp/mailferry-web-failure.png"));
+        panic!(
+            "{e}; the page says: {}",
+            b.execute("return document.body.innerText.slice(0, 2000);")
+                .unwrap_or_default()
+        );
+    }
+    // A marker that a reload would lose: the grid must update in place.
+    b.execute("window.__stayed = true; return null;").unwrap();
+    let rows = b.find_all("tr[data-entry-id]").unwrap();
+    assert_eq!(rows.len(), 6);
+    let order: Vec<String> = serde_json::from_value(
+        b.execute("return [...document.querySelectorAll('tr[data-entry-id]')].map(r => r.dataset.entryId);")
+            .unwrap(),
+    )
+    .unwrap();
+    // Sorted by the source's primary address: alice, bob, carol, dave, erin, frank.
+    assert_eq!(order, ids(&USERS));
+
+    // Click selects one; Ctrl+click adds another.
+    click_row(&b, &id_of["alice"], None);
+    assert_eq!(selected(&b), ids(&["alice"]));
+    click_row(&b, &id_of["carol"], Some(Modifier::Ctrl));
+    assert_eq!(selected(&b), ids(&["alice", "carol"]));
+    // Ctrl+click again takes it out.
+    click_row(&b, &id_of["carol"], Some(Modifier::Ctrl));
+    assert_eq!(selected(&b), ids(&["alice"]));
+    // Shift+click selects the range from the last clicked row.
+    click_row(&b, &id_of["bob"], None);
+    click_row(&b, &id_of["erin"], Some(Modifier::Shift));
+    assert_eq!(selected(&b), ids(&["bob", "carol", "dave", "erin"]));
+    // A row's checkbox toggles it alone.
+    b.click(
+        &b.find(&format!(
+            "tr[data-entry-id=\"{}\"] input[type=checkbox]",
+            id_of["frank"]
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        selected(&b),
+        ids(&["bob", "carol", "dave", "erin", "frank"])
+    );
+    // Ctrl+A selects every row shown; with a filter, only those shown.
+    b.keys_ctrl_a().unwrap();
+    assert_eq!(selected(&b), ids(&USERS));
+    click_row(&b, &id_of["alice"], None);
+    b.send_keys(&b.find("#filter").unwrap(), "old.example")
+        .unwrap();
+    b.wait_until(
+        "return document.querySelectorAll('tr[data-entry-id]').length === 6;",
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    b.execute("document.getElementById('filter').value = 'ar'; document.getElementById('filter').dispatchEvent(new Event('input')); return null;")
+        .unwrap();
+    // "ar" is in carol alone.
+    let shown: Vec<String> = serde_json::from_value(
+        b.execute("return [...document.querySelectorAll('tr[data-entry-id]')].map(r => r.dataset.entryId);")
+            .unwrap(),
+    )
+    .unwrap();
+    b.click(&b.find("#grid").unwrap()).unwrap();
+    b.keys_ctrl_a().unwrap();
+    let mut want = shown.clone();
+    want.sort();
+    let mut got = selected(&b);
+    got.sort();
+    assert_eq!(got, want, "Ctrl+A selects the rows shown");
+    let count = b.text(&b.find("#selection-count").unwrap()).unwrap();
+    assert!(
+        count.starts_with(&format!("{} of 6 selected", shown.len() + 1)),
+        "{count}: alice stays selected, hidden"
+    );
+    b.execute("document.getElementById('filter').value = ''; document.getElementById('filter').dispatchEvent(new Event('input')); return null;")
+        .unwrap();
+
+    // Refresh email addresses on every entry.
+    click_row(&b, &id_of["alice"], None);
+    b.keys_ctrl_a().unwrap();
+    assert_eq!(selected(&b).len(), 6);
+    b.screenshot_png(&screenshots().join("jobs.png")).unwrap();
+    b.click(&b.find("#btn-refresh").unwrap()).unwrap();
+    let dialog = b
+        .wait_for("#refresh-dialog[role=dialog]", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        b.text(&b.find("#refresh-dialog h2").unwrap()).unwrap(),
+        "Refresh email addresses — results"
+    );
+    let _ = dialog;
+    let counts = |side: &str| -> BTreeMap<String, u64> {
+        let v = b
+            .execute(&format!(
+                "return Object.fromEntries([...document.querySelectorAll('#refresh-dialog [data-side=\"{side}\"] [data-count]')]\
+                 .map(c => [c.dataset.count, Number(c.textContent)]));"
+            ))
+            .unwrap();
+        serde_json::from_value(v).unwrap()
+    };
+    let labels = |side: &str| -> Vec<String> {
+        let v = b
+            .execute(&format!(
+                "return [...document.querySelectorAll('#refresh-dialog [data-side=\"{side}\"] tr')]\
+                 .map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent);"
+            ))
+            .unwrap();
+        serde_json::from_value(v).unwrap()
+    };
+    let m = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    };
+    // Source: alice and bob changed domain, frank left; carol, dave and erin did not change.
+    assert_eq!(
+        counts("source"),
+        m(&[("refreshed", 2), ("not_changed", 3), ("missing", 1)])
+    );
+    // Target: alice changed; bob (robert) and frank not; erin manual; carol not created;
+    // dave is unmatched and gets no target result.
+    assert_eq!(
+        counts("target"),
+        m(&[
+            ("refreshed", 1),
+            ("not_changed", 2),
+            ("missing", 0),
+            ("manual", 1),
+            ("not_created", 1)
+        ])
+    );
+    assert_eq!(
+        labels("source"),
+        [
+            "✓ Refreshed",
+            "= Not changed",
+            "✖ Not refreshed - missing mailboxes"
+        ]
+    );
+    assert_eq!(
+        labels("target"),
+        [
+            "✓ Refreshed",
+            "= Not changed",
+            "✖ Not refreshed - missing mailboxes",
+            "⚠ Not refreshed - addresses entered manually",
+            "⚠ Not refreshed - mailboxes not created yet"
+        ]
+    );
+    // The CLI's record of the same run says the same.
+    let cli: Value =
+        serde_json::from_str(&w.ok(&["report", &job, "--kind", "refresh", "--format", "json"]))
+            .unwrap();
+    for side in ["source", "target"] {
+        let cli_counts: BTreeMap<String, u64> =
+            serde_json::from_value(cli[side]["counts"].clone()).unwrap();
+        let shown: BTreeMap<String, u64> = counts(side);
+        for (k, n) in &shown {
+            assert_eq!(cli_counts[k], *n, "{side} {k}");
+        }
+    }
+    assert_eq!(cli["removed_next"], serde_json::json!([id_of["frank"]]));
+    let removed = b.text(&b.find("#removed-next").unwrap()).unwrap();
+    assert!(
+        removed.contains("frank@old.example") && removed.contains(&id_of["frank"]),
+        "{removed}"
+    );
+    assert!(
+        b.find("#open-report").is_ok()
+            && b.find("#refresh-csv").is_ok()
+            && b.find("#refresh-json").is_ok()
+    );
+    b.screenshot_png(&screenshots().join("refresh-results.png"))
+        .unwrap();
+    b.click(&b.find("#close-refresh").unwrap()).unwrap();
+    b.wait_until(
+        "return document.getElementById('overlay').hidden === true;",
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    // The grid now shows the refreshed addresses and each side's result.
+    b.wait_until(
+        &format!(
+            "return document.querySelector('tr[data-entry-id=\"{}\"]').textContent.includes('alice@legacy.example');",
+            id_of["alice"]
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+
+    // Start migration on alice and bob; watch the rows turn migrated without a reload.
+    click_row(&b, &id_of["alice"], None);
+    click_row(&b, &id_of["bob"], Some(Modifier::Ctrl));
+    assert_eq!(selected(&b), ids(&["alice", "bob"]));
+    b.click(&b.find("#btn-migrate").unwrap()).unwrap();
+    let state_of = |u: &str| {
+        format!(
+            "document.querySelector('tr[data-entry-id=\"{}\"] td[data-col=state]').textContent",
+            id_of[u]
+        )
+    };
+    // Live progress in the grid while alice's 1,000 messages copy (queued, then copying;
+    // the event stream ticks once a second).
+    let saw_progress = b
+        .wait_until(
+            &format!(
+                "const s = {}; return s.includes('copying') || s.includes('queued');",
+                state_of("alice")
+            ),
+            Duration::from_secs(30),
+        )
+        .is_ok();
+    if saw_progress {
+        b.screenshot_png(&screenshots().join("jobs-migrating.png"))
+            .unwrap();
+    }
+    b.click(&b.find("#tab-dashboard").unwrap()).unwrap();
+    b.screenshot_png(&screenshots().join("progress.png"))
+        .unwrap();
+    b.click(&b.find("#tab-jobs").unwrap()).unwrap();
+    b.wait_until(
+        &format!(
+            "return {}.trim() === 'migrated' && {}.trim() === 'migrated';",
+            state_of("alice"),
+            state_of("bob")
+        ),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            b.execute(&format!("return {};", state_of("alice")))
+                .unwrap()
+        )
+    });
+    assert_eq!(
+        b.execute("return window.__stayed === true;").unwrap(),
+        true,
+        "no reload"
+    );
+    assert!(
+        saw_progress,
+        "the grid showed alice queued or copying before she was migrated"
+    );
+    // frank's source mailbox was missing: the pass removed him first, and the grid too.
+    b.wait_until(
+        &format!(
+            "return !document.querySelector('tr[data-entry-id=\"{}\"]');",
+            id_of["frank"]
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    b.click(&b.find("#tab-dashboard").unwrap()).unwrap();
+    b.wait_until(
+        "return document.getElementById('overall').textContent.includes('Last pass finished: 2 of 2 mailboxes');",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let good = b.text(&b.find("#good-summary").unwrap()).unwrap();
+    assert_eq!(good, "2 of 5 mailboxes migrated");
+    b.screenshot_png(&screenshots().join("dashboard.png"))
+        .unwrap();
+    // The CLI agrees.
+    let status: Value = serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap();
+    for e in status["entries"].as_array().unwrap() {
+        let migrated = e["state"] == "migrated";
+        assert_eq!(
+            migrated,
+            e["id"] == id_of["alice"] || e["id"] == id_of["bob"],
+            "{e}"
+        );
+    }
+    b.click(&b.find("#tab-reports").unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    b.screenshot_png(&screenshots().join("reports.png"))
+        .unwrap();
+}

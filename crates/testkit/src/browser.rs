@@ -1,0 +1,463 @@
+//! A real browser for tests: Debian's `chromedriver` driving headless `chromium`, spoken to
+//! over WebDriver (HTTP + JSON) with a minimal hand-written HTTP/1.1 client.
+//!
+//! A missing browser or driver is a loud failure that says what to install, never a skip:
+//! a web UI test that did not run must not pass.
+//!
+//! ```no_run
+//! use mailferry_testkit::browser::Browser;
+//! let b = Browser::start().unwrap();
+//! b.goto("http://127.0.0.1:8025/").unwrap();
+//! let row = b.wait_for("tr[data-entry-id]", std::time::Duration::from_secs(5)).unwrap();
+//! b.click(&row).unwrap();
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const INSTALL: &str = "apt-get install chromium chromium-driver";
+/// The W3C WebDriver key under which an element reference travels.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+#[derive(Debug)]
+pub struct BrowserError(pub String);
+
+impl std::fmt::Display for BrowserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BrowserError {}
+
+pub type Result<T> = std::result::Result<T, BrowserError>;
+
+fn err(msg: impl Into<String>) -> BrowserError {
+    BrowserError(msg.into())
+}
+
+/// An element of the page, by its WebDriver reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element(pub String);
+
+#[derive(Debug, Clone, Copy)]
+pub enum Modifier {
+    Ctrl,
+    Shift,
+}
+
+impl Modifier {
+    /// The WebDriver key codes (the spec's private-use code points).
+    fn key(self) -> &'static str {
+        match self {
+            Modifier::Ctrl => "\u{E009}",
+            Modifier::Shift => "\u{E008}",
+        }
+    }
+}
+
+pub struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free loopback port and a headless chromium session at
+    /// 1280×800 with a fresh profile.
+    pub fn start() -> Result<Browser> {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            if !Path::new(bin).exists() {
+                return Err(err(format!(
+                    "{bin} is missing: the web UI tests need a real browser; as root: {INSTALL}"
+                )));
+            }
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err(format!("No free port for chromedriver: {e}")))?
+            .port();
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| err(format!("Unable to start {CHROMEDRIVER} ({e}); {INSTALL}")))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match call(port, "GET", "/status", None) {
+                Ok(v) if v["value"]["ready"] == true => break,
+                _ if Instant::now() > deadline => {
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                    return Err(err(format!(
+                        "chromedriver did not get ready on port {port} within 20 s"
+                    )));
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        let profile = tempfile::tempdir().map_err(|e| err(format!("No temp dir: {e}")))?;
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,800",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let v = match call(port, "POST", "/session", Some(&caps)) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                return Err(err(format!("chromium did not start: {e}")));
+            }
+        };
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .ok_or_else(|| err(format!("No session ID in {v}")))?
+            .to_string();
+        Ok(Browser {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        })
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let v = call(
+            self.port,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        )?;
+        Ok(v["value"].clone())
+    }
+
+    pub fn goto(&self, url: &str) -> Result<()> {
+        self.cmd("POST", "/url", Some(&json!({"url": url})))
+            .map(drop)
+    }
+
+    pub fn url(&self) -> Result<String> {
+        Ok(self.cmd("GET", "/url", None)?.as_str().unwrap_or("").into())
+    }
+
+    pub fn find(&self, css: &str) -> Result<Element> {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(&json!({"using": "css selector", "value": css})),
+        )?;
+        element(&v)
+    }
+
+    pub fn find_all(&self, css: &str) -> Result<Vec<Element>> {
+        let v = self.cmd(
+            "POST",
+            "/elements",
+            Some(&json!({"using": "css selector", "value": css})),
+        )?;
+        v.as_array()
+            .ok_or_else(|| err(format!("Not a list of elements: {v}")))?
+            .iter()
+            .map(element)
+            .collect()
+    }
+
+    pub fn click(&self, e: &Element) -> Result<()> {
+        self.cmd("POST", &format!("/element/{}/click", e.0), Some(&json!({})))
+            .map(drop)
+    }
+
+    /// Clicks with a modifier held: key down, click, key up, in one Actions sequence.
+    pub fn click_with(&self, e: &Element, m: Modifier) -> Result<()> {
+        let pause = json!({"type": "pause", "duration": 0});
+        let actions = json!({"actions": [
+            {"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": m.key()}, pause, pause, pause,
+                {"type": "keyUp", "value": m.key()},
+            ]},
+            {"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": [
+                pause,
+                {"type": "pointerMove", "origin": {ELEMENT: e.0}, "x": 0, "y": 0},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pointerUp", "button": 0},
+                pause,
+            ]},
+        ]});
+        self.cmd("POST", "/actions", Some(&actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
+    pub fn send_keys(&self, e: &Element, text: &str) -> Result<()> {
+        self.cmd(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            Some(&json!({"text": text})),
+        )
+        .map(drop)
+    }
+
+    /// Ctrl+A to whatever has the focus.
+    pub fn keys_ctrl_a(&self) -> Result<()> {
+        let ctrl = Modifier::Ctrl.key();
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": ctrl}, {"type": "keyDown", "value": "a"},
+            {"type": "keyUp", "value": "a"}, {"type": "keyUp", "value": ctrl},
+        ]}]});
+        self.cmd("POST", "/actions", Some(&actions))?;
+        self.cmd("DELETE", "/actions", None).map(drop)
+    }
+
+    pub fn text(&self, e: &Element) -> Result<String> {
+        Ok(self
+            .cmd("GET", &format!("/element/{}/text", e.0), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    pub fn attr(&self, e: &Element, name: &str) -> Result<Option<String>> {
+        let v = self.cmd("GET", &format!("/element/{}/attribute/{name}", e.0), None)?;
+        Ok(v.as_str().map(str::to_string))
+    }
+
+    /// Waits until an element matching `css` exists and is displayed.
+    pub fn wait_for(&self, css: &str, timeout: Duration) -> Result<Element> {
+        let deadline = Instant::now() + timeout;
+        // Asked in the page: shown means laid out with a box (not `hidden`, not in a
+        // `display: none` ancestor).
+        let js = "const e = document.querySelector(arguments[0]); \
+                  return !!e && e.getClientRects().length > 0;";
+        loop {
+            if self.execute_with(js, &[json!(css)])? == true {
+                return self.find(css);
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "No visible element matches {css:?} after {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the script (a function body) returns true.
+    pub fn wait_until(&self, js: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.execute(js)? == true {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!("Still false after {timeout:?}: {js}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs a function body in the page and returns what it returns.
+    pub fn execute(&self, js: &str) -> Result<Value> {
+        self.execute_with(js, &[])
+    }
+
+    /// Runs a function body with `arguments[0..]`.
+    pub fn execute_with(&self, js: &str, args: &[Value]) -> Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(&json!({"script": js, "args": args})),
+        )
+    }
+
+    pub fn screenshot_png(&self, path: &Path) -> Result<()> {
+        let v = self.cmd("GET", "/screenshot", None)?;
+        let b64 = v
+            .as_str()
+            .ok_or_else(|| err(format!("No screenshot in {v}")))?;
+        let png = base64_decode(b64).ok_or_else(|| err("The screenshot is not base64"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("Unable to create {}: {e}", dir.display())))?;
+        }
+        std::fs::write(path, png)
+            .map_err(|e| err(format!("Unable to write {}: {e}", path.display())))
+    }
+
+    pub fn cookies(&self) -> Result<Vec<Value>> {
+        let v = self.cmd("GET", "/cookie", None)?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = call(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn element(v: &Value) -> Result<Element> {
+    v[ELEMENT]
+        .as_str()
+        .map(|s| Element(s.to_string()))
+        .ok_or_else(|| err(format!("Not an element: {v}")))
+}
+
+/// One WebDriver command: an HTTP/1.1 request with `Connection: close`, the answer's JSON,
+/// and a WebDriver error turned into an `Err` with its message.
+fn call(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| err(format!("chromedriver on port {port}: {e}")))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json; \
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| err(format!("chromedriver: {e}")))?;
+    // chromedriver keeps the connection open whatever the request says: the answer ends
+    // where its Content-Length (or its last chunk) says, not at end of stream.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let (split, head) = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (p, String::from_utf8_lossy(&raw[..p]).to_ascii_lowercase());
+        }
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| err(format!("chromedriver: {e}")))?;
+        if n == 0 {
+            return Err(err("chromedriver: the answer ended before its headers did"));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let length: Option<usize> = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &raw[split + 4..];
+        let complete = match length {
+            Some(l) => body.len() >= l,
+            None if chunked => body.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if complete {
+            break;
+        }
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| err(format!("chromedriver: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let mut payload = raw[split + 4..].to_vec();
+    if let Some(l) = length {
+        payload.truncate(l);
+    } else if chunked {
+        payload = dechunk(&payload).ok_or_else(|| err("chromedriver: bad chunked body"))?;
+    }
+    let v: Value = serde_json::from_slice(&payload).map_err(|e| {
+        err(format!(
+            "chromedriver answered {method} {path} with no JSON ({e}): {}",
+            String::from_utf8_lossy(&payload)
+        ))
+    })?;
+    if let Some(e) = v["value"]["error"].as_str() {
+        return Err(err(format!(
+            "WebDriver {method} {path}: {e}: {}",
+            v["value"]["message"].as_str().unwrap_or("")
+        )));
+    }
+    Ok(v)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len().saturating_sub(1)]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_chunks_decode() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
+        assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+    }
+}

@@ -1,0 +1,616 @@
+// mailferry console. Plain JS, no build step. The grid renders only the rows in view
+// (windowing), so 10,000 mailboxes scroll, sort, filter and select without delay.
+'use strict';
+
+const ROW_H = 30; // must match --row in app.css
+const OVERSCAN = 15;
+
+const RESULTS = [
+  // key, label (SPEC §6), icon, sides
+  ['refreshed', 'Refreshed', '✓', ['source', 'target']],
+  ['not_changed', 'Not changed', '=', ['source', 'target']],
+  ['missing', 'Not refreshed - missing mailboxes', '✖', ['source', 'target']],
+  ['manual', 'Not refreshed - addresses entered manually', '⚠', ['target']],
+  ['not_created', 'Not refreshed - mailboxes not created yet', '⚠', ['target']],
+];
+const RESULT_LABEL = Object.fromEntries(RESULTS.map(([k, l]) => [k, l]));
+
+const state = {
+  entries: [],      // as /api/entries gives them
+  byId: new Map(),
+  view: [],         // filtered and sorted entries
+  selected: new Set(),
+  anchor: null,     // index in view for Shift+click
+  cursor: null,     // index in view for the keyboard
+  sort: { key: 'source', dir: 1 },
+  filter: '',
+  stateFilter: '',
+  progress: null,
+  lastRefresh: new Map(), // entry id -> {source, target}
+  renderQueued: false,
+};
+
+const $ = (sel) => document.querySelector(sel);
+
+function esc(s) {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => ({
+    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+  }[c]));
+}
+
+function humanBytes(n) {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let v = Number(n) || 0;
+  let u = 0;
+  while (v >= 1000 && u + 1 < units.length) { v /= 1000; u += 1; }
+  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+function say(text, kind = 'info') {
+  const m = $('#message');
+  m.textContent = text;
+  m.className = `message ${kind}`;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (method !== 'GET') {
+    opts.headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(body ?? {});
+  }
+  const r = await fetch(path, opts);
+  const text = await r.text();
+  let v = null;
+  try { v = JSON.parse(text); } catch (_) { v = { error: text.trim() }; }
+  if (!r.ok) {
+    const e = new Error((v && v.error) || `${r.status} ${r.statusText}`);
+    e.status = r.status;
+    throw e;
+  }
+  return v;
+}
+
+// ------------------------------------------------------------------ entries and the view
+
+function primary(e) {
+  return (e.source.addresses && e.source.addresses[0]) || e.source.login;
+}
+function targetOf(e) {
+  if (!e.target) return '';
+  return (e.target.addresses && e.target.addresses[0]) || e.target.login || '';
+}
+function refreshText(e) {
+  const r = state.lastRefresh.get(e.id);
+  if (!r) return '';
+  return ['source', 'target'].filter((s) => r[s]).map((s) => `${s}: ${RESULT_LABEL[r[s]] || r[s]}`).join('; ');
+}
+
+function setEntries(list) {
+  state.entries = list;
+  state.byId = new Map(list.map((e) => [e.id, e]));
+  for (const e of list) {
+    e._hay = [e.id, e.source.login, ...(e.source.addresses || []),
+      ...(e.target ? [e.target.login, ...(e.target.addresses || [])] : [])].join(' ').toLowerCase();
+  }
+  // Selected entries that are gone (removed as missing, say) leave the selection.
+  for (const id of [...state.selected]) if (!state.byId.has(id)) state.selected.delete(id);
+  updateStateOptions();
+  rebuildView();
+  renderDashboard();
+}
+
+function updateStateOptions() {
+  const sel = $('#state-filter');
+  const states = [...new Set(state.entries.map((e) => e.state))].sort();
+  const extra = ['missing source', 'with errors'];
+  const want = ['', ...states, ...extra];
+  const have = [...sel.options].map((o) => o.value);
+  if (want.join('\n') === have.join('\n')) return;
+  const current = sel.value;
+  sel.innerHTML = want.map((v) => `<option value="${esc(v)}">${v === '' ? 'All states' : esc(v)}</option>`).join('');
+  sel.value = want.includes(current) ? current : '';
+}
+
+const SORT_KEYS = {
+  source: (e) => primary(e).toLowerCase(),
+  target: (e) => targetOf(e).toLowerCase(),
+  origin: (e) => e.origin,
+  stage: (e) => e.stage ?? -1,
+  state: (e) => e.state,
+  copied: (e) => e.copied,
+  failed: (e) => e.failed,
+  last_pass: (e) => e.last_pass || '',
+  error: (e) => e.error || '',
+  refresh: (e) => refreshText(e),
+};
+
+function rebuildView() {
+  const f = state.filter.trim().toLowerCase();
+  const sf = state.stateFilter;
+  const keyOf = SORT_KEYS[state.sort.key];
+  const dir = state.sort.dir;
+  const selectedBefore = state.view[state.cursor]?.id;
+  state.view = state.entries.filter((e) => {
+    if (f && !e._hay.includes(f)) return false;
+    if (sf === 'missing source') return e.missing_source;
+    if (sf === 'with errors') return !!e.error || e.failed > 0;
+    return !sf || e.state === sf;
+  });
+  const keyed = state.view.map((e) => [keyOf(e), e]);
+  keyed.sort((a, b) => (a[0] < b[0] ? -dir : a[0] > b[0] ? dir : (a[1].id < b[1].id ? -1 : 1)));
+  state.view = keyed.map((k) => k[1]);
+  state.cursor = selectedBefore ? indexOf(selectedBefore) : null;
+  state.anchor = null;
+  for (const th of document.querySelectorAll('th[data-sort]')) {
+    th.setAttribute('aria-sort', th.dataset.sort === state.sort.key ? (dir > 0 ? 'ascending' : 'descending') : 'none');
+  }
+  $('#empty').hidden = state.entries.length > 0;
+  renderGrid();
+}
+
+function indexOf(id) {
+  const i = state.view.findIndex((e) => e.id === id);
+  return i < 0 ? null : i;
+}
+
+function scheduleRender() {
+  if (state.renderQueued) return;
+  state.renderQueued = true;
+  requestAnimationFrame(() => { state.renderQueued = false; renderGrid(); });
+}
+
+function stateCell(e) {
+  const p = state.progress && state.progress.running && state.progress.entries
+    ? state.progress.entries[e.id] : null;
+  if (p && (p.state === 'copying' || p.state === 'queued')) {
+    const msgs = p.planned_messages ? `${p.copied}/${p.planned_messages}` : '';
+    const bar = p.planned_messages
+      ? `<progress class="mini" max="${p.planned_messages}" value="${p.copied}"></progress>` : '';
+    return `<span class="state state-${p.state}">${esc(p.state)}</span> ${msgs}${bar}`;
+  }
+  let s = `<span class="state state-${esc(e.state)}">${esc(e.state)}</span>`;
+  if (e.missing_source) s += ' <span class="err" title="The source mailbox is missing: removed at the next job edit or migrate">missing</span>';
+  return s;
+}
+
+function rowHtml(e, i) {
+  const sel = state.selected.has(e.id);
+  const tgt = targetOf(e);
+  const note = !e.target && e.match_note ? ` title="${esc(e.match_note)}"` : '';
+  const refresh = state.lastRefresh.get(e.id);
+  const icon = Object.fromEntries(RESULTS.map(([k, , i]) => [k, i]));
+  const rcell = refresh ? ['source', 'target'].filter((s) => refresh[s])
+    .map((s) => `<span class="r-${esc(refresh[s])}" title="${s === 'source' ? 'Source' : 'Target'}: ${esc(RESULT_LABEL[refresh[s]] || refresh[s])}" data-refresh-side="${s}" data-result="${esc(refresh[s])}">${s === 'source' ? 'S' : 'T'} ${icon[refresh[s]] || '?'}</span>`).join(' ') : '';
+  return `<tr role="row" data-entry-id="${esc(e.id)}" data-index="${i}" aria-selected="${sel}"${i === state.cursor ? ' class="cursor"' : ''}>`
+    + `<td class="check"><input type="checkbox" tabindex="-1"${sel ? ' checked' : ''} aria-label="Select ${esc(primary(e))}"></td>`
+    + `<td title="${esc(primary(e))} (${esc(e.source.login)})">${esc(primary(e))}<span class="login">${esc(e.source.login)}</span></td>`
+    + `<td${note}>${tgt ? esc(tgt) : '<span class="none">—</span>'}</td>`
+    + `<td>${esc(e.origin)}</td>`
+    + `<td class="num">${e.stage ?? ''}</td>`
+    + `<td data-col="state">${stateCell(e)}</td>`
+    + `<td class="num">${e.copied}</td>`
+    + `<td class="num">${e.failed ? `<span class="err">${e.failed}</span>` : 0}</td>`
+    + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
+    + `<td title="${esc(e.error || '')}">${e.error ? `<span class="err">${esc(e.error)}</span>` : ''}</td>`
+    + `<td>${rcell}</td></tr>`;
+}
+
+function renderGrid() {
+  const grid = $('#grid');
+  const n = state.view.length;
+  const headH = 32;
+  const top = Math.max(0, grid.scrollTop - headH);
+  const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
+  const last = Math.min(n, Math.ceil((top + grid.clientHeight) / ROW_H) + OVERSCAN);
+  let html = '<tr class="spacer" aria-hidden="true"><td colspan="11"></td></tr>';
+  for (let i = first; i < last; i += 1) html += rowHtml(state.view[i], i);
+  html += '<tr class="spacer" aria-hidden="true"><td colspan="11"></td></tr>';
+  const body = $('#rows');
+  body.innerHTML = html;
+  // Heights through the CSSOM: the page's policy forbids inline style attributes.
+  const spacers = body.querySelectorAll('tr.spacer');
+  spacers[0].style.height = `${first * ROW_H}px`;
+  spacers[1].style.height = `${(n - last) * ROW_H}px`;
+  const visibleSelected = state.view.reduce((k, e) => k + (state.selected.has(e.id) ? 1 : 0), 0);
+  const all = $('#select-all');
+  all.checked = n > 0 && visibleSelected === n;
+  all.indeterminate = visibleSelected > 0 && visibleSelected < n;
+  const count = state.selected.size;
+  $('#selection-count').textContent = `${count} of ${state.entries.length} selected`
+    + (n !== state.entries.length ? ` · ${n} shown` : '');
+}
+
+// ------------------------------------------------------------------ selection
+
+function selectOnly(i) {
+  state.selected = new Set([state.view[i].id]);
+  state.anchor = i;
+  state.cursor = i;
+}
+function toggle(i) {
+  const id = state.view[i].id;
+  if (state.selected.has(id)) state.selected.delete(id); else state.selected.add(id);
+  state.anchor = i;
+  state.cursor = i;
+}
+function selectRange(from, to, add) {
+  if (!add) state.selected = new Set();
+  const [a, b] = from <= to ? [from, to] : [to, from];
+  for (let k = a; k <= b; k += 1) state.selected.add(state.view[k].id);
+  state.cursor = to;
+}
+function selectAllShown() {
+  for (const e of state.view) state.selected.add(e.id);
+  renderGrid();
+}
+function selectedIds() {
+  // In the grid's order, so that actions list the mailboxes as the admin sees them.
+  const ids = state.view.filter((e) => state.selected.has(e.id)).map((e) => e.id);
+  for (const id of state.selected) if (!ids.includes(id)) ids.push(id);
+  return ids;
+}
+
+function onRowClick(ev) {
+  const tr = ev.target.closest('tr[data-entry-id]');
+  if (!tr) return;
+  const i = Number(tr.dataset.index);
+  const isBox = ev.target.matches('input[type="checkbox"]');
+  if (ev.shiftKey && state.anchor !== null) {
+    selectRange(state.anchor, i, ev.ctrlKey || ev.metaKey);
+  } else if (isBox || ev.ctrlKey || ev.metaKey) {
+    toggle(i);
+  } else {
+    selectOnly(i);
+  }
+  renderGrid();
+  $('#grid').focus({ preventScroll: true });
+}
+
+function onGridKey(ev) {
+  const n = state.view.length;
+  if (!n) return;
+  if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+    ev.preventDefault();
+    const from = state.cursor ?? (ev.key === 'ArrowDown' ? -1 : n);
+    const to = Math.min(n - 1, Math.max(0, from + (ev.key === 'ArrowDown' ? 1 : -1)));
+    if (ev.shiftKey) {
+      if (state.anchor === null) state.anchor = from < 0 || from >= n ? to : from;
+      selectRange(state.anchor, to, false);
+    } else {
+      selectOnly(to);
+    }
+    scrollToRow(to);
+    renderGrid();
+  } else if (ev.key === ' ' && state.cursor !== null) {
+    ev.preventDefault();
+    toggle(state.cursor);
+    renderGrid();
+  }
+}
+
+function scrollToRow(i) {
+  const grid = $('#grid');
+  const y = 32 + i * ROW_H;
+  if (y < grid.scrollTop + 32) grid.scrollTop = y - 32;
+  else if (y + ROW_H > grid.scrollTop + grid.clientHeight) grid.scrollTop = y + ROW_H - grid.clientHeight;
+}
+
+// ------------------------------------------------------------------ tabs
+
+function showTab(name) {
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const on = tab.dataset.panel === name;
+    tab.setAttribute('aria-selected', String(on));
+    tab.tabIndex = on ? 0 : -1;
+    $(`#panel-${tab.dataset.panel}`).hidden = !on;
+  }
+  if (name === 'jobs') scheduleRender();
+  if (name === 'reports') loadReports();
+}
+
+function loadReports() {
+  // A fresh load each time: the reports change with every pass and refresh.
+  const stamp = Date.now();
+  $('#report-migration').src = `/api/reports/migration?format=html&t=${stamp}`;
+  $('#report-refresh').src = `/api/reports/refresh?format=html&t=${stamp}`;
+}
+
+// ------------------------------------------------------------------ dashboard
+
+function renderConnections(job) {
+  $('#job-name').textContent = job.name;
+  document.title = `mailferry: ${job.name}`;
+  const rows = ['source', 'target'].map((side) => {
+    const c = job.connections[side];
+    const where = c.kind === 'imap' ? `${esc(c.host)}:${c.port}` : esc(c.host || '');
+    return `<tr><th>${side === 'source' ? 'Source' : 'Target'}</th><td>${esc(c.kind)}</td><td>${where}</td>`
+      + `<td>${c.directory ? `directory ${esc(c.directory)}` : '<span class="none">no directory</span>'}</td></tr>`;
+  });
+  $('#connections tbody').innerHTML = rows.join('');
+}
+
+function renderDashboard() {
+  const list = state.entries;
+  const migrated = list.filter((e) => e.state === 'migrated');
+  const failed = list.filter((e) => e.state === 'failed' || e.state === 'partial' || e.error);
+  const missing = list.filter((e) => e.missing_source);
+  const unmatched = list.filter((e) => e.origin === 'unmatched');
+  $('#good-summary').textContent = `${migrated.length} of ${list.length} mailboxes migrated`;
+  $('#good').innerHTML = migrated.slice(0, 50).map((e) => `<li>${esc(primary(e))} → ${esc(targetOf(e))}: ${e.copied} messages</li>`).join('')
+    + (migrated.length > 50 ? `<li>… and ${migrated.length - 50} more</li>` : '');
+  const bad = failed.length + missing.length;
+  $('#bad-summary').textContent = bad === 0 ? 'Nothing has failed' : `${failed.length} failed, ${missing.length} missing`;
+  $('#bad').innerHTML = [
+    ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${e.failed} messages not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
+    ...missing.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: the source mailbox is missing (removed at the next job edit or migrate)</li>`),
+    ...(unmatched.length ? [`<li>${unmatched.length === 1 ? '1 mailbox has' : `${unmatched.length} mailboxes have`} no target yet (Match)</li>`] : []),
+  ].join('');
+}
+
+function renderProgress() {
+  const p = state.progress;
+  if (!p || !p.entries || Object.keys(p.entries).length === 0) return;
+  const o = p.overall;
+  const pct = o.planned_bytes ? Math.floor((100 * o.bytes) / o.planned_bytes) : (p.running ? 0 : 100);
+  $('#overall').innerHTML = `<div>${p.running ? 'Migrating' : 'Last pass finished'}: ${o.done} of ${o.mailboxes} mailboxes, `
+    + `${o.copied} of ${o.planned_messages} messages, ${humanBytes(o.bytes)} of ${humanBytes(o.planned_bytes)}`
+    + `${p.running && o.rate ? `, ${humanBytes(o.rate)}/s` : ''}${p.error ? ` — <span class="err">${esc(p.error)}</span>` : ''}</div>`
+    + `<progress id="overall-bar" max="100" value="${pct}" aria-label="Overall progress">${pct}%</progress>`;
+  const rows = Object.entries(p.entries).map(([id, e]) => {
+    const entry = state.byId.get(id);
+    return `<tr data-progress-id="${esc(id)}"><td>${esc(entry ? primary(entry) : id)}</td><td><span class="state state-${esc(e.state)}">${esc(e.state)}</span></td>`
+      + `<td>${e.copied}/${e.planned_messages}</td><td>${humanBytes(e.bytes)}</td><td>${e.rate ? `${humanBytes(e.rate)}/s` : ''}</td></tr>`;
+  });
+  $('#running tbody').innerHTML = rows.join('');
+}
+
+// ------------------------------------------------------------------ actions
+
+function needSelection(what) {
+  const ids = selectedIds();
+  if (ids.length === 0) {
+    say(`Select the mailboxes to ${what} first: click a row, Ctrl+click or Shift+click for more, Ctrl+A for all shown`, 'error');
+    showTab('jobs');
+    return null;
+  }
+  return ids;
+}
+
+async function busy(button, work) {
+  if (button.getAttribute('aria-busy') === 'true') return;
+  button.setAttribute('aria-busy', 'true');
+  try {
+    await work();
+  } catch (e) {
+    say(e.message, 'error');
+  } finally {
+    button.removeAttribute('aria-busy');
+  }
+}
+
+async function reloadEntries() {
+  const v = await api('GET', '/api/entries');
+  setEntries(v.entries);
+}
+
+async function checkConnections(btn) {
+  await busy(btn, async () => {
+    say('Checking the connections…');
+    const v = await api('POST', '/api/check');
+    const html = v.servers.map((s) => s.checks.map((c) => `<tr><th>${esc(s.side)}</th>`
+      + `<td class="${c.ok ? 'okay' : 'fail'}">${c.ok ? 'OK' : 'FAIL'}</td><td>${esc(c.check)}</td><td>${esc(c.detail)}</td></tr>`).join('')).join('');
+    $('#check-results').innerHTML = `<table class="plain" id="check-table"><tbody>${html}</tbody></table>`;
+    say(v.ok ? 'All connections work' : 'Some connections do not work: see the Dashboard', v.ok ? 'ok' : 'error');
+    showTab('dashboard');
+  });
+}
+
+async function startMigration(btn) {
+  const ids = needSelection('migrate');
+  if (!ids) return;
+  await busy(btn, async () => {
+    const v = await api('POST', '/api/migrate', { ids });
+    say(v.message || `Migration started for ${ids.length} mailboxes`, 'ok');
+    // Show the queued rows at once rather than at the event stream's next tick.
+    state.progress = await api('GET', '/api/progress');
+    renderProgress();
+    scheduleRender();
+  });
+}
+
+async function stopMigration(btn) {
+  await busy(btn, async () => {
+    const v = await api('POST', '/api/stop');
+    say(v.message || 'Stopping', 'ok');
+  });
+}
+
+async function refreshAddresses(btn) {
+  const ids = needSelection('refresh');
+  if (!ids) return;
+  await busy(btn, async () => {
+    say(`Refreshing the addresses of ${ids.length} mailboxes…`);
+    const v = await api('POST', '/api/refresh', { ids });
+    rememberRefresh(v);
+    await reloadEntries();
+    say('Addresses refreshed', 'ok');
+    openRefreshDialog(v);
+  });
+}
+
+function rememberRefresh(v) {
+  state.lastRefresh = new Map();
+  for (const m of v.mailboxes || []) {
+    const r = state.lastRefresh.get(m.entry) || {};
+    r[m.side] = m.result;
+    state.lastRefresh.set(m.entry, r);
+  }
+}
+
+function openRefreshDialog(v) {
+  for (const side of ['source', 'target']) {
+    const s = v[side];
+    const body = document.querySelector(`#refresh-dialog [data-side="${side}"] .side-body`);
+    if (!s.available) {
+      body.innerHTML = `<p class="reason" data-reason>⚠ Not refreshed: ${esc(s.reason)}</p>`;
+      continue;
+    }
+    const rows = RESULTS.filter(([, , , sides]) => sides.includes(side)).map(([key, label, icon]) => {
+      const n = s.counts[key] ?? 0;
+      const who = (v.mailboxes || []).filter((m) => m.side === side && m.result === key)
+        .map((m) => { const e = state.byId.get(m.entry); return e ? primary(e) : m.entry; });
+      const title = who.length ? ` title="${esc(who.slice(0, 30).join(', '))}${who.length > 30 ? ', …' : ''}"` : '';
+      return `<tr data-result="${key}"${title}><td class="icon ${key}" aria-hidden="true">${icon}</td>`
+        + `<td>${esc(label)}</td><td class="count" data-count="${key}">${n}</td></tr>`;
+    });
+    body.innerHTML = `<table class="results"><tbody>${rows.join('')}</tbody></table>`;
+  }
+  const removed = v.removed_next || [];
+  const box = $('#removed-next');
+  box.hidden = removed.length === 0;
+  box.innerHTML = removed.length
+    ? `<strong>Removed at the next migrate or job edit</strong> (their source mailbox is missing): `
+      + removed.map((id) => { const e = state.byId.get(id); return `<span data-removed="${esc(id)}">${esc(e ? `${primary(e)} (${id})` : id)}</span>`; }).join(', ')
+    : '';
+  openDialog('#refresh-dialog', '#close-refresh');
+}
+
+let lastFocus = null;
+function openDialog(sel, focusSel) {
+  lastFocus = document.activeElement;
+  for (const d of document.querySelectorAll('.dialog')) d.hidden = true;
+  $('#overlay').hidden = false;
+  $(sel).hidden = false;
+  $(focusSel).focus();
+}
+function closeDialog() {
+  $('#overlay').hidden = true;
+  for (const d of document.querySelectorAll('.dialog')) d.hidden = true;
+  if (lastFocus) lastFocus.focus();
+}
+
+function openMatch() {
+  const ids = needSelection('match');
+  if (!ids) return;
+  const names = ids.slice(0, 5).map((id) => primary(state.byId.get(id))).join(', ');
+  $('#match-what').textContent = `${ids.length} selected: ${names}${ids.length > 5 ? ', …' : ''}`;
+  $('#match-set-row').hidden = ids.length !== 1;
+  $('#match-address').value = '';
+  openDialog('#match-dialog', '#match-auto');
+}
+
+async function matchAction(btn, path, body, done) {
+  await busy(btn, async () => {
+    const v = await api('POST', path, body);
+    await reloadEntries();
+    closeDialog();
+    say(done(v), 'ok');
+  });
+}
+
+async function createMailboxes(btn) {
+  await busy(btn, async () => {
+    say('Creating the target mailboxes that wait for creation…');
+    const v = await api('POST', '/api/create');
+    await reloadEntries();
+    const failed = (v.entries || []).filter((e) => e.error);
+    say(`${v.created} mailboxes created, ${v.failed} failed${failed.length ? `: ${failed.map((e) => `${e.id}: ${e.error}`).join('; ')}` : ''}`,
+      v.failed ? 'error' : 'ok');
+  });
+}
+
+// ------------------------------------------------------------------ live updates
+
+function listen() {
+  const es = new EventSource('/api/events');
+  es.addEventListener('progress', (ev) => {
+    state.progress = JSON.parse(ev.data);
+    renderProgress();
+    if (state.progress.running) scheduleRender();
+  });
+  es.addEventListener('entries', (ev) => setEntries(JSON.parse(ev.data).entries));
+  es.addEventListener('failure', (ev) => say(JSON.parse(ev.data).error, 'error'));
+  // EventSource reconnects by itself; nothing to do on error but say so once.
+  es.onerror = () => { if (es.readyState === EventSource.CONNECTING) say('Connection to mailferry lost; retrying…', 'error'); };
+  es.onopen = () => { if ($('#message').textContent.startsWith('Connection to mailferry lost')) say(''); };
+}
+
+// ------------------------------------------------------------------ wiring
+
+function wire() {
+  $('#rows').addEventListener('mousedown', (ev) => { if (ev.shiftKey) ev.preventDefault(); });
+  $('#rows').addEventListener('click', onRowClick);
+  $('#grid').addEventListener('scroll', scheduleRender, { passive: true });
+  $('#grid').addEventListener('keydown', onGridKey);
+  window.addEventListener('resize', scheduleRender);
+  $('#select-all').addEventListener('change', (ev) => {
+    if (ev.target.checked) selectAllShown();
+    else { for (const e of state.view) state.selected.delete(e.id); renderGrid(); }
+  });
+  for (const th of document.querySelectorAll('th[data-sort]')) {
+    th.querySelector('button').addEventListener('click', () => {
+      const key = th.dataset.sort;
+      state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
+      rebuildView();
+    });
+  }
+  $('#filter').addEventListener('input', (ev) => { state.filter = ev.target.value; rebuildView(); });
+  $('#state-filter').addEventListener('change', (ev) => { state.stateFilter = ev.target.value; rebuildView(); });
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !$('#overlay').hidden) { closeDialog(); return; }
+    const t = ev.target;
+    const typing = (t.tagName === 'INPUT' && t.type !== 'checkbox') || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT';
+    if ((ev.ctrlKey || ev.metaKey) && (ev.key === 'a' || ev.key === 'A') && !typing && $('#overlay').hidden) {
+      ev.preventDefault();
+      showTab('jobs');
+      selectAllShown();
+    }
+  });
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  for (const tab of tabs) {
+    tab.addEventListener('click', () => showTab(tab.dataset.panel));
+    tab.addEventListener('keydown', (ev) => {
+      const k = tabs.indexOf(tab);
+      const next = ev.key === 'ArrowRight' ? tabs[(k + 1) % tabs.length] : ev.key === 'ArrowLeft' ? tabs[(k + tabs.length - 1) % tabs.length] : null;
+      if (next) { ev.preventDefault(); showTab(next.dataset.panel); next.focus(); }
+    });
+  }
+  $('#btn-check').addEventListener('click', (ev) => checkConnections(ev.currentTarget));
+  $('#btn-migrate').addEventListener('click', (ev) => startMigration(ev.currentTarget));
+  $('#btn-stop').addEventListener('click', (ev) => stopMigration(ev.currentTarget));
+  $('#btn-refresh').addEventListener('click', (ev) => refreshAddresses(ev.currentTarget));
+  $('#btn-match').addEventListener('click', openMatch);
+  $('#btn-create').addEventListener('click', (ev) => createMailboxes(ev.currentTarget));
+  $('#btn-reports').addEventListener('click', () => showTab('reports'));
+  $('#close-refresh').addEventListener('click', closeDialog);
+  $('#close-match').addEventListener('click', closeDialog);
+  $('#open-report').addEventListener('click', () => { window.open('/api/reports/refresh?format=html', '_blank', 'noopener'); });
+  $('#match-auto').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/match', { ids: selectedIds() },
+    (v) => `Automatic matching: ${(v.auto?.matched || []).length} matched, ${(v.auto?.unmatched || []).length} left unmatched`));
+  $('#match-set').addEventListener('click', (ev) => {
+    const [id] = selectedIds();
+    const address = $('#match-address').value.trim();
+    matchAction(ev.currentTarget, '/api/match', { id, address }, () => `Matched manually to ${address}`);
+  });
+  $('#match-skip').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/skip', { ids: selectedIds() },
+    (v) => `${(v.skipped || []).length} mailboxes will not be migrated`));
+}
+
+async function start() {
+  wire();
+  try {
+    renderConnections(await api('GET', '/api/job'));
+    await reloadEntries();
+  } catch (e) {
+    say(e.message, 'error');
+  }
+  try {
+    rememberRefresh(await api('GET', '/api/reports/refresh?format=json'));
+    scheduleRender();
+  } catch (_) {
+    // No refresh has run yet: the column stays empty.
+  }
+  listen();
+}
+
+document.addEventListener('DOMContentLoaded', start);
