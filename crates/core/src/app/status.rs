@@ -4,10 +4,35 @@ use serde::Serialize;
 
 use super::{App, Result};
 use crate::model::{Entry, EntryId, EntryState, Origin};
+use crate::ports::store::{LivePass, PassProgress};
 
 #[derive(Debug, Serialize)]
 pub struct StatusOutcome {
     pub entries: Vec<EntryStatus>,
+    /// Passes running now, in this process or another (SPEC §4 allows more keys).
+    pub passes: Vec<PassStatus>,
+}
+
+/// A pass some `migrate` (or `serve`) process is running now.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassStatus {
+    pub entry: EntryId,
+    /// The process: `host:pid`.
+    pub holder: String,
+    pub since: String,
+    #[serde(flatten)]
+    pub progress: PassProgress,
+}
+
+impl From<LivePass> for PassStatus {
+    fn from(p: LivePass) -> PassStatus {
+        PassStatus {
+            entry: p.entry,
+            holder: p.holder,
+            since: p.since,
+            progress: p.progress,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -65,5 +90,20 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
             .into_iter()
             .map(EntryStatus::from)
             .collect(),
+        passes: store
+            .live_passes()?
+            .into_iter()
+            .map(PassStatus::from)
+            .collect(),
     })
+}
+
+/// Only the passes running now: cheap enough to ask every second.
+pub fn passes(app: &App<'_>) -> Result<Vec<PassStatus>> {
+    Ok(app
+        .open_state()?
+        .live_passes()?
+        .into_iter()
+        .map(PassStatus::from)
+        .collect())
 }

@@ -51,7 +51,7 @@ impl Pass<'_, '_> {
         // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let Some(group) = next_group(&rx) else {
+            let Some(group) = next_group(&rx, !in_flight.is_empty()) else {
                 while let Some(g) = in_flight.pop_front() {
                     self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
                 }

@@ -87,6 +87,25 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// How far a leased pass has got, as its process last said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassProgress {
+    pub planned_messages: u64,
+    pub planned_bytes: u64,
+    pub copied: u64,
+    pub bytes: u64,
+}
+
+/// A pass some process is running now: its live lease and the progress it reported, so any
+/// process reading the store (the web console, `status`) can show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivePass {
+    pub entry: EntryId,
+    pub holder: String,
+    pub since: String,
+    pub progress: PassProgress,
+}
+
 /// Who holds an entry now, for a refusal that says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
@@ -184,4 +203,9 @@ pub trait Store: Send {
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
     /// Gives a claim up.
     fn release(&mut self, lease: &Lease) -> Result<()>;
+    /// Records how far the pass under a claim has got (a new claim starts from zero); an
+    /// error of kind `Other` when the claim was lost.
+    fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()>;
+    /// The claims not expired, with their progress, by entry.
+    fn live_passes(&self) -> Result<Vec<LivePass>>;
 }

@@ -12,7 +12,8 @@ use crate::model::{
     RunEntry, RunId, RunKind, now,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, MetaKey, Result, RunInfo, Store, StoreError, StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, Store, StoreError,
+    StoreErrorKind,
 };
 
 /// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
@@ -33,6 +34,7 @@ struct HeldLease {
     epoch: i64,
     since: String,
     expires: Instant,
+    progress: PassProgress,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,7 @@ impl MemoryStore {
                 epoch,
                 since: now(),
                 expires: expiry(now_instant, ttl),
+                progress: PassProgress::default(),
             },
         );
         Ok(Lease {
@@ -489,5 +492,37 @@ impl Store for MemoryStore {
             l.expires = Instant::now();
         }
         Ok(())
+    }
+
+    fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
+        match self.owned(lease) {
+            Some(l) => {
+                l.progress = progress.clone();
+                Ok(())
+            }
+            None => Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!(
+                    "The lease on entry {} was taken over by another process",
+                    lease.entry
+                ),
+            )),
+        }
+    }
+
+    fn live_passes(&self) -> Result<Vec<LivePass>> {
+        let now_instant = Instant::now();
+        Ok(self
+            .state
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires > now_instant)
+            .map(|(entry, l)| LivePass {
+                entry: entry.clone(),
+                holder: l.holder.clone(),
+                since: l.since.clone(),
+                progress: l.progress.clone(),
+            })
+            .collect())
     }
 }

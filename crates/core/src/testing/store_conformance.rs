@@ -20,7 +20,7 @@ use crate::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, LedgerState,
     MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunKind, Side,
 };
-use crate::ports::store::{Lease, LeaseHolder, MetaKey, Result, Store};
+use crate::ports::store::{Lease, LeaseHolder, MetaKey, PassProgress, Result, Store};
 
 /// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
 /// the store `$make` makes (an expression of type `Box<dyn Store>`, evaluated once per test).
@@ -56,6 +56,7 @@ macro_rules! store_conformance {
             renew_of_a_lost_lease_is_an_error,
             release_lets_another_holder_in_and_epochs_keep_growing,
             leases_are_per_entry,
+            progress_is_shown_while_a_lease_lives,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -795,5 +796,44 @@ pub fn leases_are_per_entry(mut s: Box<dyn Store>) -> Result<()> {
     assert_eq!((a.entry.as_str(), b.entry.as_str()), ("a", "b"));
     s.release(&a)?;
     expect_refusal(s.lease(&"b".into(), "host-c:3", HOUR)?);
+    Ok(())
+}
+
+pub fn progress_is_shown_while_a_lease_lives(mut s: Box<dyn Store>) -> Result<()> {
+    let a = EntryId::from("a");
+    let Ok(lease) = s.lease(&a, "host:1", HOUR)? else {
+        panic!("a free entry is leased");
+    };
+    let live = s.live_passes()?;
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        (&live[0].entry, live[0].holder.as_str(), &live[0].progress),
+        (&a, "host:1", &PassProgress::default())
+    );
+    let p = PassProgress {
+        planned_messages: 10,
+        planned_bytes: 1000,
+        copied: 4,
+        bytes: 400,
+    };
+    s.report_progress(&lease, &p)?;
+    assert_eq!(s.live_passes()?[0].progress, p);
+    s.release(&lease)?;
+    assert!(s.live_passes()?.is_empty(), "a released lease is no live pass");
+    assert!(
+        s.report_progress(&lease, &p).is_ok() || s.live_passes()?.is_empty(),
+        "progress on a released lease changes nothing visible"
+    );
+    // A new claim starts from zero.
+    let Ok(next) = s.lease(&a, "host:2", HOUR)? else {
+        panic!("a released entry is leased again");
+    };
+    assert_eq!(s.live_passes()?[0].progress, PassProgress::default());
+    // A lost claim cannot report.
+    assert!(
+        s.report_progress(&lease, &p).is_err(),
+        "an old epoch's progress is refused"
+    );
+    s.release(&next)?;
     Ok(())
 }

@@ -26,7 +26,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, MetaKey, Result, RunInfo, StoreError, StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+    StoreErrorKind,
 };
 
 /// A job's state in one SQLite database.
@@ -221,6 +222,12 @@ impl Store for SqliteStore {
     }
     fn release(&mut self, lease: &Lease) -> Result<()> {
         runs::release(&self.conn, lease)
+    }
+    fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
+        runs::report_progress(&self.conn, lease, progress)
+    }
+    fn live_passes(&self) -> Result<Vec<LivePass>> {
+        runs::live_passes(&self.conn)
     }
 }
 

@@ -11,7 +11,8 @@ use mailferry_core::model::{
     RunEntry, RunId, RunKind, Side, now,
 };
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, MetaKey, Result, RunInfo, StoreError, StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+    StoreErrorKind,
 };
 
 pub fn start(conn: &Connection, kind: RunKind) -> Result<RunId> {
@@ -353,7 +354,8 @@ pub fn lease(
         "INSERT INTO leases (entry_id, holder, epoch, since, expires_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (entry_id) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch,
-             since = excluded.since, expires_ms = excluded.expires_ms",
+             since = excluded.since, expires_ms = excluded.expires_ms, planned_messages = 0,
+             planned_bytes = 0, copied = 0, bytes = 0",
         params![entry.as_str(), holder, epoch, now(), now_ms + ttl_ms(ttl)],
     )
     .db()?;
@@ -396,4 +398,57 @@ pub fn release(conn: &Connection, lease: &Lease) -> Result<()> {
     )
     .db()?;
     Ok(())
+}
+
+pub fn report_progress(conn: &Connection, lease: &Lease, p: &PassProgress) -> Result<()> {
+    let n = conn
+        .execute(
+            "UPDATE leases SET planned_messages = ?4, planned_bytes = ?5, copied = ?6, bytes = ?7
+             WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3",
+            params![
+                lease.entry.as_str(),
+                lease.holder,
+                lease.epoch,
+                p.planned_messages,
+                p.planned_bytes,
+                p.copied,
+                p.bytes
+            ],
+        )
+        .db()?;
+    if n == 0 {
+        return Err(StoreError::new(
+            StoreErrorKind::Other,
+            format!(
+                "The lease on entry {} was taken over by another process",
+                lease.entry
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn live_passes(conn: &Connection) -> Result<Vec<LivePass>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes
+             FROM leases WHERE expires_ms > ?1 ORDER BY entry_id",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map([now_ms()], |r| {
+            Ok(LivePass {
+                entry: EntryId::new(r.get::<_, String>(0)?),
+                holder: r.get(1)?,
+                since: r.get(2)?,
+                progress: PassProgress {
+                    planned_messages: r.get(3)?,
+                    planned_bytes: r.get(4)?,
+                    copied: r.get(5)?,
+                    bytes: r.get(6)?,
+                },
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
 }

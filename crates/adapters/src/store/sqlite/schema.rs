@@ -2,7 +2,7 @@
 //!
 //! Version 1 is the schema as mailferry 0.1 left it (the tables below, created with
 //! `IF NOT EXISTS`, plus the entry columns added since its first release); version 2 adds
-//! leases. A migration never changes what an existing column means.
+//! leases, version 3 their progress. A migration never changes what an existing column means.
 
 use rusqlite::Connection;
 
@@ -120,8 +120,16 @@ CREATE TABLE leases (
 ) STRICT;
 "#;
 
+/// Version 3: how far each leased pass has got, reported by its process.
+const V3: &str = r#"
+ALTER TABLE leases ADD COLUMN planned_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN planned_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE leases ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -160,6 +168,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
                 }
             }
             1 => tx.execute_batch(V2).db()?,
+            2 => tx.execute_batch(V3).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;
