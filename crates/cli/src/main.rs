@@ -8,7 +8,7 @@ mod serve;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,7 +30,8 @@ use mailferry_core::report::human_bytes;
     long_about = "Move every mailbox of an organisation from one mail server to another, and keep \
                   moving what is new until the switch-over, without duplicating or losing a \
                   message.\n\nExit status: 0 success; 1 some entries failed; 2 bad usage, bad job \
-                  file or bad input (nothing changed)."
+                  file or bad input (nothing changed); 3 migrate stopped by SIGINT or SIGTERM \
+                  (run it again to continue)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -449,11 +450,50 @@ fn create(app: &App<'_>, json: bool) -> Outcome {
     })
 }
 
+/// The exit status of a `migrate` stopped by a signal.
+const STOPPED: u8 = 3;
+
+/// Set by the first SIGINT / SIGTERM during `migrate`; a plain static because a signal
+/// handler may touch nothing else.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The first signal asks the runner to stop: the passes in flight finish their attempt and
+/// are recorded, no other entry starts. The second exits at once, which is as safe as a kill:
+/// every APPEND's intent is committed before the APPEND is sent, so the next `migrate`
+/// reconciles what was on the wire, and SQLite rolls back a transaction cut short.
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    if STOP.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe (std::process::exit is not: it runs exit
+        // handlers and may take locks a stopped thread holds).
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn stop_on_signals() {
+    // SAFETY: the handler only swaps an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
 fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     let bars = progress::Bars::new(std::io::stderr().is_terminal() && !json, 0);
-    let stop = AtomicBool::new(false);
-    let outcome = app::migrate::migrate(app, selection, &bars, &stop)?;
+    stop_on_signals();
+    let outcome = app::migrate::migrate(app, selection, &bars, &STOP)?;
     bars.finish();
+    let stopped = STOP.load(Ordering::SeqCst).then(|| {
+        format!(
+            "Stopped by a signal: {} mailboxes not started; run migrate again to continue",
+            outcome.not_started.len()
+        )
+    });
     if !json {
         for (id, origin) in &outcome.waiting {
             eprintln!("{id}: not migrated ({origin})");
@@ -473,6 +513,10 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             print_json(&outcome.report())?;
         } else {
             println!("Nothing to migrate: no selected entry has a target mailbox.");
+        }
+        if let Some(line) = stopped {
+            eprintln!("{line}");
+            return Ok(ExitCode::from(STOPPED));
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -519,6 +563,15 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             summary.migrated(),
             summary.entries.len()
         );
+    }
+    if let Some(line) = stopped {
+        // With --json the report stays the only thing on standard output.
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+        return Ok(ExitCode::from(STOPPED));
     }
     Ok(if outcome.has_failures() {
         ExitCode::from(1)
@@ -568,6 +621,17 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
         }
         if e.missing_source {
             println!("    the source mailbox is missing: removed at the next job edit or migrate");
+        }
+        if let Some(p) = s.passes.iter().find(|p| p.entry == e.id) {
+            println!(
+                "    being migrated by {} since {}: {} of {} messages copied ({} of {})",
+                p.holder,
+                p.since,
+                p.progress.copied,
+                p.progress.planned_messages,
+                human_bytes(p.progress.bytes),
+                human_bytes(p.progress.planned_bytes)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

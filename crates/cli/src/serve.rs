@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use mailferry_adapters::Standard;
 use mailferry_core::app::matching::MatchRequest;
+use mailferry_core::app::reconfigure::{FieldValue, Section};
 use mailferry_core::app::report::{ReportFormat, ReportKind};
 use mailferry_core::app::{self, App, AppError};
 use mailferry_core::entries::Selection;
@@ -95,9 +96,12 @@ pub fn run(job_path: &Path, listen: Option<SocketAddr>) -> Outcome {
 /// A service's error for the web: bad input is the admin's to fix (400), a server, directory
 /// or the state that cannot be reached is unavailable (503).
 fn web_error(e: AppError) -> ServiceError {
-    match e.exit_code() {
-        2 => ServiceError::bad_input(e.to_string()),
-        _ => ServiceError::unavailable(e.to_string()),
+    match e {
+        AppError::Fields { message, problems } => {
+            ServiceError::bad_input(message).with_details(json!({ "problems": problems }))
+        }
+        e if e.exit_code() == 2 => ServiceError::bad_input(e.to_string()),
+        e => ServiceError::unavailable(e.to_string()),
     }
 }
 
@@ -177,6 +181,8 @@ pub struct JobServices {
     tracker: Arc<Tracker>,
     /// Set by Stop (or a signal): the pass in progress starts no further mailbox.
     stop: Arc<AtomicBool>,
+    /// This process as a lease holder, to tell its own passes from other processes'.
+    process: String,
     /// `entries()` as last read, keyed by the state database's file stamps: the event stream
     /// asks every second, and reading 10,000 entries again when nothing was written would
     /// keep a core busy.
@@ -243,6 +249,7 @@ impl JobServices {
             job: Mutex::new((modified(&job.path), job)),
             tracker: Arc::new(Tracker(Mutex::new(Live::default()))),
             stop: Arc::new(AtomicBool::new(false)),
+            process: mailferry_core::ports::Backends::process_name(&Standard),
             entries_cache: Mutex::new(None),
         }
     }
@@ -255,6 +262,11 @@ impl JobServices {
             *cached = (now, job);
         }
         Ok(cached.1.clone())
+    }
+
+    /// Drops the loaded job, so that the next call loads the job file again.
+    fn forget_job(&self) {
+        self.job.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
     }
 
     /// Every ID names an entry (an ID is exact here, never an address or a login).
@@ -412,6 +424,13 @@ impl Services for JobServices {
     }
 
     fn progress(&self) -> ServiceResult {
+        // Passes of other processes (a `migrate` run from a terminal, a cron job) show from
+        // the leases they hold in the state database and the progress they write there.
+        let others: Vec<app::status::PassStatus> = self
+            .with_app(app::status::passes)?
+            .into_iter()
+            .filter(|p| p.holder != self.process)
+            .collect();
         let live = self.tracker.lock();
         let finished = |s: &str| !matches!(s, "queued" | "copying");
         let mut per = serde_json::Map::new();
@@ -425,23 +444,50 @@ impl Services for JobServices {
                 }),
             );
         }
-        let sum = |f: fn(&LiveEntry) -> u64| live.entries.values().map(f).sum::<u64>();
-        let bytes = sum(|e| e.bytes);
+        let mut sums = [0u64; 4];
+        for e in live.entries.values() {
+            for (sum, v) in
+                sums.iter_mut()
+                    .zip([e.copied, e.bytes, e.planned_messages, e.planned_bytes])
+            {
+                *sum += v;
+            }
+        }
+        for p in &others {
+            let q = &p.progress;
+            per.insert(
+                p.entry.to_string(),
+                json!({
+                    "state": "copying", "copied": q.copied, "bytes": q.bytes,
+                    "planned_messages": q.planned_messages, "planned_bytes": q.planned_bytes,
+                    "rate": 0, "by": p.holder, "since": p.since,
+                }),
+            );
+            for (sum, v) in
+                sums.iter_mut()
+                    .zip([q.copied, q.bytes, q.planned_messages, q.planned_bytes])
+            {
+                *sum += v;
+            }
+        }
+        let [copied, bytes, planned_messages, planned_bytes] = sums;
+        let done = live.entries.values().filter(|e| finished(&e.state)).count();
         Ok(json!({
-            "running": live.running,
+            "running": live.running || !others.is_empty(),
             "stopping": live.running && self.stop.load(Ordering::SeqCst),
             "seconds": live.seconds,
             "error": live.error,
             "entries": per,
             "overall": {
-                "mailboxes": live.entries.len(),
-                "done": live.entries.values().filter(|e| finished(&e.state)).count(),
-                "copied": sum(|e| e.copied),
+                "mailboxes": live.entries.len() + others.len(),
+                "done": done,
+                "copied": copied,
                 "bytes": bytes,
-                "planned_messages": sum(|e| e.planned_messages),
-                "planned_bytes": sum(|e| e.planned_bytes),
+                "planned_messages": planned_messages,
+                "planned_bytes": planned_bytes,
                 "rate": if live.running { rate(bytes, live.started) } else { 0 },
             },
+            "elsewhere": others.len(),
         }))
     }
 
@@ -492,5 +538,24 @@ impl Services for JobServices {
             _ => ReportFormat::Html,
         };
         self.with_app(|app| app::report::report(app, kind, format))
+    }
+
+    fn connections(&self) -> ServiceResult {
+        to_json(&self.with_app(app::reconfigure::connections)?)
+    }
+
+    fn reconfigure(&self, section: &str, fields: &Value) -> ServiceResult {
+        let section = Section::parse(section).ok_or_else(|| {
+            ServiceError::bad_input(format!(
+                "No form {section:?}: source, target, source.directory or target.directory"
+            ))
+        })?;
+        let changes: BTreeMap<String, FieldValue> = serde_json::from_value(fields.clone())
+            .map_err(|e| ServiceError::bad_input(format!("Unreadable form: {e}")))?;
+        let outcome = self.with_app(|app| app::reconfigure::reconfigure(app, section, &changes))?;
+        // The next call loads the file as written, even within the file system's timestamp
+        // granularity.
+        self.forget_job();
+        to_json(&outcome)
     }
 }

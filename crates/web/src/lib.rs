@@ -9,7 +9,8 @@
 //! carry the per-start token's cookie (pages, API and event stream alike); the `Host` must be
 //! the listen address (against DNS rebinding) and a state-changing request's `Origin`, when
 //! present, must be the console's own (against cross-site requests). No secret of the job is
-//! ever sent to the browser: the services return what the CLI prints, which holds none.
+//! ever sent to the browser: the services return what the CLI prints, which holds none, and
+//! the connection forms show a secret only as its reference (a variable's name, a file's path).
 
 mod http;
 
@@ -60,26 +61,33 @@ impl ErrorKind {
 pub struct ServiceError {
     pub kind: ErrorKind,
     pub message: String,
+    /// What the page can show beside the message: `{"problems": [{"field", "message"}]}` for
+    /// a refused form. Merged into the error's JSON.
+    pub details: Option<Value>,
 }
 
 impl ServiceError {
-    pub fn bad_input(message: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ServiceError {
-            kind: ErrorKind::BadInput,
+            kind,
             message: message.into(),
+            details: None,
         }
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        ServiceError::new(ErrorKind::BadInput, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ServiceError {
-            kind: ErrorKind::Unavailable,
-            message: message.into(),
-        }
+        ServiceError::new(ErrorKind::Unavailable, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        ServiceError {
-            kind: ErrorKind::Internal,
-            message: message.into(),
-        }
+        ServiceError::new(ErrorKind::Internal, message)
+    }
+    /// The same error with details for the page (an object; its keys join the error's JSON).
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
     }
 }
 
@@ -114,6 +122,15 @@ pub trait Services: Send + Sync {
     /// `report --kind KIND --format FORMAT`: kind `migration` | `refresh`, format `html` |
     /// `csv` | `json`.
     fn report(&self, kind: &str, format: &str) -> Result<String, ServiceError>;
+    /// The forms of the job's connections and directories: `{"path", "sections": [{"section",
+    /// "title", "present", "kind", "fields": [{"name", "key", "label", "input", "choices",
+    /// "hint", "value"}]}]}`. A secret's value is its reference (`{"env": NAME}` or
+    /// `{"file": PATH}`), never the secret.
+    fn connections(&self) -> ServiceResult;
+    /// Writes a form's `fields` (name → value, `null` to remove) into `section` of the job
+    /// file: `{"section", "changed", "message"}`. A refused form is bad input with
+    /// `{"problems": [{"field", "message"}]}` as details, and changes nothing.
+    fn reconfigure(&self, section: &str, fields: &Value) -> ServiceResult;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -366,6 +383,7 @@ impl Server {
             ("GET", "/api/job") => Reply::Full(answer(self.services.job(), 200)),
             ("GET", "/api/entries") => Reply::Full(answer(self.services.entries(), 200)),
             ("GET", "/api/progress") => Reply::Full(answer(self.services.progress(), 200)),
+            ("GET", "/api/connections") => Reply::Full(answer(self.services.connections(), 200)),
             ("GET", p) if p.starts_with("/api/reports/") => {
                 Reply::Full(self.report(&p["/api/reports/".len()..], req))
             }
@@ -398,6 +416,14 @@ impl Server {
             },
             "/api/skip" => ids(&body).and_then(|ids| s.skip(&ids)),
             "/api/create" => s.create(),
+            "/api/reconfigure" => match (body["section"].as_str(), body.get("fields")) {
+                (Some(section), Some(fields)) if fields.is_object() => {
+                    s.reconfigure(section, fields)
+                }
+                _ => Err(ServiceError::bad_input(
+                    "Say what to change: {\"section\": \"source\", \"fields\": {...}}",
+                )),
+            },
             _ => return Response::text(404, "Not found"),
         };
         answer(result, 200)
@@ -493,7 +519,13 @@ fn ids(body: &Value) -> Result<Vec<String>, ServiceError> {
 }
 
 fn error_json(e: &ServiceError) -> Value {
-    json!({"error": e.message, "kind": e.kind.key()})
+    let mut v = json!({"error": e.message, "kind": e.kind.key()});
+    if let (Some(Value::Object(details)), Some(out)) = (&e.details, v.as_object_mut()) {
+        for (key, value) in details {
+            out.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
+    v
 }
 
 fn failure(e: &ServiceError) -> Response {
@@ -516,6 +548,22 @@ mod tests {
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abc", "abd"));
         assert!(!same_secret("abc", "ab"));
+    }
+
+    #[test]
+    fn a_refused_form_sends_its_problems_beside_the_message() {
+        let e = ServiceError::bad_input("Not changed").with_details(json!({
+            "problems": [{"field": "source.port", "message": "Must be from 1 to 65535"}],
+            "error": "not this one",
+        }));
+        assert_eq!(
+            error_json(&e),
+            json!({
+                "error": "Not changed",
+                "kind": "bad_input",
+                "problems": [{"field": "source.port", "message": "Must be from 1 to 65535"}],
+            })
+        );
     }
 
     #[test]

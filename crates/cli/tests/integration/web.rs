@@ -750,3 +750,197 @@ fn console_selects_refreshes_and_migrates_live() {
     b.screenshot_png(&screenshots().join("reports.png"))
         .unwrap();
 }
+
+/// The target directory of the reconfigure test: never reached (`status` needs no directory),
+/// commented so that the test can see the comments kept.
+const TARGET_DIRECTORY: &str = "# The new directory, bound read-only.\n[target.directory]\n\
+    kind = \"ldap\"\nurl = \"ldap://127.0.0.1:9\"\nsecurity = \"plain\"   # loopback only\n\
+    bind_dn = \"cn=reader,dc=new,dc=example\"\nbind_password = { env = \"MF_NEW_LDAP_PW\" }\n\
+    base = \"ou=people,dc=new,dc=example\"   # where the staff are\n";
+
+/// Sets an input of the page to `text` as typing would (the old text cleared first).
+fn type_into(b: &Browser, css: &str, text: &str) {
+    b.execute_with(
+        "const e = document.querySelector(arguments[0]); e.value = ''; return null;",
+        &[serde_json::json!(css)],
+    )
+    .unwrap();
+    b.send_keys(&b.find(css).unwrap(), text).unwrap();
+}
+
+#[test]
+fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
+    let lab = Lab::new(&["alice"]);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    lab.write_job(TARGET_DIRECTORY);
+    let before = std::fs::read_to_string(lab.job()).unwrap();
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+
+    // The form posts under the same locks as every other change.
+    let cookie = s.cookie();
+    let evil = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/json"),
+        ("Origin", "http://evil.example"),
+    ];
+    let change = r#"{"section":"source","fields":{"port":"1"}}"#;
+    assert_eq!(
+        http(s.port, "POST", "/api/reconfigure", &evil, change).0,
+        403
+    );
+    let plain = [("Cookie", cookie.as_str()), ("Content-Type", "text/plain")];
+    assert_eq!(
+        http(s.port, "POST", "/api/reconfigure", &plain, change).0,
+        415
+    );
+    assert_eq!(std::fs::read_to_string(lab.job()).unwrap(), before);
+
+    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    b.goto(&s.url).unwrap();
+    b.wait_for("tr[data-entry-id]", Duration::from_secs(10))
+        .unwrap();
+    b.click(&b.find("#tab-connections").unwrap()).unwrap();
+    let port = "form[data-section=\"source\"] [data-field=\"source.port\"] input";
+    b.wait_for(port, Duration::from_secs(10)).unwrap();
+    // The secret is shown as its reference, never as a password.
+    let secret = b
+        .attr(&b.find("#f-source-admin_password").unwrap(), "value")
+        .unwrap();
+    assert_eq!(secret.as_deref(), Some("MF_TEST_ADMIN_PW"));
+
+    // A port out of range: the error shows beside the field, and the file is as it was.
+    type_into(&b, port, "99999");
+    b.click(
+        &b.find("form[data-section=\"source\"] button[type=submit]")
+            .unwrap(),
+    )
+    .unwrap();
+    let error = b
+        .wait_for(
+            "[data-field=\"source.port\"] .field-error",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let text = b.text(&error).unwrap();
+    assert!(text.contains("65535"), "{text}");
+    assert_eq!(
+        b.execute(
+            "return [...document.querySelectorAll('.field-error')].filter(e => e.textContent).length;"
+        )
+        .unwrap(),
+        1,
+        "only the port is marked"
+    );
+    assert_eq!(std::fs::read_to_string(lab.job()).unwrap(), before);
+    b.screenshot_png(&screenshots().join("connections.png"))
+        .unwrap();
+
+    // A good change: the target directory's base. The file changes in that value only.
+    let base = "#f-target-directory-base";
+    type_into(&b, base, "ou=staff,dc=new,dc=example");
+    b.click(
+        &b.find("form[data-section=\"target.directory\"] button[type=submit]")
+            .unwrap(),
+    )
+    .unwrap();
+    b.wait_until(
+        "return document.querySelector('form[data-section=\"target.directory\"] .form-status').textContent.startsWith('Saved');",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let after = std::fs::read_to_string(lab.job()).unwrap();
+    assert_eq!(
+        after,
+        before.replace(
+            "base = \"ou=people,dc=new,dc=example\"   # where the staff are",
+            "base = \"ou=staff,dc=new,dc=example\"   # where the staff are"
+        )
+    );
+    b.screenshot_png(&screenshots().join("connections-saved.png"))
+        .unwrap();
+    // The CLI reads the edited job as any other.
+    let (code, status) = lab.json(&["status", job]);
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(status["entries"][0]["id"], "id-alice");
+}
+
+/// A `migrate` run from a terminal shows in the console while it runs (from the leases and
+/// progress it writes to the state), and SIGTERM stops `serve` cleanly.
+#[test]
+fn a_migrate_process_shows_live_in_the_console_and_sigterm_stops_serve() {
+    let lab = Lab::new(&["alice"]);
+    fill(
+        &lab.source,
+        "alice",
+        "INBOX",
+        &(0..3000).map(|i| generated(i, 8_000)).collect::<Vec<_>>(),
+    );
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let mut s = Served::start(cmd);
+    let cookie = s.cookie();
+    let get = |path: &str| -> Value {
+        let (status, _, body) = http(s.port, "GET", path, &[("Cookie", &cookie)], "");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+
+    let mut migrate = lab
+        .command(&["migrate", job, "--all"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it runs, the console shows the pass: held by the other process, with a count.
+    let start = std::time::Instant::now();
+    let mut seen: Option<Value> = None;
+    while start.elapsed() < Duration::from_secs(120) {
+        let p = get("/api/progress");
+        let e = &p["entries"]["id-alice"];
+        if p["running"] == true && e["state"] == "copying" && e["copied"].as_u64() > Some(0) {
+            seen = Some(p.clone());
+            break;
+        }
+        if migrate.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = seen.expect("the console never showed the terminal's pass with a count");
+    let by = seen["entries"]["id-alice"]["by"].as_str().unwrap().to_string();
+    assert!(
+        by.ends_with(&format!(":{}", migrate.id())),
+        "held by {by}, not the migrate process {}",
+        migrate.id()
+    );
+    assert!(seen["overall"]["planned_messages"].as_u64() == Some(3000), "{seen:#}");
+    assert!(migrate.wait().unwrap().success());
+    // Finished: the grid's entry says migrated, the pass is gone from the progress.
+    let entries = get("/api/entries");
+    assert_eq!(entries["entries"][0]["state"], "migrated", "{entries:#}");
+    let p = get("/api/progress");
+    assert_eq!(p["elsewhere"], 0, "{p:#}");
+
+    // SIGTERM: serve stops by itself, exit status 0.
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -12,6 +12,7 @@ pub mod create;
 pub mod discover;
 pub mod matching;
 pub mod migrate;
+pub mod reconfigure;
 pub mod refresh;
 pub mod report;
 pub mod status;
@@ -46,13 +47,20 @@ pub enum AppError {
     /// Something the service needed could not be reached; the text says what and why.
     #[error("{0}")]
     Unavailable(String),
+    /// A form's edit of the job file was refused, nothing changed: each problem names the
+    /// form field it is about.
+    #[error("{message}")]
+    Fields {
+        message: String,
+        problems: Vec<reconfigure::FieldProblem>,
+    },
 }
 
 impl AppError {
     /// The exit status of SPEC §4.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Input(_) => 2,
+            AppError::Input(_) | AppError::Fields { .. } => 2,
             AppError::Store(e) if e.kind == StoreErrorKind::Unsupported => 2,
             _ => 1,
         }

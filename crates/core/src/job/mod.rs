@@ -358,49 +358,76 @@ impl Job {
             file: file.clone(),
             source,
         })?;
-        let invalid = |problems| JobError::Invalid {
-            file: file.clone(),
-            problems,
-        };
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => validate(file, text),
             Err(error) => {
                 let valid = String::from_utf8_lossy(&bytes[..error.valid_up_to()]);
                 let (line, column) = line_column(&valid, valid.len());
-                return Err(invalid(vec![JobProblem {
-                    key: None,
-                    line: Some(line),
-                    column: Some(column),
-                    message: "the job file is not valid UTF-8".to_owned(),
-                }]));
+                Err(JobError::Invalid {
+                    file,
+                    problems: vec![JobProblem {
+                        key: None,
+                        line: Some(line),
+                        column: Some(column),
+                        message: "the job file is not valid UTF-8".to_owned(),
+                    }],
+                })
             }
-        };
-        let places = key_places(text);
-        let raw: RawJob = toml::from_str(text).map_err(|error| {
-            let span = error.span();
-            let place = span.as_ref().map(|span| line_column(text, span.start));
-            invalid(vec![JobProblem {
-                key: span.and_then(|span| key_at(&places, &span)),
-                line: place.map(|(line, _)| line),
-                column: place.map(|(_, column)| column),
-                message: humanize(error.message()),
-            }])
+        }
+    }
+
+    /// Validates `text` exactly as [`Job::load`] would if it were the content of the job file
+    /// at `path`: relative paths resolve against `path`'s folder, errors name `path`. Reads
+    /// neither `path` nor any secret; `path`'s folder must exist.
+    ///
+    /// This is how an edit of the job file (a form of the web console) is checked before it is
+    /// written: the edited text must pass the very checks that a hand edit meets on the next
+    /// command.
+    ///
+    /// # Errors
+    ///
+    /// As [`Job::load`], without [`JobError::Read`] for the file itself.
+    pub fn parse(path: &Path, text: &str) -> Result<Job, JobError> {
+        let file = job_file_path(path).map_err(|source| JobError::Read {
+            file: path.to_path_buf(),
+            source,
         })?;
-        let dir = file.parent().unwrap_or(Path::new("/"));
-        let mut checker = Checker {
-            text,
-            places,
-            dir,
-            problems: Vec::new(),
-        };
-        let job = checker.job(raw, &file);
-        let mut problems = checker.problems;
-        match job {
-            Some(job) if problems.is_empty() => Ok(job),
-            _ => {
-                problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
-                Err(invalid(problems))
-            }
+        validate(file, text)
+    }
+}
+
+/// Both stages over the text of the job file `file` (absolute, its folder canonical).
+fn validate(file: PathBuf, text: &str) -> Result<Job, JobError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let invalid = |problems| JobError::Invalid {
+        file: file.clone(),
+        problems,
+    };
+    let places = key_places(text);
+    let raw: RawJob = toml::from_str(text).map_err(|error| {
+        let span = error.span();
+        let place = span.as_ref().map(|span| line_column(text, span.start));
+        invalid(vec![JobProblem {
+            key: span.and_then(|span| key_at(&places, &span)),
+            line: place.map(|(line, _)| line),
+            column: place.map(|(_, column)| column),
+            message: humanize(error.message()),
+        }])
+    })?;
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    let mut checker = Checker {
+        text,
+        places,
+        dir,
+        problems: Vec::new(),
+    };
+    let job = checker.job(raw, &file);
+    let mut problems = checker.problems;
+    match job {
+        Some(job) if problems.is_empty() => Ok(job),
+        _ => {
+            problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+            Err(invalid(problems))
         }
     }
 }

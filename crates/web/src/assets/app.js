@@ -65,6 +65,7 @@ async function api(method, path, body) {
   if (!r.ok) {
     const e = new Error((v && v.error) || `${r.status} ${r.statusText}`);
     e.status = r.status;
+    e.body = v;
     throw e;
   }
   return v;
@@ -305,6 +306,7 @@ function showTab(name) {
     $(`#panel-${tab.dataset.panel}`).hidden = !on;
   }
   if (name === 'jobs') scheduleRender();
+  if (name === 'connections') loadForms().catch((e) => say(e.message, 'error'));
   if (name === 'reports') loadReports();
 }
 
@@ -519,6 +521,170 @@ async function createMailboxes(btn) {
   });
 }
 
+// ------------------------------------------------------------------ connection forms
+
+// The forms are drawn from /api/connections; a form being edited is not drawn again under the
+// admin's hands, only after its Save or Undo.
+const forms = { view: null, dirty: new Set() };
+const FORM_ORDER = ['source', 'target', 'source.directory', 'target.directory'];
+
+function fieldId(f) {
+  return `f-${f.key.replace(/[^a-z0-9_]/gi, '-')}`;
+}
+
+function fieldControl(f) {
+  const id = fieldId(f);
+  const v = f.value;
+  const common = `id="${id}" name="${esc(f.name)}" aria-describedby="${id}-error"`;
+  if (f.input === 'choice') {
+    const cur = typeof v === 'string' ? v : '';
+    const options = ['', ...f.choices];
+    if (cur && !options.includes(cur)) options.push(cur);
+    return `<select ${common}>${options.map((o) => `<option value="${esc(o)}"${o === cur ? ' selected' : ''}>`
+      + `${o === '' ? `default: ${esc(f.hint)}` : esc(o)}</option>`).join('')}</select>`;
+  }
+  if (f.input === 'secret') {
+    const how = v && typeof v === 'object' && 'file' in v ? 'file' : 'env';
+    const ref = v && typeof v === 'object' ? (v.env ?? v.file ?? '') : '';
+    const opt = (k, label) => `<option value="${k}"${how === k ? ' selected' : ''}>${label}</option>`;
+    return `<div class="secret"><select name="${esc(f.name)}:how" aria-label="${esc(f.label)}: where it is">`
+      + `${opt('env', 'Variable')}${opt('file', 'File')}</select>`
+      + `<input type="text" ${common} value="${esc(ref)}" placeholder="${how === 'file' ? 'path of the file' : 'VARIABLE_NAME'}" autocomplete="off" spellcheck="false"></div>`;
+  }
+  const text = v === null || v === undefined ? '' : String(v);
+  return `<input type="text" ${common} value="${esc(text)}" placeholder="${esc(f.hint)}"`
+    + `${f.input === 'number' ? ' inputmode="numeric"' : ''} autocomplete="off" spellcheck="false">`;
+}
+
+function fieldHtml(f) {
+  const id = fieldId(f);
+  const error = `<p class="field-error" id="${id}-error"></p>`;
+  if (f.input === 'flag') {
+    return `<div class="field flag" data-field="${esc(f.key)}"><label><input type="checkbox" id="${id}" name="${esc(f.name)}"`
+      + ` aria-describedby="${id}-error"${f.value === true ? ' checked' : ''}>${esc(f.label)} <code>${esc(f.name)}</code></label>${error}</div>`;
+  }
+  return `<div class="field" data-field="${esc(f.key)}"><label for="${id}" title="${esc(f.label)}: ${esc(f.key)}">${esc(f.label)} <code>${esc(f.name)}</code></label>`
+    + `${fieldControl(f)}${error}</div>`;
+}
+
+function formHtml(s) {
+  const note = s.present ? ''
+    : `<p class="form-note">Not in the job file yet: fill in URL, bind DN, bind password and base to add [${esc(s.section)}].</p>`;
+  return `<div class="form-head"><h2>${esc(s.title)}</h2><code>[${esc(s.section)}]</code>`
+    + `${s.kind ? `<span class="kind">${esc(s.kind)}</span>` : ''}</div>${note}`
+    + `<div class="fields">${s.fields.map(fieldHtml).join('')}</div>`
+    + '<div class="form-problems" hidden></div>'
+    + '<div class="form-actions"><button type="submit" class="primary">Save</button>'
+    + '<button type="button" data-action="undo">Undo changes</button><span class="form-status" role="status"></span></div>';
+}
+
+function renderForm(section) {
+  const s = forms.view.sections.find((x) => x.section === section);
+  let form = document.querySelector(`form.conn-form[data-section="${section}"]`);
+  if (!form) {
+    form = document.createElement('form');
+    form.className = 'card conn-form';
+    form.dataset.section = section;
+    form.noValidate = true;
+    form.addEventListener('submit', (ev) => { ev.preventDefault(); saveForm(form); });
+    form.addEventListener('input', () => forms.dirty.add(section));
+    form.addEventListener('change', (ev) => {
+      forms.dirty.add(section);
+      // The reference's placeholder follows its kind.
+      if (ev.target.name && ev.target.name.endsWith(':how')) {
+        const input = form.elements.namedItem(ev.target.name.slice(0, -4));
+        input.placeholder = ev.target.value === 'file' ? 'path of the file' : 'VARIABLE_NAME';
+      }
+    });
+    form.addEventListener('click', (ev) => {
+      if (ev.target.dataset.action === 'undo') { forms.dirty.delete(section); renderForm(section); }
+    });
+    $('#conn-forms').append(form);
+  }
+  form.innerHTML = formHtml(s);
+}
+
+async function loadForms(force = false) {
+  forms.view = await api('GET', '/api/connections');
+  $('#job-path').textContent = forms.view.path;
+  for (const section of FORM_ORDER) {
+    if (force || !forms.dirty.has(section)) renderForm(section);
+  }
+}
+
+function formValues(form, s) {
+  const out = {};
+  for (const f of s.fields) {
+    const el = form.elements.namedItem(f.name);
+    if (f.input === 'flag') {
+      out[f.name] = el.checked;
+    } else if (f.input === 'secret') {
+      const ref = el.value.trim();
+      out[f.name] = ref ? { [form.elements.namedItem(`${f.name}:how`).value]: ref } : null;
+    } else {
+      const t = el.value.trim();
+      out[f.name] = t === '' ? null : t;
+    }
+  }
+  return out;
+}
+
+function clearProblems(form) {
+  for (const field of form.querySelectorAll('.field.invalid')) field.classList.remove('invalid');
+  for (const e of form.querySelectorAll('.field-error')) e.textContent = '';
+  for (const e of form.querySelectorAll('[aria-invalid]')) e.removeAttribute('aria-invalid');
+  const box = form.querySelector('.form-problems');
+  box.hidden = true;
+  box.innerHTML = '';
+}
+
+function showProblems(form, problems) {
+  const general = [];
+  let first = null;
+  for (const p of problems) {
+    const field = p.field ? form.querySelector(`.field[data-field="${CSS.escape(p.field)}"]`) : null;
+    if (!field) { general.push(p.field ? `${p.field}: ${p.message}` : p.message); continue; }
+    field.classList.add('invalid');
+    const error = field.querySelector('.field-error');
+    error.textContent = error.textContent ? `${error.textContent}; ${p.message}` : p.message;
+    const input = field.querySelector('input[type="text"], select, input');
+    input.setAttribute('aria-invalid', 'true');
+    first = first || input;
+  }
+  const box = form.querySelector('.form-problems');
+  box.hidden = general.length === 0;
+  box.innerHTML = general.length ? `<ul>${general.map((g) => `<li>${esc(g)}</li>`).join('')}</ul>` : '';
+  if (first) first.focus();
+}
+
+async function saveForm(form) {
+  const section = form.dataset.section;
+  const s = forms.view.sections.find((x) => x.section === section);
+  const status = form.querySelector('.form-status');
+  clearProblems(form);
+  status.textContent = '';
+  await busy(form.querySelector('button[type="submit"]'), async () => {
+    let v;
+    try {
+      v = await api('POST', '/api/reconfigure', { section, fields: formValues(form, s) });
+    } catch (e) {
+      if (!e.body || !Array.isArray(e.body.problems)) throw e;
+      showProblems(form, e.body.problems);
+      status.textContent = 'Not saved';
+      status.className = 'form-status error';
+      say(e.message, 'error');
+      return;
+    }
+    forms.dirty.delete(section);
+    await loadForms();
+    const saved = form.querySelector('.form-status');
+    saved.textContent = v.changed.length ? `Saved: ${v.changed.join(', ')}` : 'Nothing to change';
+    saved.className = 'form-status ok';
+    say(v.message, 'ok');
+    renderConnections(await api('GET', '/api/job'));
+  });
+}
+
 // ------------------------------------------------------------------ live updates
 
 function listen() {
@@ -582,6 +748,7 @@ function wire() {
   $('#btn-match').addEventListener('click', openMatch);
   $('#btn-create').addEventListener('click', (ev) => createMailboxes(ev.currentTarget));
   $('#btn-reports').addEventListener('click', () => showTab('reports'));
+  $('#open-connections').addEventListener('click', () => showTab('connections'));
   $('#close-refresh').addEventListener('click', closeDialog);
   $('#close-match').addEventListener('click', closeDialog);
   $('#open-report').addEventListener('click', () => { window.open('/api/reports/refresh?format=html', '_blank', 'noopener'); });

@@ -1,0 +1,893 @@
+//! Reconfigure a connection from the web console (SPEC §7): the editable keys of the job
+//! file's connections and directories, read for a form, and a form's changes written back.
+//!
+//! Editing the job file is how a connection is reconfigured (SPEC §3), so a form is nothing but
+//! an edit of that file made for the admin: the file's text is edited with `toml_edit`, which
+//! keeps every comment, blank line and key order, only the keys the form changed are touched,
+//! and the edited text must pass [`Job::parse`], the very validation a hand edit meets on the
+//! next command. Only then is it written, atomically; a refused form writes nothing. The
+//! job-change rule then applies as for a hand edit (every service notices an edited file by
+//! its SHA-256); [`reconfigure`] applies it at once, so the console shows its effect.
+//!
+//! Secrets stay out of the file and out of the browser: a secret key is shown and accepted only
+//! as its reference (`{ "env": "NAME" }` or `{ "file": "path" }`); a plain value is refused.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml_edit::{DocumentMut, InlineTable, Item, Table, TableLike, Value};
+
+use super::{App, AppError, Result, job_changed};
+use crate::job::{Job, JobError, JobProblem};
+use crate::model::EntryId;
+
+/// One form of the console: a connection or its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Section {
+    #[serde(rename = "source")]
+    Source,
+    #[serde(rename = "target")]
+    Target,
+    #[serde(rename = "source.directory")]
+    SourceDirectory,
+    #[serde(rename = "target.directory")]
+    TargetDirectory,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Source,
+        Section::SourceDirectory,
+        Section::Target,
+        Section::TargetDirectory,
+    ];
+
+    /// The section's table in the job file, as a dotted key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Source => "source",
+            Section::Target => "target",
+            Section::SourceDirectory => "source.directory",
+            Section::TargetDirectory => "target.directory",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Section::Source => "Source server",
+            Section::Target => "Target server",
+            Section::SourceDirectory => "Source directory",
+            Section::TargetDirectory => "Target directory",
+        }
+    }
+
+    fn side(self) -> &'static str {
+        match self {
+            Section::Source | Section::SourceDirectory => "source",
+            Section::Target | Section::TargetDirectory => "target",
+        }
+    }
+
+    fn is_directory(self) -> bool {
+        matches!(self, Section::SourceDirectory | Section::TargetDirectory)
+    }
+
+    /// Every key the section's form can edit, whatever the connection's kind.
+    fn fields(self) -> impl Iterator<Item = &'static Field> {
+        let list: &[Field] = if self.is_directory() {
+            DIRECTORY_FIELDS
+        } else {
+            CONNECTION_FIELDS
+        };
+        list.iter()
+    }
+
+    fn field(self, name: &str) -> Option<&'static Field> {
+        self.fields().find(|f| f.name == name)
+    }
+}
+
+/// What a field holds, and so how the form's text is written in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Input {
+    /// A string.
+    Text,
+    /// An integer; text that is not one is written as a string, for the validation to refuse
+    /// in the job file's own words.
+    Number,
+    /// A string, one of `choices`.
+    Choice,
+    /// `true`, or the key left out (its default is false).
+    Flag,
+    /// A secret reference: `{ env = "NAME" }` or `{ file = "path" }`.
+    Secret,
+}
+
+/// Which connection kinds a connection key applies to (directories have one kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applies {
+    Imap,
+    Maildir,
+    Always,
+}
+
+/// One editable key.
+#[derive(Debug)]
+struct Field {
+    name: &'static str,
+    label: &'static str,
+    input: Input,
+    choices: &'static [&'static str],
+    /// The default or an example, shown in an empty input.
+    hint: &'static str,
+    applies: Applies,
+}
+
+const fn field(name: &'static str, label: &'static str, input: Input, hint: &'static str) -> Field {
+    Field {
+        name,
+        label,
+        input,
+        choices: &[],
+        hint,
+        applies: Applies::Always,
+    }
+}
+
+const fn imap(name: &'static str, label: &'static str, input: Input, hint: &'static str) -> Field {
+    Field {
+        applies: Applies::Imap,
+        ..field(name, label, input, hint)
+    }
+}
+
+const CONNECTION_FIELDS: &[Field] = &[
+    imap("host", "Host", Input::Text, "mail.example.org"),
+    imap("port", "Port", Input::Number, "993 with tls, 143 otherwise"),
+    Field {
+        choices: &["tls", "starttls", "plain"],
+        ..imap("security", "Security", Input::Choice, "tls")
+    },
+    imap("allow_plain", "Allow plain", Input::Flag, ""),
+    imap(
+        "tls_ca",
+        "TLS CA file",
+        Input::Text,
+        "ca.pem (besides the system's)",
+    ),
+    imap("admin_user", "Admin user", Input::Text, "migration-admin"),
+    Field {
+        choices: &["sasl-authzid", "master-separator"],
+        ..imap("admin_login", "Admin login", Input::Choice, "sasl-authzid")
+    },
+    imap("admin_password", "Admin password", Input::Secret, ""),
+    Field {
+        applies: Applies::Maildir,
+        ..field(
+            "path",
+            "Maildir folder",
+            Input::Text,
+            "one Maildir++ tree per login",
+        )
+    },
+];
+
+const DIRECTORY_FIELDS: &[Field] = &[
+    field("url", "URL", Input::Text, "ldaps://dc.example.org:636"),
+    Field {
+        choices: &["starttls", "plain", "tls"],
+        ..field(
+            "security",
+            "Security",
+            Input::Choice,
+            "starttls, or tls for ldaps://",
+        )
+    },
+    field(
+        "tls_ca",
+        "TLS CA file",
+        Input::Text,
+        "ca.pem (besides the system's)",
+    ),
+    field(
+        "bind_dn",
+        "Bind DN",
+        Input::Text,
+        "cn=reader,dc=example,dc=org",
+    ),
+    field("bind_password", "Bind password", Input::Secret, ""),
+    field("base", "Base", Input::Text, "ou=people,dc=example,dc=org"),
+    field("filter", "Filter", Input::Text, "(objectClass=*)"),
+    field("id_attribute", "ID attribute", Input::Text, "entryUUID"),
+    field("login_attribute", "Login attribute", Input::Text, "uid"),
+    field(
+        "primary_address_attribute",
+        "Primary address",
+        Input::Text,
+        "mail",
+    ),
+    field(
+        "alias_attribute",
+        "Alias attribute",
+        Input::Text,
+        "e.g. mailAlternateAddress",
+    ),
+    field("display_name_attribute", "Display name", Input::Text, "cn"),
+];
+
+/// A secret as the form shows and sends it: where the secret is, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    Env(String),
+    File(String),
+}
+
+/// A field's value in a form: JSON `null`, a boolean, an integer, a string, or a secret
+/// reference object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// Not in the file; sent by a form, it removes the key.
+    Empty,
+    Flag(bool),
+    Number(i64),
+    Text(String),
+    Secret(SecretRef),
+}
+
+/// The forms: every section's editable keys with their values as written in the file.
+#[derive(Debug, Serialize)]
+pub struct ConnectionsView {
+    /// The job file.
+    pub path: PathBuf,
+    pub sections: Vec<SectionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SectionView {
+    pub section: Section,
+    pub title: &'static str,
+    /// Whether the table is in the file (a directory may not be; its form adds it).
+    pub present: bool,
+    /// The connection's `kind` (`imap`, `maildir`); `ldap` for a directory.
+    pub kind: Option<String>,
+    pub fields: Vec<FieldView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FieldView {
+    /// The key in the section (`port`).
+    pub name: &'static str,
+    /// The dotted key (`source.port`): the one errors name.
+    pub key: String,
+    pub label: &'static str,
+    pub input: Input,
+    pub choices: &'static [&'static str],
+    pub hint: &'static str,
+    pub value: FieldValue,
+}
+
+/// What a written form changed.
+#[derive(Debug, Serialize)]
+pub struct ReconfigureOutcome {
+    pub section: Section,
+    /// The dotted keys written or removed, in form order; empty when nothing differed.
+    pub changed: Vec<String>,
+    /// Entries removed by the job-change rule at once (their source mailbox is missing).
+    pub removed: Vec<EntryId>,
+    pub message: String,
+}
+
+/// One reason a form was refused. `field` is the dotted key of the form field concerned, or
+/// `None` for a problem of the file that no field of the form holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldProblem {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// The forms of the job's connections and directories, values as the job file has them now.
+///
+/// # Errors
+///
+/// [`AppError::Input`] when the job file cannot be read or is not TOML.
+pub fn connections(app: &App<'_>) -> Result<ConnectionsView> {
+    connections_in(&app.job.path)
+}
+
+/// Writes a form's changes into one section of the job file (see the module's documentation).
+///
+/// Only the fields whose value differs from the file's are touched; an empty field removes its
+/// key; keys the form does not know are never touched.
+///
+/// # Errors
+///
+/// [`AppError::Fields`] when the form is refused (the file is unchanged), each problem next to
+/// its field; [`AppError::Input`] when the file cannot be read, is not TOML, or changed while
+/// the form was saved; [`AppError::Unavailable`] when it cannot be written.
+pub fn reconfigure(
+    app: &App<'_>,
+    section: Section,
+    changes: &BTreeMap<String, FieldValue>,
+) -> Result<ReconfigureOutcome> {
+    let mut outcome = reconfigure_file(&app.job.path, section, changes)?;
+    if outcome.changed.is_empty() {
+        return Ok(outcome);
+    }
+    // The job-change rule at once, rather than at the next command that opens the state: the
+    // console then shows what the edit removed, and the admin is told.
+    let job = Job::load(&app.job.path).map_err(|e| AppError::Input(e.to_string()))?;
+    let opened = app
+        .backends
+        .open_store(&job)
+        .map_err(AppError::from)
+        .and_then(|mut store| job_changed(&job, store.as_mut()));
+    match opened {
+        Ok(removed) => {
+            app.removed_notice("The job file changed", &removed);
+            if !removed.is_empty() {
+                outcome.message.push_str(&format!(
+                    "; removed {} entries whose source mailbox is missing",
+                    removed.len()
+                ));
+            }
+            outcome.removed = removed;
+        }
+        // The file is written and stays so; the rule applies at the next command instead.
+        Err(e) => outcome.message.push_str(&format!(
+            "; the job-change rule applies at the next command ({e})"
+        )),
+    }
+    Ok(outcome)
+}
+
+/// [`connections`] of the job file at `path`.
+pub fn connections_in(path: &Path) -> Result<ConnectionsView> {
+    let file = JobText::read(path)?;
+    let doc = file.document()?;
+    let sections = Section::ALL
+        .into_iter()
+        .map(|section| {
+            let table = section_table(&doc, section);
+            let kind = match table.and_then(|t| t.get("kind")).and_then(Item::as_str) {
+                Some(kind) => Some(kind.to_owned()),
+                None if section.is_directory() => Some("ldap".to_owned()),
+                None => None,
+            };
+            let applies = match kind.as_deref() {
+                Some("maildir") => Applies::Maildir,
+                _ => Applies::Imap,
+            };
+            let fields = section
+                .fields()
+                .filter(|f| f.applies == Applies::Always || f.applies == applies)
+                .map(|f| FieldView {
+                    name: f.name,
+                    key: format!("{}.{}", section.as_str(), f.name),
+                    label: f.label,
+                    input: f.input,
+                    choices: f.choices,
+                    hint: f.hint,
+                    value: table.map_or(FieldValue::Empty, |t| current(t, f)),
+                })
+                .collect();
+            SectionView {
+                section,
+                title: section.title(),
+                present: table.is_some(),
+                kind,
+                fields,
+            }
+        })
+        .collect();
+    Ok(ConnectionsView {
+        path: path.to_path_buf(),
+        sections,
+    })
+}
+
+/// [`reconfigure`] of the job file at `path`.
+pub fn reconfigure_file(
+    path: &Path,
+    section: Section,
+    changes: &BTreeMap<String, FieldValue>,
+) -> Result<ReconfigureOutcome> {
+    let file = JobText::read(path)?;
+    let original = file.document()?;
+    let table = section_table(&original, section);
+
+    // What the form asks, field by field; a field whose value is the file's is left alone.
+    let mut wanted: Vec<(&'static Field, FieldValue)> = Vec::new();
+    let mut refused = Vec::new();
+    for (name, value) in changes {
+        let key = format!("{}.{name}", section.as_str());
+        let Some(field) = section.field(name) else {
+            refused.push(FieldProblem {
+                field: None,
+                message: format!("Not a setting this form can change: {key}"),
+            });
+            continue;
+        };
+        match desired(field, value) {
+            Err(message) => refused.push(FieldProblem {
+                field: Some(key),
+                message,
+            }),
+            Ok(value) => {
+                let now = table.map_or(FieldValue::Empty, |t| current(t, field));
+                if !same(field, &now, &value) {
+                    wanted.push((field, value));
+                }
+            }
+        }
+    }
+    if !refused.is_empty() {
+        return Err(refusal(refused));
+    }
+    // In the form's order, so that added keys come in that order too.
+    wanted.sort_by_key(|(f, _)| section.fields().position(|g| g.name == f.name));
+    let changed: Vec<String> = wanted
+        .iter()
+        .map(|(f, _)| format!("{}.{}", section.as_str(), f.name))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(ReconfigureOutcome {
+            section,
+            changed,
+            removed: Vec::new(),
+            message: format!("Nothing to change in [{}]", section.as_str()),
+        });
+    }
+
+    // The validation stops at the first value of a wrong type, so a refused field is put back
+    // as the file has it and the rest checked again: the admin sees every bad field at once.
+    let mut problems: Vec<FieldProblem> = Vec::new();
+    let edited = loop {
+        let mut doc = original.clone();
+        edit(&mut doc, section, &wanted)?;
+        let text = doc.to_string();
+        let found = match Job::parse(path, &text) {
+            Ok(_) if problems.is_empty() => break text,
+            // Every refused field put back, the rest is valid: the loop below reports.
+            Ok(_) => Vec::new(),
+            Err(JobError::Invalid {
+                problems: found, ..
+            }) => found,
+            Err(other) => return Err(AppError::Input(other.to_string())),
+        };
+        let before = wanted.len();
+        for problem in found {
+            let field = form_field(&problem);
+            if let Some(key) = &field {
+                wanted.retain(|(f, _)| format!("{}.{}", section.as_str(), f.name) != *key);
+            }
+            let problem = FieldProblem {
+                message: match (&field, &problem.key) {
+                    (None, Some(key)) => format!("{key}: {}", capitalised(&problem.message)),
+                    _ => capitalised(&problem.message),
+                },
+                field,
+            };
+            if !problems.contains(&problem) {
+                problems.push(problem);
+            }
+        }
+        if wanted.len() == before {
+            // In the form's order, the file's own problems last.
+            problems.sort_by_key(|p| {
+                p.field
+                    .as_deref()
+                    .and_then(|key| {
+                        let name = key.strip_prefix(section.as_str())?.strip_prefix('.')?;
+                        section.fields().position(|f| f.name == name)
+                    })
+                    .unwrap_or(usize::MAX)
+            });
+            return Err(refusal(problems));
+        }
+    };
+    file.replace(&edited)?;
+    Ok(ReconfigureOutcome {
+        section,
+        message: format!(
+            "Saved [{}] in {}: {}",
+            section.as_str(),
+            path.display(),
+            changed.join(", ")
+        ),
+        changed,
+        removed: Vec::new(),
+    })
+}
+
+fn refusal(problems: Vec<FieldProblem>) -> AppError {
+    let n = problems.len();
+    AppError::Fields {
+        message: format!(
+            "The job file was not changed: {n} {} to fix",
+            if n == 1 { "problem" } else { "problems" }
+        ),
+        problems,
+    }
+}
+
+/// The job's messages start in lower case, to follow a key; alone beside a field they start
+/// with a capital.
+fn capitalised(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// The form field (a dotted key) a job problem is about, if a form has it. A problem inside a
+/// value (`source.admin_password.env`) is the field's.
+fn form_field(problem: &JobProblem) -> Option<String> {
+    let key = problem.key.as_deref()?;
+    Section::ALL.into_iter().find_map(|section| {
+        let name = key.strip_prefix(section.as_str())?.strip_prefix('.')?;
+        let name = name.split('.').next()?;
+        section
+            .field(name)
+            .map(|f| format!("{}.{}", section.as_str(), f.name))
+    })
+}
+
+/// The form's value for `field`, as it would be written; `Err` says why it cannot be.
+fn desired(field: &Field, value: &FieldValue) -> std::result::Result<FieldValue, String> {
+    let text = |s: &str| {
+        let s = s.trim();
+        if s.is_empty() {
+            FieldValue::Empty
+        } else {
+            FieldValue::Text(s.to_owned())
+        }
+    };
+    match (field.input, value) {
+        (_, FieldValue::Empty) => Ok(FieldValue::Empty),
+        (Input::Secret, FieldValue::Text(s)) if s.is_empty() => Ok(FieldValue::Empty),
+        // The one refusal that is not the job file's: the value would be a secret in clear.
+        (Input::Secret, FieldValue::Text(_) | FieldValue::Number(_) | FieldValue::Flag(_)) => Err(
+            "A secret is never written in the job file: give the name of the environment \
+                 variable or the path of the file that holds it"
+                .to_owned(),
+        ),
+        (Input::Secret, FieldValue::Secret(SecretRef::Env(v))) => Ok(match v.trim() {
+            "" => FieldValue::Empty,
+            v => FieldValue::Secret(SecretRef::Env(v.to_owned())),
+        }),
+        (Input::Secret, FieldValue::Secret(SecretRef::File(v))) => Ok(match v.trim() {
+            "" => FieldValue::Empty,
+            v => FieldValue::Secret(SecretRef::File(v.to_owned())),
+        }),
+        (_, FieldValue::Secret(_)) => Err("Expected a value, not a secret reference".to_owned()),
+        (Input::Flag, FieldValue::Flag(true)) => Ok(FieldValue::Flag(true)),
+        (Input::Flag, FieldValue::Flag(false)) => Ok(FieldValue::Empty),
+        (Input::Flag, _) => Err("Expected true or false".to_owned()),
+        (_, FieldValue::Flag(_)) => Err("Expected a value, not true or false".to_owned()),
+        (Input::Number, FieldValue::Number(n)) => Ok(FieldValue::Number(*n)),
+        (Input::Number, FieldValue::Text(s)) => Ok(match s.trim().parse::<i64>() {
+            Ok(n) => FieldValue::Number(n),
+            Err(_) => text(s),
+        }),
+        (Input::Text | Input::Choice, FieldValue::Number(n)) => Ok(text(&n.to_string())),
+        (Input::Text | Input::Choice, FieldValue::Text(s)) => Ok(text(s)),
+    }
+}
+
+/// Whether the file's value and the form's mean the same, so the key is left as written.
+fn same(field: &Field, now: &FieldValue, wanted: &FieldValue) -> bool {
+    match field.input {
+        // An absent flag is false.
+        Input::Flag => (now == &FieldValue::Flag(true)) == (wanted == &FieldValue::Flag(true)),
+        _ => now == wanted,
+    }
+}
+
+/// The value of `field` in `table` as a form shows it. A secret is shown only as its
+/// reference: anything else at a secret's key shows as empty, never as its text.
+fn current(table: &dyn TableLike, field: &Field) -> FieldValue {
+    let Some(item) = table.get(field.name) else {
+        return FieldValue::Empty;
+    };
+    if field.input == Input::Secret {
+        return item
+            .as_table_like()
+            .and_then(secret_ref)
+            .map_or(FieldValue::Empty, FieldValue::Secret);
+    }
+    match item.as_value() {
+        Some(Value::String(s)) => FieldValue::Text(s.value().clone()),
+        Some(Value::Integer(n)) => FieldValue::Number(*n.value()),
+        Some(Value::Boolean(b)) => FieldValue::Flag(*b.value()),
+        // Not a value this key can have; shown as written, and left so unless changed.
+        Some(other) => FieldValue::Text(other.clone().decorated("", "").to_string()),
+        None => FieldValue::Text(item.to_string().trim().to_owned()),
+    }
+}
+
+fn secret_ref(table: &dyn TableLike) -> Option<SecretRef> {
+    let mut pairs = table.iter();
+    let (key, value) = pairs.next()?;
+    if pairs.next().is_some() {
+        return None;
+    }
+    let value = value.as_str()?.to_owned();
+    match key {
+        "env" => Some(SecretRef::Env(value)),
+        "file" => Some(SecretRef::File(value)),
+        _ => None,
+    }
+}
+
+fn section_table(doc: &DocumentMut, section: Section) -> Option<&dyn TableLike> {
+    let side = doc.get(section.side())?.as_table_like()?;
+    if section.is_directory() {
+        side.get("directory")?.as_table_like()
+    } else {
+        Some(side)
+    }
+}
+
+/// Applies the changes to the document: values replaced in place (their comments kept), keys
+/// removed (the comment lines above them kept), new keys added at the end of the section.
+fn edit(doc: &mut DocumentMut, section: Section, wanted: &[(&Field, FieldValue)]) -> Result<()> {
+    let side = section.side();
+    let missing = || AppError::Input(format!("The job file has no [{side}] section"));
+    let side_table = doc
+        .get_mut(side)
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(missing)?;
+    let table: &mut dyn TableLike = if section.is_directory() {
+        if !side_table.contains_key("directory") {
+            if wanted.iter().all(|(_, v)| *v == FieldValue::Empty) {
+                return Ok(());
+            }
+            let mut table = Table::new();
+            table.insert("kind", Item::Value(Value::from("ldap")));
+            side_table.insert("directory", Item::Table(table));
+        }
+        side_table
+            .get_mut("directory")
+            .and_then(Item::as_table_like_mut)
+            .ok_or_else(|| {
+                AppError::Input(format!("[{side}.directory] in the job file is not a table"))
+            })?
+    } else {
+        side_table
+    };
+    let mut orphans = String::new();
+    for (field, value) in wanted {
+        match to_toml(value) {
+            None => {
+                if let Some(prefix) = remove_key(table, field.name) {
+                    orphans.push_str(&prefix);
+                }
+            }
+            Some(mut new) => match table.get_mut(field.name) {
+                Some(Item::Value(old)) => {
+                    *new.decor_mut() = old.decor().clone();
+                    *old = new;
+                }
+                _ => {
+                    // Absent, or written as a table of its own: replaced by the value.
+                    table.insert(field.name, Item::Value(new));
+                }
+            },
+        }
+    }
+    if !orphans.is_empty() {
+        let path: Vec<&str> = section.as_str().split('.').collect();
+        keep_after_table(doc, &path, &orphans);
+    }
+    Ok(())
+}
+
+/// Removes `key`, handing the comments and blank lines above it to the next key. Returns them
+/// when the key was the table's last, for the caller to keep after the table.
+fn remove_key(table: &mut dyn TableLike, key: &str) -> Option<String> {
+    let names: Vec<String> = table.iter().map(|(k, _)| k.to_owned()).collect();
+    let prefix = raw(table.key(key).and_then(|k| k.leaf_decor().prefix()));
+    table.remove(key)?;
+    if prefix.is_empty() {
+        return None;
+    }
+    let next = names.iter().skip_while(|k| *k != key).nth(1);
+    let theirs = next.and_then(|next| table.key(next).map(|k| raw(k.leaf_decor().prefix())));
+    match (next, theirs) {
+        (Some(next), Some(theirs)) => {
+            if let Some(mut next) = table.key_mut(next) {
+                next.leaf_decor_mut()
+                    .set_prefix(format!("{prefix}{theirs}"));
+            }
+            None
+        }
+        _ => Some(prefix),
+    }
+}
+
+/// Puts `text` (comment lines) just after the table at `path`: before the next table's
+/// header in the file, or at the end of the file.
+fn keep_after_table(doc: &mut DocumentMut, path: &[&str], text: &str) {
+    let mut headers = Vec::new();
+    header_tables(doc.as_table(), &mut Vec::new(), &mut headers);
+    let mine = headers
+        .iter()
+        .find(|(_, p)| p.iter().map(String::as_str).eq(path.iter().copied()))
+        .map(|(position, _)| *position);
+    let next = mine
+        .and_then(|mine| {
+            headers
+                .iter()
+                .filter(|(position, _)| *position > mine)
+                .min_by_key(|(position, _)| *position)
+        })
+        .map(|(_, p)| p.clone());
+    let next = next.and_then(|p| {
+        let mut table = doc.as_table_mut();
+        for key in &p {
+            table = table.get_mut(key)?.as_table_mut()?;
+        }
+        Some(table)
+    });
+    match next {
+        Some(table) => {
+            let theirs = raw(table.decor().prefix());
+            table.decor_mut().set_prefix(format!("{text}{theirs}"));
+        }
+        None => {
+            let theirs = doc.trailing().as_str().unwrap_or("").to_owned();
+            doc.set_trailing(format!("{text}{theirs}"));
+        }
+    }
+}
+
+/// Every table written as a `[header]`, with its place in the file and its path.
+fn header_tables(table: &Table, path: &mut Vec<String>, out: &mut Vec<(i64, Vec<String>)>) {
+    for (key, item) in table.iter() {
+        if let Item::Table(inner) = item {
+            path.push(key.to_owned());
+            if !inner.is_dotted()
+                && !inner.is_implicit()
+                && let Some(position) = inner.position()
+            {
+                // `as`: the position's integer type differs between toml_edit versions.
+                out.push((position as i64, path.clone()));
+            }
+            header_tables(inner, path, out);
+            path.pop();
+        }
+    }
+}
+
+/// The text of a piece of decor (comments and whitespace), empty when there is none.
+fn raw(piece: Option<&toml_edit::RawString>) -> String {
+    piece.and_then(|p| p.as_str()).unwrap_or("").to_owned()
+}
+
+fn to_toml(value: &FieldValue) -> Option<Value> {
+    match value {
+        FieldValue::Empty | FieldValue::Flag(false) => None,
+        FieldValue::Flag(true) => Some(Value::from(true)),
+        FieldValue::Number(n) => Some(Value::from(*n)),
+        FieldValue::Text(s) => Some(Value::from(s.as_str())),
+        FieldValue::Secret(secret) => {
+            let (key, value) = match secret {
+                SecretRef::Env(v) => ("env", v),
+                SecretRef::File(v) => ("file", v),
+            };
+            let mut table = InlineTable::new();
+            table.insert(key, Value::from(value.as_str()));
+            table.fmt();
+            Some(Value::InlineTable(table))
+        }
+    }
+}
+
+/// The job file's text as read, to be replaced only if it is still the same when written.
+struct JobText {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl JobText {
+    fn read(path: &Path) -> Result<JobText> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            AppError::Input(format!(
+                "Unable to read the job file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(JobText {
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+
+    fn document(&self) -> Result<DocumentMut> {
+        let text = std::str::from_utf8(&self.bytes).map_err(|_| {
+            AppError::Input(format!(
+                "The job file {} is not valid UTF-8: fix it by hand first",
+                self.path.display()
+            ))
+        })?;
+        text.strip_prefix('\u{feff}')
+            .unwrap_or(text)
+            .parse::<DocumentMut>()
+            .map_err(|e| {
+                AppError::Input(format!(
+                    "The job file {} is not valid TOML now: {}",
+                    self.path.display(),
+                    e.message()
+                ))
+            })
+    }
+
+    /// Writes `text` in place of the file, atomically: a temporary file beside it, flushed to
+    /// disk, renamed over it. A crash leaves the old file or the new one, never half of one.
+    fn replace(&self, text: &str) -> Result<()> {
+        let unavailable = |what: &str, e: std::io::Error| {
+            AppError::Unavailable(format!(
+                "Unable to {what} the job file {}: {e}",
+                self.path.display()
+            ))
+        };
+        // A hand edit made while the form was filled in must not be overwritten unseen.
+        let now = std::fs::read(&self.path).map_err(|e| unavailable("read", e))?;
+        if now != self.bytes {
+            return Err(AppError::Input(format!(
+                "The job file {} changed while the form was saved: nothing was written; \
+                 reload the form and try again",
+                self.path.display()
+            )));
+        }
+        let bom = if self.bytes.starts_with("\u{feff}".as_bytes()) {
+            "\u{feff}"
+        } else {
+            ""
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "job".into(), |n| n.to_string_lossy());
+        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let written = (|| {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
+            out.write_all(bom.as_bytes())?;
+            out.write_all(text.as_bytes())?;
+            out.sync_all()?;
+            // The job file may be readable by its owner only; the new one stays so.
+            let permissions = std::fs::metadata(&self.path)?.permissions();
+            std::fs::set_permissions(&temp, permissions)?;
+            std::fs::rename(&temp, &self.path)
+        })();
+        if let Err(e) = written {
+            // The temporary file is ours and worthless now; failing to remove it changes
+            // nothing about the job file, which is still the old one.
+            let _ = std::fs::remove_file(&temp);
+            return Err(unavailable("write", e));
+        }
+        // The rename is durable once the folder is flushed; some filesystems cannot flush a
+        // folder, and the new file is in place either way.
+        if let Ok(folder) = std::fs::File::open(dir) {
+            let _ = folder.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! Tests of reconfiguring from a form: what is kept, what is refused, what is written.
+
+use super::*;
+use crate::job::{ConnectionKind, ImapSettings, template};
+
+/// A job folder holding `text` as `job.toml`.
+fn job_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = std::fs::canonicalize(dir.path())
+        .expect("canonical tempdir")
+        .join("job.toml");
+    std::fs::write(&path, text).expect("write job");
+    (dir, path)
+}
+
+fn form(pairs: &[(&str, FieldValue)]) -> BTreeMap<String, FieldValue> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn text(s: &str) -> FieldValue {
+    FieldValue::Text(s.to_owned())
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).expect("read job")
+}
+
+fn source_imap(path: &Path) -> ImapSettings {
+    let job = Job::load(path).unwrap_or_else(|e| panic!("the written job loads: {e}"));
+    match job.source.kind {
+        ConnectionKind::Imap(settings) => settings,
+        ConnectionKind::Maildir { .. } => panic!("expected imap"),
+    }
+}
+
+/// The problems of a refused form, as (field, message).
+fn refused(
+    path: &Path,
+    section: Section,
+    changes: &[(&str, FieldValue)],
+) -> Vec<(Option<String>, String)> {
+    match reconfigure_file(path, section, &form(changes)) {
+        Err(AppError::Fields { problems, message }) => {
+            assert!(
+                message.starts_with("The job file was not changed"),
+                "{message}"
+            );
+            problems.into_iter().map(|p| (p.field, p.message)).collect()
+        }
+        Err(other) => panic!("expected AppError::Fields, got {other:?}"),
+        Ok(outcome) => panic!("expected a refusal, got {outcome:?}"),
+    }
+}
+
+#[test]
+fn comments_and_layout_are_kept_byte_for_byte_outside_the_changed_values() {
+    let (_dir, path) = job_file(template());
+    let outcome = reconfigure_file(
+        &path,
+        Section::Source,
+        &form(&[
+            ("host", text("imap.old.example")),
+            ("security", text("starttls")),
+            ("port", text("1143")),
+            (
+                "admin_password",
+                FieldValue::Secret(SecretRef::File("old.secret".into())),
+            ),
+        ]),
+    )
+    .expect("a valid change is written");
+    assert_eq!(
+        outcome.changed,
+        [
+            "source.host",
+            "source.port",
+            "source.security",
+            "source.admin_password"
+        ]
+    );
+    let expected = template()
+        .replacen(
+            "host = \"mail.old.example\"",
+            "host = \"imap.old.example\"",
+            1,
+        )
+        .replacen(
+            "security = \"tls\"                         # tls",
+            "security = \"starttls\"                         # tls",
+            1,
+        )
+        .replacen(
+            "admin_password = { env = \"SOURCE_ADMIN_PASSWORD\" }",
+            "admin_password = { file = \"old.secret\" }",
+            1,
+        )
+        .replacen(
+            "# at once to this server, across all mailboxes\n",
+            "# at once to this server, across all mailboxes\nport = 1143\n",
+            1,
+        );
+    assert_eq!(read(&path), expected);
+    let imap = source_imap(&path);
+    assert_eq!((imap.host.as_str(), imap.port), ("imap.old.example", 1143));
+}
+
+#[test]
+fn a_bad_port_is_refused_at_its_field_and_the_file_is_unchanged() {
+    let (_dir, path) = job_file(template());
+    for port in ["abc", "70000", "0", "-1"] {
+        let problems = refused(&path, Section::Source, &[("port", text(port))]);
+        assert_eq!(problems.len(), 1, "{port}: {problems:?}");
+        assert_eq!(problems[0].0.as_deref(), Some("source.port"), "{port}");
+        assert_eq!(read(&path), template(), "{port}");
+    }
+    let problems = refused(&path, Section::Source, &[("port", text("0"))]);
+    assert_eq!(problems[0].1, "Must be from 1 to 65535");
+}
+
+#[test]
+fn an_unknown_security_is_refused_at_its_field() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(&path, Section::Source, &[("security", text("ssl"))]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0.as_deref(), Some("source.security"));
+    assert!(problems[0].1.contains("starttls"), "{}", problems[0].1);
+    assert_eq!(read(&path), template());
+}
+
+#[test]
+fn a_password_in_clear_is_refused_and_never_echoed() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(
+        &path,
+        Section::Source,
+        &[("admin_password", text("hunter2"))],
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0.as_deref(), Some("source.admin_password"));
+    assert!(!problems[0].1.contains("hunter2"), "{}", problems[0].1);
+    assert_eq!(read(&path), template());
+}
+
+#[test]
+fn every_bad_field_is_named_at_once() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(
+        &path,
+        Section::Source,
+        &[
+            ("port", text("abc")),
+            ("security", text("ssl")),
+            ("host", text("mail.old.example:993")),
+        ],
+    );
+    let fields: Vec<_> = problems.iter().filter_map(|p| p.0.as_deref()).collect();
+    assert_eq!(
+        fields,
+        ["source.host", "source.port", "source.security"],
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+}
+
+#[test]
+fn a_valid_change_is_written_and_load_sees_it() {
+    let (dir, path) = job_file(template());
+    reconfigure_file(
+        &path,
+        Section::Source,
+        &form(&[
+            ("security", text("plain")),
+            ("allow_plain", FieldValue::Flag(true)),
+        ]),
+    )
+    .expect("written");
+    let imap = source_imap(&path);
+    assert_eq!(imap.security, crate::job::Security::Plain);
+    assert_eq!(imap.port, 143, "the default port follows the security");
+    // No temporary file is left beside the job.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["job.toml"]);
+}
+
+const WITH_CA: &str = "name = \"t\"\n\n[source]\nkind = \"imap\"\nhost = \"mail.example\"\n\
+    # The old server's own CA.\ntls_ca = \"ca.pem\"   # issued in 2019\nauth = \"admin\"\n\
+    admin_user = \"admin\"\nadmin_password = { env = \"PW\" }\n\n\
+    [target]\nkind = \"imap\"\nhost = \"new.example\"\nauth = \"admin\"\nadmin_user = \"admin\"\n\
+    admin_password = { env = \"PW\" }\n# The new server's CA.\ntls_ca = \"new-ca.pem\"\n\n\
+    [migration]\nconcurrency = 2\n";
+
+#[test]
+fn an_emptied_field_removes_its_key_and_keeps_the_comments_above_it() {
+    let (_dir, path) = job_file(WITH_CA);
+    reconfigure_file(&path, Section::Source, &form(&[("tls_ca", text(""))])).expect("written");
+    assert_eq!(
+        read(&path),
+        WITH_CA.replace("tls_ca = \"ca.pem\"   # issued in 2019\n", "")
+    );
+    assert_eq!(source_imap(&path).tls_ca, None);
+    // The last key of its table: its comment stays before the next table.
+    reconfigure_file(
+        &path,
+        Section::Target,
+        &form(&[("tls_ca", FieldValue::Empty)]),
+    )
+    .expect("written");
+    assert!(
+        read(&path).ends_with("admin_password = { env = \"PW\" }\n# The new server's CA.\n\n[migration]\nconcurrency = 2\n"),
+        "{}",
+        read(&path)
+    );
+}
+
+#[test]
+fn sending_the_shown_values_back_changes_nothing() {
+    let (_dir, path) = job_file(template());
+    let view = connections_in(&path).expect("view");
+    for section in &view.sections {
+        let values: BTreeMap<String, FieldValue> = section
+            .fields
+            .iter()
+            .map(|f| (f.name.to_owned(), f.value.clone()))
+            .collect();
+        let outcome = reconfigure_file(&path, section.section, &values).expect("no change");
+        assert!(outcome.changed.is_empty(), "{outcome:?}");
+    }
+    assert_eq!(read(&path), template());
+}
+
+#[test]
+fn secrets_are_shown_as_their_reference_only() {
+    let (_dir, path) = job_file(template());
+    let view = serde_json::to_value(connections_in(&path).expect("view")).expect("json");
+    let source = &view["sections"][0];
+    assert_eq!(source["section"], "source");
+    assert_eq!(source["kind"], "imap");
+    let value = |name: &str| {
+        source["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["value"].clone())
+            .unwrap_or_else(|| panic!("no field {name}"))
+    };
+    assert_eq!(
+        value("admin_password"),
+        serde_json::json!({"env": "SOURCE_ADMIN_PASSWORD"})
+    );
+    assert_eq!(value("host"), "mail.old.example");
+    assert_eq!(value("port"), serde_json::Value::Null);
+    assert_eq!(view["sections"][1]["present"], false);
+}
+
+#[test]
+fn keys_the_form_does_not_know_are_refused_and_untouched() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(
+        &path,
+        Section::Source,
+        &[
+            ("tls_verify", FieldValue::Flag(false)),
+            ("host", text("x.example")),
+        ],
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, None);
+    assert!(
+        problems[0].1.contains("source.tls_verify"),
+        "{}",
+        problems[0].1
+    );
+    assert_eq!(read(&path), template());
+}
+
+#[test]
+fn a_directory_form_adds_the_directory_after_its_connection() {
+    let (_dir, path) = job_file(template());
+    // Half a directory is refused, with every missing key named.
+    let problems = refused(
+        &path,
+        Section::TargetDirectory,
+        &[("url", text("ldap://dc.new.example"))],
+    );
+    let fields: Vec<_> = problems.iter().filter_map(|p| p.0.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "target.directory.bind_dn",
+            "target.directory.bind_password",
+            "target.directory.base"
+        ],
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+    reconfigure_file(
+        &path,
+        Section::TargetDirectory,
+        &form(&[
+            ("url", text("ldap://dc.new.example")),
+            ("bind_dn", text("cn=reader,dc=new,dc=example")),
+            (
+                "bind_password",
+                FieldValue::Secret(SecretRef::Env("NEW_LDAP".into())),
+            ),
+            ("base", text("ou=people,dc=new,dc=example")),
+        ]),
+    )
+    .expect("written");
+    let written = read(&path);
+    assert!(
+        written.contains(
+            "max_connections = 10\n\n[target.directory]\nkind = \"ldap\"\n\
+             url = \"ldap://dc.new.example\"\nbind_dn = \"cn=reader,dc=new,dc=example\"\n\
+             bind_password = { env = \"NEW_LDAP\" }\nbase = \"ou=people,dc=new,dc=example\"\n\n\
+             [mailboxes]\n"
+        ),
+        "{written}"
+    );
+    let job = Job::load(&path).expect("loads");
+    let directory = job.target.directory.expect("a target directory");
+    assert_eq!(directory.base, "ou=people,dc=new,dc=example");
+}
