@@ -47,6 +47,15 @@ impl StoreError {
         }
     }
 
+    /// A claim on an entry that another process has taken over since (renewing it, or
+    /// reporting under it, is refused).
+    pub fn lease_lost(entry: &EntryId) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Other,
+            format!("The lease on entry {entry} was taken over by another process"),
+        )
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         self.kind == StoreErrorKind::Busy

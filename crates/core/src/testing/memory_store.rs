@@ -476,13 +476,7 @@ impl Store for MemoryStore {
                 l.expires = expiry(Instant::now(), ttl);
                 Ok(())
             }
-            None => Err(StoreError::new(
-                StoreErrorKind::Other,
-                format!(
-                    "The lease on entry {} was taken over by another process",
-                    lease.entry
-                ),
-            )),
+            None => Err(StoreError::lease_lost(&lease.entry)),
         }
     }
 
@@ -500,13 +494,7 @@ impl Store for MemoryStore {
                 l.progress = progress.clone();
                 Ok(())
             }
-            None => Err(StoreError::new(
-                StoreErrorKind::Other,
-                format!(
-                    "The lease on entry {} was taken over by another process",
-                    lease.entry
-                ),
-            )),
+            None => Err(StoreError::lease_lost(&lease.entry)),
         }
     }
 

@@ -12,7 +12,6 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
-    StoreErrorKind,
 };
 
 pub fn start(conn: &Connection, kind: RunKind) -> Result<RunId> {
@@ -380,13 +379,7 @@ pub fn renew(conn: &Connection, lease: &Lease, ttl: Duration) -> Result<()> {
         )
         .db()?;
     if n == 0 {
-        return Err(StoreError::new(
-            StoreErrorKind::Other,
-            format!(
-                "The lease on entry {} was taken over by another process",
-                lease.entry
-            ),
-        ));
+        return Err(StoreError::lease_lost(&lease.entry));
     }
     Ok(())
 }
@@ -417,13 +410,7 @@ pub fn report_progress(conn: &Connection, lease: &Lease, p: &PassProgress) -> Re
         )
         .db()?;
     if n == 0 {
-        return Err(StoreError::new(
-            StoreErrorKind::Other,
-            format!(
-                "The lease on entry {} was taken over by another process",
-                lease.entry
-            ),
-        ));
+        return Err(StoreError::lease_lost(&lease.entry));
     }
     Ok(())
 }
