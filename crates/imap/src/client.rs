@@ -222,6 +222,8 @@ pub struct Client {
     /// Tagged responses that arrived while waiting for something else (pipelining).
     done: HashMap<String, Response>,
     pub peer: String,
+    /// The read and write timeout of the socket, for the error that says it expired.
+    timeout: Duration,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -269,6 +271,7 @@ impl Client {
             caps: BTreeSet::new(),
             done: HashMap::new(),
             peer: address,
+            timeout: ep.timeout,
         };
         client.read_greeting()?;
         if ep.security == Security::StartTls {
@@ -463,8 +466,11 @@ impl Client {
 
     fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out)?;
-            self.stream.flush()?;
+            let timeout = self.timeout;
+            self.stream
+                .write_all(&self.out)
+                .and_then(|()| self.stream.flush())
+                .map_err(|e| Error::Io(timed_out(e, timeout)))?;
             self.out.clear();
         }
         Ok(())
@@ -491,7 +497,7 @@ impl Client {
                 Ok(n) => n,
                 Err(e) => {
                     self.rbuf.truncate(len);
-                    return Err(e.into());
+                    return Err(Error::Io(timed_out(e, self.timeout)));
                 }
             };
             self.rbuf.truncate(len + got);
@@ -841,7 +847,9 @@ impl Client {
     fn push_literal(&mut self, bytes: &[u8]) -> Result<()> {
         if self.out.len() + bytes.len() > FLUSH_AT {
             self.flush()?;
-            self.stream.write_all(bytes)?;
+            self.stream
+                .write_all(bytes)
+                .map_err(|e| Error::Io(timed_out(e, self.timeout)))?;
         } else {
             self.out.extend_from_slice(bytes);
         }
@@ -921,6 +929,21 @@ fn status_error(command: &str, status: Status, code: Option<Code>, text: String)
     }
 }
 
+/// A socket timeout in words: the OS says "Resource temporarily unavailable" (EAGAIN) when
+/// a read or write timeout expires, which tells an admin nothing.
+fn timed_out(e: io::Error, timeout: Duration) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the server did not answer within {} s (the I/O timeout)",
+                timeout.as_secs()
+            ),
+        ),
+        _ => e,
+    }
+}
+
 fn connect_tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in address.to_socket_addrs()? {
@@ -947,7 +970,22 @@ fn tls_wrap(
         stream
             .conn
             .complete_io(&mut stream.sock)
-            .map_err(|e| Error::Tls(format!("handshake with {}: {e}", ep.host)))?;
+            .map_err(|e| match e.kind() {
+                // rustls reports what it refuses (a certificate, a protocol version) as
+                // InvalidData: no retry helps. Anything else is the network failing during
+                // the handshake (reset, closed, timed out), which a retry may get past.
+                io::ErrorKind::InvalidData => {
+                    Error::Tls(format!("handshake with {}: {e}", ep.host))
+                }
+                _ => Error::Io(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with {}: {}",
+                        ep.host,
+                        timed_out(e, ep.timeout)
+                    ),
+                )),
+            })?;
     }
     Ok(stream)
 }
@@ -1025,6 +1063,34 @@ mod tests {
             verify_certificates: true,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn a_server_that_stops_answering_costs_one_timeout_and_the_error_is_transient() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+                .unwrap();
+            // Neither answers nor closes until the test is done.
+            let _ = held.recv();
+        });
+        let mut ep = plain_endpoint(port);
+        ep.timeout = Duration::from_secs(1);
+        let mut c = Client::connect(&ep).unwrap();
+        let started = std::time::Instant::now();
+        let e = c.status("INBOX").unwrap_err();
+        let waited = started.elapsed();
+        release.send(()).unwrap();
+        server.join().unwrap();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "Connection error: the server did not answer within 1 s (the I/O timeout)"
+        );
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
     }
 
     #[test]

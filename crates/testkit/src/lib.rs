@@ -58,6 +58,7 @@
 //! ```
 
 pub mod browser;
+pub mod proxy;
 mod slapd;
 
 pub use slapd::{Slapd, SlapdConfig, person_ldif};

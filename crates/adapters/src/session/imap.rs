@@ -24,8 +24,29 @@ use mailferry_imap::{
 use super::session_error;
 use crate::credentials::Access;
 
-/// How long to wait for a server before calling it unreachable.
-pub const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connect, a read or a write may wait on a server before the connection is given
+/// up as broken (and the pass retried): a server that stops answering without closing costs
+/// one timeout, not a hung pass. Dovecot, Exchange and Gmail answer every command mailferry
+/// sends well within it, the largest FETCH and MULTIAPPEND included, since they stream.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Environment variable: a whole number of seconds to use instead of [`TIMEOUT`] (for a slow
+/// server, or for tests that stall a connection on purpose).
+pub const TIMEOUT_ENV: &str = "MAILFERRY_IO_TIMEOUT_SECONDS";
+
+/// [`TIMEOUT`], or what [`TIMEOUT_ENV`] says; an error names the variable and its value.
+pub fn io_timeout() -> std::result::Result<Duration, String> {
+    let Some(value) = std::env::var_os(TIMEOUT_ENV) else {
+        return Ok(TIMEOUT);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+        _ => Err(format!(
+            "{TIMEOUT_ENV} = {text:?}: expected a whole number of seconds above 0"
+        )),
+    }
+}
 
 type Result<T> = std::result::Result<T, SessionError>;
 
@@ -79,7 +100,7 @@ impl ImapConnector {
                 },
                 ca_file: imap.tls_ca.clone(),
                 verify_certificates: imap.tls_verify,
-                timeout: TIMEOUT,
+                timeout: io_timeout()?,
             },
             access,
             limit: ConnectionLimit::new(imap.max_connections),

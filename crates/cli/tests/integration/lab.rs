@@ -57,20 +57,24 @@ impl Lab {
     /// The job file: both servers over plain loopback with the master user; `extra` is
     /// appended (a `[migration]` table, say).
     pub fn write_job(&self, extra: &str) {
-        let server = |name: &str, d: &Dovecot, login: &str| {
+        self.write_job_via(self.source.port(), self.target.port(), extra);
+    }
+
+    /// [`Lab::write_job`], reaching the servers on other loopback ports (a proxy's).
+    pub fn write_job_via(&self, source_port: u16, target_port: u16, extra: &str) {
+        let server = |name: &str, port: u16, login: &str| {
             format!(
-                "[{name}]\nkind = \"imap\"\nhost = \"{}\"\nport = {}\nsecurity = \"plain\"\n\
+                "[{name}]\nkind = \"imap\"\nhost = \"{}\"\nport = {port}\nsecurity = \"plain\"\n\
                  allow_plain = true\nauth = \"admin\"\nadmin_user = \"admin\"\n\
                  admin_password = {{ env = \"MF_TEST_ADMIN_PW\" }}\nadmin_login = \"{login}\"\n\
                  max_connections = 8\n\n",
-                d.host(),
-                d.port()
+                self.source.host(),
             )
         };
         let text = format!(
             "name = \"test\"\n\n{}{}[mailboxes]\ncsv = \"mailboxes.csv\"\n\n{extra}\n",
-            server("source", &self.source, "master-separator"),
-            server("target", &self.target, "sasl-authzid"),
+            server("source", source_port, "master-separator"),
+            server("target", target_port, "sasl-authzid"),
         );
         std::fs::write(self.job(), text).expect("write job");
     }

@@ -9,6 +9,7 @@ mod directories;
 mod failures;
 mod lab;
 mod maildir;
+mod network;
 mod scale;
 mod tls;
 mod web;

@@ -7,7 +7,7 @@
 //! A lease whose process is gone (killed) is taken over at once; one whose holder merely
 //! stopped renewing it expires after [`LEASE_TTL`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::entries::Selection;
 use crate::folders::FolderRules;
 use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
-use crate::ports::store::{Lease, LeaseHolder};
+use crate::ports::store::{Lease, LeaseHolder, PassProgress};
 use crate::ports::{EntryPasswords, Observer, Store};
 use crate::report::{MigrationReport, Summary};
 
@@ -28,6 +28,14 @@ use crate::report::{MigrationReport, Summary};
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 /// How often held leases are renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How many attempts of an entry in a row may fail without progress before it fails (README,
+/// "Failures"). A constant for now; a `[migration]` setting once the job file grows one.
+const RETRIES_WITHOUT_PROGRESS: u32 = 4;
+/// The first wait before an entry's pass is tried again; it doubles while attempts make no
+/// progress, up to a minute.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How often the progress of the passes in flight is written for other processes to show.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What `migrate` did.
 #[derive(Debug)]
@@ -41,6 +49,8 @@ pub struct MigrateOutcome {
     pub busy: Vec<(EntryId, LeaseHolder)>,
     /// The pass; `None` when no selected entry could be passed.
     pub summary: Option<Summary>,
+    /// Entries the pass did not start because `stop` was set: the next `migrate` passes them.
+    pub not_started: Vec<EntryId>,
 }
 
 impl MigrateOutcome {
@@ -93,8 +103,9 @@ pub fn pass_settings(job: &Job) -> PassSettings {
 }
 
 /// Runs one pass over the selected entries. Entries whose source mailbox is missing are
-/// removed first (SPEC §6). `stop`, once set, lets the entries in progress finish and starts
-/// no more.
+/// removed first (SPEC §6). `stop`, once set, lets the entries in progress finish their
+/// attempt (a failed one is not tried again) and starts no more; the entries left are
+/// [`MigrateOutcome::not_started`].
 pub fn migrate(
     app: &App<'_>,
     selection: &Selection,
@@ -125,21 +136,27 @@ pub fn migrate(
             waiting,
             busy: Vec::new(),
             summary: None,
+            not_started: Vec::new(),
         });
     }
     let settings = pass_settings(app.job);
     let run = store.start_run(RunKind::Migrate)?;
     let started = Instant::now();
     let store = Mutex::new(store);
+    let recorder = Recorder {
+        inner: observer,
+        progress: Mutex::new(HashMap::new()),
+    };
     let ctx = PassContext {
         source: source.as_ref(),
         target: target.as_ref(),
         settings: &settings,
         store: &store,
         run,
-        observer,
-        retries: 4,
-        retry_delay: Duration::from_secs(1),
+        observer: &recorder,
+        retries: RETRIES_WITHOUT_PROGRESS,
+        retry_delay: FIRST_RETRY_DELAY,
+        stop,
     };
     let runner = Runner {
         app,
@@ -147,6 +164,7 @@ pub fn migrate(
         holder: app.backends.process_name(),
         held: Mutex::new(Vec::new()),
         done: AtomicBool::new(false),
+        recorder: &recorder,
     };
     let queue = Mutex::new(runnable.into_iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
@@ -176,13 +194,13 @@ pub fn migrate(
                                     break;
                                 }
                             };
-                            observer.entry_started(&entry.id);
+                            recorder.entry_started(&entry.id);
                             let pw: EntryPasswords =
                                 passwords.get(&entry.id).cloned().unwrap_or_default();
                             let result = migrate_entry(&ctx, &entry, &pw);
                             let recorded = runner.record(run, &result);
                             runner.release(&lease);
-                            observer.entry_finished(&result);
+                            recorder.entry_finished(&result);
                             lock(&results).push(result);
                             if let Err(e) = recorded {
                                 lock(&failures).push(e);
@@ -205,6 +223,12 @@ pub fn migrate(
     {
         return Err(e);
     }
+    let not_started = queue
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     let mut entries = results.into_inner().unwrap_or_else(|e| e.into_inner());
     entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
     Ok(MigrateOutcome {
@@ -217,11 +241,50 @@ pub fn migrate(
             entries,
             seconds: started.elapsed().as_secs_f64(),
         }),
+        not_started,
     })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Passes the engine's reports on, and keeps each pass's counters for other processes: the
+/// runner writes them to the store beside its leases once a second, so a web console or a
+/// `status` of another process shows this pass live.
+struct Recorder<'a> {
+    inner: &'a dyn Observer,
+    progress: Mutex<HashMap<EntryId, PassProgress>>,
+}
+
+impl Observer for Recorder<'_> {
+    fn entry_started(&self, entry: &EntryId) {
+        lock(&self.progress).insert(entry.clone(), PassProgress::default());
+        self.inner.entry_started(entry);
+    }
+    fn planned(&self, entry: &EntryId, messages: u64, bytes: u64) {
+        // A retried attempt plans again from the start.
+        lock(&self.progress).insert(
+            entry.clone(),
+            PassProgress {
+                planned_messages: messages,
+                planned_bytes: bytes,
+                ..PassProgress::default()
+            },
+        );
+        self.inner.planned(entry, messages, bytes);
+    }
+    fn copied(&self, entry: &EntryId, messages: u64, bytes: u64) {
+        if let Some(p) = lock(&self.progress).get_mut(entry) {
+            p.copied += messages;
+            p.bytes += bytes;
+        }
+        self.inner.copied(entry, messages, bytes);
+    }
+    fn entry_finished(&self, result: &RunEntry) {
+        lock(&self.progress).remove(&result.entry_id);
+        self.inner.entry_finished(result);
+    }
 }
 
 /// The leases of one `migrate` process, and the writes after each entry's pass.
@@ -231,6 +294,7 @@ struct Runner<'a, 'b> {
     holder: String,
     held: Mutex<Vec<Lease>>,
     done: AtomicBool,
+    recorder: &'a Recorder<'a>,
 }
 
 impl Runner<'_, '_> {
@@ -270,20 +334,40 @@ impl Runner<'_, '_> {
         Ok(())
     }
 
-    /// Renews the held leases until the workers are done.
+    /// Renews the held leases, and writes their passes' progress, until the workers are
+    /// done.
     fn renew_until_done(&self) {
-        let mut last = Instant::now();
+        let mut renewed = Instant::now();
+        let mut reported = Instant::now();
+        let mut last: HashMap<EntryId, PassProgress> = HashMap::new();
         while !self.done.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
-            if last.elapsed() < RENEW_EVERY {
-                continue;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                let now = lock(&self.recorder.progress).clone();
+                let held = lock(&self.held).clone();
+                let changed: Vec<(&Lease, &PassProgress)> = held
+                    .iter()
+                    .filter_map(|l| now.get(&l.entry).map(|p| (l, p)))
+                    .filter(|(l, p)| last.get(&l.entry) != Some(*p))
+                    .collect();
+                if !changed.is_empty() {
+                    let mut store = lock(self.store);
+                    for (lease, p) in changed {
+                        // Progress is for show: a failed write is retried next second.
+                        let _ = store.report_progress(lease, p);
+                    }
+                }
+                last = now;
             }
-            last = Instant::now();
-            let held = lock(&self.held).clone();
-            let mut store = lock(self.store);
-            for lease in &held {
-                // A failed renewal is retried next time; the lease outlives several misses.
-                let _ = store.renew(lease, LEASE_TTL);
+            if renewed.elapsed() >= RENEW_EVERY {
+                renewed = Instant::now();
+                let held = lock(&self.held).clone();
+                let mut store = lock(self.store);
+                for lease in &held {
+                    // A failed renewal is retried next time; the lease outlives several misses.
+                    let _ = store.renew(lease, LEASE_TTL);
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ mod scan;
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -118,9 +119,20 @@ pub struct PassContext<'a> {
     pub store: &'a Mutex<Box<dyn Store>>,
     pub run: RunId,
     pub observer: &'a dyn Observer,
+    /// How many times in a row a failed attempt that made no progress is tried again before
+    /// the entry fails: an attempt that copied, moved or flag-updated a message, recorded a
+    /// refusal or finished a folder resets the count (and the backoff).
     pub retries: u32,
+    /// The first backoff; it doubles after each attempt without progress, up to
+    /// [`MAX_RETRY_DELAY`], with jitter.
     pub retry_delay: Duration,
+    /// Set by the runner to stop: the attempt in progress finishes, but a failed one is not
+    /// tried again (the next `migrate` resumes from the ledger).
+    pub stop: &'a AtomicBool,
 }
+
+/// The longest wait between two attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// What one pass of an entry learned that its retried attempts must not count again: an
 /// attempt that breaks off is followed by another that scans the unfinished folders again.
@@ -130,18 +142,46 @@ struct Attempts {
     skipped: BTreeMap<String, u64>,
     /// Messages the target refused (source folder, UIDVALIDITY, UID): recorded once.
     refused: HashSet<(String, u32, u32)>,
+    /// Source folders whose work this pass finished (checkpointed or not). Kept as a set
+    /// because without CONDSTORE a finished folder is scanned and finished again by every
+    /// later attempt, which must not count as progress.
+    finished: HashSet<String>,
+    /// Messages an attempt stored whose answers the connection lost, found on the target by
+    /// the next attempt's reconciliation: copied, though no attempt counted them.
+    reconciled: u64,
 }
 
-/// Runs one pass for an entry, retrying transient failures with backoff; never panics on
-/// server trouble: the result says what happened, with the server's words.
+impl Attempts {
+    /// How much work the attempts so far have done; it only grows, and grows exactly when an
+    /// attempt made progress. Copies, moves, flag updates and reconciled intents are counted
+    /// once because each changes the ledger, so a later attempt does not do them again; that
+    /// is also why retrying while this grows ends: a pass has only so much to do.
+    fn progress(&self, stats: &RunEntry) -> u64 {
+        stats.copied
+            + stats.moved
+            + stats.flags_updated
+            + self.reconciled
+            + self.refused.len() as u64
+            + self.finished.len() as u64
+    }
+}
+
+/// Runs one pass for an entry, retrying transient failures for as long as the attempts make
+/// progress; never panics on server trouble: the result says what happened, with the server's
+/// words.
+///
+/// Every attempt resumes from the ledger, so retrying costs a login and a scan, never a
+/// duplicate: a flaky network that drops the connection every few megabytes still lets the
+/// pass finish. The entry fails only after `retries` retries in a row copied nothing (and
+/// changed nothing), with the last error's words.
 pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) -> RunEntry {
     let started = Instant::now();
     let mut stats = RunEntry::new(entry.id.clone());
     let mut attempts = Attempts::default();
-    let mut delay = ctx.retry_delay;
-    let mut attempt = 0;
+    let mut backoff = Backoff::new(ctx.retry_delay, entry.id.as_str());
+    let mut without_progress = 0;
     let outcome = loop {
-        attempt += 1;
+        let before = attempts.progress(&stats);
         let mut pass = Pass {
             ctx,
             entry,
@@ -150,14 +190,20 @@ pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) 
         };
         let ran = pass.run(pw);
         stats.skipped = attempts.skipped.values().sum();
-        match ran {
+        let e = match ran {
             Ok(()) => break Ok(()),
-            Err(e) if e.is_transient() && attempt <= ctx.retries => {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-            Err(e) => break Err(e),
+            Err(e) => e,
+        };
+        if attempts.progress(&stats) > before {
+            without_progress = 0;
+            backoff.reset();
+        } else {
+            without_progress += 1;
         }
+        if !e.is_transient() || without_progress > ctx.retries || ctx.stop.load(Ordering::SeqCst) {
+            break Err(e);
+        }
+        backoff.wait(ctx.stop);
     };
     stats.seconds = started.elapsed().as_secs_f64();
     match outcome {
@@ -169,6 +215,64 @@ pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) 
         }
     }
     stats
+}
+
+/// Exponential backoff with jitter: each wait is the current delay plus up to half of it
+/// again, so that the passes a server restart broke at the same instant do not all come back
+/// at the same instant.
+struct Backoff {
+    first: Duration,
+    delay: Duration,
+    /// xorshift64 state; seeded from the clock and the entry, since quality does not matter
+    /// and core takes no crate for randomness.
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(first: Duration, entry: &str) -> Backoff {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let salt = entry.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Backoff {
+            first,
+            delay: first,
+            // xorshift must not start at zero.
+            seed: (clock ^ salt) | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.delay = self.first;
+    }
+
+    /// The next wait: the delay plus a jitter of up to half of it, never over
+    /// [`MAX_RETRY_DELAY`]; then the delay doubles.
+    fn next(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let half = self.delay.as_nanos() as u64 / 2;
+        let jitter = Duration::from_nanos(if half == 0 { 0 } else { self.seed % half });
+        let wait = (self.delay + jitter).min(MAX_RETRY_DELAY);
+        self.delay = (self.delay * 2).min(MAX_RETRY_DELAY);
+        wait
+    }
+
+    /// Sleeps the next wait, in short steps so that a stop is obeyed within a tenth of a
+    /// second.
+    fn wait(&mut self, stop: &AtomicBool) {
+        let until = Instant::now() + self.next();
+        while !stop.load(Ordering::SeqCst) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
 }
 
 struct Pass<'a, 'b> {
@@ -235,7 +339,8 @@ impl Pass<'_, '_> {
         let dst_tree = dst.folders().map_err(on(Side::Target))?;
         let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
         prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
-        reconcile_pending(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
+        self.attempts.reconciled +=
+            reconcile_pending(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
         let mut work = Vec::new();
@@ -267,6 +372,9 @@ impl Pass<'_, '_> {
                 )?;
             }
             self.update_flags(dst.as_mut(), &dst_tree, &w)?;
+            self.attempts
+                .finished
+                .insert(w.source.path.as_str().to_string());
             if self.stats.failed == failed_before {
                 let c = Checkpoint {
                     uid_validity: w.uid_validity,

@@ -25,17 +25,20 @@ const QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// Candidate bodies fetched at a time.
 const CANDIDATE_BATCH: usize = 200;
 
+/// Resolves the entry's pending rows; returns how many were found on the target (and are now
+/// recorded as copied).
 pub fn reconcile_pending(
     dst: &mut dyn MailSession,
     tree: &FolderTree,
     store: &Mutex<Box<dyn Store>>,
     entry: &EntryId,
-) -> Result<()> {
+) -> Result<u64> {
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
     let pending = lock().ledger_pending(entry)?;
     if pending.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let mut arrived = 0;
     let mut by_folder: BTreeMap<String, Vec<LedgerRow>> = BTreeMap::new();
     for row in pending {
         by_folder
@@ -72,8 +75,9 @@ pub fn reconcile_pending(
         }
         let verdict = decide::reconcile(&rows, found);
         lock().complete(entry, &verdict.copied, &verdict.forgotten)?;
+        arrived += verdict.copied.len() as u64;
     }
-    Ok(())
+    Ok(arrived)
 }
 
 /// Waits until a target folder stops changing. A killed client's pipelined APPENDs may still

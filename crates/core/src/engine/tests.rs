@@ -2,10 +2,11 @@
 //! each comparing source and target message by message (bytes, flags, INTERNALDATE) and the
 //! ledger row by row. The pure decisions these passes rely on are pinned in `decide`'s tests.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{PassContext, PassSettings, migrate_entry};
+use super::{Backoff, MAX_RETRY_DELAY, PassContext, PassSettings, migrate_entry};
 use crate::fingerprint::fingerprint;
 use crate::folders::FolderRules;
 use crate::job::Date;
@@ -75,6 +76,7 @@ struct World {
     settings: PassSettings,
     entry: Entry,
     retries: u32,
+    stop: AtomicBool,
 }
 
 impl World {
@@ -97,6 +99,7 @@ impl World {
             },
             entry,
             retries: 0,
+            stop: AtomicBool::new(false),
         }
     }
 
@@ -116,6 +119,7 @@ impl World {
             observer: &NoObserver,
             retries: self.retries,
             retry_delay: Duration::from_millis(1),
+            stop: &self.stop,
         };
         (
             run,
@@ -536,8 +540,12 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
     let mut target = FakeMailbox::new().with_multiappend(false);
     target.crash_after(3, 1);
     let w = World::new(source, target);
+    // The first attempt made progress, so it would be retried at once: stopping the pass
+    // leaves the ledger as a killed process would.
+    w.stop.store(true, Ordering::SeqCst);
 
     let (_, crashed) = w.pass();
+    w.stop.store(false, Ordering::SeqCst);
     assert_eq!(crashed.state, EntryState::Failed);
     assert_eq!(crashed.error.as_deref(), Some(LOST));
     assert_eq!(crashed.copied, 1);
@@ -690,4 +698,92 @@ fn a_retried_pass_records_a_refused_message_once() {
     assert_eq!((result.state, result.copied), (EntryState::Partial, 7));
     assert_eq!(result.failed, 1, "{result:?}");
     assert_eq!(w.failures(run).len(), 1, "{:#?}", w.failures(run));
+}
+
+/// A source whose only folder is INBOX, with `n` messages.
+fn inbox_of(n: u32) -> FakeMailbox {
+    let mut m = FakeMailbox::new();
+    for i in 1..=n {
+        m.deliver("INBOX", &mail(i), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    m
+}
+
+#[test]
+fn a_connection_that_breaks_every_few_messages_completes_the_pass_exactly() {
+    let mut source = inbox_of(30);
+    source.break_every(3);
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 4;
+
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Migrated, 30, 0),
+        "{result:?}"
+    );
+    assert_eq!(result.error, None);
+    // Ten attempts broke, far more than the four retries a pass without progress gets.
+    assert!(w.src().counts().logins >= 10, "{:?}", w.src().counts());
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+#[test]
+fn attempts_that_make_no_progress_fail_the_entry_after_the_budget_with_the_servers_words() {
+    let mut source = inbox_of(5);
+    for _ in 0..10 {
+        source.fail_next(Op::Fetch, transient("* BYE Server shutting down"));
+    }
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 4;
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Failed, 0));
+    assert_eq!(
+        result.error.as_deref(),
+        Some("source: * BYE Server shutting down")
+    );
+    // The first attempt and four retries.
+    assert_eq!(w.src().counts().logins, 5);
+    assert!(w.dst().messages("INBOX").is_empty());
+    assert!(w.ledger().is_empty());
+}
+
+#[test]
+fn a_stop_is_obeyed_between_attempts_and_the_failure_is_not_retried() {
+    let mut source = inbox_of(5);
+    source.fail_next(Op::Fetch, transient("* BYE Server shutting down"));
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 4;
+    w.stop.store(true, Ordering::SeqCst);
+
+    let (_, result) = w.pass();
+    assert_eq!(result.state, EntryState::Failed);
+    assert_eq!(
+        result.error.as_deref(),
+        Some("source: * BYE Server shutting down")
+    );
+    assert_eq!(w.src().counts().logins, 1);
+}
+
+#[test]
+fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_progress() {
+    let first = Duration::from_secs(1);
+    let mut b = Backoff::new(first, "u1");
+    for base in [1, 2, 4, 8, 16, 32] {
+        let base = Duration::from_secs(base);
+        let wait = b.next();
+        assert!(
+            wait >= base && wait <= base + base / 2,
+            "{wait:?} for {base:?}"
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(b.next(), MAX_RETRY_DELAY);
+    }
+    b.reset();
+    let wait = b.next();
+    assert!(wait >= first && wait <= first + first / 2, "{wait:?}");
 }

@@ -7,8 +7,8 @@
 //! A [`FakeMailbox`] is one account; a [`FakeConnector`] serves several, keyed by login, from
 //! an `Arc<Mutex<…>>` the test keeps a handle on, so it can change the source between passes
 //! and compare both sides afterwards. Faults are switches on the mailbox: refused messages,
-//! a crash between APPEND and its OK, one-shot errors, a refused login. Every command is
-//! counted, so a test can pin what a pass costs.
+//! a crash between APPEND and its OK, a connection that breaks every few messages, one-shot
+//! errors, a refused login. Every command is counted, so a test can pin what a pass costs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::ControlFlow;
@@ -119,6 +119,8 @@ pub struct FakeMailbox {
     refuse: Option<(Vec<u8>, String)>,
     login_refusal: Option<String>,
     crash: Option<Crash>,
+    /// Every session breaks after fetching this many messages (a flaky network).
+    break_every: Option<usize>,
     /// One-shot faults: the command, how many more of it run before it fails, the error.
     faults: VecDeque<(Op, u32, SessionError)>,
     counts: Counts,
@@ -143,6 +145,7 @@ impl FakeMailbox {
             refuse: None,
             login_refusal: None,
             crash: None,
+            break_every: None,
             faults: VecDeque::new(),
             counts: Counts::default(),
         };
@@ -245,6 +248,12 @@ impl FakeMailbox {
             stored,
             acknowledged: acknowledged.min(stored),
         });
+    }
+
+    /// Every session opened from now on (a flaky network) breaks once it has fetched
+    /// `messages` messages: the next FETCH response is cut off with the connection.
+    pub fn break_every(&mut self, messages: usize) {
+        self.break_every = Some(messages);
     }
 
     /// The next `op` on this account fails with `error`; a transient error also breaks the
@@ -439,6 +448,7 @@ impl Connector for FakeConnector {
             selected: None,
             broken: None,
             crash: mailbox.crash.take(),
+            fetch_left: mailbox.break_every,
             sent: 0,
             acknowledged: 0,
             next_tag: 0,
@@ -460,6 +470,8 @@ pub struct FakeSession {
     /// Set once the connection is gone: every later command fails with it.
     broken: Option<SessionError>,
     crash: Option<Crash>,
+    /// Messages this session may still fetch before its connection breaks.
+    fetch_left: Option<usize>,
     /// Messages this session sent to the server, and OKs it read (for [`Crash`]).
     sent: usize,
     acknowledged: usize,
@@ -773,6 +785,14 @@ impl MailSession for FakeSession {
                 .collect::<Vec<_>>())
         })?;
         for m in fetched {
+            match &mut self.fetch_left {
+                Some(0) => {
+                    self.broken = Some(connection_lost());
+                    return Err(connection_lost());
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
             if each(m).is_break() {
                 // As the IMAP session reports a fetch its consumer stopped.
                 return Err(SessionError::new(

@@ -819,7 +819,10 @@ pub fn progress_is_shown_while_a_lease_lives(mut s: Box<dyn Store>) -> Result<()
     s.report_progress(&lease, &p)?;
     assert_eq!(s.live_passes()?[0].progress, p);
     s.release(&lease)?;
-    assert!(s.live_passes()?.is_empty(), "a released lease is no live pass");
+    assert!(
+        s.live_passes()?.is_empty(),
+        "a released lease is no live pass"
+    );
     assert!(
         s.report_progress(&lease, &p).is_ok() || s.live_passes()?.is_empty(),
         "progress on a released lease changes nothing visible"

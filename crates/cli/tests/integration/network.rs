@@ -1,0 +1,313 @@
+//! A bad network between mailferry and real servers (issue 11): the test kit's fault-injecting
+//! proxy cuts connections every few megabytes, stalls one without closing it; a server
+//! restarts mid-pass; the pass is stopped by a signal. One `migrate` still finishes (or, when
+//! stopped, the next one does) with the target holding every source message exactly once.
+
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mailferry_testkit::proxy::{Direction, Faults, Proxy, Stall};
+
+use crate::lab::*;
+
+/// Every user's mailbox: messages of 20–60 kB in three folders, and a few of 400 kB, about
+/// `mb` megabytes in all.
+fn fill_users(lab: &Lab, mb: usize) {
+    for (u, user) in lab.users.iter().enumerate() {
+        let base = u * 10_000;
+        let mut inbox: Vec<Msg> = (0..4).map(|i| generated(base + i, 400_000)).collect();
+        let small = (mb * 1_000_000 - 1_600_000) / 40_000;
+        inbox.extend((4..small / 2).map(|i| generated(base + i, 20_000 + (i % 3) * 20_000)));
+        fill(&lab.source, user, "INBOX", &inbox);
+        fill(
+            &lab.source,
+            user,
+            "Archive/2019",
+            &(small / 2..small * 3 / 4)
+                .map(|i| generated(base + i, 40_000))
+                .collect::<Vec<_>>(),
+        );
+        fill(
+            &lab.source,
+            user,
+            "Projects",
+            &(small * 3 / 4..small)
+                .map(|i| generated(base + i, 40_000))
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+/// Source and target hold the same messages, each once, for every user.
+fn assert_exact(lab: &Lab) {
+    for user in &lab.users {
+        let src = snapshot(&lab.source, user);
+        assert!(total(&src) > 0);
+        assert_same(&src, &snapshot(&lab.target, user), str::to_string);
+    }
+}
+
+/// A number in `low..high` that depends only on `n` and `salt` (xorshift).
+fn spread(n: u64, salt: u64, low: u64, high: u64) -> u64 {
+    let mut x = (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    low + x % (high - low)
+}
+
+fn job(lab: &Lab) -> String {
+    lab.job().to_str().expect("utf-8 path").to_string()
+}
+
+fn matched(lab: &Lab) {
+    let out = lab.mailferry(&["match", &job(lab)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn connections_cut_every_few_megabytes_both_ways_still_complete_one_pass_exactly() {
+    let lab = Lab::new(&["ada", "bea", "cyd"]);
+    fill_users(&lab, 6);
+    // Every connection to either server is cut after 1–3 MB in one direction or the other,
+    // whichever comes first; a cut is a close or, one time in three, a reset.
+    let cuts = |salt: u64| {
+        move |n: u64| Faults {
+            cut_up_after: Some(spread(n, salt, 1_000_000, 3_000_000)),
+            cut_down_after: Some(spread(n, salt ^ 0xff, 1_000_000, 3_000_000)),
+            reset: n % 3 == 2,
+            ..Faults::default()
+        }
+    };
+    let source = Proxy::before(&lab.source, cuts(1));
+    let target = Proxy::before(&lab.target, cuts(2));
+    lab.write_job_via(
+        source.port(),
+        target.port(),
+        "[migration]\nconcurrency = 3\n",
+    );
+    matched(&lab);
+
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let cut = source.stats().cuts + target.stats().cuts;
+    assert_eq!(code, 0, "{cut} cuts: {v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
+    // More than four cuts per mailbox: at least one mailbox was cut more often than the four
+    // retries it used to get for the whole pass.
+    assert!(cut > 3 * 4, "only {cut} cuts");
+    assert_exact(&lab);
+}
+
+#[test]
+fn a_target_that_stops_answering_costs_one_timeout_and_the_pass_completes_exactly() {
+    let lab = Lab::new(&["dee"]);
+    fill_users(&lab, 6);
+    let source = Proxy::before(&lab.source, |_| Faults::default());
+    // The first target connection goes silent after 2 MB of APPENDs, without closing, for
+    // longer than the test: a hung server, or a NAT that forgot the flow.
+    let target = Proxy::before(&lab.target, |n| Faults {
+        stall: (n == 0).then_some(Stall {
+            direction: Direction::Up,
+            after: 2_000_000,
+            duration: Duration::from_secs(3600),
+        }),
+        ..Faults::default()
+    });
+    lab.write_job_via(source.port(), target.port(), "");
+    matched(&lab);
+
+    let started = Instant::now();
+    let out = lab
+        .command(&["migrate", &job(&lab), "--all", "--json"])
+        .env("MAILFERRY_IO_TIMEOUT_SECONDS", "3")
+        .output()
+        .expect("run mailferry");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(target.stats().stalls, 1);
+    assert!(target.stats().connections >= 2, "{:?}", target.stats());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the stall cost {:?}",
+        started.elapsed()
+    );
+    assert_exact(&lab);
+}
+
+#[test]
+fn a_bad_io_timeout_is_bad_input_and_names_the_variable() {
+    let lab = Lab::new(&["fox"]);
+    matched(&lab);
+    let out = lab
+        .command(&["migrate", &job(&lab), "--all"])
+        .env("MAILFERRY_IO_TIMEOUT_SECONDS", "soon")
+        .output()
+        .expect("run mailferry");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MAILFERRY_IO_TIMEOUT_SECONDS"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Messages the ledger records as copied so far.
+fn copied_rows(db: &Path) -> u64 {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    let _ = conn.busy_timeout(Duration::from_millis(200));
+    conn.query_row(
+        "SELECT count(*) FROM ledger WHERE state = 'copied'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+/// Starts `migrate --all` and waits until the ledger shows copied messages.
+fn migrate_until_copying(lab: &Lab) -> Child {
+    let mut child = lab
+        .command(&["migrate", &job(lab), "--all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailferry");
+    let start = Instant::now();
+    while copied_rows(&lab.db()) == 0 {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "migrate ended before copying"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing copied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+}
+
+/// A target link of 2 MB/s, so that a pass lasts long enough to be interrupted; one mailbox
+/// at a time.
+fn slow_target(lab: &Lab) -> Proxy {
+    let target = Proxy::before(&lab.target, |_| Faults {
+        bytes_per_second: Some(2_000_000),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        lab.source.port(),
+        target.port(),
+        "[migration]\nconcurrency = 1\n",
+    );
+    target
+}
+
+#[test]
+fn sigterm_mid_pass_finishes_the_mailbox_in_flight_exits_3_and_the_next_pass_completes() {
+    let lab = Lab::new(&["gil", "hal", "ivy"]);
+    fill_users(&lab, 4);
+    let _target = slow_target(&lab);
+    matched(&lab);
+
+    let child = migrate_until_copying(&lab);
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "Stopped by a signal: 2 mailboxes not started; run migrate again to continue"
+        ),
+        "{}",
+        text(&out)
+    );
+    // The mailbox in flight finished its pass and is in the summary.
+    assert!(
+        stdout.contains("1 of 1 mailboxes fully migrated"),
+        "{}",
+        text(&out)
+    );
+
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_exact(&lab);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_next_pass_is_still_exact() {
+    let lab = Lab::new(&["jon", "kay"]);
+    fill_users(&lab, 4);
+    let _target = slow_target(&lab);
+    matched(&lab);
+
+    let child = migrate_until_copying(&lab);
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    let second = Instant::now();
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(second.elapsed() < Duration::from_secs(2));
+
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_exact(&lab);
+}
+
+#[test]
+fn a_target_restarted_twice_mid_pass_is_retried_and_the_pass_completes_exactly() {
+    let mut lab = Lab::new(&["lou", "max"]);
+    fill_users(&lab, 6);
+    // A slow link, so that the restarts fall mid-pass; the proxy refuses while the server is
+    // down, as the server's port would.
+    let target = Proxy::before(&lab.target, |_| Faults {
+        bytes_per_second: Some(2_000_000),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        lab.source.port(),
+        target.port(),
+        "[migration]\nconcurrency = 2\n",
+    );
+    matched(&lab);
+    let mut child = lab
+        .command(&["migrate", &job(&lab), "--all", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mailferry");
+    for threshold in [20, 150] {
+        let start = Instant::now();
+        while copied_rows(&lab.db()) < threshold {
+            assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pass ended before restart at {threshold} messages"
+        );
+        lab.target.restart();
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(copied_rows(&lab.db()) > 150);
+    assert_exact(&lab);
+}
