@@ -340,6 +340,36 @@ fn init(path: &Path) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How the terminal names entries: by their source address, with the entry ID beside it
+/// when the ID is something else (a directory's UUID, a CSV's Source ID).
+struct Names(std::collections::HashMap<String, String>);
+
+impl Names {
+    fn of(app: &App<'_>) -> Names {
+        // Only for display: without the state, entries are shown by their IDs.
+        let entries = app::status::status(app)
+            .map(|s| s.entries)
+            .unwrap_or_default();
+        Names(
+            entries
+                .into_iter()
+                .filter_map(|e| {
+                    let address = e.source.addresses.first()?.clone();
+                    (address != e.id.as_str()).then(|| (e.id.into_string(), address))
+                })
+                .collect(),
+        )
+    }
+
+    fn of_id(&self, id: &impl std::fmt::Display) -> String {
+        let id = id.to_string();
+        match self.0.get(&id) {
+            Some(address) => format!("{address} ({id})"),
+            None => id,
+        }
+    }
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -396,12 +426,13 @@ fn match_cmd(app: &App<'_>, csv: Option<&Path>, req: &MatchRequest, json: bool) 
         print_json(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let names = Names::of(app);
     if let Some(r) = &m.auto {
         for (id, target, rule) in &r.matched {
-            println!("{id}: matched to {target} (same {rule})");
+            println!("{}: matched to {target} (same {rule})", names.of_id(id));
         }
         for (id, why) in &r.unmatched {
-            println!("{id}: not matched: {why}");
+            println!("{}: not matched: {why}", names.of_id(id));
         }
         println!(
             "Automatic matching: {} matched, {} left unmatched.",
@@ -410,20 +441,24 @@ fn match_cmd(app: &App<'_>, csv: Option<&Path>, req: &MatchRequest, json: bool) 
         );
     }
     for u in &m.manual {
-        println!("{}: matched manually to {}", u.id, u.addresses.join(", "));
+        println!(
+            "{}: matched manually to {}",
+            names.of_id(&u.id),
+            u.addresses.join(", ")
+        );
     }
     for u in &m.to_create {
         println!(
             "{}: to be created as {} (run `mailferry create`)",
-            u.id,
+            names.of_id(&u.id),
             u.addresses.join(", ")
         );
     }
     for id in &m.skipped {
-        println!("{id}: will not be migrated");
+        println!("{}: will not be migrated", names.of_id(id));
     }
     if let Some(s) = &m.stage {
-        let ids: Vec<&str> = s.entries.iter().map(|e| e.as_str()).collect();
+        let ids: Vec<String> = s.entries.iter().map(|e| names.of_id(e)).collect();
         println!("Stage {}: {}", s.stage, ids.join(", "));
     }
     Ok(ExitCode::SUCCESS)
@@ -434,10 +469,11 @@ fn create(app: &App<'_>, json: bool) -> Outcome {
     if json {
         print_json(&c)?;
     } else {
+        let names = Names::of(app);
         for e in &c.entries {
             match (&e.created, &e.error) {
-                (Some(a), _) => println!("{}: created {a}", e.id),
-                (None, Some(err)) => println!("{}: NOT created: {err}", e.id),
+                (Some(a), _) => println!("{}: created {a}", names.of_id(&e.id)),
+                (None, Some(err)) => println!("{}: NOT created: {err}", names.of_id(&e.id)),
                 (None, None) => {}
             }
         }
@@ -494,18 +530,21 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             outcome.not_started.len()
         )
     });
+    let names = Names::of(app);
     if !json {
         for (id, origin) in &outcome.waiting {
-            eprintln!("{id}: not migrated ({origin})");
+            eprintln!("{}: not migrated ({origin})", names.of_id(id));
         }
     }
     // Said even with --json (on standard error): the admin must learn that another process
     // is at work on the job.
     for (id, holder) in &outcome.busy {
         eprintln!(
-            "{id}: not migrated by this process: another mailferry process ({}) has been \
+            "{}: not migrated by this process: another mailferry process ({}) has been \
              passing it since {}",
-            holder.holder, holder.since
+            names.of_id(id),
+            holder.holder,
+            holder.since
         );
     }
     let Some(summary) = &outcome.summary else {
@@ -528,7 +567,7 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
         for e in &summary.entries {
             let mut line = format!(
                 "{:<30} {:<9} copied {:>6}  skipped {:>5}  failed {:>4}  moved {:>4}  flags {:>5}  {:>9}  {:.1}s",
-                e.entry_id.as_str(),
+                names.of_id(&e.entry_id),
                 e.state.as_str(),
                 e.copied,
                 e.skipped,
@@ -593,13 +632,20 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let w = s
+        .entries
+        .iter()
+        .map(|e| e.id.as_str().chars().count())
+        .max()
+        .unwrap_or(2)
+        .clamp(2, 40);
     println!(
-        "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  last pass",
+        "{:<w$} {:<28} {:<28} {:<16} {:>5} {:<9} {:>7} {:>6}  last pass",
         "ID", "SOURCE", "TARGET", "ORIGIN", "STAGE", "STATE", "COPIED", "FAILED"
     );
     for e in &s.entries {
         println!(
-            "{:<20} {:<28} {:<28} {:<10} {:>5} {:<9} {:>7} {:>6}  {}",
+            "{:<w$} {:<28} {:<28} {:<16} {:>5} {:<9} {:>7} {:>6}  {}",
             e.id.as_str(),
             e.source.addresses.first().unwrap_or(&e.source.login),
             e.target
