@@ -1,0 +1,228 @@
+//! The mailbox commands of a [`Client`](super::Client): the folder tree, STATUS, SELECT,
+//! FETCH, SEARCH, CREATE, subscriptions, MOVE and STORE, with long UID lists chunked.
+
+use super::{Client, FolderStatus, Result, Selected};
+use crate::proto::codes::CopyUid;
+use crate::proto::command::{MAX_SET_CHARS, quote, uid_sets};
+use crate::response::{Code, Fetch, ListItem, Untagged};
+
+impl Client {
+    pub fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
+        if !self.has("NAMESPACE") {
+            return Ok(None);
+        }
+        for u in self.run("NAMESPACE")? {
+            if let Untagged::Namespace(ns) = u {
+                return Ok(ns.into_iter().next());
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn list(&mut self) -> Result<Vec<ListItem>> {
+        Ok(self
+            .run("LIST \"\" \"*\"")?
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::List(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn lsub(&mut self) -> Result<Vec<ListItem>> {
+        Ok(self
+            .run("LSUB \"\" \"*\"")?
+            .into_iter()
+            .filter_map(|u| match u {
+                Untagged::Lsub(l) => Some(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn status(&mut self, mailbox: &str) -> Result<FolderStatus> {
+        let mut items = "MESSAGES UIDNEXT UIDVALIDITY".to_string();
+        if self.has("CONDSTORE") {
+            items.push_str(" HIGHESTMODSEQ");
+        }
+        let mut st = FolderStatus::default();
+        for u in self.run(&format!("STATUS {} ({items})", quote(mailbox)))? {
+            if let Untagged::MailboxStatus { items, .. } = u {
+                for (k, v) in items {
+                    match k.as_str() {
+                        "MESSAGES" => st.messages = v as u32,
+                        "UIDNEXT" => st.uid_next = v as u32,
+                        "UIDVALIDITY" => st.uid_validity = v as u32,
+                        "HIGHESTMODSEQ" => st.highest_modseq = Some(v),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// SELECT (or EXAMINE when `read_only`), with CONDSTORE where the server has it. Always
+    /// sent, even for the folder already selected: callers need its fresh UIDVALIDITY.
+    pub fn select(&mut self, mailbox: &str, read_only: bool) -> Result<Selected> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
+        let condstore = if self.has("CONDSTORE") {
+            " (CONDSTORE)"
+        } else {
+            ""
+        };
+        self.trace(&format!("{verb} {}", quote(mailbox)));
+        let tag = self.tag();
+        self.out.extend_from_slice(
+            format!("{tag} {verb} {}{condstore}\r\n", quote(mailbox)).as_bytes(),
+        );
+        let mut sel = Selected {
+            name: mailbox.to_string(),
+            read_only,
+            ..Selected::default()
+        };
+        let code = self.finish_with(&tag, verb, |u| {
+            match u {
+                Untagged::Exists(n) => sel.exists = n,
+                Untagged::Status {
+                    code: Some(code), ..
+                } => apply_select_code(&mut sel, &code),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if let Some(code) = code
+            && code.name == "READ-ONLY"
+        {
+            sel.read_only = true;
+        }
+        Ok(sel)
+    }
+
+    /// `UID FETCH set (items)`, handing each FETCH response to `each` as it arrives, so a
+    /// folder is never held in memory.
+    pub fn uid_fetch(
+        &mut self,
+        set: &str,
+        items: &str,
+        mut each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        self.trace(&format!("UID FETCH {set} ({items})"));
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} UID FETCH {set} ({items})\r\n").as_bytes());
+        self.finish_with(&tag, "UID FETCH", |u| match u {
+            Untagged::Fetch(f) => each(f),
+            _ => Ok(()),
+        })?;
+        Ok(())
+    }
+
+    pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for u in self.run(&format!("UID SEARCH {criteria}"))? {
+            if let Untagged::Search(uids) = u {
+                out.extend(uids);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("CREATE {}", quote(mailbox))).map(drop)
+    }
+
+    pub fn subscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("SUBSCRIBE {}", quote(mailbox))).map(drop)
+    }
+
+    pub fn unsubscribe(&mut self, mailbox: &str) -> Result<()> {
+        self.run(&format!("UNSUBSCRIBE {}", quote(mailbox)))
+            .map(drop)
+    }
+
+    /// Moves messages of the selected folder to another folder (MOVE, RFC 6851, or COPY +
+    /// `\Deleted` + UID EXPUNGE), one command per [`uid_sets`] chunk so no command line grows
+    /// past RFC 2683's advice. Returns (old UID, new UID) pairs from the chunks' COPYUIDs when
+    /// the server reports them. Without MOVE and UIDPLUS the originals stay, flagged
+    /// `\Deleted`: a plain EXPUNGE would also remove the user's other deleted messages. When a
+    /// chunk fails, the chunks before it have moved.
+    pub fn uid_move(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
+        let mut pairs = Vec::new();
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            if let Some(copied) = self.uid_move_set(&set, to)? {
+                pairs.extend(copied.pairs());
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// One chunk of [`Client::uid_move`], returning its COPYUID.
+    fn uid_move_set(&mut self, set: &str, to: &str) -> Result<Option<CopyUid>> {
+        self.trace(&format!("UID MOVE {set} {}", quote(to)));
+        let code = if self.has("MOVE") {
+            let tag = self.tag();
+            self.out
+                .extend_from_slice(format!("{tag} UID MOVE {set} {}\r\n", quote(to)).as_bytes());
+            // RFC 6851 §4.3: MOVE reports COPYUID in an untagged OK before the tagged one.
+            let mut copyuid = None;
+            let code = self.finish_with(&tag, "UID MOVE", |u| {
+                if let Untagged::Status { code: Some(c), .. } = u
+                    && c.name == "COPYUID"
+                {
+                    copyuid = Some(c);
+                }
+                Ok(())
+            })?;
+            copyuid.or(code)
+        } else {
+            let tag = self.tag();
+            self.out
+                .extend_from_slice(format!("{tag} UID COPY {set} {}\r\n", quote(to)).as_bytes());
+            let code = self.finish(&tag, "UID COPY")?;
+            self.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))?;
+            // UID EXPUNGE (RFC 4315 §2.1) removes only these messages.
+            if self.has("UIDPLUS") {
+                self.run(&format!("UID EXPUNGE {set}"))?;
+            }
+            code
+        };
+        Ok(code.as_ref().and_then(CopyUid::parse))
+    }
+
+    /// Sets exactly `flags` (system flags and keywords, as IMAP writes them) on the messages
+    /// of the selected folder, replacing what they had: `UID STORE set FLAGS.SILENT (flags)`,
+    /// one command per [`uid_sets`] chunk. SILENT spares the untagged FETCH per message (RFC
+    /// 3501 §6.4.6).
+    pub fn uid_store_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<()> {
+        let flags = flags.join(" ");
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.run(&format!("UID STORE {set} FLAGS.SILENT ({flags})"))?;
+        }
+        Ok(())
+    }
+
+    /// [`Client::uid_fetch`] of the given UIDs, one command per [`uid_sets`] chunk.
+    pub fn uid_fetch_uids(
+        &mut self,
+        uids: &[u32],
+        items: &str,
+        mut each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.uid_fetch(&set, items, &mut each)?;
+        }
+        Ok(())
+    }
+}
+
+fn apply_select_code(sel: &mut Selected, code: &Code) {
+    let arg = || code.args.first().and_then(|v| v.as_u64());
+    match code.name.as_str() {
+        "UIDVALIDITY" => sel.uid_validity = arg().unwrap_or(0) as u32,
+        "UIDNEXT" => sel.uid_next = arg().map(|v| v as u32),
+        "HIGHESTMODSEQ" => sel.highest_modseq = arg(),
+        _ => {}
+    }
+}

@@ -1,0 +1,570 @@
+//! A blocking IMAP connection: TCP, rustls (implicit TLS or STARTTLS), login, and the commands
+//! a migration needs, with pipelined APPEND.
+//!
+//! Blocking I/O on one thread per connection keeps the flow easy to reason about: the engine
+//! runs a reader thread on the source and a writer on the target, joined by a bounded channel.
+//! Pipelining still works because with LITERAL+ an APPEND is a plain write, and the answers
+//! (a few dozen bytes each) are read back in order while later APPENDs are on the wire.
+//!
+//! The bytes of each command come from [`crate::proto::command`] and the meaning of response
+//! codes from [`crate::proto::codes`]; this driver sequences them: tags, waiting for `+`
+//! continuations, chunking long UID lists, and falling back from MOVE to COPY.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::proto::codes::TypedCode;
+use crate::proto::command::{find_sync_literal, push_astring};
+use crate::response::{self, Code, Framer, Response, Status, Untagged};
+use crate::tls::TlsError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    Tls,
+    StartTls,
+    Plain,
+}
+
+/// Where and how to connect. Certificates are verified unless `verify_certificates` is false,
+/// which only an explicit job setting can ask for.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub ca_file: Option<PathBuf>,
+    pub verify_certificates: bool,
+    pub timeout: Duration,
+}
+
+/// How to log in. The master-user form (`user*admin`) is a plain LOGIN whose user name the
+/// caller has already built.
+#[derive(Clone)]
+pub enum Login {
+    Plain {
+        user: String,
+        password: String,
+    },
+    /// SASL PLAIN (RFC 4616) acting as `authzid` with the admin's credentials.
+    SaslPlain {
+        authzid: String,
+        authcid: String,
+        password: String,
+    },
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Login::Plain { user, .. } => write!(f, "LOGIN {user}"),
+            Login::SaslPlain {
+                authzid, authcid, ..
+            } => write!(f, "AUTHENTICATE PLAIN {authzid} as {authcid}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Cannot connect to {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("Connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("TLS error: {0}")]
+    Tls(String),
+    /// The TLS settings cannot work (an unreadable or empty `tls_ca`): not worth a retry.
+    #[error(transparent)]
+    TlsConfig(#[from] TlsError),
+    #[error(transparent)]
+    Parse(#[from] response::ParseError),
+    #[error("{command} failed: {}", server_words(.code, .text))]
+    No {
+        command: String,
+        code: Option<String>,
+        text: String,
+    },
+    #[error("{command} rejected by the server: {}", server_words(.code, .text))]
+    Bad {
+        command: String,
+        code: Option<String>,
+        text: String,
+    },
+    #[error("Server closed the connection: {0}")]
+    Bye(String),
+    #[error("Server does not support {0}")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Aborted(String),
+}
+
+fn server_words(code: &Option<String>, text: &str) -> String {
+    match code {
+        Some(c) => format!("[{c}] {text}"),
+        None => text.to_string(),
+    }
+}
+
+impl Error {
+    /// Whether trying again later (on a new connection) may succeed: dropped connections,
+    /// `BYE`, and the response codes RFC 5530 defines for temporary conditions.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Io(_) | Error::Bye(_) => true,
+            Error::No { code: Some(c), .. } => {
+                let name = c.split_whitespace().next().unwrap_or("");
+                matches!(
+                    name,
+                    "UNAVAILABLE" | "LIMIT" | "THROTTLED" | "INUSE" | "SERVERBUG"
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's response code, if it gave one (`OVERQUOTA`, `AUTHENTICATIONFAILED`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::No { code, .. } | Error::Bad { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// [`Error::code`] with its meaning: `Some(TypedCode::OverQuota)` and so on. The code is
+    /// kept as text (name, then its atoms), which is all a NO or BAD carries.
+    pub fn code_typed(&self) -> Option<TypedCode> {
+        let mut words = self.code()?.split(' ');
+        let code = Code {
+            name: words.next()?.to_string(),
+            args: words
+                .map(|w| response::Value::Atom(w.to_string()))
+                .collect(),
+        };
+        TypedCode::parse(&code)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+mod append;
+mod mailbox;
+mod net;
+#[cfg(test)]
+mod tests;
+
+use net::{Stream, connect_tcp, timed_out, tls_wrap, trace_sink};
+
+/// What SELECT / EXAMINE said about a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selected {
+    pub name: String,
+    pub exists: u32,
+    pub uid_validity: u32,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: Option<u64>,
+    pub read_only: bool,
+}
+
+/// STATUS of a folder, for the one-command "has anything changed" check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub messages: u32,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: Option<u64>,
+}
+
+/// One message to APPEND. `date` is an INTERNALDATE as the source server sent it.
+pub struct AppendRequest<'a> {
+    pub mailbox: &'a str,
+    pub flags: &'a [String],
+    pub date: Option<&'a str>,
+    pub message: &'a [u8],
+}
+
+pub struct Client {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    framer: Framer,
+    out: Vec<u8>,
+    next_tag: u32,
+    caps: BTreeSet<String>,
+    /// Tagged responses that arrived while waiting for something else (pipelining).
+    done: HashMap<String, Response>,
+    pub peer: String,
+    /// The read and write timeout of the socket, for the error that says it expired.
+    timeout: Duration,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+const FLUSH_AT: usize = 256 * 1024;
+
+impl Client {
+    /// Connects, reads the greeting and, for STARTTLS, upgrades the connection.
+    pub fn connect(ep: &Endpoint) -> Result<Client> {
+        let address = format!("{}:{}", ep.host, ep.port);
+        let tcp = connect_tcp(&address, ep.timeout).map_err(|source| Error::Connect {
+            address: address.clone(),
+            source,
+        })?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(ep.timeout))?;
+        tcp.set_write_timeout(Some(ep.timeout))?;
+        let stream = match ep.security {
+            Security::Tls => Stream::Tls(Box::new(tls_wrap(ep, tcp)?)),
+            _ => Stream::Plain(tcp),
+        };
+        let mut client = Client {
+            stream,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            framer: Framer::default(),
+            out: Vec::new(),
+            next_tag: 1,
+            caps: BTreeSet::new(),
+            done: HashMap::new(),
+            peer: address,
+            timeout: ep.timeout,
+        };
+        client.read_greeting()?;
+        if ep.security == Security::StartTls {
+            if !client.has("STARTTLS") {
+                client.capability()?;
+            }
+            if !client.has("STARTTLS") {
+                return Err(Error::Unsupported("STARTTLS"));
+            }
+            client.run("STARTTLS")?;
+            // Anything the server sent before the handshake must not be trusted (RFC 3501
+            // §6.2.1): drop it, and forget capabilities learned in the clear.
+            client.rbuf.clear();
+            client.framer.reset();
+            client.caps.clear();
+            let Stream::Plain(tcp) = client.stream else {
+                unreachable!("STARTTLS is only issued on a plain stream")
+            };
+            client.stream = Stream::Tls(Box::new(tls_wrap(ep, tcp)?));
+            client.capability()?;
+        }
+        Ok(client)
+    }
+
+    fn read_greeting(&mut self) -> Result<()> {
+        match self.read_response()? {
+            Response::Untagged(Untagged::Status {
+                status: Status::Ok | Status::PreAuth,
+                code,
+                ..
+            }) => {
+                self.absorb_capability_code(&code);
+                Ok(())
+            }
+            Response::Untagged(Untagged::Status {
+                status: Status::Bye,
+                text,
+                ..
+            }) => Err(Error::Bye(text)),
+            other => Err(Error::Tls(format!(
+                "unexpected greeting {other:?} (is this an IMAP port, and is the security setting right?)"
+            ))),
+        }
+    }
+
+    fn absorb_capability_code(&mut self, code: &Option<Code>) {
+        if let Some(c) = code
+            && c.name == "CAPABILITY"
+        {
+            self.caps = c
+                .args
+                .iter()
+                .filter_map(|v| v.as_text())
+                .map(|s| s.to_ascii_uppercase())
+                .collect();
+        }
+    }
+
+    pub fn has(&self, capability: &str) -> bool {
+        self.caps.contains(capability)
+    }
+
+    pub fn capabilities(&self) -> impl Iterator<Item = &str> {
+        self.caps.iter().map(String::as_str)
+    }
+
+    pub fn capability(&mut self) -> Result<()> {
+        let untagged = self.run("CAPABILITY")?;
+        for u in untagged {
+            if let Untagged::Capability(c) = u {
+                self.caps = c.into_iter().collect();
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs in. The password never appears in errors or logs.
+    pub fn login(&mut self, login: &Login) -> Result<()> {
+        self.trace(&format!("{login:?} (password not shown)"));
+        let tagged = match login {
+            Login::Plain { user, password } => {
+                let tag = self.tag();
+                let mut line = format!("{tag} LOGIN ").into_bytes();
+                push_astring(&mut line, user.as_bytes(), self.has("LITERAL+"));
+                line.push(b' ');
+                push_astring(&mut line, password.as_bytes(), self.has("LITERAL+"));
+                self.send_with_sync_literals(&line)?;
+                self.finish(&tag, "LOGIN")?
+            }
+            Login::SaslPlain {
+                authzid,
+                authcid,
+                password,
+            } => {
+                let mut raw = Vec::new();
+                raw.extend_from_slice(authzid.as_bytes());
+                raw.push(0);
+                raw.extend_from_slice(authcid.as_bytes());
+                raw.push(0);
+                raw.extend_from_slice(password.as_bytes());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                let tag = self.tag();
+                if self.has("SASL-IR") {
+                    self.out.extend_from_slice(
+                        format!("{tag} AUTHENTICATE PLAIN {encoded}\r\n").as_bytes(),
+                    );
+                } else {
+                    self.out
+                        .extend_from_slice(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes());
+                    self.wait_continuation()?;
+                    self.out
+                        .extend_from_slice(format!("{encoded}\r\n").as_bytes());
+                }
+                self.finish(&tag, "AUTHENTICATE PLAIN")?
+            }
+        };
+        self.absorb_capability_code(&tagged);
+        if tagged.is_none() || self.caps.is_empty() || !self.caps.contains("IMAP4REV1") {
+            self.capability()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a command line that may contain `{n}` synchronising literals, waiting for the
+    /// server's continuation before each literal's bytes.
+    fn send_with_sync_literals(&mut self, line: &[u8]) -> Result<()> {
+        let mut rest = line;
+        while let Some(pos) = find_sync_literal(rest) {
+            let (head, tail) = rest.split_at(pos);
+            self.out.extend_from_slice(head);
+            self.wait_continuation()?;
+            rest = tail;
+        }
+        self.out.extend_from_slice(rest);
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    fn wait_continuation(&mut self) -> Result<()> {
+        loop {
+            match self.read_response()? {
+                Response::Continuation(_) => return Ok(()),
+                Response::Tagged {
+                    tag,
+                    status,
+                    code,
+                    text,
+                } => {
+                    if status != Status::Ok {
+                        return Err(status_error("command", status, code, text));
+                    }
+                    self.done.insert(
+                        tag.clone(),
+                        Response::Tagged {
+                            tag,
+                            status,
+                            code,
+                            text,
+                        },
+                    );
+                }
+                Response::Untagged(u) => self.check_bye(&u)?,
+            }
+        }
+    }
+
+    fn check_bye(&mut self, u: &Untagged) -> Result<()> {
+        if let Untagged::Status {
+            status: Status::Bye,
+            text,
+            ..
+        } = u
+        {
+            // A BYE is followed by the server closing; report the server's words then.
+            return Err(Error::Bye(text.clone()));
+        }
+        Ok(())
+    }
+
+    fn trace(&self, command: &str) {
+        if let Some(sink) = trace_sink() {
+            let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{} {command}", self.peer);
+        }
+    }
+
+    fn tag(&mut self) -> String {
+        let t = format!("m{}", self.next_tag);
+        self.next_tag += 1;
+        t
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            let timeout = self.timeout;
+            self.stream
+                .write_all(&self.out)
+                .and_then(|()| self.stream.flush())
+                .map_err(|e| Error::Io(timed_out(e, timeout)))?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads one whole response, flushing pending output first.
+    pub fn read_response(&mut self) -> Result<Response> {
+        self.flush()?;
+        loop {
+            if let Some(n) = self.framer.frame(&self.rbuf) {
+                self.framer.reset();
+                let parsed = response::parse(&self.rbuf[..n]);
+                self.rbuf.drain(..n);
+                // After a large literal, give the memory back rather than keep it for the
+                // connection's lifetime.
+                if self.rbuf.capacity() > 4 * READ_CHUNK && self.rbuf.len() < READ_CHUNK {
+                    self.rbuf.shrink_to(2 * READ_CHUNK);
+                }
+                return Ok(parsed?);
+            }
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK, 0);
+            let got = match self.stream.read(&mut self.rbuf[len..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf.truncate(len);
+                    return Err(Error::Io(timed_out(e, self.timeout)));
+                }
+            };
+            self.rbuf.truncate(len + got);
+            if got == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+        }
+    }
+
+    /// Reads until the tagged response for `tag`, handing untagged responses to `each`.
+    fn finish_with(
+        &mut self,
+        tag: &str,
+        command: &str,
+        mut each: impl FnMut(Untagged) -> Result<()>,
+    ) -> Result<Option<Code>> {
+        let mut bye = None;
+        let result = loop {
+            if let Some(r) = self.done.remove(tag) {
+                break r;
+            }
+            let r = match self.read_response() {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(match bye {
+                        Some(text) => Error::Bye(text),
+                        None => e,
+                    });
+                }
+            };
+            match r {
+                Response::Tagged { tag: ref t, .. } if t == tag => break r,
+                Response::Tagged { ref tag, .. } => {
+                    self.done.insert(tag.clone(), r);
+                }
+                Response::Untagged(Untagged::Status {
+                    status: Status::Bye,
+                    text,
+                    ..
+                }) => bye = Some(text),
+                Response::Untagged(u) => each(u)?,
+                Response::Continuation(_) => {
+                    return Err(Error::Aborted(format!(
+                        "{command}: the server asked for a continuation that was not expected"
+                    )));
+                }
+            }
+        };
+        let Response::Tagged {
+            status, code, text, ..
+        } = result
+        else {
+            unreachable!("only tagged responses end a command")
+        };
+        if status == Status::Ok {
+            Ok(code)
+        } else {
+            Err(status_error(command, status, code, text))
+        }
+    }
+
+    fn finish(&mut self, tag: &str, command: &str) -> Result<Option<Code>> {
+        self.finish_with(tag, command, |_| Ok(()))
+    }
+
+    /// Runs one command (a complete line without tag and CRLF) and returns its untagged data.
+    pub fn run(&mut self, command: &str) -> Result<Vec<Untagged>> {
+        self.trace(command);
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        let mut untagged = Vec::new();
+        let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        self.finish_with(&tag, &verb, |u| {
+            untagged.push(u);
+            Ok(())
+        })?;
+        Ok(untagged)
+    }
+    pub fn logout(mut self) {
+        let _ = self.run("LOGOUT");
+    }
+}
+
+fn status_error(command: &str, status: Status, code: Option<Code>, text: String) -> Error {
+    let code = code.map(|c| {
+        let mut s = c.name;
+        for a in c.args {
+            if let Some(t) = a.as_text() {
+                s.push(' ');
+                s.push_str(&t);
+            }
+        }
+        s
+    });
+    let command = command.to_string();
+    match status {
+        Status::Bad => Error::Bad {
+            command,
+            code,
+            text,
+        },
+        Status::Bye => Error::Bye(text),
+        _ => Error::No {
+            command,
+            code,
+            text,
+        },
+    }
+}

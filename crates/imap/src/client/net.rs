@@ -1,0 +1,119 @@
+//! The socket under a [`Client`](super::Client): TCP with timeouts, rustls, and the command
+//! trace for admins.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use super::{Endpoint, Error, Result};
+use crate::tls;
+
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// `MAILFERRY_TRACE=FILE` appends every command sent (its first line: never a message body,
+/// never a password) to FILE, one line each, prefixed by the server address. For admins
+/// debugging a server, and for tests that count what a pass costs.
+pub(super) fn trace_sink() -> Option<&'static std::sync::Mutex<std::fs::File>> {
+    static SINK: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let path = std::env::var_os("MAILFERRY_TRACE")?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(std::sync::Mutex::new)
+    })
+    .as_ref()
+}
+/// A socket timeout in words: the OS says "Resource temporarily unavailable" (EAGAIN) when
+/// a read or write timeout expires, which tells an admin nothing.
+pub(super) fn timed_out(e: io::Error, timeout: Duration) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the server did not answer within {} s (the I/O timeout)",
+                timeout.as_secs()
+            ),
+        ),
+        _ => e,
+    }
+}
+
+pub(super) fn connect_tcp(address: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found")))
+}
+
+pub(super) fn tls_wrap(
+    ep: &Endpoint,
+    tcp: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let config = tls::client_config(ep.ca_file.as_deref(), ep.verify_certificates)?;
+    let name = ServerName::try_from(ep.host.clone())
+        .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", ep.host)))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Complete the handshake now so certificate problems are reported as such.
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| match e.kind() {
+                // rustls reports what it refuses (a certificate, a protocol version) as
+                // InvalidData: no retry helps. Anything else is the network failing during
+                // the handshake (reset, closed, timed out), which a retry may get past.
+                io::ErrorKind::InvalidData => {
+                    Error::Tls(format!("handshake with {}: {e}", ep.host))
+                }
+                _ => Error::Io(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS handshake with {}: {}",
+                        ep.host,
+                        timed_out(e, ep.timeout)
+                    ),
+                )),
+            })?;
+    }
+    Ok(stream)
+}

@@ -1,0 +1,485 @@
+use super::*;
+use crate::proto::command::{MAX_SET_CHARS, expand_uid_set, uid_set, uid_sets};
+
+/// Plays a scripted server on loopback: for each step, reads until the client sent the
+/// expected bytes, then answers. Returns what the client sent in all.
+fn scripted_server(
+    steps: Vec<(&'static [u8], &'static [u8])>,
+) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    serve(owned(steps), false)
+}
+
+/// Like [`scripted_server`], but each step's bytes must be the last the client sent before
+/// the answer: a client that does not wait for the server (a `+` continuation, a tagged
+/// OK) fails the test.
+fn lockstep_server(
+    steps: Vec<(&'static [u8], &'static [u8])>,
+) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    serve(owned(steps), true)
+}
+
+fn owned(steps: Vec<(&'static [u8], &'static [u8])>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    steps
+        .into_iter()
+        .map(|(e, a)| (e.to_vec(), a.to_vec()))
+        .collect()
+}
+
+fn serve(
+    steps: Vec<(Vec<u8>, Vec<u8>)>,
+    lockstep: bool,
+) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        for (expect, answer) in steps {
+            while !seen.windows(expect.len().max(1)).any(|w| w == expect) && !expect.is_empty() {
+                let mut buf = [0u8; 4096];
+                let n = sock.read(&mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "client closed; sent so far: {:?}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+            if lockstep {
+                assert!(
+                    seen.ends_with(&expect),
+                    "the client sent more before the server answered: {:?}",
+                    String::from_utf8_lossy(&seen)
+                );
+            }
+            sock.write_all(&answer).unwrap();
+        }
+        seen
+    });
+    (port, handle)
+}
+
+fn plain_endpoint(port: u16) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        security: Security::Plain,
+        ca_file: None,
+        verify_certificates: true,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[test]
+fn a_server_that_stops_answering_costs_one_timeout_and_the_error_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            .unwrap();
+        // Neither answers nor closes until the test is done.
+        let _ = held.recv();
+    });
+    let mut ep = plain_endpoint(port);
+    ep.timeout = Duration::from_secs(1);
+    let mut c = Client::connect(&ep).unwrap();
+    let started = std::time::Instant::now();
+    let e = c.status("INBOX").unwrap_err();
+    let waited = started.elapsed();
+    release.send(()).unwrap();
+    server.join().unwrap();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "Connection error: the server did not answer within 1 s (the I/O timeout)"
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
+fn append_without_literal_plus_waits_for_the_continuation() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n"),
+        (b"{5}\r\n", b"+ go ahead\r\n"),
+        (b"hello\r\n", b"m1 OK [APPENDUID 9 4] stored\r\n"),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let flags = vec!["\\Seen".to_string()];
+    let tag = c
+        .append_send(&AppendRequest {
+            mailbox: "Sent Items",
+            flags: &flags,
+            date: Some("01-Jan-2020 10:00:00 +0000"),
+            message: b"hello",
+        })
+        .unwrap();
+    assert_eq!(c.append_finish(&tag).unwrap(), Some((9, 4)));
+    drop(c);
+    let sent = server.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        "m1 APPEND \"Sent Items\" (\\Seen) \"01-Jan-2020 10:00:00 +0000\" {5}\r\nhello\r\n"
+    );
+}
+
+#[test]
+fn multiappend_sends_one_command_and_reads_the_uid_set() {
+    let (port, server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 LITERAL+ MULTIAPPEND UIDPLUS] ready\r\n",
+        ),
+        (b"two\r\n", b"m1 OK [APPENDUID 7 10:11] done\r\n"),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let reqs = [
+        AppendRequest {
+            mailbox: "INBOX",
+            flags: &[],
+            date: None,
+            message: b"one",
+        },
+        AppendRequest {
+            mailbox: "INBOX",
+            flags: &[],
+            date: None,
+            message: b"two",
+        },
+    ];
+    let tag = c.multiappend_send("INBOX", &reqs).unwrap();
+    assert_eq!(c.multiappend_finish(&tag, 2).unwrap(), Some(vec![10, 11]));
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 APPEND \"INBOX\" {3+}\r\none {3+}\r\ntwo\r\n"
+    );
+}
+
+#[test]
+fn a_refused_login_keeps_the_servers_words_and_hides_the_password() {
+    let (port, _server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n",
+        ),
+        (
+            b"\r\n",
+            b"m1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let e = c
+        .login(&Login::SaslPlain {
+            authzid: "alice".into(),
+            authcid: "admin".into(),
+            password: "s3cret".into(),
+        })
+        .unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.code(), Some("AUTHENTICATIONFAILED"));
+    assert!(text.contains("Authentication failed."), "{text}");
+    assert!(!text.contains("s3cret"));
+    assert!(!e.is_transient());
+}
+
+#[test]
+fn sasl_plain_without_sasl_ir_sends_the_credentials_after_the_continuation() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n"),
+        (b"m1 AUTHENTICATE PLAIN\r\n", b"+ \r\n"),
+        (
+            b"YWxpY2UAYWRtaW4AczNjcmV0\r\n",
+            b"m1 OK [CAPABILITY IMAP4rev1 MOVE] Logged in\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.login(&Login::SaslPlain {
+        authzid: "alice".into(),
+        authcid: "admin".into(),
+        password: "s3cret".into(),
+    })
+    .unwrap();
+    assert!(c.has("MOVE"), "capabilities come from the tagged OK");
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        // base64("alice\0admin\0s3cret"), RFC 4616 §2.
+        "m1 AUTHENTICATE PLAIN\r\nYWxpY2UAYWRtaW4AczNjcmV0\r\n"
+    );
+}
+
+#[test]
+fn login_with_an_8bit_password_waits_for_the_continuation_before_the_literal() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (b"m1 LOGIN \"bob\" {9}\r\n", b"+ OK\r\n"),
+        (
+            "p\u{e4}ssword\r\n".as_bytes(),
+            b"m1 OK [CAPABILITY IMAP4rev1] Logged in\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.login(&Login::Plain {
+        user: "bob".into(),
+        password: "p\u{e4}ssword".into(),
+    })
+    .unwrap();
+    drop(c);
+    assert_eq!(
+        String::from_utf8(server.join().unwrap()).unwrap(),
+        "m1 LOGIN \"bob\" {9}\r\np\u{e4}ssword\r\n"
+    );
+}
+
+#[test]
+fn append_without_literal_plus_sends_nothing_before_the_continuation() {
+    let (port, _server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n"),
+        (b"{5}\r\n", b"+ go ahead\r\n"),
+        (b"hello\r\n", b"m1 OK [APPENDUID 9 4] stored\r\n"),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let tag = c
+        .append_send(&AppendRequest {
+            mailbox: "INBOX",
+            flags: &[],
+            date: None,
+            message: b"hello",
+        })
+        .unwrap();
+    assert_eq!(c.append_finish(&tag).unwrap(), Some((9, 4)));
+}
+
+#[test]
+fn without_move_uid_move_copies_flags_deleted_and_expunges_only_those_uids() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 UIDPLUS] ready\r\n"),
+        (
+            b"m1 UID COPY 3:4,9 \"Archive\"\r\n",
+            b"m1 OK [COPYUID 77 3:4,9 10:12] Copy completed.\r\n",
+        ),
+        (
+            b"m2 UID STORE 3:4,9 +FLAGS.SILENT (\\Deleted)\r\n",
+            b"m2 OK Store completed.\r\n",
+        ),
+        (
+            b"m3 UID EXPUNGE 3:4,9\r\n",
+            b"* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\nm3 OK Expunge completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let pairs = c.uid_move(&[3, 4, 9], "Archive").unwrap();
+    assert_eq!(pairs, [(3, 10), (4, 11), (9, 12)]);
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 UID COPY 3:4,9 \"Archive\"\r\n\
+             m2 UID STORE 3:4,9 +FLAGS.SILENT (\\Deleted)\r\n\
+             m3 UID EXPUNGE 3:4,9\r\n"
+    );
+}
+
+/// Without UIDPLUS there is no UID EXPUNGE, and a plain EXPUNGE would also remove the
+/// user's own `\Deleted` messages: the originals stay, flagged.
+#[test]
+fn without_move_or_uidplus_the_originals_stay_flagged_deleted() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m1 UID COPY 5 \"Archive\"\r\n",
+            b"m1 OK Copy completed.\r\n",
+        ),
+        (
+            b"m2 UID STORE 5 +FLAGS.SILENT (\\Deleted)\r\n",
+            b"m2 OK Store completed.\r\n",
+        ),
+        (b"m3 NOOP\r\n", b"m3 OK NOOP completed.\r\n"),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    assert_eq!(c.uid_move(&[5], "Archive").unwrap(), []);
+    c.run("NOOP").unwrap();
+    drop(c);
+    let sent = String::from_utf8(server.join().unwrap()).unwrap();
+    assert!(!sent.contains("EXPUNGE"), "{sent}");
+}
+
+#[test]
+fn pipelined_appends_answered_out_of_order_each_get_their_own_outcome() {
+    let (port, server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 LITERAL+ UIDPLUS] ready\r\n",
+        ),
+        (
+            b"two\r\n",
+            b"m2 OK [APPENDUID 9 5] Append completed.\r\n\
+                  m1 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let message = |m: &'static [u8]| AppendRequest {
+        mailbox: "INBOX",
+        flags: &[],
+        date: None,
+        message: m,
+    };
+    let first = c.append_send(&message(b"one")).unwrap();
+    let second = c.append_send(&message(b"two")).unwrap();
+    let e = c.append_finish(&first).unwrap_err();
+    assert_eq!(e.code_typed(), Some(TypedCode::OverQuota));
+    assert!(!e.is_transient());
+    assert!(e.to_string().contains("Quota exceeded"), "{e}");
+    assert_eq!(c.append_finish(&second).unwrap(), Some((9, 5)));
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 APPEND \"INBOX\" {3+}\r\none\r\nm2 APPEND \"INBOX\" {3+}\r\ntwo\r\n"
+    );
+}
+
+#[test]
+fn bye_in_the_middle_of_a_command_is_a_transient_error_with_the_servers_words() {
+    let (port, _server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m1 UID FETCH 1:* (UID FLAGS)\r\n",
+            b"* 1 FETCH (UID 5 FLAGS (\\Seen))\r\n* BYE Server shutting down.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let mut uids = Vec::new();
+    let e = c
+        .uid_fetch("1:*", "UID FLAGS", |f| {
+            uids.extend(f.uid());
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(uids, [5], "data before the BYE is still handed over");
+    assert!(
+        matches!(&e, Error::Bye(text) if text == "Server shutting down."),
+        "{e}"
+    );
+    assert!(e.is_transient());
+}
+
+/// 10,000 scattered UIDs are one command line of ~80,000 characters unchunked; RFC 2683
+/// §3.2.1.5 advises ~1,000. Each chunk's COPYUID is merged into one list of pairs.
+#[test]
+fn a_large_scattered_uid_move_is_sent_as_several_short_commands() {
+    let uids: Vec<u32> = (0..10_000).map(|i| 1_000_001 + 2 * i).collect();
+    let sets = uid_sets(&uids, MAX_SET_CHARS);
+    assert!(sets.len() > 1);
+    let mut steps = vec![(
+        Vec::new(),
+        b"* OK [CAPABILITY IMAP4rev1 MOVE UIDPLUS] ready\r\n".to_vec(),
+    )];
+    for (i, set) in sets.iter().enumerate() {
+        let tag = format!("m{}", i + 1);
+        let to = uid_set(expand_uid_set(set).unwrap().iter().map(|u| u - 1_000_000));
+        steps.push((
+            format!("{tag} UID MOVE {set} \"Archive\"\r\n").into_bytes(),
+            format!("* OK [COPYUID 8 {set} {to}] Moved UIDs.\r\n{tag} OK Move completed.\r\n")
+                .into_bytes(),
+        ));
+    }
+    let (port, server) = serve(steps, true);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let pairs = c.uid_move(&uids, "Archive").unwrap();
+    let expected: Vec<(u32, u32)> = uids.iter().map(|&u| (u, u - 1_000_000)).collect();
+    assert_eq!(pairs, expected);
+    drop(c);
+    let sent = String::from_utf8(server.join().unwrap()).unwrap();
+    let lines: Vec<&str> = sent.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), sets.len());
+    for line in lines {
+        assert!(
+            line.starts_with('m') && line.contains(" UID MOVE "),
+            "{line}"
+        );
+        assert!(line.len() + 2 <= 1_000, "{} characters", line.len() + 2);
+    }
+}
+
+#[test]
+fn uid_store_flags_replaces_the_flags_silently() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m1 UID STORE 1:3,7 FLAGS.SILENT (\\Seen $Label1)\r\n",
+            b"m1 OK Store completed.\r\n",
+        ),
+        (
+            b"m2 UID STORE 9 FLAGS.SILENT ()\r\n",
+            b"m2 OK Store completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let flags = ["\\Seen".to_string(), "$Label1".to_string()];
+    c.uid_store_flags(&[1, 2, 3, 7], &flags).unwrap();
+    c.uid_store_flags(&[9], &[]).unwrap();
+    c.uid_store_flags(&[], &flags).unwrap();
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 UID STORE 1:3,7 FLAGS.SILENT (\\Seen $Label1)\r\nm2 UID STORE 9 FLAGS.SILENT ()\r\n"
+    );
+}
+
+#[test]
+fn uid_fetch_uids_sends_one_fetch_per_chunk() {
+    let uids: Vec<u32> = (1..=400).map(|i| 3 * i).collect();
+    let sets = uid_sets(&uids, MAX_SET_CHARS);
+    assert_eq!(sets.len(), 2);
+    let mut steps = vec![(
+        Vec::new(),
+        b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec(),
+    )];
+    for (i, set) in sets.iter().enumerate() {
+        let tag = format!("m{}", i + 1);
+        let first = expand_uid_set(set).unwrap()[0];
+        steps.push((
+            format!("{tag} UID FETCH {set} (UID)\r\n").into_bytes(),
+            format!("* 1 FETCH (UID {first})\r\n{tag} OK Fetch completed.\r\n").into_bytes(),
+        ));
+    }
+    let (port, _server) = serve(steps, true);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let mut seen = Vec::new();
+    c.uid_fetch_uids(&uids, "UID", |f| {
+        seen.extend(f.uid());
+        Ok(())
+    })
+    .unwrap();
+    // `3,6,9,12,…,702` is 899 characters; `,705` would pass 900.
+    assert_eq!(seen, [3, 705]);
+}
+
+#[test]
+fn code_typed_reads_the_code_a_no_carried() {
+    let no = |code: &str| Error::No {
+        command: "CREATE".into(),
+        code: Some(code.into()),
+        text: "x".into(),
+    };
+    assert_eq!(
+        no("ALREADYEXISTS").code_typed(),
+        Some(TypedCode::AlreadyExists)
+    );
+    assert_eq!(no("TRYCREATE").code_typed(), Some(TypedCode::TryCreate));
+    assert_eq!(Error::Bye("bye".into()).code_typed(), None);
+}
+
+#[test]
+fn transient_errors() {
+    let no = |code: &str| Error::No {
+        command: "APPEND".into(),
+        code: Some(code.into()),
+        text: "x".into(),
+    };
+    assert!(no("UNAVAILABLE").is_transient());
+    assert!(no("THROTTLED").is_transient());
+    assert!(!no("OVERQUOTA").is_transient());
+    assert!(Error::Bye("bye".into()).is_transient());
+}
