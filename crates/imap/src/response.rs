@@ -7,38 +7,89 @@
 
 use std::fmt;
 
+/// The largest literal accepted from a server: larger than any mailbox's largest message
+/// (Exchange Online refuses above 150 MB, Gmail above 25 MB), small enough that a server
+/// announcing a bogus size cannot make mailferry grow its buffer without end.
+pub const MAX_LITERAL: usize = 1 << 30;
+/// The most text outside literals one response may hold: a SEARCH of a million-message folder
+/// is about 8 MB.
+pub const MAX_LINE: usize = 64 << 20;
+
 /// Finds the end of one complete response (line plus any literals it announces) in a buffer
-/// that grows between calls.
-#[derive(Debug, Default)]
+/// that grows between calls. A response larger than the limits is an error as soon as that is
+/// known, before its bytes arrive: a hostile or broken server cannot exhaust memory.
+#[derive(Debug)]
 pub struct Framer {
     /// Bytes of the current response already known to be complete (lines and literals).
     scanned: usize,
     /// Bytes of a literal still to arrive before scanning for the next CRLF resumes.
     literal_left: usize,
+    /// Text outside literals of the current response so far.
+    text: usize,
+    max_literal: usize,
+    max_line: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Framer {
+        Framer::with_limits(MAX_LITERAL, MAX_LINE)
+    }
 }
 
 impl Framer {
+    pub fn with_limits(max_literal: usize, max_line: usize) -> Framer {
+        Framer {
+            scanned: 0,
+            literal_left: 0,
+            text: 0,
+            max_literal,
+            max_line,
+        }
+    }
+
     /// Returns the length of the first complete response in `buf`, if it is all there.
     /// Call [`Framer::reset`] after consuming that many bytes.
-    pub fn frame(&mut self, buf: &[u8]) -> Option<usize> {
+    pub fn frame(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseError> {
         loop {
             if self.literal_left > 0 {
                 let available = buf.len() - self.scanned;
                 if available < self.literal_left {
                     self.literal_left -= available;
                     self.scanned = buf.len();
-                    return None;
+                    return Ok(None);
                 }
                 self.scanned += self.literal_left;
                 self.literal_left = 0;
             }
             let rest = &buf[self.scanned..];
-            let nl = rest.iter().position(|&b| b == b'\n')?;
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                if self.text + rest.len() > self.max_line {
+                    return Err(ParseError(format!(
+                        "the server sent more than {} bytes without ending the line",
+                        self.max_line
+                    )));
+                }
+                return Ok(None);
+            };
             let line = &rest[..nl];
+            self.text += nl + 1;
+            if self.text > self.max_line {
+                return Err(ParseError(format!(
+                    "the server sent a response of more than {} bytes",
+                    self.max_line
+                )));
+            }
             self.scanned += nl + 1;
-            match literal_length(line) {
+            match literal_length(line)? {
+                Some(n) if n > self.max_literal => {
+                    return Err(ParseError(format!(
+                        "the server announced a literal of {n} bytes; mailferry accepts at most \
+                         {} bytes",
+                        self.max_literal
+                    )));
+                }
                 Some(n) => self.literal_left = n,
-                None => return Some(self.scanned),
+                None => return Ok(Some(self.scanned)),
             }
             if self.literal_left == 0 {
                 continue;
@@ -50,20 +101,31 @@ impl Framer {
     pub fn reset(&mut self) {
         self.scanned = 0;
         self.literal_left = 0;
+        self.text = 0;
     }
 }
 
-/// `{123}` or `{123+}` at the end of a line (before CRLF) announces a literal.
-fn literal_length(line: &[u8]) -> Option<usize> {
+/// `{123}` or `{123+}` at the end of a line (before CRLF) announces a literal; a length too
+/// large for this machine is an error, not a line without a literal.
+fn literal_length(line: &[u8]) -> Result<Option<usize>, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = line.strip_suffix(b"}")?;
-    let open = line.iter().rposition(|&b| b == b'{')?;
+    let Some(line) = line.strip_suffix(b"}") else {
+        return Ok(None);
+    };
+    let Some(open) = line.iter().rposition(|&b| b == b'{') else {
+        return Ok(None);
+    };
     let digits = &line[open + 1..];
     let digits = digits.strip_suffix(b"+").unwrap_or(digits);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
+        return Ok(None);
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let text = String::from_utf8_lossy(digits);
+    text.parse().map(Some).map_err(|_| {
+        ParseError(format!(
+            "the server announced a literal of {text} bytes, which cannot be held"
+        ))
+    })
 }
 
 /// A value in a response: what IMAP's grammar calls atoms, strings, literals, lists and NIL.
@@ -219,7 +281,11 @@ impl std::error::Error for ParseError {}
 
 /// Parses one framed response (as returned by [`Framer::frame`]).
 pub fn parse(bytes: &[u8]) -> Result<Response, ParseError> {
-    let mut p = Parser { b: bytes, i: 0 };
+    let mut p = Parser {
+        b: bytes,
+        i: 0,
+        depth: 0,
+    };
     if p.eat(b"+") {
         p.eat(b" ");
         return Ok(Response::Continuation(p.rest_of_line()));
@@ -254,7 +320,13 @@ fn status_word(w: &str) -> Option<Status> {
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
+    /// Lists open around the current value.
+    depth: usize,
 }
+
+/// The deepest nesting of parenthesised lists accepted: IMAP's deepest real structure (a
+/// BODYSTRUCTURE of nested multiparts) stays well below it, and the parser recurses per level.
+const MAX_DEPTH: usize = 100;
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> ParseError {
@@ -325,12 +397,17 @@ impl Parser<'_> {
         match self.peek() {
             Some(b'(') => {
                 self.i += 1;
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return Err(self.error(&format!("at most {MAX_DEPTH} nested lists")));
+                }
                 let mut items = Vec::new();
                 loop {
                     self.skip_spaces();
                     match self.peek() {
                         Some(b')') => {
                             self.i += 1;
+                            self.depth -= 1;
                             return Ok(Value::List(items));
                         }
                         None => return Err(self.error("')'")),
@@ -590,12 +667,54 @@ mod tests {
         let mut out = Vec::new();
         for c in chunks {
             buf.extend_from_slice(c);
-            while let Some(n) = f.frame(&buf) {
+            while let Some(n) = f.frame(&buf).unwrap() {
                 out.push(buf.drain(..n).collect());
                 f.reset();
             }
         }
         out
+    }
+
+    #[test]
+    fn a_bogus_literal_size_is_an_error_before_its_bytes_arrive() {
+        let mut f = Framer::default();
+        let err = f
+            .frame(b"* 1 FETCH (UID 7 BODY[] {100000000000}\r\n")
+            .unwrap_err();
+        assert!(err.0.contains("literal of 100000000000 bytes"), "{err}");
+        let mut f = Framer::default();
+        let err = f
+            .frame(b"* 1 FETCH (BODY[] {99999999999999999999999999}\r\n")
+            .unwrap_err();
+        assert!(err.0.contains("cannot be held"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_is_an_error_once_past_the_limit() {
+        let mut f = Framer::with_limits(1 << 20, 1000);
+        let mut buf = b"* SEARCH".to_vec();
+        while buf.len() <= 1000 {
+            assert_eq!(f.frame(&buf), Ok(None));
+            buf.extend_from_slice(b" 12345");
+        }
+        let err = f.frame(&buf).unwrap_err();
+        assert!(err.0.contains("without ending the line"), "{err}");
+        // Many short lines of one response (literals between them) count together.
+        let mut f = Framer::with_limits(1 << 20, 100);
+        let mut buf = Vec::new();
+        for _ in 0..20 {
+            buf.extend_from_slice(b"* 1 FETCH (X {1}\r\nx");
+        }
+        assert!(f.frame(&buf).is_err());
+    }
+
+    #[test]
+    fn lists_nested_past_the_limit_are_an_error_not_a_stack_overflow() {
+        let deep = format!("* 1 FETCH (X {}{})\r\n", "(".repeat(5000), ")".repeat(5000));
+        let err = parse(deep.as_bytes()).unwrap_err();
+        assert!(err.0.contains("nested lists"), "{err}");
+        let fine = format!("* 1 FETCH (X {}{})\r\n", "(".repeat(50), ")".repeat(50));
+        assert!(parse(fine.as_bytes()).is_ok());
     }
 
     #[test]

@@ -437,7 +437,7 @@ impl Client {
     pub fn read_response(&mut self) -> Result<Response> {
         self.flush()?;
         loop {
-            if let Some(n) = self.framer.frame(&self.rbuf) {
+            if let Some(n) = self.framer.frame(&self.rbuf)? {
                 self.framer.reset();
                 let parsed = response::parse(&self.rbuf[..n]);
                 self.rbuf.drain(..n);

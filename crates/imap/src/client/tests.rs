@@ -483,3 +483,31 @@ fn transient_errors() {
     assert!(!no("OVERQUOTA").is_transient());
     assert!(Error::Bye("bye".into()).is_transient());
 }
+
+/// A hostile or broken server announcing a literal of 100 GB gets a clear error at once, and
+/// the client never grows its buffer towards it.
+#[test]
+fn a_server_announcing_a_100_gb_literal_gets_a_clear_error_not_an_allocation() {
+    let (port, _server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m1 UID FETCH 1 (BODY.PEEK[])\r\n",
+            b"* 1 FETCH (UID 1 BODY[] {100000000000}\r\nFrom: x\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let e = c.uid_fetch("1", "BODY.PEEK[]", |_| Ok(())).unwrap_err();
+    assert!(
+        e.to_string().contains("literal of 100000000000 bytes"),
+        "{e}"
+    );
+    assert!(
+        !e.is_transient(),
+        "a bogus server is not retried as a network fault"
+    );
+    assert!(
+        c.rbuf.capacity() < 1 << 20,
+        "the buffer grew to {}",
+        c.rbuf.capacity()
+    );
+}
