@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{App, AppError, Result, remove_missing, selected};
-use crate::engine::{PassContext, PassSettings, migrate_entry};
+use crate::engine::{ByteBudget, PROCESS_BYTE_BUDGET, PassContext, PassSettings, migrate_entry};
 use crate::entries::Selection;
 use crate::folders::FolderRules;
 use crate::job::Job;
@@ -147,11 +147,13 @@ pub fn migrate(
         inner: observer,
         progress: Mutex::new(HashMap::new()),
     };
+    let budget = ByteBudget::new(PROCESS_BYTE_BUDGET);
     let ctx = PassContext {
         source: source.as_ref(),
         target: target.as_ref(),
         settings: &settings,
         store: &store,
+        budget: &budget,
         run,
         observer: &recorder,
         retries: RETRIES_WITHOUT_PROGRESS,

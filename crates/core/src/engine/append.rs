@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 
-use super::copy::{ByteBudget, Message, next_group};
+use super::copy::{BudgetShare, Message, next_group};
 use super::decide::{Vanished, take_vanished};
 use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
@@ -39,7 +39,7 @@ impl Pass<'_, '_> {
         dst: &mut dyn MailSession,
         w: &FolderWork,
         rx: Receiver<Message>,
-        budget: &ByteBudget,
+        budget: &BudgetShare<'_>,
         vanished: &mut Vanished,
         moves: &mut Vec<(LedgerRow, LedgerRow)>,
     ) -> Result<()> {
@@ -113,7 +113,7 @@ impl Pass<'_, '_> {
         dst: &mut dyn MailSession,
         g: InFlight,
         folder: &str,
-        budget: &ByteBudget,
+        budget: &BudgetShare<'_>,
         uid_next: &mut u32,
     ) -> Result<()> {
         let outcomes = dst

@@ -38,6 +38,7 @@ use crate::ports::{
     StoreError,
 };
 
+pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
 pub use reconcile::reconcile_pending;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,8 @@ pub struct PassContext<'a> {
     pub target: &'a dyn Connector,
     pub settings: &'a PassSettings,
     pub store: &'a Mutex<Box<dyn Store>>,
+    /// Bytes of message bodies in memory, shared by every pass of the process.
+    pub budget: &'a ByteBudget,
     pub run: RunId,
     pub observer: &'a dyn Observer,
     /// How many times in a row a failed attempt that made no progress is tried again before

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Backoff, MAX_RETRY_DELAY, PassContext, PassSettings, migrate_entry};
+use super::{
+    Backoff, ByteBudget, MAX_RETRY_DELAY, PROCESS_BYTE_BUDGET, PassContext, PassSettings,
+    migrate_entry,
+};
 use crate::fingerprint::fingerprint;
 use crate::folders::FolderRules;
 use crate::job::Date;
@@ -115,6 +118,7 @@ impl World {
             target: &self.target,
             settings: &self.settings,
             store: &self.store,
+            budget: &ByteBudget::new(PROCESS_BYTE_BUDGET),
             run,
             observer: &NoObserver,
             retries: self.retries,
