@@ -116,6 +116,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the ledger with both servers: copies the target lacks, source messages gone
+    Verify {
+        job: PathBuf,
+        /// An entry ID, a source or target address, or a login (repeatable)
+        #[arg(long = "mailbox", value_name = "M")]
+        mailboxes: Vec<String>,
+        /// Every entry of the job
+        #[arg(long)]
+        all: bool,
+        /// Forget the rows whose copy the target lacks, so the next migrate copies them again
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The entry list: source, target, origin, stage, state, items copied and failed
     Status {
         job: PathBuf,
@@ -213,7 +228,8 @@ fn run(cli: Cli) -> Outcome {
         | Command::Create { job, json }
         | Command::RefreshAddresses { job, json, .. }
         | Command::Migrate { job, json, .. }
-        | Command::Status { job, json } => (job.clone(), *json),
+        | Command::Status { job, json }
+        | Command::Verify { job, json, .. } => (job.clone(), *json),
         Command::Report { job, .. } => (job.clone(), false),
     };
     let job = load(&path)?;
@@ -301,6 +317,22 @@ fn run(cli: Cli) -> Outcome {
             migrate(&app, &selection, json)
         }
         Command::Status { .. } => status(&app, json),
+        Command::Verify {
+            mailboxes,
+            all,
+            repair,
+            ..
+        } => {
+            let selection = match (all, mailboxes.is_empty()) {
+                (true, true) => Selection::All,
+                (false, false) => Selection::Mailboxes(mailboxes),
+                (false, true) => {
+                    return Err(usage("say which entries to verify: --all or --mailbox M"));
+                }
+                (true, false) => return Err(usage("use either --all or --mailbox")),
+            };
+            verify(&app, &selection, repair, json)
+        }
         Command::Report {
             kind, format, out, ..
         } => report(&app, kind, format, out.as_deref()),
@@ -616,6 +648,48 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn verify(app: &App<'_>, selection: &Selection, repair: bool, json: bool) -> Outcome {
+    let v = app::verify::verify(app, selection, repair)?;
+    if json {
+        print_json(&v)?;
+    } else {
+        let names = Names::of(app);
+        for e in &v.entries {
+            let name = names.of_id(&e.id);
+            if let Some(err) = &e.error {
+                println!("{name}: not verified: {err}");
+                continue;
+            }
+            println!(
+                "{name}: {} copies agree; {} missing on the target; {} gone from the source; \
+                 {} not checked (pending or without a UID); {} target messages the ledger does \
+                 not name",
+                e.agreed,
+                e.missing_on_target.len(),
+                e.gone_from_source,
+                e.unchecked,
+                e.unknown_on_target
+            );
+            for (folder, uid) in &e.missing_on_target {
+                println!("    missing: {folder} UID {uid}");
+            }
+            if e.repaired > 0 {
+                println!(
+                    "    repaired: {} rows forgotten; the next migrate copies them again",
+                    e.repaired
+                );
+            } else if !e.missing_on_target.is_empty() {
+                println!("    run `mailferry verify --repair`, then migrate, to copy them again");
+            }
+        }
+    }
+    Ok(if v.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -12,4 +12,5 @@ mod maildir;
 mod network;
 mod scale;
 mod tls;
+mod verify;
 mod web;

@@ -16,6 +16,7 @@ pub mod reconfigure;
 pub mod refresh;
 pub mod report;
 pub mod status;
+pub mod verify;
 
 use std::collections::HashMap;
 
