@@ -163,11 +163,13 @@ fn check_entry(
         v.unknown_on_target += uids.iter().filter(|u| !named.contains(u)).count() as u64;
         for r in rows {
             match r.target_uid {
-                Some(u) if uids.contains(&u) => {
-                    if !gone.contains(&(r.source_folder.as_str(), r.uid_validity, r.uid)) {
-                        v.agreed += 1;
-                    }
+                Some(u)
+                    if uids.contains(&u)
+                        && !gone.contains(&(r.source_folder.as_str(), r.uid_validity, r.uid)) =>
+                {
+                    v.agreed += 1;
                 }
+                Some(u) if uids.contains(&u) => {}
                 Some(u) => {
                     v.missing_on_target.push((folder.to_string(), u));
                     missing.push((*r).clone());
