@@ -1,7 +1,8 @@
 //! mailferry's adapters: the ports of `mailferry-core` implemented on real backends, one
 //! folder per kind and one per backend, with the same shape in each:
 //!
-//! - `store/sqlite`: the job's state (entries, ledger, runs, leases) in SQLite;
+//! - `store/sqlite` and `store/postgres`: the job's state (entries, ledger, runs, leases) in
+//!   SQLite, or in PostgreSQL when several processes share a job;
 //! - `directory/ldap`: LDAP and Active Directory directories, and creating mailboxes there;
 //! - `session/imap` and `session/maildir`: one mailbox's messages on an IMAP server or in a
 //!   Maildir++ tree;
@@ -18,18 +19,20 @@ pub mod store;
 
 use mailferry_core::job::{ConnectionKind, Job, StateLocation};
 use mailferry_core::model::Side;
-use mailferry_core::ports::store::StoreErrorKind;
 use mailferry_core::ports::{
     Backends, Connector, Directory, DirectoryError, DirectorySettings, Provisioner, Store,
     StoreError,
 };
 
+use mailferry_core::ports::store::StoreErrorKind;
+
 pub use directory::ldap::LdapDirectory;
 pub use session::imap::ImapConnector;
 pub use session::maildir::MaildirConnector;
+pub use store::postgres::{PostgresStore, PostgresUrl};
 pub use store::sqlite::SqliteStore;
 
-/// The adapters mailferry ships: SQLite, LDAP, IMAP and Maildir.
+/// The adapters mailferry ships: SQLite, PostgreSQL, LDAP, IMAP and Maildir.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Standard;
 
@@ -37,10 +40,23 @@ impl Backends for Standard {
     fn open_store(&self, job: &Job) -> Result<Box<dyn Store>, StoreError> {
         match &job.state {
             StateLocation::Sqlite(p) => Ok(Box::new(SqliteStore::open(p)?)),
-            StateLocation::Postgres(_) => Err(StoreError::new(
-                StoreErrorKind::Unsupported,
-                "postgres:// state is not supported yet: use sqlite:// (the default)",
-            )),
+            StateLocation::Postgres(raw) => {
+                let job_dir = job.path.parent().unwrap_or(std::path::Path::new("."));
+                let url = PostgresUrl::parse(raw, job_dir)?;
+                let password = match &job.state_password {
+                    // The job's own reference first; the environment and ~/.pgpass otherwise.
+                    Some(secret) => Some(store::postgres::connect::Password::new(
+                        secret.reveal().map_err(|e| {
+                            StoreError::new(
+                                StoreErrorKind::Unsupported,
+                                format!("state_password: {e}"),
+                            )
+                        })?,
+                    )),
+                    None => store::postgres::connect::state_password(&url)?,
+                };
+                Ok(Box::new(PostgresStore::open(&url, password.as_ref())?))
+            }
         }
     }
 

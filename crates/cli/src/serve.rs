@@ -27,6 +27,7 @@ use mailferry_core::entries::Selection;
 use mailferry_core::job::{ConnectionKind, Job, StateLocation};
 use mailferry_core::model::{EntryId, EntryState, RunEntry, Side};
 use mailferry_core::ports::Observer;
+use mailferry_core::report::migration::MessageError;
 use mailferry_web::{DEFAULT_LISTEN, ServeConfig, ServiceError, ServiceResult, Services};
 
 use crate::{Failed, Outcome};
@@ -319,6 +320,14 @@ impl Services for JobServices {
         Ok(v)
     }
 
+    fn entries_version(&self) -> Option<String> {
+        // The stamps that key the entries cache: any committed write changes them.
+        match &JobServices::job(self).ok()?.state {
+            StateLocation::Sqlite(p) => Some(format!("{:?}", db_stamp(p))),
+            StateLocation::Postgres(_) => None,
+        }
+    }
+
     fn check(&self) -> ServiceResult {
         to_json(&self.with_app(app::check::check)?)
     }
@@ -489,6 +498,23 @@ impl Services for JobServices {
             },
             "elsewhere": others.len(),
         }))
+    }
+
+    fn failures(&self, id: &str) -> ServiceResult {
+        let entry = EntryId::from(id);
+        let failures = self.with_app(|app| app::report::failures(app, &entry))?;
+        // The same keys as an entry's `errors` in `migrate --json`.
+        let errors: Vec<MessageError> = failures
+            .into_iter()
+            .map(|f| MessageError {
+                folder: f.folder,
+                uid: f.uid,
+                size: f.size,
+                message_id: f.message_id,
+                reason: f.reason,
+            })
+            .collect();
+        Ok(json!({ "id": id, "failures": to_json(&errors)? }))
     }
 
     fn match_auto(&self, ids: &[String]) -> ServiceResult {

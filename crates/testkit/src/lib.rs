@@ -58,6 +58,7 @@
 //! ```
 
 pub mod browser;
+pub mod postgres;
 pub mod proxy;
 mod slapd;
 

@@ -1,3 +1,4 @@
 //! The store port's implementations.
 
+pub mod postgres;
 pub mod sqlite;

@@ -10,6 +10,7 @@ mod failures;
 mod lab;
 mod maildir;
 mod network;
+mod postgres;
 mod scale;
 mod tls;
 mod verify;

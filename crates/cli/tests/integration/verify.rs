@@ -36,7 +36,10 @@ fn verify_finds_lost_copies_and_repair_lets_the_next_pass_copy_exactly_those() {
     assert_eq!(code, 0, "{v:#}");
     let e = &v["entries"][0];
     assert_eq!(
-        (e["agreed"].as_u64(), e["missing_on_target"].as_array().map(Vec::len)),
+        (
+            e["agreed"].as_u64(),
+            e["missing_on_target"].as_array().map(Vec::len)
+        ),
         (Some(30), Some(0)),
         "{v:#}"
     );
@@ -47,7 +50,11 @@ fn verify_finds_lost_copies_and_repair_lets_the_next_pass_copy_exactly_those() {
     let (code, v) = lab.json(&["verify", job, "--all"]);
     assert_eq!(code, 1, "lost copies are a disagreement: {v:#}");
     let e = &v["entries"][0];
-    assert_eq!(e["missing_on_target"].as_array().map(Vec::len), Some(2), "{v:#}");
+    assert_eq!(
+        e["missing_on_target"].as_array().map(Vec::len),
+        Some(2),
+        "{v:#}"
+    );
     assert_eq!(e["gone_from_source"], 1, "{v:#}");
     assert_eq!(e["agreed"], 27, "{v:#}");
     // Without --repair nothing changed: a pass copies nothing (the ledger still says copied).

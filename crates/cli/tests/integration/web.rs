@@ -914,13 +914,19 @@ fn a_migrate_process_shows_live_in_the_console_and_sigterm_stops_serve() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let seen = seen.expect("the console never showed the terminal's pass with a count");
-    let by = seen["entries"]["id-alice"]["by"].as_str().unwrap().to_string();
+    let by = seen["entries"]["id-alice"]["by"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         by.ends_with(&format!(":{}", migrate.id())),
         "held by {by}, not the migrate process {}",
         migrate.id()
     );
-    assert!(seen["overall"]["planned_messages"].as_u64() == Some(3000), "{seen:#}");
+    assert!(
+        seen["overall"]["planned_messages"].as_u64() == Some(3000),
+        "{seen:#}"
+    );
     assert!(migrate.wait().unwrap().success());
     // Finished: the grid's entry says migrated, the pass is gone from the progress.
     let entries = get("/api/entries");
@@ -943,4 +949,177 @@ fn a_migrate_process_shows_live_in_the_console_and_sigterm_stops_serve() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// The drill-down behind a failed count: a target with a small quota refuses some of ann's
+/// messages; after a migration started in the console, ann's Failed count opens a dialog
+/// listing every refused message with Dovecot's words, exactly as the migration report does.
+#[test]
+fn a_failed_count_opens_the_messages_not_copied_with_the_servers_words() {
+    let mut dst = DovecotConfig::new(&["ann", "bob"]);
+    dst.quota_bytes = Some(60_000);
+    let lab = Lab::with(DovecotConfig::new(&["ann", "bob"]), dst);
+    // 100 kB for ann against 60 kB of quota; bob's 6 kB fit.
+    fill(
+        &lab.source,
+        "ann",
+        "INBOX",
+        &(0..20).map(|i| generated(i, 5_000)).collect::<Vec<_>>(),
+    );
+    fill(
+        &lab.source,
+        "bob",
+        "INBOX",
+        &(0..3).map(|i| generated(i, 2_000)).collect::<Vec<_>>(),
+    );
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    b.goto(&s.url).unwrap();
+    b.wait_for("tr[data-entry-id]", Duration::from_secs(10))
+        .unwrap();
+    // No pass yet: no count to open.
+    assert!(b.find_all("button[data-failures]").unwrap().is_empty());
+
+    click_row(&b, "id-ann", None);
+    b.keys_ctrl_a().unwrap();
+    assert_eq!(selected(&b), ["id-ann", "id-bob"]);
+    b.click(&b.find("#btn-migrate").unwrap()).unwrap();
+    let state_of = |id: &str| {
+        format!(
+            "document.querySelector('tr[data-entry-id=\"{id}\"] td[data-col=state]').textContent.trim()"
+        )
+    };
+    b.wait_until(
+        &format!(
+            "return {} === 'partial' && {} === 'migrated';",
+            state_of("id-ann"),
+            state_of("id-bob")
+        ),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}",
+            b.execute("return document.getElementById('rows').innerText;")
+                .unwrap()
+        )
+    });
+
+    // What the CLI's migration report says of ann.
+    let report: Value = serde_json::from_str(
+        &String::from_utf8(
+            lab.mailferry(&["report", job, "--kind", "migration", "--format", "json"])
+                .stdout,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let ann = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "id-ann")
+        .unwrap()
+        .clone();
+    let errors = ann["errors"].as_array().unwrap();
+    let failed = ann["failed"].as_u64().unwrap();
+    assert!(failed > 0 && errors.len() as u64 == failed, "{ann:#}");
+
+    // bob copied everything: his count is a plain 0. ann's count is a button.
+    assert!(
+        b.find_all("tr[data-entry-id=\"id-bob\"] button[data-failures]")
+            .unwrap()
+            .is_empty()
+    );
+    let button = "tr[data-entry-id=\"id-ann\"] button[data-failures]";
+    assert_eq!(
+        b.text(&b.find(button).unwrap()).unwrap(),
+        failed.to_string()
+    );
+    for attempt in 0.. {
+        match b.click(&b.find(button).unwrap()) {
+            Ok(()) => break,
+            Err(err) if err.0.contains("stale element") && attempt < 5 => {}
+            Err(err) => panic!("click the failed count: {err}"),
+        }
+    }
+    b.wait_until(
+        "return !document.getElementById('failures-dialog').hidden \
+         && document.querySelectorAll('#failures-table tbody tr').length > 0;",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(b.find("#failures-dialog[role=dialog]").is_ok());
+    // Opening the list leaves the selection as it was.
+    assert_eq!(selected(&b), ["id-ann", "id-bob"]);
+    let title = b.text(&b.find("#failures-title").unwrap()).unwrap();
+    assert!(
+        title.contains("ann@old.example") && title.contains("id-ann"),
+        "{title}"
+    );
+    let shown: Vec<Vec<String>> = serde_json::from_value(
+        b.execute(
+            "return [...document.querySelectorAll('#failures-table tbody tr')]\
+             .map(r => [...r.cells].map(c => c.textContent));",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown.len(), errors.len(), "{shown:?}");
+    for (row, err) in shown.iter().zip(errors) {
+        let [folder, uid, size, message_id, words] = &row[..] else {
+            panic!("five columns: {row:?}")
+        };
+        assert_eq!(folder, "INBOX");
+        assert_eq!(uid, &err["uid"].as_u64().unwrap().to_string());
+        assert!(size.ends_with("kB"), "{row:?}");
+        // `<gen-…>` shows as text: a Message-ID from a server is never markup.
+        assert!(message_id.starts_with("<gen-"), "{row:?}");
+        assert_eq!(message_id, err["message_id"].as_str().unwrap());
+        assert_eq!(words, err["reason"].as_str().unwrap());
+        assert!(words.contains("OVERQUOTA"), "{row:?}");
+    }
+    assert_eq!(
+        b.execute(
+            "return [...document.querySelectorAll('#failures-table tbody td')]\
+             .filter(td => td.children.length > 0).length;"
+        )
+        .unwrap(),
+        0,
+        "no element was made of a server's words"
+    );
+    b.screenshot_png(&screenshots().join("failures.png"))
+        .unwrap();
+    // Escape closes it.
+    b.send_keys(&b.find("#close-failures").unwrap(), "\u{E00C}")
+        .unwrap();
+    b.wait_until(
+        "return document.getElementById('overlay').hidden === true;",
+        Duration::from_secs(3),
+    )
+    .unwrap();
+
+    // The API: an ID is required and must name an entry; bob's list is empty.
+    let cookie = s.cookie();
+    let c = [("Cookie", cookie.as_str())];
+    let (status, _, body) = http(s.port, "GET", "/api/failures?id=id-bob", &c, "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"id": "id-bob", "failures": []}));
+    let (status, _, body) = http(s.port, "GET", "/api/failures?id=nobody", &c, "");
+    assert_eq!(
+        (status, body.contains("No entry has the ID")),
+        (400, true),
+        "{body}"
+    );
+    assert_eq!(http(s.port, "GET", "/api/failures", &c, "").0, 400);
+    assert_eq!(
+        http(s.port, "GET", "/api/failures?id=id-ann", &[], "").0,
+        401
+    );
 }

@@ -1,6 +1,7 @@
 //! `report`: the latest migration or refresh report as HTML, CSV or JSON.
 
 use super::{App, AppError, Result};
+use crate::model::{EntryId, Failure, RunKind};
 use crate::report::{MigrationReport, RefreshReport, migration, refresh};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,4 +52,24 @@ pub fn report(app: &App<'_>, kind: ReportKind, format: ReportFormat) -> Result<S
             }
         }
     })
+}
+
+/// Every message of one entry that the latest migration could not copy, with the server's
+/// words: the drill-down behind an entry's failed count. Empty when that migration copied
+/// everything of the entry, did not pass it, or none has run yet; bad input (exit 2) for an
+/// ID that names no entry.
+pub fn failures(app: &App<'_>, entry: &EntryId) -> Result<Vec<Failure>> {
+    let store = app.open_state()?;
+    if !store.entries()?.iter().any(|e| &e.id == entry) {
+        return Err(AppError::input(format!(
+            "No entry has the ID {:?}",
+            entry.as_str()
+        )));
+    }
+    let Some(run) = store.last_run(RunKind::Migrate)? else {
+        return Ok(Vec::new());
+    };
+    let mut all = store.failures(run.id)?;
+    all.retain(|f| &f.entry_id == entry);
+    Ok(all)
 }

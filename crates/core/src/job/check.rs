@@ -26,9 +26,18 @@ impl Checker<'_> {
     pub(super) fn job(&mut self, raw: RawJob, file: &Path) -> Option<Job> {
         let name = self.text("name", raw.name, "missing: a short name for the job");
         let state = self.state(raw.state, file);
-        if let Some(StateLocation::Postgres(_)) = state {
-            self.problem("state", "postgres state is not supported yet");
-        }
+        let state_password = match raw.state_password {
+            Some(secret) => {
+                if let Some(StateLocation::Sqlite(_)) = state {
+                    self.problem(
+                        "state_password",
+                        "only a postgres:// state has a password; an SQLite state is a file",
+                    );
+                }
+                self.secret("state_password", secret)
+            }
+            None => None,
+        };
         let source = self.connection("source", raw.source);
         let target = self.connection("target", raw.target);
         let mailboxes_csv = match raw.mailboxes.and_then(|mailboxes| mailboxes.csv) {
@@ -40,6 +49,7 @@ impl Checker<'_> {
             name: name?,
             path: file.to_path_buf(),
             state: state?,
+            state_password,
             mode: raw.mode.unwrap_or_default(),
             source: source?,
             target: target?,

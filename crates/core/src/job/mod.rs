@@ -67,6 +67,9 @@ pub struct Job {
     pub path: PathBuf,
     /// Where the job's state (entries, ledger) lives (`state`).
     pub state: StateLocation,
+    /// The PostgreSQL state's password (`state_password = { env | file }`); without it the
+    /// environment's `MAILFERRY_STATE_PASSWORD` or the standard `~/.pgpass` is used.
+    pub state_password: Option<Secret>,
     /// Cutover or staged (`mode`, default cutover).
     pub mode: Mode,
     /// The server mailboxes are copied from (`[source]`).
@@ -99,7 +102,8 @@ impl Job {
 pub enum StateLocation {
     /// A `SQLite` database file (absolute path).
     Sqlite(PathBuf),
-    /// A `PostgreSQL` URL, for several workers sharing a job. Parsed, but not supported yet.
+    /// A `PostgreSQL` URL (`postgres://USER@HOST:PORT/DB?sslmode=…`), for processes on several
+    /// machines sharing a job; its password is never in the URL.
     Postgres(String),
 }
 

@@ -16,6 +16,7 @@ const SECRET_FORM: &str = "a secret must be written as { env = \"VARIABLE\" } or
 pub(super) struct RawJob {
     pub(super) name: Option<String>,
     pub(super) state: Option<String>,
+    pub(super) state_password: Option<RawSecret>,
     pub(super) mode: Option<Mode>,
     pub(super) source: Option<RawConnection>,
     pub(super) target: Option<RawConnection>,

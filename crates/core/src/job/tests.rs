@@ -405,15 +405,30 @@ fn state_without_scheme_is_a_sqlite_file() {
 }
 
 #[test]
-fn postgres_state_is_not_supported_yet() {
+fn a_postgres_state_takes_its_password_by_reference_only() {
     let text = format!(
-        "state = \"postgres://db.example/jobs\"\n{}",
+        "state = \"postgres://mf@db.example/jobs\"\nstate_password = {{ env = \"PGPW\" }}\n{}",
         job_with("", "")
     );
+    let (_dir, job) = load_ok(&text);
     assert_eq!(
-        problem_texts(&text),
-        vec!["line 1, column 9: state: postgres state is not supported yet"]
+        job.state,
+        StateLocation::Postgres("postgres://mf@db.example/jobs".into())
     );
+    assert_eq!(job.state_password, Some(Secret::Env("PGPW".into())));
+    let plain = format!(
+        "state = \"postgres://mf@db.example/jobs\"\nstate_password = \"hunter2\"\n{}",
+        job_with("", "")
+    );
+    let problems = problem_texts(&plain);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("state_password"), "{problems:?}");
+    assert!(!problems[0].contains("hunter2"), "{problems:?}");
+    let sqlite = format!(
+        "state_password = {{ env = \"PGPW\" }}\n{}",
+        job_with("", "")
+    );
+    assert!(problem_texts(&sqlite)[0].contains("only a postgres:// state has a password"));
 }
 
 #[test]

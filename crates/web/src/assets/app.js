@@ -190,7 +190,7 @@ function rowHtml(e, i) {
     + `<td class="num">${e.stage ?? ''}</td>`
     + `<td data-col="state">${stateCell(e)}</td>`
     + `<td class="num">${e.copied}</td>`
-    + `<td class="num">${e.failed ? `<span class="err">${e.failed}</span>` : 0}</td>`
+    + `<td class="num">${e.failed ? `<button type="button" class="link err" data-failures="${esc(e.id)}" title="Show the messages not copied" aria-label="${esc(e.failed)} messages of ${esc(primary(e))} not copied: show them">${esc(e.failed)}</button>` : 0}</td>`
     + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
     + `<td title="${esc(e.error || '')}">${e.error ? `<span class="err">${esc(e.error)}</span>` : ''}</td>`
     + `<td>${rcell}</td></tr>`;
@@ -247,13 +247,18 @@ function selectAllShown() {
 function selectedIds() {
   // In the grid's order, so that actions list the mailboxes as the admin sees them.
   const ids = state.view.filter((e) => state.selected.has(e.id)).map((e) => e.id);
-  for (const id of state.selected) if (!ids.includes(id)) ids.push(id);
+  // A set: with 10,000 selected, includes() on the list would be 50 million comparisons.
+  const listed = new Set(ids);
+  for (const id of state.selected) if (!listed.has(id)) ids.push(id);
   return ids;
 }
 
 function onRowClick(ev) {
   const tr = ev.target.closest('tr[data-entry-id]');
   if (!tr) return;
+  // The failed count opens its messages and leaves the selection as it is.
+  const failures = ev.target.closest('button[data-failures]');
+  if (failures) { openFailures(failures.dataset.failures); return; }
   const i = Number(tr.dataset.index);
   const isBox = ev.target.matches('input[type="checkbox"]');
   if (ev.shiftKey && state.anchor !== null) {
@@ -489,6 +494,33 @@ function closeDialog() {
   $('#overlay').hidden = true;
   for (const d of document.querySelectorAll('.dialog')) d.hidden = true;
   if (lastFocus) lastFocus.focus();
+}
+
+// The drill-down behind a failed count: every message of the entry that the latest migration
+// could not copy, with the server's words (all escaped: they come from a server).
+async function openFailures(id) {
+  const e = state.byId.get(id);
+  const who = e ? `${primary(e)} (${id})` : id;
+  let v;
+  try {
+    v = await api('GET', `/api/failures?id=${encodeURIComponent(id)}`);
+  } catch (err) {
+    say(err.message, 'error');
+    return;
+  }
+  const list = v.failures || [];
+  $('#failures-title').textContent = `Messages not copied — ${who}`;
+  $('#failures-what').textContent = list.length === 1
+    ? 'The latest migration could not copy 1 message of this mailbox:'
+    : `The latest migration could not copy ${list.length} messages of this mailbox:`;
+  $('#failures-table tbody').innerHTML = list.map((f) => `<tr data-uid="${esc(f.uid ?? '')}">`
+    + `<td>${esc(f.folder)}</td><td class="num">${f.uid === null || f.uid === undefined ? '—' : esc(f.uid)}</td>`
+    + `<td class="num">${f.size === null || f.size === undefined ? '—' : esc(humanBytes(f.size))}</td>`
+    + `<td class="msgid">${esc(f.message_id ?? '—')}</td><td class="words">${esc(f.reason)}</td></tr>`).join('');
+  $('#failures-table').hidden = list.length === 0;
+  $('#failures-what').hidden = list.length === 0;
+  $('#failures-none').hidden = list.length > 0;
+  openDialog('#failures-dialog', '#close-failures');
 }
 
 function openMatch() {
@@ -751,6 +783,7 @@ function wire() {
   $('#open-connections').addEventListener('click', () => showTab('connections'));
   $('#close-refresh').addEventListener('click', closeDialog);
   $('#close-match').addEventListener('click', closeDialog);
+  $('#close-failures').addEventListener('click', closeDialog);
   $('#open-report').addEventListener('click', () => { window.open('/api/reports/refresh?format=html', '_blank', 'noopener'); });
   $('#match-auto').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/match', { ids: selectedIds() },
     (v) => `Automatic matching: ${(v.auto?.matched || []).length} matched, ${(v.auto?.unmatched || []).length} left unmatched`));
@@ -765,9 +798,11 @@ function wire() {
 
 async function start() {
   wire();
+  // The event stream's first tick carries the entries: fetching them as well would send,
+  // parse and draw 10,000 entries twice before the grid answers a click.
+  listen();
   try {
     renderConnections(await api('GET', '/api/job'));
-    await reloadEntries();
   } catch (e) {
     say(e.message, 'error');
   }
@@ -777,7 +812,6 @@ async function start() {
   } catch (_) {
     // No refresh has run yet: the column stays empty.
   }
-  listen();
 }
 
 document.addEventListener('DOMContentLoaded', start);

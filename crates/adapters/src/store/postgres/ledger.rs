@@ -1,0 +1,222 @@
+//! The ledger: per entry, source folder + UIDVALIDITY + UID → target folder + UID +
+//! fingerprint. The only truth about what was copied.
+
+use postgres::types::ToSql;
+use postgres::{Client, Row};
+
+use super::{Column, Db, to_i64};
+use mailferry_core::model::{EntryId, Fingerprint, Flags, LedgerRow, LedgerState};
+use mailferry_core::ports::store::Result;
+
+fn ledger_row(r: &Row) -> Result<LedgerRow> {
+    Ok(LedgerRow {
+        source_folder: r.text(0)?,
+        uid_validity: r.u32(1)?,
+        uid: r.u32(2)?,
+        target_folder: r.text(3)?,
+        target_uid: r.opt_u32(4)?,
+        target_uidnext: r.opt_u32(5)?,
+        fingerprint: Fingerprint::new(r.text(6)?),
+        size: r.u64(7)?,
+        flags: Flags::from_stored(&r.text(8)?),
+        state: r.parsed(9, LedgerState::parse)?,
+    })
+}
+
+fn query(client: &mut Client, filter: &str, p: &[&(dyn ToSql + Sync)]) -> Result<Vec<LedgerRow>> {
+    // By UID, as the port promises; the rest of the key only makes the order the same on
+    // every call.
+    client
+        .query(
+            &format!(
+                "SELECT source_folder, uid_validity, uid, target_folder, target_uid,
+                        target_uidnext, fingerprint, size, flags, state
+                 FROM ledger {filter} ORDER BY uid, source_folder, uid_validity"
+            ),
+            p,
+        )
+        .db()?
+        .iter()
+        .map(ledger_row)
+        .collect()
+}
+
+/// Ledger rows of one source folder (any UIDVALIDITY).
+pub fn folder(client: &mut Client, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
+    query(
+        client,
+        "WHERE entry_id = $1 AND source_folder = $2",
+        &[&entry.as_str(), &folder],
+    )
+}
+
+pub fn pending(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(
+        client,
+        "WHERE entry_id = $1 AND state = 'pending'",
+        &[&entry.as_str()],
+    )
+}
+
+pub fn all(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(client, "WHERE entry_id = $1", &[&entry.as_str()])
+}
+
+/// Known target UIDs of a target folder: messages the ledger says are ours.
+pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+    client
+        .query(
+            "SELECT target_uid FROM ledger WHERE entry_id = $1 AND target_folder = $2
+             AND target_uid IS NOT NULL",
+            &[&entry.as_str(), &target_folder],
+        )
+        .db()?
+        .iter()
+        .map(|r| r.u32(0))
+        .collect()
+}
+
+/// Records intents to copy, committed before any of their APPENDs is sent. A plain INSERT:
+/// an intent for a message the ledger already has is a bug to surface (a unique violation,
+/// which rolls the whole batch back), never a row to overwrite (that would lose the record
+/// of a copy).
+pub fn insert_pending(client: &mut Client, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    let stmt = tx
+        .prepare(
+            "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
+                 target_uid, target_uidnext, fingerprint, size, flags, state)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, 'pending')",
+        )
+        .db()?;
+    for r in rows {
+        let uidnext = r.target_uidnext.map(i64::from);
+        tx.execute(
+            &stmt,
+            &[
+                &entry.as_str(),
+                &r.source_folder,
+                &i64::from(r.uid_validity),
+                &i64::from(r.uid),
+                &r.target_folder,
+                &uidnext,
+                &r.fingerprint.as_str(),
+                &to_i64(r.size, "message size")?,
+                &r.flags.as_str(),
+            ],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}
+
+/// Marks rows copied (with their target UID when known) and forgets the failed ones, in one
+/// transaction.
+pub fn complete(
+    client: &mut Client,
+    entry: &EntryId,
+    copied: &[(&LedgerRow, Option<u32>)],
+    failed: &[&LedgerRow],
+) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    let done = tx
+        .prepare(
+            "UPDATE ledger SET state = 'copied', target_uid = $5, target_uidnext = NULL
+             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
+        )
+        .db()?;
+    for (r, uid) in copied {
+        let uid = uid.map(i64::from);
+        tx.execute(
+            &done,
+            &[
+                &entry.as_str(),
+                &r.source_folder,
+                &i64::from(r.uid_validity),
+                &i64::from(r.uid),
+                &uid,
+            ],
+        )
+        .db()?;
+    }
+    let del = tx
+        .prepare(
+            "DELETE FROM ledger
+             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
+        )
+        .db()?;
+    for r in failed {
+        tx.execute(
+            &del,
+            &[
+                &entry.as_str(),
+                &r.source_folder,
+                &i64::from(r.uid_validity),
+                &i64::from(r.uid),
+            ],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}
+
+pub fn set_flags(
+    client: &mut Client,
+    entry: &EntryId,
+    updates: &[(&LedgerRow, Flags)],
+) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    let stmt = tx
+        .prepare(
+            "UPDATE ledger SET flags = $5
+             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
+        )
+        .db()?;
+    for (r, flags) in updates {
+        tx.execute(
+            &stmt,
+            &[
+                &entry.as_str(),
+                &r.source_folder,
+                &i64::from(r.uid_validity),
+                &i64::from(r.uid),
+                &flags.as_str(),
+            ],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}
+
+/// Re-keys rows in one transaction: each source message now lives at the new row's folder /
+/// UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
+pub fn rekey(client: &mut Client, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    let stmt = tx
+        .prepare(
+            "UPDATE ledger SET source_folder = $5, uid_validity = $6, uid = $7,
+                 target_folder = $8, target_uid = $9, flags = $10
+             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
+        )
+        .db()?;
+    for (old, new) in pairs {
+        let target_uid = new.target_uid.map(i64::from);
+        tx.execute(
+            &stmt,
+            &[
+                &entry.as_str(),
+                &old.source_folder,
+                &i64::from(old.uid_validity),
+                &i64::from(old.uid),
+                &new.source_folder,
+                &i64::from(new.uid_validity),
+                &i64::from(new.uid),
+                &new.target_folder,
+                &target_uid,
+                &new.flags.as_str(),
+            ],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}

@@ -1,0 +1,441 @@
+//! The store port on PostgreSQL, for a job whose state several processes share
+//! (`state = "postgres://USER@HOST:PORT/DB"`, SPEC §8).
+//!
+//! One connection per store, on the blocking `postgres` client. Every method that changes
+//! several rows is one transaction, and the session forces `synchronous_commit = on`: a
+//! committed intent survives a crash of the server, which is what lets a killed pass resume
+//! without duplicates (the crash-safety rule of `mailferry_core::ports::store`), whatever
+//! the server's default. Leases are decided under a row lock (`SELECT … FOR UPDATE`) and
+//! expire by the database's clock, so processes on machines whose clocks disagree still
+//! agree on who holds an entry. The schema is versioned in the table `mailferry_schema`; a
+//! database written by a newer mailferry is refused. Text values are the model's `as_str`
+//! spellings, as in SQLite, and text that is listed in order is compared in byte order
+//! (`COLLATE "C"`), as SQLite does, whatever the database's default collation.
+//!
+//! The same parts as the SQLite store (`schema`, `entries`, `ledger`, `runs`), plus
+//! `connect` (the URL, the password, TLS).
+
+pub mod connect;
+mod entries;
+mod ledger;
+mod runs;
+mod schema;
+
+use std::cell::{RefCell, RefMut};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Row};
+
+use mailferry_core::model::{
+    Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
+    RunId, RunKind,
+};
+use mailferry_core::ports::Store;
+use mailferry_core::ports::store::{
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+    StoreErrorKind,
+};
+
+pub use connect::{Password, PostgresUrl, Tls};
+
+/// How long a statement waits for a row another process has locked, like SQLite's busy
+/// timeout; then it fails as `Busy`.
+const LOCK_TIMEOUT: &str = "30s";
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A job's state in one PostgreSQL database.
+pub struct PostgresStore {
+    /// The port's readers take `&self`; the client needs `&mut` for every query. A store is
+    /// used by one thread at a time (`Store: Send`, not `Sync`), so the cell is never
+    /// contended.
+    client: RefCell<Client>,
+}
+
+/// The store's words for a database error, classified. The server's own message is kept,
+/// with its detail and hint; a client-side error keeps its whole chain of causes.
+pub(crate) fn store_error(e: postgres::Error) -> StoreError {
+    let Some(db) = e.as_db_error() else {
+        // The client's own errors say what failed at the top and why in their sources
+        // ("Error performing TLS handshake" ← "invalid peer certificate: UnknownIssuer").
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        let message = if text.contains("password missing") {
+            format!(
+                "The PostgreSQL server asks for a password: set {} or add the password to \
+                 ~/.pgpass",
+                connect::PASSWORD_ENV
+            )
+        } else {
+            capitalise(&text)
+        };
+        return StoreError::new(StoreErrorKind::Other, message);
+    };
+    let code = db.code();
+    let kind = if [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CANNOT_CONNECT_NOW,
+    ]
+    .contains(code)
+    {
+        StoreErrorKind::Busy
+    } else if *code == SqlState::DISK_FULL {
+        StoreErrorKind::Full
+    } else {
+        StoreErrorKind::Other
+    };
+    // The server's words as it wrote them, after a capitalised name for who said them.
+    let mut message = format!("PostgreSQL: {}", db.message());
+    if let Some(detail) = db.detail() {
+        message.push_str(": ");
+        message.push_str(detail.trim_end_matches('.'));
+    }
+    if let Some(hint) = db.hint() {
+        message.push_str(" (");
+        message.push_str(hint.trim_end_matches('.'));
+        message.push(')');
+    }
+    StoreError::new(kind, message)
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+pub(crate) trait Db<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> Db<T> for std::result::Result<T, postgres::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(store_error)
+    }
+}
+
+/// A value the port hands in that the database's signed 64-bit integers cannot hold.
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| {
+        StoreError::new(
+            StoreErrorKind::Other,
+            format!("The {what} {v} is too large for the state database"),
+        )
+    })
+}
+
+/// Typed reads of a row's columns, each stored value checked against the model's type: a
+/// value out of range is a database another program wrote, reported as such.
+pub(crate) trait Column {
+    fn text(&self, i: usize) -> Result<String>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>>;
+    fn int(&self, i: usize) -> Result<i64>;
+    fn u32(&self, i: usize) -> Result<u32>;
+    fn opt_u32(&self, i: usize) -> Result<Option<u32>>;
+    fn u64(&self, i: usize) -> Result<u64>;
+    fn opt_u64(&self, i: usize) -> Result<Option<u64>>;
+    fn flag(&self, i: usize) -> Result<bool>;
+    fn float(&self, i: usize) -> Result<f64>;
+    /// A stored text value of one of the model's enums.
+    fn parsed<T>(&self, i: usize, parse: fn(&str) -> Option<T>) -> Result<T>;
+}
+
+fn out_of_range(row: &Row, i: usize, v: i64) -> StoreError {
+    let column = row.columns().get(i).map_or("?", |c| c.name());
+    StoreError::new(
+        StoreErrorKind::Other,
+        format!("{column} {v} is out of range in the state database"),
+    )
+}
+
+impl Column for Row {
+    fn text(&self, i: usize) -> Result<String> {
+        self.try_get(i).db()
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        self.try_get(i).db()
+    }
+    fn int(&self, i: usize) -> Result<i64> {
+        self.try_get(i).db()
+    }
+    fn u32(&self, i: usize) -> Result<u32> {
+        let v = self.int(i)?;
+        u32::try_from(v).map_err(|_| out_of_range(self, i, v))
+    }
+    fn opt_u32(&self, i: usize) -> Result<Option<u32>> {
+        match self.try_get::<_, Option<i64>>(i).db()? {
+            None => Ok(None),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| out_of_range(self, i, v)),
+        }
+    }
+    fn u64(&self, i: usize) -> Result<u64> {
+        let v = self.int(i)?;
+        u64::try_from(v).map_err(|_| out_of_range(self, i, v))
+    }
+    fn opt_u64(&self, i: usize) -> Result<Option<u64>> {
+        match self.try_get::<_, Option<i64>>(i).db()? {
+            None => Ok(None),
+            Some(v) => u64::try_from(v)
+                .map(Some)
+                .map_err(|_| out_of_range(self, i, v)),
+        }
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
+        self.try_get(i).db()
+    }
+    fn float(&self, i: usize) -> Result<f64> {
+        self.try_get(i).db()
+    }
+    fn parsed<T>(&self, i: usize, parse: fn(&str) -> Option<T>) -> Result<T> {
+        let text: String = self.text(i)?;
+        parse(&text).ok_or_else(|| {
+            let column = self.columns().get(i).map_or("?", |c| c.name());
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("Unknown {column} {text:?} in the state database"),
+            )
+        })
+    }
+}
+
+pub(crate) fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl PostgresStore {
+    /// Connects to the job's database and brings its schema up to date (creating it on
+    /// first use). Errors name the server by `url` (which has no password).
+    pub fn open(url: &PostgresUrl, password: Option<&Password>) -> Result<PostgresStore> {
+        Self::connect(url, password).map_err(|e| StoreError {
+            message: format!("Unable to open the state database {url}: {}", e.message),
+            ..e
+        })
+    }
+
+    fn connect(url: &PostgresUrl, password: Option<&Password>) -> Result<PostgresStore> {
+        let mut config = postgres::Config::new();
+        config
+            .user(&url.user)
+            .host(&url.host)
+            .port(url.port)
+            .dbname(&url.dbname)
+            .application_name("mailferry")
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(p) = password {
+            config.password(p.expose());
+        }
+        let client = match &url.tls {
+            Tls::Off => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                config.connect(NoTls).db()?
+            }
+            Tls::Verified { root_cert } => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                let tls = mailferry_imap::tls::client_config(root_cert.as_deref(), true)
+                    .map_err(|e| tls_error(&e))?;
+                config
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                    .map_err(|e| certificate_hint(store_error(e), root_cert.is_some()))?
+            }
+        };
+        Self::init(client)
+    }
+
+    fn init(mut client: Client) -> Result<PostgresStore> {
+        client
+            .batch_execute(&format!(
+                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}'"
+            ))
+            .db()?;
+        schema::migrate(&mut client)?;
+        Ok(PostgresStore {
+            client: RefCell::new(client),
+        })
+    }
+
+    fn conn(&self) -> Result<RefMut<'_, Client>> {
+        self.client.try_borrow_mut().map_err(|_| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                "The state database connection is in use by another call",
+            )
+        })
+    }
+}
+
+/// The certificate policy's errors, with the URL's parameter name in place of `tls_ca`.
+fn tls_error(e: &mailferry_imap::tls::TlsError) -> StoreError {
+    use mailferry_imap::tls::TlsError;
+    let message = match e {
+        TlsError::Setup(e) => format!("TLS set-up failed: {e}"),
+        TlsError::ReadCa { path, source } => {
+            format!("Cannot read sslrootcert {}: {source}", path.display())
+        }
+        TlsError::BadCertificate { path, source } => {
+            format!(
+                "Certificate in sslrootcert {} refused: {source}",
+                path.display()
+            )
+        }
+        TlsError::NoCertificate { path } => {
+            format!("No PEM certificate in sslrootcert {}", path.display())
+        }
+    };
+    StoreError::new(StoreErrorKind::Other, message)
+}
+
+/// A refused server certificate, with what to do about it.
+fn certificate_hint(mut e: StoreError, has_root_cert: bool) -> StoreError {
+    if e.message.contains("certificate") || e.message.contains("Certificate") {
+        e.message.push_str(if has_root_cert {
+            " (neither the system's trust anchors nor sslrootcert signed the server's \
+             certificate, or it is not for this host name)"
+        } else {
+            " (for a server with a private CA, add sslrootcert=FILE with that CA's \
+             certificate to the state URL)"
+        });
+    }
+    e
+}
+
+impl Store for PostgresStore {
+    fn entries(&self) -> Result<Vec<Entry>> {
+        entries::all(&mut *self.conn()?)
+    }
+    fn upsert_entries(&mut self, entries: &[Entry]) -> Result<(usize, usize)> {
+        entries::upsert(self.client.get_mut(), entries)
+    }
+    fn set_entry_result(
+        &mut self,
+        run: RunId,
+        id: &EntryId,
+        state: EntryState,
+        last_pass: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
+        entries::set_result(self.client.get_mut(), run, id, state, last_pass, error)
+    }
+    fn missing_source_ids(&self) -> Result<Vec<EntryId>> {
+        entries::missing_source_ids(&mut *self.conn()?)
+    }
+    fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()> {
+        entries::remove(self.client.get_mut(), ids)
+    }
+    fn meta(&self, key: MetaKey) -> Result<Option<String>> {
+        runs::meta(&mut *self.conn()?, key)
+    }
+    fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()> {
+        runs::set_meta(self.client.get_mut(), key, value)
+    }
+    fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId> {
+        runs::record_refresh(self.client.get_mut(), r)
+    }
+    fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
+        runs::last_refresh(&mut *self.conn()?)
+    }
+    fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
+        ledger::folder(&mut *self.conn()?, entry, folder)
+    }
+    fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        ledger::pending(&mut *self.conn()?, entry)
+    }
+    fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        ledger::all(&mut *self.conn()?, entry)
+    }
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+        ledger::target_uids(&mut *self.conn()?, entry, target_folder)
+    }
+    fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        ledger::insert_pending(self.client.get_mut(), entry, rows)
+    }
+    fn complete(
+        &mut self,
+        entry: &EntryId,
+        copied: &[(&LedgerRow, Option<u32>)],
+        failed: &[&LedgerRow],
+    ) -> Result<()> {
+        ledger::complete(self.client.get_mut(), entry, copied, failed)
+    }
+    fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
+        ledger::set_flags(self.client.get_mut(), entry, updates)
+    }
+    fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+        ledger::rekey(self.client.get_mut(), entry, pairs)
+    }
+    fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
+        runs::checkpoint(&mut *self.conn()?, entry, folder)
+    }
+    fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
+        runs::set_checkpoint(self.client.get_mut(), entry, folder, c)
+    }
+    fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
+        runs::start(self.client.get_mut(), kind)
+    }
+    fn finish_run(&mut self, run: RunId) -> Result<()> {
+        runs::finish(self.client.get_mut(), run)
+    }
+    fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()> {
+        runs::record_entry(self.client.get_mut(), run, r)
+    }
+    fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()> {
+        runs::record_failure(self.client.get_mut(), run, f)
+    }
+    fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
+        runs::last(&mut *self.conn()?, kind)
+    }
+    fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
+        runs::entries(&mut *self.conn()?, run)
+    }
+    fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
+        runs::failures(&mut *self.conn()?, run)
+    }
+    fn lease(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        runs::lease(self.client.get_mut(), entry, holder, ttl, None)
+    }
+    fn take_over(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: i64,
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        runs::lease(self.client.get_mut(), entry, holder, ttl, Some(from_epoch))
+    }
+    fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
+        runs::renew(self.client.get_mut(), lease, ttl)
+    }
+    fn release(&mut self, lease: &Lease) -> Result<()> {
+        runs::release(self.client.get_mut(), lease)
+    }
+    fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
+        runs::report_progress(self.client.get_mut(), lease, progress)
+    }
+    fn live_passes(&self) -> Result<Vec<LivePass>> {
+        runs::live_passes(&mut *self.conn()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

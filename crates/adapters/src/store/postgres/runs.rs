@@ -1,0 +1,471 @@
+//! Runs and what they recorded — run lines, failures, refresh results — plus folder
+//! checkpoints, meta values and leases.
+//!
+//! Times the store writes itself (a run's start and end, a lease's `since`) are the
+//! database's clock, in the model's spelling (`2026-01-02T03:04:05Z`), so processes on
+//! machines whose clocks disagree still write one consistent history.
+
+use std::time::Duration;
+
+use postgres::Client;
+
+use super::{Column, Db, json_list, parse_list, to_i64};
+use mailferry_core::model::{
+    Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
+    RunEntry, RunId, RunKind, Side,
+};
+use mailferry_core::ports::store::{
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+};
+
+/// The database's time now, as the model spells times (`mailferry_core::model::now`).
+const NOW_TEXT: &str =
+    r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#;
+
+pub fn start(client: &mut Client, kind: RunKind) -> Result<RunId> {
+    let row = client
+        .query_one(
+            &format!("INSERT INTO runs (started, kind) VALUES ({NOW_TEXT}, $1) RETURNING id"),
+            &[&kind.as_str()],
+        )
+        .db()?;
+    Ok(RunId(row.int(0)?))
+}
+
+pub fn finish(client: &mut Client, run: RunId) -> Result<()> {
+    client
+        .execute(
+            &format!("UPDATE runs SET finished = {NOW_TEXT} WHERE id = $1"),
+            &[&run.0],
+        )
+        .db()?;
+    Ok(())
+}
+
+/// An entry's line of a run; an entry passed twice in one run keeps its last line.
+pub fn record_entry(client: &mut Client, run: RunId, r: &RunEntry) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO run_entries (run_id, entry_id, state, copied, skipped, failed, bytes,
+                 moved, flags_updated, seconds, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (run_id, entry_id) DO UPDATE SET state = excluded.state,
+                 copied = excluded.copied, skipped = excluded.skipped, failed = excluded.failed,
+                 bytes = excluded.bytes, moved = excluded.moved,
+                 flags_updated = excluded.flags_updated, seconds = excluded.seconds,
+                 error = excluded.error",
+            &[
+                &run.0,
+                &r.entry_id.as_str(),
+                &r.state.as_str(),
+                &to_i64(r.copied, "copied count")?,
+                &to_i64(r.skipped, "skipped count")?,
+                &to_i64(r.failed, "failed count")?,
+                &to_i64(r.bytes, "byte count")?,
+                &to_i64(r.moved, "moved count")?,
+                &to_i64(r.flags_updated, "flags-updated count")?,
+                &r.seconds,
+                &r.error,
+            ],
+        )
+        .db()?;
+    Ok(())
+}
+
+pub fn record_failure(client: &mut Client, run: RunId, f: &Failure) -> Result<()> {
+    let size = f.size.map(|s| to_i64(s, "message size")).transpose()?;
+    client
+        .execute(
+            "INSERT INTO failures (run_id, entry_id, folder, uid, size, message_id, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &run.0,
+                &f.entry_id.as_str(),
+                &f.folder,
+                &f.uid.map(i64::from),
+                &size,
+                &f.message_id,
+                &f.reason,
+            ],
+        )
+        .db()?;
+    Ok(())
+}
+
+pub fn last(client: &mut Client, kind: RunKind) -> Result<Option<RunInfo>> {
+    client
+        .query_opt(
+            "SELECT id, started, finished FROM runs WHERE kind = $1 ORDER BY id DESC LIMIT 1",
+            &[&kind.as_str()],
+        )
+        .db()?
+        .map(|r| {
+            Ok(RunInfo {
+                id: RunId(r.int(0)?),
+                started: r.text(1)?,
+                finished: r.opt_text(2)?,
+            })
+        })
+        .transpose()
+}
+
+pub fn entries(client: &mut Client, run: RunId) -> Result<Vec<RunEntry>> {
+    client
+        .query(
+            "SELECT entry_id, state, copied, skipped, failed, bytes, moved, flags_updated,
+                    seconds, error FROM run_entries WHERE run_id = $1 ORDER BY entry_id",
+            &[&run.0],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(RunEntry {
+                entry_id: EntryId::new(r.text(0)?),
+                state: r.parsed(1, EntryState::parse)?,
+                copied: r.u64(2)?,
+                skipped: r.u64(3)?,
+                failed: r.u64(4)?,
+                bytes: r.u64(5)?,
+                moved: r.u64(6)?,
+                flags_updated: r.u64(7)?,
+                seconds: r.float(8)?,
+                error: r.opt_text(9)?,
+            })
+        })
+        .collect()
+}
+
+/// A run's failures by entry, folder and UID, a failure without a UID first (as SQLite
+/// orders NULL).
+pub fn failures(client: &mut Client, run: RunId) -> Result<Vec<Failure>> {
+    client
+        .query(
+            "SELECT entry_id, folder, uid, size, message_id, reason FROM failures
+             WHERE run_id = $1 ORDER BY entry_id, folder, uid NULLS FIRST",
+            &[&run.0],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(Failure {
+                entry_id: EntryId::new(r.text(0)?),
+                folder: r.text(1)?,
+                uid: r.opt_u32(2)?,
+                size: r.opt_u64(3)?,
+                message_id: r.opt_text(4)?,
+                reason: r.text(5)?,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- refresh
+
+/// Records one refresh run and its results; returns the run's ID.
+pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
+    let mut tx = client.transaction().db()?;
+    let run = tx
+        .query_one(
+            "INSERT INTO refresh_runs (started, source_available, source_reason,
+                 target_available, target_reason) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &r.started,
+                &r.source_available,
+                &r.source_reason,
+                &r.target_available,
+                &r.target_reason,
+            ],
+        )
+        .db()?
+        .int(0)?;
+    let stmt = tx
+        .prepare(
+            "INSERT INTO refresh_results (run_id, line_no, side, result, entry_id, mailbox_id,
+                 before, after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .db()?;
+    for (line_no, l) in (0_i64..).zip(&r.lines) {
+        let id = l.id.as_ref().map(|i| i.as_str());
+        tx.execute(
+            &stmt,
+            &[
+                &run,
+                &line_no,
+                &l.side.as_str(),
+                &l.result.as_str(),
+                &l.entry.as_str(),
+                &id,
+                &json_list(&l.before),
+                &json_list(&l.after),
+            ],
+        )
+        .db()?;
+    }
+    tx.commit().db()?;
+    Ok(RunId(run))
+}
+
+/// The latest refresh run, if any, read in one transaction so its lines are its own.
+pub fn last_refresh(client: &mut Client) -> Result<Option<RefreshRecord>> {
+    let mut tx = client.transaction().db()?;
+    let Some(head) = tx
+        .query_opt(
+            "SELECT id, started, source_available, source_reason, target_available,
+                    target_reason FROM refresh_runs ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .db()?
+    else {
+        return Ok(None);
+    };
+    let run = head.int(0)?;
+    let lines = tx
+        .query(
+            "SELECT side, result, entry_id, mailbox_id, before, after FROM refresh_results
+             WHERE run_id = $1 ORDER BY line_no",
+            &[&run],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(RefreshLine {
+                side: r.parsed(0, Side::parse)?,
+                result: r.parsed(1, RefreshResult::parse)?,
+                entry: EntryId::new(r.text(2)?),
+                id: r.opt_text(3)?.map(MailboxId::new),
+                before: parse_list(&r.text(4)?),
+                after: parse_list(&r.text(5)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    tx.commit().db()?;
+    Ok(Some(RefreshRecord {
+        started: head.text(1)?,
+        source_available: head.flag(2)?,
+        source_reason: head.opt_text(3)?,
+        target_available: head.flag(4)?,
+        target_reason: head.opt_text(5)?,
+        lines,
+    }))
+}
+
+// ---------------------------------------------------------------- checkpoints and meta
+
+pub fn checkpoint(
+    client: &mut Client,
+    entry: &EntryId,
+    folder: &str,
+) -> Result<Option<Checkpoint>> {
+    client
+        .query_opt(
+            "SELECT uid_validity, uid_next, messages, highest_modseq, filter
+             FROM folder_checkpoints WHERE entry_id = $1 AND source_folder = $2",
+            &[&entry.as_str(), &folder],
+        )
+        .db()?
+        .map(|r| {
+            Ok(Checkpoint {
+                uid_validity: r.u32(0)?,
+                uid_next: r.u32(1)?,
+                messages: r.u32(2)?,
+                highest_modseq: r.opt_u64(3)?,
+                filter: r.text(4)?,
+            })
+        })
+        .transpose()
+}
+
+pub fn set_checkpoint(
+    client: &mut Client,
+    entry: &EntryId,
+    folder: &str,
+    c: &Checkpoint,
+) -> Result<()> {
+    // RFC 7162 mod-sequences are at most 2^63 - 1, so a real server's fits a BIGINT.
+    let modseq = c
+        .highest_modseq
+        .map(|m| to_i64(m, "HIGHESTMODSEQ"))
+        .transpose()?;
+    client
+        .execute(
+            "INSERT INTO folder_checkpoints
+                 (entry_id, source_folder, uid_validity, uid_next, messages, highest_modseq,
+                  filter)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (entry_id, source_folder) DO UPDATE SET
+                 uid_validity = excluded.uid_validity, uid_next = excluded.uid_next,
+                 messages = excluded.messages, highest_modseq = excluded.highest_modseq,
+                 filter = excluded.filter",
+            &[
+                &entry.as_str(),
+                &folder,
+                &i64::from(c.uid_validity),
+                &i64::from(c.uid_next),
+                &i64::from(c.messages),
+                &modseq,
+                &c.filter,
+            ],
+        )
+        .db()?;
+    Ok(())
+}
+
+pub fn meta(client: &mut Client, key: MetaKey) -> Result<Option<String>> {
+    client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&key.as_str()])
+        .db()?
+        .map(|r| r.text(0))
+        .transpose()
+}
+
+pub fn set_meta(client: &mut Client, key: MetaKey, value: &str) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key.as_str(), &value],
+        )
+        .db()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- leases
+
+/// A claim's length in milliseconds, for `clock_timestamp() + $n * interval '1 ms'`.
+/// Capped at ten years, which no pass needs and no interval overflows.
+fn ttl_ms(ttl: Duration) -> i64 {
+    const CAP_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+    i64::try_from(ttl.as_millis()).map_or(CAP_MS, |ms| ms.min(CAP_MS))
+}
+
+/// Claims an entry (or, with `from_epoch`, takes over the claim of that epoch), in one
+/// transaction. The entry's row is made to exist first (`ON CONFLICT DO NOTHING`: a second
+/// process doing the same waits for the first's insert to commit), then locked with
+/// `FOR UPDATE`, so of two processes claiming at once the second decides only after the
+/// first committed, and sees its claim. A released claim keeps its row (expired), so epochs
+/// only grow.
+pub fn lease(
+    client: &mut Client,
+    entry: &EntryId,
+    holder: &str,
+    ttl: Duration,
+    from_epoch: Option<i64>,
+) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    let mut tx = client.transaction().db()?;
+    tx.execute(
+        "INSERT INTO leases (entry_id, holder, epoch, since, expires)
+         VALUES ($1, '', 0, '', '-infinity') ON CONFLICT (entry_id) DO NOTHING",
+        &[&entry.as_str()],
+    )
+    .db()?;
+    let current = tx
+        .query_one(
+            "SELECT holder, epoch, since, expires <= clock_timestamp() FROM leases
+             WHERE entry_id = $1 FOR UPDATE",
+            &[&entry.as_str()],
+        )
+        .db()?;
+    let epoch = current.int(1)?;
+    let expired = current.flag(3)?;
+    if !expired && from_epoch != Some(epoch) {
+        return Ok(Err(LeaseHolder {
+            holder: current.text(0)?,
+            since: current.text(2)?,
+            epoch,
+        }));
+    }
+    let epoch = epoch + 1;
+    tx.execute(
+        &format!(
+            "UPDATE leases SET holder = $2, epoch = $3, since = {NOW_TEXT},
+                 expires = clock_timestamp() + $4::bigint * interval '1 millisecond',
+                 planned_messages = 0, planned_bytes = 0, copied = 0, bytes = 0
+             WHERE entry_id = $1"
+        ),
+        &[&entry.as_str(), &holder, &epoch, &ttl_ms(ttl)],
+    )
+    .db()?;
+    tx.commit().db()?;
+    Ok(Ok(Lease {
+        entry: entry.clone(),
+        holder: holder.to_string(),
+        epoch,
+    }))
+}
+
+pub fn renew(client: &mut Client, lease: &Lease, ttl: Duration) -> Result<()> {
+    let n = client
+        .execute(
+            "UPDATE leases SET expires = clock_timestamp() + $4::bigint * interval '1 millisecond'
+             WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
+            &[
+                &lease.entry.as_str(),
+                &lease.holder,
+                &lease.epoch,
+                &ttl_ms(ttl),
+            ],
+        )
+        .db()?;
+    if n == 0 {
+        return Err(StoreError::lease_lost(&lease.entry));
+    }
+    Ok(())
+}
+
+pub fn release(client: &mut Client, lease: &Lease) -> Result<()> {
+    client
+        .execute(
+            "UPDATE leases SET expires = '-infinity'
+             WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
+            &[&lease.entry.as_str(), &lease.holder, &lease.epoch],
+        )
+        .db()?;
+    Ok(())
+}
+
+pub fn report_progress(client: &mut Client, lease: &Lease, p: &PassProgress) -> Result<()> {
+    let n = client
+        .execute(
+            "UPDATE leases SET planned_messages = $4, planned_bytes = $5, copied = $6, bytes = $7
+             WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
+            &[
+                &lease.entry.as_str(),
+                &lease.holder,
+                &lease.epoch,
+                &to_i64(p.planned_messages, "planned message count")?,
+                &to_i64(p.planned_bytes, "planned byte count")?,
+                &to_i64(p.copied, "copied count")?,
+                &to_i64(p.bytes, "byte count")?,
+            ],
+        )
+        .db()?;
+    if n == 0 {
+        return Err(StoreError::lease_lost(&lease.entry));
+    }
+    Ok(())
+}
+
+pub fn live_passes(client: &mut Client) -> Result<Vec<LivePass>> {
+    client
+        .query(
+            "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes
+             FROM leases WHERE expires > clock_timestamp() ORDER BY entry_id",
+            &[],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(LivePass {
+                entry: EntryId::new(r.text(0)?),
+                holder: r.text(1)?,
+                since: r.text(2)?,
+                progress: PassProgress {
+                    planned_messages: r.u64(3)?,
+                    planned_bytes: r.u64(4)?,
+                    copied: r.u64(5)?,
+                    bytes: r.u64(6)?,
+                },
+            })
+        })
+        .collect()
+}

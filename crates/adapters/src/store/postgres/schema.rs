@@ -1,0 +1,205 @@
+//! The schema and its versions, kept in `mailferry_schema` (one row per version applied).
+//!
+//! Version 1 is the whole schema of the SQLite store's version 3 (entries, ledger,
+//! checkpoints, runs, run lines, meta, refresh results, failures, leases with progress) in
+//! PostgreSQL's types: unsigned values in `BIGINT` (the model's `u32`s fit; its `u64`s are
+//! checked on the way in), flags as `BOOLEAN`, lease expiry as a `timestamptz` of the
+//! database's clock. Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
+//! compares). A migration never changes what an existing column means.
+//!
+//! Migrations run under a transaction-level advisory lock, so two processes opening a new
+//! database at once do not both create it; PostgreSQL's DDL is transactional, so a version
+//! is applied whole or not at all.
+
+use postgres::Client;
+
+use super::{Column, Db};
+use mailferry_core::ports::store::{Result, StoreError, StoreErrorKind};
+
+/// The advisory lock key that serialises migrations ("mailferr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6d61_696c_6665_7272;
+
+const V1: &str = r#"
+CREATE TABLE entries (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    source_login TEXT NOT NULL,
+    source_addresses TEXT NOT NULL DEFAULT '[]',
+    target_login TEXT,
+    target_addresses TEXT NOT NULL DEFAULT '[]',
+    origin TEXT NOT NULL,
+    stage BIGINT,
+    state TEXT NOT NULL DEFAULT 'new',
+    copied BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    last_pass TEXT,
+    last_error TEXT,
+    source_display_name TEXT,
+    target_id TEXT,
+    match_note TEXT,
+    missing_source BOOLEAN NOT NULL DEFAULT false
+);
+CREATE TABLE ledger (
+    entry_id TEXT COLLATE "C" NOT NULL,
+    source_folder TEXT COLLATE "C" NOT NULL,
+    uid_validity BIGINT NOT NULL,
+    uid BIGINT NOT NULL,
+    target_folder TEXT NOT NULL,
+    target_uid BIGINT,
+    target_uidnext BIGINT,
+    fingerprint TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source_folder, uid_validity, uid)
+);
+CREATE INDEX ledger_target ON ledger (entry_id, target_folder, target_uid);
+CREATE INDEX ledger_fingerprint ON ledger (entry_id, fingerprint);
+CREATE TABLE folder_checkpoints (
+    entry_id TEXT NOT NULL,
+    source_folder TEXT NOT NULL,
+    uid_validity BIGINT NOT NULL,
+    uid_next BIGINT NOT NULL,
+    messages BIGINT NOT NULL,
+    highest_modseq BIGINT,
+    filter TEXT NOT NULL,
+    PRIMARY KEY (entry_id, source_folder)
+);
+CREATE TABLE runs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started TEXT NOT NULL,
+    finished TEXT,
+    kind TEXT NOT NULL
+);
+CREATE TABLE run_entries (
+    run_id BIGINT NOT NULL,
+    entry_id TEXT COLLATE "C" NOT NULL,
+    state TEXT NOT NULL,
+    copied BIGINT NOT NULL DEFAULT 0,
+    skipped BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0,
+    moved BIGINT NOT NULL DEFAULT 0,
+    flags_updated BIGINT NOT NULL DEFAULT 0,
+    seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+    error TEXT,
+    PRIMARY KEY (run_id, entry_id)
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE refresh_runs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started TEXT NOT NULL,
+    source_available BOOLEAN NOT NULL,
+    source_reason TEXT,
+    target_available BOOLEAN NOT NULL,
+    target_reason TEXT
+);
+-- line_no keeps the lines in the order given (SQLite's rowid does this there).
+CREATE TABLE refresh_results (
+    run_id BIGINT NOT NULL,
+    line_no BIGINT NOT NULL,
+    side TEXT NOT NULL,
+    result TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    mailbox_id TEXT,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    PRIMARY KEY (run_id, line_no)
+);
+CREATE TABLE failures (
+    run_id BIGINT NOT NULL,
+    entry_id TEXT COLLATE "C" NOT NULL,
+    folder TEXT COLLATE "C" NOT NULL,
+    uid BIGINT,
+    size BIGINT,
+    message_id TEXT,
+    reason TEXT NOT NULL
+);
+CREATE INDEX failures_run ON failures (run_id, entry_id);
+-- expires is the database's clock: every process compares it with the same now.
+CREATE TABLE leases (
+    entry_id TEXT COLLATE "C" PRIMARY KEY,
+    holder TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    since TEXT NOT NULL,
+    expires TIMESTAMPTZ NOT NULL,
+    planned_messages BIGINT NOT NULL DEFAULT 0,
+    planned_bytes BIGINT NOT NULL DEFAULT 0,
+    copied BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0
+);
+"#;
+
+/// The migrations, in order: index 0 brings a database to version 1.
+const MIGRATIONS: [&str; 1] = [V1];
+
+/// The newest schema this build knows.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings a database up to [`VERSION`], one migration per version, each in its own
+/// transaction; refuses a newer one, and a database with mailferry's table names that is not
+/// a mailferry state.
+pub fn migrate(client: &mut Client) -> Result<()> {
+    loop {
+        let mut tx = client.transaction().db()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .db()?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS mailferry_schema (
+                 version BIGINT PRIMARY KEY,
+                 applied TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .db()?;
+        let version = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0)::bigint FROM mailferry_schema",
+                &[],
+            )
+            .db()?
+            .int(0)?;
+        if version > VERSION {
+            return Err(StoreError::new(
+                StoreErrorKind::Schema,
+                format!(
+                    "The state database was written by a newer mailferry (schema version \
+                     {version}; this one knows up to {VERSION}): use that version or newer"
+                ),
+            ));
+        }
+        if version == VERSION {
+            return tx.commit().db();
+        }
+        if version == 0 {
+            let foreign = tx
+                .query_one("SELECT to_regclass('entries') IS NOT NULL", &[])
+                .db()?
+                .flag(0)?;
+            if foreign {
+                return Err(StoreError::new(
+                    StoreErrorKind::Schema,
+                    "The database has a table named entries but no mailferry_schema: it is \
+                     not a mailferry state (give mailferry a database of its own)",
+                ));
+            }
+        }
+        let Some(migration) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return Err(StoreError::new(
+                StoreErrorKind::Schema,
+                format!("No migration from schema version {version}"),
+            ));
+        };
+        tx.batch_execute(migration).db()?;
+        tx.execute(
+            "INSERT INTO mailferry_schema (version) VALUES ($1)",
+            &[&(version + 1)],
+        )
+        .db()?;
+        tx.commit().db()?;
+    }
+}

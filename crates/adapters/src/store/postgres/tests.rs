@@ -1,0 +1,506 @@
+//! PostgreSQL-specific behaviour: the state URL, the password and where it comes from, schema
+//! versions, two processes racing for one lease, TLS. What every store must do is the
+//! conformance suite's (`mailferry_core::store_conformance!`), run here on a real server from
+//! the test kit, one database per test.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use mailferry_testkit::postgres::{Postgres, PostgresConfig, PostgresDatabase};
+
+use super::connect::{password_from, pgpass_lookup};
+use super::*;
+use mailferry_core::model::Origin;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn url_of(db: &PostgresDatabase) -> PostgresUrl {
+    PostgresUrl::parse(&db.url(), Path::new("/")).expect("the test kit's URL parses")
+}
+
+fn open(db: &PostgresDatabase) -> PostgresStore {
+    PostgresStore::open(&url_of(db), Some(&Password::new(db.password())))
+        .unwrap_or_else(|e| panic!("opening {}: {e}", db.url()))
+}
+
+fn fresh() -> (PostgresDatabase, PostgresStore) {
+    let db = Postgres::shared().fresh_database();
+    let store = open(&db);
+    (db, store)
+}
+
+fn parse(raw: &str) -> Result<PostgresUrl> {
+    PostgresUrl::parse(raw, Path::new("/jobs"))
+}
+
+// ---------------------------------------------------------------- the state URL
+
+#[test]
+fn a_state_url_names_user_host_port_database_and_defaults_to_verified_tls() {
+    let url = parse("postgres://mf%40ops@db.example:6432/state_1").unwrap();
+    assert_eq!(
+        url,
+        PostgresUrl {
+            user: "mf@ops".into(),
+            host: "db.example".into(),
+            port: 6432,
+            dbname: "state_1".into(),
+            tls: Tls::Verified { root_cert: None },
+        }
+    );
+    assert_eq!(url.to_string(), "postgres://mf@ops@db.example:6432/state_1");
+    let v6 = parse("postgresql://mf@[::1]/s?sslmode=disable").unwrap();
+    assert_eq!(
+        (v6.host.as_str(), v6.port, &v6.tls),
+        ("::1", 5432, &Tls::Off)
+    );
+    assert_eq!(v6.to_string(), "postgres://mf@[::1]:5432/s");
+    let ca = parse("postgres://mf@db/s?sslmode=verify-full&sslrootcert=ca.pem").unwrap();
+    assert_eq!(
+        ca.tls,
+        Tls::Verified {
+            root_cert: Some("/jobs/ca.pem".into())
+        }
+    );
+}
+
+#[test]
+fn sslmodes_that_fall_back_to_plain_text_unannounced_are_refused() {
+    for mode in ["prefer", "allow"] {
+        let err = parse(&format!("postgres://mf@db/s?sslmode={mode}")).unwrap_err();
+        assert!(
+            err.message
+                .starts_with(&format!("sslmode={mode} would fall back")),
+            "{err}"
+        );
+    }
+    let err = parse("postgres://mf@db/s?sslmode=sometimes").unwrap_err();
+    assert!(err.message.contains("Unknown sslmode"), "{err}");
+    let err = parse("postgres://mf@db/s?sslmode=disable&sslrootcert=ca.pem").unwrap_err();
+    assert!(err.message.contains("sslrootcert is given"), "{err}");
+}
+
+#[test]
+fn a_state_url_without_user_or_database_or_with_unknown_parameters_is_refused() {
+    for raw in [
+        "postgres://db.example/s",
+        "postgres://mf@db.example",
+        "postgres://mf@db.example:99999/s",
+        "postgres://mf@db.example/s?password=x",
+        "mysql://mf@db.example/s",
+    ] {
+        assert!(parse(raw).is_err(), "{raw} was accepted");
+    }
+}
+
+#[test]
+fn a_password_in_the_state_url_is_refused_without_being_repeated() {
+    let err = parse("postgres://mf:s3cr3t-pw@db.example/s").unwrap_err();
+    assert!(err.message.contains("must not carry a password"), "{err}");
+    assert!(!err.message.contains("s3cr3t-pw"), "{err}");
+}
+
+/// Through `Standard::open_store`, as `migrate` opens a job's state.
+#[test]
+fn the_job_s_postgres_state_is_opened_by_the_standard_backends() {
+    use mailferry_core::job::{Job, StateLocation};
+    use mailferry_core::ports::Backends;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    let text = "name = \"t\"\n[source]\nkind = \"maildir\"\npath = \"src\"\n\
+                [target]\nkind = \"maildir\"\npath = \"dst\"\n";
+    let mut job = Job::parse(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    job.state = StateLocation::Postgres("postgres://mf:hunter2-pw@127.0.0.1:1/s".into());
+    let err = crate::Standard.open_store(&job).err().unwrap();
+    assert!(!err.message.contains("hunter2-pw"), "{err}");
+    assert!(err.message.contains("must not carry a password"), "{err}");
+
+    let db = Postgres::shared().fresh_database();
+    job.state = StateLocation::Postgres(db.url().replace("disable", "prefer"));
+    let err = crate::Standard.open_store(&job).err().unwrap();
+    assert!(err.message.contains("sslmode=prefer"), "{err}");
+}
+
+// ---------------------------------------------------------------- the password
+
+fn target() -> PostgresUrl {
+    parse("postgres://mf@db.example:5432/state").unwrap()
+}
+
+#[test]
+fn the_environment_variable_comes_before_the_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    std::fs::write(&file, "*:*:*:*:from-file\n").unwrap();
+    set_mode(&file, 0o600);
+    let got = password_from(Some("from-env".into()), Some(&file), &target()).unwrap();
+    assert_eq!(got, Some(Password::new("from-env")));
+    let got = password_from(None, Some(&file), &target()).unwrap();
+    assert_eq!(got, Some(Password::new("from-file")));
+    let none = password_from(None, Some(&dir.path().join("absent")), &target()).unwrap();
+    assert_eq!(none, None);
+}
+
+#[test]
+fn the_first_matching_pgpass_line_wins_with_wildcards_and_escapes() {
+    let text = "# comment\n\
+                other.example:5432:state:mf:not-this-one\n\
+                db.example:6432:*:mf:wrong-port\n\
+                db.example:5432:*:mf:pa\\:ss\\\\word:with-colon\n\
+                *:*:*:*:fallback\n";
+    assert_eq!(
+        pgpass_lookup(text, &target()).as_deref(),
+        Some("pa:ss\\word:with-colon")
+    );
+    let other = parse("postgres://someone@elsewhere/x").unwrap();
+    assert_eq!(pgpass_lookup(text, &other).as_deref(), Some("fallback"));
+    assert_eq!(pgpass_lookup("db.example:5432:state:mf\n", &target()), None);
+}
+
+#[test]
+fn a_password_file_others_can_read_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    std::fs::write(&file, "*:*:*:*:pw-in-file\n").unwrap();
+    set_mode(&file, 0o644);
+    let err = password_from(None, Some(&file), &target()).unwrap_err();
+    assert!(err.message.contains("chmod 600"), "{err}");
+    assert!(err.message.contains(&file.display().to_string()), "{err}");
+    assert!(!err.message.contains("pw-in-file"), "{err}");
+}
+
+#[test]
+fn a_password_is_not_in_debug_output() {
+    assert_eq!(format!("{:?}", Password::new("hunter2")), "Password(…)");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---------------------------------------------------------------- connecting
+
+#[test]
+fn a_wrong_password_is_refused_in_the_server_s_words_and_not_repeated() {
+    let db = Postgres::shared().fresh_database();
+    let wrong = "wrong-Pa55word-xyz";
+    let err = PostgresStore::open(&url_of(&db), Some(&Password::new(wrong)))
+        .err()
+        .unwrap();
+    assert!(
+        err.message.starts_with(&format!(
+            "Unable to open the state database {}:",
+            url_of(&db)
+        )),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("password authentication failed"),
+        "{err}"
+    );
+    assert!(!err.message.contains(wrong), "{err}");
+    assert!(!err.message.contains(db.password()), "{err}");
+}
+
+#[test]
+fn no_password_where_the_server_asks_for_one_says_where_to_put_it() {
+    let db = Postgres::shared().fresh_database();
+    let err = PostgresStore::open(&url_of(&db), None).err().unwrap();
+    assert!(
+        err.message.contains("MAILFERRY_STATE_PASSWORD") && err.message.contains(".pgpass"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named_in_the_error() {
+    // A port nothing listens on: the kit's server is elsewhere, and port 1 needs root.
+    let url = parse("postgres://mf@127.0.0.1:1/s?sslmode=disable").unwrap();
+    let err = PostgresStore::open(&url, Some(&Password::new("pw-here")))
+        .err()
+        .unwrap();
+    assert!(
+        err.message
+            .starts_with("Unable to open the state database postgres://mf@127.0.0.1:1/s:"),
+        "{err}"
+    );
+    assert!(!err.message.contains("pw-here"), "{err}");
+    assert_eq!(err.kind, StoreErrorKind::Other);
+}
+
+// ---------------------------------------------------------------- schema versions
+
+#[test]
+fn the_schema_is_created_on_first_use_and_migrated_once() {
+    let (db, store) = fresh();
+    drop(store);
+    drop(open(&db));
+    let versions = Postgres::shared().psql(&db.name, "SELECT version FROM mailferry_schema");
+    assert_eq!(versions.trim(), schema::VERSION.to_string());
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_alone() {
+    let (db, store) = fresh();
+    drop(store);
+    let newer = schema::VERSION + 1;
+    Postgres::shared().psql(
+        &db.name,
+        &format!("INSERT INTO mailferry_schema (version) VALUES ({newer})"),
+    );
+    let err = PostgresStore::open(&url_of(&db), Some(&Password::new(db.password())))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, StoreErrorKind::Schema);
+    assert!(
+        err.message.contains("written by a newer mailferry")
+            && err.message.contains(&url_of(&db).to_string()),
+        "{err}"
+    );
+    let max = Postgres::shared().psql(&db.name, "SELECT max(version) FROM mailferry_schema");
+    assert_eq!(max.trim(), newer.to_string());
+}
+
+#[test]
+fn a_database_with_another_program_s_entries_table_is_not_taken_for_a_state() {
+    let db = Postgres::shared().fresh_database();
+    Postgres::shared().psql(
+        &db.name,
+        &format!(
+            "CREATE TABLE entries (x int); ALTER TABLE entries OWNER TO \"{}\"",
+            db.user
+        ),
+    );
+    let err = PostgresStore::open(&url_of(&db), Some(&Password::new(db.password())))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, StoreErrorKind::Schema);
+    assert!(err.message.contains("not a mailferry state"), "{err}");
+}
+
+#[test]
+fn processes_opening_a_new_database_at_once_all_succeed() {
+    let db = Postgres::shared().fresh_database();
+    let start = Arc::new(Barrier::new(4));
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, start) = (db.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                PostgresStore::open(&url_of(&db), Some(&Password::new(db.password()))).map(|_| ())
+            })
+        })
+        .collect();
+    for t in opened {
+        t.join().unwrap().unwrap();
+    }
+    let versions = Postgres::shared().psql(&db.name, "SELECT count(*) FROM mailferry_schema");
+    assert_eq!(versions.trim(), schema::VERSION.to_string());
+}
+
+#[test]
+fn an_unknown_stored_value_is_an_error_not_a_guess() {
+    let (db, store) = fresh();
+    Postgres::shared().psql(
+        &db.name,
+        "INSERT INTO entries (id, source_login, origin) VALUES ('x', 'x', 'sideways')",
+    );
+    let err = store.entries().unwrap_err();
+    assert!(err.message.contains("Unknown origin \"sideways\""), "{err}");
+}
+
+#[test]
+fn a_message_size_beyond_the_database_s_integers_is_refused_with_nothing_written() {
+    let (_db, mut store) = fresh();
+    let mut row = LedgerRow {
+        source_folder: "INBOX".into(),
+        uid_validity: 7,
+        uid: 1,
+        target_folder: "INBOX".into(),
+        target_uid: None,
+        target_uidnext: Some(1),
+        fingerprint: "fp".into(),
+        size: 10,
+        flags: Flags::default(),
+        state: mailferry_core::model::LedgerState::Pending,
+    };
+    let mut huge = row.clone();
+    huge.uid = 2;
+    huge.size = u64::MAX;
+    let id = EntryId::from("u1");
+    let err = store.insert_pending(&id, &[row.clone(), huge]).unwrap_err();
+    assert!(err.message.contains("too large"), "{err}");
+    assert!(store.ledger_all(&id).unwrap().is_empty());
+    row.uid = 3;
+    store.insert_pending(&id, &[row]).unwrap();
+}
+
+// ---------------------------------------------------------------- two processes
+
+/// Two connections (as two processes on two machines would have) claim the same free entry
+/// at the same moment, many times over: exactly one wins each time, and the loser is told
+/// the winner's name and epoch.
+#[test]
+fn two_connections_racing_for_one_lease_never_both_win() {
+    let db = Postgres::shared().fresh_database();
+    let rounds = 25;
+    let start = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = ["host-a:1", "host-b:2"]
+        .into_iter()
+        .map(|holder| {
+            let (db, start) = (db.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut store = open(&db);
+                (0..rounds)
+                    .map(|round| {
+                        let id = EntryId::new(format!("e{round:02}"));
+                        start.wait();
+                        match store.lease(&id, holder, HOUR).unwrap() {
+                            Ok(lease) => (holder.to_string(), lease.epoch),
+                            Err(h) => (format!("refused by {}", h.holder), h.epoch),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let results: Vec<Vec<(String, i64)>> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!((results[0].len(), results[1].len()), (rounds, rounds));
+    for (round, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+        let winners = [a, b]
+            .iter()
+            .filter(|(who, _)| !who.starts_with("refused"))
+            .count();
+        assert_eq!(winners, 1, "round {round}: {a:?} {b:?}");
+        let (winner, loser) = if a.0.starts_with("refused") {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        assert_eq!(loser, &(format!("refused by {}", winner.0), winner.1));
+        assert_eq!(winner.1, 1);
+    }
+}
+
+/// Two processes both see the same holder gone and take over from its epoch at once: only
+/// one takes it.
+#[test]
+fn two_take_overs_from_the_same_epoch_never_both_win() {
+    let db = Postgres::shared().fresh_database();
+    let id = EntryId::from("u1");
+    let gone = open(&db)
+        .lease(&id, "host-dead:1", HOUR)
+        .unwrap()
+        .unwrap_or_else(|h| panic!("refused by {}", h.holder));
+    let start = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = ["host-a:1", "host-b:2"]
+        .into_iter()
+        .map(|holder| {
+            let (db, start, id) = (db.clone(), Arc::clone(&start), id.clone());
+            std::thread::spawn(move || {
+                let mut store = open(&db);
+                start.wait();
+                store.take_over(&id, holder, HOUR, gone.epoch).unwrap()
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let won: Vec<&Lease> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(won[0].epoch, gone.epoch + 1);
+}
+
+/// Expiry is the database's clock: a claim whose expiry the database has passed is free,
+/// whatever this process's clock says.
+#[test]
+fn a_lease_expires_by_the_database_s_clock() {
+    let (db, mut store) = fresh();
+    let id = EntryId::from("u1");
+    let first = store.lease(&id, "host-a:1", HOUR).unwrap().unwrap();
+    Postgres::shared().psql(
+        &db.name,
+        "UPDATE leases SET expires = clock_timestamp() - interval '1 second'",
+    );
+    assert!(store.live_passes().unwrap().is_empty());
+    let next = store.lease(&id, "host-b:2", HOUR).unwrap().unwrap();
+    assert_eq!(next.epoch, first.epoch + 1);
+}
+
+#[test]
+fn entries_added_by_two_processes_at_once_are_all_kept() {
+    let db = Postgres::shared().fresh_database();
+    drop(open(&db));
+    let start = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, start) = (db.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut store = open(&db);
+                let batch: Vec<Entry> = (0..30)
+                    .map(|i| Entry::new(EntryId::new(format!("e{i:02}")), "x".into(), Origin::Csv))
+                    .collect();
+                start.wait();
+                store.upsert_entries(&batch).unwrap()
+            })
+        })
+        .collect();
+    let counts: Vec<(usize, usize)> = writers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(counts.iter().map(|c| c.0).sum::<usize>(), 30, "{counts:?}");
+    assert_eq!(open(&db).entries().unwrap().len(), 30);
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// Against a server with TLS: its CA as sslrootcert connects; without it the certificate
+/// is refused, and the error says what to add.
+#[test]
+fn tls_verifies_the_server_certificate_against_sslrootcert() {
+    let server = Postgres::start(PostgresConfig {
+        tls: true,
+        ..PostgresConfig::default()
+    });
+    let ca = server.ca_pem().unwrap();
+    let db = server.database("mailferry");
+    let password = Password::new(db.password());
+    let with_ca = PostgresUrl::parse(
+        &format!(
+            "postgres://{}@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+            db.user,
+            db.port,
+            db.name,
+            ca.display()
+        ),
+        Path::new("/"),
+    )
+    .unwrap();
+    let mut store = PostgresStore::open(&with_ca, Some(&password)).unwrap();
+    store.set_meta(MetaKey::JobFileSha256, "over TLS").unwrap();
+    let ssl = server.psql(
+        "mailferry",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'mailferry'",
+    );
+    assert_eq!(ssl.trim(), "1");
+
+    let without = PostgresUrl::parse(
+        &format!("postgres://{}@localhost:{}/{}", db.user, db.port, db.name),
+        Path::new("/"),
+    )
+    .unwrap();
+    let err = PostgresStore::open(&without, Some(&password))
+        .err()
+        .unwrap();
+    assert!(err.message.contains("sslrootcert=FILE"), "{err}");
+}
+
+/// The store port's rules, on a fresh database of the test kit's server per test.
+mod conformance {
+    fn fresh() -> Box<super::PostgresStore> {
+        Box::new(super::fresh().1)
+    }
+
+    mailferry_core::store_conformance!(fresh());
+}
