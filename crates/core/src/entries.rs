@@ -90,11 +90,15 @@ pub fn select<'a>(entries: &'a [Entry], selection: &Selection) -> Result<Vec<&'a
             if ids.is_empty() {
                 return Err("Select at least one mailbox".to_owned());
             }
+            // Indexed: the web console selects thousands of entries at once.
+            let by_id: std::collections::HashMap<&str, &Entry> =
+                entries.iter().map(|e| (e.id.as_str(), e)).collect();
+            let mut seen = std::collections::HashSet::new();
             let mut out: Vec<&Entry> = Vec::new();
             let mut unknown = Vec::new();
             for id in ids {
-                match entries.iter().find(|e| e.id == *id) {
-                    Some(e) if !out.iter().any(|o| o.id == e.id) => out.push(e),
+                match by_id.get(id.as_str()) {
+                    Some(e) if seen.insert(e.id.as_str()) => out.push(e),
                     Some(_) => {}
                     None => unknown.push(format!("No entry has the ID {id:?}")),
                 }

@@ -12,7 +12,7 @@
 //! so the admin can match it by hand. Target mailboxes already matched to another entry are no
 //! candidates.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::{DirectoryMailbox as DirEntry, MailboxId, local_part};
 
@@ -91,51 +91,140 @@ impl Decision {
     }
 }
 
-/// Applies the rules to one source mailbox (its addresses, primary first, and display name).
+/// The target mailboxes indexed by what each rule compares, built once for a whole `match
+/// --auto`: each source mailbox then costs a few lookups instead of a scan of every target
+/// (10,000 × 10,000 comparisons took 47 s).
+pub struct TargetIndex<'a> {
+    targets: &'a [DirEntry],
+    primary: HashMap<String, Vec<usize>>,
+    any: HashMap<String, Vec<usize>>,
+    local: HashMap<String, Vec<usize>>,
+    name: HashMap<String, Vec<usize>>,
+}
+
+/// The key two values share when a rule calls them the same: equal ignoring ASCII case.
+fn key(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+impl<'a> TargetIndex<'a> {
+    pub fn new(targets: &'a [DirEntry]) -> TargetIndex<'a> {
+        let mut index = TargetIndex {
+            targets,
+            primary: HashMap::new(),
+            any: HashMap::new(),
+            local: HashMap::new(),
+            name: HashMap::new(),
+        };
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(p) = t.addresses.first() {
+                index.primary.entry(key(p)).or_default().push(i);
+                index.local.entry(key(local_part(p))).or_default().push(i);
+            }
+            for a in &t.addresses {
+                let list = index.any.entry(key(a)).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+            if let Some(n) = t.display_name.as_deref().map(str::trim)
+                && !n.is_empty()
+            {
+                index.name.entry(key(n)).or_default().push(i);
+            }
+        }
+        index
+    }
+
+    /// The targets a rule finds for a source mailbox, in the directory's order.
+    fn candidates(
+        &self,
+        rule: Rule,
+        addresses: &[String],
+        display_name: Option<&str>,
+    ) -> Vec<usize> {
+        let get = |map: &HashMap<String, Vec<usize>>, k: &str| -> Vec<usize> {
+            map.get(&key(k)).cloned().unwrap_or_default()
+        };
+        let primary = addresses.first().map(String::as_str).unwrap_or("");
+        let mut found = match rule {
+            Rule::PrimaryAddress if !primary.is_empty() => get(&self.primary, primary),
+            Rule::Alias => addresses.iter().flat_map(|a| get(&self.any, a)).collect(),
+            Rule::LocalPart if !primary.is_empty() => get(&self.local, local_part(primary)),
+            Rule::DisplayName => match display_name.map(str::trim) {
+                Some(n) if !n.is_empty() => get(&self.name, n),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// Applies the rules to one source mailbox (its addresses, primary first, and display
+    /// name); targets already `taken` by another entry are no candidates.
+    pub fn decide(
+        &self,
+        addresses: &[String],
+        display_name: Option<&str>,
+        taken: &HashSet<MailboxId>,
+    ) -> Decision {
+        let rules = [
+            Rule::PrimaryAddress,
+            Rule::Alias,
+            Rule::LocalPart,
+            Rule::DisplayName,
+        ];
+        for rule in rules {
+            let found: Vec<&DirEntry> = self
+                .candidates(rule, addresses, display_name)
+                .into_iter()
+                .map(|i| &self.targets[i])
+                .filter(|t| !taken.contains(&t.id))
+                .collect();
+            debug_assert!(
+                found
+                    .iter()
+                    .all(|t| rule.applies(t, addresses, display_name))
+            );
+            match found.as_slice() {
+                [] => continue,
+                [one] => {
+                    return Decision::Match {
+                        target: (*one).clone(),
+                        rule,
+                    };
+                }
+                many => {
+                    return Decision::Ambiguous {
+                        rule,
+                        candidates: many
+                            .iter()
+                            .map(|t| {
+                                t.addresses
+                                    .first()
+                                    .cloned()
+                                    .unwrap_or_else(|| t.login.clone())
+                            })
+                            .collect(),
+                    };
+                }
+            }
+        }
+        Decision::NoCandidate
+    }
+}
+
+/// Applies the rules to one source mailbox against these targets (see [`TargetIndex`] to
+/// match many).
 pub fn auto_match(
     addresses: &[String],
     display_name: Option<&str>,
     targets: &[DirEntry],
     taken: &HashSet<MailboxId>,
 ) -> Decision {
-    let free: Vec<&DirEntry> = targets.iter().filter(|t| !taken.contains(&t.id)).collect();
-    let rules = [
-        Rule::PrimaryAddress,
-        Rule::Alias,
-        Rule::LocalPart,
-        Rule::DisplayName,
-    ];
-    for rule in rules {
-        let found: Vec<&DirEntry> = free
-            .iter()
-            .copied()
-            .filter(|t| rule.applies(t, addresses, display_name))
-            .collect();
-        match found.as_slice() {
-            [] => continue,
-            [one] => {
-                return Decision::Match {
-                    target: (*one).clone(),
-                    rule,
-                };
-            }
-            many => {
-                return Decision::Ambiguous {
-                    rule,
-                    candidates: many
-                        .iter()
-                        .map(|t| {
-                            t.addresses
-                                .first()
-                                .cloned()
-                                .unwrap_or_else(|| t.login.clone())
-                        })
-                        .collect(),
-                };
-            }
-        }
-    }
-    Decision::NoCandidate
+    TargetIndex::new(targets).decide(addresses, display_name, taken)
 }
 
 #[cfg(test)]
@@ -233,5 +322,94 @@ mod tests {
             auto_match(&addrs(&["sam@old.example"]), None, &targets, &taken),
             Decision::NoCandidate
         );
+    }
+
+    /// The old scan of every target, kept as the reference the index must agree with.
+    fn by_scan(
+        addresses: &[String],
+        display_name: Option<&str>,
+        targets: &[DirEntry],
+        taken: &HashSet<MailboxId>,
+    ) -> Decision {
+        let free: Vec<&DirEntry> = targets.iter().filter(|t| !taken.contains(&t.id)).collect();
+        for rule in [
+            Rule::PrimaryAddress,
+            Rule::Alias,
+            Rule::LocalPart,
+            Rule::DisplayName,
+        ] {
+            let found: Vec<&DirEntry> = free
+                .iter()
+                .copied()
+                .filter(|t| rule.applies(t, addresses, display_name))
+                .collect();
+            match found.as_slice() {
+                [] => continue,
+                [one] => {
+                    return Decision::Match {
+                        target: (*one).clone(),
+                        rule,
+                    };
+                }
+                many => {
+                    return Decision::Ambiguous {
+                        rule,
+                        candidates: many.iter().map(|t| t.addresses[0].clone()).collect(),
+                    };
+                }
+            }
+        }
+        Decision::NoCandidate
+    }
+
+    #[test]
+    fn the_index_decides_exactly_as_a_scan_of_every_target() {
+        // Small alphabets, so that collisions (and thus ambiguity) are frequent.
+        let locals = ["al", "AL", "bo", "cy", "al.x"];
+        let domains = ["old.example", "NEW.example", "x.example"];
+        let names = ["Al", " al ", "Bo", ""];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..300 {
+            let mut address = |next: &mut dyn FnMut(usize) -> usize| {
+                format!(
+                    "{}@{}",
+                    locals[next(locals.len())],
+                    domains[next(domains.len())]
+                )
+            };
+            let targets: Vec<DirEntry> = (0..next(8))
+                .map(|i| {
+                    let n = 1 + next(3);
+                    target(
+                        &format!("t{i}"),
+                        &(0..n)
+                            .map(|_| address(&mut next))
+                            .collect::<Vec<_>>()
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                        names[next(names.len())],
+                    )
+                })
+                .collect();
+            let source: Vec<String> = (0..next(3)).map(|_| address(&mut next)).collect();
+            let name = Some(names[next(names.len())]);
+            let taken: HashSet<MailboxId> = targets
+                .iter()
+                .filter(|_| next(4) == 0)
+                .map(|t| t.id.clone())
+                .collect();
+            assert_eq!(
+                auto_match(&source, name, &targets, &taken),
+                by_scan(&source, name, &targets, &taken),
+                "round {round}: {source:?} {name:?} against {targets:#?}"
+            );
+        }
     }
 }

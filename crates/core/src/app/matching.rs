@@ -11,7 +11,7 @@ use super::{App, AppError, Result};
 use crate::csvfile::parse_mailboxes_csv;
 use crate::entries::{Selection, entries_from_csv, select};
 use crate::job::CreateConfig;
-use crate::matching::{Decision, Rule, auto_match};
+use crate::matching::{Decision, Rule, TargetIndex};
 use crate::model::{
     DirectoryMailbox, EmailAddress, Entry, EntryId, MailboxId, Origin, Side, local_part,
     same_address,
@@ -275,11 +275,11 @@ fn auto_match_entries(
         .collect();
     let mut out = AutoMatched::default();
     let mut updates = Vec::new();
+    let index = TargetIndex::new(&targets);
     for e in entries.iter().filter(|e| e.origin == Origin::Unmatched) {
-        let decision = auto_match(
+        let decision = index.decide(
             &e.source_addresses,
             e.source_display_name.as_deref(),
-            &targets,
             &taken,
         );
         let mut u = e.clone();
