@@ -376,7 +376,7 @@ mod tests {
             (seed % n as u64) as usize
         };
         for round in 0..300 {
-            let mut address = |next: &mut dyn FnMut(usize) -> usize| {
+            let address = |next: &mut dyn FnMut(usize) -> usize| {
                 format!(
                     "{}@{}",
                     locals[next(locals.len())],
