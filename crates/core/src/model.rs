@@ -230,6 +230,53 @@ text_id! {
     Fingerprint
 }
 
+/// Declares a non-zero IMAP number: RFC 3501 §2.3.1.1 makes UIDs and UIDVALIDITY values
+/// `nz-number`s, so `new` refuses 0 and a value from a server or the store is checked once,
+/// where it enters. Kept and shown as the bare integer (serde transparent), so the state
+/// database and `--json` output hold the same numbers as before.
+macro_rules! nz_number {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(u32);
+
+        impl $name {
+            /// The value for a number a server or the store gave; `None` for 0.
+            pub fn new(value: u32) -> Option<$name> {
+                (value != 0).then_some($name(value))
+            }
+
+            pub fn get(self) -> u32 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+nz_number! {
+    /// A message's UID in one folder (RFC 3501 §2.3.1.1), meaningful with the folder's
+    /// [`UidValidity`].
+    Uid
+}
+
+impl Uid {
+    /// The lowest UID there is: a scan from here sees every message.
+    pub const FIRST: Uid = Uid(1);
+}
+
+nz_number! {
+    /// A folder's UIDVALIDITY (RFC 3501 §2.3.1.1): while it stays the same, a UID names the
+    /// same message.
+    UidValidity
+}
+
 /// An email address checked by the one rule every input uses (CSV cells, directory values,
 /// `match --set`): `local@domain`, the domain lower-cased, the local part kept as written
 /// since a server may treat it case-sensitively. Two addresses are the same mailbox when they
@@ -628,6 +675,20 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Origin::Csv).unwrap(),
             serde_json::json!("csv")
+        );
+    }
+
+    #[test]
+    fn uids_are_non_zero_and_serialise_as_numbers() {
+        assert_eq!(Uid::new(0), None);
+        assert_eq!(UidValidity::new(0), None);
+        let uid = Uid::new(42).unwrap();
+        assert_eq!(uid.get(), 42);
+        assert_eq!(uid.to_string(), "42");
+        assert_eq!(Uid::FIRST.get(), 1);
+        assert_eq!(
+            serde_json::to_value(UidValidity::new(7)).unwrap(),
+            serde_json::json!(7)
         );
     }
 
