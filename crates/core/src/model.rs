@@ -1,4 +1,5 @@
-//! The domain's vocabulary: sides, origins, states, results, identities, addresses and flags.
+//! The domain's vocabulary: sides, origins, states, results, identities, addresses, flags,
+//! and IMAP's UIDs and UIDVALIDITY values.
 //!
 //! Every value the store keeps as text has one type here with one spelling (`as_str`) and one
 //! parse (`parse`), so a typo no longer compiles into a silent change of behaviour. The text
@@ -501,11 +502,12 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {
     pub source_folder: String,
-    pub uid_validity: u32,
-    pub uid: u32,
+    pub uid_validity: UidValidity,
+    pub uid: Uid,
     pub target_folder: String,
-    pub target_uid: Option<u32>,
-    /// The target folder's UIDNEXT seen before the APPEND was sent (intents only).
+    pub target_uid: Option<Uid>,
+    /// The target folder's UIDNEXT seen before the APPEND was sent (intents only). A bound,
+    /// not a UID: a plain number, 0 when the server's STATUS left UIDNEXT out.
     pub target_uidnext: Option<u32>,
     pub fingerprint: Fingerprint,
     pub size: u64,
@@ -554,7 +556,11 @@ impl RefreshRecord {
 /// STATUS. `filter` is the message filter in force then ([`crate::engine::PassSettings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The folder's UIDVALIDITY, as a plain number: `verify --repair` spoils a checkpoint
+    /// with 0, which no folder's UIDVALIDITY equals (RFC 3501 §2.3.1.1), so the folder is
+    /// scanned again.
     pub uid_validity: u32,
+    /// UIDNEXT as STATUS gave it: a bound, not a UID (0 when the server left it out).
     pub uid_next: u32,
     pub messages: u32,
     pub highest_modseq: Option<u64>,
@@ -609,7 +615,7 @@ impl RunEntry {
 pub struct Failure {
     pub entry_id: EntryId,
     pub folder: String,
-    pub uid: Option<u32>,
+    pub uid: Option<Uid>,
     pub size: Option<u64>,
     pub message_id: Option<String>,
     pub reason: String,
