@@ -1,4 +1,5 @@
-//! The domain's vocabulary: sides, origins, states, results, identities, addresses and flags.
+//! The domain's vocabulary: sides, origins, states, results, identities, addresses, flags,
+//! and IMAP's UIDs and UIDVALIDITY values.
 //!
 //! Every value the store keeps as text has one type here with one spelling (`as_str`) and one
 //! parse (`parse`), so a typo no longer compiles into a silent change of behaviour. The text
@@ -230,6 +231,53 @@ text_id! {
     Fingerprint
 }
 
+/// Declares a non-zero IMAP number: RFC 3501 §2.3.1.1 makes UIDs and UIDVALIDITY values
+/// `nz-number`s, so `new` refuses 0 and a value from a server or the store is checked once,
+/// where it enters. Kept and shown as the bare integer (serde transparent), so the state
+/// database and `--json` output hold the same numbers as before.
+macro_rules! nz_number {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(u32);
+
+        impl $name {
+            /// The value for a number a server or the store gave; `None` for 0.
+            pub fn new(value: u32) -> Option<$name> {
+                (value != 0).then_some($name(value))
+            }
+
+            pub fn get(self) -> u32 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+nz_number! {
+    /// A message's UID in one folder (RFC 3501 §2.3.1.1), meaningful with the folder's
+    /// [`UidValidity`].
+    Uid
+}
+
+impl Uid {
+    /// The lowest UID there is: a scan from here sees every message.
+    pub const FIRST: Uid = Uid(1);
+}
+
+nz_number! {
+    /// A folder's UIDVALIDITY (RFC 3501 §2.3.1.1): while it stays the same, a UID names the
+    /// same message.
+    UidValidity
+}
+
 /// An email address checked by the one rule every input uses (CSV cells, directory values,
 /// `match --set`): `local@domain`, the domain lower-cased, the local part kept as written
 /// since a server may treat it case-sensitively. Two addresses are the same mailbox when they
@@ -454,11 +502,12 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerRow {
     pub source_folder: String,
-    pub uid_validity: u32,
-    pub uid: u32,
+    pub uid_validity: UidValidity,
+    pub uid: Uid,
     pub target_folder: String,
-    pub target_uid: Option<u32>,
-    /// The target folder's UIDNEXT seen before the APPEND was sent (intents only).
+    pub target_uid: Option<Uid>,
+    /// The target folder's UIDNEXT seen before the APPEND was sent (intents only). A bound,
+    /// not a UID: a plain number, 0 when the server's STATUS left UIDNEXT out.
     pub target_uidnext: Option<u32>,
     pub fingerprint: Fingerprint,
     pub size: u64,
@@ -507,7 +556,11 @@ impl RefreshRecord {
 /// STATUS. `filter` is the message filter in force then ([`crate::engine::PassSettings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The folder's UIDVALIDITY, as a plain number: `verify --repair` spoils a checkpoint
+    /// with 0, which no folder's UIDVALIDITY equals (RFC 3501 §2.3.1.1), so the folder is
+    /// scanned again.
     pub uid_validity: u32,
+    /// UIDNEXT as STATUS gave it: a bound, not a UID (0 when the server left it out).
     pub uid_next: u32,
     pub messages: u32,
     pub highest_modseq: Option<u64>,
@@ -562,7 +615,7 @@ impl RunEntry {
 pub struct Failure {
     pub entry_id: EntryId,
     pub folder: String,
-    pub uid: Option<u32>,
+    pub uid: Option<Uid>,
     pub size: Option<u64>,
     pub message_id: Option<String>,
     pub reason: String,
@@ -628,6 +681,20 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Origin::Csv).unwrap(),
             serde_json::json!("csv")
+        );
+    }
+
+    #[test]
+    fn uids_are_non_zero_and_serialise_as_numbers() {
+        assert_eq!(Uid::new(0), None);
+        assert_eq!(UidValidity::new(0), None);
+        let uid = Uid::new(42).unwrap();
+        assert_eq!(uid.get(), 42);
+        assert_eq!(uid.to_string(), "42");
+        assert_eq!(Uid::FIRST.get(), 1);
+        assert_eq!(
+            serde_json::to_value(UidValidity::new(7)).unwrap(),
+            serde_json::json!(7)
         );
     }
 

@@ -13,6 +13,18 @@ pub mod store_conformance;
 pub use fake_mail::{Counts, Crash, FakeConnector, FakeMailbox, FakeMessage, FakeSession, Op};
 pub use memory_store::MemoryStore;
 
+use crate::model::{Uid, UidValidity};
+
+/// A UID for a test to write as a number (panics on 0, which no server sends).
+pub fn uid(n: u32) -> Uid {
+    Uid::new(n).expect("a UID is never 0")
+}
+
+/// A UIDVALIDITY for a test to write as a number (panics on 0, which no server sends).
+pub fn validity(n: u32) -> UidValidity {
+    UidValidity::new(n).expect("a UIDVALIDITY is never 0")
+}
+
 #[cfg(test)]
 mod tests {
     crate::store_conformance!(Box::new(super::MemoryStore::new()));

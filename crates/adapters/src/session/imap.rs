@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
 use mailferry_core::job::{AdminLogin, Auth, Date, ImapSettings, Security};
-use mailferry_core::model::{Flags, Side};
+use mailferry_core::model::{Flags, Side, Uid, UidValidity};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
@@ -185,7 +185,7 @@ impl ImapSession {
         let mut out = Vec::with_capacity(tags.len());
         for tag in tags {
             match self.client.append_finish(tag) {
-                Ok(uid) => out.push(AppendOutcome::Stored(uid.map(|(_, u)| u))),
+                Ok(uid) => out.push(AppendOutcome::Stored(uid.and_then(|(_, u)| Uid::new(u)))),
                 Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) if !e.is_transient() => {
                     out.push(AppendOutcome::Refused(e.to_string()));
                 }
@@ -240,6 +240,25 @@ pub fn read_tree(c: &mut Client) -> std::result::Result<FolderTree, ImapError> {
     Ok(FolderTree::from_list(&namespace, folders))
 }
 
+/// The UIDs as the IMAP client takes them. The client keeps `u32`s; the UIDs it reports
+/// (FETCH, SEARCH, APPENDUID, COPYUID) are `nz-number`s (RFC 3501 §9, RFC 4315 §3), so a 0,
+/// which no server sends, is left out as a FETCH without a UID is.
+fn numbers(uids: &[Uid]) -> Vec<u32> {
+    uids.iter().map(|u| u.get()).collect()
+}
+
+/// A folder's UIDVALIDITY as the server gave it. RFC 3501 requires one in every SELECT
+/// (§6.3.1) and in a STATUS that asks for it (§6.3.10), and never 0 (§2.3.1.1); the client
+/// reports a missing one as 0. Without it no UID can be trusted, so the folder is not copied.
+fn uid_validity(value: u32, raw: &str) -> Result<UidValidity> {
+    UidValidity::new(value).ok_or_else(|| {
+        SessionError::new(
+            SessionErrorKind::Other,
+            format!("The server gave no UIDVALIDITY for {raw}"),
+        )
+    })
+}
+
 impl MailSession for ImapSession {
     fn folders(&mut self) -> Result<FolderTree> {
         read_tree(&mut self.client).map_err(session_error)
@@ -269,7 +288,7 @@ impl MailSession for ImapSession {
         let s = self.client.status(raw).map_err(session_error)?;
         Ok(FolderStatus {
             messages: s.messages,
-            uid_validity: s.uid_validity,
+            uid_validity: uid_validity(s.uid_validity, raw)?,
             uid_next: s.uid_next,
             highest_modseq: s.highest_modseq,
         })
@@ -279,11 +298,11 @@ impl MailSession for ImapSession {
         let s = self.client.select(raw, !write).map_err(session_error)?;
         Ok(Selected {
             exists: s.exists,
-            uid_validity: s.uid_validity,
+            uid_validity: uid_validity(s.uid_validity, raw)?,
         })
     }
 
-    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<u32>> {
+    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>> {
         let mut q = String::new();
         if let Some(s) = since {
             q.push_str(&format!("SINCE {} ", s.imap_format()));
@@ -292,14 +311,15 @@ impl MailSession for ImapSession {
             q.push_str(&format!("BEFORE {} ", u.imap_format()));
         }
         q.push_str("ALL");
-        self.client.uid_search(&q).map_err(session_error)
+        let uids = self.client.uid_search(&q).map_err(session_error)?;
+        Ok(uids.into_iter().filter_map(Uid::new).collect())
     }
 
-    fn scan(&mut self, from: u32, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+    fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
         // `n:*` always includes the highest UID, even below n (RFC 3501 §6.4.8): filter.
         self.client
             .uid_fetch(&format!("{from}:*"), "UID FLAGS RFC822.SIZE", |f| {
-                if let Some(uid) = f.uid()
+                if let Some(uid) = f.uid().and_then(Uid::new)
                     && uid >= from
                 {
                     each(ScannedMessage {
@@ -315,15 +335,17 @@ impl MailSession for ImapSession {
 
     fn fetch(
         &mut self,
-        uids: &[u32],
+        uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()> {
         const STOPPED: &str = "the target side stopped";
         let fetched = self.client.uid_fetch_uids(
-            uids,
+            &numbers(uids),
             "UID FLAGS INTERNALDATE BODY.PEEK[]",
             |mut f: Fetch| {
-                let Some(uid) = f.uid() else { return Ok(()) };
+                let Some(uid) = f.uid().and_then(Uid::new) else {
+                    return Ok(());
+                };
                 let message = FetchedMessage {
                     uid,
                     flags: flags_of(&f),
@@ -347,14 +369,21 @@ impl MailSession for ImapSession {
         }
     }
 
-    fn set_flags(&mut self, uids: &[u32], flags: &Flags) -> Result<()> {
+    fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()> {
         self.client
-            .uid_store_flags(uids, &flags.to_vec())
+            .uid_store_flags(&numbers(uids), &flags.to_vec())
             .map_err(session_error)
     }
 
-    fn move_to(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
-        self.client.uid_move(uids, to).map_err(session_error)
+    fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>> {
+        let pairs = self
+            .client
+            .uid_move(&numbers(uids), to)
+            .map_err(session_error)?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(old, new)| Some((Uid::new(old)?, Uid::new(new)?)))
+            .collect())
     }
 
     fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket> {
@@ -397,7 +426,7 @@ impl MailSession for ImapSession {
         };
         match self.client.multiappend_finish(tag, ticket.count) {
             Ok(uids) => Ok((0..ticket.count)
-                .map(|i| AppendOutcome::Stored(uids.as_ref().map(|u| u[i])))
+                .map(|i| AppendOutcome::Stored(uids.as_ref().and_then(|u| Uid::new(u[i]))))
                 .collect()),
             // MULTIAPPEND stores all or nothing (RFC 3502): one refused message refused the
             // group, so send them one by one to find it and keep the others. Their intents

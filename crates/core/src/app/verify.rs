@@ -19,7 +19,7 @@ use super::{App, AppError, Result, selected};
 use crate::engine::EngineError;
 use crate::entries::Selection;
 use crate::folders::FolderPath;
-use crate::model::{Checkpoint, Entry, EntryId, LedgerRow, Side};
+use crate::model::{Checkpoint, Entry, EntryId, LedgerRow, Side, Uid, UidValidity};
 use crate::ports::{Connector, MailSession, Store};
 
 #[derive(Debug, Serialize)]
@@ -35,7 +35,7 @@ pub struct EntryVerdict {
     /// Copied rows whose source message and target copy are both there.
     pub agreed: u64,
     /// Rows whose copy the target lacks: (target folder, target UID).
-    pub missing_on_target: Vec<(String, u32)>,
+    pub missing_on_target: Vec<(String, Uid)>,
     /// Rows whose source message is gone (deleted or moved away on the source).
     pub gone_from_source: u64,
     /// Rows still pending (judged by the next pass) or without a target UID (not checkable).
@@ -131,7 +131,7 @@ fn check_entry(
         by_source.entry(&r.source_folder).or_default().push(r);
         by_target.entry(&r.target_folder).or_default().push(r);
     }
-    let mut gone: HashSet<(&str, u32, u32)> = HashSet::new();
+    let mut gone: HashSet<(&str, UidValidity, Uid)> = HashSet::new();
     for (folder, rows) in &by_source {
         let path = FolderPath::parse(folder);
         let there = match src_tree.get(&path) {
@@ -153,13 +153,14 @@ fn check_entry(
     let mut missing = Vec::new();
     for (folder, rows) in &by_target {
         let path = FolderPath::parse(folder);
-        let (_, uids) = match dst_tree.get(&path) {
+        let uids = match dst_tree.get(&path) {
             Some(_) => uids_of(dst.as_mut(), &dst_tree.raw_name_for(&path))
                 .map_err(on(Side::Target))?
+                .map(|(_, uids)| uids)
                 .unwrap_or_default(),
             None => Default::default(),
         };
-        let named: HashSet<u32> = rows.iter().filter_map(|r| r.target_uid).collect();
+        let named: HashSet<Uid> = rows.iter().filter_map(|r| r.target_uid).collect();
         v.unknown_on_target += uids.iter().filter(|u| !named.contains(u)).count() as u64;
         for r in rows {
             match r.target_uid {
@@ -187,7 +188,7 @@ fn check_entry(
 fn uids_of(
     s: &mut dyn MailSession,
     raw: &str,
-) -> std::result::Result<Option<(u32, HashSet<u32>)>, crate::ports::SessionError> {
+) -> std::result::Result<Option<(UidValidity, HashSet<Uid>)>, crate::ports::SessionError> {
     let selected = match s.select(raw, false) {
         Ok(sel) => sel,
         Err(e) if e.is_refusal() => return Ok(None),
@@ -195,7 +196,7 @@ fn uids_of(
     };
     let mut uids = HashSet::new();
     if selected.exists > 0 {
-        s.scan(1, &mut |m| {
+        s.scan(Uid::FIRST, &mut |m| {
             uids.insert(m.uid);
         })?;
     }
@@ -203,8 +204,8 @@ fn uids_of(
 }
 
 /// Forgets rows whose copy is missing, and spoils their folders' checkpoints (UIDVALIDITY 0,
-/// which no server reports) so the next pass scans those folders instead of skipping them
-/// after one STATUS.
+/// which no server reports, hence `Checkpoint::uid_validity` is a plain number) so the next
+/// pass scans those folders instead of skipping them after one STATUS.
 fn forget(store: &mut dyn Store, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
     let refs: Vec<&LedgerRow> = rows.iter().collect();
     store.complete(entry, &[], &refs)?;

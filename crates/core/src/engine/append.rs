@@ -127,7 +127,7 @@ impl Pass<'_, '_> {
             match outcome {
                 AppendOutcome::Stored(target_uid) => {
                     if let Some(u) = target_uid {
-                        *uid_next = (*uid_next).max(u + 1);
+                        *uid_next = (*uid_next).max(u.get() + 1);
                     }
                     copied.push((row, target_uid));
                     self.stats.copied += 1;

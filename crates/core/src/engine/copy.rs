@@ -12,7 +12,7 @@ use super::decide::Vanished;
 use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
 use crate::folders::FolderTree;
-use crate::model::{Flags, Side};
+use crate::model::{Flags, Side, Uid};
 use crate::ports::{FetchedMessage, MailSession, SessionError, SessionErrorKind};
 
 const FETCH_BATCH_BYTES: u64 = 16 << 20;
@@ -28,7 +28,7 @@ const GROUP_WAIT_BUSY: Duration = Duration::from_millis(30);
 
 /// One source message on its way to the target.
 pub(super) struct Message {
-    pub uid: u32,
+    pub uid: Uid,
     pub flags: Flags,
     pub date: Option<String>,
     pub body: Vec<u8>,
@@ -52,7 +52,7 @@ impl Pass<'_, '_> {
         dst: &mut dyn MailSession,
         tree: &FolderTree,
         w: &FolderWork,
-        to_copy: &[(u32, u64)],
+        to_copy: &[(Uid, u64)],
         vanished: &mut Vanished,
     ) -> Result<()> {
         // The scan left another folder selected: select this one again, and make sure its
@@ -211,7 +211,7 @@ impl Drop for BudgetShare<'_> {
 
 /// Batches of UIDs to fetch together: up to a count, and up to a size unless one message is
 /// larger by itself.
-pub(super) fn fetch_batches(to_copy: &[(u32, u64)]) -> Vec<&[(u32, u64)]> {
+pub(super) fn fetch_batches(to_copy: &[(Uid, u64)]) -> Vec<&[(Uid, u64)]> {
     let mut batches = Vec::new();
     let mut start = 0;
     while start < to_copy.len() {
@@ -232,13 +232,13 @@ pub(super) fn fetch_batches(to_copy: &[(u32, u64)]) -> Vec<&[(u32, u64)]> {
 
 fn fetch_messages(
     src: &mut dyn MailSession,
-    to_copy: &[(u32, u64)],
+    to_copy: &[(Uid, u64)],
     tx: SyncSender<Message>,
     budget: &BudgetShare<'_>,
 ) -> std::result::Result<(), SessionError> {
     let stopped = || SessionError::new(SessionErrorKind::Aborted, "the target side stopped");
     for batch in fetch_batches(to_copy) {
-        let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
+        let uids: Vec<Uid> = batch.iter().map(|(u, _)| *u).collect();
         let mut gone = false;
         src.fetch(&uids, &mut |m| {
             if !budget.acquire(m.body.len()) || tx.send(Message::from(m)).is_err() {
@@ -257,6 +257,7 @@ fn fetch_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::uid;
 
     #[test]
     fn byte_budget_lets_one_big_message_through() {
@@ -294,10 +295,15 @@ mod tests {
 
     #[test]
     fn fetch_batches_are_bounded_by_count_and_size() {
-        let small: Vec<(u32, u64)> = (1..=1200).map(|u| (u, 1000)).collect();
+        let small: Vec<(Uid, u64)> = (1..=1200).map(|u| (uid(u), 1000)).collect();
         let sizes: Vec<usize> = fetch_batches(&small).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [500, 500, 200]);
-        let big = [(1, 20 << 20), (2, 1), (3, 10 << 20), (4, 10 << 20)];
+        let big = [
+            (uid(1), 20 << 20),
+            (uid(2), 1),
+            (uid(3), 10 << 20),
+            (uid(4), 10 << 20),
+        ];
         let sizes: Vec<usize> = fetch_batches(&big).iter().map(|b| b.len()).collect();
         // A message over the batch size goes alone; the rest fill up to the size.
         assert_eq!(sizes, [1, 2, 1]);

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::model::{Checkpoint, Fingerprint, Flags, LedgerRow};
+use crate::model::{Checkpoint, Fingerprint, Flags, LedgerRow, Uid, UidValidity};
 use crate::ports::session::{FolderStatus, ScannedMessage};
 
 /// Whether a folder can be skipped after one STATUS: it is exactly as the last pass left it
@@ -18,7 +18,7 @@ pub fn folder_unchanged(
     filter: &str,
 ) -> bool {
     checkpoint.is_some_and(|c| {
-        c.uid_validity == status.uid_validity
+        c.uid_validity == status.uid_validity.get()
             && c.uid_next == status.uid_next
             && c.messages == status.messages
             && c.filter == filter
@@ -35,7 +35,7 @@ pub type Vanished = HashMap<Fingerprint, Vec<LedgerRow>>;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ScanDecision {
     /// (UID, size) of messages to copy, by UID.
-    pub to_copy: Vec<(u32, u64)>,
+    pub to_copy: Vec<(Uid, u64)>,
     /// Copied messages whose source flags changed: the row and the new flags.
     pub flag_updates: Vec<(LedgerRow, Flags)>,
     /// Messages left out by the filters (`skip_deleted`, the date range).
@@ -45,7 +45,7 @@ pub struct ScanDecision {
 /// What filters a scan applies to messages the ledger does not have.
 pub struct ScanFilter<'a> {
     /// UIDs inside the job's date range; `None` when the job has none.
-    pub in_range: Option<&'a HashSet<u32>>,
+    pub in_range: Option<&'a HashSet<Uid>>,
     pub skip_deleted: bool,
 }
 
@@ -59,12 +59,12 @@ pub struct ScanFilter<'a> {
 ///   matched by fingerprint against new messages (moves, renumbering).
 pub fn classify_scan(
     ledger: Vec<LedgerRow>,
-    uid_validity: u32,
+    uid_validity: UidValidity,
     scanned: &[ScannedMessage],
     filter: &ScanFilter<'_>,
     vanished: &mut Vanished,
 ) -> ScanDecision {
-    let mut by_uid: HashMap<u32, LedgerRow> = HashMap::new();
+    let mut by_uid: HashMap<Uid, LedgerRow> = HashMap::new();
     for row in ledger {
         if row.uid_validity == uid_validity {
             by_uid.insert(row.uid, row);
@@ -164,8 +164,8 @@ pub fn flag_groups(updates: &[(LedgerRow, Flags)]) -> BTreeMap<(&str, &Flags), V
 /// Moved copies whose source flags changed, by target folder and new flag set: the target
 /// UIDs to set those flags on (one flag update each). Copies without a target UID cannot be
 /// updated and are left out.
-pub fn moved_flag_groups(rekeys: &[(LedgerRow, LedgerRow)]) -> BTreeMap<(&str, &Flags), Vec<u32>> {
-    let mut groups: BTreeMap<(&str, &Flags), Vec<u32>> = BTreeMap::new();
+pub fn moved_flag_groups(rekeys: &[(LedgerRow, LedgerRow)]) -> BTreeMap<(&str, &Flags), Vec<Uid>> {
+    let mut groups: BTreeMap<(&str, &Flags), Vec<Uid>> = BTreeMap::new();
     for (old, new) in rekeys {
         if let Some(uid) = new.target_uid
             && new.flags != old.flags
@@ -186,7 +186,7 @@ pub fn moved_flag_groups(rekeys: &[(LedgerRow, LedgerRow)]) -> BTreeMap<(&str, &
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled<'a> {
     /// Intents whose message is on the target, with the UID it has there.
-    pub copied: Vec<(&'a LedgerRow, Option<u32>)>,
+    pub copied: Vec<(&'a LedgerRow, Option<Uid>)>,
     /// Intents whose message never arrived: forgotten, so this pass copies them again.
     pub forgotten: Vec<&'a LedgerRow>,
 }
@@ -197,7 +197,7 @@ pub struct Reconciled<'a> {
 /// copied: a duplicate source message is never left uncopied on a guess.
 pub fn reconcile<'a>(
     pending: &'a [LedgerRow],
-    mut found: HashMap<Fingerprint, Vec<u32>>,
+    mut found: HashMap<Fingerprint, Vec<Uid>>,
 ) -> Reconciled<'a> {
     for uids in found.values_mut() {
         // Pop the lowest first: intents are judged in UID order, copies arrived in it.
@@ -227,14 +227,15 @@ pub fn lowest_uidnext(pending: &[LedgerRow]) -> u32 {
 mod tests {
     use super::*;
     use crate::model::LedgerState;
+    use crate::testing::{uid, validity};
 
-    fn row(folder: &str, uid: u32, fp: &str) -> LedgerRow {
+    fn row(folder: &str, n: u32, fp: &str) -> LedgerRow {
         LedgerRow {
             source_folder: folder.into(),
-            uid_validity: 7,
-            uid,
+            uid_validity: validity(7),
+            uid: uid(n),
             target_folder: folder.into(),
-            target_uid: Some(uid + 100),
+            target_uid: Some(uid(n + 100)),
             target_uidnext: None,
             fingerprint: fp.into(),
             size: 10,
@@ -243,18 +244,18 @@ mod tests {
         }
     }
 
-    fn scanned(uid: u32, flags: &str) -> ScannedMessage {
+    fn scanned(n: u32, flags: &str) -> ScannedMessage {
         ScannedMessage {
-            uid,
+            uid: uid(n),
             flags: Flags::from_stored(flags),
-            size: 10 * uid as u64,
+            size: 10 * n as u64,
         }
     }
 
     fn status(modseq: Option<u64>) -> FolderStatus {
         FolderStatus {
             messages: 3,
-            uid_validity: 7,
+            uid_validity: validity(7),
             uid_next: 4,
             highest_modseq: modseq,
         }
@@ -295,7 +296,7 @@ mod tests {
         let mut vanished = Vanished::new();
         let d = classify_scan(
             ledger,
-            7,
+            validity(7),
             &[
                 scanned(1, "\\Seen"),
                 scanned(2, "\\Flagged \\Seen"),
@@ -304,9 +305,9 @@ mod tests {
             &ALL,
             &mut vanished,
         );
-        assert_eq!(d.to_copy, vec![(3, 30)]);
+        assert_eq!(d.to_copy, vec![(uid(3), 30)]);
         assert_eq!(d.flag_updates.len(), 1);
-        assert_eq!(d.flag_updates[0].0.uid, 2);
+        assert_eq!(d.flag_updates[0].0.uid, uid(2));
         assert_eq!(d.flag_updates[0].1.as_str(), "\\Flagged \\Seen");
         assert!(vanished.is_empty());
     }
@@ -318,7 +319,7 @@ mod tests {
         let mut vanished = Vanished::new();
         let d = classify_scan(
             vec![pending],
-            7,
+            validity(7),
             &[scanned(1, "\\Answered")],
             &ALL,
             &mut vanished,
@@ -327,26 +328,26 @@ mod tests {
         // Nor is a pending row whose message is gone taken for a vanished copy.
         let mut pending = row("INBOX", 1, "a");
         pending.state = LedgerState::Pending;
-        let d = classify_scan(vec![pending], 7, &[], &ALL, &mut vanished);
+        let d = classify_scan(vec![pending], validity(7), &[], &ALL, &mut vanished);
         assert_eq!(d, ScanDecision::default());
         assert!(vanished.is_empty());
     }
 
     #[test]
     fn scan_filters_deleted_and_out_of_range_messages() {
-        let range: HashSet<u32> = [2].into();
+        let range: HashSet<Uid> = [uid(2)].into();
         let filter = ScanFilter {
             in_range: Some(&range),
             skip_deleted: true,
         };
         let d = classify_scan(
             Vec::new(),
-            7,
+            validity(7),
             &[scanned(1, ""), scanned(2, "\\Deleted"), scanned(3, "")],
             &filter,
             &mut Vanished::new(),
         );
-        assert_eq!(d.to_copy, Vec::<(u32, u64)>::new());
+        assert_eq!(d.to_copy, Vec::<(Uid, u64)>::new());
         assert_eq!(d.skipped, 3);
         let keep_deleted = ScanFilter {
             in_range: Some(&range),
@@ -354,12 +355,12 @@ mod tests {
         };
         let d = classify_scan(
             Vec::new(),
-            7,
+            validity(7),
             &[scanned(2, "\\Deleted")],
             &keep_deleted,
             &mut Vanished::new(),
         );
-        assert_eq!(d.to_copy, vec![(2, 20)]);
+        assert_eq!(d.to_copy, vec![(uid(2), 20)]);
     }
 
     #[test]
@@ -367,14 +368,14 @@ mod tests {
         let mut vanished = Vanished::new();
         let d = classify_scan(
             vec![row("INBOX", 1, "a"), row("INBOX", 2, "b")],
-            8,
+            validity(8),
             &[scanned(1, "\\Seen"), scanned(2, "\\Seen")],
             &ALL,
             &mut vanished,
         );
         // Renumbered messages look new, but each matches a vanished row by fingerprint, so
         // the copy phase moves (re-keys) instead of copying.
-        assert_eq!(d.to_copy, vec![(1, 10), (2, 20)]);
+        assert_eq!(d.to_copy, vec![(uid(1), 10), (uid(2), 20)]);
         assert_eq!(vanished.len(), 2);
         assert!(take_vanished(&mut vanished, &"a".into()).is_some());
         assert!(take_vanished(&mut vanished, &"a".into()).is_none());
@@ -383,8 +384,14 @@ mod tests {
     #[test]
     fn a_message_gone_from_its_folder_is_vanished() {
         let mut vanished = Vanished::new();
-        classify_scan(vec![row("INBOX", 1, "a")], 7, &[], &ALL, &mut vanished);
-        assert_eq!(vanished[&Fingerprint::from("a")][0].uid, 1);
+        classify_scan(
+            vec![row("INBOX", 1, "a")],
+            validity(7),
+            &[],
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(vanished[&Fingerprint::from("a")][0].uid, uid(1));
     }
 
     #[test]
@@ -392,7 +399,7 @@ mod tests {
         let mut vanished = Vanished::new();
         classify_scan(
             vec![row("A", 1, "same"), row("A", 2, "same")],
-            7,
+            validity(7),
             &[],
             &ALL,
             &mut vanished,
@@ -406,13 +413,13 @@ mod tests {
 
     #[test]
     fn moves_across_folders_are_grouped_by_the_folder_the_copies_sit_in() {
-        let moved = |from: &str, to: &str, uid: u32, target_uid: Option<u32>| {
-            let mut old = row(from, uid, "x");
-            old.target_uid = target_uid;
+        let moved = |from: &str, to: &str, n: u32, target_uid: Option<u32>| {
+            let mut old = row(from, n, "x");
+            old.target_uid = target_uid.map(uid);
             let mut new = old.clone();
             new.source_folder = to.into();
             new.target_folder = to.into();
-            new.uid = uid + 50;
+            new.uid = uid(n + 50);
             (old, new)
         };
         let plan = plan_moves(vec![
@@ -426,7 +433,11 @@ mod tests {
         assert_eq!(plan.by_folder["A"].len(), 2);
         assert_eq!(plan.rekey_only.len(), 2);
         // Without its target UID a copy cannot be moved: its row keeps the old target folder.
-        let stuck = plan.rekey_only.iter().find(|(o, _)| o.uid == 5).unwrap();
+        let stuck = plan
+            .rekey_only
+            .iter()
+            .find(|(o, _)| o.uid == uid(5))
+            .unwrap();
         assert_eq!(stuck.1.target_folder, "D");
         assert_eq!(stuck.1.source_folder, "B");
     }
@@ -467,21 +478,28 @@ mod tests {
         assert_eq!(lowest_uidnext(&pending), 20);
         // Two identical messages were sent, one arrived: one intent is copied, the other
         // is forgotten and copied again. Never both taken for the one copy.
-        let found: HashMap<Fingerprint, Vec<u32>> = [("dup".into(), vec![25])].into();
+        let found: HashMap<Fingerprint, Vec<Uid>> = [("dup".into(), vec![uid(25)])].into();
         let r = reconcile(&pending, found);
         assert_eq!(r.copied.len(), 1);
-        assert_eq!(r.copied[0].1, Some(25));
+        assert_eq!(r.copied[0].1, Some(uid(25)));
         assert_eq!(r.forgotten.len(), 2);
         // Both arrived: both copied, lowest UID to the first intent.
-        let found: HashMap<Fingerprint, Vec<u32>> =
-            [("dup".into(), vec![26, 25]), ("other".into(), vec![27])].into();
+        let found: HashMap<Fingerprint, Vec<Uid>> = [
+            ("dup".into(), vec![uid(26), uid(25)]),
+            ("other".into(), vec![uid(27)]),
+        ]
+        .into();
         let r = reconcile(&pending, found);
         assert_eq!(
             r.copied
                 .iter()
                 .map(|(row, u)| (row.uid, *u))
                 .collect::<Vec<_>>(),
-            [(1, Some(25)), (2, Some(26)), (3, Some(27))]
+            [
+                (uid(1), Some(uid(25))),
+                (uid(2), Some(uid(26))),
+                (uid(3), Some(uid(27)))
+            ]
         );
         assert!(r.forgotten.is_empty());
     }

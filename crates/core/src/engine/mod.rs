@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use crate::folders::{FolderPlanItem, FolderRules, FolderTree};
 use crate::job::Date;
-use crate::model::{Checkpoint, Entry, EntryState, Failure, RunEntry, RunId, Side};
+use crate::model::{
+    Checkpoint, Entry, EntryState, Failure, RunEntry, RunId, Side, Uid, UidValidity,
+};
 use crate::ports::{
     ConnectError, Connector, Created, EntryPasswords, MailSession, Observer, SessionError, Store,
     StoreError,
@@ -144,7 +146,7 @@ struct Attempts {
     /// Messages left out by the filters, per source folder, as its latest scan found.
     skipped: BTreeMap<String, u64>,
     /// Messages the target refused (source folder, UIDVALIDITY, UID): recorded once.
-    refused: HashSet<(String, u32, u32)>,
+    refused: HashSet<(String, UidValidity, Uid)>,
     /// Source folders whose work this pass finished (checkpointed or not). Kept as a set
     /// because without CONDSTORE a finished folder is scanned and finished again by every
     /// later attempt, which must not count as progress.
@@ -295,8 +297,8 @@ impl Pass<'_, '_> {
     fn fail(
         &mut self,
         folder: &str,
-        uid_validity: u32,
-        uid: u32,
+        uid_validity: UidValidity,
+        uid: Uid,
         size: u64,
         message_id: Option<String>,
         reason: String,
@@ -380,7 +382,7 @@ impl Pass<'_, '_> {
                 .insert(w.source.path.as_str().to_string());
             if self.stats.failed == failed_before {
                 let c = Checkpoint {
-                    uid_validity: w.uid_validity,
+                    uid_validity: w.uid_validity.get(),
                     uid_next: w.status.uid_next,
                     messages: w.status.messages,
                     highest_modseq: w.status.highest_modseq,

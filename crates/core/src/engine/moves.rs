@@ -7,7 +7,7 @@ use super::decide::{self, MovePlan};
 use super::scan::FolderWork;
 use super::{Pass, Result, on, target_raw_name};
 use crate::folders::FolderTree;
-use crate::model::{LedgerRow, Side};
+use crate::model::{LedgerRow, Side, Uid};
 use crate::ports::MailSession;
 
 impl Pass<'_, '_> {
@@ -29,9 +29,9 @@ impl Pass<'_, '_> {
         for (folder, pairs) in by_folder {
             dst.select(&target_raw_name(tree, &folder), true)
                 .map_err(on(Side::Target))?;
-            let mut uids: Vec<u32> = pairs.iter().filter_map(|(o, _)| o.target_uid).collect();
+            let mut uids: Vec<Uid> = pairs.iter().filter_map(|(o, _)| o.target_uid).collect();
             uids.sort_unstable();
-            let moved: HashMap<u32, u32> = dst
+            let moved: HashMap<Uid, Uid> = dst
                 .move_to(&uids, target_raw)
                 .map_err(on(Side::Target))?
                 .into_iter()
@@ -75,7 +75,7 @@ impl Pass<'_, '_> {
                     .map_err(on(Side::Target))?;
                 selected = Some(folder);
             }
-            let mut uids: Vec<u32> = rows.iter().filter_map(|r| r.target_uid).collect();
+            let mut uids: Vec<Uid> = rows.iter().filter_map(|r| r.target_uid).collect();
             uids.sort_unstable();
             dst.set_flags(&uids, flags).map_err(on(Side::Target))?;
             updates.extend(rows.into_iter().map(|r| (r, flags.clone())));

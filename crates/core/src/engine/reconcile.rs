@@ -16,7 +16,7 @@ use super::decide;
 use super::{Result, on};
 use crate::fingerprint::fingerprint;
 use crate::folders::{FolderPath, FolderTree};
-use crate::model::{EntryId, Fingerprint, LedgerRow, Side};
+use crate::model::{EntryId, Fingerprint, LedgerRow, Side, Uid};
 use crate::ports::{MailSession, Store};
 
 /// How long a target folder must stay unchanged before in-doubt intents are judged.
@@ -48,17 +48,20 @@ pub fn reconcile_pending(
     }
     for (folder, rows) in by_folder {
         let path = FolderPath::parse(&folder);
-        let mut found: HashMap<Fingerprint, Vec<u32>> = HashMap::new();
+        let mut found: HashMap<Fingerprint, Vec<Uid>> = HashMap::new();
         if tree.get(&path).is_some() {
             let raw = tree.raw_name_for(&path);
             wait_until_quiet(dst, &raw)?;
             let selected = dst.select(&raw, false).map_err(on(Side::Target))?;
             let low = decide::lowest_uidnext(&rows);
-            let known: HashSet<u32> = lock().target_uids(entry, &folder)?.into_iter().collect();
+            let known: HashSet<Uid> = lock().target_uids(entry, &folder)?.into_iter().collect();
             if selected.exists > 0 {
                 let mut candidates = Vec::new();
-                dst.scan(low, &mut |m| {
-                    if m.uid >= low && !known.contains(&m.uid) {
+                // UIDNEXT is 0 only when a server left it out of STATUS: no UID is below 1,
+                // so scanning from the first UID then sees the same messages.
+                let from = Uid::new(low).unwrap_or(Uid::FIRST);
+                dst.scan(from, &mut |m| {
+                    if m.uid.get() >= low && !known.contains(&m.uid) {
                         candidates.push(m.uid);
                     }
                 })

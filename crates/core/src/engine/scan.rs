@@ -6,16 +6,16 @@ use std::collections::HashSet;
 use super::decide::{self, ScanFilter, Vanished};
 use super::{Pass, Result, on};
 use crate::folders::{Folder, FolderPlanItem};
-use crate::model::{Flags, LedgerRow, Side};
+use crate::model::{Flags, LedgerRow, Side, Uid, UidValidity};
 use crate::ports::{FolderStatus, MailSession};
 
 /// One source folder's messages that need work, found by the scan.
 pub(super) struct FolderWork {
     pub item: FolderPlanItem,
     pub source: Folder,
-    pub uid_validity: u32,
+    pub uid_validity: UidValidity,
     pub status: FolderStatus,
-    pub to_copy: Vec<(u32, u64)>,
+    pub to_copy: Vec<(Uid, u64)>,
     pub flag_updates: Vec<(LedgerRow, Flags)>,
 }
 
@@ -41,7 +41,7 @@ impl Pass<'_, '_> {
 
         let selected = src.select(raw, false).map_err(on(Side::Source))?;
         let ledger = self.store().ledger_folder(&self.entry.id, &folder)?;
-        let in_range: Option<HashSet<u32>> = match (&settings.since, &settings.until) {
+        let in_range: Option<HashSet<Uid>> = match (&settings.since, &settings.until) {
             (None, None) => None,
             (since, until) => Some(
                 src.search_dates(since.as_ref(), until.as_ref())
@@ -52,7 +52,7 @@ impl Pass<'_, '_> {
         };
         let mut scanned = Vec::with_capacity(selected.exists as usize);
         if selected.exists > 0 {
-            src.scan(1, &mut |m| scanned.push(m))
+            src.scan(Uid::FIRST, &mut |m| scanned.push(m))
                 .map_err(on(Side::Source))?;
         }
         let filter = ScanFilter {

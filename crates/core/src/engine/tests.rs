@@ -17,7 +17,9 @@ use crate::model::{
     Entry, EntryState, Failure, Flags, LedgerRow, LedgerState, Origin, RunEntry, RunId, RunKind,
 };
 use crate::ports::{EntryPasswords, NoObserver, SessionError, SessionErrorKind, Store};
-use crate::testing::{Counts, FakeConnector, FakeMailbox, FakeMessage, MemoryStore, Op};
+use crate::testing::{
+    Counts, FakeConnector, FakeMailbox, FakeMessage, MemoryStore, Op, uid, validity,
+};
 
 const SOURCE: &str = "alice";
 const TARGET: &str = "alice@new.example";
@@ -333,7 +335,7 @@ fn a_flag_change_on_the_source_is_set_on_the_target() {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();
     w.source.with(SOURCE, |m| {
-        m.set_message_flags("INBOX", 2, &["\\Seen", "\\Flagged", "$Work"]);
+        m.set_message_flags("INBOX", uid(2), &["\\Seen", "\\Flagged", "$Work"]);
     });
     w.reset_counts();
 
@@ -427,7 +429,7 @@ fn a_refused_multiappend_group_fails_only_the_refused_message() {
         [Failure {
             entry_id: "u1".into(),
             folder: "INBOX".into(),
-            uid: Some(2),
+            uid: Some(uid(2)),
             size: Some(bad.len() as u64),
             message_id: Some("<2@old.example>".into()),
             reason: words.into(),
@@ -436,10 +438,13 @@ fn a_refused_multiappend_group_fails_only_the_refused_message() {
     let src = w.src();
     assert_eq!(
         contents(&w.dst(), "INBOX"),
-        contents_where(&src, "INBOX", |m| m.uid != 2)
+        contents_where(&src, "INBOX", |m| m.uid != uid(2))
     );
     let ledger = w.ledger();
-    assert_eq!(ledger.iter().map(|r| r.uid).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(
+        ledger.iter().map(|r| r.uid).collect::<Vec<_>>(),
+        [uid(1), uid(3)]
+    );
     assert!(ledger.iter().all(|r| r.state == LedgerState::Copied));
 }
 
@@ -449,7 +454,7 @@ fn a_message_moved_between_source_folders_is_moved_on_the_target() {
     w.pass();
     let new_uid = w
         .source
-        .with(SOURCE, |m| m.move_message("INBOX", 2, "Archive"));
+        .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
     w.reset_counts();
 
     let (_, result) = w.pass();
@@ -483,8 +488,8 @@ fn a_message_moved_and_flagged_on_the_source_has_its_new_flags_on_the_target() {
     w.pass();
     // What a mail client does when a message is read and filed away.
     w.source.with(SOURCE, |m| {
-        m.set_message_flags("INBOX", 2, &["\\Seen"]);
-        m.move_message("INBOX", 2, "Archive");
+        m.set_message_flags("INBOX", uid(2), &["\\Seen"]);
+        m.move_message("INBOX", uid(2), "Archive");
     });
 
     let (_, result) = w.pass();
@@ -500,7 +505,7 @@ fn a_message_moved_and_flagged_on_the_source_has_its_new_flags_on_the_target() {
 fn a_uidvalidity_change_rekeys_the_ledger_and_copies_nothing() {
     let mut source = source_mailbox();
     // A gap, so that renumbering changes the UIDs too.
-    source.move_message("INBOX", 1, "Archive");
+    source.move_message("INBOX", uid(1), "Archive");
     let w = World::new(source, FakeMailbox::new());
     w.pass();
     let target_before = w.dst();
@@ -525,7 +530,7 @@ fn a_uidvalidity_change_rekeys_the_ledger_and_copies_nothing() {
             .iter()
             .map(|r| (r.uid_validity, r.uid))
             .collect::<Vec<_>>(),
-        [(4242, 1), (4242, 2)]
+        [(validity(4242), uid(1)), (validity(4242), uid(2))]
     );
     assert!(
         w.ledger()
@@ -554,7 +559,8 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
     assert_eq!(crashed.error.as_deref(), Some(LOST));
     assert_eq!(crashed.copied, 1);
     assert_eq!(w.dst().messages("INBOX").len(), 3);
-    let states: Vec<(u32, LedgerState)> = w.ledger().iter().map(|r| (r.uid, r.state)).collect();
+    let states: Vec<(u32, LedgerState)> =
+        w.ledger().iter().map(|r| (r.uid.get(), r.state)).collect();
     assert_eq!(
         states,
         [
@@ -659,9 +665,9 @@ fn a_date_range_leaves_messages_outside_it_out_and_counts_them_skipped() {
     );
     assert_eq!(
         contents(&w.dst(), "INBOX"),
-        contents_where(&w.src(), "INBOX", |m| m.uid == 2 || m.uid == 3)
+        contents_where(&w.src(), "INBOX", |m| m.uid == uid(2) || m.uid == uid(3))
     );
-    let uids: Vec<u32> = w.ledger().iter().map(|r| r.uid).collect();
+    let uids: Vec<u32> = w.ledger().iter().map(|r| r.uid.get()).collect();
     assert_eq!(uids, [2, 3]);
 }
 

@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 
 use crate::folders::FolderTree;
 use crate::job::Date;
-use crate::model::Flags;
+use crate::model::{Flags, Uid, UidValidity};
 
 /// What went wrong in a session, with the server's own words in `message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,20 +65,21 @@ impl SessionError {
 pub type Result<T> = std::result::Result<T, SessionError>;
 
 /// STATUS of a folder, for the one-command "has anything changed" check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderStatus {
     pub messages: u32,
-    pub uid_validity: u32,
+    pub uid_validity: UidValidity,
+    /// A bound, not a UID: the one the next message would get, 0 when the server left it out.
     pub uid_next: u32,
     /// CONDSTORE's HIGHESTMODSEQ, when the store has one.
     pub highest_modseq: Option<u64>,
 }
 
 /// What selecting a folder said about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selected {
     pub exists: u32,
-    pub uid_validity: u32,
+    pub uid_validity: UidValidity,
 }
 
 /// Whether a folder had to be made.
@@ -92,7 +93,7 @@ pub enum Created {
 /// One message as a scan sees it: no body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedMessage {
-    pub uid: u32,
+    pub uid: Uid,
     pub flags: Flags,
     pub size: u64,
 }
@@ -100,7 +101,7 @@ pub struct ScannedMessage {
 /// One message with its body, as fetched for copying.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedMessage {
-    pub uid: u32,
+    pub uid: Uid,
     pub flags: Flags,
     /// INTERNALDATE in IMAP's date-time form, exactly as the store gave it, so the target is
     /// given the same instant and zone.
@@ -132,7 +133,7 @@ pub struct AppendTicket {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// Stored; the UID it got, when the store says (UIDPLUS).
-    Stored(Option<u32>),
+    Stored(Option<Uid>),
     /// Refused for good, with the server's words: recorded as a failure, never retried.
     Refused(String),
     /// The session broke before this answer: this message and every later one of the group
@@ -149,21 +150,21 @@ pub trait MailSession: Send {
     /// Selects a folder for the operations below; read-only unless `write`.
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected>;
     /// UIDs of the selected folder received on or after `since` and before `until`.
-    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<u32>>;
+    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>>;
     /// UID, flags and size of every message of the selected folder at or above `from`.
-    fn scan(&mut self, from: u32, each: &mut dyn FnMut(ScannedMessage)) -> Result<()>;
+    fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()>;
     /// These messages of the selected folder with their bodies, in UID order; `each` may stop
     /// the fetch early. Messages that no longer exist are left out.
     fn fetch(
         &mut self,
-        uids: &[u32],
+        uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()>;
     /// Sets exactly these flags on these messages of the selected folder.
-    fn set_flags(&mut self, uids: &[u32], flags: &Flags) -> Result<()>;
+    fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()>;
     /// Moves messages of the selected folder to another folder; returns (old UID, new UID)
     /// for those whose new UID is known.
-    fn move_to(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>>;
+    fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>>;
     /// Sends messages to a folder without waiting for the answers (pipelined).
     fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket>;
     /// Reads the answers: one outcome per message, in order, ending early with

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind,
+    RunId, RunKind, Uid,
 };
 
 /// What went wrong with the state store, in words for the admin (the database's own words
@@ -158,7 +158,7 @@ pub trait Store: Send {
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     /// Target UIDs the ledger says are ours in one target folder.
-    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>>;
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>>;
     /// Commits intents (rows in state `pending`), durably, before any of their APPENDs is
     /// sent. An intent for a source message the ledger already has is an error: the engine
     /// never plans a copy of a message it has.
@@ -168,7 +168,7 @@ pub trait Store: Send {
     fn complete(
         &mut self,
         entry: &EntryId,
-        copied: &[(&LedgerRow, Option<u32>)],
+        copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()>;
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()>;

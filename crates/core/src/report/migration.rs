@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::{escape, human_bytes, write_csv};
-use crate::model::{EntryId, EntryState, Failure, RunEntry, RunId, RunKind};
+use crate::model::{EntryId, EntryState, Failure, RunEntry, RunId, RunKind, Uid};
 use crate::ports::{Store, StoreError};
 
 /// What a run did, as recorded.
@@ -97,7 +97,7 @@ pub struct EntryReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageError {
     pub folder: String,
-    pub uid: Option<u32>,
+    pub uid: Option<Uid>,
     pub size: Option<u64>,
     pub message_id: Option<String>,
     pub reason: String,
@@ -275,7 +275,7 @@ mod tests {
             failures: vec![Failure {
                 entry_id: "u1".into(),
                 folder: "=HYPERLINK(\"http://x\")".into(),
-                uid: Some(7),
+                uid: Some(crate::testing::uid(7)),
                 size: Some(0),
                 message_id: None,
                 reason: "APPEND failed: <script>".into(),

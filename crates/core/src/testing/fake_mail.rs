@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::uid;
 use crate::folders::{FolderTree, Namespace, ServerFolder};
 use crate::job::Date;
-use crate::model::Flags;
+use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
@@ -33,7 +34,7 @@ const DEFAULT_DATE: &str = "01-Jan-2025 00:00:00 +0000";
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeMessage {
-    pub uid: u32,
+    pub uid: Uid,
     pub flags: Flags,
     /// INTERNALDATE in IMAP's form, `17-Jul-1996 02:44:25 -0700`.
     pub internal_date: String,
@@ -44,7 +45,7 @@ pub struct FakeMessage {
 struct FakeFolder {
     name: String,
     attributes: Vec<String>,
-    uid_validity: u32,
+    uid_validity: UidValidity,
     uid_next: u32,
     /// Grows with every change to the folder, as CONDSTORE's HIGHESTMODSEQ does.
     modseq: u64,
@@ -53,8 +54,8 @@ struct FakeFolder {
 }
 
 impl FakeFolder {
-    fn store(&mut self, flags: Flags, internal_date: Option<&str>, body: &[u8]) -> u32 {
-        let uid = self.uid_next;
+    fn store(&mut self, flags: Flags, internal_date: Option<&str>, body: &[u8]) -> Uid {
+        let uid = uid(self.uid_next);
         self.uid_next += 1;
         self.modseq += 1;
         self.messages.push(FakeMessage {
@@ -191,13 +192,13 @@ impl FakeMailbox {
     }
 
     /// Delivers a message (as the MTA would); returns its UID.
-    pub fn deliver(&mut self, folder: &str, body: &[u8], flags: &[&str], date: &str) -> u32 {
+    pub fn deliver(&mut self, folder: &str, body: &[u8], flags: &[&str], date: &str) -> Uid {
         self.folder_mut(folder)
             .store(Flags::from_server(flags), Some(date), body)
     }
 
     /// Sets a message's flags, as a mail client would.
-    pub fn set_message_flags(&mut self, folder: &str, uid: u32, flags: &[&str]) {
+    pub fn set_message_flags(&mut self, folder: &str, uid: Uid, flags: &[&str]) {
         let f = self.folder_mut(folder);
         f.modseq += 1;
         if let Some(m) = f.messages.iter_mut().find(|m| m.uid == uid) {
@@ -206,7 +207,7 @@ impl FakeMailbox {
     }
 
     /// Moves a message to another folder, as a mail client would; returns its new UID.
-    pub fn move_message(&mut self, from: &str, uid: u32, to: &str) -> u32 {
+    pub fn move_message(&mut self, from: &str, uid: Uid, to: &str) -> Uid {
         let f = self.folder_mut(from);
         f.modseq += 1;
         let position = f
@@ -223,10 +224,10 @@ impl FakeMailbox {
     /// when its index is rebuilt.
     pub fn renumber(&mut self, folder: &str, uid_validity: u32) {
         let f = self.folder_mut(folder);
-        f.uid_validity = uid_validity;
+        f.uid_validity = UidValidity::new(uid_validity).expect("UIDVALIDITY is never 0");
         f.modseq += 1;
-        for (m, uid) in f.messages.iter_mut().zip(1..) {
-            m.uid = uid;
+        for (m, n) in f.messages.iter_mut().zip(1..) {
+            m.uid = uid(n);
         }
         f.uid_next = f.messages.len() as u32 + 1;
     }
@@ -283,9 +284,11 @@ impl FakeMailbox {
         self.subscriptions.contains(folder)
     }
 
-    pub fn uid_validity(&self, folder: &str) -> u32 {
-        self.index(folder)
-            .map_or(0, |i| self.folders[i].uid_validity)
+    pub fn uid_validity(&self, folder: &str) -> UidValidity {
+        let i = self
+            .index(folder)
+            .unwrap_or_else(|| panic!("no folder {folder}"));
+        self.folders[i].uid_validity
     }
 
     pub fn counts(&self) -> &Counts {
@@ -298,9 +301,9 @@ impl FakeMailbox {
 
     // ---- the server side
 
-    fn fresh_uid_validity(&mut self) -> u32 {
+    fn fresh_uid_validity(&mut self) -> UidValidity {
         self.next_uid_validity += 1;
-        self.next_uid_validity
+        UidValidity::new(self.next_uid_validity).expect("UIDVALIDITY counts up from 1000")
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -351,7 +354,7 @@ impl FakeMailbox {
 /// What the server did with one message of an APPEND, for the answer the client reads later.
 #[derive(Debug, Clone)]
 enum Answer {
-    Stored(u32),
+    Stored(Uid),
     Refused(String),
     /// The connection broke before the server got it.
     Dropped,
@@ -726,7 +729,7 @@ impl MailSession for FakeSession {
         Ok(selected.1)
     }
 
-    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<u32>> {
+    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>> {
         let folder = self.selected(false)?;
         self.command(None, |mb| {
             let f = mb.existing(&folder)?;
@@ -742,7 +745,7 @@ impl MailSession for FakeSession {
         })
     }
 
-    fn scan(&mut self, from: u32, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+    fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
         let folder = self.selected(false)?;
         // Copied out first: `each` runs without the server's lock.
         let scanned = self.command(Some(Op::Scan), |mb| {
@@ -764,7 +767,7 @@ impl MailSession for FakeSession {
 
     fn fetch(
         &mut self,
-        uids: &[u32],
+        uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()> {
         let folder = self.selected(false)?;
@@ -804,7 +807,7 @@ impl MailSession for FakeSession {
         Ok(())
     }
 
-    fn set_flags(&mut self, uids: &[u32], flags: &Flags) -> Result<()> {
+    fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()> {
         let folder = self.selected(true)?;
         self.command(Some(Op::Store), |mb| {
             mb.counts.flag_stores += 1;
@@ -817,7 +820,7 @@ impl MailSession for FakeSession {
         })
     }
 
-    fn move_to(&mut self, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
+    fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>> {
         let folder = self.selected(true)?;
         self.command(Some(Op::Move), |mb| {
             mb.counts.moves += 1;
@@ -932,9 +935,9 @@ mod tests {
         assert_eq!(
             out,
             [
-                AppendOutcome::Stored(Some(1)),
+                AppendOutcome::Stored(Some(uid(1))),
                 AppendOutcome::Refused("[LIMIT] Message rejected".into()),
-                AppendOutcome::Stored(Some(2)),
+                AppendOutcome::Stored(Some(uid(2))),
             ]
         );
         let after = c.snapshot("u");
@@ -961,7 +964,7 @@ mod tests {
         let ticket = s.send_appends("INBOX", &msgs).unwrap();
         let out = s.finish_appends(ticket, &msgs).unwrap();
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0], AppendOutcome::Stored(Some(1)));
+        assert_eq!(out[0], AppendOutcome::Stored(Some(uid(1))));
         assert!(matches!(&out[1], AppendOutcome::Lost(e) if e.is_transient()));
         assert!(s.status("INBOX").unwrap_err().is_transient());
         assert_eq!(c.snapshot("u").messages("INBOX").len(), 2);
@@ -979,13 +982,13 @@ mod tests {
         let mut s = c.open("u", None).unwrap();
         s.select("inbox", false).unwrap();
         let mut uids = Vec::new();
-        s.scan(3, &mut |m| uids.push(m.uid)).unwrap();
-        assert_eq!(uids, [3]);
-        s.scan(9, &mut |m| uids.push(m.uid)).unwrap();
-        assert_eq!(uids, [3]);
+        s.scan(uid(3), &mut |m| uids.push(m.uid)).unwrap();
+        assert_eq!(uids, [uid(3)]);
+        s.scan(uid(9), &mut |m| uids.push(m.uid)).unwrap();
+        assert_eq!(uids, [uid(3)]);
         // Read-only: no flag changes.
         assert!(
-            s.set_flags(&[1], &Flags::default())
+            s.set_flags(&[uid(1)], &Flags::default())
                 .unwrap_err()
                 .is_refusal()
         );
@@ -1002,11 +1005,18 @@ mod tests {
         let c = server(mb);
         let mut s = c.open("u", None).unwrap();
         s.select("INBOX", true).unwrap();
-        assert_eq!(s.move_to(&[1, 3], "Archive").unwrap(), [(1, 2), (3, 3)]);
+        assert_eq!(
+            s.move_to(&[uid(1), uid(3)], "Archive").unwrap(),
+            [(uid(1), uid(2)), (uid(3), uid(3))]
+        );
         c.with("u", |m| m.renumber("Archive", 77));
         let after = c.snapshot("u");
-        assert_eq!(after.uid_validity("Archive"), 77);
-        let uids: Vec<u32> = after.messages("Archive").iter().map(|m| m.uid).collect();
+        assert_eq!(after.uid_validity("Archive").get(), 77);
+        let uids: Vec<u32> = after
+            .messages("Archive")
+            .iter()
+            .map(|m| m.uid.get())
+            .collect();
         assert_eq!(uids, [1, 2, 3]);
     }
 

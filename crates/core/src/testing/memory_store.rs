@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, LedgerState, RefreshRecord,
-    RunEntry, RunId, RunKind, now,
+    RunEntry, RunId, RunKind, Uid, UidValidity, now,
 };
 use crate::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, Store, StoreError,
@@ -17,7 +17,7 @@ use crate::ports::store::{
 };
 
 /// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
-type LedgerKey = (EntryId, String, u32, u32);
+type LedgerKey = (EntryId, String, UidValidity, Uid);
 
 fn ledger_key(entry: &EntryId, r: &LedgerRow) -> LedgerKey {
     (
@@ -276,7 +276,7 @@ impl Store for MemoryStore {
         Ok(self.ledger_where(entry, |_| true))
     }
 
-    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
         Ok(self
             .ledger_where(entry, |r| r.target_folder == target_folder)
             .into_iter()
@@ -313,7 +313,7 @@ impl Store for MemoryStore {
     fn complete(
         &mut self,
         entry: &EntryId,
-        copied: &[(&LedgerRow, Option<u32>)],
+        copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
         for (r, uid) in copied {

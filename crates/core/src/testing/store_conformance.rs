@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, LedgerState,
-    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunKind, Side,
+    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunKind, Side, Uid,
 };
 use crate::ports::store::{Lease, LeaseHolder, MetaKey, PassProgress, Result, Store};
 
@@ -80,8 +80,8 @@ fn entry(id: &str) -> Entry {
 fn row(folder: &str, uid_validity: u32, uid: u32) -> LedgerRow {
     LedgerRow {
         source_folder: folder.into(),
-        uid_validity,
-        uid,
+        uid_validity: super::validity(uid_validity),
+        uid: super::uid(uid),
         target_folder: format!("T/{folder}"),
         target_uid: None,
         target_uidnext: Some(40),
@@ -94,7 +94,7 @@ fn row(folder: &str, uid_validity: u32, uid: u32) -> LedgerRow {
 
 fn copied(mut r: LedgerRow, target_uid: u32) -> LedgerRow {
     r.state = LedgerState::Copied;
-    r.target_uid = Some(target_uid);
+    r.target_uid = Some(super::uid(target_uid));
     r.target_uidnext = None;
     r
 }
@@ -107,10 +107,10 @@ fn copy_rows(
     first_target_uid: u32,
 ) -> Result<()> {
     s.insert_pending(id, rows)?;
-    let done: Vec<(&LedgerRow, Option<u32>)> = rows
+    let done: Vec<(&LedgerRow, Option<Uid>)> = rows
         .iter()
         .zip(first_target_uid..)
-        .map(|(r, u)| (r, Some(u)))
+        .map(|(r, u)| (r, Some(super::uid(u))))
         .collect();
     s.complete(id, &done, &[])
 }
@@ -126,7 +126,7 @@ fn failure(entry: &str, folder: &str, uid: u32, reason: &str) -> Failure {
     Failure {
         entry_id: entry.into(),
         folder: folder.into(),
-        uid: Some(uid),
+        uid: Some(super::uid(uid)),
         size: Some(2048),
         message_id: Some(format!("<{uid}@old.example>")),
         reason: reason.into(),
@@ -284,7 +284,7 @@ pub fn insert_pending_records_intents(mut s: Box<dyn Store>) -> Result<()> {
     let id = EntryId::from("u1");
     let mut with_uid = row("INBOX", 7, 2);
     // An intent has no target UID yet: one handed in is not kept.
-    with_uid.target_uid = Some(99);
+    with_uid.target_uid = Some(super::uid(99));
     s.insert_pending(&id, &[row("INBOX", 7, 1), with_uid])?;
     let pending = s.ledger_pending(&id)?;
     assert_eq!(pending, [row("INBOX", 7, 1), row("INBOX", 7, 2)]);
@@ -322,8 +322,12 @@ pub fn complete_marks_intents_copied_and_forgets_refused_ones(mut s: Box<dyn Sto
     let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("INBOX", 7, 3)];
     s.insert_pending(&id, &rows)?;
     // Stored with a UID, stored without one (no UIDPLUS), refused.
-    s.complete(&id, &[(&rows[0], Some(41)), (&rows[1], None)], &[&rows[2]])?;
-    let mut no_uid = copied(rows[1].clone(), 0);
+    s.complete(
+        &id,
+        &[(&rows[0], Some(super::uid(41))), (&rows[1], None)],
+        &[&rows[2]],
+    )?;
+    let mut no_uid = copied(rows[1].clone(), 1);
     no_uid.target_uid = None;
     assert_eq!(s.ledger_all(&id)?, [copied(rows[0].clone(), 41), no_uid]);
     assert!(s.ledger_pending(&id)?.is_empty());
@@ -355,14 +359,14 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
     // One moved to another folder (and on the target), one renumbered in place.
     let mut moved = old[0].clone();
     moved.source_folder = "Archive".into();
-    moved.uid = 5;
+    moved.uid = super::uid(5);
     moved.target_folder = "T/Archive".into();
-    moved.target_uid = Some(3);
+    moved.target_uid = Some(super::uid(3));
     // Its flags changed on the source too: the new row's flags are kept.
     moved.flags = Flags::from_stored("\\Flagged \\Seen");
     let mut renumbered = old[1].clone();
-    renumbered.uid_validity = 8;
-    renumbered.uid = 1;
+    renumbered.uid_validity = super::validity(8);
+    renumbered.uid = super::uid(1);
     s.rekey(
         &id,
         &[
@@ -384,7 +388,7 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
     );
     let mut uids = s.target_uids(&id, "T/INBOX")?;
     uids.sort_unstable();
-    assert_eq!(uids, [11, 12]);
+    assert_eq!(uids, [super::uid(11), super::uid(12)]);
     Ok(())
 }
 
@@ -402,7 +406,10 @@ pub fn ledger_folder_holds_every_uidvalidity_of_one_folder(mut s: Box<dyn Store>
         10,
     )?;
     let inbox = s.ledger_folder(&id, "INBOX")?;
-    let keys: Vec<(u32, u32)> = inbox.iter().map(|r| (r.uid_validity, r.uid)).collect();
+    let keys: Vec<(u32, u32)> = inbox
+        .iter()
+        .map(|r| (r.uid_validity.get(), r.uid.get()))
+        .collect();
     // By UID.
     assert_eq!(keys, [(6, 1), (7, 2), (7, 3)]);
     assert_eq!(s.ledger_folder(&id, "Sent")?.len(), 1);
@@ -421,8 +428,8 @@ pub fn target_uids_are_the_known_uids_of_one_target_folder(mut s: Box<dyn Store>
     s.complete(&id, &[(&no_uid, None)], &[])?;
     let mut uids = s.target_uids(&id, "T/INBOX")?;
     uids.sort_unstable();
-    assert_eq!(uids, [20, 21]);
-    assert_eq!(s.target_uids(&id, "T/Sent")?, [22]);
+    assert_eq!(uids, [super::uid(20), super::uid(21)]);
+    assert_eq!(s.target_uids(&id, "T/Sent")?, [super::uid(22)]);
     assert!(s.target_uids(&id, "INBOX")?.is_empty());
     Ok(())
 }
@@ -534,7 +541,7 @@ pub fn failures_are_kept_per_run(mut s: Box<dyn Store>) -> Result<()> {
         uid: None,
         size: None,
         message_id: None,
-        ..failure("a", "INBOX", 0, "refused")
+        ..failure("a", "INBOX", 1, "refused")
     };
     s.record_failure(first, &no_uid)?;
     s.record_failure(second, &failure("a", "INBOX", 3, words))?;

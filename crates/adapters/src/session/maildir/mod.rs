@@ -69,7 +69,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, NaiveDate, Utc};
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
 use mailferry_core::job::Date;
-use mailferry_core::model::Flags;
+use mailferry_core::model::{Flags, Uid, UidValidity};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
@@ -181,6 +181,24 @@ fn refused(command: &str, text: impl Into<String>) -> Error {
         code: None,
         text: text.into(),
     }
+}
+
+/// The UIDs as this store numbers them.
+fn numbers(uids: &[Uid]) -> Vec<u32> {
+    uids.iter().map(|u| u.get()).collect()
+}
+
+/// A UID of this store as the port takes it. No UID is 0 (RFC 3501 §2.3.1.1): the uidlist
+/// refuses one when read and hands them out from N, which is at least 1.
+fn typed(uid: u32) -> Option<Uid> {
+    Uid::new(uid)
+}
+
+/// A folder's UIDVALIDITY as the port takes it: never 0, for the same reasons as [`typed`]
+/// (a stored one is checked when read, a new one is at least 1).
+fn validity(command: &str, state: &FolderState) -> Result<UidValidity> {
+    UidValidity::new(state.validity)
+        .ok_or_else(|| refused(command, "The folder's uidlist has UIDVALIDITY 0"))
 }
 
 /// Whether an error refused the command for good (as a server's NO or BAD does), rather than
@@ -368,11 +386,14 @@ impl MaildirSession {
         };
         // The file holds exactly the message, so its length is the size: no body is read.
         let size = file.metadata().map_err(io_err("read", &path))?.len();
-        Ok(Some(ScannedMessage { uid, flags, size }))
+        Ok(typed(uid).map(|uid| ScannedMessage { uid, flags, size }))
     }
 
-    fn fetch_one(&mut self, dir: &Path, uid: u32) -> Result<Option<FetchedMessage>> {
-        let Some((mut file, flags, path)) = self.open_flagged(dir, uid)? else {
+    fn fetch_one(&mut self, dir: &Path, number: u32) -> Result<Option<FetchedMessage>> {
+        let Some(uid) = typed(number) else {
+            return Ok(None);
+        };
+        let Some((mut file, flags, path)) = self.open_flagged(dir, number)? else {
             return Ok(None);
         };
         let meta = file.metadata().map_err(io_err("read", &path))?;
@@ -635,7 +656,7 @@ impl MaildirSession {
         let state = self.resync(&dir)?;
         Ok(FolderStatus {
             messages: state.exists(),
-            uid_validity: state.validity,
+            uid_validity: validity("STATUS", state)?,
             uid_next: state.next,
             highest_modseq: None,
         })
@@ -649,7 +670,7 @@ impl MaildirSession {
         let state = self.resync(&dir)?;
         let selected = Selected {
             exists: state.exists(),
-            uid_validity: state.validity,
+            uid_validity: validity(command, state)?,
         };
         self.selected = Some(SelectedFolder {
             dir,
@@ -806,7 +827,7 @@ impl MaildirSession {
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             match self.store_messages(folder, std::slice::from_ref(m)) {
-                Ok(uids) => out.push(AppendOutcome::Stored(uids.first().copied())),
+                Ok(uids) => out.push(AppendOutcome::Stored(uids.first().copied().and_then(typed))),
                 Err(e) if is_refusal(&e) => out.push(AppendOutcome::Refused(e.to_string())),
                 Err(e) => {
                     out.push(AppendOutcome::Lost(session_error(e)));
@@ -840,31 +861,40 @@ impl MailSession for MaildirSession {
         self.select_folder(raw, write).map_err(session_error)
     }
 
-    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> PortResult<Vec<u32>> {
-        self.search(since, until).map_err(session_error)
+    fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> PortResult<Vec<Uid>> {
+        let uids = self.search(since, until).map_err(session_error)?;
+        Ok(uids.into_iter().filter_map(typed).collect())
     }
 
-    fn scan(&mut self, from: u32, each: &mut dyn FnMut(ScannedMessage)) -> PortResult<()> {
-        self.scan_from(from, each).map_err(session_error)
+    fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> PortResult<()> {
+        self.scan_from(from.get(), each).map_err(session_error)
     }
 
     fn fetch(
         &mut self,
-        uids: &[u32],
+        uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> PortResult<()> {
-        match self.fetch_uids(uids, each).map_err(session_error)? {
+        match self
+            .fetch_uids(&numbers(uids), each)
+            .map_err(session_error)?
+        {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(SessionError::new(SessionErrorKind::Aborted, STOPPED)),
         }
     }
 
-    fn set_flags(&mut self, uids: &[u32], flags: &Flags) -> PortResult<()> {
-        self.store_flags(uids, flags).map_err(session_error)
+    fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> PortResult<()> {
+        self.store_flags(&numbers(uids), flags)
+            .map_err(session_error)
     }
 
-    fn move_to(&mut self, uids: &[u32], to: &str) -> PortResult<Vec<(u32, u32)>> {
-        self.move_all(uids, to).map_err(session_error)
+    fn move_to(&mut self, uids: &[Uid], to: &str) -> PortResult<Vec<(Uid, Uid)>> {
+        let pairs = self.move_all(&numbers(uids), to).map_err(session_error)?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(old, new)| Some((typed(old)?, typed(new)?)))
+            .collect())
     }
 
     fn send_appends(
@@ -906,7 +936,7 @@ impl MailSession for MaildirSession {
         match stored {
             Ok(uids) => Ok(uids
                 .into_iter()
-                .map(|uid| AppendOutcome::Stored(Some(uid)))
+                .map(|uid| AppendOutcome::Stored(typed(uid)))
                 .collect()),
             // All or nothing, as MULTIAPPEND (RFC 3502): one refused message refused the
             // group, so they are stored one by one to find it and keep the others. Their

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailferry_core::folders::{FolderPath, SpecialUse};
+use mailferry_core::testing::uid;
 
 use super::*;
 
@@ -60,24 +61,25 @@ fn append_dated(
     body: &[u8],
 ) -> u32 {
     match append_one(s, folder, list, date, body) {
-        AppendOutcome::Stored(Some(uid)) => uid,
+        AppendOutcome::Stored(Some(uid)) => uid.get(),
         other => panic!("not stored: {other:?}"),
     }
 }
 
 fn scan(s: &mut MaildirSession, from: u32) -> Vec<ScannedMessage> {
     let mut out = Vec::new();
-    s.scan(from, &mut |m| out.push(m)).expect("scan");
+    s.scan(uid(from), &mut |m| out.push(m)).expect("scan");
     out
 }
 
 fn all_uids(s: &mut MaildirSession) -> Vec<u32> {
-    scan(s, 1).iter().map(|m| m.uid).collect()
+    scan(s, 1).iter().map(|m| m.uid.get()).collect()
 }
 
 fn fetch(s: &mut MaildirSession, uids: &[u32]) -> Vec<FetchedMessage> {
     let mut out = Vec::new();
-    s.fetch(uids, &mut |m| {
+    let uids: Vec<Uid> = uids.iter().map(|&n| uid(n)).collect();
+    s.fetch(&uids, &mut |m| {
         out.push(m);
         ControlFlow::Continue(())
     })
@@ -92,7 +94,7 @@ fn fetch_all(s: &mut MaildirSession) -> Vec<FetchedMessage> {
 }
 
 fn uids(fetched: &[FetchedMessage]) -> Vec<u32> {
-    fetched.iter().map(|m| m.uid).collect()
+    fetched.iter().map(|m| m.uid.get()).collect()
 }
 
 fn date(f: &FetchedMessage) -> &str {
@@ -134,11 +136,14 @@ fn appended_messages_come_back_byte_for_byte() {
     let group: Vec<Outgoing<'_>> = rest.iter().map(|m| outgoing(&none, None, m)).collect();
     assert_eq!(
         append_all(&mut s, "INBOX", &group),
-        [3, 4, 5].map(|uid| AppendOutcome::Stored(Some(uid)))
+        [3, 4, 5].map(|n| AppendOutcome::Stored(Some(uid(n))))
     );
 
     s.select("INBOX", false).expect("select");
-    let sizes: Vec<(u32, u64)> = scan(&mut s, 1).iter().map(|m| (m.uid, m.size)).collect();
+    let sizes: Vec<(u32, u64)> = scan(&mut s, 1)
+        .iter()
+        .map(|m| (m.uid.get(), m.size))
+        .collect();
     let expected: Vec<(u32, u64)> = (1..).zip(MESSAGES.map(|m| m.len() as u64)).collect();
     assert_eq!(sizes, expected);
     let fetched = fetch(&mut s, &[1, 2, 3, 4, 5]);
@@ -158,7 +163,7 @@ fn a_scan_starts_at_its_uid_and_a_fetch_takes_what_exists_in_uid_order() {
     assert_eq!(
         scan(&mut s, 2),
         [ScannedMessage {
-            uid: 2,
+            uid: uid(2),
             flags: Flags::default(),
             size: 4
         }]
@@ -180,7 +185,7 @@ fn a_fetch_stops_when_the_other_side_does() {
     s.select("INBOX", false).expect("select");
     let mut seen = Vec::new();
     let err = s
-        .fetch(&[1, 2, 3], &mut |m| {
+        .fetch(&[uid(1), uid(2), uid(3)], &mut |m| {
             seen.push(m.uid);
             ControlFlow::Break(())
         })
@@ -189,7 +194,7 @@ fn a_fetch_stops_when_the_other_side_does() {
         err,
         SessionError::new(SessionErrorKind::Aborted, "the target side stopped")
     );
-    assert_eq!(seen, [1]);
+    assert_eq!(seen, [uid(1)]);
 }
 
 #[test]
@@ -197,7 +202,7 @@ fn a_fetch_without_a_selected_folder_is_refused() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut s = target(root.path());
     let err = s
-        .fetch(&[1], &mut |_| ControlFlow::Continue(()))
+        .fetch(&[uid(1)], &mut |_| ControlFlow::Continue(()))
         .expect_err("nothing selected");
     assert_eq!(
         err.to_string(),
@@ -227,8 +232,11 @@ fn flags_and_keywords_are_stored_as_dovecot_stores_them() {
         flags(&["\\Flagged", "\\Seen", "$Label1", "NonJunk"])
     );
 
-    s.set_flags(&[uid], &flags(&["\\Answered", "nonjunk", "$Forwarded"]))
-        .expect("store");
+    s.set_flags(
+        &[mailferry_core::testing::uid(uid)],
+        &flags(&["\\Answered", "nonjunk", "$Forwarded"]),
+    )
+    .expect("store");
     assert!(files(&cur)[0].ends_with(":2,Rbc"), "{:?}", files(&cur));
     let mut reopened = target(root.path());
     reopened.select("INBOX", false).expect("select");
@@ -245,7 +253,8 @@ fn letters_this_module_does_not_know_survive_a_flag_change() {
     let cur = root.path().join("alice/cur");
     fs::write(cur.join("1.M1P1.host:2,PS"), b"passed").expect("write");
     s.select("INBOX", true).expect("select");
-    s.set_flags(&[1], &flags(&["\\Flagged"])).expect("store");
+    s.set_flags(&[uid(1)], &flags(&["\\Flagged"]))
+        .expect("store");
     assert_eq!(files(&cur), ["1.M1P1.host:2,FP"]);
     assert_eq!(scan(&mut s, 1)[0].flags, flags(&["\\Flagged"]));
 }
@@ -352,9 +361,9 @@ fn a_refused_group_keeps_its_good_messages_and_fails_only_the_bad_one() {
     assert_eq!(
         s.finish_appends(ticket, &group).expect("finish"),
         [
-            AppendOutcome::Stored(Some(1)),
+            AppendOutcome::Stored(Some(uid(1))),
             AppendOutcome::Refused("APPEND failed: Invalid date-time \"yesterday\"".to_owned()),
-            AppendOutcome::Stored(Some(2)),
+            AppendOutcome::Stored(Some(uid(2))),
         ]
     );
     s.select("INBOX", false).expect("select");
@@ -382,7 +391,10 @@ fn uids_and_uidvalidity_survive_a_new_session() {
     }
     let before = s.select("INBOX", false).expect("select");
     let bodies = |s: &mut MaildirSession| -> Vec<(u32, Vec<u8>)> {
-        fetch_all(s).into_iter().map(|f| (f.uid, f.body)).collect()
+        fetch_all(s)
+            .into_iter()
+            .map(|f| (f.uid.get(), f.body))
+            .collect()
     };
     let first = bodies(&mut s);
     drop(s);
@@ -412,7 +424,7 @@ fn a_file_delivered_by_another_program_gets_the_next_uid() {
     assert_eq!(f[0].body, b"delivered");
 
     // Flagging moves it from new/ to cur/; it keeps its UID.
-    s.set_flags(&[2], &flags(&["\\Seen"])).expect("store");
+    s.set_flags(&[uid(2)], &flags(&["\\Seen"])).expect("store");
     assert!(files(&root.path().join("alice/cur")).contains(&"1700000000.M5P7.mx:2,S".to_owned()));
     let mut again = target(root.path());
     again.select("INBOX", false).expect("select");
@@ -508,9 +520,12 @@ fn a_move_renames_the_file_and_numbers_it_in_the_other_folder() {
     append(&mut s, "INBOX", &[], b"stays");
 
     s.select("INBOX", true).expect("select");
-    assert_eq!(s.move_to(&[1], "Archive").expect("move"), vec![(1, 2)]);
+    assert_eq!(
+        s.move_to(&[uid(1)], "Archive").expect("move"),
+        vec![(uid(1), uid(2))]
+    );
     assert_eq!(all_uids(&mut s), [2]);
-    assert_eq!(s.move_to(&[1], "Archive").expect("gone"), vec![]);
+    assert_eq!(s.move_to(&[uid(1)], "Archive").expect("gone"), vec![]);
 
     let mut again = target(root.path());
     again.select("Archive", false).expect("select");
@@ -538,7 +553,7 @@ fn a_move_to_a_missing_folder_asks_for_it_to_be_created() {
     let mut s = target(root.path());
     append(&mut s, "INBOX", &[], b"x");
     s.select("INBOX", true).expect("select");
-    let err = s.move_to(&[1], "Nowhere").expect_err("missing");
+    let err = s.move_to(&[uid(1)], "Nowhere").expect_err("missing");
     assert_eq!(err.kind, refused_with("TRYCREATE"));
     assert_eq!(
         append_one(&mut s, "Nowhere", &[], None, b"y"),
@@ -555,7 +570,7 @@ fn a_read_only_folder_refuses_changes() {
     append(&mut s, "INBOX", &[], b"x");
     s.select("INBOX", false).expect("examine");
     let err = s
-        .set_flags(&[1], &flags(&["\\Seen"]))
+        .set_flags(&[uid(1)], &flags(&["\\Seen"]))
         .expect_err("read-only");
     assert!(err.is_refusal(), "{err}");
     assert_eq!(
@@ -563,7 +578,7 @@ fn a_read_only_folder_refuses_changes() {
         "UID STORE failed: Mailbox is open read-only"
     );
     assert!(
-        s.move_to(&[1], "INBOX")
+        s.move_to(&[uid(1)], "INBOX")
             .expect_err("read-only")
             .is_refusal()
     );
@@ -766,7 +781,7 @@ fn status_counts_messages_and_a_missing_folder_is_nonexistent() {
     let mut s = target(root.path());
     let empty = s.status("INBOX").expect("status");
     assert_eq!((empty.messages, empty.uid_next), (0, 1));
-    assert_ne!(empty.uid_validity, 0);
+    assert_ne!(empty.uid_validity.get(), 0);
     assert_eq!(empty.highest_modseq, None);
     append(&mut s, "INBOX", &[], b"x");
     let one = s.status("INBOX").expect("status");
@@ -796,18 +811,21 @@ fn search_dates_compare_utc_days() {
     let june = ymd(2020, 6, 15);
     assert_eq!(
         s.search_dates(Some(&new_year), None).expect("since"),
-        [3, 4]
+        [uid(3), uid(4)]
     );
     assert_eq!(
         s.search_dates(None, Some(&new_year)).expect("before"),
-        [1, 2]
+        [uid(1), uid(2)]
     );
     assert_eq!(
         s.search_dates(Some(&new_year), Some(&june))
             .expect("between"),
-        [3]
+        [uid(3)]
     );
-    assert_eq!(s.search_dates(None, None).expect("all"), [1, 2, 3, 4]);
+    assert_eq!(
+        s.search_dates(None, None).expect("all"),
+        [1, 2, 3, 4].map(uid)
+    );
     // The fields are public, so a day the calendar lacks can still arrive.
     let no_such_day = Date {
         year: 2020,

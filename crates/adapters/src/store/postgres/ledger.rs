@@ -5,16 +5,18 @@ use postgres::types::ToSql;
 use postgres::{Client, Row};
 
 use super::{Column, Db, to_i64};
-use mailferry_core::model::{EntryId, Fingerprint, Flags, LedgerRow, LedgerState};
+use mailferry_core::model::{
+    EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
+};
 use mailferry_core::ports::store::Result;
 
 fn ledger_row(r: &Row) -> Result<LedgerRow> {
     Ok(LedgerRow {
         source_folder: r.text(0)?,
-        uid_validity: r.u32(1)?,
-        uid: r.u32(2)?,
+        uid_validity: r.nz(1, UidValidity::new)?,
+        uid: r.nz(2, Uid::new)?,
         target_folder: r.text(3)?,
-        target_uid: r.opt_u32(4)?,
+        target_uid: r.opt_nz(4, Uid::new)?,
         target_uidnext: r.opt_u32(5)?,
         fingerprint: Fingerprint::new(r.text(6)?),
         size: r.u64(7)?,
@@ -63,7 +65,7 @@ pub fn all(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
 }
 
 /// Known target UIDs of a target folder: messages the ledger says are ours.
-pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
     client
         .query(
             "SELECT target_uid FROM ledger WHERE entry_id = $1 AND target_folder = $2
@@ -72,7 +74,7 @@ pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) ->
         )
         .db()?
         .iter()
-        .map(|r| r.u32(0))
+        .map(|r| r.nz(0, Uid::new))
         .collect()
 }
 
@@ -96,8 +98,8 @@ pub fn insert_pending(client: &mut Client, entry: &EntryId, rows: &[LedgerRow]) 
             &[
                 &entry.as_str(),
                 &r.source_folder,
-                &i64::from(r.uid_validity),
-                &i64::from(r.uid),
+                &i64::from(r.uid_validity.get()),
+                &i64::from(r.uid.get()),
                 &r.target_folder,
                 &uidnext,
                 &r.fingerprint.as_str(),
@@ -115,7 +117,7 @@ pub fn insert_pending(client: &mut Client, entry: &EntryId, rows: &[LedgerRow]) 
 pub fn complete(
     client: &mut Client,
     entry: &EntryId,
-    copied: &[(&LedgerRow, Option<u32>)],
+    copied: &[(&LedgerRow, Option<Uid>)],
     failed: &[&LedgerRow],
 ) -> Result<()> {
     let mut tx = client.transaction().db()?;
@@ -126,14 +128,14 @@ pub fn complete(
         )
         .db()?;
     for (r, uid) in copied {
-        let uid = uid.map(i64::from);
+        let uid = uid.map(|u| i64::from(u.get()));
         tx.execute(
             &done,
             &[
                 &entry.as_str(),
                 &r.source_folder,
-                &i64::from(r.uid_validity),
-                &i64::from(r.uid),
+                &i64::from(r.uid_validity.get()),
+                &i64::from(r.uid.get()),
                 &uid,
             ],
         )
@@ -151,8 +153,8 @@ pub fn complete(
             &[
                 &entry.as_str(),
                 &r.source_folder,
-                &i64::from(r.uid_validity),
-                &i64::from(r.uid),
+                &i64::from(r.uid_validity.get()),
+                &i64::from(r.uid.get()),
             ],
         )
         .db()?;
@@ -178,8 +180,8 @@ pub fn set_flags(
             &[
                 &entry.as_str(),
                 &r.source_folder,
-                &i64::from(r.uid_validity),
-                &i64::from(r.uid),
+                &i64::from(r.uid_validity.get()),
+                &i64::from(r.uid.get()),
                 &flags.as_str(),
             ],
         )
@@ -200,17 +202,17 @@ pub fn rekey(client: &mut Client, entry: &EntryId, pairs: &[(LedgerRow, LedgerRo
         )
         .db()?;
     for (old, new) in pairs {
-        let target_uid = new.target_uid.map(i64::from);
+        let target_uid = new.target_uid.map(|u| i64::from(u.get()));
         tx.execute(
             &stmt,
             &[
                 &entry.as_str(),
                 &old.source_folder,
-                &i64::from(old.uid_validity),
-                &i64::from(old.uid),
+                &i64::from(old.uid_validity.get()),
+                &i64::from(old.uid.get()),
                 &new.source_folder,
-                &i64::from(new.uid_validity),
-                &i64::from(new.uid),
+                &i64::from(new.uid_validity.get()),
+                &i64::from(new.uid.get()),
                 &new.target_folder,
                 &target_uid,
                 &new.flags.as_str(),

@@ -29,7 +29,7 @@ use postgres::{Client, NoTls, Row};
 
 use mailferry_core::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind,
+    RunId, RunKind, Uid,
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
@@ -143,6 +143,10 @@ pub(crate) trait Column {
     fn int(&self, i: usize) -> Result<i64>;
     fn u32(&self, i: usize) -> Result<u32>;
     fn opt_u32(&self, i: usize) -> Result<Option<u32>>;
+    /// A UID or UIDVALIDITY: only non-zero ones are ever written (they come from servers,
+    /// RFC 3501 §2.3.1.1), so a 0 is out of range, as a value too big for 32 bits is.
+    fn nz<T>(&self, i: usize, new: fn(u32) -> Option<T>) -> Result<T>;
+    fn opt_nz<T>(&self, i: usize, new: fn(u32) -> Option<T>) -> Result<Option<T>>;
     fn u64(&self, i: usize) -> Result<u64>;
     fn opt_u64(&self, i: usize) -> Result<Option<u64>>;
     fn flag(&self, i: usize) -> Result<bool>;
@@ -180,6 +184,14 @@ impl Column for Row {
                 .map(Some)
                 .map_err(|_| out_of_range(self, i, v)),
         }
+    }
+    fn nz<T>(&self, i: usize, new: fn(u32) -> Option<T>) -> Result<T> {
+        new(self.u32(i)?).ok_or_else(|| out_of_range(self, i, 0))
+    }
+    fn opt_nz<T>(&self, i: usize, new: fn(u32) -> Option<T>) -> Result<Option<T>> {
+        self.opt_u32(i)?
+            .map(|v| new(v).ok_or_else(|| out_of_range(self, i, 0)))
+            .transpose()
     }
     fn u64(&self, i: usize) -> Result<u64> {
         let v = self.int(i)?;
@@ -359,7 +371,7 @@ impl Store for PostgresStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&mut *self.conn()?, entry)
     }
-    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
         ledger::target_uids(&mut *self.conn()?, entry, target_folder)
     }
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
@@ -368,7 +380,7 @@ impl Store for PostgresStore {
     fn complete(
         &mut self,
         entry: &EntryId,
-        copied: &[(&LedgerRow, Option<u32>)],
+        copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
         ledger::complete(self.client.get_mut(), entry, copied, failed)

@@ -12,7 +12,7 @@ use postgres::Client;
 use super::{Column, Db, json_list, parse_list, to_i64};
 use mailferry_core::model::{
     Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
-    RunEntry, RunId, RunKind, Side,
+    RunEntry, RunId, RunKind, Side, Uid,
 };
 use mailferry_core::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
@@ -82,7 +82,7 @@ pub fn record_failure(client: &mut Client, run: RunId, f: &Failure) -> Result<()
                 &run.0,
                 &f.entry_id.as_str(),
                 &f.folder,
-                &f.uid.map(i64::from),
+                &f.uid.map(|u| i64::from(u.get())),
                 &size,
                 &f.message_id,
                 &f.reason,
@@ -150,7 +150,7 @@ pub fn failures(client: &mut Client, run: RunId) -> Result<Vec<Failure>> {
             Ok(Failure {
                 entry_id: EntryId::new(r.text(0)?),
                 folder: r.text(1)?,
-                uid: r.opt_u32(2)?,
+                uid: r.opt_nz(2, Uid::new)?,
                 size: r.opt_u64(3)?,
                 message_id: r.opt_text(4)?,
                 reason: r.text(5)?,

@@ -317,8 +317,8 @@ fn a_message_size_beyond_the_database_s_integers_is_refused_with_nothing_written
     let (_db, mut store) = fresh();
     let mut row = LedgerRow {
         source_folder: "INBOX".into(),
-        uid_validity: 7,
-        uid: 1,
+        uid_validity: mailferry_core::testing::validity(7),
+        uid: mailferry_core::testing::uid(1),
         target_folder: "INBOX".into(),
         target_uid: None,
         target_uidnext: Some(1),
@@ -328,13 +328,13 @@ fn a_message_size_beyond_the_database_s_integers_is_refused_with_nothing_written
         state: mailferry_core::model::LedgerState::Pending,
     };
     let mut huge = row.clone();
-    huge.uid = 2;
+    huge.uid = mailferry_core::testing::uid(2);
     huge.size = u64::MAX;
     let id = EntryId::from("u1");
     let err = store.insert_pending(&id, &[row.clone(), huge]).unwrap_err();
     assert!(err.message.contains("too large"), "{err}");
     assert!(store.ledger_all(&id).unwrap().is_empty());
-    row.uid = 3;
+    row.uid = mailferry_core::testing::uid(3);
     store.insert_pending(&id, &[row]).unwrap();
 }
 

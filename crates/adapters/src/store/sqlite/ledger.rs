@@ -3,8 +3,10 @@
 
 use rusqlite::{Connection, params};
 
-use super::{Db, parse_text};
-use mailferry_core::model::{EntryId, Fingerprint, Flags, LedgerRow, LedgerState};
+use super::{Db, nz_column, opt_nz_column, parse_text};
+use mailferry_core::model::{
+    EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
+};
 use mailferry_core::ports::store::Result;
 
 fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<LedgerRow>> {
@@ -18,10 +20,10 @@ fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Ve
         .query_map(p, |r| {
             Ok(LedgerRow {
                 source_folder: r.get(0)?,
-                uid_validity: r.get(1)?,
-                uid: r.get(2)?,
+                uid_validity: nz_column(r, 1, UidValidity::new)?,
+                uid: nz_column(r, 2, Uid::new)?,
                 target_folder: r.get(3)?,
-                target_uid: r.get(4)?,
+                target_uid: opt_nz_column(r, 4, Uid::new)?,
                 target_uidnext: r.get(5)?,
                 fingerprint: Fingerprint::new(r.get::<_, String>(6)?),
                 size: r.get(7)?,
@@ -55,7 +57,7 @@ pub fn all(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
 }
 
 /// Known target UIDs of a target folder: messages the ledger says are ours.
-pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
     let mut stmt = conn
         .prepare(
             "SELECT target_uid FROM ledger WHERE entry_id = ?1 AND target_folder = ?2
@@ -63,7 +65,9 @@ pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> R
         )
         .db()?;
     let rows = stmt
-        .query_map(params![entry.as_str(), target_folder], |r| r.get(0))
+        .query_map(params![entry.as_str(), target_folder], |r| {
+            nz_column(r, 0, Uid::new)
+        })
         .db()?;
     rows.collect::<rusqlite::Result<_>>().db()
 }
@@ -85,8 +89,8 @@ pub fn insert_pending(conn: &mut Connection, entry: &EntryId, rows: &[LedgerRow]
             stmt.execute(params![
                 entry.as_str(),
                 r.source_folder,
-                r.uid_validity,
-                r.uid,
+                r.uid_validity.get(),
+                r.uid.get(),
                 r.target_folder,
                 r.target_uidnext,
                 r.fingerprint.as_str(),
@@ -104,7 +108,7 @@ pub fn insert_pending(conn: &mut Connection, entry: &EntryId, rows: &[LedgerRow]
 pub fn complete(
     conn: &mut Connection,
     entry: &EntryId,
-    copied: &[(&LedgerRow, Option<u32>)],
+    copied: &[(&LedgerRow, Option<Uid>)],
     failed: &[&LedgerRow],
 ) -> Result<()> {
     let tx = conn.transaction().db()?;
@@ -119,9 +123,9 @@ pub fn complete(
             done.execute(params![
                 entry.as_str(),
                 r.source_folder,
-                r.uid_validity,
-                r.uid,
-                uid
+                r.uid_validity.get(),
+                r.uid.get(),
+                uid.map(Uid::get)
             ])
             .db()?;
         }
@@ -135,8 +139,8 @@ pub fn complete(
             del.execute(params![
                 entry.as_str(),
                 r.source_folder,
-                r.uid_validity,
-                r.uid
+                r.uid_validity.get(),
+                r.uid.get()
             ])
             .db()?;
         }
@@ -161,8 +165,8 @@ pub fn set_flags(
             stmt.execute(params![
                 entry.as_str(),
                 r.source_folder,
-                r.uid_validity,
-                r.uid,
+                r.uid_validity.get(),
+                r.uid.get(),
                 flags.as_str()
             ])
             .db()?;
@@ -191,13 +195,13 @@ pub fn rekey(
             stmt.execute(params![
                 entry.as_str(),
                 old.source_folder,
-                old.uid_validity,
-                old.uid,
+                old.uid_validity.get(),
+                old.uid.get(),
                 new.source_folder,
-                new.uid_validity,
-                new.uid,
+                new.uid_validity.get(),
+                new.uid.get(),
                 new.target_folder,
-                new.target_uid,
+                new.target_uid.map(Uid::get),
                 new.flags.as_str()
             ])
             .db()?;

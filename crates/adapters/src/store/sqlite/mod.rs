@@ -22,7 +22,7 @@ use rusqlite::{Connection, ErrorCode};
 
 use mailferry_core::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind,
+    RunId, RunKind, Uid,
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
@@ -78,6 +78,27 @@ pub(crate) fn parse_text<T>(
             format!("unknown {column} {text:?} in the state database").into(),
         )
     })
+}
+
+/// A stored UID or UIDVALIDITY. Only non-zero ones are ever written (they come from servers,
+/// RFC 3501 §2.3.1.1), so a 0 is reported as out of range, as a value too big for 32 bits is.
+pub(crate) fn nz_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    new: fn(u32) -> Option<T>,
+) -> rusqlite::Result<T> {
+    new(r.get(i)?).ok_or(rusqlite::Error::IntegralValueOutOfRange(i, 0))
+}
+
+/// [`nz_column`] for a column that may be NULL.
+pub(crate) fn opt_nz_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    new: fn(u32) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    r.get::<_, Option<u32>>(i)?
+        .map(|v| new(v).ok_or(rusqlite::Error::IntegralValueOutOfRange(i, 0)))
+        .transpose()
 }
 
 impl SqliteStore {
@@ -153,7 +174,7 @@ impl Store for SqliteStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&self.conn, entry)
     }
-    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<u32>> {
+    fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
         ledger::target_uids(&self.conn, entry, target_folder)
     }
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
@@ -162,7 +183,7 @@ impl Store for SqliteStore {
     fn complete(
         &mut self,
         entry: &EntryId,
-        copied: &[(&LedgerRow, Option<u32>)],
+        copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
         ledger::complete(&mut self.conn, entry, copied, failed)

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Db, json_list, parse_list, parse_text};
+use super::{Db, json_list, opt_nz_column, parse_list, parse_text};
 use mailferry_core::model::{
     Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
-    RunEntry, RunId, RunKind, Side, now,
+    RunEntry, RunId, RunKind, Side, Uid, now,
 };
 use mailferry_core::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
@@ -69,7 +69,7 @@ pub fn record_failure(conn: &Connection, run: RunId, f: &Failure) -> Result<()> 
             run.0,
             f.entry_id.as_str(),
             f.folder,
-            f.uid,
+            f.uid.map(Uid::get),
             f.size,
             f.message_id,
             f.reason
@@ -133,7 +133,7 @@ pub fn failures(conn: &Connection, run: RunId) -> Result<Vec<Failure>> {
             Ok(Failure {
                 entry_id: EntryId::new(r.get::<_, String>(0)?),
                 folder: r.get(1)?,
-                uid: r.get(2)?,
+                uid: opt_nz_column(r, 2, Uid::new)?,
                 size: r.get(3)?,
                 message_id: r.get(4)?,
                 reason: r.get(5)?,
