@@ -8,8 +8,8 @@
 //! stopped renewing it expires after [`LEASE_TTL`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -165,7 +165,7 @@ pub fn migrate(
         store: &store,
         holder: app.backends.process_name(),
         held: Mutex::new(Vec::new()),
-        done: AtomicBool::new(false),
+        done: (Mutex::new(false), Condvar::new()),
         recorder: &recorder,
     };
     let queue = Mutex::new(runnable.into_iter().collect::<VecDeque<_>>());
@@ -200,8 +200,7 @@ pub fn migrate(
                             let pw: EntryPasswords =
                                 passwords.get(&entry.id).cloned().unwrap_or_default();
                             let result = migrate_entry(&ctx, &entry, &pw);
-                            let recorded = runner.record(run, &result);
-                            runner.release(&lease);
+                            let recorded = runner.record(run, &result, &lease);
                             recorder.entry_finished(&result);
                             lock(&results).push(result);
                             if let Err(e) = recorded {
@@ -213,8 +212,10 @@ pub fn migrate(
                 }
             });
         }
-        // The workers are done: the renewer stops too.
-        runner.done.store(true, Ordering::SeqCst);
+        // The workers are done: the renewer stops too, at once (a pass over unchanged
+        // mailboxes is over in a fraction of a second; it must not wait out a sleep).
+        *lock(&runner.done.0) = true;
+        runner.done.1.notify_all();
     });
     let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
     store.finish_run(run)?;
@@ -295,7 +296,7 @@ struct Runner<'a, 'b> {
     store: &'a Mutex<Box<dyn Store>>,
     holder: String,
     held: Mutex<Vec<Lease>>,
-    done: AtomicBool,
+    done: (Mutex<bool>, Condvar),
     recorder: &'a Recorder<'a>,
 }
 
@@ -315,24 +316,12 @@ impl Runner<'_, '_> {
         Ok(claim)
     }
 
-    fn release(&self, lease: &Lease) {
+    /// Records an entry's pass: its run line, its state, and its lease given back, in one
+    /// commit. An error here is the state database failing, which stops the run (the ledger
+    /// itself is already exact; a lease not given back expires by itself).
+    fn record(&self, run: crate::model::RunId, result: &RunEntry, lease: &Lease) -> Result<()> {
         lock(&self.held).retain(|l| l != lease);
-        // A lease that cannot be given back expires by itself; nothing is lost.
-        let _ = lock(self.store).release(lease);
-    }
-
-    /// Records an entry's pass: its run line and its state. An error here is the state
-    /// database failing, which stops the run (the ledger itself is already exact).
-    fn record(&self, run: crate::model::RunId, result: &RunEntry) -> Result<()> {
-        let mut store = lock(self.store);
-        store.record_run_entry(run, result)?;
-        store.set_entry_result(
-            run,
-            &result.entry_id,
-            result.state,
-            &now(),
-            result.error.as_deref(),
-        )?;
+        lock(self.store).finish_pass(run, result, &now(), lease)?;
         Ok(())
     }
 
@@ -342,8 +331,17 @@ impl Runner<'_, '_> {
         let mut renewed = Instant::now();
         let mut reported = Instant::now();
         let mut last: HashMap<EntryId, PassProgress> = HashMap::new();
-        while !self.done.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(200));
+        loop {
+            let done = lock(&self.done.0);
+            let (done, _) = self
+                .done
+                .1
+                .wait_timeout_while(done, Duration::from_millis(200), |d| !*d)
+                .unwrap_or_else(|e| e.into_inner());
+            if *done {
+                break;
+            }
+            drop(done);
             if reported.elapsed() >= PROGRESS_EVERY {
                 reported = Instant::now();
                 let now = lock(&self.recorder.progress).clone();

@@ -212,6 +212,26 @@ pub trait Store: Send {
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
     /// Gives a claim up.
     fn release(&mut self, lease: &Lease) -> Result<()>;
+    /// Ends an entry's pass: its run line, its result on the entry, and its claim given up.
+    /// A store may do this in one transaction (one commit, one fsync, per entry: a pass over
+    /// many unchanged mailboxes is mostly these).
+    fn finish_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+    ) -> Result<()> {
+        self.record_run_entry(run, result)?;
+        self.set_entry_result(
+            run,
+            &result.entry_id,
+            result.state,
+            last_pass,
+            result.error.as_deref(),
+        )?;
+        self.release(lease)
+    }
     /// Records how far the pass under a claim has got (a new claim starts from zero); an
     /// error of kind `Other` when the claim was lost.
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()>;

@@ -244,6 +244,26 @@ impl Store for SqliteStore {
     fn release(&mut self, lease: &Lease) -> Result<()> {
         runs::release(&self.conn, lease)
     }
+    fn finish_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+    ) -> Result<()> {
+        let tx = self.conn.transaction().db()?;
+        runs::record_entry(&tx, run, result)?;
+        entries::set_result(
+            &tx,
+            run,
+            &result.entry_id,
+            result.state,
+            last_pass,
+            result.error.as_deref(),
+        )?;
+        runs::release(&tx, lease)?;
+        tx.commit().db()
+    }
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
         runs::report_progress(&self.conn, lease, progress)
     }
