@@ -176,6 +176,9 @@ pub fn migrate(
     std::thread::scope(|scope| {
         scope.spawn(|| runner.renew_until_done());
         {
+            // However the workers end (a panic included), the renewer is told to stop, or the
+            // outer scope would wait for it forever.
+            let _stop_renewer = StopRenewer(&runner);
             std::thread::scope(|inner| {
                 for _ in 0..workers {
                     inner.spawn(|| {
@@ -212,10 +215,6 @@ pub fn migrate(
                 }
             });
         }
-        // The workers are done: the renewer stops too, at once (a pass over unchanged
-        // mailboxes is over in a fraction of a second; it must not wait out a sleep).
-        *lock(&runner.done.0) = true;
-        runner.done.1.notify_all();
     });
     let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
     store.finish_run(run)?;
@@ -287,6 +286,17 @@ impl Observer for Recorder<'_> {
     fn entry_finished(&self, result: &RunEntry) {
         lock(&self.progress).remove(&result.entry_id);
         self.inner.entry_finished(result);
+    }
+}
+
+/// Tells the renewer to stop when dropped: at once (a pass over unchanged mailboxes is over in
+/// a fraction of a second; it must not wait out a sleep).
+struct StopRenewer<'a, 'b, 'c>(&'a Runner<'b, 'c>);
+
+impl Drop for StopRenewer<'_, '_, '_> {
+    fn drop(&mut self) {
+        *lock(&self.0.done.0) = true;
+        self.0.done.1.notify_all();
     }
 }
 
