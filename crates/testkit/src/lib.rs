@@ -321,15 +321,7 @@ impl Dovecot {
             Identity::Root { .. } => PathBuf::from("/tmp"),
             Identity::User { .. } => std::env::temp_dir(),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix("mailferry-dovecot-")
-            .tempdir_in(&parent)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "mailferry-testkit: cannot create a temp dir in {}: {e}",
-                    parent.display()
-                )
-            });
+        let tmp = server_dir("dovecot", &parent);
         let dir = tmp.path().to_path_buf();
         let conf = dir.join("etc/dovecot.conf");
 
@@ -885,6 +877,20 @@ impl Drop for Dovecot {
             release_dir(tmp, "Dovecot");
         }
     }
+}
+
+/// A server's temporary directory under `parent` (`mailferry-<prefix>-…`); a failure is the
+/// test's, said loudly.
+pub(crate) fn server_dir(prefix: &str, parent: &Path) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("mailferry-{prefix}-"))
+        .tempdir_in(parent)
+        .unwrap_or_else(|e| {
+            panic!(
+                "mailferry-testkit: cannot create a temp dir in {}: {e}",
+                parent.display()
+            )
+        })
 }
 
 /// Removes a server's temporary directory, or keeps it (and says where) when

@@ -152,15 +152,7 @@ impl Postgres {
         let bin_dir = find_bin_dir();
         // SAFETY: geteuid has no preconditions and cannot fail.
         let owner = (unsafe { libc::geteuid() } == 0).then(ensure_mail_owner);
-        let tmp = tempfile::Builder::new()
-            .prefix("mailferry-postgres-")
-            .tempdir()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "mailferry-testkit: cannot create a temp dir in {}: {e}",
-                    std::env::temp_dir().display()
-                )
-            });
+        let tmp = crate::server_dir("postgres", &std::env::temp_dir());
         let dir = tmp.path().to_path_buf();
         let mut server = Postgres {
             cfg,

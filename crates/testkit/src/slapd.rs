@@ -159,15 +159,7 @@ impl Slapd {
                 )
             });
 
-        let tmp = tempfile::Builder::new()
-            .prefix("mailferry-slapd-")
-            .tempdir()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "mailferry-testkit: cannot create a temp dir in {}: {e}",
-                    std::env::temp_dir().display()
-                )
-            });
+        let tmp = crate::server_dir("slapd", &std::env::temp_dir());
         let dir = tmp.path().to_path_buf();
         let mut server = Slapd {
             cfg,
