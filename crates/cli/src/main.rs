@@ -20,6 +20,7 @@ use mailferry_core::app::report::{ReportFormat, ReportKind as Kind};
 use mailferry_core::app::{self, App, AppError};
 use mailferry_core::entries::Selection;
 use mailferry_core::job::{ConnectionKind, Job, template};
+use mailferry_core::model::RunId;
 use mailferry_core::report::human_bytes;
 
 #[derive(Parser)]
@@ -137,7 +138,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a report of the latest run
+    /// Write a report of the latest run (or of the run given by --run; --list lists them)
     Report {
         job: PathBuf,
         #[arg(long, value_enum, default_value = "migration")]
@@ -147,6 +148,15 @@ enum Command {
         /// Where to write it (default: standard output)
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The run to report on, as `report --list` numbers it (default: the latest)
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
+        /// List every recorded run, newest first, instead of writing a report
+        #[arg(long, conflicts_with_all = ["out", "run"])]
+        list: bool,
+        /// With --list: the list as JSON
+        #[arg(long, requires = "list")]
+        json: bool,
     },
     /// The web console for the job: prints `Open http://HOST:PORT/?token=…` first
     Serve {
@@ -334,8 +344,15 @@ fn run(cli: Cli) -> Outcome {
             verify(&app, &selection, repair, json)
         }
         Command::Report {
-            kind, format, out, ..
-        } => report(&app, kind, format, out.as_deref()),
+            list: true, json, ..
+        } => report_list(&app, json),
+        Command::Report {
+            kind,
+            format,
+            out,
+            run,
+            ..
+        } => report(&app, kind, format, run, out.as_deref()),
         // Answered above, before any job is loaded.
         Command::Serve { job, listen } => serve::run(&job, listen),
     }
@@ -757,7 +774,40 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(app: &App<'_>, kind: ReportKind, format: Format, out: Option<&Path>) -> Outcome {
+fn report_list(app: &App<'_>, json: bool) -> Outcome {
+    let runs = app::report::runs(app)?;
+    if json {
+        print_json(&serde_json::json!({ "runs": runs }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("No run is recorded for this job yet.");
+    }
+    for r in &runs {
+        let what = match (r.entries, r.copied, r.failed) {
+            (Some(n), Some(c), Some(f)) => format!("{n} mailboxes, {c} copied, {f} not copied"),
+            _ => String::new(),
+        };
+        let end = r.finished.as_deref().unwrap_or(if r.kind == "migration" {
+            "(not finished)"
+        } else {
+            ""
+        });
+        println!(
+            "{:<9} --run {:<4} {}  {end:<20}  {what}",
+            r.kind, r.run, r.started
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(
+    app: &App<'_>,
+    kind: ReportKind,
+    format: Format,
+    run: Option<i64>,
+    out: Option<&Path>,
+) -> Outcome {
     let kind = match kind {
         ReportKind::Migration => Kind::Migration,
         ReportKind::Refresh => Kind::Refresh,
@@ -767,7 +817,7 @@ fn report(app: &App<'_>, kind: ReportKind, format: Format, out: Option<&Path>) -
         Format::Csv => ReportFormat::Csv,
         Format::Json => ReportFormat::Json,
     };
-    let text = app::report::report(app, kind, format)?;
+    let text = app::report::report_of(app, kind, format, run.map(RunId))?;
     match out {
         Some(p) => {
             std::fs::write(p, text).with_context(|| format!("Unable to write {}", p.display()))?;

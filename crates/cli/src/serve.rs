@@ -25,7 +25,7 @@ use mailferry_core::app::report::{ReportFormat, ReportKind};
 use mailferry_core::app::{self, App, AppError};
 use mailferry_core::entries::Selection;
 use mailferry_core::job::{ConnectionKind, Job, StateLocation};
-use mailferry_core::model::{EntryId, EntryState, RunEntry, Side};
+use mailferry_core::model::{EntryId, EntryState, RunEntry, RunId, Side};
 use mailferry_core::ports::Observer;
 use mailferry_core::report::migration::MessageError;
 use mailferry_web::{DEFAULT_LISTEN, ServeConfig, ServiceError, ServiceResult, Services};
@@ -548,7 +548,12 @@ impl Services for JobServices {
         to_json(&self.with_app(app::create::create)?)
     }
 
-    fn report(&self, kind: &str, format: &str) -> Result<String, ServiceError> {
+    fn runs(&self) -> ServiceResult {
+        let runs = self.with_app(app::report::runs)?;
+        Ok(serde_json::json!({ "runs": runs }))
+    }
+
+    fn report(&self, kind: &str, format: &str, run: Option<i64>) -> Result<String, ServiceError> {
         let kind = match kind {
             "migration" => ReportKind::Migration,
             "refresh" => ReportKind::Refresh,
@@ -563,7 +568,7 @@ impl Services for JobServices {
             "csv" => ReportFormat::Csv,
             _ => ReportFormat::Html,
         };
-        self.with_app(|app| app::report::report(app, kind, format))
+        self.with_app(|app| app::report::report_of(app, kind, format, run.map(RunId)))
     }
 
     fn connections(&self) -> ServiceResult {

@@ -290,6 +290,16 @@ impl Browser {
         )
     }
 
+    /// Runs an asynchronous function body: it calls `arguments[arguments.length - 1]` (its
+    /// callback) with what it returns, within WebDriver's script timeout (30 s by default).
+    pub fn execute_async(&self, js: &str) -> Result<Value> {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(&json!({"script": js, "args": []})),
+        )
+    }
+
     pub fn screenshot_png(&self, path: &Path) -> Result<()> {
         let v = self.cmd("GET", "/screenshot", None)?;
         let b64 = v

@@ -14,6 +14,7 @@
 
 mod http;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -132,7 +133,11 @@ pub trait Services: Send + Sync {
     fn create(&self) -> ServiceResult;
     /// `report --kind KIND --format FORMAT`: kind `migration` | `refresh`, format `html` |
     /// `csv` | `json`.
-    fn report(&self, kind: &str, format: &str) -> Result<String, ServiceError>;
+    /// `run`: the run's number as [`Services::runs`] lists it; `None` for the latest.
+    fn report(&self, kind: &str, format: &str, run: Option<i64>) -> Result<String, ServiceError>;
+    /// `report --list --json`: `{"runs": [{"kind", "run", "started", "finished", "entries",
+    /// "copied", "failed"}]}`, newest first.
+    fn runs(&self) -> ServiceResult;
     /// The forms of the job's connections and directories: `{"path", "sections": [{"section",
     /// "title", "present", "kind", "fields": [{"name", "key", "label", "input", "choices",
     /// "hint", "value"}]}]}`. A secret's value is its reference (`{"env": NAME}` or
@@ -425,6 +430,7 @@ impl Server {
                     "Say which entry: /api/failures?id=ENTRY_ID",
                 )),
             }),
+            ("GET", "/api/runs") => Reply::Full(answer(self.services.runs(), 200)),
             ("GET", p) if p.starts_with("/api/reports/") => {
                 Reply::Full(self.report(&p["/api/reports/".len()..], req))
             }
@@ -478,7 +484,16 @@ impl Server {
                  csv or json",
             ));
         }
-        match self.services.report(kind, format) {
+        let run = match req.query("run").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                return failure(&ServiceError::bad_input(
+                    "run must be a run's number, as /api/runs lists it",
+                ));
+            }
+        };
+        match self.services.report(kind, format, run) {
             Err(e) => failure(&e),
             Ok(text) => {
                 let ct = match format {
@@ -491,7 +506,12 @@ impl Server {
                 if req.query("download").is_some() {
                     r = r.with(
                         "Content-Disposition",
-                        format!("attachment; filename=\"{kind}-report.{format}\""),
+                        match run {
+                            Some(n) => {
+                                format!("attachment; filename=\"{kind}-report-run-{n}.{format}\"")
+                            }
+                            None => format!("attachment; filename=\"{kind}-report.{format}\""),
+                        },
                     );
                 }
                 r
@@ -499,14 +519,17 @@ impl Server {
         }
     }
 
-    /// Server-sent events: the progress snapshot about once a second, and the entries
-    /// whenever they changed, until the browser goes away or the server stops.
+    /// Server-sent events: the progress snapshot about once a second; all entries once, as
+    /// `entries`, then only what changed, as `entries-changed` (`{"changed": [...],
+    /// "removed": [ids]}`), until the browser goes away or the server stops. During a
+    /// migration only the few entries being migrated change each second: sending all 10,000
+    /// to every browser every second would cost more than the rows it updates.
     fn events(&self, mut stream: &TcpStream) {
         let headers = vec![("Content-Type".to_string(), "text/event-stream".to_string())];
         if http::write_head(&mut stream, 200, &headers, None).is_err() {
             return;
         }
-        let mut last_entries: Option<Value> = None;
+        let mut sent: Option<Sent> = None;
         let mut last_version: Option<String> = None;
         while !self.shutdown.load(Ordering::SeqCst) {
             let mut chunk = String::new();
@@ -518,13 +541,22 @@ impl Server {
             let version = self.services.entries_version();
             if version.is_none() || version != last_version {
                 match self.services.entries() {
-                    // Compared as values, so that nothing is serialised when nothing changed.
-                    Ok(v) if last_entries.as_ref() != Some(&v) => {
-                        chunk.push_str(&format!("event: entries\ndata: {v}\n\n"));
-                        last_entries = Some(v);
+                    Ok(v) => {
                         last_version = version;
+                        match sent.as_mut() {
+                            None => {
+                                chunk.push_str(&format!("event: entries\ndata: {v}\n\n"));
+                                sent = Some(Sent::of(&v));
+                            }
+                            Some(before) => {
+                                if let Some(delta) = before.update(&v) {
+                                    chunk.push_str(&format!(
+                                        "event: entries-changed\ndata: {delta}\n\n"
+                                    ));
+                                }
+                            }
+                        }
                     }
-                    Ok(_) => last_version = version,
                     Err(e) => {
                         chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)));
                     }
@@ -541,6 +573,46 @@ impl Server {
             }
         }
     }
+}
+
+/// The entries one event stream has sent, by ID, to send only what changed next time.
+struct Sent(HashMap<String, Value>);
+
+impl Sent {
+    fn of(v: &Value) -> Sent {
+        Sent(
+            entry_list(v)
+                .map(|(id, e)| (id.to_string(), e.clone()))
+                .collect(),
+        )
+    }
+
+    /// Remembers `v` and returns `{"changed": [...], "removed": [...]}`, or `None` when
+    /// no entry changed.
+    fn update(&mut self, v: &Value) -> Option<Value> {
+        let mut changed = Vec::new();
+        let mut now = HashMap::with_capacity(self.0.len());
+        for (id, e) in entry_list(v) {
+            if self.0.get(id) != Some(e) {
+                changed.push(e.clone());
+            }
+            now.insert(id.to_string(), e.clone());
+        }
+        let mut removed: Vec<&String> = self.0.keys().filter(|id| !now.contains_key(*id)).collect();
+        removed.sort();
+        let delta = (!changed.is_empty() || !removed.is_empty())
+            .then(|| json!({"changed": changed, "removed": removed}));
+        self.0 = now;
+        delta
+    }
+}
+
+fn entry_list(v: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    v["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["id"].as_str()?, e)))
 }
 
 fn unauthorised() -> Response {
@@ -591,6 +663,24 @@ fn answer(result: ServiceResult, status: u16) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_stream_sends_only_changed_entries() {
+        let a = json!({"id": "a", "state": "new"});
+        let b = json!({"id": "b", "state": "new"});
+        let mut sent = Sent::of(&json!({"entries": [a, b]}));
+        assert_eq!(
+            sent.update(&json!({"entries": [a, b], "passes": [1]})),
+            None
+        );
+        let b2 = json!({"id": "b", "state": "migrated"});
+        let c = json!({"id": "c", "state": "new"});
+        assert_eq!(
+            sent.update(&json!({"entries": [b2, c]})),
+            Some(json!({"changed": [b2, c], "removed": ["a"]}))
+        );
+        assert_eq!(sent.update(&json!({"entries": [c, b2]})), None);
+    }
 
     #[test]
     fn secrets_compare_whole() {

@@ -746,7 +746,65 @@ fn console_selects_refreshes_and_migrates_live() {
         );
     }
     b.click(&b.find("#tab-reports").unwrap()).unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Every run is listed, as `report --list` lists it; Show opens that run's report.
+    let listed: Value = serde_json::from_str(&w.ok(&["report", &job, "--list", "--json"])).unwrap();
+    let runs = listed["runs"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = runs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"migration") && kinds.contains(&"refresh"),
+        "{listed}"
+    );
+    b.wait_until(
+        &format!(
+            "return document.querySelectorAll('#runs tbody tr').length === {};",
+            runs.len()
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let migration = runs.iter().find(|r| r["kind"] == "migration").unwrap();
+    let n = migration["run"].as_i64().unwrap();
+    b.click(
+        &b.find(&format!(
+            "#runs button[data-show-kind=migration][data-show-run=\"{n}\"]"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    b.wait_until(
+        &format!(
+            "const d = document.getElementById('report-migration').contentDocument; \
+             return !!d && !!d.body && d.body.textContent.includes('Run {n}:') \
+             && document.getElementById('migration-json').href.endsWith('&run={n}');"
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let title = b.text(&b.find("#migration-report-title").unwrap()).unwrap();
+    assert!(title.contains(&format!("run {n}")), "{title}");
+    // The page's JSON of that run is the CLI's `report --run N`.
+    // (As text: a round trip through the page's numbers would turn 2.0 into 2.)
+    let page = b
+        .execute_async(&format!(
+            "const done = arguments[0]; \
+             fetch('/api/reports/migration?format=json&run={n}').then(r => r.text()).then(done);"
+        ))
+        .unwrap();
+    let page: Value = serde_json::from_str(page.as_str().unwrap()).unwrap();
+    let cli: Value = serde_json::from_str(&w.ok(&[
+        "report",
+        &job,
+        "--kind",
+        "migration",
+        "--run",
+        &n.to_string(),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(page, cli);
+    assert_eq!(page["run"], n);
+    std::thread::sleep(Duration::from_millis(300));
     b.screenshot_png(&screenshots().join("reports.png"))
         .unwrap();
 }

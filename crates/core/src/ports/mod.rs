@@ -18,7 +18,7 @@ pub use session::{
     AppendOutcome, AppendTicket, Created, FetchedMessage, FolderStatus, MailSession, Outgoing,
     ScannedMessage, Selected, SessionError, SessionErrorKind,
 };
-pub use store::{Store, StoreError};
+pub use store::{RunInfo, Store, StoreError};
 
 use crate::job::Job;
 use crate::model::Side;

@@ -151,6 +151,11 @@ pub trait Store: Send {
     /// Records one refresh run and its lines, all or none.
     fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId>;
     fn last_refresh(&self) -> Result<Option<RefreshRecord>>;
+    /// Every refresh recorded, newest first (a refresh is recorded once it has finished, and
+    /// only when it started: `finished` is `None`).
+    fn refreshes(&self) -> Result<Vec<RunInfo>>;
+    /// One recorded refresh by the ID [`Store::record_refresh`] gave it.
+    fn refresh_record(&self, run: RunId) -> Result<Option<RefreshRecord>>;
 
     // ---- ledger
     /// Ledger rows of one source folder (any UIDVALIDITY), by source UID.
@@ -187,6 +192,8 @@ pub trait Store: Send {
     fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()>;
     /// The latest run of a kind.
     fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>>;
+    /// Every run of a kind, newest first.
+    fn runs(&self, kind: RunKind) -> Result<Vec<RunInfo>>;
     fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>>;
     fn failures(&self, run: RunId) -> Result<Vec<Failure>>;
 

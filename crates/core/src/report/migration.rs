@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{escape, human_bytes, write_csv};
 use crate::model::{EntryId, EntryState, Failure, RunEntry, RunId, RunKind, Uid};
-use crate::ports::{Store, StoreError};
+use crate::ports::{RunInfo, Store, StoreError};
 
 /// What a run did, as recorded.
 #[derive(Debug, Clone)]
@@ -45,9 +45,14 @@ impl Summary {
 
 /// The summary of the latest `migrate` run, rebuilt from the store.
 pub fn last_migration(store: &dyn Store) -> Result<Option<Summary>, StoreError> {
-    let Some(info) = store.last_run(RunKind::Migrate)? else {
-        return Ok(None);
-    };
+    match store.last_run(RunKind::Migrate)? {
+        Some(info) => summary_of(store, &info).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The summary of one `migrate` run, rebuilt from the store.
+pub fn summary_of(store: &dyn Store, info: &RunInfo) -> Result<Summary, StoreError> {
     let seconds = match (
         chrono::DateTime::parse_from_rfc3339(&info.started),
         info.finished
@@ -57,12 +62,12 @@ pub fn last_migration(store: &dyn Store) -> Result<Option<Summary>, StoreError> 
         (Ok(a), Some(Ok(b))) => (b - a).num_milliseconds() as f64 / 1000.0,
         _ => 0.0,
     };
-    Ok(Some(Summary {
+    Ok(Summary {
         run: info.id,
         entries: store.run_entries(info.id)?,
         failures: store.failures(info.id)?,
         seconds,
-    }))
+    })
 }
 
 /// `migrate --json` and `report --format json` (SPEC §4 keys).

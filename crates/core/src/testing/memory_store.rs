@@ -264,6 +264,26 @@ impl Store for MemoryStore {
         Ok(self.state.refreshes.last().cloned())
     }
 
+    fn refreshes(&self) -> Result<Vec<RunInfo>> {
+        Ok(self
+            .state
+            .refreshes
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, r)| RunInfo {
+                id: run_id(i),
+                started: r.started.clone(),
+                finished: None,
+            })
+            .collect())
+    }
+
+    fn refresh_record(&self, run: RunId) -> Result<Option<RefreshRecord>> {
+        let i = usize::try_from(run.0 - 1).ok();
+        Ok(i.and_then(|i| self.state.refreshes.get(i)).cloned())
+    }
+
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
         Ok(self.ledger_where(entry, |r| r.source_folder == folder))
     }
@@ -425,6 +445,17 @@ impl Store for MemoryStore {
             .rev()
             .find(|r| r.kind == kind)
             .map(|r| r.info.clone()))
+    }
+
+    fn runs(&self, kind: RunKind) -> Result<Vec<RunInfo>> {
+        Ok(self
+            .state
+            .runs
+            .iter()
+            .rev()
+            .filter(|r| r.kind == kind)
+            .map(|r| r.info.clone())
+            .collect())
     }
 
     fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {

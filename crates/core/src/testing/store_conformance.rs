@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use crate::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, LedgerState,
-    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunKind, Side, Uid,
+    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side,
+    Uid,
 };
 use crate::ports::store::{Lease, LeaseHolder, MetaKey, PassProgress, Result, Store};
 
@@ -44,10 +45,12 @@ macro_rules! store_conformance {
             ledgers_are_per_entry,
             checkpoints_overwrite,
             runs_start_finish_and_the_last_of_a_kind,
+            every_run_is_listed_newest_first,
             a_second_line_for_an_entry_in_a_run_replaces_the_first,
             failures_are_kept_per_run,
             set_entry_result_counts_failed_from_that_run_only,
             refresh_records_round_trip_with_lines_in_order,
+            every_refresh_is_listed_and_read_by_its_id,
             meta_values_overwrite,
             remove_entries_removes_ledger_and_checkpoints_too,
             a_second_holder_is_refused_with_the_first_holders_name_and_epoch,
@@ -495,6 +498,20 @@ pub fn runs_start_finish_and_the_last_of_a_kind(mut s: Box<dyn Store>) -> Result
     Ok(())
 }
 
+pub fn every_run_is_listed_newest_first(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.runs(RunKind::Migrate)?, Vec::new());
+    let first = s.start_run(RunKind::Migrate)?;
+    s.finish_run(first)?;
+    let second = s.start_run(RunKind::Migrate)?;
+    let runs = s.runs(RunKind::Migrate)?;
+    let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![second, first]);
+    assert!(runs[1].finished.is_some());
+    assert_eq!(runs[0].finished, None);
+    assert_eq!(s.last_run(RunKind::Migrate)?.as_ref(), runs.first());
+    Ok(())
+}
+
 pub fn a_second_line_for_an_entry_in_a_run_replaces_the_first(mut s: Box<dyn Store>) -> Result<()> {
     let run = s.start_run(RunKind::Migrate)?;
     let mut line = RunEntry::new("b".into());
@@ -665,6 +682,38 @@ pub fn refresh_records_round_trip_with_lines_in_order(mut s: Box<dyn Store>) -> 
     };
     s.record_refresh(&second)?;
     assert_eq!(s.last_refresh()?, Some(second));
+    Ok(())
+}
+
+pub fn every_refresh_is_listed_and_read_by_its_id(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.refreshes()?, Vec::new());
+    let record = |day: &str, entry: &str| RefreshRecord {
+        started: format!("2026-03-0{day}T10:00:00Z"),
+        source_available: true,
+        source_reason: None,
+        target_available: true,
+        target_reason: None,
+        lines: vec![RefreshLine {
+            side: Side::Source,
+            result: RefreshResult::NotChanged,
+            entry: entry.into(),
+            id: Some(MailboxId::new(format!("id-{entry}"))),
+            before: vec![format!("{entry}@o")],
+            after: vec![format!("{entry}@o")],
+        }],
+    };
+    let (one, two) = (record("1", "a"), record("2", "b"));
+    let first = s.record_refresh(&one)?;
+    let second = s.record_refresh(&two)?;
+    assert!(second > first);
+    let listed = s.refreshes()?;
+    let ids: Vec<RunId> = listed.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![second, first]);
+    assert_eq!(listed[1].started, one.started);
+    assert_eq!(s.refresh_record(first)?, Some(one));
+    assert_eq!(s.refresh_record(second)?, Some(two.clone()));
+    assert_eq!(s.last_refresh()?, Some(two));
+    assert_eq!(s.refresh_record(RunId(second.0 + 100))?, None);
     Ok(())
 }
 

@@ -90,6 +90,7 @@ function setEntries(list) {
   state.entries = list;
   state.byId = new Map(list.map((e) => [e.id, e]));
   for (const e of list) {
+    if (e._hay !== undefined) continue;
     e._hay = [e.id, e.source.login, ...(e.source.addresses || []),
       ...(e.target ? [e.target.login, ...(e.target.addresses || [])] : [])].join(' ').toLowerCase();
   }
@@ -317,9 +318,37 @@ function showTab(name) {
 
 function loadReports() {
   // A fresh load each time: the reports change with every pass and refresh.
-  const stamp = Date.now();
-  $('#report-migration').src = `/api/reports/migration?format=html&t=${stamp}`;
-  $('#report-refresh').src = `/api/reports/refresh?format=html&t=${stamp}`;
+  showReport('migration', null);
+  showReport('refresh', null);
+  loadRuns();
+}
+
+// The report of one run (null: the latest) in its block, with its CSV and JSON links.
+function showReport(kind, run, started) {
+  const q = run === null ? '' : `&run=${run}`;
+  const csv = kind === 'migration' ? '#migration-csv' : '#refresh-report-csv';
+  const json = kind === 'migration' ? '#migration-json' : '#refresh-report-json';
+  $(`#report-${kind}`).src = `/api/reports/${kind}?format=html${q}&t=${Date.now()}`;
+  $(csv).href = `/api/reports/${kind}?format=csv&download=1${q}`;
+  $(json).href = `/api/reports/${kind}?format=json&download=1${q}`;
+  const name = kind === 'migration' ? 'Migration report' : 'Refresh email addresses report';
+  $(`#${kind}-report-title`).textContent = run === null ? `${name} (latest)` : `${name}: run ${run}, ${started}`;
+  for (const tr of document.querySelectorAll('#runs tbody tr')) {
+    const mine = tr.dataset.kind === kind;
+    if (mine) tr.classList.toggle('shown', run !== null && Number(tr.dataset.run) === run);
+  }
+}
+
+async function loadRuns() {
+  let v;
+  try { v = await api('GET', '/api/runs'); } catch (e) { say(e.message, 'error'); return; }
+  const when = (t) => (t ? esc(t.replace('T', ' ').slice(0, 19)) : '');
+  $('#runs tbody').innerHTML = v.runs.map((r) => `<tr data-kind="${esc(r.kind)}" data-run="${r.run}">`
+    + `<td>${r.run}</td><td>${r.kind === 'migration' ? 'Migration' : 'Refresh email addresses'}</td>`
+    + `<td>${when(r.started)}</td><td>${r.kind === 'migration' ? (r.finished ? when(r.finished) : 'not finished') : ''}</td>`
+    + `<td class="num">${r.entries ?? ''}</td><td class="num">${r.copied ?? ''}</td><td class="num">${r.failed ?? ''}</td>`
+    + `<td><button type="button" class="link" data-show-run="${r.run}" data-show-kind="${esc(r.kind)}" data-started="${when(r.started)}">Show</button></td></tr>`).join('');
+  $('#runs-empty').hidden = v.runs.length > 0;
 }
 
 // ------------------------------------------------------------------ dashboard
@@ -727,6 +756,15 @@ function listen() {
     if (state.progress.running) scheduleRender();
   });
   es.addEventListener('entries', (ev) => setEntries(JSON.parse(ev.data).entries));
+  // After the first full list the stream sends only the entries that changed.
+  es.addEventListener('entries-changed', (ev) => {
+    const d = JSON.parse(ev.data);
+    const gone = new Set(d.removed);
+    const fresh = new Map(d.changed.map((e) => [e.id, e]));
+    const list = state.entries.filter((e) => !gone.has(e.id)).map((e) => fresh.get(e.id) || e);
+    for (const e of list) fresh.delete(e.id);
+    setEntries(list.concat([...fresh.values()]));
+  });
   es.addEventListener('failure', (ev) => say(JSON.parse(ev.data).error, 'error'));
   // EventSource reconnects by itself; nothing to do on error but say so once.
   es.onerror = () => { if (es.readyState === EventSource.CONNECTING) say('Connection to mailferry lost; retrying…', 'error'); };
@@ -736,6 +774,10 @@ function listen() {
 // ------------------------------------------------------------------ wiring
 
 function wire() {
+  $('#runs').addEventListener('click', (ev) => {
+    const b = ev.target.closest('button[data-show-run]');
+    if (b) showReport(b.dataset.showKind, Number(b.dataset.showRun), b.dataset.started);
+  });
   $('#rows').addEventListener('mousedown', (ev) => { if (ev.shiftKey) ev.preventDefault(); });
   $('#rows').addEventListener('click', onRowClick);
   $('#grid').addEventListener('scroll', scheduleRender, { passive: true });

@@ -362,6 +362,12 @@ impl Store for PostgresStore {
     fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
         runs::last_refresh(&mut *self.conn()?)
     }
+    fn refreshes(&self) -> Result<Vec<RunInfo>> {
+        runs::refreshes(&mut *self.conn()?)
+    }
+    fn refresh_record(&self, run: RunId) -> Result<Option<RefreshRecord>> {
+        runs::refresh(&mut *self.conn()?, run)
+    }
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
         ledger::folder(&mut *self.conn()?, entry, folder)
     }
@@ -411,6 +417,9 @@ impl Store for PostgresStore {
     }
     fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
         runs::last(&mut *self.conn()?, kind)
+    }
+    fn runs(&self, kind: RunKind) -> Result<Vec<RunInfo>> {
+        runs::all(&mut *self.conn()?, kind)
     }
     fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
         runs::entries(&mut *self.conn()?, run)

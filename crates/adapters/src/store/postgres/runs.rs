@@ -109,6 +109,24 @@ pub fn last(client: &mut Client, kind: RunKind) -> Result<Option<RunInfo>> {
         .transpose()
 }
 
+pub fn all(client: &mut Client, kind: RunKind) -> Result<Vec<RunInfo>> {
+    client
+        .query(
+            "SELECT id, started, finished FROM runs WHERE kind = $1 ORDER BY id DESC",
+            &[&kind.as_str()],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(RunInfo {
+                id: RunId(r.int(0)?),
+                started: r.text(1)?,
+                finished: r.opt_text(2)?,
+            })
+        })
+        .collect()
+}
+
 pub fn entries(client: &mut Client, run: RunId) -> Result<Vec<RunEntry>> {
     client
         .query(
@@ -208,22 +226,57 @@ pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
 /// The latest refresh run, if any, read in one transaction so its lines are its own.
 pub fn last_refresh(client: &mut Client) -> Result<Option<RefreshRecord>> {
     let mut tx = client.transaction().db()?;
+    let last: Option<i64> = tx
+        .query_one("SELECT MAX(id) FROM refresh_runs", &[])
+        .db()?
+        .get(0);
+    let record = match last {
+        Some(run) => refresh_in(&mut tx, RunId(run))?,
+        None => None,
+    };
+    tx.commit().db()?;
+    Ok(record)
+}
+
+pub fn refreshes(client: &mut Client) -> Result<Vec<RunInfo>> {
+    client
+        .query("SELECT id, started FROM refresh_runs ORDER BY id DESC", &[])
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(RunInfo {
+                id: RunId(r.int(0)?),
+                started: r.text(1)?,
+                finished: None,
+            })
+        })
+        .collect()
+}
+
+pub fn refresh(client: &mut Client, run: RunId) -> Result<Option<RefreshRecord>> {
+    let mut tx = client.transaction().db()?;
+    let record = refresh_in(&mut tx, run)?;
+    tx.commit().db()?;
+    Ok(record)
+}
+
+/// One refresh, read in one transaction so that its head and lines agree.
+fn refresh_in(tx: &mut postgres::Transaction<'_>, run: RunId) -> Result<Option<RefreshRecord>> {
     let Some(head) = tx
         .query_opt(
             "SELECT id, started, source_available, source_reason, target_available,
-                    target_reason FROM refresh_runs ORDER BY id DESC LIMIT 1",
-            &[],
+                    target_reason FROM refresh_runs WHERE id = $1",
+            &[&run.0],
         )
         .db()?
     else {
         return Ok(None);
     };
-    let run = head.int(0)?;
     let lines = tx
         .query(
             "SELECT side, result, entry_id, mailbox_id, before, after FROM refresh_results
              WHERE run_id = $1 ORDER BY line_no",
-            &[&run],
+            &[&run.0],
         )
         .db()?
         .iter()
@@ -238,7 +291,6 @@ pub fn last_refresh(client: &mut Client) -> Result<Option<RefreshRecord>> {
             })
         })
         .collect::<Result<_>>()?;
-    tx.commit().db()?;
     Ok(Some(RefreshRecord {
         started: head.text(1)?,
         source_available: head.flag(2)?,

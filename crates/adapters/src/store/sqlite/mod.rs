@@ -165,6 +165,12 @@ impl Store for SqliteStore {
     fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
         runs::last_refresh(&self.conn)
     }
+    fn refreshes(&self) -> Result<Vec<RunInfo>> {
+        runs::refreshes(&self.conn)
+    }
+    fn refresh_record(&self, run: RunId) -> Result<Option<RefreshRecord>> {
+        runs::refresh(&self.conn, run)
+    }
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
         ledger::folder(&self.conn, entry, folder)
     }
@@ -214,6 +220,9 @@ impl Store for SqliteStore {
     }
     fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
         runs::last(&self.conn, kind)
+    }
+    fn runs(&self, kind: RunKind) -> Result<Vec<RunInfo>> {
+        runs::all(&self.conn, kind)
     }
     fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
         runs::entries(&self.conn, run)

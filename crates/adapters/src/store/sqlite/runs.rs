@@ -95,6 +95,22 @@ pub fn last(conn: &Connection, kind: RunKind) -> Result<Option<RunInfo>> {
     .db()
 }
 
+pub fn all(conn: &Connection, kind: RunKind) -> Result<Vec<RunInfo>> {
+    let mut stmt = conn
+        .prepare("SELECT id, started, finished FROM runs WHERE kind = ?1 ORDER BY id DESC")
+        .db()?;
+    stmt.query_map([kind.as_str()], |r| {
+        Ok(RunInfo {
+            id: RunId(r.get(0)?),
+            started: r.get(1)?,
+            finished: r.get(2)?,
+        })
+    })
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
 pub fn entries(conn: &Connection, run: RunId) -> Result<Vec<RunEntry>> {
     let mut stmt = conn
         .prepare(
@@ -187,21 +203,38 @@ pub fn record_refresh(conn: &mut Connection, r: &RefreshRecord) -> Result<RunId>
 
 /// The latest refresh run, if any.
 pub fn last_refresh(conn: &Connection) -> Result<Option<RefreshRecord>> {
-    let Some((run, started, sa, sr, ta, tr)) = conn
+    let last: Option<i64> = conn
+        .query_row("SELECT MAX(id) FROM refresh_runs", [], |r| r.get(0))
+        .db()?;
+    match last {
+        Some(run) => refresh(conn, RunId(run)),
+        None => Ok(None),
+    }
+}
+
+pub fn refreshes(conn: &Connection) -> Result<Vec<RunInfo>> {
+    let mut stmt = conn
+        .prepare("SELECT id, started FROM refresh_runs ORDER BY id DESC")
+        .db()?;
+    stmt.query_map([], |r| {
+        Ok(RunInfo {
+            id: RunId(r.get(0)?),
+            started: r.get(1)?,
+            finished: None,
+        })
+    })
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
+pub fn refresh(conn: &Connection, run: RunId) -> Result<Option<RefreshRecord>> {
+    let Some((started, sa, sr, ta, tr)) = conn
         .query_row(
-            "SELECT id, started, source_available, source_reason, target_available,
-                    target_reason FROM refresh_runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
+            "SELECT started, source_available, source_reason, target_available, target_reason
+             FROM refresh_runs WHERE id = ?1",
+            [run.0],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()
         .db()?
@@ -215,7 +248,7 @@ pub fn last_refresh(conn: &Connection) -> Result<Option<RefreshRecord>> {
         )
         .db()?;
     let lines = stmt
-        .query_map([run], |r| {
+        .query_map([run.0], |r| {
             Ok(RefreshLine {
                 side: parse_text("side", &r.get::<_, String>(0)?, Side::parse)?,
                 result: parse_text("result", &r.get::<_, String>(1)?, RefreshResult::parse)?,
