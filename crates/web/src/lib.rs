@@ -165,6 +165,13 @@ pub enum WebError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "Not listening on {0}: an address that means every interface would accept requests \
+         for any host name, which the console refuses (DNS rebinding). Give the address of one \
+         interface, such as --listen 192.0.2.10:8025, or keep the default 127.0.0.1:8025 and \
+         reach it through an SSH tunnel (ssh -L 8025:127.0.0.1:8025 HOST)"
+    )]
+    Unspecified(SocketAddr),
     #[error("Unable to read random bytes for the access token from /dev/urandom: {0}")]
     Random(#[source] std::io::Error),
     #[error("The web server failed: {0}")]
@@ -194,6 +201,9 @@ pub fn serve(
     services: Arc<dyn Services>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), WebError> {
+    if cfg.listen.ip().is_unspecified() {
+        return Err(WebError::Unspecified(cfg.listen));
+    }
     let listener = match TcpListener::bind(cfg.listen) {
         Ok(l) => l,
         Err(e) if !cfg.explicit_listen && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -213,7 +223,7 @@ pub fn serve(
         eprintln!(
             "mailferry: WARNING: listening on {host}, which is not a loopback address: the \
              console travels unencrypted over the network, and anyone who sees the token can \
-             control this job"
+             control this job (an SSH tunnel to 127.0.0.1 keeps it on this machine)"
         );
     }
     let token = random_token()?;

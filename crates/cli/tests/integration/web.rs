@@ -72,12 +72,24 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http_at("127.0.0.1", port, method, path, headers, body)
+}
+
+/// [`http`] to a server listening on `ip`.
+fn http_at(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+        req.push_str(&format!("Host: {ip}:{port}\r\n"));
     }
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
@@ -109,6 +121,105 @@ fn http(
         .parse()
         .unwrap();
     (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// This machine's first IPv4 address that is not a loopback one, as `hostname -I` lists them.
+fn non_loopback_ipv4() -> String {
+    let out = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("run `hostname -I` (Debian package hostname)");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs an IPv4 address besides 127.0.0.1 (hostname -I printed {:?})",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+        .to_string()
+}
+
+#[test]
+fn a_non_loopback_address_must_be_asked_for_and_is_warned_about() {
+    let lab = Lab::new(&["alice"]);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    // Every interface at once would take any Host: refused, with the way to do it instead.
+    let out = lab.mailferry(&["serve", job, "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0:0")
+            && err.contains("--listen 192.0.2.10:8025")
+            && err.contains("ssh -L"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing listened");
+
+    // One interface's address: served, with a warning on standard error.
+    let ip = non_loopback_ipv4();
+    let mut child = lab
+        .command(&["serve", job, "--listen", &format!("{ip}:0")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Open ")
+        .expect("Open URL")
+        .to_string();
+    let (base, token) = url.split_once("/?token=").unwrap();
+    assert!(base.starts_with(&format!("http://{ip}:")), "{url}");
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let cookie = format!("mailferry_{port}={token}");
+    assert_eq!(
+        http_at(&ip, port, "GET", "/api/job", &[("Cookie", &cookie)], "").0,
+        200
+    );
+    // Still locked to its own host name: another one is refused.
+    assert_eq!(
+        http_at(
+            &ip,
+            port,
+            "GET",
+            "/api/job",
+            &[
+                ("Cookie", &cookie),
+                ("Host", &format!("evil.example:{port}"))
+            ],
+            ""
+        )
+        .0,
+        421
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "WARNING: listening on {ip}:{port}, which is not a loopback address"
+        )),
+        "{err}"
+    );
+    assert!(status.success(), "SIGTERM stops serve cleanly: {status:?}");
 }
 
 #[test]

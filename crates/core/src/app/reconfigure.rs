@@ -34,14 +34,17 @@ pub enum Section {
     SourceDirectory,
     #[serde(rename = "target.directory")]
     TargetDirectory,
+    #[serde(rename = "target.create")]
+    TargetCreate,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Source,
         Section::SourceDirectory,
         Section::Target,
         Section::TargetDirectory,
+        Section::TargetCreate,
     ];
 
     /// The section's table in the job file, as a dotted key.
@@ -51,6 +54,7 @@ impl Section {
             Section::Target => "target",
             Section::SourceDirectory => "source.directory",
             Section::TargetDirectory => "target.directory",
+            Section::TargetCreate => "target.create",
         }
     }
 
@@ -64,13 +68,14 @@ impl Section {
             Section::Target => "Target server",
             Section::SourceDirectory => "Source directory",
             Section::TargetDirectory => "Target directory",
+            Section::TargetCreate => "Mailbox creation in the target directory",
         }
     }
 
     fn side(self) -> &'static str {
         match self {
             Section::Source | Section::SourceDirectory => "source",
-            Section::Target | Section::TargetDirectory => "target",
+            Section::Target | Section::TargetDirectory | Section::TargetCreate => "target",
         }
     }
 
@@ -78,12 +83,22 @@ impl Section {
         matches!(self, Section::SourceDirectory | Section::TargetDirectory)
     }
 
+    /// The section's table inside its side's (`directory`, `create`), or `None` for the
+    /// connection itself.
+    fn sub_table(self) -> Option<&'static str> {
+        match self {
+            Section::Source | Section::Target => None,
+            Section::SourceDirectory | Section::TargetDirectory => Some("directory"),
+            Section::TargetCreate => Some("create"),
+        }
+    }
+
     /// Every key the section's form can edit, whatever the connection's kind.
     fn fields(self) -> impl Iterator<Item = &'static Field> {
-        let list: &[Field] = if self.is_directory() {
-            DIRECTORY_FIELDS
-        } else {
-            CONNECTION_FIELDS
+        let list: &[Field] = match self.sub_table() {
+            None => CONNECTION_FIELDS,
+            Some("create") => CREATE_FIELDS,
+            Some(_) => DIRECTORY_FIELDS,
         };
         list.iter()
     }
@@ -106,6 +121,10 @@ pub enum Input {
     Choice,
     /// `true`, or the key left out (its default is false).
     Flag,
+    /// `true` or `false`, or the key left out for its default (`tls_verify`, default true).
+    Boolean,
+    /// A list of strings, typed as one text with commas between them.
+    List,
     /// A secret reference: `{ env = "NAME" }` or `{ file = "path" }`.
     Secret,
 }
@@ -162,12 +181,39 @@ const CONNECTION_FIELDS: &[Field] = &[
         Input::Text,
         "ca.pem (besides the system's)",
     ),
+    imap(
+        "tls_verify",
+        "Verify the certificate",
+        Input::Boolean,
+        "true (false only for a lab)",
+    ),
+    Field {
+        choices: &["admin", "per-mailbox"],
+        ..imap(
+            "auth",
+            "Login",
+            Input::Choice,
+            "admin, or per-mailbox passwords",
+        )
+    },
     imap("admin_user", "Admin user", Input::Text, "migration-admin"),
     Field {
         choices: &["sasl-authzid", "master-separator"],
         ..imap("admin_login", "Admin login", Input::Choice, "sasl-authzid")
     },
+    imap(
+        "master_separator",
+        "Master separator",
+        Input::Text,
+        "* (with master-separator)",
+    ),
     imap("admin_password", "Admin password", Input::Secret, ""),
+    imap(
+        "max_connections",
+        "Most connections",
+        Input::Number,
+        "to this server at once",
+    ),
     Field {
         applies: Applies::Maildir,
         ..field(
@@ -222,6 +268,23 @@ const DIRECTORY_FIELDS: &[Field] = &[
     field("display_name_attribute", "Display name", Input::Text, "cn"),
 ];
 
+const CREATE_FIELDS: &[Field] = &[
+    field(
+        "base",
+        "Base",
+        Input::Text,
+        "ou=people,dc=new,dc=example (where users are added)",
+    ),
+    field("domain", "Domain", Input::Text, "new.example"),
+    field(
+        "object_classes",
+        "Object classes",
+        Input::List,
+        "inetOrgPerson, … (commas between)",
+    ),
+    field("initial_password", "Initial password", Input::Secret, ""),
+];
+
 /// A secret as the form shows and sends it: where the secret is, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
@@ -240,6 +303,7 @@ pub enum FieldValue {
     Flag(bool),
     Number(i64),
     Text(String),
+    List(Vec<String>),
     Secret(SecretRef),
 }
 
@@ -360,6 +424,7 @@ pub fn connections_in(path: &Path) -> Result<ConnectionsView> {
             let kind = match table.and_then(|t| t.get("kind")).and_then(Item::as_str) {
                 Some(kind) => Some(kind.to_owned()),
                 None if section.is_directory() => Some("ldap".to_owned()),
+                None if section == Section::TargetCreate => Some("ldap".to_owned()),
                 None => None,
             };
             let applies = match kind.as_deref() {
@@ -570,6 +635,34 @@ fn desired(field: &Field, value: &FieldValue) -> std::result::Result<FieldValue,
             v => FieldValue::Secret(SecretRef::File(v.to_owned())),
         }),
         (_, FieldValue::Secret(_)) => Err("Expected a value, not a secret reference".to_owned()),
+        (Input::Boolean, FieldValue::Flag(b)) => Ok(FieldValue::Flag(*b)),
+        (Input::Boolean, FieldValue::Text(s)) => match s.trim() {
+            "" => Ok(FieldValue::Empty),
+            "true" => Ok(FieldValue::Flag(true)),
+            "false" => Ok(FieldValue::Flag(false)),
+            _ => Err("Expected true or false".to_owned()),
+        },
+        (Input::Boolean, _) => Err("Expected true or false".to_owned()),
+        (Input::List, FieldValue::Text(s)) => {
+            let items: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Ok(if items.is_empty() {
+                FieldValue::Empty
+            } else {
+                FieldValue::List(items)
+            })
+        }
+        (Input::List, FieldValue::List(items)) => Ok(if items.is_empty() {
+            FieldValue::Empty
+        } else {
+            FieldValue::List(items.iter().map(|i| i.trim().to_owned()).collect())
+        }),
+        (Input::List, _) => Err("Expected a list of names, commas between them".to_owned()),
+        (_, FieldValue::List(_)) => Err("Expected one value, not a list".to_owned()),
         (Input::Flag, FieldValue::Flag(true)) => Ok(FieldValue::Flag(true)),
         (Input::Flag, FieldValue::Flag(false)) => Ok(FieldValue::Empty),
         (Input::Flag, _) => Err("Expected true or false".to_owned()),
@@ -609,6 +702,11 @@ fn current(table: &dyn TableLike, field: &Field) -> FieldValue {
         Some(Value::String(s)) => FieldValue::Text(s.value().clone()),
         Some(Value::Integer(n)) => FieldValue::Number(*n.value()),
         Some(Value::Boolean(b)) => FieldValue::Flag(*b.value()),
+        Some(Value::Array(a)) if a.iter().all(|v| v.as_str().is_some()) => FieldValue::List(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
         // Not a value this key can have; shown as written, and left so unless changed.
         Some(other) => FieldValue::Text(other.clone().decorated("", "").to_string()),
         None => FieldValue::Text(item.to_string().trim().to_owned()),
@@ -631,10 +729,9 @@ fn secret_ref(table: &dyn TableLike) -> Option<SecretRef> {
 
 fn section_table(doc: &DocumentMut, section: Section) -> Option<&dyn TableLike> {
     let side = doc.get(section.side())?.as_table_like()?;
-    if section.is_directory() {
-        side.get("directory")?.as_table_like()
-    } else {
-        Some(side)
+    match section.sub_table() {
+        Some(name) => side.get(name)?.as_table_like(),
+        None => Some(side),
     }
 }
 
@@ -647,23 +744,26 @@ fn edit(doc: &mut DocumentMut, section: Section, wanted: &[(&Field, FieldValue)]
         .get_mut(side)
         .and_then(Item::as_table_like_mut)
         .ok_or_else(missing)?;
-    let table: &mut dyn TableLike = if section.is_directory() {
-        if !side_table.contains_key("directory") {
-            if wanted.iter().all(|(_, v)| *v == FieldValue::Empty) {
-                return Ok(());
+    let table: &mut dyn TableLike = match section.sub_table() {
+        Some(name) => {
+            if !side_table.contains_key(name) {
+                if wanted.iter().all(|(_, v)| *v == FieldValue::Empty) {
+                    return Ok(());
+                }
+                let mut table = Table::new();
+                if section.is_directory() {
+                    table.insert("kind", Item::Value(Value::from("ldap")));
+                }
+                side_table.insert(name, Item::Table(table));
             }
-            let mut table = Table::new();
-            table.insert("kind", Item::Value(Value::from("ldap")));
-            side_table.insert("directory", Item::Table(table));
+            side_table
+                .get_mut(name)
+                .and_then(Item::as_table_like_mut)
+                .ok_or_else(|| {
+                    AppError::Input(format!("[{side}.{name}] in the job file is not a table"))
+                })?
         }
-        side_table
-            .get_mut("directory")
-            .and_then(Item::as_table_like_mut)
-            .ok_or_else(|| {
-                AppError::Input(format!("[{side}.directory] in the job file is not a table"))
-            })?
-    } else {
-        side_table
+        None => side_table,
     };
     let mut orphans = String::new();
     for (field, value) in wanted {
@@ -776,8 +876,13 @@ fn raw(piece: Option<&toml_edit::RawString>) -> String {
 
 fn to_toml(value: &FieldValue) -> Option<Value> {
     match value {
-        FieldValue::Empty | FieldValue::Flag(false) => None,
-        FieldValue::Flag(true) => Some(Value::from(true)),
+        FieldValue::Empty => None,
+        FieldValue::Flag(b) => Some(Value::from(*b)),
+        FieldValue::List(items) => {
+            let mut array: toml_edit::Array = items.iter().map(String::as_str).collect();
+            array.fmt();
+            Some(Value::Array(array))
+        }
         FieldValue::Number(n) => Some(Value::from(*n)),
         FieldValue::Text(s) => Some(Value::from(s.as_str())),
         FieldValue::Secret(secret) => {

@@ -587,7 +587,7 @@ async function createMailboxes(btn) {
 // The forms are drawn from /api/connections; a form being edited is not drawn again under the
 // admin's hands, only after its Save or Undo.
 const forms = { view: null, dirty: new Set() };
-const FORM_ORDER = ['source', 'target', 'source.directory', 'target.directory'];
+const FORM_ORDER = ['source', 'target', 'source.directory', 'target.directory', 'target.create'];
 
 function fieldId(f) {
   return `f-${f.key.replace(/[^a-z0-9_]/gi, '-')}`;
@@ -604,6 +604,11 @@ function fieldControl(f) {
     return `<select ${common}>${options.map((o) => `<option value="${esc(o)}"${o === cur ? ' selected' : ''}>`
       + `${o === '' ? `default: ${esc(f.hint)}` : esc(o)}</option>`).join('')}</select>`;
   }
+  if (f.input === 'boolean') {
+    const cur = v === true ? 'true' : v === false ? 'false' : '';
+    return `<select ${common}>${[['', `default: ${f.hint}`], ['true', 'true'], ['false', 'false']]
+      .map(([o, label]) => `<option value="${o}"${o === cur ? ' selected' : ''}>${esc(label)}</option>`).join('')}</select>`;
+  }
   if (f.input === 'secret') {
     const how = v && typeof v === 'object' && 'file' in v ? 'file' : 'env';
     const ref = v && typeof v === 'object' ? (v.env ?? v.file ?? '') : '';
@@ -612,7 +617,7 @@ function fieldControl(f) {
       + `${opt('env', 'Variable')}${opt('file', 'File')}</select>`
       + `<input type="text" ${common} value="${esc(ref)}" placeholder="${how === 'file' ? 'path of the file' : 'VARIABLE_NAME'}" autocomplete="off" spellcheck="false"></div>`;
   }
-  const text = v === null || v === undefined ? '' : String(v);
+  const text = v === null || v === undefined ? '' : Array.isArray(v) ? v.join(', ') : String(v);
   return `<input type="text" ${common} value="${esc(text)}" placeholder="${esc(f.hint)}"`
     + `${f.input === 'number' ? ' inputmode="numeric"' : ''} autocomplete="off" spellcheck="false">`;
 }
@@ -629,8 +634,10 @@ function fieldHtml(f) {
 }
 
 function formHtml(s) {
+  const needs = s.section === 'target.create' ? 'base, domain and the initial password'
+    : 'URL, bind DN, bind password and base';
   const note = s.present ? ''
-    : `<p class="form-note">Not in the job file yet: fill in URL, bind DN, bind password and base to add [${esc(s.section)}].</p>`;
+    : `<p class="form-note">Not in the job file yet: fill in ${needs} to add [${esc(s.section)}].</p>`;
   return `<div class="form-head"><h2>${esc(s.title)}</h2><code>[${esc(s.section)}]</code>`
     + `${s.kind ? `<span class="kind">${esc(s.kind)}</span>` : ''}</div>${note}`
     + `<div class="fields">${s.fields.map(fieldHtml).join('')}</div>`

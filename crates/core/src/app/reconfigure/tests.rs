@@ -265,18 +265,11 @@ fn keys_the_form_does_not_know_are_refused_and_untouched() {
     let problems = refused(
         &path,
         Section::Source,
-        &[
-            ("tls_verify", FieldValue::Flag(false)),
-            ("host", text("x.example")),
-        ],
+        &[("kind", text("maildir")), ("host", text("x.example"))],
     );
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].0, None);
-    assert!(
-        problems[0].1.contains("source.tls_verify"),
-        "{}",
-        problems[0].1
-    );
+    assert!(problems[0].1.contains("source.kind"), "{}", problems[0].1);
     assert_eq!(read(&path), template());
 }
 
@@ -327,4 +320,160 @@ fn a_directory_form_adds_the_directory_after_its_connection() {
     let job = Job::load(&path).expect("loads");
     let directory = job.target.directory.expect("a target directory");
     assert_eq!(directory.base, "ou=people,dc=new,dc=example");
+}
+
+#[test]
+fn tls_verify_is_written_as_a_boolean_and_its_default_removes_it() {
+    let (_dir, path) = job_file(template());
+    reconfigure_file(
+        &path,
+        Section::Source,
+        &form(&[("tls_verify", text("false"))]),
+    )
+    .expect("written");
+    assert!(
+        read(&path).contains("tls_verify = false\n"),
+        "{}",
+        read(&path)
+    );
+    assert!(!source_imap(&path).tls_verify);
+    let view = serde_json::to_value(connections_in(&path).expect("view")).expect("json");
+    let shown = view["sections"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "tls_verify")
+        .cloned()
+        .unwrap();
+    assert_eq!(shown["value"], false);
+    assert_eq!(shown["input"], "boolean");
+    // The default (an empty choice) takes the key out again: the file is as it was.
+    reconfigure_file(&path, Section::Source, &form(&[("tls_verify", text(""))])).expect("written");
+    assert_eq!(read(&path), template());
+    assert_eq!(
+        refused(&path, Section::Source, &[("tls_verify", text("maybe"))]),
+        [(
+            Some("source.tls_verify".to_owned()),
+            "Expected true or false".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn max_connections_and_the_login_form_are_validated_as_the_job_file_is() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(&path, Section::Source, &[("max_connections", text("many"))]);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0.as_deref(), Some("source.max_connections"));
+    // Per-mailbox passwords with the admin's keys still there: the admin keys are named.
+    let problems = refused(&path, Section::Source, &[("auth", text("per-mailbox"))]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.0.as_deref() == Some("source.admin_user")),
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+    reconfigure_file(
+        &path,
+        Section::Source,
+        &form(&[
+            ("max_connections", text("3")),
+            ("admin_login", text("master-separator")),
+            ("master_separator", text("%")),
+        ]),
+    )
+    .expect("written");
+    let imap = source_imap(&path);
+    assert_eq!(imap.max_connections, 3);
+    assert!(
+        matches!(
+            &imap.auth,
+            crate::job::Auth::Admin {
+                login: crate::job::AdminLogin::MasterSeparator(sep),
+                ..
+            } if sep == "%"
+        ),
+        "{:?}",
+        imap.auth
+    );
+}
+
+#[test]
+fn the_creation_form_adds_target_create_with_its_list_of_object_classes() {
+    let (_dir, path) = job_file(template());
+    let create = [
+        ("base", text("ou=people,dc=new,dc=example")),
+        ("domain", text("new.example")),
+        ("object_classes", text("inetOrgPerson, mailUser")),
+        (
+            "initial_password",
+            FieldValue::Secret(SecretRef::Env("NEW_INITIAL".into())),
+        ),
+    ];
+    // Creation writes to the target directory: without one, the form is refused.
+    let problems = refused(&path, Section::TargetCreate, &create);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.0.is_none() && p.1.contains("add [target.directory]")),
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+    reconfigure_file(
+        &path,
+        Section::TargetDirectory,
+        &form(&[
+            ("url", text("ldap://dc.new.example")),
+            ("bind_dn", text("cn=reader,dc=new,dc=example")),
+            (
+                "bind_password",
+                FieldValue::Secret(SecretRef::Env("NEW_LDAP".into())),
+            ),
+            ("base", text("ou=people,dc=new,dc=example")),
+        ]),
+    )
+    .expect("directory written");
+    // A bad domain is refused at its field.
+    let mut bad = create.to_vec();
+    bad[1] = ("domain", text("not a domain"));
+    let problems = refused(&path, Section::TargetCreate, &bad);
+    assert_eq!(
+        problems[0].0.as_deref(),
+        Some("target.create.domain"),
+        "{problems:?}"
+    );
+    reconfigure_file(&path, Section::TargetCreate, &form(&create)).expect("written");
+    let written = read(&path);
+    assert!(
+        written.contains(
+            "[target.create]\nbase = \"ou=people,dc=new,dc=example\"\ndomain = \"new.example\"\n\
+             object_classes = [\"inetOrgPerson\", \"mailUser\"]\n\
+             initial_password = { env = \"NEW_INITIAL\" }\n"
+        ),
+        "{written}"
+    );
+    let job = Job::load(&path).expect("loads");
+    let created = job.target.create.expect("[target.create]");
+    assert_eq!(created.object_classes, ["inetOrgPerson", "mailUser"]);
+    // Shown back as the list it is; sending it back changes nothing.
+    let view = connections_in(&path).expect("view");
+    let section = view
+        .sections
+        .iter()
+        .find(|s| s.section == Section::TargetCreate)
+        .unwrap();
+    assert!(section.present);
+    let values: BTreeMap<String, FieldValue> = section
+        .fields
+        .iter()
+        .map(|f| (f.name.to_owned(), f.value.clone()))
+        .collect();
+    assert_eq!(
+        values["object_classes"],
+        FieldValue::List(vec!["inetOrgPerson".into(), "mailUser".into()])
+    );
+    let again = reconfigure_file(&path, Section::TargetCreate, &values).expect("no change");
+    assert!(again.changed.is_empty(), "{again:?}");
+    assert_eq!(read(&path), written);
 }
