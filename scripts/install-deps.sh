@@ -2,11 +2,11 @@
 # Installs the Debian packages mailferry's demo and tests need: real Dovecot IMAP servers
 # (with the LDAP user database driver), a real OpenLDAP slapd and a real PostgreSQL 15 (for the
 # shared state), started by the test kit in temporary directories, never as system services;
-# and headless chromium with its WebDriver, for the web console's tests.
+# and headless chromium with its WebDriver and Firefox ESR, for the web console's tests.
 # As root it installs what is missing; as a normal user it says what to install.
 set -euo pipefail
 
-packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils postgresql openssl chromium chromium-driver)
+packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils postgresql openssl chromium chromium-driver firefox-esr)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,8 @@
 //! A real browser for tests: Debian's `chromedriver` driving headless `chromium`, spoken to
-//! over WebDriver (HTTP + JSON) with a minimal hand-written HTTP/1.1 client.
+//! over WebDriver (HTTP + JSON) with a minimal hand-written HTTP/1.1 client; or Debian's
+//! `firefox-esr`, headless, spoken to over Marionette, the protocol Firefox has built in (the
+//! one geckodriver translates WebDriver into; Debian has no geckodriver). Both take the same
+//! W3C WebDriver commands, so a test drives either through the same methods.
 //!
 //! A missing browser or driver is a loud failure that says what to install, never a skip:
 //! a web UI test that did not run must not pass.
@@ -16,13 +19,16 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
 const INSTALL: &str = "apt-get install chromium chromium-driver";
+const INSTALL_FIREFOX: &str = "apt-get install firefox-esr";
 /// The W3C WebDriver key under which an element reference travels.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -63,14 +69,151 @@ impl Modifier {
     }
 }
 
+/// Which real browser a [`Browser`] drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chromium,
+    Firefox,
+}
+
 pub struct Browser {
-    driver: Child,
-    port: u16,
-    session: String,
+    transport: Transport,
+    kind: Kind,
     _profile: tempfile::TempDir,
 }
 
+enum Transport {
+    /// chromedriver's HTTP API.
+    WebDriver {
+        driver: Child,
+        port: u16,
+        session: String,
+    },
+    /// Firefox's own Marionette socket.
+    Marionette {
+        firefox: Child,
+        conn: Mutex<Marionette>,
+    },
+}
+
 impl Browser {
+    /// Starts the browser of that kind: [`Browser::start`] or [`Browser::start_firefox`].
+    pub fn start_kind(kind: Kind) -> Result<Browser> {
+        match kind {
+            Kind::Chromium => Browser::start(),
+            Kind::Firefox => Browser::start_firefox(),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Starts headless Firefox ESR with a fresh profile and Marionette on a free loopback
+    /// port, and opens a session at 1280×800.
+    pub fn start_firefox() -> Result<Browser> {
+        if !Path::new(FIREFOX).exists() {
+            return Err(err(format!(
+                "{FIREFOX} is missing: the web UI tests run in Firefox too; as root: {INSTALL_FIREFOX}"
+            )));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err(format!("No free port for Marionette: {e}")))?
+            .port();
+        let profile = tempfile::tempdir().map_err(|e| err(format!("No temp dir: {e}")))?;
+        // No update checks, telemetry, first-run pages or captive-portal probes: this machine's
+        // network is closed, and none of it belongs in a test.
+        let prefs = [
+            ("marionette.port", port.to_string()),
+            ("app.update.enabled", "false".into()),
+            ("app.update.auto", "false".into()),
+            ("browser.shell.checkDefaultBrowser", "false".into()),
+            (
+                "browser.startup.homepage_override.mstone",
+                "\"ignore\"".into(),
+            ),
+            ("browser.startup.page", "0".into()),
+            ("browser.aboutwelcome.enabled", "false".into()),
+            ("datareporting.policy.dataSubmissionEnabled", "false".into()),
+            ("datareporting.healthreport.uploadEnabled", "false".into()),
+            ("toolkit.telemetry.enabled", "false".into()),
+            ("network.captive-portal-service.enabled", "false".into()),
+            ("network.connectivity-service.enabled", "false".into()),
+            ("extensions.update.enabled", "false".into()),
+            ("browser.safebrowsing.update.enabled", "false".into()),
+            ("browser.safebrowsing.malware.enabled", "false".into()),
+            ("browser.safebrowsing.phishing.enabled", "false".into()),
+            ("remote.prefs.recommended", "true".into()),
+        ];
+        let text: String = prefs
+            .iter()
+            .map(|(k, v)| format!("user_pref(\"{k}\", {v});\n"))
+            .collect();
+        std::fs::write(profile.path().join("user.js"), text)
+            .map_err(|e| err(format!("Unable to write the Firefox profile: {e}")))?;
+        let log = profile.path().join("firefox.log");
+        let log_file = std::fs::File::create(&log)
+            .map_err(|e| err(format!("Unable to create {}: {e}", log.display())))?;
+        let mut firefox = Command::new(FIREFOX)
+            .args(["--headless", "--marionette", "--no-remote", "--profile"])
+            .arg(profile.path())
+            .env("HOME", profile.path())
+            .env("MOZ_CRASHREPORTER_DISABLE", "1")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| {
+                err(format!(
+                    "Unable to start {FIREFOX} ({e}); {INSTALL_FIREFOX}"
+                ))
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let conn = loop {
+            match Marionette::connect(port) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => {
+                    let _ = firefox.kill();
+                    let _ = firefox.wait();
+                    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(err(format!(
+                        "Firefox's Marionette did not answer on port {port} within 60 s ({e}); \
+                         its log: {}",
+                        tail.lines().rev().take(10).collect::<Vec<_>>().join(" | ")
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let b = Browser {
+            transport: Transport::Marionette {
+                firefox,
+                conn: Mutex::new(conn),
+            },
+            kind: Kind::Firefox,
+            _profile: profile,
+        };
+        b.marionette(
+            "WebDriver:NewSession",
+            json!({"capabilities": {"alwaysMatch": {}}}),
+        )?;
+        b.marionette(
+            "WebDriver:SetWindowRect",
+            json!({"x": 0, "y": 0, "width": 1280, "height": 800}),
+        )?;
+        Ok(b)
+    }
+
+    fn marionette(&self, name: &str, params: Value) -> Result<Value> {
+        match &self.transport {
+            Transport::Marionette { conn, .. } => conn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .command(name, params),
+            Transport::WebDriver { .. } => Err(err("not a Marionette session")),
+        }
+    }
+
     /// Starts chromedriver on a free loopback port and a headless chromium session at
     /// 1280×800 with a fresh profile.
     pub fn start() -> Result<Browser> {
@@ -136,21 +279,28 @@ impl Browser {
             .ok_or_else(|| err(format!("No session ID in {v}")))?
             .to_string();
         Ok(Browser {
-            driver,
-            port,
-            session,
+            transport: Transport::WebDriver {
+                driver,
+                port,
+                session,
+            },
+            kind: Kind::Chromium,
             _profile: profile,
         })
     }
 
+    /// One W3C WebDriver command, given as its HTTP method and path below the session.
     fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let v = call(
-            self.port,
-            method,
-            &format!("/session/{}{path}", self.session),
-            body,
-        )?;
-        Ok(v["value"].clone())
+        match &self.transport {
+            Transport::WebDriver { port, session, .. } => {
+                let v = call(*port, method, &format!("/session/{session}{path}"), body)?;
+                Ok(v["value"].clone())
+            }
+            Transport::Marionette { .. } => {
+                let (name, params) = marionette_command(method, path, body)?;
+                self.marionette(name, params)
+            }
+        }
     }
 
     pub fn goto(&self, url: &str) -> Result<()> {
@@ -322,14 +472,140 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = call(
-            self.port,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            None,
-        );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        match &mut self.transport {
+            Transport::WebDriver {
+                driver,
+                port,
+                session,
+            } => {
+                let _ = call(*port, "DELETE", &format!("/session/{session}"), None);
+                let _ = driver.kill();
+                let _ = driver.wait();
+            }
+            Transport::Marionette { firefox, conn } => {
+                if let Ok(c) = conn.get_mut() {
+                    let _ = c.command("WebDriver:DeleteSession", json!({}));
+                }
+                let _ = firefox.kill();
+                let _ = firefox.wait();
+            }
+        }
+    }
+}
+
+/// The Marionette command for a W3C WebDriver endpoint (the ones [`Browser`] uses).
+fn marionette_command(
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(&'static str, Value)> {
+    let body = body.cloned().unwrap_or_else(|| json!({}));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let with_id = |id: &str, mut v: Value| {
+        v["id"] = Value::from(id);
+        v
+    };
+    Ok(match (method, parts.as_slice()) {
+        ("POST", ["url"]) => ("WebDriver:Navigate", body),
+        ("GET", ["url"]) => ("WebDriver:GetCurrentURL", json!({})),
+        ("POST", ["element"]) => ("WebDriver:FindElement", body),
+        ("POST", ["elements"]) => ("WebDriver:FindElements", body),
+        ("POST", ["element", id, "click"]) => ("WebDriver:ElementClick", with_id(id, json!({}))),
+        ("POST", ["element", id, "value"]) => ("WebDriver:ElementSendKeys", with_id(id, body)),
+        ("GET", ["element", id, "text"]) => ("WebDriver:GetElementText", with_id(id, json!({}))),
+        ("GET", ["element", id, "attribute", name]) => (
+            "WebDriver:GetElementAttribute",
+            with_id(id, json!({"name": name})),
+        ),
+        ("POST", ["actions"]) => ("WebDriver:PerformActions", body),
+        ("DELETE", ["actions"]) => ("WebDriver:ReleaseActions", json!({})),
+        ("POST", ["execute", "sync"]) => ("WebDriver:ExecuteScript", body),
+        ("POST", ["execute", "async"]) => ("WebDriver:ExecuteAsyncScript", body),
+        ("GET", ["screenshot"]) => ("WebDriver:TakeScreenshot", json!({"full": false})),
+        ("GET", ["cookie"]) => ("WebDriver:GetCookies", json!({})),
+        _ => return Err(err(format!("No Marionette command for {method} {path}"))),
+    })
+}
+
+/// A Marionette connection: messages are `LENGTH:JSON`; a command is `[0, id, name,
+/// params]` and its answer `[1, id, error, result]`.
+struct Marionette {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    next_id: u64,
+}
+
+impl Marionette {
+    fn connect(port: u16) -> Result<Marionette> {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| err(format!("Marionette on port {port}: {e}")))?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+        let mut m = Marionette {
+            stream,
+            buf: Vec::new(),
+            next_id: 1,
+        };
+        let hello = m.read()?;
+        if hello["marionetteProtocol"].as_u64() != Some(3) {
+            return Err(err(format!("Not a Marionette 3 greeting: {hello}")));
+        }
+        Ok(m)
+    }
+
+    fn read(&mut self) -> Result<Value> {
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(colon) = self.buf.iter().position(|&b| b == b':') {
+                let len: usize = std::str::from_utf8(&self.buf[..colon])
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| err("Marionette: a message without its length"))?;
+                if self.buf.len() >= colon + 1 + len {
+                    let v = serde_json::from_slice(&self.buf[colon + 1..colon + 1 + len])
+                        .map_err(|e| err(format!("Marionette sent no JSON: {e}")))?;
+                    self.buf.drain(..colon + 1 + len);
+                    return Ok(v);
+                }
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| err(format!("Marionette: {e}")))?;
+            if n == 0 {
+                return Err(err("Marionette: Firefox closed the connection"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn command(&mut self, name: &str, params: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!([0, id, name, params]).to_string();
+        self.stream
+            .write_all(format!("{}:{msg}", msg.len()).as_bytes())
+            .map_err(|e| err(format!("Marionette: {e}")))?;
+        loop {
+            let answer = self.read()?;
+            if answer[0] != 1 || answer[1] != id {
+                continue; // an event or a late answer
+            }
+            if !answer[2].is_null() {
+                return Err(err(format!(
+                    "Marionette {name}: {}: {}",
+                    answer[2]["error"].as_str().unwrap_or("error"),
+                    answer[2]["message"].as_str().unwrap_or("")
+                )));
+            }
+            // Most results come wrapped as {"value": …}, as WebDriver's do.
+            let result = answer[3].clone();
+            return Ok(match result {
+                Value::Object(ref o) if o.len() == 1 && o.contains_key("value") => {
+                    result["value"].clone()
+                }
+                other => other,
+            });
+        }
     }
 }
 
@@ -469,5 +745,75 @@ mod tests {
             dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
             b"abcde"
         );
+    }
+}
+
+/// Both browsers, for real: a page served on loopback, a click with Ctrl held, a script, a
+/// screenshot. These need Debian's chromium, chromium-driver and firefox-esr.
+#[cfg(test)]
+mod real {
+    use super::*;
+
+    /// Serves one HTML page on a free loopback port until the test ends.
+    fn page(html: &'static str) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{html}",
+                    html.len()
+                );
+            }
+        });
+        port
+    }
+
+    const PAGE: &str = "<!doctype html><html><body><button id=b>Click</button><p id=out></p>\
+        <script>document.getElementById('b').addEventListener('click', (e) => {\
+        document.getElementById('out').textContent = (e.ctrlKey ? 'ctrl ' : '') + 'clicked'; });\
+        </script></body></html>";
+
+    fn drive(kind: Kind) {
+        let b = Browser::start_kind(kind).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.kind(), kind);
+        let port = page(PAGE);
+        b.goto(&format!("http://127.0.0.1:{port}/")).unwrap();
+        assert_eq!(b.url().unwrap(), format!("http://127.0.0.1:{port}/"));
+        let button = b.find("#b").unwrap();
+        b.click(&button).unwrap();
+        assert_eq!(b.text(&b.find("#out").unwrap()).unwrap(), "clicked");
+        b.click_with(&button, Modifier::Ctrl).unwrap();
+        assert_eq!(b.text(&b.find("#out").unwrap()).unwrap(), "ctrl clicked");
+        assert_eq!(
+            b.execute_with("return arguments[0] + 1;", &[json!(41)])
+                .unwrap(),
+            42
+        );
+        assert_eq!(
+            b.execute_async("arguments[0](window.innerWidth > 1000);")
+                .unwrap(),
+            true
+        );
+        assert!(b.find("#nothing").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("shot.png");
+        b.screenshot_png(&png).unwrap();
+        assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    }
+
+    #[test]
+    fn chromium_is_driven_through_chromedriver() {
+        drive(Kind::Chromium);
+    }
+
+    #[test]
+    fn firefox_is_driven_through_marionette() {
+        drive(Kind::Firefox);
     }
 }

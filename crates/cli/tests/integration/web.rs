@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mailferry_testkit::browser::{Browser, Modifier};
+use mailferry_testkit::browser::{Browser, Kind, Modifier};
 use mailferry_testkit::{Dovecot, DovecotConfig, LdapUsers, Slapd, SlapdConfig, person_ldif};
 use serde_json::Value;
 
@@ -548,6 +548,26 @@ fn click_row(b: &Browser, id: &str, m: Option<Modifier>) {
 
 #[test]
 fn console_selects_refreshes_and_migrates_live() {
+    console_story(Kind::Chromium);
+}
+
+/// The same story in Firefox ESR (driven over Marionette): the page's selection gestures,
+/// dialogs, event stream and reports work there too.
+#[test]
+fn console_selects_refreshes_and_migrates_live_in_firefox() {
+    console_story(Kind::Firefox);
+}
+
+fn console_story(kind: Kind) {
+    // The committed screenshots are Chromium's; Firefox's go to the temp dir, to look at.
+    let shots = match kind {
+        Kind::Chromium => screenshots(),
+        Kind::Firefox => {
+            let d = std::env::temp_dir().join("mailferry-screenshots/firefox");
+            std::fs::create_dir_all(&d).expect("screenshot dir");
+            d
+        }
+    };
     let w = world();
     let job = w.job();
     let status: Value = serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap();
@@ -567,7 +587,7 @@ fn console_selects_refreshes_and_migrates_live() {
     let mut cmd = w.command(&["serve", &job]);
     cmd.stderr(Stdio::null());
     let s = Served::start(cmd);
-    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    let b = Browser::start_kind(kind).unwrap_or_else(|e| panic!("{e}"));
     b.goto(&s.url).unwrap();
     assert_eq!(
         b.url().unwrap(),
@@ -666,7 +686,7 @@ fn console_selects_refreshes_and_migrates_live() {
     click_row(&b, &id_of["alice"], None);
     b.keys_ctrl_a().unwrap();
     assert_eq!(selected(&b).len(), 6);
-    b.screenshot_png(&screenshots().join("jobs.png")).unwrap();
+    b.screenshot_png(&shots.join("jobs.png")).unwrap();
     b.click(&b.find("#btn-refresh").unwrap()).unwrap();
     let dialog = b
         .wait_for("#refresh-dialog[role=dialog]", Duration::from_secs(30))
@@ -755,7 +775,7 @@ fn console_selects_refreshes_and_migrates_live() {
             && b.find("#refresh-csv").is_ok()
             && b.find("#refresh-json").is_ok()
     );
-    b.screenshot_png(&screenshots().join("refresh-results.png"))
+    b.screenshot_png(&shots.join("refresh-results.png"))
         .unwrap();
     b.click(&b.find("#close-refresh").unwrap()).unwrap();
     b.wait_until(
@@ -796,12 +816,10 @@ fn console_selects_refreshes_and_migrates_live() {
         )
         .is_ok();
     if saw_progress {
-        b.screenshot_png(&screenshots().join("jobs-migrating.png"))
-            .unwrap();
+        b.screenshot_png(&shots.join("jobs-migrating.png")).unwrap();
     }
     b.click(&b.find("#tab-dashboard").unwrap()).unwrap();
-    b.screenshot_png(&screenshots().join("progress.png"))
-        .unwrap();
+    b.screenshot_png(&shots.join("progress.png")).unwrap();
     b.click(&b.find("#tab-jobs").unwrap()).unwrap();
     b.wait_until(
         &format!(
@@ -844,8 +862,7 @@ fn console_selects_refreshes_and_migrates_live() {
     .unwrap();
     let good = b.text(&b.find("#good-summary").unwrap()).unwrap();
     assert_eq!(good, "2 of 5 mailboxes migrated");
-    b.screenshot_png(&screenshots().join("dashboard.png"))
-        .unwrap();
+    b.screenshot_png(&shots.join("dashboard.png")).unwrap();
     // The CLI agrees.
     let status: Value = serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap();
     for e in status["entries"].as_array().unwrap() {
@@ -916,8 +933,7 @@ fn console_selects_refreshes_and_migrates_live() {
     assert_eq!(page, cli);
     assert_eq!(page["run"], n);
     std::thread::sleep(Duration::from_millis(300));
-    b.screenshot_png(&screenshots().join("reports.png"))
-        .unwrap();
+    b.screenshot_png(&shots.join("reports.png")).unwrap();
 }
 
 /// The target directory of the reconfigure test: never reached (`status` needs no directory),
