@@ -596,6 +596,14 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             holder.since
         );
     }
+    for id in &outcome.taken_over {
+        eprintln!(
+            "{}: taken over by another mailferry process during this process's pass (its \
+             claim ran out: paused or cut off): that process's pass is the one recorded, and \
+             this one wrote nothing after the take-over",
+            names.of_id(id)
+        );
+    }
     let Some(summary) = &outcome.summary else {
         if json {
             print_json(&outcome.report())?;

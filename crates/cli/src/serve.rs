@@ -399,6 +399,10 @@ impl Services for JobServices {
                             let e = live.entries.entry(id.to_string()).or_default();
                             e.state = format!("busy in {}", holder.holder);
                         }
+                        for id in outcome.taken_over {
+                            let e = live.entries.entry(id.to_string()).or_default();
+                            e.state = "taken over by another process".into();
+                        }
                         // Entries that were queued when Stop came stay as they were.
                         for e in live.entries.values_mut() {
                             if e.state == "queued" {

@@ -20,7 +20,7 @@ use crate::entries::Selection;
 use crate::folders::FolderRules;
 use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
-use crate::ports::store::{Lease, LeaseHolder, PassProgress};
+use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind};
 use crate::ports::{EntryPasswords, Observer, Store};
 use crate::report::{MigrationReport, Summary};
 
@@ -51,6 +51,10 @@ pub struct MigrateOutcome {
     pub summary: Option<Summary>,
     /// Entries the pass did not start because `stop` was set: the next `migrate` passes them.
     pub not_started: Vec<EntryId>,
+    /// Entries whose claim another process took over during this process's pass (it was
+    /// paused or cut off past the claim's time): the fence refused this process's writes from
+    /// then on, and the new holder's pass is the one that counts.
+    pub taken_over: Vec<EntryId>,
 }
 
 impl MigrateOutcome {
@@ -135,6 +139,7 @@ pub fn migrate(
             removed,
             waiting,
             busy: Vec::new(),
+            taken_over: Vec::new(),
             summary: None,
             not_started: Vec::new(),
         });
@@ -171,6 +176,7 @@ pub fn migrate(
     let queue = Mutex::new(runnable.into_iter().collect::<VecDeque<_>>());
     let results = Mutex::new(Vec::new());
     let busy = Mutex::new(Vec::new());
+    let taken_over = Mutex::new(Vec::new());
     let failures = Mutex::new(Vec::<AppError>::new());
     let workers = app.job.migration.concurrency.max(1);
     std::thread::scope(|scope| {
@@ -203,12 +209,22 @@ pub fn migrate(
                             let pw: EntryPasswords =
                                 passwords.get(&entry.id).cloned().unwrap_or_default();
                             let result = migrate_entry(&ctx, &entry, &pw);
-                            let recorded = runner.record(run, &result, &lease);
-                            recorder.entry_finished(&result);
-                            lock(&results).push(result);
-                            if let Err(e) = recorded {
-                                lock(&failures).push(e);
-                                break;
+                            match runner.record(run, &result, &lease) {
+                                Ok(()) => {
+                                    recorder.entry_finished(&result);
+                                    lock(&results).push(result);
+                                }
+                                // Another process has the entry now: its pass is the one
+                                // recorded; this one's writes were refused from the take-over.
+                                Err(AppError::Store(e)) if e.kind == StoreErrorKind::LeaseLost => {
+                                    lock(&taken_over).push(entry.id.clone());
+                                }
+                                Err(e) => {
+                                    recorder.entry_finished(&result);
+                                    lock(&results).push(result);
+                                    lock(&failures).push(e);
+                                    break;
+                                }
                             }
                         }
                     });
@@ -237,6 +253,7 @@ pub fn migrate(
         removed,
         waiting,
         busy: busy.into_inner().unwrap_or_else(|e| e.into_inner()),
+        taken_over: taken_over.into_inner().unwrap_or_else(|e| e.into_inner()),
         summary: Some(Summary {
             run,
             failures: store.failures(run)?,
@@ -322,6 +339,8 @@ impl Runner<'_, '_> {
         }
         if let Ok(lease) = &claim {
             lock(&self.held).push(lease.clone());
+            // From here on every write of this entry's ledger checks the claim is still ours.
+            store.fence(lease);
         }
         Ok(claim)
     }
@@ -331,7 +350,10 @@ impl Runner<'_, '_> {
     /// itself is already exact; a lease not given back expires by itself).
     fn record(&self, run: crate::model::RunId, result: &RunEntry, lease: &Lease) -> Result<()> {
         lock(&self.held).retain(|l| l != lease);
-        lock(self.store).finish_pass(run, result, &now(), lease)?;
+        let mut store = lock(self.store);
+        let done = store.finish_pass(run, result, &now(), lease);
+        store.unfence(&lease.entry);
+        done?;
         Ok(())
     }
 

@@ -35,6 +35,9 @@ pub enum StoreErrorKind {
     Schema,
     /// The job asks for a kind of store this build does not have.
     Unsupported,
+    /// A write under a claim that another process has taken over since: refused, nothing
+    /// changed (see [`Store::fence`]).
+    LeaseLost,
     /// Anything else the database reported.
     Other,
 }
@@ -51,7 +54,7 @@ impl StoreError {
     /// reporting under it, is refused).
     pub fn lease_lost(entry: &EntryId) -> StoreError {
         StoreError::new(
-            StoreErrorKind::Other,
+            StoreErrorKind::LeaseLost,
             format!("The lease on entry {entry} was taken over by another process"),
         )
     }
@@ -239,6 +242,16 @@ pub trait Store: Send {
         )?;
         self.release(lease)
     }
+    /// Fences this store's writes of one entry by a claim: from now on, every write of that
+    /// entry's ledger and checkpoints, and its [`Store::finish_pass`], checks in its own
+    /// transaction that the claim is still this holder's with this epoch, and fails with
+    /// [`StoreErrorKind::LeaseLost`], changing nothing, once another process has taken the
+    /// entry over. So a process that lost its claim (paused, partitioned) can never record
+    /// an intent or a copy after the new holder started. Replaces an earlier fence of the
+    /// entry.
+    fn fence(&mut self, lease: &Lease);
+    /// Ends the fence of one entry: its writes are no longer checked.
+    fn unfence(&mut self, entry: &EntryId);
     /// Records how far the pass under a claim has got (a new claim starts from zero); an
     /// error of kind `Other` when the claim was lost.
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()>;

@@ -63,6 +63,8 @@ struct State {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     state: State,
+    /// The claims this store's writes of an entry are fenced by ([`Store::fence`]).
+    fences: BTreeMap<EntryId, Lease>,
 }
 
 impl MemoryStore {
@@ -131,6 +133,17 @@ impl MemoryStore {
             holder: holder.to_string(),
             epoch,
         })
+    }
+
+    /// `Err` when the entry's writes are fenced by a claim another holder has taken over.
+    fn check_fence(&mut self, entry: &EntryId) -> Result<()> {
+        let Some(fence) = self.fences.get(entry).cloned() else {
+            return Ok(());
+        };
+        match self.owned(&fence) {
+            Some(_) => Ok(()),
+            None => Err(StoreError::lease_lost(entry)),
+        }
     }
 
     /// The lease row this claim still owns, if no other holder took it since.
@@ -305,6 +318,7 @@ impl Store for MemoryStore {
     }
 
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        self.check_fence(entry)?;
         self.atomically(|s| {
             for r in rows {
                 let key = ledger_key(entry, r);
@@ -336,6 +350,7 @@ impl Store for MemoryStore {
         copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
+        self.check_fence(entry)?;
         for (r, uid) in copied {
             if let Some(row) = self.state.ledger.get_mut(&ledger_key(entry, r)) {
                 row.state = LedgerState::Copied;
@@ -350,6 +365,7 @@ impl Store for MemoryStore {
     }
 
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
+        self.check_fence(entry)?;
         for (r, flags) in updates {
             if let Some(row) = self.state.ledger.get_mut(&ledger_key(entry, r)) {
                 row.flags = flags.clone();
@@ -359,6 +375,7 @@ impl Store for MemoryStore {
     }
 
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+        self.check_fence(entry)?;
         self.atomically(|s| {
             // One row after the other, as a sequence of UPDATEs would: a new key that another
             // row still holds is a conflict, and the whole call is undone.
@@ -398,6 +415,7 @@ impl Store for MemoryStore {
     }
 
     fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
+        self.check_fence(entry)?;
         self.state
             .checkpoints
             .insert((entry.clone(), folder.to_string()), c.clone());
@@ -517,6 +535,35 @@ impl Store for MemoryStore {
             l.expires = Instant::now();
         }
         Ok(())
+    }
+
+    fn fence(&mut self, lease: &Lease) {
+        self.fences.insert(lease.entry.clone(), lease.clone());
+    }
+
+    fn unfence(&mut self, entry: &EntryId) {
+        self.fences.remove(entry);
+    }
+
+    fn finish_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+    ) -> Result<()> {
+        if self.owned(lease).is_none() {
+            return Err(StoreError::lease_lost(&lease.entry));
+        }
+        self.record_run_entry(run, result)?;
+        self.set_entry_result(
+            run,
+            &result.entry_id,
+            result.state,
+            last_pass,
+            result.error.as_deref(),
+        )?;
+        self.release(lease)
     }
 
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {

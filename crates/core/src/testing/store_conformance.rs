@@ -21,7 +21,9 @@ use crate::model::{
     MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side,
     Uid,
 };
-use crate::ports::store::{Lease, LeaseHolder, MetaKey, PassProgress, Result, Store};
+use crate::ports::store::{
+    Lease, LeaseHolder, MetaKey, PassProgress, Result, Store, StoreErrorKind,
+};
 
 /// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
 /// the store `$make` makes (an expression of type `Box<dyn Store>`, evaluated once per test).
@@ -60,6 +62,7 @@ macro_rules! store_conformance {
             release_lets_another_holder_in_and_epochs_keep_growing,
             leases_are_per_entry,
             progress_is_shown_while_a_lease_lives,
+            fenced_writes_are_refused_once_the_claim_is_taken_over,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -894,5 +897,80 @@ pub fn progress_is_shown_while_a_lease_lives(mut s: Box<dyn Store>) -> Result<()
         "an old epoch's progress is refused"
     );
     s.release(&next)?;
+    Ok(())
+}
+
+pub fn fenced_writes_are_refused_once_the_claim_is_taken_over(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    s.upsert_entries(&[entry("u1"), entry("u2")])?;
+    let mine = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    s.fence(&mine);
+    // While the claim is this holder's, fenced writes go through.
+    s.insert_pending(&id, &[row("INBOX", 7, 1)])?;
+    s.complete(&id, &[(&row("INBOX", 7, 1), Some(super::uid(31)))], &[])?;
+    let cp = Checkpoint {
+        uid_validity: 7,
+        uid_next: 2,
+        messages: 1,
+        highest_modseq: None,
+        filter: "f".into(),
+    };
+    s.set_checkpoint(&id, "INBOX", &cp)?;
+    let before = s.ledger_all(&id)?;
+    // Another process takes the entry over (this one was paused past its claim, say).
+    let theirs = expect_lease(s.take_over(&id, "host-b:200", HOUR, mine.epoch)?);
+    let lost = |r: Result<()>, what: &str| match r {
+        Err(e) if e.kind == StoreErrorKind::LeaseLost => {}
+        other => panic!("{what} under a lost claim: {other:?}"),
+    };
+    lost(
+        s.insert_pending(&id, &[row("INBOX", 7, 2)]),
+        "insert_pending",
+    );
+    lost(
+        s.complete(&id, &[(&row("INBOX", 7, 1), Some(super::uid(99)))], &[]),
+        "complete",
+    );
+    lost(
+        s.complete(&id, &[], &[&row("INBOX", 7, 1)]),
+        "complete (refused)",
+    );
+    lost(
+        s.set_flags(
+            &id,
+            &[(&row("INBOX", 7, 1), Flags::from_server(["\\Flagged"]))],
+        ),
+        "set_flags",
+    );
+    lost(
+        s.rekey(&id, &[(row("INBOX", 7, 1), row("INBOX", 8, 1))]),
+        "rekey",
+    );
+    let later = Checkpoint {
+        uid_next: 9,
+        ..cp.clone()
+    };
+    lost(s.set_checkpoint(&id, "INBOX", &later), "set_checkpoint");
+    let run = s.start_run(RunKind::Migrate)?;
+    let mut line = RunEntry::new(id.clone());
+    line.state = EntryState::Migrated;
+    lost(
+        s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &mine),
+        "finish_pass",
+    );
+    // Nothing changed: the ledger, the checkpoint, the run's lines and the new claim.
+    assert_eq!(s.ledger_all(&id)?, before);
+    assert_eq!(s.checkpoint(&id, "INBOX")?, Some(cp));
+    assert_eq!(s.run_entries(run)?, Vec::new());
+    s.renew(&theirs, HOUR)?;
+    // Another entry's writes are not fenced; nor are this one's once the fence is lifted.
+    s.insert_pending(&"u2".into(), &[row("INBOX", 7, 1)])?;
+    s.unfence(&id);
+    s.insert_pending(&id, &[row("INBOX", 7, 2)])?;
+    // The new holder fences its own writes and finishes the pass.
+    s.fence(&theirs);
+    s.complete(&id, &[(&row("INBOX", 7, 2), Some(super::uid(32)))], &[])?;
+    s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &theirs)?;
+    assert_eq!(s.run_entries(run)?.len(), 1);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Entries: one source mailbox and the target it goes to, with the state of its last pass.
 
-use postgres::{Client, Row};
+use postgres::{Client, GenericClient, Row};
 
 use super::{Column, Db, json_list, parse_list};
 use mailferry_core::model::{Entry, EntryId, EntryState, MailboxId, Origin, RunId};
@@ -104,7 +104,7 @@ pub fn upsert(client: &mut Client, entries: &[Entry]) -> Result<(usize, usize)> 
 /// An entry's pass ended in `run`: its state; copied counted from the ledger, failed from
 /// that run's failures (never from whichever run happens to be the newest).
 pub fn set_result(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     run: RunId,
     id: &EntryId,
     state: EntryState,

@@ -8,7 +8,7 @@ use super::{Column, Db, to_i64};
 use mailferry_core::model::{
     EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
 };
-use mailferry_core::ports::store::Result;
+use mailferry_core::ports::store::{Lease, Result};
 
 fn ledger_row(r: &Row) -> Result<LedgerRow> {
     Ok(LedgerRow {
@@ -82,8 +82,14 @@ pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) ->
 /// an intent for a message the ledger already has is a bug to surface (a unique violation,
 /// which rolls the whole batch back), never a row to overwrite (that would lose the record
 /// of a copy).
-pub fn insert_pending(client: &mut Client, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+pub fn insert_pending(
+    client: &mut Client,
+    fence: Option<&Lease>,
+    entry: &EntryId,
+    rows: &[LedgerRow],
+) -> Result<()> {
     let mut tx = client.transaction().db()?;
+    super::runs::check_fence(&mut tx, fence)?;
     let stmt = tx
         .prepare(
             "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
@@ -116,11 +122,13 @@ pub fn insert_pending(client: &mut Client, entry: &EntryId, rows: &[LedgerRow]) 
 /// transaction.
 pub fn complete(
     client: &mut Client,
+    fence: Option<&Lease>,
     entry: &EntryId,
     copied: &[(&LedgerRow, Option<Uid>)],
     failed: &[&LedgerRow],
 ) -> Result<()> {
     let mut tx = client.transaction().db()?;
+    super::runs::check_fence(&mut tx, fence)?;
     let done = tx
         .prepare(
             "UPDATE ledger SET state = 'copied', target_uid = $5, target_uidnext = NULL
@@ -164,10 +172,12 @@ pub fn complete(
 
 pub fn set_flags(
     client: &mut Client,
+    fence: Option<&Lease>,
     entry: &EntryId,
     updates: &[(&LedgerRow, Flags)],
 ) -> Result<()> {
     let mut tx = client.transaction().db()?;
+    super::runs::check_fence(&mut tx, fence)?;
     let stmt = tx
         .prepare(
             "UPDATE ledger SET flags = $5
@@ -192,8 +202,14 @@ pub fn set_flags(
 
 /// Re-keys rows in one transaction: each source message now lives at the new row's folder /
 /// UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
-pub fn rekey(client: &mut Client, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
+pub fn rekey(
+    client: &mut Client,
+    fence: Option<&Lease>,
+    entry: &EntryId,
+    pairs: &[(LedgerRow, LedgerRow)],
+) -> Result<()> {
     let mut tx = client.transaction().db()?;
+    super::runs::check_fence(&mut tx, fence)?;
     let stmt = tx
         .prepare(
             "UPDATE ledger SET source_folder = $5, uid_validity = $6, uid = $7,

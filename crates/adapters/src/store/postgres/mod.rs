@@ -22,6 +22,7 @@ mod runs;
 mod schema;
 
 use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -51,6 +52,8 @@ pub struct PostgresStore {
     /// used by one thread at a time (`Store: Send`, not `Sync`), so the cell is never
     /// contended.
     client: RefCell<Client>,
+    /// The claims this store's writes of an entry are fenced by ([`Store::fence`]).
+    fences: HashMap<EntryId, Lease>,
 }
 
 /// The store's words for a database error, classified. The server's own message is kept,
@@ -279,6 +282,7 @@ impl PostgresStore {
         schema::migrate(&mut client)?;
         Ok(PostgresStore {
             client: RefCell::new(client),
+            fences: HashMap::new(),
         })
     }
 
@@ -381,7 +385,7 @@ impl Store for PostgresStore {
         ledger::target_uids(&mut *self.conn()?, entry, target_folder)
     }
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
-        ledger::insert_pending(self.client.get_mut(), entry, rows)
+        ledger::insert_pending(self.client.get_mut(), self.fences.get(entry), entry, rows)
     }
     fn complete(
         &mut self,
@@ -389,19 +393,34 @@ impl Store for PostgresStore {
         copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
-        ledger::complete(self.client.get_mut(), entry, copied, failed)
+        ledger::complete(
+            self.client.get_mut(),
+            self.fences.get(entry),
+            entry,
+            copied,
+            failed,
+        )
     }
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
-        ledger::set_flags(self.client.get_mut(), entry, updates)
+        ledger::set_flags(
+            self.client.get_mut(),
+            self.fences.get(entry),
+            entry,
+            updates,
+        )
     }
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
-        ledger::rekey(self.client.get_mut(), entry, pairs)
+        ledger::rekey(self.client.get_mut(), self.fences.get(entry), entry, pairs)
     }
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
         runs::checkpoint(&mut *self.conn()?, entry, folder)
     }
     fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
-        runs::set_checkpoint(self.client.get_mut(), entry, folder, c)
+        let fence = self.fences.get(entry);
+        let mut tx = self.client.get_mut().transaction().db()?;
+        runs::check_fence(&mut tx, fence)?;
+        runs::set_checkpoint(&mut tx, entry, folder, c)?;
+        tx.commit().db()
     }
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
         runs::start(self.client.get_mut(), kind)
@@ -449,6 +468,35 @@ impl Store for PostgresStore {
     }
     fn release(&mut self, lease: &Lease) -> Result<()> {
         runs::release(self.client.get_mut(), lease)
+    }
+    fn fence(&mut self, lease: &Lease) {
+        self.fences.insert(lease.entry.clone(), lease.clone());
+    }
+    fn unfence(&mut self, entry: &EntryId) {
+        self.fences.remove(entry);
+    }
+    /// One transaction: the run line, the entry's result and the claim given up, refused
+    /// (changing nothing) when the claim was taken over.
+    fn finish_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+    ) -> Result<()> {
+        let mut tx = self.client.get_mut().transaction().db()?;
+        runs::check_fence(&mut tx, Some(lease))?;
+        runs::record_entry(&mut tx, run, result)?;
+        entries::set_result(
+            &mut tx,
+            run,
+            &result.entry_id,
+            result.state,
+            last_pass,
+            result.error.as_deref(),
+        )?;
+        runs::release(&mut tx, lease)?;
+        tx.commit().db()
     }
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
         runs::report_progress(self.client.get_mut(), lease, progress)

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 use super::{Column, Db, json_list, parse_list, to_i64};
 use mailferry_core::model::{
@@ -43,7 +43,7 @@ pub fn finish(client: &mut Client, run: RunId) -> Result<()> {
 }
 
 /// An entry's line of a run; an entry passed twice in one run keeps its last line.
-pub fn record_entry(client: &mut Client, run: RunId, r: &RunEntry) -> Result<()> {
+pub fn record_entry(client: &mut impl GenericClient, run: RunId, r: &RunEntry) -> Result<()> {
     client
         .execute(
             "INSERT INTO run_entries (run_id, entry_id, state, copied, skipped, failed, bytes,
@@ -328,7 +328,7 @@ pub fn checkpoint(
 }
 
 pub fn set_checkpoint(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     entry: &EntryId,
     folder: &str,
     c: &Checkpoint,
@@ -445,6 +445,23 @@ pub fn lease(
     }))
 }
 
+/// With a fence, checks that the claim is still this holder's with this epoch, and keeps its
+/// row locked (`FOR SHARE`) until the transaction ends: a take-over waits for the commit, and
+/// after it the next fenced write sees the new epoch and is refused.
+pub fn check_fence(tx: &mut impl GenericClient, fence: Option<&Lease>) -> Result<()> {
+    let Some(lease) = fence else { return Ok(()) };
+    let held = tx
+        .query_opt(
+            "SELECT 1 FROM leases WHERE entry_id = $1 AND holder = $2 AND epoch = $3 FOR SHARE",
+            &[&lease.entry.as_str(), &lease.holder, &lease.epoch],
+        )
+        .db()?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::lease_lost(&lease.entry)),
+    }
+}
+
 pub fn renew(client: &mut Client, lease: &Lease, ttl: Duration) -> Result<()> {
     let n = client
         .execute(
@@ -464,7 +481,7 @@ pub fn renew(client: &mut Client, lease: &Lease, ttl: Duration) -> Result<()> {
     Ok(())
 }
 
-pub fn release(client: &mut Client, lease: &Lease) -> Result<()> {
+pub fn release(client: &mut impl GenericClient, lease: &Lease) -> Result<()> {
     client
         .execute(
             "UPDATE leases SET expires = '-infinity'

@@ -7,7 +7,7 @@ use super::{Db, nz_column, opt_nz_column, parse_text};
 use mailferry_core::model::{
     EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
 };
-use mailferry_core::ports::store::Result;
+use mailferry_core::ports::store::{Lease, Result};
 
 fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<LedgerRow>> {
     let mut stmt = conn
@@ -75,8 +75,13 @@ pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> R
 /// Records intents to copy, committed before any of their APPENDs is sent. A plain INSERT:
 /// an intent for a message the ledger already has is a bug to surface, never a row to
 /// overwrite (that would lose the record of a copy).
-pub fn insert_pending(conn: &mut Connection, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
-    let tx = conn.transaction().db()?;
+pub fn insert_pending(
+    conn: &mut Connection,
+    fence: Option<&Lease>,
+    entry: &EntryId,
+    rows: &[LedgerRow],
+) -> Result<()> {
+    let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
             .prepare(
@@ -107,11 +112,12 @@ pub fn insert_pending(conn: &mut Connection, entry: &EntryId, rows: &[LedgerRow]
 /// transaction.
 pub fn complete(
     conn: &mut Connection,
+    fence: Option<&Lease>,
     entry: &EntryId,
     copied: &[(&LedgerRow, Option<Uid>)],
     failed: &[&LedgerRow],
 ) -> Result<()> {
-    let tx = conn.transaction().db()?;
+    let tx = super::write_tx(conn, fence)?;
     {
         let mut done = tx
             .prepare(
@@ -150,10 +156,11 @@ pub fn complete(
 
 pub fn set_flags(
     conn: &mut Connection,
+    fence: Option<&Lease>,
     entry: &EntryId,
     updates: &[(&LedgerRow, Flags)],
 ) -> Result<()> {
-    let tx = conn.transaction().db()?;
+    let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
             .prepare(
@@ -179,10 +186,11 @@ pub fn set_flags(
 /// UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
 pub fn rekey(
     conn: &mut Connection,
+    fence: Option<&Lease>,
     entry: &EntryId,
     pairs: &[(LedgerRow, LedgerRow)],
 ) -> Result<()> {
-    let tx = conn.transaction().db()?;
+    let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
             .prepare(

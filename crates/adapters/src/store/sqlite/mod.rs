@@ -15,10 +15,11 @@ mod ledger;
 mod runs;
 mod schema;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use mailferry_core::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
@@ -33,6 +34,33 @@ use mailferry_core::ports::store::{
 /// A job's state in one SQLite database.
 pub struct SqliteStore {
     conn: Connection,
+    /// The claims this store's writes of an entry are fenced by ([`Store::fence`]).
+    fences: HashMap<EntryId, Lease>,
+}
+
+/// A write transaction; with a fence, `BEGIN IMMEDIATE` (the write lock first, so no other
+/// process takes the claim between the check and the commit) and the claim checked.
+pub(crate) fn write_tx<'c>(
+    conn: &'c mut Connection,
+    fence: Option<&Lease>,
+) -> Result<Transaction<'c>> {
+    let Some(lease) = fence else {
+        return conn.transaction().map_err(store_error);
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let held: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM leases WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3)",
+            rusqlite::params![lease.entry.as_str(), lease.holder, lease.epoch],
+            |r| r.get(0),
+        )
+        .map_err(store_error)?;
+    if !held {
+        return Err(StoreError::lease_lost(&lease.entry));
+    }
+    Ok(tx)
 }
 
 /// The store's words for a database error, classified.
@@ -126,7 +154,10 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").db()?;
         conn.pragma_update(None, "synchronous", "FULL").db()?;
         schema::migrate(&mut conn)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            fences: HashMap::new(),
+        })
     }
 }
 
@@ -184,7 +215,7 @@ impl Store for SqliteStore {
         ledger::target_uids(&self.conn, entry, target_folder)
     }
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
-        ledger::insert_pending(&mut self.conn, entry, rows)
+        ledger::insert_pending(&mut self.conn, self.fences.get(entry), entry, rows)
     }
     fn complete(
         &mut self,
@@ -192,19 +223,27 @@ impl Store for SqliteStore {
         copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
-        ledger::complete(&mut self.conn, entry, copied, failed)
+        ledger::complete(
+            &mut self.conn,
+            self.fences.get(entry),
+            entry,
+            copied,
+            failed,
+        )
     }
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
-        ledger::set_flags(&mut self.conn, entry, updates)
+        ledger::set_flags(&mut self.conn, self.fences.get(entry), entry, updates)
     }
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
-        ledger::rekey(&mut self.conn, entry, pairs)
+        ledger::rekey(&mut self.conn, self.fences.get(entry), entry, pairs)
     }
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
         runs::checkpoint(&self.conn, entry, folder)
     }
     fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
-        runs::set_checkpoint(&self.conn, entry, folder, c)
+        let tx = write_tx(&mut self.conn, self.fences.get(entry))?;
+        runs::set_checkpoint(&tx, entry, folder, c)?;
+        tx.commit().map_err(store_error)
     }
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
         runs::start(&self.conn, kind)
@@ -260,7 +299,8 @@ impl Store for SqliteStore {
         last_pass: &str,
         lease: &Lease,
     ) -> Result<()> {
-        let tx = self.conn.transaction().db()?;
+        // Always checked: a pass whose claim was taken over must not record its outcome.
+        let tx = write_tx(&mut self.conn, Some(lease))?;
         runs::record_entry(&tx, run, result)?;
         entries::set_result(
             &tx,
@@ -272,6 +312,12 @@ impl Store for SqliteStore {
         )?;
         runs::release(&tx, lease)?;
         tx.commit().db()
+    }
+    fn fence(&mut self, lease: &Lease) {
+        self.fences.insert(lease.entry.clone(), lease.clone());
+    }
+    fn unfence(&mut self, entry: &EntryId) {
+        self.fences.remove(entry);
     }
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
         runs::report_progress(&self.conn, lease, progress)
