@@ -382,18 +382,24 @@ fn first_load(b: &Browser, url: &str, f: &mut Figures, label: &str) {
     let page: Value = b
         .execute(
             "const n = performance.getEntriesByType('navigation')[0];\
-             return {dcl: n.domContentLoadedEventEnd,\
+             const m = (k) => { const e = performance.getEntriesByName(k)[0]; return e ? e.startTime : null; };\
+             return {dcl: n.domContentLoadedEventEnd, listen: m('mf-listen'),\
+                     received: m('mf-entries-received'), drawn: m('mf-entries-drawn'),\
                      heap: performance.memory ? performance.memory.usedJSHeapSize : null};",
         )
         .unwrap();
     f.add(
         &format!("Jobs tab, {label}: interactive (rows drawn and a click selects)"),
         format!(
-            "{} (load event {}, rows drawn {}; in the page: DOMContentLoaded {:.0} ms, JS heap {})",
+            "{} (load event {}, rows drawn {}; in the page: DOMContentLoaded {:.0} ms, event \
+             stream opened {:.0} ms, entries arrived {:.0} ms, drawn {:.0} ms, JS heap {})",
             ms(interactive),
             ms(loaded),
             ms(rows),
             page["dcl"].as_f64().unwrap_or(0.0),
+            page["listen"].as_f64().unwrap_or(0.0),
+            page["received"].as_f64().unwrap_or(0.0),
+            page["drawn"].as_f64().unwrap_or(0.0),
             page["heap"].as_f64().map_or("?".into(), |h| mb(h as usize)),
         ),
     );
