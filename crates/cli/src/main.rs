@@ -165,6 +165,24 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    /// The job's state database
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Copy the job's whole state into another, empty store (SQLite to PostgreSQL, or back);
+    /// then point the job's `state` at it
+    Copy {
+        job: PathBuf,
+        /// postgres://USER@HOST:PORT/DB?sslmode=… (its password from MAILFERRY_STATE_PASSWORD
+        /// or ~/.pgpass), or sqlite://FILE (beside the job file when relative)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -232,6 +250,7 @@ fn run(cli: Cli) -> Outcome {
     let (path, json) = match &cli.command {
         Command::Init { job } => return init(job),
         Command::Serve { job, listen } => return serve::run(job, *listen),
+        Command::State(StateCommand::Copy { job, json, .. }) => (job.clone(), *json),
         Command::Check { job, json }
         | Command::Discover { job, json }
         | Command::Match { job, json, .. }
@@ -355,6 +374,7 @@ fn run(cli: Cli) -> Outcome {
         } => report(&app, kind, format, run, out.as_deref()),
         // Answered above, before any job is loaded.
         Command::Serve { job, listen } => serve::run(&job, listen),
+        Command::State(StateCommand::Copy { to, .. }) => state_copy(&app, &to, json),
     }
 }
 
@@ -779,6 +799,35 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
+    let dir = app.job.path.parent().unwrap_or(Path::new("."));
+    let to = app::state::destination(to, dir)?;
+    let out = app::state::copy(app, &to)?;
+    if json {
+        print_json(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Copied the state into {}: {} entries, {} ledger rows, {} checkpoints, {} runs ({} \
+         lines, {} messages not copied), {} refreshes.",
+        out.to,
+        out.entries,
+        out.ledger_rows,
+        out.checkpoints,
+        out.runs,
+        out.run_lines,
+        out.failures,
+        out.refreshes
+    );
+    println!(
+        "The job still uses its old state: set `state = \"{}\"` in {} to go on from the copy \
+         (and keep the old one until the next pass has run).",
+        out.to,
+        app.job.path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod reconfigure;
 pub mod refresh;
 pub mod report;
+pub mod state;
 pub mod status;
 pub mod verify;
 

@@ -187,9 +187,14 @@ pub trait Store: Send {
     // ---- checkpoints
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>>;
     fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()>;
+    /// Every checkpoint of one entry, by source folder.
+    fn checkpoints(&self, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>>;
 
     // ---- runs
     fn start_run(&mut self, kind: RunKind) -> Result<RunId>;
+    /// Records a run with the times another store gave it (`state copy`), under a new ID.
+    fn import_run(&mut self, kind: RunKind, started: &str, finished: Option<&str>)
+    -> Result<RunId>;
     fn finish_run(&mut self, run: RunId) -> Result<()>;
     fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()>;
     fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()>;

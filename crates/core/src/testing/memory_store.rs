@@ -422,6 +422,34 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn import_run(
+        &mut self,
+        kind: RunKind,
+        started: &str,
+        finished: Option<&str>,
+    ) -> Result<RunId> {
+        let id = run_id(self.state.runs.len());
+        self.state.runs.push(Run {
+            kind,
+            info: RunInfo {
+                id,
+                started: started.to_string(),
+                finished: finished.map(str::to_string),
+            },
+        });
+        Ok(id)
+    }
+
+    fn checkpoints(&self, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
+        Ok(self
+            .state
+            .checkpoints
+            .iter()
+            .filter(|((e, _), _)| e == entry)
+            .map(|((_, folder), c)| (folder.clone(), c.clone()))
+            .collect())
+    }
+
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
         let id = run_id(self.state.runs.len());
         self.state.runs.push(Run {

@@ -46,6 +46,8 @@ macro_rules! store_conformance {
             target_uids_are_the_known_uids_of_one_target_folder,
             ledgers_are_per_entry,
             checkpoints_overwrite,
+            every_checkpoint_of_an_entry_is_listed_by_folder,
+            an_imported_run_keeps_its_times,
             runs_start_finish_and_the_last_of_a_kind,
             every_run_is_listed_newest_first,
             a_second_line_for_an_entry_in_a_run_replaces_the_first,
@@ -972,5 +974,60 @@ pub fn fenced_writes_are_refused_once_the_claim_is_taken_over(mut s: Box<dyn Sto
     s.complete(&id, &[(&row("INBOX", 7, 2), Some(super::uid(32)))], &[])?;
     s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &theirs)?;
     assert_eq!(s.run_entries(run)?.len(), 1);
+    Ok(())
+}
+
+pub fn every_checkpoint_of_an_entry_is_listed_by_folder(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    assert_eq!(s.checkpoints(&id)?, Vec::new());
+    let cp = |n: u32| Checkpoint {
+        uid_validity: 7,
+        uid_next: n,
+        messages: n - 1,
+        highest_modseq: Some(u64::from(n) + (1 << 40)),
+        filter: format!("f{n}"),
+    };
+    s.set_checkpoint(&id, "Sent", &cp(3))?;
+    s.set_checkpoint(&id, "INBOX", &cp(2))?;
+    s.set_checkpoint(&id, "Archive/2024", &cp(4))?;
+    s.set_checkpoint(&"u2".into(), "INBOX", &cp(9))?;
+    assert_eq!(
+        s.checkpoints(&id)?,
+        vec![
+            ("Archive/2024".to_string(), cp(4)),
+            ("INBOX".to_string(), cp(2)),
+            ("Sent".to_string(), cp(3)),
+        ]
+    );
+    Ok(())
+}
+
+pub fn an_imported_run_keeps_its_times(mut s: Box<dyn Store>) -> Result<()> {
+    let old = s.import_run(
+        RunKind::Migrate,
+        "2026-03-01T10:00:00Z",
+        Some("2026-03-01T10:05:00Z"),
+    )?;
+    let open = s.import_run(RunKind::Migrate, "2026-03-02T10:00:00Z", None)?;
+    let now = s.start_run(RunKind::Migrate)?;
+    assert!(old < open && open < now);
+    let runs = s.runs(RunKind::Migrate)?;
+    assert_eq!(runs.len(), 3);
+    assert_eq!(
+        (
+            runs[2].id,
+            runs[2].started.as_str(),
+            runs[2].finished.as_deref()
+        ),
+        (old, "2026-03-01T10:00:00Z", Some("2026-03-01T10:05:00Z"))
+    );
+    assert_eq!(
+        (
+            runs[1].id,
+            runs[1].started.as_str(),
+            runs[1].finished.as_deref()
+        ),
+        (open, "2026-03-02T10:00:00Z", None)
+    );
     Ok(())
 }

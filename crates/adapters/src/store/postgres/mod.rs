@@ -425,6 +425,17 @@ impl Store for PostgresStore {
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
         runs::start(self.client.get_mut(), kind)
     }
+    fn import_run(
+        &mut self,
+        kind: RunKind,
+        started: &str,
+        finished: Option<&str>,
+    ) -> Result<RunId> {
+        runs::import(self.client.get_mut(), kind, started, finished)
+    }
+    fn checkpoints(&self, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
+        runs::checkpoints(&mut *self.conn()?, entry)
+    }
     fn finish_run(&mut self, run: RunId) -> Result<()> {
         runs::finish(self.client.get_mut(), run)
     }

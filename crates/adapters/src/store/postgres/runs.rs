@@ -32,6 +32,45 @@ pub fn start(client: &mut Client, kind: RunKind) -> Result<RunId> {
     Ok(RunId(row.int(0)?))
 }
 
+pub fn import(
+    client: &mut Client,
+    kind: RunKind,
+    started: &str,
+    finished: Option<&str>,
+) -> Result<RunId> {
+    let row = client
+        .query_one(
+            "INSERT INTO runs (started, finished, kind) VALUES ($1, $2, $3) RETURNING id",
+            &[&started, &finished, &kind.as_str()],
+        )
+        .db()?;
+    Ok(RunId(row.int(0)?))
+}
+
+pub fn checkpoints(client: &mut Client, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
+    client
+        .query(
+            "SELECT source_folder, uid_validity, uid_next, messages, highest_modseq, filter
+             FROM folder_checkpoints WHERE entry_id = $1 ORDER BY source_folder COLLATE \"C\"",
+            &[&entry.as_str()],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.text(0)?,
+                Checkpoint {
+                    uid_validity: r.u32(1)?,
+                    uid_next: r.u32(2)?,
+                    messages: r.u32(3)?,
+                    highest_modseq: r.opt_u64(4)?,
+                    filter: r.text(5)?,
+                },
+            ))
+        })
+        .collect()
+}
+
 pub fn finish(client: &mut Client, run: RunId) -> Result<()> {
     client
         .execute(

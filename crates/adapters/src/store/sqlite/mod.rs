@@ -248,6 +248,17 @@ impl Store for SqliteStore {
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
         runs::start(&self.conn, kind)
     }
+    fn import_run(
+        &mut self,
+        kind: RunKind,
+        started: &str,
+        finished: Option<&str>,
+    ) -> Result<RunId> {
+        runs::import(&self.conn, kind, started, finished)
+    }
+    fn checkpoints(&self, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
+        runs::checkpoints(&self.conn, entry)
+    }
     fn finish_run(&mut self, run: RunId) -> Result<()> {
         runs::finish(&self.conn, run)
     }

@@ -23,6 +23,44 @@ pub fn start(conn: &Connection, kind: RunKind) -> Result<RunId> {
     Ok(RunId(conn.last_insert_rowid()))
 }
 
+pub fn import(
+    conn: &Connection,
+    kind: RunKind,
+    started: &str,
+    finished: Option<&str>,
+) -> Result<RunId> {
+    conn.execute(
+        "INSERT INTO runs (started, finished, kind) VALUES (?1, ?2, ?3)",
+        params![started, finished, kind.as_str()],
+    )
+    .db()?;
+    Ok(RunId(conn.last_insert_rowid()))
+}
+
+pub fn checkpoints(conn: &Connection, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT source_folder, uid_validity, uid_next, messages, highest_modseq, filter
+             FROM folder_checkpoints WHERE entry_id = ?1 ORDER BY source_folder",
+        )
+        .db()?;
+    stmt.query_map([entry.as_str()], |r| {
+        Ok((
+            r.get(0)?,
+            Checkpoint {
+                uid_validity: r.get(1)?,
+                uid_next: r.get(2)?,
+                messages: r.get(3)?,
+                highest_modseq: r.get(4)?,
+                filter: r.get(5)?,
+            },
+        ))
+    })
+    .db()?
+    .collect::<rusqlite::Result<_>>()
+    .db()
+}
+
 pub fn finish(conn: &Connection, run: RunId) -> Result<()> {
     conn.execute(
         "UPDATE runs SET finished = ?2 WHERE id = ?1",
