@@ -13,6 +13,10 @@
 #   MAILFERRY_BASELINE another mailferry binary (an older build, say) measured the same way in
 #                     the same run, as the row "mailferry-baseline", right after this one
 #   ANCHORS=0         leave out mbsync and dsync (a quick side-by-side of two mailferry builds)
+#   WATCHERS=N        also measure this build with the web console open in N headless Chromium
+#                     windows during its passes (row "mailferry-watched"): `mailferry serve` on
+#                     the job, each window on the Jobs tab with its event stream (needs
+#                     chromium; issue 7 asks for 2 and at most 3 % slower)
 #
 # What it measures and how to read the table: bench/README.md.
 set -euo pipefail
@@ -234,25 +238,69 @@ EOF
 } >"$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
 
-# run_mailferry TOOL BINARY: a full pass and a no-change pass of one mailferry build, each
-# checked and verified, on an emptied target with a fresh state database.
+# watch N: `mailferry serve` on the job and N headless Chromium windows on its Jobs tab, each
+# with the console's event stream open, until unwatch. The migrate passes run beside them, as
+# an admin's terminal would while colleagues watch the console.
+WATCH_PIDS=()
+watch() {
+  local n=$1 url i
+  "$MF" serve "$JOB" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.err" &
+  WATCH_PIDS+=($!)
+  for _ in $(seq 50); do
+    url=$(sed -n 's/^Open //p' "$OUT/serve.out")
+    [[ -n $url ]] && break
+    sleep 0.1
+  done
+  [[ -n $url ]] || die "mailferry serve printed no URL: $(cat "$OUT/serve.err")"
+  for i in $(seq "$n"); do
+    chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+      --disable-background-networking --disable-component-update --disable-sync \
+      --user-data-dir="$OUT/chromium-$i" --remote-debugging-port=0 "$url" \
+      >"$OUT/chromium-$i.log" 2>&1 &
+    WATCH_PIDS+=($!)
+  done
+  sleep 3 # the pages loaded and their event streams open
+  local port streams
+  port=$(sed -E 's#^http://[^/]*:([0-9]+)/.*#\1#' <<<"$url")
+  streams=$(ss -tnH state established "( sport = :$port )" | wc -l)
+  log "  watching: serve and $n browsers ($streams connections open to the console)"
+}
+unwatch() {
+  ((${#WATCH_PIDS[@]})) || return 0
+  kill "${WATCH_PIDS[@]}" 2>/dev/null || true
+  wait "${WATCH_PIDS[@]}" 2>/dev/null || true
+  WATCH_PIDS=()
+}
+trap 'unwatch; cleanup' EXIT
+
+# run_mailferry TOOL BINARY [WATCHERS]: a full pass and a no-change pass of one mailferry
+# build, each checked and verified, on an emptied target with a fresh state database.
 run_mailferry() {
-  local tool=$1 bin=$2
+  local tool=$1 bin=$2 watchers=${3:-0}
   log "== $tool (concurrency $JOBS): $bin"
   "$LABSH" reset-target
   "$LABSH" restart # clears Dovecot's penalty for earlier failed logins
   find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
   rm -f "$OUT"/job.db* # a ledger left from an earlier pass would turn the full pass into a delta
   "$bin" match "$JOB" >"$OUT/$tool-match.log" 2>&1 || die "$tool match failed: $(cat "$OUT/$tool-match.log")"
+  if ((watchers > 0)); then watch "$watchers"; fi
   measure "$tool" full "$bin" migrate "$JOB" --all --json
   check_pass "$tool" full "$NMSG"
   verify "$tool" full
   measure "$tool" noop "$bin" migrate "$JOB" --all --json
   check_pass "$tool" noop 0
   verify "$tool" noop
+  unwatch
 }
 
 run_mailferry mailferry "$MF"
+if [[ ${WATCHERS:-0} != 0 ]]; then
+  [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] || die "WATCHERS must be a positive integer, not '$WATCHERS'"
+  command -v chromium >/dev/null || die "WATCHERS needs chromium: apt-get install chromium"
+  run_mailferry mailferry-watched "$MF" "$WATCHERS"
+  # The unwatched build once more, so that drift of the machine shows beside the difference.
+  run_mailferry mailferry-again "$MF"
+fi
 if [[ -n ${MAILFERRY_BASELINE:-} ]]; then
   [[ -x $MAILFERRY_BASELINE ]] || die "MAILFERRY_BASELINE=$MAILFERRY_BASELINE is not an executable"
   run_mailferry mailferry-baseline "$MAILFERRY_BASELINE"
@@ -299,7 +347,7 @@ def summary(path):  # a verify_migration.py JSON in a few words, as bench_anchor
     return s + ")"
 
 
-builds = [t for t in ("mailferry", "mailferry-baseline") if (t, "full") in row]
+builds = [t for t in ("mailferry", "mailferry-watched", "mailferry-again", "mailferry-baseline") if (t, "full") in row]
 for t in builds:
     for phase in ("full", "noop"):
         row[(t, phase)]["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))

@@ -26,6 +26,12 @@ pub struct Framer {
     literal_left: usize,
     /// Text outside literals of the current response so far.
     text: usize,
+    /// Bytes after `scanned` already searched for the line's end and found without one: each
+    /// byte of a long line is looked at once, however small the reads it arrives in.
+    unended: usize,
+    /// Bytes searched for a line's end, in all (to test that a long line costs its length).
+    #[cfg(test)]
+    searched: usize,
     max_literal: usize,
     max_line: usize,
 }
@@ -42,6 +48,9 @@ impl Framer {
             scanned: 0,
             literal_left: 0,
             text: 0,
+            unended: 0,
+            #[cfg(test)]
+            searched: 0,
             max_literal,
             max_line,
         }
@@ -62,15 +71,29 @@ impl Framer {
                 self.literal_left = 0;
             }
             let rest = &buf[self.scanned..];
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            #[cfg(test)]
+            {
+                let ahead = &rest[self.unended..];
+                self.searched += ahead
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(ahead.len(), |i| i + 1);
+            }
+            let Some(nl) = rest[self.unended..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|i| i + self.unended)
+            else {
                 if self.text + rest.len() > self.max_line {
                     return Err(ParseError(format!(
                         "the server sent more than {} bytes without ending the line",
                         self.max_line
                     )));
                 }
+                self.unended = rest.len();
                 return Ok(None);
             };
+            self.unended = 0;
             let line = &rest[..nl];
             self.text += nl + 1;
             if self.text > self.max_line {
@@ -102,6 +125,7 @@ impl Framer {
         self.scanned = 0;
         self.literal_left = 0;
         self.text = 0;
+        self.unended = 0;
     }
 }
 
@@ -687,6 +711,25 @@ mod tests {
             .frame(b"* 1 FETCH (BODY[] {99999999999999999999999999}\r\n")
             .unwrap_err();
         assert!(err.0.contains("cannot be held"), "{err}");
+    }
+
+    #[test]
+    fn a_long_line_arriving_in_small_reads_is_searched_once() {
+        let mut f = Framer::default();
+        let mut buf = b"* SEARCH".to_vec();
+        // 1 MB of numbers, 100 bytes at a time: each call looks only at the new bytes.
+        while buf.len() < 1 << 20 {
+            buf.extend_from_slice(&b" 1234567890".repeat(9)[..99]);
+            assert_eq!(f.frame(&buf), Ok(None));
+        }
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(f.frame(&buf), Ok(Some(buf.len())));
+        assert!(
+            f.searched <= buf.len(),
+            "searched {} bytes of a {}-byte line",
+            f.searched,
+            buf.len()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod corpus;
 mod crash;
 mod directories;
 mod failures;
+mod hostile;
 mod lab;
 mod maildir;
 mod network;
