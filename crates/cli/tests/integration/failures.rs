@@ -262,3 +262,69 @@ fn a_tls_ca_that_cannot_be_read_exits_2_names_the_key_and_changes_nothing() {
     );
     assert_eq!(state(), before, "a bad tls_ca must change nothing");
 }
+
+/// The state's disk fills up mid-pass (SQLite answers SQLITE_FULL): the pass stops saying so,
+/// the state stays consistent, and once there is room again the next pass finishes exactly —
+/// every message once. The state lives on a small tmpfs mounted for the test (root only: the
+/// suite runs as root in CI; as a normal user this test fails saying why).
+#[test]
+fn a_full_disk_under_the_state_stops_the_pass_cleanly_and_the_next_one_finishes_exactly() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test mounts a small tmpfs for the state database, which needs root: run the \
+         suite as root (as CI does)"
+    );
+    let lab = Lab::new(&["fay"]);
+    fill(
+        &lab.source,
+        "fay",
+        "INBOX",
+        &(0..3000).map(|i| generated(i, 600)).collect::<Vec<_>>(),
+    );
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = |opts: &str| {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(mnt.path())
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mount -o {opts}: {out:?}");
+    };
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    mount("size=320k");
+    let _unmount = Unmount(mnt.path());
+    let db = mnt.path().join("job.db");
+    let text = std::fs::read_to_string(lab.job()).unwrap().replacen(
+        "name = \"test\"\n",
+        &format!("name = \"test\"\nstate = \"sqlite://{}\"\n", db.display()),
+        1,
+    );
+    std::fs::write(lab.job(), text).unwrap();
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let out = lab.mailferry(&["migrate", job, "--all", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let said = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        said.contains("database or disk is full"),
+        "the admin is told the state's disk is full: {said}"
+    );
+    // Room again: the next pass copies what is missing, and nothing twice.
+    mount("remount,size=64m");
+    let out = lab.mailferry(&["migrate", job, "--all", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_same(
+        &snapshot(&lab.source, "fay"),
+        &snapshot(&lab.target, "fay"),
+        str::to_string,
+    );
+    let (code, v) = lab.json(&["verify", job, "--all"]);
+    assert_eq!(code, 0, "the ledger agrees with both servers: {v:#}");
+}
