@@ -1083,10 +1083,26 @@ fn find_binary(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
+/// Which names a generated server certificate holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertNames {
+    /// `CN=localhost` with the subjectAltNames `DNS:localhost` and `IP:127.0.0.1`.
+    Localhost,
+    /// `CN=localhost` and no subjectAltName at all, as Samba's self-made certificate and many
+    /// a legacy mail server's are: name verification (RFC 6125) refuses it.
+    CommonNameOnly,
+}
+
 /// Generates a private CA (`ca.pem`) and a server certificate it signed (`cert.pem`,
 /// `key.pem`) for localhost / 127.0.0.1 with the `openssl` CLI. (rustls refuses a
 /// self-signed CA certificate used as the server's own certificate.)
 fn generate_tls(tls: &Path) {
+    generate_certificates(tls, CertNames::Localhost);
+}
+
+/// Like the servers' own: a private CA (`ca.pem`, `ca-key.pem`) and a server certificate it
+/// signed (`cert.pem`, `key.pem`) with `names`, made in `tls` by the `openssl` CLI.
+pub fn generate_certificates(tls: &Path, names: CertNames) {
     fs::create_dir_all(tls)
         .unwrap_or_else(|e| panic!("mailferry-testkit: cannot create {}: {e}", tls.display()));
     let openssl = find_binary("openssl", &["/usr/bin"]).unwrap_or_else(|| {
@@ -1094,12 +1110,17 @@ fn generate_tls(tls: &Path) {
             "mailferry-testkit: TLS test servers need the `openssl` CLI: apt-get install openssl"
         )
     });
+    let san = match names {
+        CertNames::Localhost => "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        CertNames::CommonNameOnly => "",
+    };
     write_file(
         &tls.join("cert.ext"),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n\
-         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        &format!(
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n{san}"
+        ),
     );
     let steps: [&[&str]; 3] = [
         &[
@@ -1169,6 +1190,32 @@ fn generate_tls(tls: &Path) {
     }
     set_mode(&tls.join("key.pem"), 0o600);
     set_mode(&tls.join("ca-key.pem"), 0o600);
+}
+
+/// The SHA-256 fingerprint of a PEM certificate as `openssl x509 -noout -fingerprint -sha256`
+/// prints it (`AB:CD:…`): what an admin would compare and pin.
+pub fn openssl_fingerprint(cert: &Path) -> String {
+    let openssl = find_binary("openssl", &["/usr/bin"]).unwrap_or_else(|| {
+        panic!("mailferry-testkit: needs the `openssl` CLI: apt-get install openssl")
+    });
+    let out = Command::new(&openssl)
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("mailferry-testkit: cannot run {}: {e}", openssl.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mailferry-testkit: openssl x509 -fingerprint on {} failed: {}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "sha256 Fingerprint=AB:CD:..." (OpenSSL 3) or "SHA256 Fingerprint=..." (1.1)
+    text.trim()
+        .split_once('=')
+        .map(|(_, fp)| fp.to_string())
+        .unwrap_or_else(|| panic!("mailferry-testkit: unexpected openssl output {text:?}"))
 }
 
 /// A port that was free a moment ago (the listener is dropped again, so another process

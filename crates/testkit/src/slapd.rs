@@ -50,7 +50,7 @@ use tempfile::TempDir;
 
 use crate::{
     FRESH_PORT_ATTEMPTS, HOST, KEEP_ENV, READY_TIMEOUT, file_len, find_binary, free_port,
-    generate_tls, probe_tls, read_from, tail, terminate, write_file,
+    generate_certificates, probe_tls, read_from, tail, terminate, write_file,
 };
 
 /// What to run when slapd or the LDAP tools are missing (Debian's slapd package would
@@ -88,6 +88,9 @@ pub struct SlapdConfig {
     /// on the plain one, with a certificate from a private CA ([`Slapd::ca_pem`]). StartTLS
     /// is offered, not required.
     pub tls: bool,
+    /// With [`SlapdConfig::tls`]: the server certificate names `localhost` only in its CN,
+    /// with no subjectAltName ([`crate::CertNames::CommonNameOnly`]), as Samba's does.
+    pub tls_cn_only: bool,
 }
 
 impl SlapdConfig {
@@ -98,6 +101,7 @@ impl SlapdConfig {
             admin_password: "ldappass".to_owned(),
             seed: String::new(),
             tls: false,
+            tls_cn_only: false,
         }
     }
 }
@@ -177,7 +181,12 @@ impl Slapd {
             )
         });
         if server.cfg.tls {
-            generate_tls(&server.dir.join("tls"));
+            let names = if server.cfg.tls_cn_only {
+                crate::CertNames::CommonNameOnly
+            } else {
+                crate::CertNames::Localhost
+            };
+            generate_certificates(&server.dir.join("tls"), names);
         }
         write_file(&server.conf_path(), &server.render_config(&module_dir));
         server.seed(&slapadd_bin);
@@ -193,6 +202,12 @@ impl Slapd {
     /// `ldaps://127.0.0.1:PORT2` with [`SlapdConfig::tls`], else `None`.
     pub fn ldaps_url(&self) -> Option<String> {
         self.ldaps_port.map(|port| format!("ldaps://{HOST}:{port}"))
+    }
+
+    /// PEM file of the server's own certificate (with [`SlapdConfig::tls`], else `None`), e.g.
+    /// for [`crate::openssl_fingerprint`].
+    pub fn cert_pem(&self) -> Option<PathBuf> {
+        self.cfg.tls.then(|| self.dir.join("tls/cert.pem"))
     }
 
     /// PEM file of the private CA that signed the server certificate (with

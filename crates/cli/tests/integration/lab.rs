@@ -138,6 +138,7 @@ pub fn connect(d: &Dovecot, user: &str) -> Client {
         security: Security::Plain,
         ca_file: d.ca_pem(),
         verify_certificates: true,
+        pins: Vec::new(),
         timeout: Duration::from_secs(60),
     };
     // A TLS server of the test kit is either implicit TLS (no plain listener) or STARTTLS.

@@ -8,11 +8,13 @@ use super::raw::{
 };
 use super::spans::{KeyPlace, line_column};
 use super::{
-    AdminLogin, Auth, Connection, ConnectionKind, CreateConfig, DEFAULT_MASTER_SEPARATOR,
-    DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig, DirectorySecurity, IMAP_PORT,
-    IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings, Secret, Security,
-    StateLocation,
+    AdminLogin, Auth, CertificatePin, Connection, ConnectionKind, CreateConfig,
+    DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig,
+    DirectorySecurity, IMAP_PORT, IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings,
+    Secret, Security, StateLocation,
 };
+
+const PIN_FORM: &str = "a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them";
 
 /// Collects the problems of one job file.
 pub(super) struct Checker<'a> {
@@ -103,6 +105,65 @@ impl Checker<'_> {
             self.problem(key, "must be at least 1");
         }
         value
+    }
+
+    /// `<section>.tls_pin_sha256`: one fingerprint or a list of them.
+    fn pins(
+        &mut self,
+        section: &str,
+        raw: Option<toml::Value>,
+        has_ca: bool,
+    ) -> Vec<CertificatePin> {
+        let key = format!("{section}.tls_pin_sha256");
+        let texts = match raw {
+            None => return Vec::new(),
+            Some(toml::Value::String(one)) => vec![one],
+            Some(toml::Value::Array(list)) => {
+                let mut texts = Vec::new();
+                for value in list {
+                    match value {
+                        toml::Value::String(text) => texts.push(text),
+                        _ => {
+                            self.problem(&key, PIN_FORM);
+                            return Vec::new();
+                        }
+                    }
+                }
+                texts
+            }
+            Some(_) => {
+                self.problem(&key, PIN_FORM);
+                return Vec::new();
+            }
+        };
+        if texts.is_empty() {
+            self.problem(
+                &key,
+                "an empty list pins nothing: name at least one fingerprint",
+            );
+            return Vec::new();
+        }
+        if has_ca {
+            self.problem(
+                &key,
+                format!(
+                    "a pin accepts exactly the pinned certificates, so {section}.tls_ca would \
+                     not be read: remove one of them"
+                ),
+            );
+        }
+        let mut pins = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match CertificatePin::parse(text) {
+                Ok(pin) => pins.push(pin),
+                Err(e) if texts.len() == 1 => self.problem(&key, e),
+                Err(e) => self.problem(
+                    &key,
+                    format!("fingerprint {} of {}: {e}", i + 1, texts.len()),
+                ),
+            }
+        }
+        pins
     }
 
     fn secret(&mut self, key: &str, raw: RawSecret) -> Option<Secret> {
@@ -248,6 +309,13 @@ impl Checker<'_> {
             Some(ca) => self.path(&k("tls_ca"), &ca),
             None => None,
         };
+        let tls_pin_sha256 =
+            if security == Some(DirectorySecurity::Plain) && raw.tls_pin_sha256.is_some() {
+                self.problem(&k("tls_pin_sha256"), "not used with security = \"plain\"");
+                Vec::new()
+            } else {
+                self.pins(key, raw.tls_pin_sha256, tls_ca.is_some())
+            };
         let bind_dn = self.text(&k("bind_dn"), raw.bind_dn, "missing: the DN to bind as");
         let bind_password = match raw.bind_password {
             Some(p) => self.secret(&k("bind_password"), p),
@@ -303,6 +371,7 @@ impl Checker<'_> {
             url: url?,
             security: security?,
             tls_ca,
+            tls_pin_sha256,
             bind_dn: bind_dn?,
             bind_password: bind_password?,
             base: base?,
@@ -357,6 +426,7 @@ impl Checker<'_> {
             ("allow_plain", raw.allow_plain.is_some()),
             ("tls_ca", raw.tls_ca.is_some()),
             ("tls_verify", raw.tls_verify.is_some()),
+            ("tls_pin_sha256", raw.tls_pin_sha256.is_some()),
             ("auth", raw.auth.is_some()),
             ("admin_user", raw.admin_user.is_some()),
             ("admin_password", raw.admin_password.is_some()),
@@ -434,10 +504,25 @@ impl Checker<'_> {
             if raw.tls_verify.is_some() {
                 self.problem(&key("tls_verify"), "not used with security = \"plain\"");
             }
+            if raw.tls_pin_sha256.is_some() {
+                self.problem(&key("tls_pin_sha256"), "not used with security = \"plain\"");
+            }
         }
         let tls_ca = match raw.tls_ca {
             Some(ca) => self.path(&key("tls_ca"), &ca),
             None => None,
+        };
+        let tls_pin_sha256 = match raw.tls_pin_sha256 {
+            Some(_) if security == Security::Plain => Vec::new(),
+            Some(_) if raw.tls_verify == Some(false) => {
+                self.problem(
+                    &key("tls_pin_sha256"),
+                    "a pin is a way to verify the certificate, and tls_verify = false turns \
+                     verification off: remove one of them",
+                );
+                Vec::new()
+            }
+            pins => self.pins(side, pins, tls_ca.is_some()),
         };
         let max_connections = self.at_least_one(
             &key("max_connections"),
@@ -463,6 +548,7 @@ impl Checker<'_> {
                 security,
                 tls_ca,
                 tls_verify: raw.tls_verify.unwrap_or(true),
+                tls_pin_sha256,
                 auth: auth?,
                 max_connections,
             }),

@@ -178,7 +178,8 @@ fn uses_tls(s: &DirectorySettings) -> Result<bool, DirectoryError> {
 /// rustls client configuration: the one certificate policy of mailferry's connections
 /// (`mailferry_imap::tls`), verification always on for directories.
 fn tls_config(s: &DirectorySettings) -> Result<rustls::ClientConfig, DirectoryError> {
-    mailferry_imap::tls::client_config(s.tls_ca.as_deref(), true).map_err(|e| {
+    let pins: Vec<_> = s.tls_pin_sha256.iter().map(|p| p.0).collect();
+    mailferry_imap::tls::client_config(s.tls_ca.as_deref(), true, &pins).map_err(|e| {
         DirectoryError::Config {
             url: s.url.clone(),
             reason: e.to_string(),
