@@ -60,8 +60,10 @@
 pub mod browser;
 pub mod postgres;
 pub mod proxy;
+mod samba;
 mod slapd;
 
+pub use samba::{AdUser, SambaConfig, SambaDc, SambaTls};
 pub use slapd::{Slapd, SlapdConfig, person_ldif};
 
 use std::ffi::{CStr, CString};
@@ -1084,8 +1086,10 @@ fn find_binary(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
 }
 
 /// Which names a generated server certificate holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertNames {
+    /// `CN=<cn>` with these subjectAltNames (OpenSSL syntax: `DNS:dc1.example,IP:127.0.0.2`).
+    Names { cn: String, san: String },
     /// `CN=localhost` with the subjectAltNames `DNS:localhost` and `IP:127.0.0.1`.
     Localhost,
     /// `CN=localhost` and no subjectAltName at all, as Samba's self-made certificate and many
@@ -1110,9 +1114,13 @@ pub fn generate_certificates(tls: &Path, names: CertNames) {
             "mailferry-testkit: TLS test servers need the `openssl` CLI: apt-get install openssl"
         )
     });
-    let san = match names {
-        CertNames::Localhost => "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        CertNames::CommonNameOnly => "",
+    let (cn, san) = match &names {
+        CertNames::Names { cn, san } => (format!("/CN={cn}"), format!("subjectAltName={san}\n")),
+        CertNames::Localhost => (
+            "/CN=localhost".to_string(),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n".to_string(),
+        ),
+        CertNames::CommonNameOnly => ("/CN=localhost".to_string(), String::new()),
     };
     write_file(
         &tls.join("cert.ext"),
@@ -1143,15 +1151,7 @@ pub fn generate_certificates(tls: &Path, names: CertNames) {
             "ca.pem",
         ],
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "key.pem",
-            "-out",
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &cn, "-keyout", "key.pem", "-out",
             "cert.csr",
         ],
         &[

@@ -610,7 +610,7 @@ pub fn person_ldif(
 /// `attr: value\n`, or `attr:: <base64>\n` where RFC 2849 does not allow the value as it
 /// is (a SAFE-STRING is ASCII without NUL/CR/LF that does not start with a space, `:` or
 /// `<`; a trailing space would be lost too).
-fn ldif_line(attr: &str, value: &str) -> String {
+pub(crate) fn ldif_line(attr: &str, value: &str) -> String {
     let safe = value
         .bytes()
         .all(|b| b.is_ascii() && !matches!(b, 0 | b'\r' | b'\n'))
@@ -624,7 +624,7 @@ fn ldif_line(attr: &str, value: &str) -> String {
 }
 
 /// Escapes an attribute value for use in a DN (RFC 4514).
-fn escape_dn_value(value: &str) -> String {
+pub(crate) fn escape_dn_value(value: &str) -> String {
     let mut out = String::new();
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
@@ -643,7 +643,7 @@ fn escape_dn_value(value: &str) -> String {
 }
 
 /// Standard base64 with padding (LDIF's `::` values).
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
