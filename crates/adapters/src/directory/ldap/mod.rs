@@ -25,6 +25,8 @@
 mod add;
 mod entry;
 mod error;
+#[cfg(test)]
+mod samba_tests;
 mod search;
 #[cfg(test)]
 mod slapd_tests;
