@@ -275,3 +275,87 @@ fn samba_own_certificate_is_refused_saying_why_and_accepted_when_pinned() {
         );
     }
 }
+
+#[test]
+fn a_mailbox_created_in_ad_is_an_enabled_user_with_its_password_and_addresses() {
+    let dc = SambaDc::start(SambaConfig::new("new.test", "NEW"));
+    let ou = dc.add_ou("Migrated");
+    let s = ad_settings(&dc, &ou);
+    let mut d = LdapDirectory::connect(&s).unwrap();
+    let new = NewMailbox {
+        base: ou.clone(),
+        login: "alice".into(),
+        address: "alice@new.test".into(),
+        display_name: Some("Alice New".into()),
+        object_classes: vec![
+            "top".into(),
+            "person".into(),
+            "organizationalPerson".into(),
+            "user".into(),
+        ],
+        password: Some("Initial-Pw-2026!".into()),
+    };
+    let created = d.add_mailbox(&new).unwrap();
+    let dn = format!("CN=Alice New,{ou}");
+    assert_eq!(
+        created,
+        DirectoryMailbox {
+            id: MailboxId::new(dc.object_guid(&dn)),
+            dn: dn.clone(),
+            login: "alice".into(),
+            addresses: vec!["alice@new.test".into()],
+            display_name: Some("Alice New".into()),
+        }
+    );
+    let text = dc.ldbsearch(
+        &ou,
+        "(sAMAccountName=alice)",
+        &[
+            "userAccountControl",
+            "userPrincipalName",
+            "proxyAddresses",
+            "mail",
+        ],
+    );
+    for expected in [
+        "userAccountControl: 512",
+        "userPrincipalName: alice@new.test",
+        "proxyAddresses: SMTP:alice@new.test",
+        "mail: alice@new.test",
+    ] {
+        assert!(text.contains(expected), "{expected} not in {text}");
+    }
+    // The password works: the new user binds.
+    LdapDirectory::connect(&DirectorySettings {
+        bind_dn: "alice@new.test".into(),
+        bind_password: "Initial-Pw-2026!".into(),
+        ..s.clone()
+    })
+    .unwrap();
+
+    // Refused creations in AD's words: the same name again, and a password the policy refuses.
+    let err = d.add_mailbox(&new).unwrap_err();
+    assert!(err.to_string().contains("entryAlreadyExists (68)"), "{err}");
+    let err = d
+        .add_mailbox(&NewMailbox {
+            login: "bob".into(),
+            address: "bob@new.test".into(),
+            display_name: Some("Bob New".into()),
+            password: Some("short".into()),
+            ..new.clone()
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "Directory {}: add CN=Bob New,{ou} failed: constraintViolation (19)",
+            dc.ldaps_url()
+        )),
+        "{text}"
+    );
+    // Nothing was left behind by the refused creation.
+    assert!(
+        !dc.ldbsearch(&ou, "(sAMAccountName=bob)", &["dn"])
+            .contains("dn: ")
+    );
+}
