@@ -178,10 +178,7 @@ pub(super) fn is_active_directory(m: &NewMailbox) -> bool {
 /// another one, and with a password `unicodePwd` (the quoted password in UTF-16LE, as AD
 /// wants it) and `userAccountControl` 512 (a normal, enabled account). Without a password AD
 /// leaves the account disabled.
-pub(super) fn ad_entry(
-    s: &DirectorySettings,
-    m: &NewMailbox,
-) -> (String, Vec<BinaryAttribute>) {
+pub(super) fn ad_entry(s: &DirectorySettings, m: &NewMailbox) -> (String, Vec<BinaryAttribute>) {
     let address = normalize_address(&m.address).unwrap_or_else(|| m.address.clone());
     let name = m
         .display_name

@@ -40,7 +40,9 @@ use std::time::Duration;
 use ldap3::{LdapConn, LdapConnSettings, LdapResult};
 use mailferry_core::job::DirectorySecurity;
 use mailferry_core::model::{DirectoryMailbox, MailboxId, NewMailbox};
-use mailferry_core::ports::{Directory, DirectoryError, DirectorySettings, Listing, Provisioner};
+use mailferry_core::ports::{
+    Directory, DirectoryError, DirectoryProbe, DirectorySettings, Listing, Provisioner,
+};
 
 pub use entry::{guid_filter_escape, guid_to_string, parse_proxy_addresses};
 
@@ -52,6 +54,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Entries per page of a paged search (RFC 2696 simple paged results).
 pub const PAGE_SIZE: i32 = 500;
+/// Entries `check` reads ([`LdapDirectory::probe`]).
+pub const PROBE_SIZE: i32 = 20;
 
 /// An open, bound connection to one directory.
 pub struct LdapDirectory {
@@ -130,6 +134,9 @@ impl Directory for LdapDirectory {
     }
     fn find_by_address(&mut self, address: &str) -> Result<Vec<DirectoryMailbox>, DirectoryError> {
         LdapDirectory::find_by_address(self, address)
+    }
+    fn probe(&mut self) -> Result<DirectoryProbe, DirectoryError> {
+        LdapDirectory::probe(self)
     }
 }
 

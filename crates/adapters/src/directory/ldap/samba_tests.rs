@@ -175,13 +175,37 @@ fn active_directory_is_read_as_ad_tools_show_it() {
         "{text}"
     );
 
+    // check's probe: the sample reads as mailboxes; a wrong attribute name shows in it.
+    let probe = LdapDirectory::connect(&s).unwrap().probe().unwrap();
+    assert_eq!(
+        probe,
+        DirectoryProbe {
+            sampled: 2,
+            mailboxes: 2,
+            skipped: vec![],
+            more: false
+        }
+    );
+    let probe = LdapDirectory::connect(&DirectorySettings {
+        id_attribute: "objectGUIDx".into(),
+        ..s.clone()
+    })
+    .unwrap()
+    .probe()
+    .unwrap();
+    assert_eq!((probe.sampled, probe.mailboxes), (2, 0));
+    assert!(
+        probe.skipped[0].ends_with(": skipped: no objectGUIDx"),
+        "{probe:?}"
+    );
+
     // A wrong base is the server's noSuchObject, not an empty directory.
     let err = LdapDirectory::connect(&DirectorySettings {
         base: format!("OU=Nowhere,{}", dc.base_dn()),
         ..s.clone()
     })
     .unwrap()
-    .list()
+    .probe()
     .unwrap_err();
     assert!(err.to_string().contains("noSuchObject (32)"), "{err}");
 }
