@@ -97,3 +97,49 @@ fn a_provisioned_dc_answers_ldap_and_holds_users_contacts_and_groups() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_dovecot_finds_its_users_in_active_directory_and_checks_passwords_by_binding() {
+    use mailferry_testkit::{Dovecot, DovecotConfig, LdapUsers};
+    let dc = SambaDc::start(SambaConfig::new("new.test", "NEW"));
+    let ou = dc.add_ou("Mail");
+    dc.add_user(
+        &ou,
+        &AdUser {
+            name: "amy".into(),
+            mail: Some("amy@new.test".into()),
+            password: Some("Pw-amy-1!".into()),
+            ..AdUser::default()
+        },
+    );
+    let mut cfg = DovecotConfig::new(&[]);
+    cfg.ldap_users = Some(LdapUsers::from_samba(&dc, &ou));
+    let server = Dovecot::start(cfg);
+    let auth = |user: &str, pass: &str| {
+        let out = server.doveadm(&["auth", "test", user, pass]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                server.log_tail(20)
+            ),
+        )
+    };
+    let (ok, text) = auth("amy", "Pw-amy-1!");
+    assert!(ok, "amy with her AD password: {text}");
+    let (ok, text) = auth("amy", "wrong");
+    assert!(!ok, "a wrong password: {text}");
+    let (ok, text) = auth("amy*admin", "adminpass");
+    assert!(ok, "master login as amy: {text}");
+    // A master login needs the userdb lookup, which knows only the directory's users.
+    let user = server.doveadm(&["user", "nobody"]);
+    assert!(!user.status.success(), "nobody is no user");
+    let user = server.doveadm(&["user", "amy"]);
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+}
