@@ -4,7 +4,9 @@
 //! discovery, automatic, manual and created matches (created in AD), a migration, the domain
 //! switch as Exchange does it (`proxyAddresses` rewritten: the new domain `SMTP:`, the old
 //! addresses kept as `smtp:` aliases), deleted accounts, Refresh email addresses twice, and the
-//! delta pass. The same story as `directories.rs` tells with OpenLDAP, with its helpers.
+//! delta pass. The source directory is configured with `schema = "active-directory"`, the
+//! target with every attribute key written out. The same story as `directories.rs` tells with
+//! OpenLDAP, with its helpers.
 
 use std::collections::BTreeMap;
 
@@ -98,14 +100,21 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The `[side.directory]` section for a DC, over LDAPS verified through its CA.
-fn directory(side: &str, dc: &SambaDc, base: &str, var: &str) -> String {
+/// The `[side.directory]` section for a DC, over LDAPS verified through its CA: with
+/// `schema = "active-directory"` (its defaults), or with every attribute key written out.
+fn directory(side: &str, dc: &SambaDc, base: &str, var: &str, preset: bool) -> String {
+    let keys = if preset {
+        "schema = \"active-directory\"\n".to_string()
+    } else {
+        format!(
+            "filter = \"{AD_FILTER}\"\nid_attribute = \"objectGUID\"\n\
+             login_attribute = \"sAMAccountName\"\nprimary_address_attribute = \"mail\"\n\
+             alias_attribute = \"proxyAddresses\"\ndisplay_name_attribute = \"displayName\"\n"
+        )
+    };
     format!(
         "[{side}.directory]\nkind = \"ldap\"\nurl = \"{}\"\ntls_ca = \"{}\"\n\
-         bind_dn = \"{}\"\nbind_password = {{ env = \"{var}\" }}\nbase = \"{base}\"\n\
-         filter = \"{AD_FILTER}\"\nid_attribute = \"objectGUID\"\n\
-         login_attribute = \"sAMAccountName\"\nprimary_address_attribute = \"mail\"\n\
-         alias_attribute = \"proxyAddresses\"\ndisplay_name_attribute = \"displayName\"\n\n",
+         bind_dn = \"{}\"\nbind_password = {{ env = \"{var}\" }}\nbase = \"{base}\"\n{keys}\n",
         dc.ldaps_url(),
         dc.ca_pem().display(),
         dc.admin_upn(),
@@ -185,9 +194,9 @@ fn world() -> World {
          object_classes = [\"top\", \"person\", \"organizationalPerson\", \"user\"]\n\
          initial_password = {{ env = \"MF_INITIAL_PW\" }}\n",
         imap("source", &source),
-        directory("source", &old_dc, &old_ou, "MF_OLD_AD_PW"),
+        directory("source", &old_dc, &old_ou, "MF_OLD_AD_PW", true),
         imap("target", &target),
-        directory("target", &new_dc, &new_ou, "MF_NEW_AD_PW"),
+        directory("target", &new_dc, &new_ou, "MF_NEW_AD_PW", false),
     );
     std::fs::write(lab_dir.path().join("job.toml"), job).unwrap();
     World {
@@ -205,7 +214,7 @@ fn world() -> World {
 /// its own file (and state), checked and discovered.
 fn bad_configurations_change_nothing(w: &World) {
     let good = std::fs::read_to_string(w.job()).unwrap();
-    let old_section = directory("source", &w.old_dc, &w.old_ou, "MF_OLD_AD_PW");
+    let old_section = directory("source", &w.old_dc, &w.old_ou, "MF_OLD_AD_PW", true);
     let before = w
         .old_dc
         .ldbsearch(&w.old_ou, "(objectClass=*)", &["dn", "proxyAddresses"]);
@@ -221,8 +230,8 @@ fn bad_configurations_change_nothing(w: &World) {
         (
             "wrong-attribute",
             old_section.replace(
-                "id_attribute = \"objectGUID\"",
-                "id_attribute = \"objectGUIDs\"",
+                "schema = \"active-directory\"\n",
+                "schema = \"active-directory\"\nid_attribute = \"objectGUIDs\"\n",
             ),
             "skipped: no objectGUIDs",
         ),

@@ -14,6 +14,15 @@ use super::{
     Secret, Security, StateLocation,
 };
 
+/// `schema = "active-directory"` in a directory section.
+const ACTIVE_DIRECTORY: &str = "active-directory";
+/// Active Directory's mailboxes: enabled user accounts (bit 2 of `userAccountControl` is
+/// "disabled"), not contacts, groups or computers.
+const AD_MAILBOX_FILTER: &str = "(&(objectCategory=person)(objectClass=user)\
+     (!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
+/// The object classes of a user AD creates.
+const AD_OBJECT_CLASSES: [&str; 4] = ["top", "person", "organizationalPerson", "user"];
+
 const PIN_FORM: &str = "a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them";
 
 /// Collects the problems of one job file.
@@ -211,6 +220,10 @@ impl Checker<'_> {
             return None;
         };
         let key = |name: &str| format!("{side}.{name}");
+        let active_directory = raw
+            .directory
+            .as_ref()
+            .is_some_and(|d| d.schema.as_deref() == Some(ACTIVE_DIRECTORY));
         let directory = raw
             .directory
             .take()
@@ -223,7 +236,7 @@ impl Checker<'_> {
                         "mailbox creation writes to the target directory: add [target.directory]",
                     );
                 }
-                self.create(&key("create"), c)
+                self.create(&key("create"), c, active_directory)
             }
             Some(_) => {
                 self.problem(
@@ -332,7 +345,24 @@ impl Checker<'_> {
             raw.base,
             "missing: the DN under which the mailboxes are",
         );
-        let filter = raw.filter.unwrap_or_else(|| "(objectClass=*)".into());
+        let ad = match raw.schema.as_deref() {
+            None | Some("openldap") => false,
+            Some(ACTIVE_DIRECTORY) => true,
+            Some(other) => {
+                self.problem(
+                    &k("schema"),
+                    format!("unknown schema `{other}`; use \"openldap\" or \"active-directory\""),
+                );
+                false
+            }
+        };
+        // What each schema's entries look like; every key written in the file wins.
+        let default = |openldap: &'static str, active_directory: &'static str| {
+            if ad { active_directory } else { openldap }
+        };
+        let filter = raw
+            .filter
+            .unwrap_or_else(|| default("(objectClass=*)", AD_MAILBOX_FILTER).into());
         if !(filter.starts_with('(') && filter.ends_with(')')) {
             self.problem(
                 &k("filter"),
@@ -350,22 +380,34 @@ impl Checker<'_> {
             }
             v
         };
-        let id_attribute = attribute(self, "id_attribute", raw.id_attribute, "entryUUID");
-        let login_attribute = attribute(self, "login_attribute", raw.login_attribute, "uid");
+        let id_attribute = attribute(
+            self,
+            "id_attribute",
+            raw.id_attribute,
+            default("entryUUID", "objectGUID"),
+        );
+        let login_attribute = attribute(
+            self,
+            "login_attribute",
+            raw.login_attribute,
+            default("uid", "sAMAccountName"),
+        );
         let primary = attribute(
             self,
             "primary_address_attribute",
             raw.primary_address_attribute,
             "mail",
         );
-        let alias_attribute = raw
-            .alias_attribute
-            .map(|a| attribute(self, "alias_attribute", Some(a), ""));
+        let alias_attribute = match raw.alias_attribute {
+            Some(a) => Some(attribute(self, "alias_attribute", Some(a), "")),
+            None if ad => Some("proxyAddresses".to_string()),
+            None => None,
+        };
         let display = attribute(
             self,
             "display_name_attribute",
             raw.display_name_attribute,
-            "cn",
+            default("cn", "displayName"),
         );
         Some(DirectoryConfig {
             url: url?,
@@ -384,7 +426,7 @@ impl Checker<'_> {
         })
     }
 
-    fn create(&mut self, key: &str, raw: RawCreate) -> Option<CreateConfig> {
+    fn create(&mut self, key: &str, raw: RawCreate, active_directory: bool) -> Option<CreateConfig> {
         let k = |name: &str| format!("{key}.{name}");
         let base = self.text(
             &k("base"),
@@ -401,9 +443,13 @@ impl Checker<'_> {
         {
             self.problem(&k("domain"), "must be a domain name such as new.example");
         }
-        let object_classes = raw
-            .object_classes
-            .unwrap_or_else(|| vec!["inetOrgPerson".into()]);
+        let object_classes = raw.object_classes.unwrap_or_else(|| {
+            if active_directory {
+                AD_OBJECT_CLASSES.iter().map(|c| c.to_string()).collect()
+            } else {
+                vec!["inetOrgPerson".into()]
+            }
+        });
         if object_classes.is_empty() {
             self.problem(&k("object_classes"), "must name at least one object class");
         }

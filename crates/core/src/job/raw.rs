@@ -85,6 +85,8 @@ pub(super) struct AuthKeys {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDirectory {
     pub(super) kind: Option<String>,
+    /// `openldap` (the default) or `active-directory`: the defaults of the attribute keys.
+    pub(super) schema: Option<String>,
     pub(super) url: Option<String>,
     pub(super) bind_dn: Option<String>,
     pub(super) bind_password: Option<RawSecret>,

@@ -1023,3 +1023,64 @@ fn a_pin_contradicts_tls_ca_tls_verify_false_and_plain() {
         vec!["line 10, column 18: source.tls_pin_sha256: not used with security = \"plain\""]
     );
 }
+
+#[test]
+fn the_active_directory_schema_gives_ads_defaults_and_written_keys_win() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ldap\"\nschema = \"active-directory\"\n\
+         url = \"ldaps://dc.old.example\"\nbind_dn = \"reader@old.example\"\n\
+         bind_password = { env = \"LDAP_PW\" }\nbase = \"OU=Staff,DC=old,DC=example\"\n\
+         [target.directory]\nkind = \"ldap\"\nschema = \"active-directory\"\n\
+         url = \"ldaps://dc.new.example\"\nbind_dn = \"admin@new.example\"\n\
+         bind_password = { env = \"LDAP_PW\" }\nbase = \"OU=Mail,DC=new,DC=example\"\n\
+         login_attribute = \"userPrincipalName\"\nfilter = \"(objectClass=user)\"\n\
+         [target.create]\nbase = \"OU=Mail,DC=new,DC=example\"\ndomain = \"new.example\"\n",
+    );
+    let (_dir, job) = load_ok(&text);
+    let d = job.source.directory.expect("source directory");
+    assert_eq!(
+        (
+            d.id_attribute.as_str(),
+            d.login_attribute.as_str(),
+            d.primary_address_attribute.as_str(),
+            d.alias_attribute.as_deref(),
+            d.display_name_attribute.as_deref(),
+            d.filter.as_str(),
+        ),
+        (
+            "objectGUID",
+            "sAMAccountName",
+            "mail",
+            Some("proxyAddresses"),
+            Some("displayName"),
+            "(&(objectCategory=person)(objectClass=user)\
+             (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
+        )
+    );
+    let t = job.target.directory.expect("target directory");
+    assert_eq!(t.login_attribute, "userPrincipalName");
+    assert_eq!(t.filter, "(objectClass=user)");
+    assert_eq!(t.id_attribute, "objectGUID");
+    let c = job.target.create.expect("create");
+    assert_eq!(
+        c.object_classes,
+        ["top", "person", "organizationalPerson", "user"]
+    );
+}
+
+#[test]
+fn an_unknown_directory_schema_is_named() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ldap\"\nschema = \"ad\"\nurl = \"ldaps://dc\"\n\
+         bind_dn = \"x\"\nbind_password = { env = \"PW\" }\nbase = \"DC=x\"\n",
+    );
+    assert_eq!(
+        problem_texts(&text),
+        vec![
+            "line 18, column 10: source.directory.schema: unknown schema `ad`; use \
+             \"openldap\" or \"active-directory\""
+        ]
+    );
+}
