@@ -168,6 +168,9 @@ pub struct DovecotConfig {
     pub profile: Profile,
     /// TLS mode; for TLS modes a private CA is generated, see [`Dovecot::ca_pem`].
     pub tls: Tls,
+    /// For TLS modes: the server certificate names `localhost` only in its CN, with no
+    /// subjectAltName ([`CertNames::CommonNameOnly`]), as many a legacy server's does.
+    pub tls_cn_only: bool,
     /// Auto-create (and subscribe) special-use mailboxes for every user.
     ///
     /// [`Layout::Slash`]: `Sent` (`\Sent`), `Drafts` (`\Drafts`), `Trash` (`\Trash`),
@@ -265,6 +268,7 @@ impl DovecotConfig {
             layout: Layout::Slash,
             profile: Profile::Full,
             tls: Tls::None,
+            tls_cn_only: false,
             special_use: true,
             quota_bytes: None,
             ldap_users: None,
@@ -382,6 +386,15 @@ impl Dovecot {
     /// Host to connect to: always `"127.0.0.1"`.
     pub fn host(&self) -> &str {
         HOST
+    }
+
+    /// PEM file of the server's own certificate (TLS modes), e.g. for
+    /// [`openssl_fingerprint`].
+    pub fn cert_pem(&self) -> Option<PathBuf> {
+        match self.cfg.tls {
+            Tls::None => None,
+            Tls::Implicit | Tls::StartTls => Some(self.dir.join("tls/cert.pem")),
+        }
     }
 
     /// PEM file of the private CA that signed the server certificate (for
@@ -608,7 +621,12 @@ impl Dovecot {
         }
 
         if self.cfg.tls != Tls::None {
-            generate_tls(&self.dir.join("tls"));
+            let names = if self.cfg.tls_cn_only {
+                CertNames::CommonNameOnly
+            } else {
+                CertNames::Localhost
+            };
+            generate_certificates(&self.dir.join("tls"), names);
         }
     }
 
