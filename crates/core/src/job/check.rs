@@ -426,7 +426,12 @@ impl Checker<'_> {
         })
     }
 
-    fn create(&mut self, key: &str, raw: RawCreate, active_directory: bool) -> Option<CreateConfig> {
+    fn create(
+        &mut self,
+        key: &str,
+        raw: RawCreate,
+        active_directory: bool,
+    ) -> Option<CreateConfig> {
         let k = |name: &str| format!("{key}.{name}");
         let base = self.text(
             &k("base"),
