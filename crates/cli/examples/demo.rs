@@ -659,6 +659,7 @@ fn connect(d: &Dovecot, user: &str) -> Client {
         security: Security::Plain,
         ca_file: None,
         verify_certificates: true,
+        pins: Vec::new(),
         timeout: Duration::from_secs(60),
     })
     .expect("connect");

@@ -50,7 +50,7 @@ use tempfile::TempDir;
 
 use crate::{
     FRESH_PORT_ATTEMPTS, HOST, KEEP_ENV, READY_TIMEOUT, file_len, find_binary, free_port,
-    generate_tls, probe_tls, read_from, tail, terminate, write_file,
+    generate_certificates, probe_tls, read_from, tail, terminate, write_file,
 };
 
 /// What to run when slapd or the LDAP tools are missing (Debian's slapd package would
@@ -88,6 +88,9 @@ pub struct SlapdConfig {
     /// on the plain one, with a certificate from a private CA ([`Slapd::ca_pem`]). StartTLS
     /// is offered, not required.
     pub tls: bool,
+    /// With [`SlapdConfig::tls`]: the server certificate names `localhost` only in its CN,
+    /// with no subjectAltName ([`crate::CertNames::CommonNameOnly`]), as Samba's does.
+    pub tls_cn_only: bool,
 }
 
 impl SlapdConfig {
@@ -98,6 +101,7 @@ impl SlapdConfig {
             admin_password: "ldappass".to_owned(),
             seed: String::new(),
             tls: false,
+            tls_cn_only: false,
         }
     }
 }
@@ -177,7 +181,12 @@ impl Slapd {
             )
         });
         if server.cfg.tls {
-            generate_tls(&server.dir.join("tls"));
+            let names = if server.cfg.tls_cn_only {
+                crate::CertNames::CommonNameOnly
+            } else {
+                crate::CertNames::Localhost
+            };
+            generate_certificates(&server.dir.join("tls"), names);
         }
         write_file(&server.conf_path(), &server.render_config(&module_dir));
         server.seed(&slapadd_bin);
@@ -193,6 +202,12 @@ impl Slapd {
     /// `ldaps://127.0.0.1:PORT2` with [`SlapdConfig::tls`], else `None`.
     pub fn ldaps_url(&self) -> Option<String> {
         self.ldaps_port.map(|port| format!("ldaps://{HOST}:{port}"))
+    }
+
+    /// PEM file of the server's own certificate (with [`SlapdConfig::tls`], else `None`), e.g.
+    /// for [`crate::openssl_fingerprint`].
+    pub fn cert_pem(&self) -> Option<PathBuf> {
+        self.cfg.tls.then(|| self.dir.join("tls/cert.pem"))
     }
 
     /// PEM file of the private CA that signed the server certificate (with
@@ -595,7 +610,7 @@ pub fn person_ldif(
 /// `attr: value\n`, or `attr:: <base64>\n` where RFC 2849 does not allow the value as it
 /// is (a SAFE-STRING is ASCII without NUL/CR/LF that does not start with a space, `:` or
 /// `<`; a trailing space would be lost too).
-fn ldif_line(attr: &str, value: &str) -> String {
+pub(crate) fn ldif_line(attr: &str, value: &str) -> String {
     let safe = value
         .bytes()
         .all(|b| b.is_ascii() && !matches!(b, 0 | b'\r' | b'\n'))
@@ -609,7 +624,7 @@ fn ldif_line(attr: &str, value: &str) -> String {
 }
 
 /// Escapes an attribute value for use in a DN (RFC 4514).
-fn escape_dn_value(value: &str) -> String {
+pub(crate) fn escape_dn_value(value: &str) -> String {
     let mut out = String::new();
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
@@ -628,7 +643,7 @@ fn escape_dn_value(value: &str) -> String {
 }
 
 /// Standard base64 with padding (LDIF's `::` values).
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

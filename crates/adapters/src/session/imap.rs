@@ -85,8 +85,9 @@ impl ImapConnector {
             }
         };
         // A `tls_ca` that cannot be read is bad input, said before anything is attempted.
+        let pins: Vec<_> = imap.tls_pin_sha256.iter().map(|p| p.0).collect();
         if imap.security != Security::Plain {
-            mailferry_imap::tls::client_config(imap.tls_ca.as_deref(), imap.tls_verify)
+            mailferry_imap::tls::client_config(imap.tls_ca.as_deref(), imap.tls_verify, &pins)
                 .map_err(|e| format!("{side}.tls_ca: {e}"))?;
         }
         Ok(ImapConnector {
@@ -100,6 +101,7 @@ impl ImapConnector {
                 },
                 ca_file: imap.tls_ca.clone(),
                 verify_certificates: imap.tls_verify,
+                pins,
                 timeout: io_timeout()?,
             },
             access,

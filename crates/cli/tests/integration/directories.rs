@@ -162,7 +162,7 @@ fn capitalise(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn counts(v: &Value, side: &str) -> BTreeMap<String, u64> {
+pub(crate) fn counts(v: &Value, side: &str) -> BTreeMap<String, u64> {
     v[side]["counts"]
         .as_object()
         .unwrap_or_else(|| panic!("no {side} counts in {v:#}"))
@@ -171,7 +171,7 @@ fn counts(v: &Value, side: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn expect(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+pub(crate) fn expect(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     let mut m: BTreeMap<String, u64> = [
         "refreshed",
         "not_changed",
@@ -189,7 +189,11 @@ fn expect(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 }
 
 /// Entry (by source login) → result, for one side.
-fn results(v: &Value, side: &str, id_of: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn results(
+    v: &Value,
+    side: &str,
+    id_of: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let login_of: BTreeMap<&String, &String> = id_of.iter().map(|(l, i)| (i, l)).collect();
     v["mailboxes"]
         .as_array()

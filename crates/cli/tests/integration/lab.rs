@@ -131,6 +131,19 @@ impl Lab {
     }
 }
 
+/// A certificate's SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` gives it.
+fn pin_of(cert: &std::path::Path) -> [u8; 32] {
+    let hex: String = mailferry_testkit::openssl_fingerprint(cert)
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let mut pin = [0u8; 32];
+    for (i, b) in pin.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex fingerprint");
+    }
+    pin
+}
+
 pub fn connect(d: &Dovecot, user: &str) -> Client {
     let mut ep = Endpoint {
         host: d.host().to_string(),
@@ -138,6 +151,9 @@ pub fn connect(d: &Dovecot, user: &str) -> Client {
         security: Security::Plain,
         ca_file: d.ca_pem(),
         verify_certificates: true,
+        // The test's own access to its server: exactly that server's certificate, whatever
+        // names it holds (a CN-only one too).
+        pins: d.cert_pem().map(|c| pin_of(&c)).into_iter().collect(),
         timeout: Duration::from_secs(60),
     };
     // A TLS server of the test kit is either implicit TLS (no plain listener) or STARTTLS.

@@ -1,6 +1,7 @@
 //! mailferry's integration tests: one binary, real Dovecot servers started by the test kit,
 //! the real `mailferry` binary. Every test starts its own servers on free loopback ports.
 
+mod ad;
 mod concurrent;
 mod copy;
 mod corpus;

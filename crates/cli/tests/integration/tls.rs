@@ -71,3 +71,85 @@ fn implicit_tls_and_starttls_verify_the_certificate() {
         str::to_string,
     );
 }
+
+/// A source whose certificate names its host only in its CN (no subjectAltName), as many a
+/// legacy server's does: refused even with its CA in `tls_ca`, with the reason, the
+/// fingerprint and the option; accepted with `tls_pin_sha256`; refused with a wrong pin.
+#[test]
+fn a_common_name_only_certificate_is_explained_and_can_be_pinned() {
+    let mut src = DovecotConfig::new(&["ivy"]);
+    src.tls = Tls::Implicit;
+    src.tls_cn_only = true;
+    let lab = Lab::with(src, DovecotConfig::new(&["ivy"]));
+    let fp = mailferry_testkit::openssl_fingerprint(&lab.source.cert_pem().unwrap());
+    let plain = std::fs::read_to_string(lab.job()).unwrap();
+    let (source, target) = plain.split_at(plain.find("[target]").unwrap());
+    let with = |keys: &str| {
+        format!(
+            "{}{target}",
+            source.replacen(
+                "security = \"plain\"\nallow_plain = true",
+                &format!("security = \"tls\"\n{keys}"),
+                1
+            )
+        )
+    };
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+
+    let ca = lab.source.ca_pem().unwrap();
+    std::fs::write(&jobp, with(&format!("tls_ca = \"{}\"", ca.display()))).unwrap();
+    let out = lab.mailferry(&["check", job]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let fail = text
+        .lines()
+        .find(|l| l.starts_with("source FAIL"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        fail.contains(
+            "the certificate of 127.0.0.1 names the host only in its CN (CN=localhost), with \
+             no subjectAltName"
+        ) && fail.contains(&format!("Its SHA-256 fingerprint is {fp}"))
+            && fail.contains(&format!("tls_pin_sha256 = \"{fp}\"")),
+        "{fail}"
+    );
+
+    // The pin, written as openssl prints it but in lower case without colons.
+    let pin = fp.replace(':', "").to_lowercase();
+    std::fs::write(&jobp, with(&format!("tls_pin_sha256 = \"{pin}\""))).unwrap();
+    let out = lab.mailferry(&["check", job]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fill(
+        &lab.source,
+        "ivy",
+        "INBOX",
+        &(0..3).map(|i| generated(i, 2_000)).collect::<Vec<_>>(),
+    );
+    let (code, v) = lab.json(&["migrate", job, "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["copied"], 3, "{v:#}");
+
+    let wrong = format!("{}00", &pin[..62]);
+    let wrong = if wrong == pin {
+        format!("{}11", &pin[..62])
+    } else {
+        wrong
+    };
+    std::fs::write(&jobp, with(&format!("tls_pin_sha256 = [\"{wrong}\"]"))).unwrap();
+    let out = lab.mailferry(&["check", job]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the certificate of 127.0.0.1 has the SHA-256 fingerprint {fp}, not the one \
+             tls_pin_sha256 names"
+        )),
+        "{text}"
+    );
+}

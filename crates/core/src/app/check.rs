@@ -85,7 +85,16 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
         if let Some(cfg) = &app.connection(side).directory {
             let what = format!("directory {}", cfg.url);
             checks.push(match app.directory(side) {
-                Ok(Some(d)) => line(what, true, format!("bound as {}", d.bound_as())),
+                Ok(Some(mut d)) => {
+                    let bound = match d.bound_as() {
+                        "" => "bound anonymously".to_string(),
+                        who => format!("bound as {who}"),
+                    };
+                    match d.probe() {
+                        Err(e) => line(what, false, format!("{bound}, but {e}")),
+                        Ok(p) => probe_line(what, &bound, cfg, &p),
+                    }
+                }
                 Ok(None) => line(what, false, "no directory"),
                 Err(e) => line(what, false, e.to_string()),
             });
@@ -94,4 +103,56 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
     }
     let ok = servers.iter().all(|s| s.checks.iter().all(|c| c.ok));
     Ok(CheckOutcome { ok, servers })
+}
+
+/// The check line of a directory probe: working when the base and filter find entries that
+/// read as mailboxes; otherwise why not (an empty base or filter, a wrong attribute name).
+fn probe_line(
+    what: String,
+    bound: &str,
+    cfg: &crate::job::DirectoryConfig,
+    p: &crate::ports::DirectoryProbe,
+) -> Check {
+    let scope = format!("under {} for {}", cfg.base, cfg.filter);
+    if p.sampled == 0 {
+        return line(
+            what,
+            false,
+            format!("{bound}, but no entry {scope}: check base and filter"),
+        );
+    }
+    let first_skip = p
+        .skipped
+        .first()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    if p.mailboxes == 0 {
+        return line(
+            what,
+            false,
+            format!(
+                "{bound}, but none of the {} entries read {scope} is a mailbox{first_skip}: \
+                 check the attribute names",
+                p.sampled
+            ),
+        );
+    }
+    let read = if p.more {
+        format!("the first {} entries", p.sampled)
+    } else {
+        format!("{} entries", p.sampled)
+    };
+    let skipped = if p.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} skipped{first_skip}", p.skipped.len())
+    };
+    line(
+        what,
+        true,
+        format!(
+            "{bound}; {read} {scope}: {} mailboxes{skipped}",
+            p.mailboxes
+        ),
+    )
 }

@@ -8,11 +8,22 @@ use super::raw::{
 };
 use super::spans::{KeyPlace, line_column};
 use super::{
-    AdminLogin, Auth, Connection, ConnectionKind, CreateConfig, DEFAULT_MASTER_SEPARATOR,
-    DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig, DirectorySecurity, IMAP_PORT,
-    IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings, Secret, Security,
-    StateLocation,
+    AdminLogin, Auth, CertificatePin, Connection, ConnectionKind, CreateConfig,
+    DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig,
+    DirectorySecurity, IMAP_PORT, IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings,
+    Secret, Security, StateLocation,
 };
+
+/// `schema = "active-directory"` in a directory section.
+const ACTIVE_DIRECTORY: &str = "active-directory";
+/// Active Directory's mailboxes: enabled user accounts (bit 2 of `userAccountControl` is
+/// "disabled"), not contacts, groups or computers.
+const AD_MAILBOX_FILTER: &str = "(&(objectCategory=person)(objectClass=user)\
+     (!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
+/// The object classes of a user AD creates.
+const AD_OBJECT_CLASSES: [&str; 4] = ["top", "person", "organizationalPerson", "user"];
+
+const PIN_FORM: &str = "a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them";
 
 /// Collects the problems of one job file.
 pub(super) struct Checker<'a> {
@@ -105,6 +116,65 @@ impl Checker<'_> {
         value
     }
 
+    /// `<section>.tls_pin_sha256`: one fingerprint or a list of them.
+    fn pins(
+        &mut self,
+        section: &str,
+        raw: Option<toml::Value>,
+        has_ca: bool,
+    ) -> Vec<CertificatePin> {
+        let key = format!("{section}.tls_pin_sha256");
+        let texts = match raw {
+            None => return Vec::new(),
+            Some(toml::Value::String(one)) => vec![one],
+            Some(toml::Value::Array(list)) => {
+                let mut texts = Vec::new();
+                for value in list {
+                    match value {
+                        toml::Value::String(text) => texts.push(text),
+                        _ => {
+                            self.problem(&key, PIN_FORM);
+                            return Vec::new();
+                        }
+                    }
+                }
+                texts
+            }
+            Some(_) => {
+                self.problem(&key, PIN_FORM);
+                return Vec::new();
+            }
+        };
+        if texts.is_empty() {
+            self.problem(
+                &key,
+                "an empty list pins nothing: name at least one fingerprint",
+            );
+            return Vec::new();
+        }
+        if has_ca {
+            self.problem(
+                &key,
+                format!(
+                    "a pin accepts exactly the pinned certificates, so {section}.tls_ca would \
+                     not be read: remove one of them"
+                ),
+            );
+        }
+        let mut pins = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            match CertificatePin::parse(text) {
+                Ok(pin) => pins.push(pin),
+                Err(e) if texts.len() == 1 => self.problem(&key, e),
+                Err(e) => self.problem(
+                    &key,
+                    format!("fingerprint {} of {}: {e}", i + 1, texts.len()),
+                ),
+            }
+        }
+        pins
+    }
+
     fn secret(&mut self, key: &str, raw: RawSecret) -> Option<Secret> {
         match raw {
             RawSecret::Env(var) => {
@@ -150,6 +220,10 @@ impl Checker<'_> {
             return None;
         };
         let key = |name: &str| format!("{side}.{name}");
+        let active_directory = raw
+            .directory
+            .as_ref()
+            .is_some_and(|d| d.schema.as_deref() == Some(ACTIVE_DIRECTORY));
         let directory = raw
             .directory
             .take()
@@ -162,7 +236,7 @@ impl Checker<'_> {
                         "mailbox creation writes to the target directory: add [target.directory]",
                     );
                 }
-                self.create(&key("create"), c)
+                self.create(&key("create"), c, active_directory)
             }
             Some(_) => {
                 self.problem(
@@ -248,6 +322,13 @@ impl Checker<'_> {
             Some(ca) => self.path(&k("tls_ca"), &ca),
             None => None,
         };
+        let tls_pin_sha256 =
+            if security == Some(DirectorySecurity::Plain) && raw.tls_pin_sha256.is_some() {
+                self.problem(&k("tls_pin_sha256"), "not used with security = \"plain\"");
+                Vec::new()
+            } else {
+                self.pins(key, raw.tls_pin_sha256, tls_ca.is_some())
+            };
         let bind_dn = self.text(&k("bind_dn"), raw.bind_dn, "missing: the DN to bind as");
         let bind_password = match raw.bind_password {
             Some(p) => self.secret(&k("bind_password"), p),
@@ -264,7 +345,24 @@ impl Checker<'_> {
             raw.base,
             "missing: the DN under which the mailboxes are",
         );
-        let filter = raw.filter.unwrap_or_else(|| "(objectClass=*)".into());
+        let ad = match raw.schema.as_deref() {
+            None | Some("openldap") => false,
+            Some(ACTIVE_DIRECTORY) => true,
+            Some(other) => {
+                self.problem(
+                    &k("schema"),
+                    format!("unknown schema `{other}`; use \"openldap\" or \"active-directory\""),
+                );
+                false
+            }
+        };
+        // What each schema's entries look like; every key written in the file wins.
+        let default = |openldap: &'static str, active_directory: &'static str| {
+            if ad { active_directory } else { openldap }
+        };
+        let filter = raw
+            .filter
+            .unwrap_or_else(|| default("(objectClass=*)", AD_MAILBOX_FILTER).into());
         if !(filter.starts_with('(') && filter.ends_with(')')) {
             self.problem(
                 &k("filter"),
@@ -282,27 +380,40 @@ impl Checker<'_> {
             }
             v
         };
-        let id_attribute = attribute(self, "id_attribute", raw.id_attribute, "entryUUID");
-        let login_attribute = attribute(self, "login_attribute", raw.login_attribute, "uid");
+        let id_attribute = attribute(
+            self,
+            "id_attribute",
+            raw.id_attribute,
+            default("entryUUID", "objectGUID"),
+        );
+        let login_attribute = attribute(
+            self,
+            "login_attribute",
+            raw.login_attribute,
+            default("uid", "sAMAccountName"),
+        );
         let primary = attribute(
             self,
             "primary_address_attribute",
             raw.primary_address_attribute,
             "mail",
         );
-        let alias_attribute = raw
-            .alias_attribute
-            .map(|a| attribute(self, "alias_attribute", Some(a), ""));
+        let alias_attribute = match raw.alias_attribute {
+            Some(a) => Some(attribute(self, "alias_attribute", Some(a), "")),
+            None if ad => Some("proxyAddresses".to_string()),
+            None => None,
+        };
         let display = attribute(
             self,
             "display_name_attribute",
             raw.display_name_attribute,
-            "cn",
+            default("cn", "displayName"),
         );
         Some(DirectoryConfig {
             url: url?,
             security: security?,
             tls_ca,
+            tls_pin_sha256,
             bind_dn: bind_dn?,
             bind_password: bind_password?,
             base: base?,
@@ -315,7 +426,12 @@ impl Checker<'_> {
         })
     }
 
-    fn create(&mut self, key: &str, raw: RawCreate) -> Option<CreateConfig> {
+    fn create(
+        &mut self,
+        key: &str,
+        raw: RawCreate,
+        active_directory: bool,
+    ) -> Option<CreateConfig> {
         let k = |name: &str| format!("{key}.{name}");
         let base = self.text(
             &k("base"),
@@ -332,9 +448,13 @@ impl Checker<'_> {
         {
             self.problem(&k("domain"), "must be a domain name such as new.example");
         }
-        let object_classes = raw
-            .object_classes
-            .unwrap_or_else(|| vec!["inetOrgPerson".into()]);
+        let object_classes = raw.object_classes.unwrap_or_else(|| {
+            if active_directory {
+                AD_OBJECT_CLASSES.iter().map(|c| c.to_string()).collect()
+            } else {
+                vec!["inetOrgPerson".into()]
+            }
+        });
         if object_classes.is_empty() {
             self.problem(&k("object_classes"), "must name at least one object class");
         }
@@ -357,6 +477,7 @@ impl Checker<'_> {
             ("allow_plain", raw.allow_plain.is_some()),
             ("tls_ca", raw.tls_ca.is_some()),
             ("tls_verify", raw.tls_verify.is_some()),
+            ("tls_pin_sha256", raw.tls_pin_sha256.is_some()),
             ("auth", raw.auth.is_some()),
             ("admin_user", raw.admin_user.is_some()),
             ("admin_password", raw.admin_password.is_some()),
@@ -434,10 +555,25 @@ impl Checker<'_> {
             if raw.tls_verify.is_some() {
                 self.problem(&key("tls_verify"), "not used with security = \"plain\"");
             }
+            if raw.tls_pin_sha256.is_some() {
+                self.problem(&key("tls_pin_sha256"), "not used with security = \"plain\"");
+            }
         }
         let tls_ca = match raw.tls_ca {
             Some(ca) => self.path(&key("tls_ca"), &ca),
             None => None,
+        };
+        let tls_pin_sha256 = match raw.tls_pin_sha256 {
+            Some(_) if security == Security::Plain => Vec::new(),
+            Some(_) if raw.tls_verify == Some(false) => {
+                self.problem(
+                    &key("tls_pin_sha256"),
+                    "a pin is a way to verify the certificate, and tls_verify = false turns \
+                     verification off: remove one of them",
+                );
+                Vec::new()
+            }
+            pins => self.pins(side, pins, tls_ca.is_some()),
         };
         let max_connections = self.at_least_one(
             &key("max_connections"),
@@ -463,6 +599,7 @@ impl Checker<'_> {
                 security,
                 tls_ca,
                 tls_verify: raw.tls_verify.unwrap_or(true),
+                tls_pin_sha256,
                 auth: auth?,
                 max_connections,
             }),

@@ -22,6 +22,7 @@
 mod check;
 mod date;
 mod error;
+mod pin;
 mod raw;
 mod secret;
 mod spans;
@@ -37,6 +38,7 @@ use serde::Deserialize;
 
 pub use date::{Date, DateError};
 pub use error::{JobError, JobProblem};
+pub use pin::CertificatePin;
 pub use secret::Secret;
 
 use check::Checker;
@@ -150,6 +152,9 @@ pub struct DirectoryConfig<P = Secret> {
     pub security: DirectorySecurity,
     /// Extra trust anchor (PEM CA certificates), besides the system's.
     pub tls_ca: Option<PathBuf>,
+    /// `tls_pin_sha256`: when not empty, exactly the certificates with these fingerprints are
+    /// accepted (and `tls_ca` is not used).
+    pub tls_pin_sha256: Vec<CertificatePin>,
     /// DN to bind as; empty for an anonymous bind.
     pub bind_dn: String,
     pub bind_password: P,
@@ -177,6 +182,7 @@ impl DirectoryConfig {
             url: self.url.clone(),
             security: self.security,
             tls_ca: self.tls_ca.clone(),
+            tls_pin_sha256: self.tls_pin_sha256.clone(),
             bind_dn: self.bind_dn.clone(),
             base: self.base.clone(),
             filter: self.filter.clone(),
@@ -206,6 +212,7 @@ impl<P> fmt::Debug for DirectoryConfig<P> {
             .field("url", &self.url)
             .field("security", &self.security)
             .field("tls_ca", &self.tls_ca)
+            .field("tls_pin_sha256", &self.tls_pin_sha256)
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &"<hidden>")
             .field("base", &self.base)
@@ -256,6 +263,9 @@ pub struct ImapSettings {
     /// Whether the server certificate is verified; only an explicit `tls_verify = false`
     /// turns verification off.
     pub tls_verify: bool,
+    /// `tls_pin_sha256`: when not empty, exactly the certificates with these fingerprints are
+    /// accepted (and `tls_ca` is not used).
+    pub tls_pin_sha256: Vec<CertificatePin>,
     /// How mailferry logs in.
     pub auth: Auth,
     /// Most connections opened to this server at once, across all mailboxes (at least 1).

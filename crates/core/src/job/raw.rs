@@ -57,6 +57,8 @@ pub(super) struct RawConnection {
     pub(super) allow_plain: Option<bool>,
     pub(super) tls_ca: Option<String>,
     pub(super) tls_verify: Option<bool>,
+    /// A string or a list of strings; read in stage 2.
+    pub(super) tls_pin_sha256: Option<toml::Value>,
     pub(super) auth: Option<RawAuth>,
     pub(super) admin_user: Option<String>,
     pub(super) admin_password: Option<RawSecret>,
@@ -83,6 +85,8 @@ pub(super) struct AuthKeys {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDirectory {
     pub(super) kind: Option<String>,
+    /// `openldap` (the default) or `active-directory`: the defaults of the attribute keys.
+    pub(super) schema: Option<String>,
     pub(super) url: Option<String>,
     pub(super) bind_dn: Option<String>,
     pub(super) bind_password: Option<RawSecret>,
@@ -90,6 +94,8 @@ pub(super) struct RawDirectory {
     pub(super) filter: Option<String>,
     pub(super) security: Option<String>,
     pub(super) tls_ca: Option<String>,
+    /// A string or a list of strings; read in stage 2.
+    pub(super) tls_pin_sha256: Option<toml::Value>,
     pub(super) id_attribute: Option<String>,
     pub(super) login_attribute: Option<String>,
     pub(super) primary_address_attribute: Option<String>,

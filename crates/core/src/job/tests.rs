@@ -924,3 +924,163 @@ fn dates_parse_and_format() {
     assert!(Date::new(2020, 1, 1).unwrap() < Date::new(2020, 1, 2).unwrap());
     assert!(Date::new(2019, 12, 31).unwrap() < Date::new(2020, 1, 1).unwrap());
 }
+
+const PIN: &str = "3F:A1:00:FF:12:34:56:78:9A:BC:DE:F0:01:23:45:67:89:AB:CD:EF:FE:DC:BA:98:76:54:32:10:0F:1E:2D:3C";
+
+#[test]
+fn tls_pin_sha256_is_one_fingerprint_or_a_list() {
+    let one = format!("tls_pin_sha256 = \"{}\"", PIN.to_lowercase());
+    let (_dir, job) = load_ok(&job_with(&one, ""));
+    let pins = &imap(&job.source).tls_pin_sha256;
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].to_string(), PIN);
+    assert!(imap(&job.target).tls_pin_sha256.is_empty());
+
+    let two = format!(
+        "tls_pin_sha256 = [\"{PIN}\", \"{}\"]",
+        PIN.replace(':', "").replace("3F", "00")
+    );
+    let (_dir, job) = load_ok(&job_with(&two, ""));
+    assert_eq!(imap(&job.source).tls_pin_sha256.len(), 2);
+}
+
+#[test]
+fn a_directory_takes_a_pin_too() {
+    let text = job_with(
+        "",
+        &format!(
+            "[source.directory]\nkind = \"ldap\"\nurl = \"ldaps://dc.old.example\"\n\
+             bind_dn = \"cn=reader,dc=old\"\nbind_password = {{ env = \"LDAP_PW\" }}\n\
+             base = \"ou=people,dc=old\"\ntls_pin_sha256 = \"{PIN}\"\n"
+        ),
+    );
+    let (_dir, job) = load_ok(&text);
+    let d = job.source.directory.expect("directory");
+    assert_eq!(d.tls_pin_sha256.len(), 1);
+    assert_eq!(d.tls_pin_sha256[0].to_string(), PIN);
+}
+
+#[test]
+fn a_malformed_pin_is_named_with_its_place() {
+    let texts = problem_texts(&job_with("tls_pin_sha256 = \"AB:CD:EF\"", ""));
+    assert_eq!(
+        texts,
+        vec![
+            "line 8, column 18: source.tls_pin_sha256: a SHA-256 fingerprint is 64 hex digits \
+             (32 bytes, as `openssl x509 -noout -fingerprint -sha256 -in CERT` prints it); \
+             this one has 6"
+        ]
+    );
+    let texts = problem_texts(&job_with(
+        &format!(
+            "tls_pin_sha256 = [\"{PIN}\", \"{}\"]",
+            PIN.replace("3F", "ZZ")
+        ),
+        "",
+    ));
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("line 8, column 18: source.tls_pin_sha256: fingerprint 2 of 2: ")
+            && texts[0].ends_with("`Z` is not a hex digit"),
+        "{texts:?}"
+    );
+    let texts = problem_texts(&job_with("tls_pin_sha256 = 42", ""));
+    assert!(
+        texts[0].ends_with("a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them")
+    );
+    let texts = problem_texts(&job_with("tls_pin_sha256 = []", ""));
+    assert!(texts[0].ends_with("an empty list pins nothing: name at least one fingerprint"));
+}
+
+#[test]
+fn a_pin_contradicts_tls_ca_tls_verify_false_and_plain() {
+    let texts = problem_texts(&job_with(
+        &format!("tls_ca = \"ca.pem\"\ntls_pin_sha256 = \"{PIN}\""),
+        "",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 9, column 18: source.tls_pin_sha256: a pin accepts exactly the pinned \
+             certificates, so source.tls_ca would not be read: remove one of them"
+        ]
+    );
+    let texts = problem_texts(&job_with(
+        &format!("tls_verify = false\ntls_pin_sha256 = \"{PIN}\""),
+        "",
+    ));
+    assert_eq!(texts.len(), 1);
+    assert!(
+        texts[0].contains("tls_verify = false turns verification off"),
+        "{texts:?}"
+    );
+    let texts = problem_texts(&job_with(
+        &format!("security = \"plain\"\nallow_plain = true\ntls_pin_sha256 = \"{PIN}\""),
+        "",
+    ));
+    assert_eq!(
+        texts,
+        vec!["line 10, column 18: source.tls_pin_sha256: not used with security = \"plain\""]
+    );
+}
+
+#[test]
+fn the_active_directory_schema_gives_ads_defaults_and_written_keys_win() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ldap\"\nschema = \"active-directory\"\n\
+         url = \"ldaps://dc.old.example\"\nbind_dn = \"reader@old.example\"\n\
+         bind_password = { env = \"LDAP_PW\" }\nbase = \"OU=Staff,DC=old,DC=example\"\n\
+         [target.directory]\nkind = \"ldap\"\nschema = \"active-directory\"\n\
+         url = \"ldaps://dc.new.example\"\nbind_dn = \"admin@new.example\"\n\
+         bind_password = { env = \"LDAP_PW\" }\nbase = \"OU=Mail,DC=new,DC=example\"\n\
+         login_attribute = \"userPrincipalName\"\nfilter = \"(objectClass=user)\"\n\
+         [target.create]\nbase = \"OU=Mail,DC=new,DC=example\"\ndomain = \"new.example\"\n",
+    );
+    let (_dir, job) = load_ok(&text);
+    let d = job.source.directory.expect("source directory");
+    assert_eq!(
+        (
+            d.id_attribute.as_str(),
+            d.login_attribute.as_str(),
+            d.primary_address_attribute.as_str(),
+            d.alias_attribute.as_deref(),
+            d.display_name_attribute.as_deref(),
+            d.filter.as_str(),
+        ),
+        (
+            "objectGUID",
+            "sAMAccountName",
+            "mail",
+            Some("proxyAddresses"),
+            Some("displayName"),
+            "(&(objectCategory=person)(objectClass=user)\
+             (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
+        )
+    );
+    let t = job.target.directory.expect("target directory");
+    assert_eq!(t.login_attribute, "userPrincipalName");
+    assert_eq!(t.filter, "(objectClass=user)");
+    assert_eq!(t.id_attribute, "objectGUID");
+    let c = job.target.create.expect("create");
+    assert_eq!(
+        c.object_classes,
+        ["top", "person", "organizationalPerson", "user"]
+    );
+}
+
+#[test]
+fn an_unknown_directory_schema_is_named() {
+    let text = job_with(
+        "",
+        "[source.directory]\nkind = \"ldap\"\nschema = \"ad\"\nurl = \"ldaps://dc\"\n\
+         bind_dn = \"x\"\nbind_password = { env = \"PW\" }\nbase = \"DC=x\"\n",
+    );
+    assert_eq!(
+        problem_texts(&text),
+        vec![
+            "line 18, column 10: source.directory.schema: unknown schema `ad`; use \
+             \"openldap\" or \"active-directory\""
+        ]
+    );
+}

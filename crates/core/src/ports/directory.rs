@@ -15,6 +15,19 @@ pub struct Listing {
     pub skipped: Vec<String>,
 }
 
+/// What `check` learns from a quick look at a directory ([`Directory::probe`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectoryProbe {
+    /// Entries read that match the base and filter (at most a small sample).
+    pub sampled: usize,
+    /// How many of those are usable as mailboxes.
+    pub mailboxes: usize,
+    /// Why the others are not (one line each, as in [`Listing::skipped`]).
+    pub skipped: Vec<String>,
+    /// Whether more entries match than were read.
+    pub more: bool,
+}
+
 pub trait Directory: Send {
     /// The directory's URL (or name), for messages.
     fn url(&self) -> &str;
@@ -26,6 +39,18 @@ pub trait Directory: Send {
     fn lookup(&mut self, id: &MailboxId) -> Result<Option<DirectoryMailbox>, DirectoryError>;
     /// Mailboxes that have this address (primary or alias).
     fn find_by_address(&mut self, address: &str) -> Result<Vec<DirectoryMailbox>, DirectoryError>;
+    /// A quick look for `check`: the base exists, the filter matches entries, and they read as
+    /// mailboxes with the configured attributes. The default lists everything; adapters
+    /// read a small sample instead.
+    fn probe(&mut self) -> Result<DirectoryProbe, DirectoryError> {
+        let listing = self.list()?;
+        Ok(DirectoryProbe {
+            sampled: listing.mailboxes.len() + listing.skipped.len(),
+            mailboxes: listing.mailboxes.len(),
+            skipped: listing.skipped,
+            more: false,
+        })
+    }
 }
 
 pub trait Provisioner: Send {

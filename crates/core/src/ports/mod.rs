@@ -12,7 +12,7 @@ pub mod session;
 pub mod store;
 
 pub use connector::{ConnectError, ConnectionLimit, Connector, EntryPasswords, Permit, Probe};
-pub use directory::{Directory, DirectoryError, Listing, Provisioner};
+pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisioner};
 pub use observer::{NoObserver, Observer};
 pub use session::{
     AppendOutcome, AppendTicket, Created, FetchedMessage, FolderStatus, MailSession, Outgoing,

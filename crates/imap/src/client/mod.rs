@@ -39,6 +39,9 @@ pub struct Endpoint {
     pub security: Security,
     pub ca_file: Option<PathBuf>,
     pub verify_certificates: bool,
+    /// SHA-256 fingerprints of the only certificates accepted (`tls_pin_sha256`); empty for
+    /// the usual chain and name verification.
+    pub pins: Vec<crate::tls::Pin>,
     pub timeout: Duration,
 }
 

@@ -87,7 +87,7 @@ pub(super) fn tls_wrap(
     ep: &Endpoint,
     tcp: TcpStream,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let config = tls::client_config(ep.ca_file.as_deref(), ep.verify_certificates)?;
+    let config = tls::client_config(ep.ca_file.as_deref(), ep.verify_certificates, &ep.pins)?;
     let name = ServerName::try_from(ep.host.clone())
         .map_err(|e| Error::Tls(format!("invalid server name {:?}: {e}", ep.host)))?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name)
@@ -102,9 +102,11 @@ pub(super) fn tls_wrap(
                 // rustls reports what it refuses (a certificate, a protocol version) as
                 // InvalidData: no retry helps. Anything else is the network failing during
                 // the handshake (reset, closed, timed out), which a retry may get past.
-                io::ErrorKind::InvalidData => {
-                    Error::Tls(format!("handshake with {}: {e}", ep.host))
-                }
+                io::ErrorKind::InvalidData => Error::Tls(format!(
+                    "handshake with {}: {}",
+                    ep.host,
+                    tls::handshake_error_text(&e)
+                )),
                 _ => Error::Io(io::Error::new(
                     e.kind(),
                     format!(

@@ -66,6 +66,7 @@ fn plain_endpoint(port: u16) -> Endpoint {
         security: Security::Plain,
         ca_file: None,
         verify_certificates: true,
+        pins: Vec::new(),
         timeout: Duration::from_secs(5),
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use ldap3::{LdapResult, Scope};
+use mailferry_core::job::DirectorySecurity;
 use mailferry_core::model::{DirectoryMailbox, NewMailbox};
 use mailferry_core::ports::{DirectoryError, DirectorySettings};
 
@@ -42,14 +43,33 @@ impl LdapDirectory {
                 m.login, m.address
             )));
         }
-        let dn = new_entry_dn(&s.login_attribute, &m.login, &m.base);
-        let attributes = new_entry_attributes(s, m);
-        let operation = format!("add {dn}");
-        self.conn
-            .with_timeout(REPLY_TIMEOUT)
-            .add(&dn, attributes)
-            .and_then(LdapResult::success)
-            .map_err(|e| op_error(s, &operation, e))?;
+        let dn = if is_active_directory(m) {
+            if m.password.is_some() && s.security == DirectorySecurity::Plain {
+                return Err(config(format!(
+                    "cannot create {}: Active Directory sets a password (unicodePwd) only over \
+                     an encrypted connection: use ldaps:// or StartTLS",
+                    m.login
+                )));
+            }
+            let (dn, attributes) = ad_entry(s, m);
+            let operation = format!("add {dn}");
+            self.conn
+                .with_timeout(REPLY_TIMEOUT)
+                .add(&dn, attributes)
+                .and_then(LdapResult::success)
+                .map_err(|e| op_error(s, &operation, e))?;
+            dn
+        } else {
+            let dn = new_entry_dn(&s.login_attribute, &m.login, &m.base);
+            let attributes = new_entry_attributes(s, m);
+            let operation = format!("add {dn}");
+            self.conn
+                .with_timeout(REPLY_TIMEOUT)
+                .add(&dn, attributes)
+                .and_then(LdapResult::success)
+                .map_err(|e| op_error(s, &operation, e))?;
+            dn
+        };
 
         let filter = base_filter(&s.filter);
         let mut found = self.search(&dn, Scope::Base, &filter)?;
@@ -138,4 +158,73 @@ pub(super) fn new_entry_attributes(
         put("userPassword", password.clone());
     }
     attrs
+}
+
+/// An attribute name with its values, as bytes (`unicodePwd` is not text).
+pub(super) type BinaryAttribute = (Vec<u8>, HashSet<Vec<u8>>);
+
+/// Whether the new entry is an Active Directory user (`objectClass: user`), which AD creates
+/// differently: named by its CN, with `sAMAccountName`, `userPrincipalName`, the password in
+/// `unicodePwd` and the account enabled.
+pub(super) fn is_active_directory(m: &NewMailbox) -> bool {
+    m.object_classes
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("user"))
+}
+
+/// The DN and attributes of a new Active Directory user: `CN=<display name>,<base>` with
+/// `sAMAccountName` (the login; AD allows 20 characters), `userPrincipalName` and `mail` (the
+/// address), `proxyAddresses` (`SMTP:<address>`), `displayName`, the login attribute if it is
+/// another one, and with a password `unicodePwd` (the quoted password in UTF-16LE, as AD
+/// wants it) and `userAccountControl` 512 (a normal, enabled account). Without a password AD
+/// leaves the account disabled.
+pub(super) fn ad_entry(s: &DirectorySettings, m: &NewMailbox) -> (String, Vec<BinaryAttribute>) {
+    let address = normalize_address(&m.address).unwrap_or_else(|| m.address.clone());
+    let name = m
+        .display_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&m.login)
+        .to_string();
+    let dn = format!("CN={},{}", escape_rdn_value(&name), m.base);
+    let mut attrs: Vec<BinaryAttribute> = Vec::new();
+    let mut put = |attr: &str, value: Vec<u8>| match attrs
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case(attr.as_bytes()))
+    {
+        Some((_, values)) => {
+            values.insert(value);
+        }
+        None => attrs.push((attr.as_bytes().to_vec(), HashSet::from([value]))),
+    };
+    for class in &m.object_classes {
+        put("objectClass", class.clone().into_bytes());
+    }
+    put("sAMAccountName", m.login.clone().into_bytes());
+    put("userPrincipalName", address.clone().into_bytes());
+    put("mail", address.clone().into_bytes());
+    put("proxyAddresses", format!("SMTP:{address}").into_bytes());
+    put("displayName", name.into_bytes());
+    let known = [
+        "sAMAccountName",
+        "userPrincipalName",
+        "mail",
+        "proxyAddresses",
+    ];
+    if !known
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(&s.login_attribute))
+    {
+        put(&s.login_attribute, m.login.clone().into_bytes());
+    }
+    if let Some(password) = &m.password {
+        let quoted = format!("\"{password}\"");
+        put(
+            "unicodePwd",
+            quoted.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        );
+        put("userAccountControl", b"512".to_vec());
+    }
+    (dn, attrs)
 }

@@ -48,21 +48,22 @@ pub(super) fn connect_error(s: &DirectorySettings, e: LdapError) -> DirectoryErr
         LdapError::Timeout { .. } => {
             format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
         }
-        LdapError::Io { source } => source.to_string(),
+        // A refused certificate in mailferry's words (why, its fingerprint, tls_pin_sha256).
+        LdapError::Io { source } => mailferry_imap::tls::handshake_error_text(&source),
         other => other.to_string(),
     };
     let reason = if reason.contains("UnknownIssuer") {
-        match &s.tls_ca {
-            None => format!(
-                "{reason} (no trusted CA signed the server's certificate: if it comes from a \
-                 private CA, set tls_ca to that CA's certificate)"
-            ),
+        let hint = match &s.tls_ca {
+            None => "no trusted CA signed the server's certificate: if it comes from a private \
+                     CA, set tls_ca to that CA's certificate"
+                .to_string(),
             Some(ca) => format!(
-                "{reason} (neither the system's trust anchors nor tls_ca {} signed the \
-                 server's certificate)",
+                "neither the system's trust anchors nor tls_ca {} signed the server's \
+                 certificate",
                 ca.display()
             ),
-        }
+        };
+        reason.replacen("UnknownIssuer", &format!("UnknownIssuer ({hint})"), 1)
     } else {
         reason
     };

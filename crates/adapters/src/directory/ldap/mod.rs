@@ -25,6 +25,8 @@
 mod add;
 mod entry;
 mod error;
+#[cfg(test)]
+mod samba_tests;
 mod search;
 #[cfg(test)]
 mod slapd_tests;
@@ -38,7 +40,9 @@ use std::time::Duration;
 use ldap3::{LdapConn, LdapConnSettings, LdapResult};
 use mailferry_core::job::DirectorySecurity;
 use mailferry_core::model::{DirectoryMailbox, MailboxId, NewMailbox};
-use mailferry_core::ports::{Directory, DirectoryError, DirectorySettings, Listing, Provisioner};
+use mailferry_core::ports::{
+    Directory, DirectoryError, DirectoryProbe, DirectorySettings, Listing, Provisioner,
+};
 
 pub use entry::{guid_filter_escape, guid_to_string, parse_proxy_addresses};
 
@@ -50,6 +54,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Entries per page of a paged search (RFC 2696 simple paged results).
 pub const PAGE_SIZE: i32 = 500;
+/// Entries `check` reads ([`LdapDirectory::probe`]).
+pub const PROBE_SIZE: i32 = 20;
 
 /// An open, bound connection to one directory.
 pub struct LdapDirectory {
@@ -129,6 +135,9 @@ impl Directory for LdapDirectory {
     fn find_by_address(&mut self, address: &str) -> Result<Vec<DirectoryMailbox>, DirectoryError> {
         LdapDirectory::find_by_address(self, address)
     }
+    fn probe(&mut self) -> Result<DirectoryProbe, DirectoryError> {
+        LdapDirectory::probe(self)
+    }
 }
 
 impl Provisioner for LdapDirectory {
@@ -178,7 +187,8 @@ fn uses_tls(s: &DirectorySettings) -> Result<bool, DirectoryError> {
 /// rustls client configuration: the one certificate policy of mailferry's connections
 /// (`mailferry_imap::tls`), verification always on for directories.
 fn tls_config(s: &DirectorySettings) -> Result<rustls::ClientConfig, DirectoryError> {
-    mailferry_imap::tls::client_config(s.tls_ca.as_deref(), true).map_err(|e| {
+    let pins: Vec<_> = s.tls_pin_sha256.iter().map(|p| p.0).collect();
+    mailferry_imap::tls::client_config(s.tls_ca.as_deref(), true, &pins).map_err(|e| {
         DirectoryError::Config {
             url: s.url.clone(),
             reason: e.to_string(),

@@ -3,15 +3,15 @@
 use std::collections::HashMap;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Scope, SearchEntry, ldap_escape};
+use ldap3::{Scope, SearchEntry, SearchOptions, ldap_escape};
 use mailferry_core::model::{DirectoryMailbox, MailboxId};
-use mailferry_core::ports::{DirectoryError, DirectorySettings};
+use mailferry_core::ports::{DirectoryError, DirectoryProbe, DirectorySettings};
 
 use super::entry::{
     guid_filter_escape, is_guid_attribute, is_proxy_attribute, normalize_address, to_dir_entry,
 };
 use super::error::{op_error, with_size_limit_hint};
-use super::{LdapDirectory, PAGE_SIZE, REPLY_TIMEOUT};
+use super::{LdapDirectory, PAGE_SIZE, PROBE_SIZE, REPLY_TIMEOUT};
 
 impl LdapDirectory {
     /// Every mailbox under `base` matching `filter`, read with paged searches. Entries that
@@ -136,6 +136,45 @@ impl LdapDirectory {
             .filter_map(|e| to_dir_entry(&self.settings, e).ok())
             .filter(|e| e.addresses.iter().any(|a| a.to_lowercase() == wanted))
             .collect())
+    }
+
+    /// For `check`: the first [`PROBE_SIZE`] entries under the base matching the filter, and
+    /// whether each reads as a mailbox. A base that does not exist is the server's
+    /// `noSuchObject (32)`; more entries than the sample is not an error.
+    pub fn probe(&mut self) -> Result<DirectoryProbe, DirectoryError> {
+        let s = &self.settings;
+        let filter = base_filter(&s.filter);
+        let operation = format!("search under {} for {filter}", s.base);
+        let ldap3::SearchResult(entries, result) = self
+            .conn
+            .with_search_options(SearchOptions::new().sizelimit(PROBE_SIZE))
+            .with_timeout(REPLY_TIMEOUT)
+            .search(&s.base, Scope::Subtree, &filter, requested_attributes(s))
+            .map_err(|e| op_error(s, &operation, e))?;
+        // sizeLimitExceeded (4): more match than the sample, which is what was asked.
+        if result.rc != 0 && result.rc != 4 {
+            return Err(op_error(
+                s,
+                &operation,
+                ldap3::LdapError::LdapResult { result },
+            ));
+        }
+        let mut probe = DirectoryProbe {
+            more: result.rc == 4,
+            ..DirectoryProbe::default()
+        };
+        for raw in entries
+            .into_iter()
+            .filter(|e| !e.is_ref() && !e.is_intermediate())
+        {
+            let entry = SearchEntry::construct(raw);
+            probe.sampled += 1;
+            match to_dir_entry(s, &entry) {
+                Ok(_) => probe.mailboxes += 1,
+                Err(why) => probe.skipped.push(format!("{}: skipped: {why}", entry.dn)),
+            }
+        }
+        Ok(probe)
     }
 
     /// A plain (unpaged) search returning the entries only.

@@ -43,6 +43,7 @@ fn settings(slapd: &Slapd, bind_dn: &str, bind_password: &str) -> DirectorySetti
         url: slapd.url(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
+        tls_pin_sha256: Vec::new(),
         bind_dn: bind_dn.into(),
         bind_password: bind_password.into(),
         base: slapd.people(),
@@ -413,6 +414,7 @@ fn nothing_listening_is_unreachable() {
         url: url.clone(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
+        tls_pin_sha256: Vec::new(),
         bind_dn: String::new(),
         bind_password: String::new(),
         base: "dc=x".into(),
@@ -463,12 +465,16 @@ fn assert_verified(security: DirectorySecurity) {
 
     let err = LdapDirectory::connect(&DirectorySettings { tls_ca: None, ..s }).unwrap_err();
     assert!(err.is_unreachable(), "{err}");
+    let fp = mailferry_testkit::openssl_fingerprint(&slapd.cert_pem().unwrap());
     assert_eq!(
         err.to_string(),
         format!(
             "Cannot connect to directory {url}: invalid peer certificate: UnknownIssuer (no \
              trusted CA signed the server's certificate: if it comes from a private CA, set \
-             tls_ca to that CA's certificate)"
+             tls_ca to that CA's certificate); the certificate's SHA-256 fingerprint is {fp}; \
+             if that is the server's certificate (compare with `openssl x509 -noout \
+             -fingerprint -sha256 -in CERT` on the server), tls_pin_sha256 = \"{fp}\" accepts \
+             exactly that certificate for this connection"
         )
     );
 }
@@ -481,4 +487,79 @@ fn ldaps_is_verified_against_tls_ca() {
 #[test]
 fn starttls_is_verified_against_tls_ca() {
     assert_verified(DirectorySecurity::StartTls);
+}
+
+/// A slapd whose certificate names `localhost` only in its CN (no subjectAltName), as Samba's
+/// does: refused with the reason, the fingerprint and the option, even with its CA as
+/// `tls_ca`; accepted with the right pin; refused with a wrong one.
+fn assert_common_name_only(security: DirectorySecurity) {
+    let mut cfg = SlapdConfig::new(SUFFIX);
+    cfg.tls = true;
+    cfg.tls_cn_only = true;
+    cfg.seed = jdoe();
+    let slapd = Slapd::start(cfg);
+    let url = match security {
+        DirectorySecurity::Tls => slapd.ldaps_url().unwrap(),
+        _ => slapd.url(),
+    };
+    let fp = mailferry_testkit::openssl_fingerprint(&slapd.cert_pem().unwrap());
+    let s = DirectorySettings {
+        url: url.clone(),
+        security,
+        tls_ca: slapd.ca_pem(),
+        ..admin_settings(&slapd)
+    };
+    let err = LdapDirectory::connect(&s).unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Cannot connect to directory {url}: the certificate of 127.0.0.1 names the host only \
+             in its CN (CN=localhost), with no subjectAltName: name verification reads only the \
+             subjectAltName (RFC 6125), so the certificate is refused. Its SHA-256 fingerprint \
+             is {fp}; if that is the server's certificate (compare with `openssl x509 -noout \
+             -fingerprint -sha256 -in CERT` on the server), tls_pin_sha256 = \"{fp}\" accepts \
+             exactly that certificate for this connection"
+        )
+    );
+
+    let pin = mailferry_core::job::CertificatePin::parse(&fp.to_lowercase()).unwrap();
+    let pinned = DirectorySettings {
+        tls_ca: None,
+        tls_pin_sha256: vec![pin],
+        ..s.clone()
+    };
+    let logins: Vec<String> = LdapDirectory::connect(&pinned)
+        .unwrap()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.login)
+        .collect();
+    assert_eq!(logins, ["jdoe"]);
+
+    let mut wrong = pin;
+    wrong.0[31] ^= 0xff;
+    let err = LdapDirectory::connect(&DirectorySettings {
+        tls_pin_sha256: vec![wrong],
+        ..pinned
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Cannot connect to directory {url}: the certificate of 127.0.0.1 has the SHA-256 \
+             fingerprint {fp}, not the one tls_pin_sha256 names"
+        )
+    );
+}
+
+#[test]
+fn ldaps_refuses_a_common_name_only_certificate_helpfully_and_takes_a_pin() {
+    assert_common_name_only(DirectorySecurity::Tls);
+}
+
+#[test]
+fn starttls_refuses_a_common_name_only_certificate_helpfully_and_takes_a_pin() {
+    assert_common_name_only(DirectorySecurity::StartTls);
 }

@@ -14,6 +14,7 @@ fn settings() -> DirectorySettings {
         url: "ldap://127.0.0.1:1".into(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
+        tls_pin_sha256: Vec::new(),
         bind_dn: "cn=reader,dc=example".into(),
         bind_password: "s3cret-pw".into(),
         base: "ou=people,dc=example".into(),

@@ -263,7 +263,7 @@ impl PostgresStore {
             }
             Tls::Verified { root_cert } => {
                 config.ssl_mode(postgres::config::SslMode::Require);
-                let tls = mailferry_imap::tls::client_config(root_cert.as_deref(), true)
+                let tls = mailferry_imap::tls::client_config_unpinned(root_cert.as_deref())
                     .map_err(|e| tls_error(&e))?;
                 config
                     .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
