@@ -182,6 +182,12 @@ const CONNECTION_FIELDS: &[Field] = &[
         "ca.pem (besides the system's)",
     ),
     imap(
+        "tls_pin_sha256",
+        "Pinned certificate",
+        Input::List,
+        "SHA-256 fingerprint(s), AB:CD:… (commas between)",
+    ),
+    imap(
         "tls_verify",
         "Verify the certificate",
         Input::Boolean,
@@ -226,6 +232,10 @@ const CONNECTION_FIELDS: &[Field] = &[
 ];
 
 const DIRECTORY_FIELDS: &[Field] = &[
+    Field {
+        choices: &["openldap", "active-directory"],
+        ..field("schema", "Schema", Input::Choice, "openldap")
+    },
     field("url", "URL", Input::Text, "ldaps://dc.example.org:636"),
     Field {
         choices: &["starttls", "plain", "tls"],
@@ -241,6 +251,12 @@ const DIRECTORY_FIELDS: &[Field] = &[
         "TLS CA file",
         Input::Text,
         "ca.pem (besides the system's)",
+    ),
+    field(
+        "tls_pin_sha256",
+        "Pinned certificate",
+        Input::List,
+        "SHA-256 fingerprint(s), AB:CD:… (commas between)",
     ),
     field(
         "bind_dn",
@@ -682,6 +698,11 @@ fn same(field: &Field, now: &FieldValue, wanted: &FieldValue) -> bool {
     match field.input {
         // An absent flag is false.
         Input::Flag => (now == &FieldValue::Flag(true)) == (wanted == &FieldValue::Flag(true)),
+        // One value written as a string is the list of that one value.
+        Input::List => match (now, wanted) {
+            (FieldValue::Text(one), FieldValue::List(list)) => list.len() == 1 && list[0] == *one,
+            _ => now == wanted,
+        },
         _ => now == wanted,
     }
 }

@@ -477,3 +477,37 @@ fn the_creation_form_adds_target_create_with_its_list_of_object_classes() {
     assert!(again.changed.is_empty(), "{again:?}");
     assert_eq!(read(&path), written);
 }
+
+#[test]
+fn a_pin_written_as_one_string_is_shown_and_kept_as_it_is() {
+    let pin = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
+    let text = template().replacen(
+        "host = \"mail.old.example\"\n",
+        &format!("host = \"mail.old.example\"\ntls_pin_sha256 = \"{pin}\"\n"),
+        1,
+    );
+    let (_dir, path) = job_file(&text);
+    let view = connections_in(&path).expect("view");
+    let source = &view.sections[0];
+    let values: BTreeMap<String, FieldValue> = source
+        .fields
+        .iter()
+        .map(|f| (f.name.to_owned(), f.value.clone()))
+        .collect();
+    assert_eq!(values["tls_pin_sha256"], text_value(pin));
+    let outcome = reconfigure_file(&path, Section::Source, &values).expect("no change");
+    assert!(outcome.changed.is_empty(), "{outcome:?}");
+    assert_eq!(read(&path), text);
+    // Two pins are written as a list.
+    reconfigure_file(
+        &path,
+        Section::Source,
+        &form(&[("tls_pin_sha256", text_value(&format!("{pin}, {pin}")))]),
+    )
+    .expect("written");
+    assert!(read(&path).contains(&format!("tls_pin_sha256 = [\"{pin}\", \"{pin}\"]\n")));
+}
+
+fn text_value(s: &str) -> FieldValue {
+    FieldValue::Text(s.to_owned())
+}
