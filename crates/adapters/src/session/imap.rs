@@ -63,6 +63,11 @@ impl ImapConnector {
     pub fn new(side: Side, imap: &ImapSettings) -> std::result::Result<ImapConnector, String> {
         let access = match &imap.auth {
             Auth::PerMailbox => Access::PerMailbox,
+            Auth::OAuth2(_) => {
+                return Err(format!(
+                    "{side}.auth = \"oauth2\" is not wired to a token provider yet"
+                ));
+            }
             Auth::Admin {
                 user,
                 password,
