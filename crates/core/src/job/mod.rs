@@ -291,7 +291,7 @@ pub enum Auth {
     PerMailbox,
     /// An OAuth2 access token of an application (`auth = "oauth2"` with `[side.oauth2]`),
     /// given to the server with SASL XOAUTH2 or OAUTHBEARER as each mailbox's login.
-    OAuth2(OAuth2Config),
+    OAuth2(Box<OAuth2Config>),
 }
 
 /// Default scope of `flow = "client-credentials"`: Exchange Online.
