@@ -507,7 +507,9 @@ impl Checker<'_> {
                     self.problem(&key(name), "not used with auth = \"oauth2\"; remove it");
                 }
                 match oauth2 {
-                    Some(raw) => self.oauth2(&key("oauth2"), raw).map(|c| Auth::OAuth2(Box::new(c))),
+                    Some(raw) => self
+                        .oauth2(&key("oauth2"), raw)
+                        .map(|c| Auth::OAuth2(Box::new(c))),
                     None => {
                         self.problem(
                             &key("oauth2"),
