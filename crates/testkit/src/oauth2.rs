@@ -292,8 +292,11 @@ pub enum TestClient {
 pub struct TokenEndpointConfig {
     /// Signs the issued tokens; give Dovecot the same ([`DovecotOAuth2`]).
     pub key: SigningKey,
-    /// How long an issued token lives (`expires_in`).
+    /// How long an issued token lives (its `exp`).
     pub lifetime: Duration,
+    /// The `expires_in` told to the client, when it differs from [`Self::lifetime`]: a token
+    /// that dies before the client expects (revoked, or a server whose clock runs ahead).
+    pub advertised_lifetime: Option<Duration>,
     pub clients: Vec<TestClient>,
     /// The `email` of an application's token: `app@<domain>` (see [`TokenMatch::Domain`]).
     pub domain: String,
@@ -309,6 +312,7 @@ impl TokenEndpointConfig {
         TokenEndpointConfig {
             key: key.clone(),
             lifetime: Duration::from_secs(3600),
+            advertised_lifetime: None,
             clients: Vec::new(),
             domain: domain.to_string(),
             roles: vec!["IMAP.AccessAsApp".to_string()],
@@ -330,6 +334,8 @@ pub struct TokenStats {
     pub by_grant: BTreeMap<String, usize>,
     /// `sub` of each jwt-bearer token issued.
     pub subjects: Vec<String>,
+    /// Every access token issued, for tests that look for them where they must not be.
+    pub tokens: Vec<String>,
 }
 
 struct State {
@@ -517,12 +523,14 @@ fn serve(
                 if let Some(sub) = sub {
                     st.stats.subjects.push(sub);
                 }
+                st.stats.tokens.push(token.clone());
+                let told = cfg.advertised_lifetime.unwrap_or(cfg.lifetime).as_secs();
                 (
                     200,
                     json!({
                         "token_type": "Bearer",
-                        "expires_in": cfg.lifetime.as_secs(),
-                        "ext_expires_in": cfg.lifetime.as_secs(),
+                        "expires_in": told,
+                        "ext_expires_in": told,
                         "access_token": token,
                     }),
                 )
