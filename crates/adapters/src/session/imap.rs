@@ -226,7 +226,8 @@ impl ImapConnector {
                 Err(ConnectError::Login(SessionError::refused(
                     e.code(),
                     format!(
-                        "{e}; the identity provider issued a new token ({}, valid {} s) and the                          server refused it too ({})",
+                        "{e}; the identity provider issued a new token ({}, valid {} s) and the \
+                         server refused it too ({})",
                         provider.describe(),
                         fresh.lifetime().as_secs(),
                         login_hint(provider, &fresh, login),

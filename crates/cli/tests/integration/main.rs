@@ -10,6 +10,7 @@ mod failures;
 mod lab;
 mod maildir;
 mod network;
+mod oauth2;
 mod postgres;
 mod scale;
 mod tls;
