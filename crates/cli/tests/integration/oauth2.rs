@@ -437,3 +437,132 @@ fn check_says_which_step_failed_for_a_wrong_secret_an_unknown_client_and_a_mailb
     output.push_str(&err);
     assert_nothing_secret(&ol, &["cyd@new.test"], &output);
 }
+
+#[test]
+fn from_a_service_account_source_with_oauthbearer_to_a_certificate_target() {
+    use mailferry_testkit::oauth2::TestKeyPair;
+    use std::sync::Arc;
+    let users = ["dan@ws.test", "eve@ws.test"];
+    // Google-like source: one token per mailbox; Entra-like target: a certificate credential.
+    let (source_key, target_key) = (SigningKey::random(), SigningKey::random());
+    let mut source = DovecotConfig::new(&users);
+    source.oauth2 = Some(DovecotOAuth2::new(&source_key, TokenMatch::User));
+    let mut target = DovecotConfig::new(&users);
+    target.oauth2 = Some(DovecotOAuth2::new(&target_key, TokenMatch::Domain));
+    let lab = Lab::with(source, target);
+    let sa = Arc::new(TestKeyPair::generate("service account"));
+    let app = Arc::new(TestKeyPair::generate("migration app"));
+    let mut google = TokenEndpointConfig::new(&source_key, "ws.test");
+    google.lifetime = Duration::from_secs(3);
+    google.clients = vec![TestClient::ServiceAccount {
+        client_email: "migrator@proj.iam.gserviceaccount.com".into(),
+        key: sa.clone(),
+    }];
+    let google = TokenEndpoint::start(google);
+    let mut entra = TokenEndpointConfig::new(&target_key, "ws.test");
+    entra.lifetime = Duration::from_secs(3);
+    entra.clients = vec![TestClient::Certificate {
+        client_id: "app-cert".into(),
+        key: app.clone(),
+    }];
+    let entra = TokenEndpoint::start(entra);
+    let dir = lab.dir.path();
+    std::fs::write(
+        dir.join("sa.json"),
+        sa.service_account_json(
+            "migrator@proj.iam.gserviceaccount.com",
+            "https://unused.invalid/token",
+        ),
+    )
+    .unwrap();
+    std::fs::copy(&app.certificate_pem, dir.join("app.pem")).unwrap();
+    std::fs::copy(&app.key_pem, dir.join("app.key")).unwrap();
+    let host = lab.source.host();
+    let job = format!(
+        "name = \"both\"\n\
+         [source]\nkind = \"imap\"\nhost = \"{host}\"\nport = {}\nsecurity = \"plain\"\n\
+         allow_plain = true\nauth = \"oauth2\"\n\
+         [source.oauth2]\nflow = \"service-account\"\nkey_file = {{ file = \"sa.json\" }}\n\
+         token_url = \"{}\"\nallow_plain = true\nmechanism = \"oauthbearer\"\n\
+         [target]\nkind = \"imap\"\nhost = \"{host}\"\nport = {}\nsecurity = \"plain\"\n\
+         allow_plain = true\nauth = \"oauth2\"\n\
+         [target.oauth2]\nflow = \"client-credentials\"\nclient_id = \"app-cert\"\n\
+         client_certificate = \"app.pem\"\nclient_key = {{ file = \"app.key\" }}\n\
+         token_url = \"{}\"\nallow_plain = true\n\
+         [mailboxes]\ncsv = \"mailboxes.csv\"\n",
+        lab.source.port(),
+        google.url(),
+        lab.target.port(),
+        entra.url()
+    );
+    std::fs::write(lab.job(), job).unwrap();
+    let mut csv =
+        String::from("Source ID,Source addresses,Source login,Target addresses,Target login\n");
+    for u in users {
+        let local = u.split('@').next().unwrap();
+        csv.push_str(&format!("id-{local},{u},{u},{local}@new.example,{u}\n"));
+    }
+    std::fs::write(dir.join("mailboxes.csv"), csv).unwrap();
+    for (n, user) in users.iter().enumerate() {
+        let msgs: Vec<Msg> = (0..40)
+            .map(|i| generated(n * 100 + i, 5_000 + i * 300))
+            .collect();
+        assert!(fill(&lab.source, user, "INBOX", &msgs).is_empty());
+        assert!(fill(&lab.source, user, "Projects/2026", &msgs[..10]).is_empty());
+    }
+    let jobp = lab.job().to_str().unwrap().to_string();
+    let out = lab.mailferry(&["match", &jobp]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lab.mailferry(&["check", &jobp]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("source OK   oauth2 token: token from http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "service account migrator@proj.iam.gserviceaccount.com, one token per mailbox"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("client credentials with a certificate, client ID app-cert"),
+        "{text}"
+    );
+    let (code, v) = lab.json(&["migrate", &jobp, "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["failed"], 0, "{v:#}");
+    for user in users {
+        assert_same(
+            &snapshot(&lab.source, user),
+            &snapshot(&lab.target, user),
+            str::to_string,
+        );
+    }
+    let g = google.stats();
+    // check's tokens and the pass's: every subject is a mailbox, nothing else.
+    assert!(
+        g.subjects.iter().all(|s| users.contains(&s.as_str())),
+        "{g:?}"
+    );
+    assert!(
+        users.iter().all(|u| g.subjects.iter().any(|s| s == u)),
+        "{g:?}"
+    );
+    assert!(
+        entra
+            .stats()
+            .by_grant
+            .get("client_assertion")
+            .is_some_and(|n| *n >= 1)
+    );
+}
