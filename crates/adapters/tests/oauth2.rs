@@ -375,3 +375,25 @@ fn a_service_account_gets_one_token_per_mailbox() {
     );
     assert_eq!(stats.by_grant.get("jwt_bearer"), Some(&2));
 }
+
+#[test]
+fn an_https_token_endpoint_is_trusted_through_tls_ca_and_refused_without_it() {
+    let s = setup(&["ada@new.test"], TokenMatch::Domain, &[], |c| c.tls = true);
+    assert!(s.endpoint.url().starts_with("https://127.0.0.1:"));
+    let mut settings = s.settings(s.secret_flow("app-1"), OAuth2Mechanism::XOAuth2);
+    // Without the private CA the certificate is not trusted: nothing is sent.
+    let e = ImapConnector::new(Side::Target, &settings)
+        .unwrap()
+        .check_credentials("ada@new.test")
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("TLS with 127.0.0.1:"), "{e}");
+    assert!(e.contains("certificate"), "{e}");
+    assert_eq!(s.endpoint.stats().requests, 0);
+    if let Auth::OAuth2(c) = &mut settings.auth {
+        c.tls_ca = s.endpoint.ca_pem();
+    }
+    let connector = ImapConnector::new(Side::Target, &settings).unwrap();
+    opens(&connector, "ada@new.test");
+    assert_eq!(s.endpoint.stats().issued, 1);
+}

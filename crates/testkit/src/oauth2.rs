@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -305,6 +305,9 @@ pub struct TokenEndpointConfig {
     pub roles: Vec<String>,
     /// The tenant in the URL path.
     pub tenant: String,
+    /// Serve HTTPS with a certificate for 127.0.0.1 from a private CA
+    /// ([`TokenEndpoint::ca_pem`]) instead of plain HTTP.
+    pub tls: bool,
 }
 
 impl TokenEndpointConfig {
@@ -317,6 +320,7 @@ impl TokenEndpointConfig {
             domain: domain.to_string(),
             roles: vec!["IMAP.AccessAsApp".to_string()],
             tenant: "contoso-test".to_string(),
+            tls: false,
         }
     }
 }
@@ -349,6 +353,7 @@ struct State {
 pub struct TokenEndpoint {
     port: u16,
     tenant: String,
+    tls_dir: Option<tempfile::TempDir>,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -373,8 +378,20 @@ impl TokenEndpoint {
             jtis: HashSet::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let url = format!("http://127.0.0.1:{port}/{}/oauth2/v2.0/token", cfg.tenant);
+        let scheme = if cfg.tls { "https" } else { "http" };
+        let url = format!(
+            "{scheme}://127.0.0.1:{port}/{}/oauth2/v2.0/token",
+            cfg.tenant
+        );
         let tenant = cfg.tenant.clone();
+        let (tls_dir, tls) = if cfg.tls {
+            let dir = tempfile::tempdir().expect("temp dir");
+            crate::generate_tls(dir.path());
+            let config = server_config(dir.path());
+            (Some(dir), Some(config))
+        } else {
+            (None, None)
+        };
         let thread = {
             let state = state.clone();
             let stop = stop.clone();
@@ -384,7 +401,21 @@ impl TokenEndpoint {
                     match listener.accept() {
                         Ok((sock, _)) => {
                             n += 1;
-                            let _ = serve(sock, &cfg, &url, &state, n.is_multiple_of(2));
+                            let chunked = n.is_multiple_of(2);
+                            let _ = sock.set_nonblocking(false);
+                            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
+                            match &tls {
+                                None => {
+                                    let _ = serve(sock, &cfg, &url, &state, chunked);
+                                }
+                                Some(config) => {
+                                    if let Ok(conn) = rustls::ServerConnection::new(config.clone())
+                                    {
+                                        let stream = rustls::StreamOwned::new(conn, sock);
+                                        let _ = serve(stream, &cfg, &url, &state, chunked);
+                                    }
+                                }
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5));
@@ -397,6 +428,7 @@ impl TokenEndpoint {
         TokenEndpoint {
             port,
             tenant,
+            tls_dir,
             state,
             stop,
             thread: Some(thread),
@@ -404,10 +436,20 @@ impl TokenEndpoint {
     }
 
     pub fn url(&self) -> String {
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!(
-            "http://127.0.0.1:{}/{}/oauth2/v2.0/token",
+            "{scheme}://127.0.0.1:{}/{}/oauth2/v2.0/token",
             self.port, self.tenant
         )
+    }
+
+    /// The private CA that signed the endpoint's certificate ([`TokenEndpointConfig::tls`]).
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.path().join("ca.pem"))
     }
 
     pub fn stats(&self) -> TokenStats {
@@ -472,16 +514,33 @@ fn form_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn serve(
-    sock: TcpStream,
+/// A rustls server configuration with the certificate and key `generate_tls` wrote in `dir`.
+fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .expect("read cert.pem")
+        .map(|c| c.expect("a certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("read key.pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    Arc::new(config)
+}
+
+fn serve<S: Read + Write>(
+    sock: S,
     cfg: &TokenEndpointConfig,
     url: &str,
     state: &Mutex<State>,
     chunked: bool,
 ) -> std::io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(sock.try_clone()?);
+    let mut reader = BufReader::new(sock);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut length = 0usize;
@@ -549,7 +608,7 @@ fn serve(
         429 => "Too Many Requests",
         _ => "Error",
     };
-    let mut out = sock;
+    let out = reader.get_mut();
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n\
          Cache-Control: no-store\r\nConnection: close\r\n"
