@@ -138,7 +138,7 @@ fn one_app_token_serves_every_mailbox_and_a_refused_one_is_fetched_again_once() 
     }
     assert_eq!(s.endpoint.stats().issued, 1, "one token for every mailbox");
 
-    std::thread::sleep(Duration::from_millis(2600));
+    std::thread::sleep(Duration::from_millis(3500));
     // Eight sessions at once are refused the dead token; one new token serves them all.
     std::thread::scope(|scope| {
         for i in 0..8 {
@@ -150,7 +150,7 @@ fn one_app_token_serves_every_mailbox_and_a_refused_one_is_fetched_again_once() 
     assert_eq!((stats.requests, stats.issued), (2, 2), "{stats:?}");
 
     // The identity provider now refuses the client: both parties' words, no secret.
-    std::thread::sleep(Duration::from_millis(2600));
+    std::thread::sleep(Duration::from_millis(3500));
     s.endpoint.fail_with(Some((
         401,
         entra_error("invalid_client", 7000215, "Invalid client secret provided."),
@@ -396,4 +396,70 @@ fn an_https_token_endpoint_is_trusted_through_tls_ca_and_refused_without_it() {
     let connector = ImapConnector::new(Side::Target, &settings).unwrap();
     opens(&connector, "ada@new.test");
     assert_eq!(s.endpoint.stats().issued, 1);
+}
+
+/// An IMAP server that answers like Exchange Online to a refused token: a greeting without
+/// capabilities, `+ ` to `AUTHENTICATE XOAUTH2`, then a bare `NO AUTHENTICATE failed.` (no
+/// response code). Returns the port and, when done, how many AUTHENTICATEs it saw.
+fn exchange_like_refusing_server() -> (u16, std::thread::JoinHandle<usize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        let mut w = sock.try_clone().unwrap();
+        let mut r = BufReader::new(sock);
+        w.write_all(b"* OK The Microsoft Exchange IMAP4 service is ready.\r\n")
+            .unwrap();
+        let mut seen = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap() == 0 {
+                return seen;
+            }
+            let tag = line.split(' ').next().unwrap().to_string();
+            if line.trim_end().ends_with("AUTHENTICATE XOAUTH2") {
+                seen += 1;
+                w.write_all(b"+ \r\n").unwrap();
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                w.write_all(format!("{tag} NO AUTHENTICATE failed.\r\n").as_bytes())
+                    .unwrap();
+            } else {
+                w.write_all(format!("{tag} BAD Command Error. 10\r\n").as_bytes())
+                    .unwrap();
+            }
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn exchange_onlines_bare_no_also_gets_one_fresh_token() {
+    let s = setup(&["ada@new.test"], TokenMatch::Domain, &[], |_| {});
+    let (port, server) = exchange_like_refusing_server();
+    let settings = ImapSettings {
+        port,
+        ..s.settings(s.secret_flow("app-1"), OAuth2Mechanism::XOAuth2)
+    };
+    let e = open_error(
+        &ImapConnector::new(Side::Target, &settings).unwrap(),
+        "ada@contoso.example",
+    );
+    assert!(
+        e.starts_with("AUTHENTICATE XOAUTH2 failed: AUTHENTICATE failed."),
+        "{e}"
+    );
+    assert!(
+        e.contains("the identity provider issued a new token"),
+        "{e}"
+    );
+    assert!(
+        e.contains("Add-MailboxPermission -Identity ada@contoso.example"),
+        "{e}"
+    );
+    assert_eq!(s.endpoint.stats().issued, 2);
+    assert_eq!(server.join().unwrap(), 2, "two AUTHENTICATEs, no more");
+    assert_clean(&e, &s.endpoint);
 }

@@ -193,8 +193,8 @@ fn token_failure(e: &TokenError) -> ConnectError {
 
 impl ImapConnector {
     /// An OAuth2 login: the shared token (fetched when none is fresh), and when the server
-    /// answers `AUTHENTICATIONFAILED`, once more with a token fetched anew (the server may
-    /// have seen the old one expire). A second refusal fails the mailbox with the server's
+    /// refuses it (`NO [AUTHENTICATIONFAILED]`, or Exchange Online's bare `NO`), once more
+    /// with a token fetched anew (the server may have seen the old one expire). A second refusal fails the mailbox with the server's
     /// words and what the identity provider issued.
     fn open_oauth2(
         &self,
@@ -211,7 +211,9 @@ impl ImapConnector {
         };
         let first = match c.login(&sasl(&token)) {
             Ok(()) => return Ok(Box::new(ImapSession::new(c))),
-            Err(e) if e.code() == Some("AUTHENTICATIONFAILED") => e,
+            // Dovecot says [AUTHENTICATIONFAILED]; Exchange Online a bare "NO AUTHENTICATE
+            // failed.": any lasting NO to the token is worth one fresh token.
+            Err(e @ ImapError::No { .. }) if !e.is_transient() => e,
             Err(e) => return Err(ConnectError::Login(session_error(e))),
         };
         let fresh = provider.token(login, Some(&token)).map_err(|e| {
@@ -222,7 +224,7 @@ impl ImapConnector {
         })?;
         match c.login(&sasl(&fresh)) {
             Ok(()) => Ok(Box::new(ImapSession::new(c))),
-            Err(e) if e.code() == Some("AUTHENTICATIONFAILED") => {
+            Err(e @ ImapError::No { .. }) if !e.is_transient() => {
                 Err(ConnectError::Login(SessionError::refused(
                     e.code(),
                     format!(
