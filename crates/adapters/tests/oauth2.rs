@@ -463,3 +463,25 @@ fn exchange_onlines_bare_no_also_gets_one_fresh_token() {
     assert_eq!(server.join().unwrap(), 2, "two AUTHENTICATEs, no more");
     assert_clean(&e, &s.endpoint);
 }
+
+#[test]
+fn a_refusal_by_the_identity_provider_is_asked_once_for_many_mailboxes() {
+    let users = [
+        "ada@new.test",
+        "bea@new.test",
+        "cyd@new.test",
+        "dan@new.test",
+    ];
+    let s = setup(&users, TokenMatch::Domain, &[], |_| {});
+    let connector = s.connector("unknown-app");
+    std::thread::scope(|scope| {
+        for user in users {
+            let connector = &connector;
+            scope.spawn(move || {
+                let e = open_error(connector, user);
+                assert!(e.contains("AADSTS700016"), "{e}");
+            });
+        }
+    });
+    assert_eq!(s.endpoint.stats().requests, 1);
+}

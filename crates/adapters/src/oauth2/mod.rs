@@ -15,7 +15,9 @@ pub mod cache;
 pub mod http;
 pub mod jwt;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mailferry_core::job::{
     ClientCredential, GOOGLE_TOKEN_URL, OAuth2Config, OAuth2Flow, OAuth2Mechanism,
@@ -33,6 +35,9 @@ const ATTEMPTS: u32 = 3;
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// The longest identity-provider text quoted in an error.
 const MAX_WORDS: usize = 1000;
+/// How long a refusal by the identity provider (a wrong secret, an unknown client) is given
+/// as the answer without asking again: a run over a thousand mailboxes asks once.
+pub const REFUSAL_MEMORY: Duration = Duration::from_secs(30);
 
 /// Why no token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,6 +115,9 @@ pub struct TokenProvider {
     mechanism: OAuthMechanism,
     http: HttpClient,
     cache: TokenCache,
+    /// The identity provider's last refusal per cache key, repeated for [`REFUSAL_MEMORY`]
+    /// instead of asking again for every mailbox of the run.
+    refusals: Mutex<HashMap<String, (Instant, TokenError)>>,
 }
 
 impl std::fmt::Debug for TokenProvider {
@@ -229,6 +237,7 @@ impl TokenProvider {
             },
             http,
             cache: TokenCache::default(),
+            refusals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -268,7 +277,26 @@ impl TokenProvider {
             Grant::ServiceAccount { .. } => mailbox,
             _ => "",
         };
-        self.cache.get(key, refused, || self.fetch(mailbox))
+        self.cache.get(key, refused, || {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, error)) = refusals.get(key)
+                && at.elapsed() < REFUSAL_MEMORY
+            {
+                return Err(error.clone());
+            }
+            drop(refusals);
+            let result = self.fetch(mailbox);
+            refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+            match &result {
+                Err(e @ TokenError::Refused { .. }) => {
+                    refusals.insert(key.to_string(), (Instant::now(), e.clone()));
+                }
+                _ => {
+                    refusals.remove(key);
+                }
+            }
+            result
+        })
     }
 
     fn fetch(&self, mailbox: &str) -> Result<Token, TokenError> {
