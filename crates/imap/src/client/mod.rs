@@ -137,6 +137,25 @@ impl Login {
     }
 }
 
+/// What the trace shows of a command line: all of it, except for a `LOGIN` or an
+/// `AUTHENTICATE` sent as a plain command, whose arguments (a password, a SASL response with
+/// a token) are cut. (Logins are traced by [`Login::trace_line`]; this guards every other
+/// path.)
+pub(crate) fn traced(command: &str) -> std::borrow::Cow<'_, str> {
+    let mut words = command.splitn(3, ' ');
+    let verb = words.next().unwrap_or("");
+    if verb.eq_ignore_ascii_case("LOGIN") {
+        return "LOGIN (credentials not shown)".into();
+    }
+    if verb.eq_ignore_ascii_case("AUTHENTICATE") {
+        let mechanism = words.next().unwrap_or("");
+        if words.next().is_some() {
+            return format!("AUTHENTICATE {mechanism} (response not shown)").into();
+        }
+    }
+    command.into()
+}
+
 /// The `status` of an OAUTHBEARER / XOAUTH2 error challenge (RFC 7628 §3.2.2: base64 of a
 /// JSON object such as `{"status":"invalid_token","scope":"…"}`), in words for an error
 /// message; the decoded JSON when it has no status, or `None` when it is not base64 text.
@@ -600,7 +619,7 @@ impl Client {
     fn trace(&self, command: &str) {
         if let Some(sink) = trace_sink() {
             let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{} {command}", self.peer);
+            let _ = writeln!(f, "{} {}", self.peer, traced(command));
         }
     }
 

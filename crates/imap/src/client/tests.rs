@@ -656,3 +656,18 @@ fn an_oauth2_login_is_traced_and_printed_without_its_token() {
         "AUTHENTICATE XOAUTH2 as alice@x.example (token not shown)"
     );
 }
+
+#[test]
+fn the_trace_cuts_credentials_from_any_login_command() {
+    assert_eq!(traced("SELECT INBOX"), "SELECT INBOX");
+    assert_eq!(traced("AUTHENTICATE XOAUTH2"), "AUTHENTICATE XOAUTH2");
+    let ir = "dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=";
+    assert_eq!(
+        traced(&format!("AUTHENTICATE XOAUTH2 {ir}")),
+        "AUTHENTICATE XOAUTH2 (response not shown)"
+    );
+    assert_eq!(
+        traced("login alice s3cret"),
+        "LOGIN (credentials not shown)"
+    );
+}
