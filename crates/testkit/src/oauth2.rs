@@ -325,8 +325,8 @@ impl TokenEndpointConfig {
     }
 }
 
-/// What the endpoint has seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the endpoint has seen. `Debug` counts the tokens instead of printing them.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TokenStats {
     /// Requests received (any path, any outcome).
     pub requests: usize,
@@ -340,6 +340,19 @@ pub struct TokenStats {
     pub subjects: Vec<String>,
     /// Every access token issued, for tests that look for them where they must not be.
     pub tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStats")
+            .field("requests", &self.requests)
+            .field("issued", &self.issued)
+            .field("refused", &self.refused)
+            .field("by_grant", &self.by_grant)
+            .field("subjects", &self.subjects)
+            .field("tokens", &format_args!("<{} not shown>", self.tokens.len()))
+            .finish()
+    }
 }
 
 struct State {

@@ -414,7 +414,7 @@ impl Client {
 
     /// Logs in. The password never appears in errors or logs.
     pub fn login(&mut self, login: &Login) -> Result<()> {
-        self.trace(&login.trace_line());
+        self.trace_line(&login.trace_line());
         let tagged = match login {
             Login::Plain { user, password } => {
                 let tag = self.tag();
@@ -617,9 +617,13 @@ impl Client {
     }
 
     fn trace(&self, command: &str) {
+        self.trace_line(&traced(command));
+    }
+
+    fn trace_line(&self, line: &str) {
         if let Some(sink) = trace_sink() {
             let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{} {}", self.peer, traced(command));
+            let _ = writeln!(f, "{} {line}", self.peer);
         }
     }
 
