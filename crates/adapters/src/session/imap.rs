@@ -194,8 +194,9 @@ fn token_failure(e: &TokenError) -> ConnectError {
 impl ImapConnector {
     /// An OAuth2 login: the shared token (fetched when none is fresh), and when the server
     /// refuses it (`NO [AUTHENTICATIONFAILED]`, or Exchange Online's bare `NO`), once more
-    /// with a token fetched anew (the server may have seen the old one expire). A second refusal fails the mailbox with the server's
-    /// words and what the identity provider issued.
+    /// with a token fetched anew (the server may have seen the old one expire). A second
+    /// refusal fails the mailbox with the server's words and what the identity provider
+    /// issued.
     fn open_oauth2(
         &self,
         provider: &TokenProvider,
@@ -217,10 +218,12 @@ impl ImapConnector {
             Err(e) => return Err(ConnectError::Login(session_error(e))),
         };
         let fresh = provider.token(login, Some(&token)).map_err(|e| {
-            ConnectError::Login(SessionError::refused(
-                first.code(),
-                format!("{first}; fetching a new token failed: {}", token_words(&e)),
-            ))
+            let message = format!("{first}; fetching a new token failed: {}", token_words(&e));
+            ConnectError::Login(if e.is_transient() {
+                SessionError::new(SessionErrorKind::Transient, message)
+            } else {
+                SessionError::refused(first.code(), message)
+            })
         })?;
         match c.login(&sasl(&fresh)) {
             Ok(()) => Ok(Box::new(ImapSession::new(c))),
