@@ -522,6 +522,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_provider_prints_where_and_who_but_no_secret_or_key() {
+        use mailferry_core::job::Secret;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "the-secret-value\n").unwrap();
+        let (key_pem, cert_pem) = jwt::tests::test_key_and_certificate();
+        std::fs::write(dir.path().join("k.pem"), &key_pem).unwrap();
+        std::fs::write(dir.path().join("c.pem"), &cert_pem).unwrap();
+        let config = |credential| OAuth2Config {
+            flow: OAuth2Flow::ClientCredentials {
+                tenant: Some("t".into()),
+                client_id: "app".into(),
+                credential,
+            },
+            token_url: Some("https://login.example/t/token".into()),
+            scope: "s".into(),
+            mechanism: OAuth2Mechanism::XOAuth2,
+            tls_ca: None,
+        };
+        let secret = TokenProvider::new(
+            &config(ClientCredential::Secret(Secret::File(dir.path().join("s")))),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let shown = format!("{secret:?} {}", secret.describe());
+        assert!(shown.contains("client ID app") && shown.contains("https://login.example/t/token"));
+        assert!(!shown.contains("the-secret-value"), "{shown}");
+        let access = crate::credentials::Access::OAuth2(std::sync::Arc::new(secret));
+        assert!(!format!("{access:?}").contains("the-secret-value"));
+        let cert = TokenProvider::new(
+            &config(ClientCredential::Certificate {
+                certificate: dir.path().join("c.pem"),
+                key: Secret::File(dir.path().join("k.pem")),
+            }),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let shown = format!("{cert:?}");
+        let key_body = key_pem.lines().nth(1).unwrap();
+        assert!(!shown.contains(key_body), "{shown}");
+        // A missing key file is named, not quoted.
+        let e = TokenProvider::new(
+            &config(ClientCredential::Certificate {
+                certificate: dir.path().join("c.pem"),
+                key: Secret::File(dir.path().join("missing.pem")),
+            }),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("client_key: cannot read secret file "), "{e}");
+    }
+
+    #[test]
     fn secrets_are_cut_out_of_the_identity_providers_words() {
         let words = scrub(
             "invalid_client: bad secret s3cr3t+/= (echoed as s3cr3t%2B%2F%3D)",
