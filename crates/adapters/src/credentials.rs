@@ -3,7 +3,11 @@
 //! password from the CSV. The secrets are read from the job's `env` / `file` references when
 //! the run starts and live only in memory.
 
+use std::sync::Arc;
+
 use mailferry_imap::Login;
+
+use crate::oauth2::TokenProvider;
 
 /// How mailferry logs in to one server for a mailbox.
 #[derive(Clone)]
@@ -18,6 +22,9 @@ pub enum Access {
     SaslAuthzid { admin: String, password: String },
     /// The mailbox's own password (from the CSV, at run time).
     PerMailbox,
+    /// An OAuth2 access token (one per application or per mailbox), from the provider that
+    /// every session of this side shares; see [`crate::session::imap::ImapConnector`].
+    OAuth2(Arc<TokenProvider>),
 }
 
 impl std::fmt::Debug for Access {
@@ -27,13 +34,15 @@ impl std::fmt::Debug for Access {
             Access::MasterSeparator { admin, .. } => write!(f, "MasterSeparator({admin})"),
             Access::SaslAuthzid { admin, .. } => write!(f, "SaslAuthzid({admin})"),
             Access::PerMailbox => f.write_str("PerMailbox"),
+            Access::OAuth2(provider) => write!(f, "OAuth2({})", provider.describe()),
         }
     }
 }
 
 impl Access {
-    /// The login for a mailbox; an error in words for the admin when its own password is
-    /// needed and missing.
+    /// The password login for a mailbox; an error in words for the admin when its own
+    /// password is needed and missing. (An OAuth2 login needs its token first: the connector
+    /// builds it.)
     pub fn login(&self, mailbox_login: &str, own_password: Option<&str>) -> Result<Login, String> {
         Ok(match self {
             Access::MasterSeparator {
@@ -60,6 +69,9 @@ impl Access {
                     })?
                     .to_string(),
             },
+            Access::OAuth2(_) => {
+                return Err("an OAuth2 login is built from a token by the connector".into());
+            }
         })
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod credentials;
 pub mod directory;
+pub mod oauth2;
 pub mod session;
 pub mod store;
 

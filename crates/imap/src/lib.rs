@@ -21,7 +21,8 @@ pub mod response;
 pub mod tls;
 
 pub use client::{
-    AppendRequest, Client, Endpoint, Error, FolderStatus, Login, Result, Security, Selected,
+    AppendRequest, Client, Endpoint, Error, FolderStatus, Login, OAuthMechanism, Result, Security,
+    Selected,
 };
 pub use proto::codes::{AppendUid, CopyUid, TypedCode};
 pub use proto::command::{MAX_SET_CHARS, expand_uid_set, quote, uid_set, uid_sets};

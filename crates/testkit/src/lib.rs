@@ -58,6 +58,7 @@
 //! ```
 
 pub mod browser;
+pub mod oauth2;
 pub mod postgres;
 pub mod proxy;
 mod samba;
@@ -186,6 +187,11 @@ pub struct DovecotConfig {
     /// Take the users from an LDAP directory instead of [`DovecotConfig::users`] (which
     /// must then be empty). See [`LdapUsers`].
     pub ldap_users: Option<LdapUsers>,
+    /// Also take OAuth2 tokens (`AUTHENTICATE XOAUTH2` / `OAUTHBEARER`), signed JWTs
+    /// validated by Dovecot's `oauth2` passdb without an identity provider; see
+    /// [`oauth2::DovecotOAuth2`] and [`oauth2::TokenEndpoint`]. Password and master logins
+    /// keep working.
+    pub oauth2: Option<oauth2::DovecotOAuth2>,
 }
 
 /// Where a Dovecot with [`DovecotConfig::ldap_users`] finds its users.
@@ -272,6 +278,7 @@ impl DovecotConfig {
             special_use: true,
             quota_bytes: None,
             ldap_users: None,
+            oauth2: None,
         }
     }
 }
@@ -595,6 +602,10 @@ impl Dovecot {
         if let Some(ldap) = &self.cfg.ldap_users {
             write_file(&self.ldap_conf_path(), &self.render_ldap_config(ldap));
         }
+        let oauth2_files = match &self.cfg.oauth2 {
+            Some(oauth2) => oauth2.prepare(&self.dir),
+            None => Vec::new(),
+        };
 
         if let Identity::Root { mail_uid, mail_gid } = self.identity {
             // tempfile creates the directory 0700; auth runs as `dovecot`, mail processes
@@ -609,6 +620,9 @@ impl Dovecot {
             }
             if self.cfg.ldap_users.is_some() {
                 set_mode(&self.ldap_conf_path(), 0o644);
+            }
+            for path in &oauth2_files {
+                set_mode(path, if path.is_dir() { 0o755 } else { 0o644 });
             }
             let mail = self.dir.join("mail");
             std::os::unix::fs::chown(&mail, Some(mail_uid), Some(mail_gid)).unwrap_or_else(|e| {
@@ -867,13 +881,25 @@ impl Dovecot {
             String::new()
         };
 
+        let (oauth2_deny, oauth2_passdb, mechanisms, password_only) = match &self.cfg.oauth2 {
+            Some(oauth2) => {
+                let (deny, passdb) = oauth2.passdbs(&self.dir);
+                (
+                    deny,
+                    passdb,
+                    "plain login xoauth2 oauthbearer",
+                    "  mechanisms = plain login\n",
+                )
+            }
+            None => (String::new(), String::new(), "plain login", ""),
+        };
         let user_dbs = if self.cfg.ldap_users.is_some() {
             let ldap_conf = self.ldap_conf_path();
             let ldap_conf = ldap_conf.display();
             format!(
                 "# users from LDAP, looked up afresh at every login\n\
                  auth_cache_size = 0\n\
-                 passdb {{\n  driver = ldap\n  args = {ldap_conf}\n}}\n\
+                 passdb {{\n  driver = ldap\n  args = {ldap_conf}\n{password_only}}}\n\
                  userdb {{\n  driver = ldap\n  args = {ldap_conf}\n}}\n"
             )
         } else {
@@ -881,6 +907,7 @@ impl Dovecot {
                 "passdb {{\n  \
                    driver = passwd-file\n  \
                    args = scheme=PLAIN username_format=%u {dir}/etc/users\n\
+                 {password_only}\
                  }}\n\
                  userdb {{\n  \
                    driver = passwd-file\n  \
@@ -916,7 +943,7 @@ impl Dovecot {
              mail_fsync = never\n\
              {global_plugins}\
              disable_plaintext_auth = no\n\
-             auth_mechanisms = plain login\n\
+             auth_mechanisms = {mechanisms}\n\
              auth_master_user_separator = *\n\
              auth_verbose = yes\n\
              # no delay after a failed login (the anvil penalty is disabled at start-up)\n\
@@ -931,8 +958,10 @@ impl Dovecot {
              {mailboxes}\
              }}\n\
              \n\
+             {oauth2_deny}\
              {master_passdb}\
              {user_dbs}\
+             {oauth2_passdb}\
              \n\
              service imap-login {{\n  \
                inet_listener imap {{\n    address = {HOST}\n    port = {imap_port}\n  }}\n  \

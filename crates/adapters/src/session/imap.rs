@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
@@ -18,11 +19,13 @@ use mailferry_core::ports::{
     SessionErrorKind,
 };
 use mailferry_imap::{
-    AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Security as ImapSecurity, TypedCode,
+    AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login, Security as ImapSecurity,
+    TypedCode,
 };
 
 use super::session_error;
 use crate::credentials::Access;
+use crate::oauth2::{TokenError, TokenProvider, entra_hint, login_hint};
 
 /// How long a connect, a read or a write may wait on a server before the connection is given
 /// up as broken (and the pass retried): a server that stops answering without closing costs
@@ -63,6 +66,10 @@ impl ImapConnector {
     pub fn new(side: Side, imap: &ImapSettings) -> std::result::Result<ImapConnector, String> {
         let access = match &imap.auth {
             Auth::PerMailbox => Access::PerMailbox,
+            Auth::OAuth2(config) => Access::OAuth2(Arc::new(
+                TokenProvider::new(config, io_timeout()?)
+                    .map_err(|e| format!("{side}.oauth2.{e}"))?,
+            )),
             Auth::Admin {
                 user,
                 password,
@@ -132,6 +139,9 @@ impl Connector for ImapConnector {
         login: &str,
         own_password: Option<&str>,
     ) -> std::result::Result<Box<dyn MailSession>, ConnectError> {
+        if let Access::OAuth2(provider) = &self.access {
+            return self.open_oauth2(provider, login);
+        }
         let login = self
             .access
             .login(login, own_password)
@@ -145,6 +155,94 @@ impl Connector for ImapConnector {
 
     fn limit(&self) -> &ConnectionLimit {
         &self.limit
+    }
+
+    fn check_credentials(&self, login: &str) -> Option<std::result::Result<String, String>> {
+        let Access::OAuth2(provider) = &self.access else {
+            return None;
+        };
+        Some(
+            provider
+                .token(login, None)
+                .map(|t| {
+                    format!(
+                        "{}: a token valid {} s",
+                        provider.describe(),
+                        t.lifetime().as_secs()
+                    )
+                })
+                .map_err(|e| token_words(&e)),
+        )
+    }
+}
+
+/// The identity provider's refusal, with the set-up step it points to.
+fn token_words(e: &TokenError) -> String {
+    match entra_hint(e) {
+        Some(hint) => format!("{e} ({hint})"),
+        None => e.to_string(),
+    }
+}
+
+fn token_failure(e: &TokenError) -> ConnectError {
+    let kind = if e.is_transient() {
+        SessionErrorKind::Transient
+    } else {
+        SessionErrorKind::Refused { code: None }
+    };
+    ConnectError::Login(SessionError::new(kind, token_words(e)))
+}
+
+impl ImapConnector {
+    /// An OAuth2 login: the shared token (fetched when none is fresh), and when the server
+    /// refuses it (`NO [AUTHENTICATIONFAILED]`, or Exchange Online's bare `NO`), once more
+    /// with a token fetched anew (the server may have seen the old one expire). A second
+    /// refusal fails the mailbox with the server's words and what the identity provider
+    /// issued.
+    fn open_oauth2(
+        &self,
+        provider: &TokenProvider,
+        login: &str,
+    ) -> std::result::Result<Box<dyn MailSession>, ConnectError> {
+        let token = provider.token(login, None).map_err(|e| token_failure(&e))?;
+        let mut c =
+            Client::connect(&self.endpoint).map_err(|e| ConnectError::Connect(session_error(e)))?;
+        let sasl = |token: &crate::oauth2::Token| Login::OAuth2 {
+            user: login.to_string(),
+            token: token.secret().to_string(),
+            mechanism: provider.mechanism(),
+        };
+        let first = match c.login(&sasl(&token)) {
+            Ok(()) => return Ok(Box::new(ImapSession::new(c))),
+            // Dovecot says [AUTHENTICATIONFAILED]; Exchange Online a bare "NO AUTHENTICATE
+            // failed.": any lasting NO to the token is worth one fresh token.
+            Err(e @ ImapError::No { .. }) if !e.is_transient() => e,
+            Err(e) => return Err(ConnectError::Login(session_error(e))),
+        };
+        let fresh = provider.token(login, Some(&token)).map_err(|e| {
+            let message = format!("{first}; fetching a new token failed: {}", token_words(&e));
+            ConnectError::Login(if e.is_transient() {
+                SessionError::new(SessionErrorKind::Transient, message)
+            } else {
+                SessionError::refused(first.code(), message)
+            })
+        })?;
+        match c.login(&sasl(&fresh)) {
+            Ok(()) => Ok(Box::new(ImapSession::new(c))),
+            Err(e @ ImapError::No { .. }) if !e.is_transient() => {
+                Err(ConnectError::Login(SessionError::refused(
+                    e.code(),
+                    format!(
+                        "{e}; the identity provider issued a new token ({}, valid {} s) and the \
+                         server refused it too ({})",
+                        provider.describe(),
+                        fresh.lifetime().as_secs(),
+                        login_hint(provider, &fresh, login),
+                    ),
+                )))
+            }
+            Err(e) => Err(ConnectError::Login(session_error(e))),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod hostile;
 mod lab;
 mod maildir;
 mod network;
+mod oauth2;
 mod postgres;
 mod scale;
 mod tls;

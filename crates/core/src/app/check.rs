@@ -1,5 +1,7 @@
-//! `check`: reach every server and directory of the job, log in (as one mailbox when an admin
-//! login is used), and say what works and what does not, with the server's own words.
+//! `check`: reach every server and directory of the job, get an OAuth2 token where the job
+//! uses one, log in (as one mailbox when an admin login is used), and say what works and what
+//! does not, with the server's and the identity provider's own words and, for OAuth2, the
+//! set-up step that is the likely cause.
 //! Nothing is changed anywhere.
 
 use serde::Serialize;
@@ -50,13 +52,13 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                 Ok(probe) => {
                     checks.push(line(connector.describe(), true, probe.detail));
                     if probe.can_log_in {
-                        checks.push(match &sample {
-                            None => line(
+                        match &sample {
+                            None => checks.push(line(
                                 "login",
                                 false,
                                 "no entries yet: import them with `mailferry match --csv`, then \
                                  check again",
-                            ),
+                            )),
                             Some(entry) => {
                                 let login = entry.login(side).unwrap_or_default().to_string();
                                 let pw = passwords.get(&entry.id).cloned().unwrap_or_default();
@@ -64,20 +66,32 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                                     Side::Source => pw.source,
                                     Side::Target => pw.target,
                                 };
-                                let what = format!("login as {login}");
-                                match connector.open(&login, own.as_deref()) {
-                                    Ok(mut session) => {
-                                        let detail = match session.folders() {
-                                            Ok(t) => format!("{} folders", t.folders().count()),
-                                            Err(e) => format!("LIST failed: {e}"),
-                                        };
-                                        session.logout();
-                                        line(what, true, detail)
-                                    }
-                                    Err(e) => line(what, false, e.to_string()),
+                                // An OAuth2 token first: its refusal is the identity
+                                // provider's, and a login without it would only repeat it.
+                                let token = connector.check_credentials(&login);
+                                let token_ok = !matches!(token, Some(Err(_)));
+                                if let Some(got) = token {
+                                    checks.push(match got {
+                                        Ok(detail) => line("oauth2 token", true, detail),
+                                        Err(e) => line("oauth2 token", false, e),
+                                    });
+                                }
+                                if token_ok {
+                                    let what = format!("login as {login}");
+                                    checks.push(match connector.open(&login, own.as_deref()) {
+                                        Ok(mut session) => {
+                                            let detail = match session.folders() {
+                                                Ok(t) => format!("{} folders", t.folders().count()),
+                                                Err(e) => format!("LIST failed: {e}"),
+                                            };
+                                            session.logout();
+                                            line(what, true, detail)
+                                        }
+                                        Err(e) => line(what, false, e.to_string()),
+                                    });
                                 }
                             }
-                        });
+                        }
                     }
                 }
             },

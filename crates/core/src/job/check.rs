@@ -3,15 +3,16 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::raw::{
-    AuthKeys, RawAdminLogin, RawAuth, RawConnection, RawCreate, RawDirectory, RawJob, RawKind,
-    RawMigration, RawSecret,
+    AuthKeys, RawAdminLogin, RawAuth, RawConnection, RawCreate, RawDirectory, RawFlow, RawJob,
+    RawKind, RawMechanism, RawMigration, RawOAuth2, RawSecret,
 };
 use super::spans::{KeyPlace, line_column};
 use super::{
-    AdminLogin, Auth, CertificatePin, Connection, ConnectionKind, CreateConfig,
+    AdminLogin, Auth, CertificatePin, ClientCredential, Connection, ConnectionKind, CreateConfig,
     DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig,
-    DirectorySecurity, IMAP_PORT, IMAP_TLS_PORT, ImapSettings, Job, JobProblem, MigrationSettings,
-    Secret, Security, StateLocation,
+    DirectorySecurity, EXCHANGE_ONLINE_SCOPE, GMAIL_SCOPE, IMAP_PORT, IMAP_TLS_PORT, ImapSettings,
+    Job, JobProblem, MigrationSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism, Secret,
+    Security, StateLocation, entra_token_url,
 };
 
 /// `schema = "active-directory"` in a directory section.
@@ -484,6 +485,7 @@ impl Checker<'_> {
             ("admin_login", raw.admin_login.is_some()),
             ("master_separator", raw.master_separator.is_some()),
             ("max_connections", raw.max_connections.is_some()),
+            ("oauth2", raw.oauth2.is_some()),
         ];
         for (name, _) in imap_only.iter().filter(|(_, present)| *present) {
             self.problem(
@@ -588,6 +590,7 @@ impl Checker<'_> {
                 password: raw.admin_password,
                 login: raw.admin_login,
                 separator: raw.master_separator,
+                oauth2: raw.oauth2,
             },
         );
         Some(Connection {
@@ -614,11 +617,47 @@ impl Checker<'_> {
             password,
             login,
             separator,
+            oauth2,
         } = keys;
+        if oauth2.is_some() && !matches!(auth, Some(RawAuth::OAuth2)) {
+            self.problem(
+                &key("oauth2"),
+                "only used with auth = \"oauth2\"; remove it or set auth = \"oauth2\"",
+            );
+        }
         match auth {
             None => {
-                self.problem(&key("auth"), "missing: \"admin\" or \"per-mailbox\"");
+                self.problem(
+                    &key("auth"),
+                    "missing: \"admin\", \"per-mailbox\" or \"oauth2\"",
+                );
                 None
+            }
+            Some(RawAuth::OAuth2) => {
+                let admin_only = [
+                    ("admin_user", user.is_some()),
+                    ("admin_password", password.is_some()),
+                    ("admin_login", login.is_some()),
+                    ("master_separator", separator.is_some()),
+                ];
+                for (name, _) in admin_only.iter().filter(|(_, present)| *present) {
+                    self.problem(&key(name), "not used with auth = \"oauth2\"; remove it");
+                }
+                match oauth2 {
+                    Some(raw) => self
+                        .oauth2(&key("oauth2"), raw)
+                        .map(|c| Auth::OAuth2(Box::new(c))),
+                    None => {
+                        self.problem(
+                            &key("oauth2"),
+                            format!(
+                                "auth = \"oauth2\" needs a [{side}.oauth2] table (flow, \
+                                 client_id, …)"
+                            ),
+                        );
+                        None
+                    }
+                }
             }
             Some(RawAuth::PerMailbox) => {
                 let admin_only = [
@@ -680,6 +719,224 @@ impl Checker<'_> {
                     login: login?,
                 })
             }
+        }
+    }
+
+    fn oauth2(&mut self, key: &str, raw: RawOAuth2) -> Option<OAuth2Config> {
+        let k = |name: &str| format!("{key}.{name}");
+        let mechanism = match raw.mechanism {
+            None | Some(RawMechanism::Xoauth2) => OAuth2Mechanism::XOAuth2,
+            Some(RawMechanism::Oauthbearer) => OAuth2Mechanism::OAuthBearer,
+        };
+        let tls_ca = raw
+            .tls_ca
+            .as_deref()
+            .and_then(|ca| self.path(&k("tls_ca"), ca));
+        let scope = match raw.scope {
+            Some(scope) if scope.trim().is_empty() => {
+                self.problem(
+                    &k("scope"),
+                    "must not be empty; leave it out for the default",
+                );
+                None
+            }
+            other => other.map(|s| s.trim().to_owned()),
+        };
+        let token_url = raw.token_url.map(|u| u.trim().to_owned());
+        let (flow, default_url, default_scope) = match raw.flow {
+            None => {
+                self.problem(
+                    &k("flow"),
+                    "missing: \"client-credentials\" (Entra ID / Microsoft 365) or \
+                     \"service-account\" (Google Workspace)",
+                );
+                return None;
+            }
+            Some(RawFlow::ClientCredentials) => {
+                if raw.key_file.is_some() {
+                    self.problem(
+                        &k("key_file"),
+                        "only used with flow = \"service-account\"; remove it",
+                    );
+                }
+                let tenant = match raw.tenant {
+                    Some(t) if t.trim().is_empty() || t.contains(['/', '?', '#', ' ']) => {
+                        self.problem(
+                            &k("tenant"),
+                            "must be the directory (tenant) ID or a domain such as \
+                             contoso.onmicrosoft.com",
+                        );
+                        None
+                    }
+                    other => other.map(|t| t.trim().to_owned()),
+                };
+                if tenant.is_none() && token_url.is_none() && !self.has_problem_at(&k("tenant")) {
+                    self.problem(
+                        &k("tenant"),
+                        "missing: the directory (tenant) ID, or a token_url",
+                    );
+                }
+                let client_id = self.text(
+                    &k("client_id"),
+                    raw.client_id,
+                    "missing: the application (client) ID",
+                );
+                let credential = match (raw.client_secret, raw.client_certificate, raw.client_key) {
+                    (Some(secret), None, None) => self
+                        .secret(&k("client_secret"), secret)
+                        .map(ClientCredential::Secret),
+                    (None, Some(cert), Some(key_ref)) => {
+                        let certificate = self.path(&k("client_certificate"), &cert);
+                        let key = self.secret(&k("client_key"), key_ref);
+                        Some(ClientCredential::Certificate {
+                            certificate: certificate?,
+                            key: key?,
+                        })
+                    }
+                    (None, Some(_), None) => {
+                        self.problem(
+                            &k("client_key"),
+                            "missing: the certificate's private key, { file = \"key.pem\" }",
+                        );
+                        None
+                    }
+                    (None, None, Some(_)) => {
+                        self.problem(
+                            &k("client_certificate"),
+                            "missing: the certificate (PEM) whose private key client_key is",
+                        );
+                        None
+                    }
+                    (Some(_), _, _) => {
+                        self.problem(
+                            &k("client_secret"),
+                            "either client_secret or client_certificate + client_key, not both",
+                        );
+                        None
+                    }
+                    (None, None, None) => {
+                        self.problem(
+                            &k("client_secret"),
+                            "missing: client_secret = { env | file }, or client_certificate \
+                             + client_key",
+                        );
+                        None
+                    }
+                };
+                let default_url = tenant.as_deref().map(entra_token_url);
+                (
+                    OAuth2Flow::ClientCredentials {
+                        tenant,
+                        client_id: client_id?,
+                        credential: credential?,
+                    },
+                    default_url,
+                    EXCHANGE_ONLINE_SCOPE,
+                )
+            }
+            Some(RawFlow::ServiceAccount) => {
+                let others = [
+                    ("tenant", raw.tenant.is_some()),
+                    ("client_id", raw.client_id.is_some()),
+                    ("client_secret", raw.client_secret.is_some()),
+                    ("client_certificate", raw.client_certificate.is_some()),
+                    ("client_key", raw.client_key.is_some()),
+                ];
+                for (name, _) in others.iter().filter(|(_, present)| *present) {
+                    self.problem(
+                        &k(name),
+                        "only used with flow = \"client-credentials\"; a service account's \
+                         key file holds its identity",
+                    );
+                }
+                let key_file = match raw.key_file {
+                    Some(raw) => self.secret(&k("key_file"), raw),
+                    None => {
+                        self.problem(
+                            &k("key_file"),
+                            "missing: the service account's JSON key, { file = \"key.json\" }",
+                        );
+                        None
+                    }
+                };
+                (
+                    OAuth2Flow::ServiceAccount { key: key_file? },
+                    None,
+                    GMAIL_SCOPE,
+                )
+            }
+        };
+        let token_url = token_url.or(default_url);
+        if let Some(url) = &token_url {
+            self.token_url(&k("token_url"), url, raw.allow_plain == Some(true));
+        } else if raw.allow_plain.is_some() {
+            self.problem(&k("allow_plain"), "only used with an http:// token_url");
+        }
+        Some(OAuth2Config {
+            flow,
+            token_url,
+            scope: scope.unwrap_or_else(|| default_scope.to_owned()),
+            mechanism,
+            tls_ca,
+        })
+    }
+
+    /// `https://host[:port]/path`, or `http://` to the loopback interface with
+    /// `allow_plain = true`.
+    fn token_url(&mut self, key: &str, url: &str, allow_plain: bool) {
+        let (plain, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (true, rest)
+        } else {
+            self.problem(
+                key,
+                "must start with https:// (or http:// on the loopback interface)",
+            );
+            return;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((host, after)) => (host, after.strip_prefix(':')),
+                None => ("", None),
+            },
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            self.problem(key, "the port must be a number from 1 to 65535");
+            return;
+        }
+        if host.is_empty() || host.contains('@') {
+            self.problem(key, "must name a host: https://login.example/path");
+            return;
+        }
+        if plain {
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                self.problem(
+                    key,
+                    "http:// sends the client's credentials unencrypted; it is only allowed \
+                     to the loopback interface (localhost, 127.0.0.1, ::1), with allow_plain = true",
+                );
+            } else if !allow_plain {
+                self.problem(
+                    key,
+                    "http:// sends the client's credentials unencrypted; add allow_plain = true \
+                     to the oauth2 table to confirm",
+                );
+            }
+        } else if allow_plain {
+            self.problem(
+                &key.replace("token_url", "allow_plain"),
+                "only used with an http:// token_url",
+            );
         }
     }
 

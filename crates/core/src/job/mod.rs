@@ -299,6 +299,85 @@ pub enum Auth {
     },
     /// Each mailbox logs in with its own password, from the mailboxes CSV.
     PerMailbox,
+    /// An OAuth2 access token of an application (`auth = "oauth2"` with `[side.oauth2]`),
+    /// given to the server with SASL XOAUTH2 or OAUTHBEARER as each mailbox's login.
+    OAuth2(Box<OAuth2Config>),
+}
+
+/// Default scope of `flow = "client-credentials"`: Exchange Online.
+pub const EXCHANGE_ONLINE_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Default scope of `flow = "service-account"`: Gmail (IMAP).
+pub const GMAIL_SCOPE: &str = "https://mail.google.com/";
+/// Google's token endpoint, when a service account's key has no `token_uri`.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+/// Entra ID's v2.0 token endpoint of a tenant (the default `token_url` of
+/// `flow = "client-credentials"`).
+#[must_use]
+pub fn entra_token_url(tenant: &str) -> String {
+    format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
+}
+
+/// `[side.oauth2]`: how an application gets its access tokens. No secret is held here: the
+/// client secret, the private key and the service account's key are [`Secret`] references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Config {
+    /// The grant.
+    pub flow: OAuth2Flow,
+    /// The token endpoint; `None` only for a service account whose key names it
+    /// (`token_uri`, else [`GOOGLE_TOKEN_URL`]).
+    pub token_url: Option<String>,
+    /// The scope asked for.
+    pub scope: String,
+    /// The SASL mechanism the IMAP server is given the token with.
+    pub mechanism: OAuth2Mechanism,
+    /// An extra trust anchor (PEM CA certificates) for the token endpoint's HTTPS.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The OAuth2 grants mailferry uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OAuth2Flow {
+    /// `client_credentials` (RFC 6749 §4.4): one application token for every mailbox
+    /// (Entra ID / Exchange Online).
+    ClientCredentials {
+        /// The directory (tenant) ID or domain, when given.
+        tenant: Option<String>,
+        /// The application (client) ID.
+        client_id: String,
+        /// How the application proves itself.
+        credential: ClientCredential,
+    },
+    /// Google's service account with domain-wide delegation: a JWT bearer grant (RFC 7523)
+    /// per mailbox, with `sub` = the mailbox.
+    ServiceAccount {
+        /// The service account's JSON key.
+        key: Secret,
+    },
+}
+
+/// How a client-credentials application authenticates to the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// `client_secret`.
+    Secret(Secret),
+    /// A JWT client assertion signed with the certificate's private key (RS256).
+    Certificate {
+        /// The certificate (PEM), whose thumbprint names the key to the identity provider.
+        certificate: PathBuf,
+        /// The RSA private key (PEM, PKCS#8 or PKCS#1).
+        key: Secret,
+    },
+}
+
+/// SASL mechanism for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OAuth2Mechanism {
+    /// Google's and Microsoft's `XOAUTH2` (the default).
+    #[default]
+    XOAuth2,
+    /// RFC 7628 `OAUTHBEARER`.
+    OAuthBearer,
 }
 
 /// How an administrator logs in as a given mailbox.

@@ -36,6 +36,41 @@ pub(super) enum RawKind {
 pub(super) enum RawAuth {
     Admin,
     PerMailbox,
+    #[serde(rename = "oauth2")]
+    OAuth2,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawFlow {
+    ClientCredentials,
+    ServiceAccount,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawMechanism {
+    Xoauth2,
+    Oauthbearer,
+}
+
+/// `[source.oauth2]` / `[target.oauth2]`: the union of both flows' keys; stage 2 rejects the
+/// keys of the other flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuth2 {
+    pub(super) flow: Option<RawFlow>,
+    pub(super) tenant: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<RawSecret>,
+    pub(super) client_certificate: Option<String>,
+    pub(super) client_key: Option<RawSecret>,
+    pub(super) key_file: Option<RawSecret>,
+    pub(super) token_url: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) mechanism: Option<RawMechanism>,
+    pub(super) allow_plain: Option<bool>,
+    pub(super) tls_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -68,6 +103,7 @@ pub(super) struct RawConnection {
     pub(super) path: Option<String>,
     pub(super) directory: Option<RawDirectory>,
     pub(super) create: Option<RawCreate>,
+    pub(super) oauth2: Option<RawOAuth2>,
 }
 
 /// The login keys of an IMAP connection, taken out of [`RawConnection`].
@@ -77,6 +113,7 @@ pub(super) struct AuthKeys {
     pub(super) password: Option<RawSecret>,
     pub(super) login: Option<RawAdminLogin>,
     pub(super) separator: Option<String>,
+    pub(super) oauth2: Option<RawOAuth2>,
 }
 
 /// `[source.directory]` / `[target.directory]` (SPEC §3). Parsed so the file format is settled,

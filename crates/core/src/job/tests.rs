@@ -597,7 +597,7 @@ fn imap_needs_host_and_auth() {
         vec![
             "line 6, column 8: target.host: must not be empty",
             "source.host: missing: the IMAP server's host name",
-            "source.auth: missing: \"admin\" or \"per-mailbox\"",
+            "source.auth: missing: \"admin\", \"per-mailbox\" or \"oauth2\"",
         ]
     );
 }
@@ -1081,6 +1081,247 @@ fn an_unknown_directory_schema_is_named() {
         vec![
             "line 18, column 10: source.directory.schema: unknown schema `ad`; use \
              \"openldap\" or \"active-directory\""
+        ]
+    );
+}
+
+/// A job whose target logs in with OAuth2, with `table` as its `[target.oauth2]`.
+fn oauth2_job(table: &str) -> String {
+    format!(
+        "name = \"t\"\n[source]\n{IMAP}\n[target]\nkind = \"imap\"\nhost = \"outlook.office365.com\"\n\
+         auth = \"oauth2\"\n[target.oauth2]\n{table}"
+    )
+}
+
+fn oauth2(job: &Job) -> &OAuth2Config {
+    match &imap(&job.target).auth {
+        Auth::OAuth2(config) => config,
+        other => panic!("expected oauth2, got {other:?}"),
+    }
+}
+
+#[test]
+fn oauth2_client_credentials_with_a_secret_gets_entra_defaults() {
+    let (_dir, job) = load_ok(&oauth2_job(
+        "flow = \"client-credentials\"\ntenant = \"contoso.onmicrosoft.com\"\n\
+         client_id = \"00000000-1111-2222-3333-444444444444\"\n\
+         client_secret = { env = \"CLIENT_SECRET\" }\n",
+    ));
+    let config = oauth2(&job);
+    assert_eq!(
+        config.token_url.as_deref(),
+        Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token")
+    );
+    assert_eq!(config.scope, "https://outlook.office365.com/.default");
+    assert_eq!(config.mechanism, OAuth2Mechanism::XOAuth2);
+    assert_eq!(
+        config.flow,
+        OAuth2Flow::ClientCredentials {
+            tenant: Some("contoso.onmicrosoft.com".into()),
+            client_id: "00000000-1111-2222-3333-444444444444".into(),
+            credential: ClientCredential::Secret(Secret::Env("CLIENT_SECRET".into())),
+        }
+    );
+}
+
+#[test]
+fn oauth2_client_certificate_and_overrides() {
+    let (dir, job) = load_ok(&oauth2_job(
+        "flow = \"client-credentials\"\nclient_id = \"app\"\n\
+         client_certificate = \"certs/app.pem\"\nclient_key = { file = \"certs/app.key\" }\n\
+         token_url = \"http://127.0.0.1:8080/token\"\nallow_plain = true\n\
+         scope = \"imap\"\nmechanism = \"oauthbearer\"\ntls_ca = \"ca.pem\"\n",
+    ));
+    let config = oauth2(&job);
+    assert_eq!(
+        config.token_url.as_deref(),
+        Some("http://127.0.0.1:8080/token")
+    );
+    assert_eq!(config.scope, "imap");
+    assert_eq!(config.mechanism, OAuth2Mechanism::OAuthBearer);
+    assert_eq!(config.tls_ca, Some(real(&dir).join("ca.pem")));
+    assert_eq!(
+        config.flow,
+        OAuth2Flow::ClientCredentials {
+            tenant: None,
+            client_id: "app".into(),
+            credential: ClientCredential::Certificate {
+                certificate: real(&dir).join("certs/app.pem"),
+                key: Secret::File(real(&dir).join("certs/app.key")),
+            },
+        }
+    );
+}
+
+#[test]
+fn oauth2_service_account_gets_google_defaults() {
+    let (dir, job) = load_ok(&oauth2_job(
+        "flow = \"service-account\"\nkey_file = { file = \"sa.json\" }\n",
+    ));
+    let config = oauth2(&job);
+    assert_eq!(config.token_url, None, "the key's token_uri, else Google's");
+    assert_eq!(config.scope, "https://mail.google.com/");
+    assert_eq!(
+        config.flow,
+        OAuth2Flow::ServiceAccount {
+            key: Secret::File(real(&dir).join("sa.json"))
+        }
+    );
+}
+
+#[test]
+fn oauth2_problems_name_file_line_and_key() {
+    // No table at all.
+    let text = oauth2_job("").replace("[target.oauth2]\n", "");
+    assert_eq!(
+        problem_texts(&text),
+        vec!["target.oauth2: auth = \"oauth2\" needs a [target.oauth2] table (flow, client_id, …)"]
+    );
+    // A secret in clear, a key of the other flow, no credential.
+    let texts = problem_texts(&oauth2_job(
+        "flow = \"client-credentials\"\ntenant = \"t1\"\nclient_id = \"app\"\n\
+         client_secret = \"s3cr3t\"\n",
+    ));
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].starts_with("line 17, column 17: target.oauth2.client_secret: a secret must be"),
+        "{texts:?}"
+    );
+    assert!(!texts.concat().contains("s3cr3t"));
+    assert_eq!(
+        problem_texts(&oauth2_job(
+            "flow = \"client-credentials\"\nclient_id = \"app\"\nkey_file = { file = \"k\" }\n"
+        )),
+        vec![
+            "line 16, column 12: target.oauth2.key_file: only used with flow = \
+             \"service-account\"; remove it",
+            "target.oauth2.tenant: missing: the directory (tenant) ID, or a token_url",
+            "target.oauth2.client_secret: missing: client_secret = { env | file }, or \
+             client_certificate + client_key",
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(
+            "flow = \"client-credentials\"\ntenant = \"t\"\nclient_id = \"app\"\n\
+             client_certificate = \"c.pem\"\n"
+        )),
+        vec![
+            "target.oauth2.client_key: missing: the certificate's private key, \
+             { file = \"key.pem\" }"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(
+            "flow = \"service-account\"\nclient_id = \"x\"\n"
+        )),
+        vec![
+            "line 15, column 13: target.oauth2.client_id: only used with flow = \
+             \"client-credentials\"; a service account's key file holds its identity",
+            "target.oauth2.key_file: missing: the service account's JSON key, \
+             { file = \"key.json\" }",
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job("tenant = \"t\"\n")),
+        vec![
+            "target.oauth2.flow: missing: \"client-credentials\" (Entra ID / Microsoft 365) \
+             or \"service-account\" (Google Workspace)"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job("flow = \"device-code\"\n")),
+        vec![
+            "line 14, column 8: target.oauth2.flow: unknown variant `device-code`, expected \
+             `client-credentials` or `service-account`"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job("flow = \"service-account\"\nsecret = 1\n")),
+        vec![
+            "line 15, column 1: target.oauth2.secret: unknown field `secret`, expected one of \
+             `flow`, `tenant`, `client_id`, `client_secret`, `client_certificate`, \
+             `client_key`, `key_file`, `token_url`, `scope`, `mechanism`, `allow_plain`, \
+             `tls_ca`"
+        ]
+    );
+}
+
+#[test]
+fn oauth2_table_and_admin_keys_do_not_mix() {
+    let text = format!(
+        "name = \"t\"\n[source]\n{IMAP}[source.oauth2]\nflow = \"service-account\"\n\
+         key_file = {{ file = \"k\" }}\n[target]\nkind = \"imap\"\nhost = \"h\"\n\
+         auth = \"oauth2\"\nadmin_user = \"a\"\n[target.oauth2]\nflow = \"service-account\"\n\
+         key_file = {{ file = \"k\" }}\n"
+    );
+    assert_eq!(
+        problem_texts(&text),
+        vec![
+            "line 8, column 1: source.oauth2: only used with auth = \"oauth2\"; remove it or set \
+             auth = \"oauth2\"",
+            "line 15, column 14: target.admin_user: not used with auth = \"oauth2\"; remove it",
+        ]
+    );
+    let maildir = "name = \"t\"\n[source]\nkind = \"maildir\"\npath = \"m\"\n[source.oauth2]\n\
+                   flow = \"service-account\"\n[target]\nkind = \"maildir\"\npath = \"n\"\n";
+    assert_eq!(
+        problem_texts(maildir),
+        vec!["line 5, column 1: source.oauth2: not used with kind = \"maildir\"; remove it"]
+    );
+}
+
+#[test]
+fn oauth2_plain_token_url_only_on_loopback_with_allow_plain() {
+    let base = "flow = \"client-credentials\"\nclient_id = \"app\"\n\
+                client_secret = { env = \"S\" }\n";
+    for url in [
+        "http://127.0.0.1:8080/t",
+        "http://localhost/t",
+        "http://[::1]:9/t",
+    ] {
+        let (_dir, job) = load_ok(&oauth2_job(&format!(
+            "{base}token_url = \"{url}\"\nallow_plain = true\n"
+        )));
+        assert_eq!(oauth2(&job).token_url.as_deref(), Some(url));
+    }
+    assert_eq!(
+        problem_texts(&oauth2_job(&format!(
+            "{base}token_url = \"http://127.0.0.1/t\"\n"
+        ))),
+        vec![
+            "line 17, column 13: target.oauth2.token_url: http:// sends the client's \
+             credentials unencrypted; add allow_plain = true to the oauth2 table to confirm"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(&format!(
+            "{base}token_url = \"http://idp.example/t\"\nallow_plain = true\n"
+        ))),
+        vec![
+            "line 17, column 13: target.oauth2.token_url: http:// sends the client's \
+             credentials unencrypted; it is only allowed to the loopback interface \
+             (localhost, 127.0.0.1, ::1), with allow_plain = true"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(&format!(
+            "{base}token_url = \"https://idp.example/t\"\nallow_plain = true\n"
+        ))),
+        vec!["line 18, column 15: target.oauth2.allow_plain: only used with an http:// token_url"]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(&format!("{base}token_url = \"ftp://idp/t\"\n"))),
+        vec![
+            "line 17, column 13: target.oauth2.token_url: must start with https:// (or \
+             http:// on the loopback interface)"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&oauth2_job(&format!(
+            "{base}token_url = \"https://idp:99999/t\"\n"
+        ))),
+        vec![
+            "line 17, column 13: target.oauth2.token_url: the port must be a number from 1 to 65535"
         ]
     );
 }

@@ -1,6 +1,6 @@
 //! The connector port: one server of the job, ready to open a session for a mailbox with the
-//! right credentials. Password logins (admin, master user, per mailbox) are one adapter;
-//! OAuth2 tokens will be another, behind the same trait.
+//! right credentials: passwords (admin, master user, per mailbox) or OAuth2 tokens, behind
+//! the same trait.
 
 use std::sync::{Condvar, Mutex};
 
@@ -58,6 +58,12 @@ pub trait Connector: Send + Sync {
     ) -> Result<Box<dyn MailSession>, ConnectError>;
     /// The cap on connections to this server, shared by every mailbox of the run.
     fn limit(&self) -> &ConnectionLimit;
+    /// For `check`: gets what a login of `login` needs from elsewhere (an OAuth2 token from
+    /// the identity provider) without logging in, and says what it got or why not, with the
+    /// likely cause. `None` when logins need nothing from elsewhere (passwords).
+    fn check_credentials(&self, _login: &str) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// Caps the connections to one server, shared by every mailbox of the run.

@@ -59,6 +59,60 @@ pub enum Login {
         authcid: String,
         password: String,
     },
+    /// An OAuth2 access token for `user` (the mailbox), with SASL XOAUTH2 or OAUTHBEARER.
+    OAuth2 {
+        user: String,
+        token: String,
+        mechanism: OAuthMechanism,
+    },
+}
+
+/// The SASL mechanisms that carry an OAuth2 bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthMechanism {
+    /// Google's and Microsoft's `XOAUTH2`.
+    XOAuth2,
+    /// RFC 7628 `OAUTHBEARER`.
+    OAuthBearer,
+}
+
+impl OAuthMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            OAuthMechanism::XOAuth2 => "XOAUTH2",
+            OAuthMechanism::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+
+    /// The SASL initial response (before base64): XOAUTH2 is
+    /// `user=<user>^Aauth=Bearer <token>^A^A`; OAUTHBEARER (RFC 7628 §3.1) is the GS2 header
+    /// `n,a=<user>,` (with `=` and `,` in the user escaped as `=3D` and `=2C`) then
+    /// `^Aauth=Bearer <token>^A^A`.
+    pub fn initial_response(self, user: &str, token: &str) -> Vec<u8> {
+        let mut raw = match self {
+            OAuthMechanism::XOAuth2 => format!("user={user}"),
+            OAuthMechanism::OAuthBearer => {
+                format!("n,a={},", user.replace('=', "=3D").replace(',', "=2C"))
+            }
+        }
+        .into_bytes();
+        raw.push(1);
+        raw.extend_from_slice(b"auth=Bearer ");
+        raw.extend_from_slice(token.as_bytes());
+        raw.extend_from_slice(&[1, 1]);
+        raw
+    }
+
+    /// What the client answers to the server's error challenge so that the server ends the
+    /// exchange with its tagged NO: an empty response for XOAUTH2 (Google's and Microsoft's
+    /// documentation), `%x01` for OAUTHBEARER (RFC 7628 §3.2.3).
+    pub fn error_answer(self) -> &'static str {
+        match self {
+            OAuthMechanism::XOAuth2 => "",
+            // base64 of 0x01
+            OAuthMechanism::OAuthBearer => "AQ==",
+        }
+    }
 }
 
 impl fmt::Debug for Login {
@@ -68,8 +122,61 @@ impl fmt::Debug for Login {
             Login::SaslPlain {
                 authzid, authcid, ..
             } => write!(f, "AUTHENTICATE PLAIN {authzid} as {authcid}"),
+            Login::OAuth2 {
+                user, mechanism, ..
+            } => write!(f, "AUTHENTICATE {} as {user}", mechanism.name()),
         }
     }
+}
+
+impl Login {
+    /// The trace line of a login: who logs in and how, never the password, the token or the
+    /// SASL response.
+    pub fn trace_line(&self) -> String {
+        match self {
+            Login::OAuth2 { .. } => format!("{self:?} (token not shown)"),
+            _ => format!("{self:?} (password not shown)"),
+        }
+    }
+}
+
+/// What the trace shows of a command line: all of it, except for a `LOGIN` or an
+/// `AUTHENTICATE` sent as a plain command, whose arguments (a password, a SASL response with
+/// a token) are cut. (Logins are traced by [`Login::trace_line`]; this guards every other
+/// path.)
+pub(crate) fn traced(command: &str) -> std::borrow::Cow<'_, str> {
+    let mut words = command.splitn(3, ' ');
+    let verb = words.next().unwrap_or("");
+    if verb.eq_ignore_ascii_case("LOGIN") {
+        return "LOGIN (credentials not shown)".into();
+    }
+    if verb.eq_ignore_ascii_case("AUTHENTICATE") {
+        let mechanism = words.next().unwrap_or("");
+        if words.next().is_some() {
+            return format!("AUTHENTICATE {mechanism} (response not shown)").into();
+        }
+    }
+    command.into()
+}
+
+/// The `status` of an OAUTHBEARER / XOAUTH2 error challenge (RFC 7628 §3.2.2: base64 of a
+/// JSON object such as `{"status":"invalid_token","scope":"…"}`), in words for an error
+/// message; the decoded JSON when it has no status, or `None` when it is not base64 text.
+fn oauth_challenge_status(challenge: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(challenge.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let text: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    let status = text.split_once("\"status\"").and_then(|(_, rest)| {
+        let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+        let rest = rest.strip_prefix('"')?;
+        rest.split_once('"').map(|(value, _)| value.to_string())
+    });
+    Some(match status {
+        Some(status) => format!("status {status} ({text})"),
+        None => text,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -310,7 +417,7 @@ impl Client {
 
     /// Logs in. The password never appears in errors or logs.
     pub fn login(&mut self, login: &Login) -> Result<()> {
-        self.trace(&format!("{login:?} (password not shown)"));
+        self.trace_line(&login.trace_line());
         let tagged = match login {
             Login::Plain { user, password } => {
                 let tag = self.tag();
@@ -347,12 +454,113 @@ impl Client {
                 }
                 self.finish(&tag, "AUTHENTICATE PLAIN")?
             }
+            Login::OAuth2 {
+                user,
+                token,
+                mechanism,
+            } => self.authenticate_oauth(user, token, *mechanism)?,
         };
         self.absorb_capability_code(&tagged);
         if tagged.is_none() || self.caps.is_empty() || !self.caps.contains("IMAP4REV1") {
             self.capability()?;
         }
         Ok(())
+    }
+
+    /// `AUTHENTICATE XOAUTH2` / `OAUTHBEARER`: the initial response inline with SASL-IR, else
+    /// after the server's empty continuation. A server that refuses the token sends its error
+    /// as a continuation first; it is answered as the mechanism requires, and the tagged NO
+    /// that follows is the error, with the challenge's status added to the server's words.
+    fn authenticate_oauth(
+        &mut self,
+        user: &str,
+        token: &str,
+        mechanism: OAuthMechanism,
+    ) -> Result<Option<Code>> {
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(mechanism.initial_response(user, token));
+        let name = mechanism.name();
+        let command = format!("AUTHENTICATE {name}");
+        let tag = self.tag();
+        if self.has("SASL-IR") {
+            self.out
+                .extend_from_slice(format!("{tag} {command} {encoded}\r\n").as_bytes());
+        } else {
+            self.out
+                .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+            self.wait_continuation_for(&tag, &command)?;
+            self.out
+                .extend_from_slice(format!("{encoded}\r\n").as_bytes());
+        }
+        drop(encoded);
+        let mut challenge = None;
+        loop {
+            match self.read_response()? {
+                Response::Continuation(text) => {
+                    if challenge.is_some() {
+                        return Err(Error::Aborted(format!(
+                            "{command}: the server asked for a second continuation"
+                        )));
+                    }
+                    challenge = Some(oauth_challenge_status(&text));
+                    self.out
+                        .extend_from_slice(format!("{}\r\n", mechanism.error_answer()).as_bytes());
+                }
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } if t == tag => {
+                    if status == Status::Ok {
+                        return Ok(code);
+                    }
+                    let text = match challenge.flatten() {
+                        Some(status) => format!("{text} (the server's OAuth2 {status})"),
+                        None => text,
+                    };
+                    return Err(status_error(&command, status, code, text));
+                }
+                Response::Tagged { tag, .. } => {
+                    return Err(Error::Aborted(format!(
+                        "{command}: an answer to an unknown command {tag} arrived"
+                    )));
+                }
+                Response::Untagged(u) => self.check_bye(&u)?,
+            }
+        }
+    }
+
+    /// Waits for the continuation of command `tag`; its tagged answer instead is its error.
+    fn wait_continuation_for(&mut self, tag: &str, command: &str) -> Result<()> {
+        loop {
+            match self.read_response()? {
+                Response::Continuation(_) => return Ok(()),
+                Response::Tagged {
+                    tag: t,
+                    status,
+                    code,
+                    text,
+                } if t == tag => {
+                    return Err(status_error(
+                        command,
+                        if status == Status::Ok {
+                            Status::No
+                        } else {
+                            status
+                        },
+                        code,
+                        text,
+                    ));
+                }
+                Response::Tagged { tag, .. } => {
+                    return Err(Error::Aborted(format!(
+                        "{command}: an answer to an unknown command {tag} arrived"
+                    )));
+                }
+                Response::Untagged(u) => self.check_bye(&u)?,
+            }
+        }
     }
 
     /// Sends a command line that may contain `{n}` synchronising literals, waiting for the
@@ -412,9 +620,13 @@ impl Client {
     }
 
     fn trace(&self, command: &str) {
+        self.trace_line(&traced(command));
+    }
+
+    fn trace_line(&self, line: &str) {
         if let Some(sink) = trace_sink() {
             let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{} {command}", self.peer);
+            let _ = writeln!(f, "{} {line}", self.peer);
         }
     }
 

@@ -512,3 +512,163 @@ fn a_server_announcing_a_100_gb_literal_gets_a_clear_error_not_an_allocation() {
         c.rbuf.capacity()
     );
 }
+
+fn oauth2_login(mechanism: OAuthMechanism) -> Login {
+    Login::OAuth2 {
+        user: "alice@x.example".into(),
+        token: "tok.en".into(),
+        mechanism,
+    }
+}
+
+#[test]
+fn sasl_oauth_initial_responses_are_the_documented_bytes() {
+    // Google's and Microsoft's XOAUTH2 documentation: user=…^Aauth=Bearer …^A^A.
+    assert_eq!(
+        OAuthMechanism::XOAuth2.initial_response("alice@x.example", "tok.en"),
+        b"user=alice@x.example\x01auth=Bearer tok.en\x01\x01"
+    );
+    // RFC 7628 §3.1: gs2-header "n,a=<authzid>," then kvpairs; ',' and '=' escaped (RFC 5801).
+    assert_eq!(
+        OAuthMechanism::OAuthBearer.initial_response("alice@x.example", "tok.en"),
+        b"n,a=alice@x.example,\x01auth=Bearer tok.en\x01\x01"
+    );
+    assert_eq!(
+        OAuthMechanism::OAuthBearer.initial_response("a,b=c", "t"),
+        b"n,a=a=2Cb=3Dc,\x01auth=Bearer t\x01\x01"
+    );
+    // The RFC 7628 §4.1 example, byte for byte (its host and port pairs left out).
+    let rfc = OAuthMechanism::OAuthBearer.initial_response(
+        "user@example.com",
+        "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+    );
+    assert_eq!(
+        rfc,
+        b"n,a=user@example.com,\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
+    );
+}
+
+#[test]
+fn xoauth2_with_sasl_ir_sends_the_token_inline() {
+    let (port, server) =
+        lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR] ready\r\n"),
+        (
+            b"m1 AUTHENTICATE XOAUTH2 dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\n",
+            b"m1 OK [CAPABILITY IMAP4rev1 MOVE] Logged in\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.login(&oauth2_login(OAuthMechanism::XOAuth2)).unwrap();
+    assert!(c.has("MOVE"));
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 AUTHENTICATE XOAUTH2 dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\n"
+    );
+}
+
+#[test]
+fn oauthbearer_without_sasl_ir_waits_for_the_continuation() {
+    let (port, server) = lockstep_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER] ready\r\n",
+        ),
+        (b"m1 AUTHENTICATE OAUTHBEARER\r\n", b"+ \r\n"),
+        (
+            b"bixhPWFsaWNlQHguZXhhbXBsZSwBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\n",
+            b"m1 OK [CAPABILITY IMAP4rev1] Logged in\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.login(&oauth2_login(OAuthMechanism::OAuthBearer)).unwrap();
+    drop(c);
+    assert_eq!(
+        String::from_utf8_lossy(&server.join().unwrap()),
+        "m1 AUTHENTICATE OAUTHBEARER\r\nbixhPWFsaWNlQHguZXhhbXBsZSwBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\n"
+    );
+}
+
+#[test]
+fn a_refused_token_is_answered_as_the_mechanism_requires_and_reported_without_the_token() {
+    for (mechanism, answer, sent) in [
+        (
+            OAuthMechanism::XOAuth2,
+            &b"AQE=\r\n\r\n"[..],
+            "m1 AUTHENTICATE XOAUTH2 dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\n\r\n",
+        ),
+        (
+            OAuthMechanism::OAuthBearer,
+            &b"AQ==\r\n"[..],
+            "m1 AUTHENTICATE OAUTHBEARER bixhPWFsaWNlQHguZXhhbXBsZSwBYXV0aD1CZWFyZXIgdG9rLmVuAQE=\r\nAQ==\r\n",
+        ),
+    ] {
+        let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
+        let (port, server) = lockstep_server(vec![
+            (b"", b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER SASL-IR] hi\r\n"),
+            (b"AQE=\r\n", b"+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciIsInNjb3BlIjoiaW1hcCJ9\r\n"),
+            (
+                answer,
+                b"m1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+            ),
+        ]);
+        let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+        let e = c.login(&oauth2_login(mechanism)).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.code(), Some("AUTHENTICATIONFAILED"), "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "AUTHENTICATE {} failed: [AUTHENTICATIONFAILED] Authentication failed. (the \
+                 server's OAuth2 status invalid_token ({{\"status\":\"invalid_token\",\
+                 \"schemes\":\"bearer\",\"scope\":\"imap\"}}))",
+                mechanism.name()
+            )
+        );
+        assert!(!text.contains("tok.en"), "{text}");
+        assert!(
+            !text.contains("dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=")
+                && !text.contains("bixhPWFsaWNlQHguZXhhbXBsZSwBYXV0aD1CZWFyZXIgdG9rLmVuAQE="),
+            "{text}"
+        );
+        assert!(!format!("{e:?}").contains("tok.en"));
+        drop(c);
+        assert_eq!(String::from_utf8_lossy(&server.join().unwrap()), sent);
+    }
+}
+
+#[test]
+fn an_oauth2_login_is_traced_and_printed_without_its_token() {
+    for mechanism in [OAuthMechanism::XOAuth2, OAuthMechanism::OAuthBearer] {
+        let login = oauth2_login(mechanism);
+        for shown in [format!("{login:?}"), login.trace_line()] {
+            assert!(shown.contains("alice@x.example"), "{shown}");
+            assert!(!shown.contains("tok.en"), "{shown}");
+            assert!(
+                !shown.contains("dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=")
+                    && !shown.contains("bixhPWFsaWNlQHguZXhhbXBsZSwBYXV0aD1CZWFyZXIgdG9rLmVuAQE="),
+                "{shown}"
+            );
+        }
+    }
+    assert_eq!(
+        oauth2_login(OAuthMechanism::XOAuth2).trace_line(),
+        "AUTHENTICATE XOAUTH2 as alice@x.example (token not shown)"
+    );
+}
+
+#[test]
+fn the_trace_cuts_credentials_from_any_login_command() {
+    assert_eq!(traced("SELECT INBOX"), "SELECT INBOX");
+    assert_eq!(traced("AUTHENTICATE XOAUTH2"), "AUTHENTICATE XOAUTH2");
+    let ir = "dXNlcj1hbGljZUB4LmV4YW1wbGUBYXV0aD1CZWFyZXIgdG9rLmVuAQE=";
+    assert_eq!(
+        traced(&format!("AUTHENTICATE XOAUTH2 {ir}")),
+        "AUTHENTICATE XOAUTH2 (response not shown)"
+    );
+    assert_eq!(
+        traced("login alice s3cret"),
+        "LOGIN (credentials not shown)"
+    );
+}
