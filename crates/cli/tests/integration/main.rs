@@ -15,3 +15,4 @@ mod scale;
 mod tls;
 mod verify;
 mod web;
+mod workers;
