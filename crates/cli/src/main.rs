@@ -955,7 +955,7 @@ fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
     }
     println!(
         "Copied the state into {}: {} entries, {} ledger rows, {} checkpoints, {} runs ({} \
-         lines, {} messages not copied), {} refreshes.",
+         lines, {} messages not copied), {} refreshes, {} queued passes.",
         out.to,
         out.entries,
         out.ledger_rows,
@@ -963,7 +963,8 @@ fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
         out.runs,
         out.run_lines,
         out.failures,
-        out.refreshes
+        out.refreshes,
+        out.queued
     );
     println!(
         "The job still uses its old state: set `state = \"{}\"` in {} to go on from the copy \
