@@ -32,7 +32,7 @@ use mailferry_core::report::human_bytes;
                   moving what is new until the switch-over, without duplicating or losing a \
                   message.\n\nExit status: 0 success; 1 some entries failed; 2 bad usage, bad job \
                   file or bad input (nothing changed); 3 migrate stopped by SIGINT or SIGTERM \
-                  (run it again to continue)."
+                  (run it again to continue). A worker stopped by SIGINT or SIGTERM exits 0."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -114,6 +114,20 @@ enum Command {
         /// The entries of one stage
         #[arg(long)]
         stage: Option<u32>,
+        /// Queue the selected entries' passes for `mailferry worker` processes instead of
+        /// passing them here
+        #[arg(long)]
+        enqueue_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pass the entries queued by `migrate --enqueue-only`, `[migration] concurrency` at a
+    /// time, and wait for more, until SIGTERM or SIGINT (then the passes in progress finish
+    /// and it exits 0)
+    Worker { job: PathBuf },
+    /// The worker processes of the job: host, PID, heartbeat, passes, messages copied
+    Workers {
+        job: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -258,7 +272,9 @@ fn run(cli: Cli) -> Outcome {
         | Command::RefreshAddresses { job, json, .. }
         | Command::Migrate { job, json, .. }
         | Command::Status { job, json }
+        | Command::Workers { job, json }
         | Command::Verify { job, json, .. } => (job.clone(), *json),
+        Command::Worker { job } => (job.clone(), false),
         Command::Report { job, .. } => (job.clone(), false),
     };
     let job = load(&path)?;
@@ -330,6 +346,7 @@ fn run(cli: Cli) -> Outcome {
             mailboxes,
             all,
             stage,
+            enqueue_only,
             ..
         } => {
             let selection = match (all, stage, mailboxes.is_empty()) {
@@ -343,8 +360,13 @@ fn run(cli: Cli) -> Outcome {
                 }
                 _ => return Err(usage("use only one of --all, --stage and --mailbox")),
             };
+            if enqueue_only {
+                return enqueue(&app, &selection, json);
+            }
             migrate(&app, &selection, json)
         }
+        Command::Worker { .. } => worker(&app),
+        Command::Workers { .. } => workers(&app, json),
         Command::Status { .. } => status(&app, json),
         Command::Verify {
             mailboxes,
@@ -696,6 +718,119 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     })
 }
 
+fn enqueue(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
+    let q = app::worker::enqueue(app, selection)?;
+    if json {
+        print_json(&q)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names = Names::of(app);
+    for (id, origin) in &q.waiting {
+        eprintln!("{}: not queued ({origin})", names.of_id(id));
+    }
+    for id in &q.queued {
+        println!("{}: queued", names.of_id(id));
+    }
+    for id in &q.already_queued {
+        println!(
+            "{}: queued already (it keeps its place; a pass running now is followed by \
+             another)",
+            names.of_id(id)
+        );
+    }
+    println!(
+        "Queued {} passes ({} were queued already); {} entries wait in the queue for \
+         `mailferry worker`.",
+        q.queued.len(),
+        q.already_queued.len(),
+        q.in_queue
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker's log: one line per pass, on standard output (a journal or `docker logs`).
+struct PassLog;
+
+impl mailferry_core::ports::Observer for PassLog {
+    fn entry_finished(&self, r: &mailferry_core::model::RunEntry) {
+        let mut line = format!(
+            "{} {}: {} copied {} ({}), failed {}, in {:.1}s",
+            mailferry_core::model::now(),
+            r.entry_id,
+            r.state.as_str(),
+            r.copied,
+            human_bytes(r.bytes),
+            r.failed,
+            r.seconds
+        );
+        if let Some(err) = &r.error {
+            line.push_str(&format!(": {err}"));
+        }
+        println!("{line}");
+    }
+}
+
+fn worker(app: &App<'_>) -> Outcome {
+    stop_on_signals();
+    println!(
+        "{} worker {} on {}: waiting for queued passes (SIGTERM or SIGINT stops it)",
+        mailferry_core::model::now(),
+        mailferry_core::ports::Backends::process_name(&Standard),
+        app.job.path.display()
+    );
+    let out = app::worker::work(app, &PassLog, &STOP)?;
+    for id in &out.taken_over {
+        eprintln!(
+            "{id}: taken over by another mailferry process during this worker's pass (its \
+             claim ran out): that process's pass is the one recorded"
+        );
+    }
+    println!(
+        "{} worker {} stopped: {} passes, {} messages copied ({}) in {:.0}s; recorded as run \
+         {}. Queued passes not started stay queued.",
+        mailferry_core::model::now(),
+        out.name,
+        out.stats.passes,
+        out.stats.messages,
+        human_bytes(out.stats.bytes),
+        out.seconds,
+        out.run.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn workers(app: &App<'_>, json: bool) -> Outcome {
+    let w = app::worker::workers(app)?;
+    if json {
+        print_json(&w)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if w.workers.is_empty() {
+        println!("No worker has run on this job yet: start one with `mailferry worker JOB`.");
+    } else {
+        println!(
+            "{:<28} {:>8} {:<8} {:<20} {:>9} {:>7} {:>9} {:>10} {:>8}",
+            "HOST", "PID", "STATE", "STARTED", "HEARTBEAT", "PASSES", "MESSAGES", "BYTES", "MSG/S"
+        );
+        for x in &w.workers {
+            println!(
+                "{:<28} {:>8} {:<8} {:<20} {:>8.0}s {:>7} {:>9} {:>10} {:>8.1}",
+                x.host,
+                x.pid.map(|p| p.to_string()).unwrap_or_default(),
+                x.state.as_str(),
+                x.started,
+                x.heartbeat_age_seconds,
+                x.passes,
+                x.messages,
+                human_bytes(x.bytes),
+                x.messages_per_second
+            );
+        }
+    }
+    println!("{} entries queued.", w.queued);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn verify(app: &App<'_>, selection: &Selection, repair: bool, json: bool) -> Outcome {
     let v = app::verify::verify(app, selection, repair)?;
     if json {
@@ -787,11 +922,19 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
         if e.missing_source {
             println!("    the source mailbox is missing: removed at the next job edit or migrate");
         }
+        if let Some(q) = &e.queued
+            && e.held_by.is_none()
+        {
+            println!("    queued for the workers since {q}");
+        }
         if let Some(p) = s.passes.iter().find(|p| p.entry == e.id) {
             println!(
-                "    being migrated by {} since {}: {} of {} messages copied ({} of {})",
+                "    being migrated by {} {} since {} (heartbeat {:.0}s ago): {} of {} \
+                 messages copied ({} of {})",
+                if p.worker { "worker" } else { "process" },
                 p.holder,
                 p.since,
+                p.heartbeat_age_seconds,
                 p.progress.copied,
                 p.progress.planned_messages,
                 human_bytes(p.progress.bytes),
@@ -812,7 +955,7 @@ fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
     }
     println!(
         "Copied the state into {}: {} entries, {} ledger rows, {} checkpoints, {} runs ({} \
-         lines, {} messages not copied), {} refreshes.",
+         lines, {} messages not copied), {} refreshes, {} queued passes.",
         out.to,
         out.entries,
         out.ledger_rows,
@@ -820,7 +963,8 @@ fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
         out.runs,
         out.run_lines,
         out.failures,
-        out.refreshes
+        out.refreshes,
+        out.queued
     );
     println!(
         "The job still uses its old state: set `state = \"{}\"` in {} to go on from the copy \

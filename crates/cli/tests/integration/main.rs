@@ -18,3 +18,4 @@ mod scale;
 mod tls;
 mod verify;
 mod web;
+mod workers;

@@ -20,7 +20,7 @@ use crate::entries::Selection;
 use crate::folders::FolderRules;
 use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
-use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind};
+use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind, WorkerStats};
 use crate::ports::{EntryPasswords, Observer, Store};
 use crate::report::{MigrationReport, Summary};
 
@@ -36,6 +36,8 @@ const RETRIES_WITHOUT_PROGRESS: u32 = 4;
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How often the progress of the passes in flight is written for other processes to show.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker writes its heartbeat and figures.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// What `migrate` did.
 #[derive(Debug)]
@@ -148,18 +150,146 @@ pub fn migrate(
     let run = store.start_run(RunKind::Migrate)?;
     let started = Instant::now();
     let store = Mutex::new(store);
+    let work = FixedWork {
+        queue: Mutex::new(runnable.into_iter().collect()),
+        busy: Mutex::new(Vec::new()),
+    };
+    let passes = run_passes(
+        app,
+        &Setup {
+            source: source.as_ref(),
+            target: target.as_ref(),
+            settings: &settings,
+            store: &store,
+            run,
+            passwords: &passwords,
+            worker: None,
+        },
+        observer,
+        &work,
+        stop,
+    );
+    let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
+    store.finish_run(run)?;
+    if let Some(e) = passes.error {
+        return Err(e);
+    }
+    let not_started = work
+        .queue
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let mut entries = passes.results;
+    entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+    Ok(MigrateOutcome {
+        removed,
+        waiting,
+        busy: work.busy.into_inner().unwrap_or_else(|e| e.into_inner()),
+        taken_over: passes.taken_over,
+        summary: Some(Summary {
+            run,
+            failures: store.failures(run)?,
+            entries,
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        not_started,
+    })
+}
+
+/// One entry to pass, and the ticket of the queue it was taken from (a worker's).
+pub(crate) struct Item {
+    pub entry: Entry,
+    pub ticket: Option<i64>,
+}
+
+/// Where a runner's passes come from: the fixed list of one `migrate`, or the store's queue,
+/// waited on, of a `worker`.
+pub(crate) trait Work: Sync {
+    /// The next entry to pass. A source that can wait for more work waits, asking `stop`
+    /// at least every few tenths of a second; `None` when there is no more work for this
+    /// process, or once `stop` says so.
+    fn next(&self, stop: &dyn Fn() -> bool) -> Result<Option<Item>>;
+    /// Another process holds the entry: this one does not pass it now.
+    fn busy(&self, item: Item, holder: LeaseHolder);
+    /// The entry's pass ended and was recorded.
+    fn finished(&self, item: &Item, result: &RunEntry) -> Result<()>;
+    /// The entry's pass did not end in a record: another process took the entry over during
+    /// it, or the state database failed.
+    fn dropped(&self, item: &Item);
+}
+
+/// `migrate`'s work: the selected entries, once each.
+struct FixedWork {
+    queue: Mutex<VecDeque<Entry>>,
+    busy: Mutex<Vec<(EntryId, LeaseHolder)>>,
+}
+
+impl Work for FixedWork {
+    fn next(&self, stop: &dyn Fn() -> bool) -> Result<Option<Item>> {
+        if stop() {
+            return Ok(None);
+        }
+        Ok(lock(&self.queue).pop_front().map(|entry| Item {
+            entry,
+            ticket: None,
+        }))
+    }
+    fn busy(&self, item: Item, holder: LeaseHolder) {
+        lock(&self.busy).push((item.entry.id, holder));
+    }
+    fn finished(&self, _: &Item, _: &RunEntry) -> Result<()> {
+        Ok(())
+    }
+    fn dropped(&self, _: &Item) {}
+}
+
+/// What the passes of one process run with.
+pub(crate) struct Setup<'a> {
+    pub source: &'a dyn crate::ports::Connector,
+    pub target: &'a dyn crate::ports::Connector,
+    pub settings: &'a PassSettings,
+    pub store: &'a Mutex<Box<dyn Store>>,
+    /// The run the passes are recorded in.
+    pub run: crate::model::RunId,
+    pub passwords: &'a HashMap<EntryId, EntryPasswords>,
+    /// A worker's figures, written to the store with its heartbeat by the lease renewer.
+    pub worker: Option<&'a Mutex<WorkerStats>>,
+}
+
+/// What the passes did.
+pub(crate) struct Passes {
+    pub results: Vec<RunEntry>,
+    pub taken_over: Vec<EntryId>,
+    /// The first error that stopped the passes (the state database failing).
+    pub error: Option<AppError>,
+}
+
+/// Runs the passes `work` hands out, `[migration] concurrency` at a time, each entry leased
+/// first (a claim whose process is gone is taken over), its lease renewed and its progress
+/// written while it runs, its outcome recorded in one commit with the lease given back. On
+/// `stop` the passes in progress finish their attempt and no other starts; an error of the
+/// state database stops every thread.
+pub(crate) fn run_passes(
+    app: &App<'_>,
+    setup: &Setup<'_>,
+    observer: &dyn Observer,
+    work: &dyn Work,
+    stop: &AtomicBool,
+) -> Passes {
     let recorder = Recorder {
         inner: observer,
         progress: Mutex::new(HashMap::new()),
     };
     let budget = ByteBudget::new(PROCESS_BYTE_BUDGET);
     let ctx = PassContext {
-        source: source.as_ref(),
-        target: target.as_ref(),
-        settings: &settings,
-        store: &store,
+        source: setup.source,
+        target: setup.target,
+        settings: setup.settings,
+        store: setup.store,
         budget: &budget,
-        run,
+        run: setup.run,
         observer: &recorder,
         retries: RETRIES_WITHOUT_PROGRESS,
         retry_delay: FIRST_RETRY_DELAY,
@@ -167,18 +297,25 @@ pub fn migrate(
     };
     let runner = Runner {
         app,
-        store: &store,
+        store: setup.store,
         holder: app.backends.process_name(),
         held: Mutex::new(Vec::new()),
         done: (Mutex::new(false), Condvar::new()),
         recorder: &recorder,
+        worker: setup.worker,
     };
-    let queue = Mutex::new(runnable.into_iter().collect::<VecDeque<_>>());
+    let run = setup.run;
     let results = Mutex::new(Vec::new());
-    let busy = Mutex::new(Vec::new());
     let taken_over = Mutex::new(Vec::new());
     let failures = Mutex::new(Vec::<AppError>::new());
-    let workers = app.job.migration.concurrency.max(1);
+    // Set when a thread fails: the others stop taking work too.
+    let failed = AtomicBool::new(false);
+    let should_stop = || stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst);
+    let fail = |e: AppError| {
+        lock(&failures).push(e);
+        failed.store(true, Ordering::SeqCst);
+    };
+    let threads = app.job.migration.concurrency.max(1);
     std::thread::scope(|scope| {
         scope.spawn(|| runner.renew_until_done());
         {
@@ -186,43 +323,56 @@ pub fn migrate(
             // outer scope would wait for it forever.
             let _stop_renewer = StopRenewer(&runner);
             std::thread::scope(|inner| {
-                for _ in 0..workers {
+                for _ in 0..threads {
                     inner.spawn(|| {
                         loop {
-                            if stop.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            let next = lock(&queue).pop_front();
-                            let Some(entry) = next else { break };
-                            let lease = match runner.lease(&entry.id) {
-                                Ok(Ok(lease)) => lease,
-                                Ok(Err(holder)) => {
-                                    lock(&busy).push((entry.id.clone(), holder));
-                                    continue;
-                                }
+                            let item = match work.next(&should_stop) {
+                                Ok(Some(item)) => item,
+                                Ok(None) => break,
                                 Err(e) => {
-                                    lock(&failures).push(e);
+                                    fail(e);
                                     break;
                                 }
                             };
+                            let lease = match runner.lease(&item.entry.id) {
+                                Ok(Ok(lease)) => lease,
+                                Ok(Err(holder)) => {
+                                    work.busy(item, holder);
+                                    continue;
+                                }
+                                Err(e) => {
+                                    work.dropped(&item);
+                                    fail(e);
+                                    break;
+                                }
+                            };
+                            let entry = &item.entry;
                             recorder.entry_started(&entry.id);
                             let pw: EntryPasswords =
-                                passwords.get(&entry.id).cloned().unwrap_or_default();
-                            let result = migrate_entry(&ctx, &entry, &pw);
+                                setup.passwords.get(&entry.id).cloned().unwrap_or_default();
+                            let result = migrate_entry(&ctx, entry, &pw);
                             match runner.record(run, &result, &lease) {
                                 Ok(()) => {
                                     recorder.entry_finished(&result);
+                                    let done = work.finished(&item, &result);
                                     lock(&results).push(result);
+                                    if let Err(e) = done {
+                                        fail(e);
+                                        break;
+                                    }
                                 }
                                 // Another process has the entry now: its pass is the one
                                 // recorded; this one's writes were refused from the take-over.
                                 Err(AppError::Store(e)) if e.kind == StoreErrorKind::LeaseLost => {
+                                    lock(&recorder.progress).remove(&entry.id);
+                                    work.dropped(&item);
                                     lock(&taken_over).push(entry.id.clone());
                                 }
                                 Err(e) => {
                                     recorder.entry_finished(&result);
+                                    work.dropped(&item);
                                     lock(&results).push(result);
-                                    lock(&failures).push(e);
+                                    fail(e);
                                     break;
                                 }
                             }
@@ -232,36 +382,15 @@ pub fn migrate(
             });
         }
     });
-    let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
-    store.finish_run(run)?;
-    if let Some(e) = failures
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop()
-    {
-        return Err(e);
-    }
-    let not_started = queue
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
-    let mut entries = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
-    Ok(MigrateOutcome {
-        removed,
-        waiting,
-        busy: busy.into_inner().unwrap_or_else(|e| e.into_inner()),
+    Passes {
+        results: results.into_inner().unwrap_or_else(|e| e.into_inner()),
         taken_over: taken_over.into_inner().unwrap_or_else(|e| e.into_inner()),
-        summary: Some(Summary {
-            run,
-            failures: store.failures(run)?,
-            entries,
-            seconds: started.elapsed().as_secs_f64(),
-        }),
-        not_started,
-    })
+        error: failures
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .next(),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -325,6 +454,8 @@ struct Runner<'a, 'b> {
     held: Mutex<Vec<Lease>>,
     done: (Mutex<bool>, Condvar),
     recorder: &'a Recorder<'a>,
+    /// A worker's figures, written with its heartbeat.
+    worker: Option<&'a Mutex<WorkerStats>>,
 }
 
 impl Runner<'_, '_> {
@@ -362,6 +493,7 @@ impl Runner<'_, '_> {
     fn renew_until_done(&self) {
         let mut renewed = Instant::now();
         let mut reported = Instant::now();
+        let mut beat = Instant::now();
         let mut last: HashMap<EntryId, PassProgress> = HashMap::new();
         loop {
             let done = lock(&self.done.0);
@@ -391,6 +523,15 @@ impl Runner<'_, '_> {
                     }
                 }
                 last = now;
+            }
+            if let Some(stats) = self.worker
+                && beat.elapsed() >= HEARTBEAT_EVERY
+            {
+                beat = Instant::now();
+                let stats = *lock(stats);
+                // A missed heartbeat is written next time; the worker is shown as gone only
+                // after a lease's time without one.
+                let _ = lock(self.store).worker_heartbeat(&self.holder, &stats);
             }
             if renewed.elapsed() >= RENEW_EVERY {
                 renewed = Instant::now();

@@ -18,6 +18,7 @@ pub mod report;
 pub mod state;
 pub mod status;
 pub mod verify;
+pub mod worker;
 
 use std::collections::HashMap;
 

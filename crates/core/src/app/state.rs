@@ -32,6 +32,9 @@ pub struct StateCopyOutcome {
     pub run_lines: usize,
     pub failures: usize,
     pub refreshes: usize,
+    /// Entries queued for the workers, queued in the copy in the same order (with new
+    /// queued times and tickets).
+    pub queued: usize,
 }
 
 /// Where `--to` points: `postgres://…`, `sqlite://FILE` or a file; a relative file is beside
@@ -173,6 +176,10 @@ pub fn copy_between(
     if let Some(hash) = from.meta(MetaKey::JobFileSha256)? {
         into.set_meta(MetaKey::JobFileSha256, &hash)?;
     }
+    // The queue, oldest first, so the workers on the copy take what was left in order.
+    let queued: Vec<_> = from.queued()?.into_iter().map(|q| q.entry).collect();
+    into.enqueue(&queued)?;
+    out.queued = queued.len();
     Ok(out)
 }
 
@@ -290,6 +297,7 @@ mod tests {
         })
         .unwrap();
         s.set_meta(MetaKey::JobFileSha256, "abc").unwrap();
+        s.enqueue(&["b".into(), "a".into()]).unwrap();
         s
     }
 
@@ -308,7 +316,15 @@ mod tests {
             ),
             (2, 3, 1, 2, 1)
         );
-        assert_eq!((out.failures, out.refreshes), (1, 1));
+        assert_eq!((out.failures, out.refreshes, out.queued), (1, 1, 2));
+        let queue = |s: &MemoryStore| {
+            s.queued()
+                .unwrap()
+                .into_iter()
+                .map(|q| q.entry)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(queue(&into), queue(&from), "the queue in its order");
         assert_eq!(into.entries().unwrap(), from.entries().unwrap());
         for id in ["a", "b"] {
             let id = EntryId::from(id);

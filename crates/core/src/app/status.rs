@@ -1,9 +1,12 @@
 //! `status`: the entry list — the "Jobs tab" (SPEC §4 `status --json`).
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
 use super::{App, Result};
 use crate::model::{Entry, EntryId, EntryState, Origin};
+use crate::ports::Store;
 use crate::ports::store::{LivePass, PassProgress};
 
 #[derive(Debug, Serialize)]
@@ -13,26 +16,42 @@ pub struct StatusOutcome {
     pub passes: Vec<PassStatus>,
 }
 
-/// A pass some `migrate` (or `serve`) process is running now.
+/// A pass some `migrate`, `worker` (or `serve`) process is running now.
 #[derive(Debug, Clone, Serialize)]
 pub struct PassStatus {
     pub entry: EntryId,
     /// The process: `host:pid`.
     pub holder: String,
+    /// Whether that process is a registered `mailferry worker` (not a `migrate` or `serve`).
+    pub worker: bool,
     pub since: String,
+    /// Seconds since its process last renewed the lease (every 10 s while it runs).
+    pub heartbeat_age_seconds: f64,
     #[serde(flatten)]
     pub progress: PassProgress,
 }
 
-impl From<LivePass> for PassStatus {
-    fn from(p: LivePass) -> PassStatus {
+impl PassStatus {
+    fn new(p: LivePass, workers: &HashSet<String>) -> PassStatus {
         PassStatus {
+            worker: workers.contains(&p.holder),
             entry: p.entry,
             holder: p.holder,
             since: p.since,
+            heartbeat_age_seconds: p.heartbeat_age.as_secs_f64(),
             progress: p.progress,
         }
     }
+}
+
+/// Who holds an entry now (`status --json`, per entry).
+#[derive(Debug, Clone, Serialize)]
+pub struct Holding {
+    /// The process: `host:pid`.
+    pub holder: String,
+    pub worker: bool,
+    pub since: String,
+    pub heartbeat_age_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +68,10 @@ pub struct EntryStatus {
     pub error: Option<String>,
     pub match_note: Option<String>,
     pub missing_source: bool,
+    /// When it was queued for the workers, while it is (`migrate --enqueue-only`).
+    pub queued: Option<String>,
+    /// The process passing it now, if any.
+    pub held_by: Option<Holding>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,32 +101,57 @@ impl From<Entry> for EntryStatus {
             error: e.last_error,
             match_note: e.match_note,
             missing_source: e.missing_source,
+            queued: None,
+            held_by: None,
         }
     }
 }
 
 pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
     let store = app.open_state()?;
-    Ok(StatusOutcome {
-        entries: store
-            .entries()?
-            .into_iter()
-            .map(EntryStatus::from)
-            .collect(),
-        passes: store
-            .live_passes()?
-            .into_iter()
-            .map(PassStatus::from)
-            .collect(),
-    })
+    let passes = live(store.as_ref())?;
+    let queued: HashMap<EntryId, String> = store
+        .queued()?
+        .into_iter()
+        .map(|q| (q.entry, q.queued))
+        .collect();
+    let entries = store
+        .entries()?
+        .into_iter()
+        .map(|e| {
+            let mut s = EntryStatus::from(e);
+            s.queued = queued.get(&s.id).cloned();
+            s.held_by = passes.iter().find(|p| p.entry == s.id).map(|p| Holding {
+                holder: p.holder.clone(),
+                worker: p.worker,
+                since: p.since.clone(),
+                heartbeat_age_seconds: p.heartbeat_age_seconds,
+            });
+            s
+        })
+        .collect();
+    Ok(StatusOutcome { entries, passes })
+}
+
+/// The live passes, each marked with whether its holder is a registered worker.
+fn live(store: &dyn Store) -> Result<Vec<PassStatus>> {
+    let passes = store.live_passes()?;
+    if passes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let workers: HashSet<String> = store
+        .workers()?
+        .into_iter()
+        .filter(|w| w.stopped.is_none())
+        .map(|w| w.name)
+        .collect();
+    Ok(passes
+        .into_iter()
+        .map(|p| PassStatus::new(p, &workers))
+        .collect())
 }
 
 /// Only the passes running now: cheap enough to ask every second.
 pub fn passes(app: &App<'_>) -> Result<Vec<PassStatus>> {
-    Ok(app
-        .open_state()?
-        .live_passes()?
-        .into_iter()
-        .map(PassStatus::from)
-        .collect())
+    live(app.open_state()?.as_ref())
 }

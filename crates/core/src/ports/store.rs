@@ -115,7 +115,46 @@ pub struct LivePass {
     pub entry: EntryId,
     pub holder: String,
     pub since: String,
+    /// How long ago its process last renewed the claim (or took it), by the store's clock.
+    pub heartbeat_age: Duration,
     pub progress: PassProgress,
+}
+
+/// An entry queued for the workers ([`Store::enqueue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub entry: EntryId,
+    /// When it was queued (first: queuing it again while it waits keeps this time).
+    pub queued: String,
+    /// Changes every time the entry is queued, even while it waits: a pass that started with
+    /// this ticket may take it off the queue only if it is still the entry's ticket
+    /// ([`Store::dequeue`]).
+    pub ticket: i64,
+}
+
+/// What a worker has done since it started, as it last said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerStats {
+    /// Passes finished (recorded), of any outcome.
+    pub passes: u64,
+    /// Messages copied by those passes.
+    pub messages: u64,
+    /// Bytes copied by those passes.
+    pub bytes: u64,
+}
+
+/// A `mailferry worker` process as registered in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    /// The process: `host:pid`, as it holds leases.
+    pub name: String,
+    pub started: String,
+    pub heartbeat: String,
+    /// How long ago its last heartbeat was, by the store's clock.
+    pub heartbeat_age: Duration,
+    /// Set when it deregistered (a clean stop).
+    pub stopped: Option<String>,
+    pub stats: WorkerStats,
 }
 
 /// Who holds an entry now, for a refusal that says so.
@@ -145,7 +184,8 @@ pub trait Store: Send {
     ) -> Result<()>;
     /// Entries whose source mailbox a refresh found missing.
     fn missing_source_ids(&self) -> Result<Vec<EntryId>>;
-    /// Removes entries and everything recorded for them (ledger, checkpoints), all or none.
+    /// Removes entries and everything recorded for them (ledger, checkpoints, their place in
+    /// the queue), all or none.
     fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()>;
     fn meta(&self, key: MetaKey) -> Result<Option<String>>;
     fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()>;
@@ -262,4 +302,26 @@ pub trait Store: Send {
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()>;
     /// The claims not expired, with their progress, by entry.
     fn live_passes(&self) -> Result<Vec<LivePass>>;
+
+    // ---- the queue of passes for workers
+    /// Queues entries for the workers, all or none. An entry already queued stays queued
+    /// once, keeping its place and its queued time, but gets a new ticket (so a pass that is
+    /// running now does not take it off the queue). Returns how many were not queued before.
+    fn enqueue(&mut self, entries: &[EntryId]) -> Result<usize>;
+    /// The queued entries, oldest first (by when each was first queued).
+    fn queued(&self) -> Result<Vec<Queued>>;
+    /// Takes an entry off the queue after a pass that started when its ticket was `ticket`
+    /// has finished: only if that is still its ticket (it was not queued again meanwhile).
+    /// Returns whether it was taken off.
+    fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool>;
+
+    // ---- workers
+    /// Registers a worker process (a name registered before, a reused PID, starts afresh).
+    fn register_worker(&mut self, name: &str) -> Result<()>;
+    /// Records a worker's heartbeat and what it has done so far.
+    fn worker_heartbeat(&mut self, name: &str, stats: &WorkerStats) -> Result<()>;
+    /// Records a worker's clean stop: its last figures, and the time it stopped.
+    fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()>;
+    /// Every worker registered, in the order they started (then by name).
+    fn workers(&self) -> Result<Vec<WorkerRecord>>;
 }

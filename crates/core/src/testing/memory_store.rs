@@ -12,8 +12,8 @@ use crate::model::{
     RunEntry, RunId, RunKind, Uid, UidValidity, now,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, Store, StoreError,
-    StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, Store,
+    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 /// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
@@ -34,7 +34,27 @@ struct HeldLease {
     epoch: i64,
     since: String,
     expires: Instant,
+    renewed: Instant,
     progress: PassProgress,
+}
+
+#[derive(Debug, Clone)]
+struct QueueRow {
+    queued: String,
+    /// The order of first queuing.
+    first: i64,
+    ticket: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Worker {
+    started: String,
+    /// The order of registration.
+    order: i64,
+    heartbeat: String,
+    beat: Instant,
+    stopped: Option<String>,
+    stats: WorkerStats,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +77,10 @@ struct State {
     refreshes: Vec<RefreshRecord>,
     meta: BTreeMap<&'static str, String>,
     leases: BTreeMap<EntryId, HeldLease>,
+    queue: BTreeMap<EntryId, QueueRow>,
+    /// The last ticket (and queue order) handed out.
+    tickets: i64,
+    workers: BTreeMap<String, Worker>,
 }
 
 /// A job's state in memory.
@@ -125,6 +149,7 @@ impl MemoryStore {
                 epoch,
                 since: now(),
                 expires: expiry(now_instant, ttl),
+                renewed: now_instant,
                 progress: PassProgress::default(),
             },
         );
@@ -254,6 +279,7 @@ impl Store for MemoryStore {
                 s.ledger.retain(|(e, ..), _| e != id);
                 s.checkpoints.retain(|(e, _), _| e != id);
                 s.leases.remove(id);
+                s.queue.remove(id);
             }
             Ok(())
         })
@@ -550,7 +576,9 @@ impl Store for MemoryStore {
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
         match self.owned(lease) {
             Some(l) => {
-                l.expires = expiry(Instant::now(), ttl);
+                let now_instant = Instant::now();
+                l.expires = expiry(now_instant, ttl);
+                l.renewed = now_instant;
                 Ok(())
             }
             None => Err(StoreError::lease_lost(&lease.entry)),
@@ -615,8 +643,121 @@ impl Store for MemoryStore {
                 entry: entry.clone(),
                 holder: l.holder.clone(),
                 since: l.since.clone(),
+                heartbeat_age: now_instant.saturating_duration_since(l.renewed),
                 progress: l.progress.clone(),
             })
             .collect())
+    }
+
+    fn enqueue(&mut self, entries: &[EntryId]) -> Result<usize> {
+        let mut added = 0;
+        for id in entries {
+            self.state.tickets += 1;
+            let ticket = self.state.tickets;
+            match self.state.queue.get_mut(id) {
+                Some(row) => row.ticket = ticket,
+                None => {
+                    self.state.queue.insert(
+                        id.clone(),
+                        QueueRow {
+                            queued: now(),
+                            first: ticket,
+                            ticket,
+                        },
+                    );
+                    added += 1;
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    fn queued(&self) -> Result<Vec<Queued>> {
+        let mut rows: Vec<(&EntryId, &QueueRow)> = self.state.queue.iter().collect();
+        rows.sort_by_key(|(_, r)| r.first);
+        Ok(rows
+            .into_iter()
+            .map(|(entry, r)| Queued {
+                entry: entry.clone(),
+                queued: r.queued.clone(),
+                ticket: r.ticket,
+            })
+            .collect())
+    }
+
+    fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
+        if self
+            .state
+            .queue
+            .get(entry)
+            .is_some_and(|r| r.ticket == ticket)
+        {
+            self.state.queue.remove(entry);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn register_worker(&mut self, name: &str) -> Result<()> {
+        self.state.tickets += 1;
+        let at = now();
+        self.state.workers.insert(
+            name.to_string(),
+            Worker {
+                started: at.clone(),
+                order: self.state.tickets,
+                heartbeat: at,
+                beat: Instant::now(),
+                stopped: None,
+                stats: WorkerStats::default(),
+            },
+        );
+        Ok(())
+    }
+
+    fn worker_heartbeat(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        let w = self.worker(name)?;
+        w.heartbeat = now();
+        w.beat = Instant::now();
+        w.stats = *stats;
+        Ok(())
+    }
+
+    fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        let w = self.worker(name)?;
+        let at = now();
+        w.heartbeat = at.clone();
+        w.beat = Instant::now();
+        w.stopped = Some(at);
+        w.stats = *stats;
+        Ok(())
+    }
+
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        let now_instant = Instant::now();
+        let mut all: Vec<(&String, &Worker)> = self.state.workers.iter().collect();
+        all.sort_by_key(|(name, w)| (w.started.clone(), w.order, (*name).clone()));
+        Ok(all
+            .into_iter()
+            .map(|(name, w)| WorkerRecord {
+                name: name.clone(),
+                started: w.started.clone(),
+                heartbeat: w.heartbeat.clone(),
+                heartbeat_age: now_instant.saturating_duration_since(w.beat),
+                stopped: w.stopped.clone(),
+                stats: w.stats,
+            })
+            .collect())
+    }
+}
+
+impl MemoryStore {
+    fn worker(&mut self, name: &str) -> Result<&mut Worker> {
+        self.state.workers.get_mut(name).ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                format!("No worker {name} is registered"),
+            )
+        })
     }
 }

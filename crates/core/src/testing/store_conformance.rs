@@ -22,7 +22,7 @@ use crate::model::{
     Uid,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, MetaKey, PassProgress, Result, Store, StoreErrorKind,
+    Lease, LeaseHolder, MetaKey, PassProgress, Result, Store, StoreErrorKind, WorkerStats,
 };
 
 /// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
@@ -65,6 +65,11 @@ macro_rules! store_conformance {
             leases_are_per_entry,
             progress_is_shown_while_a_lease_lives,
             fenced_writes_are_refused_once_the_claim_is_taken_over,
+            a_live_pass_shows_how_long_ago_its_claim_was_renewed,
+            an_entry_is_queued_once_keeping_its_place_and_first_time,
+            dequeue_takes_an_entry_off_only_if_it_was_not_queued_again,
+            removed_entries_leave_the_queue,
+            workers_register_heartbeat_and_deregister,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {
@@ -1029,5 +1034,145 @@ pub fn an_imported_run_keeps_its_times(mut s: Box<dyn Store>) -> Result<()> {
         ),
         (open, "2026-03-02T10:00:00Z", None)
     );
+    Ok(())
+}
+
+pub fn a_live_pass_shows_how_long_ago_its_claim_was_renewed(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let lease = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    assert!(s.live_passes()?[0].heartbeat_age < Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(120));
+    let before = s.live_passes()?[0].heartbeat_age;
+    assert!(
+        before >= Duration::from_millis(80),
+        "the claim was taken 120 ms ago, its heartbeat age is {before:?}"
+    );
+    s.renew(&lease, HOUR)?;
+    let after = s.live_passes()?[0].heartbeat_age;
+    assert!(after < before, "renewed: {after:?}, before {before:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- the queue
+
+pub fn an_entry_is_queued_once_keeping_its_place_and_first_time(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    assert_eq!(s.queued()?, Vec::new());
+    assert_eq!(s.enqueue(&["b".into(), "a".into()])?, 2);
+    let first = s.queued()?;
+    let ids = |q: &[crate::ports::store::Queued]| -> Vec<String> {
+        q.iter().map(|q| q.entry.as_str().to_string()).collect()
+    };
+    assert_eq!(ids(&first), ["b", "a"], "in the order queued");
+    assert!(first.iter().all(|q| !q.queued.is_empty()));
+    std::thread::sleep(Duration::from_millis(1100));
+    // b again, and c for the first time: b keeps its place and its time.
+    assert_eq!(s.enqueue(&["c".into(), "b".into()])?, 1);
+    let second = s.queued()?;
+    assert_eq!(ids(&second), ["b", "a", "c"], "oldest first");
+    assert_eq!(second[0].queued, first[0].queued, "b's queued time is kept");
+    assert_ne!(second[0].ticket, first[0].ticket, "b has a new ticket");
+    assert_eq!(second[1], first[1], "a is untouched");
+    assert!(second[2].queued >= first[0].queued);
+    // Queuing nothing is nothing.
+    assert_eq!(s.enqueue(&[])?, 0);
+    assert_eq!(s.queued()?, second);
+    Ok(())
+}
+
+pub fn dequeue_takes_an_entry_off_only_if_it_was_not_queued_again(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let a = EntryId::from("a");
+    s.enqueue(&[a.clone(), "b".into()])?;
+    // A worker starts a pass of a with the ticket it saw.
+    let seen = s.queued()?[0].ticket;
+    // New mail: a is queued again while that pass runs.
+    assert_eq!(s.enqueue(std::slice::from_ref(&a))?, 0);
+    let again = s.queued()?[0].ticket;
+    assert_ne!(seen, again);
+    assert!(
+        !s.dequeue(&a, seen)?,
+        "a pass that started before the second queuing leaves the entry queued"
+    );
+    assert_eq!(s.queued()?[0].entry, a);
+    // The next pass started after it: the entry leaves the queue.
+    assert!(s.dequeue(&a, again)?);
+    let left: Vec<EntryId> = s.queued()?.into_iter().map(|q| q.entry).collect();
+    assert_eq!(left, vec![EntryId::from("b")]);
+    assert!(
+        !s.dequeue(&a, again)?,
+        "an entry not queued is not taken off twice"
+    );
+    // Queued again after that: a new place, at the end, with a ticket never seen before.
+    assert_eq!(s.enqueue(std::slice::from_ref(&a))?, 1);
+    let q = s.queued()?;
+    assert_eq!(q[1].entry, a);
+    assert!(q[1].ticket != seen && q[1].ticket != again);
+    Ok(())
+}
+
+pub fn removed_entries_leave_the_queue(mut s: Box<dyn Store>) -> Result<()> {
+    s.upsert_entries(&[entry("a"), entry("b")])?;
+    s.enqueue(&["a".into(), "b".into()])?;
+    s.remove_entries(&["a".into()])?;
+    let left: Vec<EntryId> = s.queued()?.into_iter().map(|q| q.entry).collect();
+    assert_eq!(left, vec![EntryId::from("b")]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- workers
+
+pub fn workers_register_heartbeat_and_deregister(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.workers()?, Vec::new());
+    s.register_worker("host-a:100")?;
+    std::thread::sleep(Duration::from_millis(1100));
+    s.register_worker("host-b:200")?;
+    let w = s.workers()?;
+    let names: Vec<&str> = w.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["host-a:100", "host-b:200"],
+        "in the order they started"
+    );
+    assert!(w.iter().all(|w| w.stopped.is_none()));
+    assert!(w.iter().all(|w| w.stats == WorkerStats::default()));
+    assert!(w[0].started < w[1].started);
+    assert!(
+        w[0].heartbeat_age >= Duration::from_millis(900) && w[0].heartbeat_age < HOUR,
+        "a's heartbeat was 1.1 s ago: {:?}",
+        w[0].heartbeat_age
+    );
+    let stats = WorkerStats {
+        passes: 3,
+        messages: 120,
+        bytes: 1 << 33,
+    };
+    s.worker_heartbeat("host-a:100", &stats)?;
+    let w = s.workers()?;
+    assert_eq!(w[0].stats, stats);
+    assert!(w[0].heartbeat_age < Duration::from_millis(900));
+    assert!(w[0].heartbeat >= w[0].started);
+    assert!(
+        s.worker_heartbeat("host-c:300", &stats).is_err(),
+        "a heartbeat of a worker never registered is an error"
+    );
+    // A clean stop keeps the worker listed, stopped, with its last figures.
+    let last = WorkerStats { passes: 4, ..stats };
+    s.deregister_worker("host-b:200", &last)?;
+    let w = s.workers()?;
+    assert!(w[0].stopped.is_none());
+    assert!(w[1].stopped.is_some());
+    assert_eq!(w[1].stats, last);
+    // The same name registered again (a PID reused) starts afresh.
+    s.register_worker("host-b:200")?;
+    let w = s.workers()?;
+    let b = w.iter().find(|w| w.name == "host-b:200").expect("listed");
+    assert_eq!(
+        (b.stopped.as_deref(), b.stats),
+        (None, WorkerStats::default())
+    );
+    assert_eq!(w.len(), 2);
     Ok(())
 }

@@ -12,12 +12,13 @@
 //! spellings, as in SQLite, and text that is listed in order is compared in byte order
 //! (`COLLATE "C"`), as SQLite does, whatever the database's default collation.
 //!
-//! The same parts as the SQLite store (`schema`, `entries`, `ledger`, `runs`), plus
+//! The same parts as the SQLite store (`schema`, `entries`, `ledger`, `runs`, `queue`), plus
 //! `connect` (the URL, the password, TLS).
 
 pub mod connect;
 mod entries;
 mod ledger;
+mod queue;
 mod runs;
 mod schema;
 
@@ -34,8 +35,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
-    StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, StoreError,
+    StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 pub use connect::{Password, PostgresUrl, Tls};
@@ -514,6 +515,27 @@ impl Store for PostgresStore {
     }
     fn live_passes(&self) -> Result<Vec<LivePass>> {
         runs::live_passes(&mut *self.conn()?)
+    }
+    fn enqueue(&mut self, entries: &[EntryId]) -> Result<usize> {
+        queue::enqueue(self.client.get_mut(), entries)
+    }
+    fn queued(&self) -> Result<Vec<Queued>> {
+        queue::queued(&mut *self.conn()?)
+    }
+    fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
+        queue::dequeue(self.client.get_mut(), entry, ticket)
+    }
+    fn register_worker(&mut self, name: &str) -> Result<()> {
+        queue::register(self.client.get_mut(), name)
+    }
+    fn worker_heartbeat(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        queue::heartbeat(self.client.get_mut(), name, stats, false)
+    }
+    fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        queue::heartbeat(self.client.get_mut(), name, stats, true)
+    }
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        queue::workers(&mut *self.conn()?)
     }
 }
 

@@ -19,7 +19,7 @@ use mailferry_core::ports::store::{
 };
 
 /// The database's time now, as the model spells times (`mailferry_core::model::now`).
-const NOW_TEXT: &str =
+pub(crate) const NOW_TEXT: &str =
     r#"to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#;
 
 pub fn start(client: &mut Client, kind: RunKind) -> Result<RunId> {
@@ -470,7 +470,7 @@ pub fn lease(
         &format!(
             "UPDATE leases SET holder = $2, epoch = $3, since = {NOW_TEXT},
                  expires = clock_timestamp() + $4::bigint * interval '1 millisecond',
-                 planned_messages = 0, planned_bytes = 0, copied = 0, bytes = 0
+                 renewed = clock_timestamp(), planned_messages = 0, planned_bytes = 0, copied = 0, bytes = 0
              WHERE entry_id = $1"
         ),
         &[&entry.as_str(), &holder, &epoch, &ttl_ms(ttl)],
@@ -504,7 +504,8 @@ pub fn check_fence(tx: &mut impl GenericClient, fence: Option<&Lease>) -> Result
 pub fn renew(client: &mut Client, lease: &Lease, ttl: Duration) -> Result<()> {
     let n = client
         .execute(
-            "UPDATE leases SET expires = clock_timestamp() + $4::bigint * interval '1 millisecond'
+            "UPDATE leases SET expires = clock_timestamp() + $4::bigint * interval '1 millisecond',
+                 renewed = clock_timestamp()
              WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
             &[
                 &lease.entry.as_str(),
@@ -556,8 +557,12 @@ pub fn report_progress(client: &mut Client, lease: &Lease, p: &PassProgress) -> 
 pub fn live_passes(client: &mut Client) -> Result<Vec<LivePass>> {
     client
         .query(
-            "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes
-             FROM leases WHERE expires > clock_timestamp() ORDER BY entry_id",
+            &format!(
+                "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes,
+                        {AGE_MS}
+                 FROM leases WHERE expires > clock_timestamp() ORDER BY entry_id",
+                AGE_MS = age_ms("renewed")
+            ),
             &[],
         )
         .db()?
@@ -567,6 +572,7 @@ pub fn live_passes(client: &mut Client) -> Result<Vec<LivePass>> {
                 entry: EntryId::new(r.text(0)?),
                 holder: r.text(1)?,
                 since: r.text(2)?,
+                heartbeat_age: std::time::Duration::from_millis(r.u64(7)?),
                 progress: PassProgress {
                     planned_messages: r.u64(3)?,
                     planned_bytes: r.u64(4)?,
@@ -576,4 +582,13 @@ pub fn live_passes(client: &mut Client) -> Result<Vec<LivePass>> {
             })
         })
         .collect()
+}
+
+/// SQL for how many milliseconds ago a `timestamptz` column was, by the database's clock
+/// (never negative; `-infinity`, a lease of before schema version 2, is a day ago).
+pub(crate) fn age_ms(column: &str) -> String {
+    format!(
+        "CASE WHEN {column} = '-infinity' THEN 86400000::bigint ELSE \
+         greatest(0, (extract(epoch FROM clock_timestamp() - {column}) * 1000))::bigint END"
+    )
 }

@@ -4,7 +4,8 @@
 //! checkpoints, runs, run lines, meta, refresh results, failures, leases with progress) in
 //! PostgreSQL's types: unsigned values in `BIGINT` (the model's `u32`s fit; its `u64`s are
 //! checked on the way in), flags as `BOOLEAN`, lease expiry as a `timestamptz` of the
-//! database's clock. Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
+//! database's clock. Version 2 adds the queue of passes for workers and the workers' table.
+//! Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
 //! compares). A migration never changes what an existing column means.
 //!
 //! Migrations run under a transaction-level advisory lock, so two processes opening a new
@@ -132,8 +133,35 @@ CREATE TABLE leases (
 );
 "#;
 
+/// Version 2: the queue of passes for `mailferry worker` (one row per queued entry; its
+/// ticket, from the sequence `queue_tickets`, changes each time it is queued again), the
+/// workers' registrations and heartbeats, and when each lease was last renewed — all by the
+/// database's clock.
+const V2: &str = r#"
+ALTER TABLE leases ADD COLUMN renewed TIMESTAMPTZ NOT NULL DEFAULT '-infinity';
+CREATE SEQUENCE queue_tickets;
+CREATE TABLE queue (
+    entry_id TEXT COLLATE "C" PRIMARY KEY,
+    queued TEXT NOT NULL,
+    first_ticket BIGINT NOT NULL,
+    ticket BIGINT NOT NULL
+);
+CREATE INDEX queue_order ON queue (first_ticket);
+CREATE TABLE workers (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    started TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL,
+    heartbeat TEXT NOT NULL,
+    heartbeat_at TIMESTAMPTZ NOT NULL,
+    stopped TEXT,
+    passes BIGINT NOT NULL DEFAULT 0,
+    messages BIGINT NOT NULL DEFAULT 0,
+    bytes BIGINT NOT NULL DEFAULT 0
+);
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 1] = [V1];
+const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

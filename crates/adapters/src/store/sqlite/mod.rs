@@ -8,10 +8,12 @@
 //! spellings, so the file stays readable with `sqlite3`.
 //!
 //! One file per part of the port, as Stalwart's store backends are laid out: `schema`,
-//! `entries`, `ledger`, `runs` (runs, failures, refresh results, checkpoints, meta, leases).
+//! `entries`, `ledger`, `runs` (runs, failures, refresh results, checkpoints, meta, leases),
+//! `queue` (the queue of passes for workers, and the workers).
 
 mod entries;
 mod ledger;
+mod queue;
 mod runs;
 mod schema;
 
@@ -27,8 +29,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
-    StoreErrorKind,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, StoreError,
+    StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 /// A job's state in one SQLite database.
@@ -335,6 +337,27 @@ impl Store for SqliteStore {
     }
     fn live_passes(&self) -> Result<Vec<LivePass>> {
         runs::live_passes(&self.conn)
+    }
+    fn enqueue(&mut self, entries: &[EntryId]) -> Result<usize> {
+        queue::enqueue(&mut self.conn, entries)
+    }
+    fn queued(&self) -> Result<Vec<Queued>> {
+        queue::queued(&self.conn)
+    }
+    fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
+        queue::dequeue(&self.conn, entry, ticket)
+    }
+    fn register_worker(&mut self, name: &str) -> Result<()> {
+        queue::register(&self.conn, name)
+    }
+    fn worker_heartbeat(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        queue::heartbeat(&self.conn, name, stats, false)
+    }
+    fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
+        queue::heartbeat(&self.conn, name, stats, true)
+    }
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        queue::workers(&self.conn)
     }
 }
 

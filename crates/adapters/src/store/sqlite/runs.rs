@@ -379,7 +379,7 @@ pub fn set_meta(conn: &Connection, key: MetaKey, value: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- leases
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -421,12 +421,20 @@ pub fn lease(
         }
     };
     tx.execute(
-        "INSERT INTO leases (entry_id, holder, epoch, since, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO leases (entry_id, holder, epoch, since, expires_ms, renewed_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (entry_id) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch,
-             since = excluded.since, expires_ms = excluded.expires_ms, planned_messages = 0,
-             planned_bytes = 0, copied = 0, bytes = 0",
-        params![entry.as_str(), holder, epoch, now(), now_ms + ttl_ms(ttl)],
+             since = excluded.since, expires_ms = excluded.expires_ms,
+             renewed_ms = excluded.renewed_ms, planned_messages = 0, planned_bytes = 0,
+             copied = 0, bytes = 0",
+        params![
+            entry.as_str(),
+            holder,
+            epoch,
+            now(),
+            now_ms + ttl_ms(ttl),
+            now_ms
+        ],
     )
     .db()?;
     tx.commit().db()?;
@@ -438,14 +446,17 @@ pub fn lease(
 }
 
 pub fn renew(conn: &Connection, lease: &Lease, ttl: Duration) -> Result<()> {
+    let now_ms = now_ms();
     let n = conn
         .execute(
-            "UPDATE leases SET expires_ms = ?4 WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3",
+            "UPDATE leases SET expires_ms = ?4, renewed_ms = ?5
+             WHERE entry_id = ?1 AND holder = ?2 AND epoch = ?3",
             params![
                 lease.entry.as_str(),
                 lease.holder,
                 lease.epoch,
-                now_ms() + ttl_ms(ttl)
+                now_ms + ttl_ms(ttl),
+                now_ms
             ],
         )
         .db()?;
@@ -489,16 +500,19 @@ pub fn report_progress(conn: &Connection, lease: &Lease, p: &PassProgress) -> Re
 pub fn live_passes(conn: &Connection) -> Result<Vec<LivePass>> {
     let mut stmt = conn
         .prepare(
-            "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes
+            "SELECT entry_id, holder, since, planned_messages, planned_bytes, copied, bytes,
+                    renewed_ms
              FROM leases WHERE expires_ms > ?1 ORDER BY entry_id",
         )
         .db()?;
+    let now_ms = now_ms();
     let rows = stmt
-        .query_map([now_ms()], |r| {
+        .query_map([now_ms], |r| {
             Ok(LivePass {
                 entry: EntryId::new(r.get::<_, String>(0)?),
                 holder: r.get(1)?,
                 since: r.get(2)?,
+                heartbeat_age: age(now_ms, r.get(7)?),
                 progress: PassProgress {
                     planned_messages: r.get(3)?,
                     planned_bytes: r.get(4)?,
@@ -509,4 +523,10 @@ pub fn live_passes(conn: &Connection) -> Result<Vec<LivePass>> {
         })
         .db()?;
     rows.collect::<rusqlite::Result<_>>().db()
+}
+
+/// How long ago a time in milliseconds was (never negative: another process's clock may be a
+/// little ahead).
+pub(crate) fn age(now_ms: i64, then_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms.saturating_sub(then_ms)).unwrap_or(0))
 }

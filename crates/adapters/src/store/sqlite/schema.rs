@@ -2,7 +2,8 @@
 //!
 //! Version 1 is the schema as mailferry 0.1 left it (the tables below, created with
 //! `IF NOT EXISTS`, plus the entry columns added since its first release); version 2 adds
-//! leases, version 3 their progress. A migration never changes what an existing column means.
+//! leases, version 3 their progress, version 4 the queue of passes for workers, the
+//! workers' registrations and the leases' last renewal. A migration never changes what an existing column means.
 
 use rusqlite::Connection;
 
@@ -128,8 +129,35 @@ ALTER TABLE leases ADD COLUMN copied INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE leases ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Version 4: the queue of passes for `mailferry worker` (one row per queued entry; its
+/// ticket changes each time it is queued again, from the one-row counter `queue_tickets`),
+/// the workers' registrations and heartbeats, and when each lease was last renewed.
+const V4: &str = r#"
+ALTER TABLE leases ADD COLUMN renewed_ms INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE queue (
+    entry_id TEXT PRIMARY KEY NOT NULL,
+    queued TEXT NOT NULL,
+    first_ticket INTEGER NOT NULL,
+    ticket INTEGER NOT NULL
+) STRICT;
+CREATE INDEX queue_order ON queue (first_ticket);
+CREATE TABLE queue_tickets (last INTEGER NOT NULL) STRICT;
+INSERT INTO queue_tickets (last) VALUES (0);
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY NOT NULL,
+    started TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    heartbeat TEXT NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    stopped TEXT,
+    passes INTEGER NOT NULL DEFAULT 0,
+    messages INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
+) STRICT;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -169,6 +197,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             }
             1 => tx.execute_batch(V2).db()?,
             2 => tx.execute_batch(V3).db()?,
+            3 => tx.execute_batch(V4).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;

@@ -1,0 +1,413 @@
+//! The queue of passes and the workers that take them: `migrate --enqueue-only` queues
+//! entries in the store, `worker` passes what is queued (with the runner of `migrate`:
+//! leases, renewals, fencing, progress) and waits for more until it is told to stop, and
+//! `workers` lists the worker processes from their registrations and heartbeats.
+//!
+//! An entry leaves the queue only when a pass of it that started after it was last queued
+//! has finished (its queue ticket is unchanged): mail that arrives, and is queued, while a
+//! pass runs is copied by the next one. A pass that failed leaves the entry queued; this
+//! worker tries it again after a backoff (30 s, doubling up to 10 minutes). An entry that
+//! another live process holds is skipped until its lease ends; one whose process is gone is
+//! taken over at once, as `migrate` does.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::migrate::{Item, LEASE_TTL, Setup, Work, pass_settings, run_passes};
+use super::{App, AppError, Result, remove_missing, selected};
+use crate::entries::Selection;
+use crate::model::{Entry, EntryId, EntryState, Origin, RunEntry, RunId, RunKind, Side};
+use crate::ports::store::{LeaseHolder, WorkerStats};
+use crate::ports::{Backends, Observer, Store};
+
+/// How often an idle worker asks the store for queued passes.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often a waiting worker checks whether it was told to stop.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// The first wait before a worker tries a failed entry again; it doubles with each failure in
+/// a row, up to [`MAX_FAILED_BACKOFF`].
+pub const FIRST_FAILED_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_FAILED_BACKOFF: Duration = Duration::from_secs(600);
+
+// ---------------------------------------------------------------- migrate --enqueue-only
+
+/// What `migrate --enqueue-only` did.
+#[derive(Debug, Serialize)]
+pub struct EnqueueOutcome {
+    /// Entries removed first because their source mailbox is missing.
+    pub removed: Vec<EntryId>,
+    /// Entries queued now that were not queued before.
+    pub queued: Vec<EntryId>,
+    /// Entries that were queued already: they keep their place (a pass running now is
+    /// followed by another).
+    pub already_queued: Vec<EntryId>,
+    /// Selected entries that take no part in a pass (no target yet, skipped, waiting).
+    pub waiting: Vec<(EntryId, Origin)>,
+    /// Every entry in the queue now.
+    pub in_queue: usize,
+}
+
+/// Queues the selected entries for the workers, without passing any.
+pub fn enqueue(app: &App<'_>, selection: &Selection) -> Result<EnqueueOutcome> {
+    let mut store = app.open_state()?;
+    let removed = remove_missing(store.as_mut())?;
+    app.removed_notice("Before queuing", &removed);
+    let all = store.entries()?;
+    let chosen = selected(&all, selection)?;
+    let (runnable, waiting): (Vec<Entry>, Vec<Entry>) =
+        chosen.into_iter().partition(Entry::is_migratable);
+    let before: HashSet<EntryId> = store.queued()?.into_iter().map(|q| q.entry).collect();
+    let ids: Vec<EntryId> = runnable.into_iter().map(|e| e.id).collect();
+    store.enqueue(&ids)?;
+    let (already_queued, queued) = ids.into_iter().partition(|id| before.contains(id));
+    Ok(EnqueueOutcome {
+        removed,
+        queued,
+        already_queued,
+        waiting: waiting.into_iter().map(|e| (e.id, e.origin)).collect(),
+        in_queue: store.queued()?.len(),
+    })
+}
+
+// ---------------------------------------------------------------- worker
+
+/// What a worker did before it stopped.
+#[derive(Debug, Serialize)]
+pub struct WorkerOutcome {
+    /// This process, as it held leases and was listed by `workers`.
+    pub name: String,
+    /// The run its passes are recorded in (`report --run N`).
+    pub run: RunId,
+    #[serde(flatten)]
+    pub stats: WorkerStats,
+    /// Entries another process took over during this worker's pass of them.
+    pub taken_over: Vec<EntryId>,
+    pub seconds: f64,
+}
+
+/// Runs a worker: registers it, starts its run, passes queued entries `[migration]
+/// concurrency` at a time and waits for more, until `stop` is set; then lets the passes in
+/// progress finish their attempt, finishes the run and deregisters. Queued entries not
+/// started stay queued for the next worker.
+pub fn work(app: &App<'_>, observer: &dyn Observer, stop: &AtomicBool) -> Result<WorkerOutcome> {
+    let passwords = app.passwords()?;
+    let source = app
+        .backends
+        .connector(app.job, Side::Source)
+        .map_err(AppError::Input)?;
+    let target = app
+        .backends
+        .connector(app.job, Side::Target)
+        .map_err(AppError::Input)?;
+    let mut store = app.open_state()?;
+    let removed = remove_missing(store.as_mut())?;
+    app.removed_notice("Before this worker started", &removed);
+    let name = app.backends.process_name();
+    store.register_worker(&name)?;
+    let run = store.start_run(RunKind::Migrate)?;
+    let started = Instant::now();
+    let settings = pass_settings(app.job);
+    let store = Mutex::new(store);
+    let stats = Mutex::new(WorkerStats::default());
+    let work = QueueWork {
+        store: &store,
+        backends: app.backends,
+        notice: app.notice,
+        stats: &stats,
+        turn: Mutex::new(()),
+        state: Mutex::new(QueueState::default()),
+    };
+    let passes = run_passes(
+        app,
+        &Setup {
+            source: source.as_ref(),
+            target: target.as_ref(),
+            settings: &settings,
+            store: &store,
+            run,
+            passwords: &passwords,
+            worker: Some(&stats),
+        },
+        observer,
+        &work,
+        stop,
+    );
+    let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
+    let stats = *lock(&stats);
+    // The run is finished and the worker deregistered even when the passes stopped on an
+    // error; that error is the one reported.
+    let finished = store.finish_run(run);
+    let deregistered = store.deregister_worker(&name, &stats);
+    if let Some(e) = passes.error {
+        return Err(e);
+    }
+    finished?;
+    deregistered?;
+    Ok(WorkerOutcome {
+        name,
+        run,
+        stats,
+        taken_over: passes.taken_over,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Entries this process is passing now (or has just leased).
+    in_flight: HashSet<EntryId>,
+    /// Entries whose last pass here failed: not tried again before the instant, and the
+    /// wait after the next failure.
+    backoff: HashMap<EntryId, (Instant, Duration)>,
+}
+
+/// A worker's work: the store's queue, polled about once a second while there is nothing to
+/// take. One thread polls at a time (`turn`); the others wait for their turn.
+struct QueueWork<'a> {
+    store: &'a Mutex<Box<dyn Store>>,
+    backends: &'a dyn Backends,
+    notice: &'a (dyn Fn(&str) + Sync),
+    stats: &'a Mutex<WorkerStats>,
+    turn: Mutex<()>,
+    state: Mutex<QueueState>,
+}
+
+impl QueueWork<'_> {
+    /// The oldest queued entry this process may pass now, marked in flight; `None` when
+    /// there is none.
+    fn pick(&self) -> Result<Option<Item>> {
+        let (queued, live) = {
+            let store = lock(self.store);
+            let queued = store.queued()?;
+            if queued.is_empty() {
+                return Ok(None);
+            }
+            let live: HashMap<EntryId, String> = store
+                .live_passes()?
+                .into_iter()
+                .map(|p| (p.entry, p.holder))
+                .collect();
+            (queued, live)
+        };
+        let now = Instant::now();
+        let mut entries: Option<HashMap<EntryId, Entry>> = None;
+        for q in queued {
+            {
+                let state = lock(&self.state);
+                if state.in_flight.contains(&q.entry)
+                    || state.backoff.get(&q.entry).is_some_and(|(at, _)| *at > now)
+                {
+                    continue;
+                }
+            }
+            // Held by another process that is still there: skipped until its lease ends.
+            if let Some(holder) = live.get(&q.entry)
+                && !self.backends.holder_gone(holder)
+            {
+                continue;
+            }
+            if entries.is_none() {
+                let all = lock(self.store).entries()?;
+                entries = Some(all.into_iter().map(|e| (e.id.clone(), e)).collect());
+            }
+            let entry = entries.as_ref().and_then(|all| all.get(&q.entry)).cloned();
+            match entry {
+                Some(entry) if entry.is_migratable() => {
+                    lock(&self.state).in_flight.insert(entry.id.clone());
+                    return Ok(Some(Item {
+                        entry,
+                        ticket: Some(q.ticket),
+                    }));
+                }
+                // Removed, or no longer to be migrated (skipped, its target gone): nothing
+                // for a worker to do until it is queued again.
+                other => {
+                    lock(self.store).dequeue(&q.entry, q.ticket)?;
+                    let why = match other {
+                        Some(e) => format!("not to be migrated ({})", e.origin),
+                        None => "no longer an entry of the job".to_string(),
+                    };
+                    (self.notice)(&format!("{}: taken off the queue: {why}", q.entry));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Work for QueueWork<'_> {
+    fn next(&self, stop: &dyn Fn() -> bool) -> Result<Option<Item>> {
+        let _turn = lock(&self.turn);
+        loop {
+            if stop() {
+                return Ok(None);
+            }
+            match self.pick() {
+                Ok(Some(item)) => return Ok(Some(item)),
+                Ok(None) => {}
+                // A busy database is asked again at the next poll.
+                Err(AppError::Store(e)) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            }
+            let waited = Instant::now();
+            while waited.elapsed() < POLL_EVERY {
+                if stop() {
+                    return Ok(None);
+                }
+                std::thread::sleep(STOP_CHECK_EVERY);
+            }
+        }
+    }
+
+    fn busy(&self, item: Item, _: LeaseHolder) {
+        // The next polls skip it while the other process's lease lives.
+        lock(&self.state).in_flight.remove(&item.entry.id);
+    }
+
+    fn finished(&self, item: &Item, result: &RunEntry) -> Result<()> {
+        {
+            let mut stats = lock(self.stats);
+            stats.passes += 1;
+            stats.messages += result.copied;
+            stats.bytes += result.bytes;
+        }
+        let id = &item.entry.id;
+        if result.state == EntryState::Failed {
+            // Stays queued; tried again here after a backoff (another worker may sooner).
+            let mut state = lock(&self.state);
+            let wait = state
+                .backoff
+                .get(id)
+                .map_or(FIRST_FAILED_BACKOFF, |(_, w)| *w);
+            state.backoff.insert(
+                id.clone(),
+                (Instant::now() + wait, (wait * 2).min(MAX_FAILED_BACKOFF)),
+            );
+            state.in_flight.remove(id);
+            return Ok(());
+        }
+        let taken_off = match item.ticket {
+            Some(ticket) => lock(self.store).dequeue(id, ticket),
+            None => Ok(true),
+        };
+        let mut state = lock(&self.state);
+        state.backoff.remove(id);
+        state.in_flight.remove(id);
+        taken_off?;
+        Ok(())
+    }
+
+    fn dropped(&self, item: &Item) {
+        lock(&self.state).in_flight.remove(&item.entry.id);
+    }
+}
+
+// ---------------------------------------------------------------- workers
+
+/// `workers --json`: every worker registered in the job's state.
+#[derive(Debug, Serialize)]
+pub struct WorkersOutcome {
+    pub workers: Vec<WorkerStatus>,
+    /// Entries queued for the workers now.
+    pub queued: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Heartbeats are coming.
+    Running,
+    /// Deregistered: it stopped cleanly.
+    Stopped,
+    /// No heartbeat for longer than a lease lasts, or its process is known to be gone: it
+    /// was killed or cut off; its leases are taken over.
+    Gone,
+}
+
+impl WorkerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Gone => "gone",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerStatus {
+    /// `host:pid`, as it holds leases.
+    pub name: String,
+    pub host: String,
+    pub pid: Option<u32>,
+    pub state: WorkerState,
+    pub started: String,
+    pub heartbeat: String,
+    pub heartbeat_age_seconds: f64,
+    pub stopped: Option<String>,
+    /// Passes finished.
+    pub passes: u64,
+    /// Messages and bytes those passes copied.
+    pub messages: u64,
+    pub bytes: u64,
+    /// Messages copied per second, on average from its start to its last heartbeat.
+    pub messages_per_second: f64,
+}
+
+/// Every worker registered in the job's state, in the order they started.
+pub fn workers(app: &App<'_>) -> Result<WorkersOutcome> {
+    let store = app.open_state()?;
+    let queued = store.queued()?.len();
+    let workers = store
+        .workers()?
+        .into_iter()
+        .map(|w| {
+            let state = if w.stopped.is_some() {
+                WorkerState::Stopped
+            } else if w.heartbeat_age > LEASE_TTL || app.backends.holder_gone(&w.name) {
+                WorkerState::Gone
+            } else {
+                WorkerState::Running
+            };
+            let (host, pid) = match w.name.rsplit_once(':') {
+                Some((host, pid)) => (host.to_string(), pid.parse().ok()),
+                None => (w.name.clone(), None),
+            };
+            let seconds = seconds_between(&w.started, &w.heartbeat).unwrap_or(0.0);
+            WorkerStatus {
+                host,
+                pid,
+                state,
+                heartbeat_age_seconds: w.heartbeat_age.as_secs_f64(),
+                messages_per_second: if seconds > 0.0 {
+                    w.stats.messages as f64 / seconds
+                } else {
+                    0.0
+                },
+                passes: w.stats.passes,
+                messages: w.stats.messages,
+                bytes: w.stats.bytes,
+                name: w.name,
+                started: w.started,
+                heartbeat: w.heartbeat,
+                stopped: w.stopped,
+            }
+        })
+        .collect();
+    Ok(WorkersOutcome { workers, queued })
+}
+
+/// Seconds from one of the model's times to another.
+fn seconds_between(from: &str, to: &str) -> Option<f64> {
+    let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
+    let to = chrono::DateTime::parse_from_rfc3339(to).ok()?;
+    Some((to - from).num_milliseconds() as f64 / 1000.0)
+}
