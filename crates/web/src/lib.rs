@@ -102,6 +102,11 @@ pub trait Services: Send + Sync {
     fn job(&self) -> ServiceResult;
     /// Exactly `status --json`: `{"entries": [...]}`.
     fn entries(&self) -> ServiceResult;
+    /// [`Services::entries`] as JSON text, which a service may keep ready (a console's first
+    /// load and each event stream's first tick send it as it is).
+    fn entries_text(&self) -> Result<Arc<str>, ServiceError> {
+        self.entries().map(|v| v.to_string().into())
+    }
     /// A token that changes whenever [`Services::entries`] may answer differently, or `None`
     /// when there is no cheap way to tell. The event stream reads the entries again only when
     /// it changes: with 10,000 entries, reading and comparing them every second would keep a
@@ -431,7 +436,10 @@ impl Server {
             }
             ("GET", "/api/events") => Reply::Events,
             ("GET", "/api/job") => Reply::Full(answer(self.services.job(), 200)),
-            ("GET", "/api/entries") => Reply::Full(answer(self.services.entries(), 200)),
+            ("GET", "/api/entries") => Reply::Full(match self.services.entries_text() {
+                Ok(text) => Response::new(200, "application/json", text.to_string()),
+                Err(e) => failure(&e),
+            }),
             ("GET", "/api/progress") => Reply::Full(answer(self.services.progress(), 200)),
             ("GET", "/api/connections") => Reply::Full(answer(self.services.connections(), 200)),
             ("GET", "/api/failures") => Reply::Full(match req.query("id") {
@@ -549,31 +557,47 @@ impl Server {
             }
             // Asked before the entries: a change while they are read shows at the next tick.
             let version = self.services.entries_version();
+            let mut first: Option<Arc<str>> = None;
             if version.is_none() || version != last_version {
-                match self.services.entries() {
-                    Ok(v) => {
-                        last_version = version;
-                        match sent.as_mut() {
-                            None => {
-                                chunk.push_str(&format!("event: entries\ndata: {v}\n\n"));
-                                sent = Some(Sent::of(&v));
-                            }
-                            Some(before) => {
-                                if let Some(delta) = before.update(&v) {
-                                    chunk.push_str(&format!(
-                                        "event: entries-changed\ndata: {delta}\n\n"
-                                    ));
-                                }
+                match sent.as_mut() {
+                    // The first tick sends the text as the services keep it; what was sent is
+                    // remembered after it left, for the next ticks' changes.
+                    None => match self.services.entries_text() {
+                        Ok(text) => {
+                            last_version = version;
+                            chunk.push_str("event: entries\ndata: ");
+                            chunk.push_str(&text);
+                            chunk.push_str("\n\n");
+                            first = Some(text);
+                        }
+                        Err(e) => {
+                            chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)))
+                        }
+                    },
+                    Some(before) => match self.services.entries() {
+                        Ok(v) => {
+                            last_version = version;
+                            if let Some(delta) = before.update(v) {
+                                chunk.push_str(&format!(
+                                    "event: entries-changed\ndata: {delta}\n\n"
+                                ));
                             }
                         }
-                    }
-                    Err(e) => {
-                        chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)));
-                    }
+                        Err(e) => {
+                            chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)))
+                        }
+                    },
                 }
             }
             if stream.write_all(chunk.as_bytes()).is_err() || stream.flush().is_err() {
                 return;
+            }
+            if let Some(text) = first {
+                // Exactly what the browser has, whatever changed since.
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => sent = Some(Sent::of(&v)),
+                    Err(_) => last_version = None,
+                }
             }
             for _ in 0..10 {
                 if self.shutdown.load(Ordering::SeqCst) {
@@ -599,14 +623,22 @@ impl Sent {
 
     /// Remembers `v` and returns `{"changed": [...], "removed": [...]}`, or `None` when
     /// no entry changed.
-    fn update(&mut self, v: &Value) -> Option<Value> {
+    fn update(&mut self, mut v: Value) -> Option<Value> {
         let mut changed = Vec::new();
         let mut now = HashMap::with_capacity(self.0.len());
-        for (id, e) in entry_list(v) {
-            if self.0.get(id) != Some(e) {
+        let list = match v.get_mut("entries").map(Value::take) {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        // The entries are moved into the new map; only the changed ones are copied.
+        for e in list {
+            let Some(id) = e["id"].as_str().map(str::to_string) else {
+                continue;
+            };
+            if self.0.get(&id) != Some(&e) {
                 changed.push(e.clone());
             }
-            now.insert(id.to_string(), e.clone());
+            now.insert(id, e);
         }
         let mut removed: Vec<&String> = self.0.keys().filter(|id| !now.contains_key(*id)).collect();
         removed.sort();
@@ -679,17 +711,14 @@ mod tests {
         let a = json!({"id": "a", "state": "new"});
         let b = json!({"id": "b", "state": "new"});
         let mut sent = Sent::of(&json!({"entries": [a, b]}));
-        assert_eq!(
-            sent.update(&json!({"entries": [a, b], "passes": [1]})),
-            None
-        );
+        assert_eq!(sent.update(json!({"entries": [a, b], "passes": [1]})), None);
         let b2 = json!({"id": "b", "state": "migrated"});
         let c = json!({"id": "c", "state": "new"});
         assert_eq!(
-            sent.update(&json!({"entries": [b2, c]})),
+            sent.update(json!({"entries": [b2, c]})),
             Some(json!({"changed": [b2, c], "removed": ["a"]}))
         );
-        assert_eq!(sent.update(&json!({"entries": [c, b2]})), None);
+        assert_eq!(sent.update(json!({"entries": [c, b2]})), None);
     }
 
     #[test]
