@@ -190,6 +190,9 @@ pub struct JobServices {
     /// The entries as last read, and as JSON text: a browser's first load and the event
     /// stream's first tick send the text without cloning or serialising 10,000 entries again.
     entries_cache: Mutex<Option<(DbStamp, Value, Arc<str>)>>,
+    /// The last Check connections of this console, and when it ran: the Dashboard shows it
+    /// beside each connection until the next one.
+    last_check: Mutex<Option<Value>>,
 }
 
 /// Modification times and sizes of the database and its write-ahead log: any committed
@@ -279,6 +282,7 @@ impl JobServices {
             stop: Arc::new(AtomicBool::new(false)),
             process: mailferry_core::ports::Backends::process_name(&Standard),
             entries_cache: Mutex::new(None),
+            last_check: Mutex::new(None),
         }
     }
 
@@ -326,6 +330,7 @@ impl Services for JobServices {
                 "source": connection_json(Side::Source, &job),
                 "target": connection_json(Side::Target, &job),
             },
+            "last_check": *self.last_check.lock().unwrap_or_else(|e| e.into_inner()),
         }))
     }
 
@@ -346,7 +351,10 @@ impl Services for JobServices {
     }
 
     fn check(&self) -> ServiceResult {
-        to_json(&self.with_app(app::check::check)?)
+        let v = to_json(&self.with_app(app::check::check)?)?;
+        *self.last_check.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(json!({"at": mailferry_core::model::now(), "result": v.clone()}));
+        Ok(v)
     }
 
     fn refresh(&self, ids: &[String]) -> ServiceResult {

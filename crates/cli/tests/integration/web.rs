@@ -793,6 +793,35 @@ fn console_story(kind: Kind) {
     )
     .unwrap();
 
+    // Check connections: the Dashboard shows each check beside its side, and keeps the last
+    // result for the next load of the page.
+    b.click(&b.find("#btn-check").unwrap()).unwrap();
+    b.wait_until(
+        "const t = document.getElementById('check-when'); return !!t && t.textContent.startsWith('Last checked');",
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let checks = b.text(&b.find("#check-table").unwrap()).unwrap();
+    assert!(
+        checks.contains("source") && checks.contains("target") && checks.contains("OK"),
+        "{checks}"
+    );
+    let job_view: Value = serde_json::from_str(
+        b.execute_async(
+            "const done = arguments[0]; fetch('/api/job').then(r => r.text()).then(done);",
+        )
+        .unwrap()
+        .as_str()
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        job_view["last_check"]["result"]["servers"].is_array()
+            && job_view["last_check"]["at"].is_string(),
+        "{job_view}"
+    );
+    b.click(&b.find("#tab-jobs").unwrap()).unwrap();
+
     // Start migration on alice and bob; watch the rows turn migrated without a reload.
     click_row(&b, &id_of["alice"], None);
     click_row(&b, &id_of["bob"], Some(Modifier::Ctrl));
@@ -873,6 +902,24 @@ fn console_story(kind: Kind) {
             "{e}"
         );
     }
+    // The grid's Size is the bytes the ledger has copied, as `status` says.
+    let alice = status["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id_of["alice"])
+        .unwrap();
+    let size = alice["size"].as_u64().unwrap();
+    assert!(size > 1_000_000, "{alice}");
+    b.click(&b.find("#tab-jobs").unwrap()).unwrap();
+    b.wait_until(
+        &format!(
+            "return !!document.querySelector('tr[data-entry-id=\"{}\"] td[title=\"{size} bytes copied\"]');",
+            id_of["alice"]
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     b.click(&b.find("#tab-reports").unwrap()).unwrap();
     // Every run is listed, as `report --list` lists it; Show opens that run's report.
     let listed: Value = serde_json::from_str(&w.ok(&["report", &job, "--list", "--json"])).unwrap();

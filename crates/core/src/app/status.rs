@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{App, Result};
-use crate::model::{Entry, EntryId, EntryState, Origin};
+use crate::model::{Entry, EntryId, EntryState, Origin, RunKind};
 use crate::ports::Store;
 use crate::ports::store::{LivePass, PassProgress};
 
@@ -68,6 +68,11 @@ pub struct EntryStatus {
     pub error: Option<String>,
     pub match_note: Option<String>,
     pub missing_source: bool,
+    /// Messages its last pass left out (`[migration]` filters, `\Deleted`), from that pass's
+    /// line in its run.
+    pub skipped: u64,
+    /// The bytes of its copied messages (its size on the target, as the ledger knows it).
+    pub size: u64,
     /// When it was queued for the workers, while it is (`migrate --enqueue-only`).
     pub queued: Option<String>,
     /// The process passing it now, if any.
@@ -101,6 +106,8 @@ impl From<Entry> for EntryStatus {
             error: e.last_error,
             match_note: e.match_note,
             missing_source: e.missing_source,
+            skipped: 0,
+            size: 0,
             queued: None,
             held_by: None,
         }
@@ -115,11 +122,15 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
         .into_iter()
         .map(|q| (q.entry, q.queued))
         .collect();
-    let entries = store
-        .entries()?
+    let sizes: HashMap<EntryId, u64> = store.copied_bytes()?.into_iter().collect();
+    let all = store.entries()?;
+    let skipped = last_skipped(store.as_ref(), &all)?;
+    let entries = all
         .into_iter()
         .map(|e| {
             let mut s = EntryStatus::from(e);
+            s.size = sizes.get(&s.id).copied().unwrap_or(0);
+            s.skipped = skipped.get(&s.id).copied().unwrap_or(0);
             s.queued = queued.get(&s.id).cloned();
             s.held_by = passes.iter().find(|p| p.entry == s.id).map(|p| Holding {
                 holder: p.holder.clone(),
@@ -131,6 +142,28 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
         })
         .collect();
     Ok(StatusOutcome { entries, passes })
+}
+
+/// Each passed entry's skipped count from its last pass: the runs are read newest first until
+/// every entry that was ever passed is found (at most the last 50 runs).
+fn last_skipped(store: &dyn Store, entries: &[Entry]) -> Result<HashMap<EntryId, u64>> {
+    let mut wanted: HashSet<&EntryId> = entries
+        .iter()
+        .filter(|e| e.last_pass.is_some())
+        .map(|e| &e.id)
+        .collect();
+    let mut out = HashMap::new();
+    for run in store.runs(RunKind::Migrate)?.into_iter().take(50) {
+        if wanted.is_empty() {
+            break;
+        }
+        for line in store.run_entries(run.id)? {
+            if wanted.remove(&line.entry_id) {
+                out.insert(line.entry_id, line.skipped);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The live passes, each marked with whether its holder is a registered worker.

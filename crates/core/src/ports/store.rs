@@ -205,6 +205,9 @@ pub trait Store: Send {
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>>;
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
+    /// Per entry, the bytes of its copied messages: its mailbox's size on the target as far
+    /// as the ledger knows (entries without a copy are left out).
+    fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>>;
     /// Target UIDs the ledger says are ours in one target folder.
     fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>>;
     /// Commits intents (rows in state `pending`), durably, before any of their APPENDs is

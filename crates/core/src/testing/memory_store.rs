@@ -327,6 +327,16 @@ impl Store for MemoryStore {
         Ok(self.ledger_where(entry, |r| r.source_folder == folder))
     }
 
+    fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
+        let mut out: BTreeMap<EntryId, u64> = BTreeMap::new();
+        for ((entry, ..), r) in &self.state.ledger {
+            if r.state == LedgerState::Copied {
+                *out.entry(entry.clone()).or_default() += r.size;
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         Ok(self.ledger_where(entry, LedgerRow::is_pending))
     }

@@ -47,6 +47,7 @@ macro_rules! store_conformance {
             ledgers_are_per_entry,
             checkpoints_overwrite,
             every_checkpoint_of_an_entry_is_listed_by_folder,
+            copied_bytes_are_the_sizes_of_copied_rows_per_entry,
             an_imported_run_keeps_its_times,
             runs_start_finish_and_the_last_of_a_kind,
             every_run_is_listed_newest_first,
@@ -1174,5 +1175,26 @@ pub fn workers_register_heartbeat_and_deregister(mut s: Box<dyn Store>) -> Resul
         (None, WorkerStats::default())
     );
     assert_eq!(w.len(), 2);
+    Ok(())
+}
+
+pub fn copied_bytes_are_the_sizes_of_copied_rows_per_entry(mut s: Box<dyn Store>) -> Result<()> {
+    assert_eq!(s.copied_bytes()?, Vec::new());
+    let (a, b) = (EntryId::from("a"), EntryId::from("b"));
+    s.insert_pending(
+        &a,
+        &[row("INBOX", 7, 1), row("INBOX", 7, 2), row("Sent", 7, 3)],
+    )?;
+    s.insert_pending(&b, &[row("INBOX", 7, 1)])?;
+    s.complete(
+        &a,
+        &[
+            (&row("INBOX", 7, 1), Some(super::uid(1))),
+            (&row("Sent", 7, 3), Some(super::uid(2))),
+        ],
+        &[],
+    )?;
+    // a: two copied rows (sizes 101 and 103), one pending; b: only pending.
+    assert_eq!(s.copied_bytes()?, vec![(a, 204)]);
     Ok(())
 }

@@ -121,6 +121,8 @@ const SORT_KEYS = {
   state: (e) => e.state,
   copied: (e) => e.copied,
   failed: (e) => e.failed,
+  skipped: (e) => e.skipped ?? 0,
+  size: (e) => e.size ?? 0,
   last_pass: (e) => e.last_pass || '',
   error: (e) => e.error || '',
   refresh: (e) => refreshText(e),
@@ -192,6 +194,8 @@ function rowHtml(e, i) {
     + `<td data-col="state">${stateCell(e)}</td>`
     + `<td class="num">${e.copied}</td>`
     + `<td class="num">${e.failed ? `<button type="button" class="link err" data-failures="${esc(e.id)}" title="Show the messages not copied" aria-label="${esc(e.failed)} messages of ${esc(primary(e))} not copied: show them">${esc(e.failed)}</button>` : 0}</td>`
+    + `<td class="num">${e.skipped ?? 0}</td>`
+    + `<td class="num" title="${e.size ?? 0} bytes copied">${humanBytes(e.size ?? 0)}</td>`
     + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
     + `<td title="${esc(e.error || '')}">${e.error ? `<span class="err">${esc(e.error)}</span>` : ''}</td>`
     + `<td>${rcell}</td></tr>`;
@@ -204,9 +208,9 @@ function renderGrid() {
   const top = Math.max(0, grid.scrollTop - headH);
   const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
   const last = Math.min(n, Math.ceil((top + grid.clientHeight) / ROW_H) + OVERSCAN);
-  let html = '<tr class="spacer" aria-hidden="true"><td colspan="11"></td></tr>';
+  let html = '<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>';
   for (let i = first; i < last; i += 1) html += rowHtml(state.view[i], i);
-  html += '<tr class="spacer" aria-hidden="true"><td colspan="11"></td></tr>';
+  html += '<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>';
   const body = $('#rows');
   body.innerHTML = html;
   // Heights through the CSSOM: the page's policy forbids inline style attributes.
@@ -363,6 +367,7 @@ function renderConnections(job) {
       + `<td>${c.directory ? `directory ${esc(c.directory)}` : '<span class="none">no directory</span>'}</td></tr>`;
   });
   $('#connections tbody').innerHTML = rows.join('');
+  renderCheck(job.last_check);
 }
 
 function renderDashboard() {
@@ -370,17 +375,31 @@ function renderDashboard() {
   const migrated = list.filter((e) => e.state === 'migrated');
   const failed = list.filter((e) => e.state === 'failed' || e.state === 'partial' || e.error);
   const missing = list.filter((e) => e.missing_source);
+  // Logins refused: expired or changed passwords, tokens or app permissions.
+  const refusedLogin = /AUTHENTICATIONFAILED|authentication failed|invalid credentials|AADSTS|expired/i;
+  const credentials = failed.filter((e) => e.error && refusedLogin.test(e.error));
   const unmatched = list.filter((e) => e.origin === 'unmatched');
   $('#good-summary').textContent = `${migrated.length} of ${list.length} mailboxes migrated`;
   $('#good').innerHTML = migrated.slice(0, 50).map((e) => `<li>${esc(primary(e))} → ${esc(targetOf(e))}: ${e.copied} messages</li>`).join('')
     + (migrated.length > 50 ? `<li>… and ${migrated.length - 50} more</li>` : '');
   const bad = failed.length + missing.length;
-  $('#bad-summary').textContent = bad === 0 ? 'Nothing has failed' : `${failed.length} failed, ${missing.length} missing`;
+  $('#bad-summary').textContent = bad === 0 ? 'Nothing has failed'
+    : `${failed.length} failed${credentials.length ? ` (${credentials.length} refused the login)` : ''}, ${missing.length} missing`;
   $('#bad').innerHTML = [
+    ...(credentials.length ? [`<li><strong>${credentials.length === 1 ? '1 mailbox' : `${credentials.length} mailboxes`} refused the login</strong>: expired or changed credentials (a password, a token, an app's permission); fix them, then Start migration again</li>`] : []),
     ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${e.failed} messages not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
     ...missing.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: the source mailbox is missing (removed at the next job edit or migrate)</li>`),
     ...(unmatched.length ? [`<li>${unmatched.length === 1 ? '1 mailbox has' : `${unmatched.length} mailboxes have`} no target yet (Match)</li>`] : []),
   ].join('');
+}
+
+// Seconds left at this rate, in words; empty when it cannot be told.
+function eta(left, rate) {
+  if (!rate || left <= 0) return '';
+  const s = Math.ceil(left / rate);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
 function renderProgress() {
@@ -390,12 +409,15 @@ function renderProgress() {
   const pct = o.planned_bytes ? Math.floor((100 * o.bytes) / o.planned_bytes) : (p.running ? 0 : 100);
   $('#overall').innerHTML = `<div>${p.running ? 'Migrating' : 'Last pass finished'}: ${o.done} of ${o.mailboxes} mailboxes, `
     + `${o.copied} of ${o.planned_messages} messages, ${humanBytes(o.bytes)} of ${humanBytes(o.planned_bytes)}`
-    + `${p.running && o.rate ? `, ${humanBytes(o.rate)}/s` : ''}${p.error ? ` — <span class="err">${esc(p.error)}</span>` : ''}</div>`
+    + `${p.running && o.rate ? `, ${humanBytes(o.rate)}/s` : ''}`
+    + `${p.running && eta(o.planned_bytes - o.bytes, o.rate) ? `, about ${eta(o.planned_bytes - o.bytes, o.rate)} left` : ''}`
+    + `${p.error ? ` — <span class="err">${esc(p.error)}</span>` : ''}</div>`
     + `<progress id="overall-bar" max="100" value="${pct}" aria-label="Overall progress">${pct}%</progress>`;
   const rows = Object.entries(p.entries).map(([id, e]) => {
     const entry = state.byId.get(id);
     return `<tr data-progress-id="${esc(id)}"><td>${esc(entry ? primary(entry) : id)}</td><td><span class="state state-${esc(e.state)}">${esc(e.state)}</span></td>`
-      + `<td>${e.copied}/${e.planned_messages}</td><td>${humanBytes(e.bytes)}</td><td>${e.rate ? `${humanBytes(e.rate)}/s` : ''}</td></tr>`;
+      + `<td>${e.copied}/${e.planned_messages}</td><td>${humanBytes(e.bytes)}</td><td>${e.rate ? `${humanBytes(e.rate)}/s` : ''}</td>`
+      + `<td>${esc(eta(e.planned_bytes - e.bytes, e.rate))}</td></tr>`;
   });
   $('#running tbody').innerHTML = rows.join('');
 }
@@ -429,13 +451,22 @@ async function reloadEntries() {
   setEntries(v.entries);
 }
 
+// The last Check connections (of this console), under the connections on the Dashboard.
+function renderCheck(last) {
+  if (!last) return;
+  const v = last.result;
+  const html = v.servers.map((s) => s.checks.map((c) => `<tr><th>${esc(s.side)}</th>`
+    + `<td class="${c.ok ? 'okay' : 'fail'}">${c.ok ? 'OK' : 'FAIL'}</td><td>${esc(c.check)}</td><td>${esc(c.detail)}</td></tr>`).join('')).join('');
+  $('#check-results').innerHTML = `<p class="hint" id="check-when">Last checked ${esc(last.at.replace('T', ' ').slice(0, 19))}: `
+    + `${v.ok ? 'every connection works' : '<span class="err">some connections do not work</span>'}</p>`
+    + `<table class="plain" id="check-table"><tbody>${html}</tbody></table>`;
+}
+
 async function checkConnections(btn) {
   await busy(btn, async () => {
     say('Checking the connections…');
     const v = await api('POST', '/api/check');
-    const html = v.servers.map((s) => s.checks.map((c) => `<tr><th>${esc(s.side)}</th>`
-      + `<td class="${c.ok ? 'okay' : 'fail'}">${c.ok ? 'OK' : 'FAIL'}</td><td>${esc(c.check)}</td><td>${esc(c.detail)}</td></tr>`).join('')).join('');
-    $('#check-results').innerHTML = `<table class="plain" id="check-table"><tbody>${html}</tbody></table>`;
+    renderCheck({ at: new Date().toISOString(), result: v });
     say(v.ok ? 'All connections work' : 'Some connections do not work: see the Dashboard', v.ok ? 'ok' : 'error');
     showTab('dashboard');
   });

@@ -382,6 +382,23 @@ impl Store for PostgresStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&mut *self.conn()?, entry)
     }
+    fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
+        self.conn()?
+            .query(
+                "SELECT entry_id, SUM(size)::BIGINT FROM ledger WHERE state = 'copied'
+                 GROUP BY entry_id ORDER BY entry_id COLLATE \"C\"",
+                &[],
+            )
+            .db()?
+            .iter()
+            .map(|r| {
+                Ok((
+                    EntryId::new(r.text(0)?),
+                    u64::try_from(r.int(1)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
     fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
         ledger::target_uids(&mut *self.conn()?, entry, target_folder)
     }

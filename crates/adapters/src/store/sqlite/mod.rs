@@ -213,6 +213,24 @@ impl Store for SqliteStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&self.conn, entry)
     }
+    fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT entry_id, SUM(size) FROM ledger WHERE state = 'copied'
+                 GROUP BY entry_id ORDER BY entry_id",
+            )
+            .map_err(store_error)?;
+        stmt.query_map([], |r| {
+            Ok((
+                EntryId::new(r.get::<_, String>(0)?),
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })
+        .map_err(store_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(store_error)
+    }
     fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
         ledger::target_uids(&self.conn, entry, target_folder)
     }
