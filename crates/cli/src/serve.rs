@@ -573,6 +573,25 @@ impl Services for JobServices {
         to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
     }
 
+    fn match_create(&self, ids: &[String]) -> ServiceResult {
+        self.known_ids(ids)?;
+        let req = MatchRequest {
+            create: ids.to_vec(),
+            ..MatchRequest::default()
+        };
+        to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
+    }
+
+    fn stage(&self, ids: &[String], stage: u32) -> ServiceResult {
+        self.known_ids(ids)?;
+        let req = MatchRequest {
+            stage: Some(stage),
+            mailboxes: ids.to_vec(),
+            ..MatchRequest::default()
+        };
+        to_json(&self.with_app(|app| app::matching::match_entries(app, &req))?)
+    }
+
     fn create(&self) -> ServiceResult {
         to_json(&self.with_app(app::create::create)?)
     }

@@ -134,6 +134,10 @@ pub trait Services: Send + Sync {
     fn match_set(&self, id: &str, address: &str) -> ServiceResult;
     /// `match --skip` for these entries.
     fn skip(&self, ids: &[String]) -> ServiceResult;
+    /// `match --create` for these entries: their mailboxes are to be created on the target.
+    fn match_create(&self, ids: &[String]) -> ServiceResult;
+    /// `match --stage N --mailbox …` for these entries.
+    fn stage(&self, ids: &[String], stage: u32) -> ServiceResult;
     /// `create --json`: creates the target mailboxes of entries waiting for creation.
     fn create(&self) -> ServiceResult;
     /// `report --kind KIND --format FORMAT`: kind `migration` | `refresh`, format `html` |
@@ -480,6 +484,13 @@ impl Server {
                 _ => ids(&body).and_then(|ids| s.match_auto(&ids)),
             },
             "/api/skip" => ids(&body).and_then(|ids| s.skip(&ids)),
+            "/api/match-create" => ids(&body).and_then(|ids| s.match_create(&ids)),
+            "/api/stage" => match body["stage"].as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => ids(&body).and_then(|ids| s.stage(&ids, n)),
+                None => Err(ServiceError::bad_input(
+                    "Say which stage: {\"ids\": [...], \"stage\": N} with N a whole number",
+                )),
+            },
             "/api/create" => s.create(),
             "/api/reconfigure" => match (body["section"].as_str(), body.get("fields")) {
                 (Some(section), Some(fields)) if fields.is_object() => {

@@ -981,6 +981,55 @@ fn console_story(kind: Kind) {
     assert_eq!(page["run"], n);
     std::thread::sleep(Duration::from_millis(300));
     b.screenshot_png(&shots.join("reports.png")).unwrap();
+
+    // Match: dave has no target; "Create on the target" marks his mailbox for creation, and
+    // a stage is given to dave and bob, as `match --create` and `match --stage` do.
+    b.click(&b.find("#tab-jobs").unwrap()).unwrap();
+    click_row(&b, &id_of["dave"], None);
+    b.click(&b.find("#btn-match").unwrap()).unwrap();
+    b.wait_for("#match-dialog:not([hidden])", Duration::from_secs(3))
+        .unwrap();
+    b.click(&b.find("#match-create").unwrap()).unwrap();
+    b.wait_until(
+        &format!(
+            "return document.querySelector('tr[data-entry-id=\"{}\"]').textContent.includes('pending-creation');",
+            id_of["dave"]
+        ),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    click_row(&b, &id_of["dave"], None);
+    click_row(&b, &id_of["bob"], Some(Modifier::Ctrl));
+    b.click(&b.find("#btn-match").unwrap()).unwrap();
+    b.wait_for("#match-dialog:not([hidden])", Duration::from_secs(3))
+        .unwrap();
+    b.send_keys(&b.find("#match-stage").unwrap(), "2").unwrap();
+    b.click(&b.find("#match-stage-set").unwrap()).unwrap();
+    let status_of =
+        || -> Value { serde_json::from_str(&w.ok(&["status", &job, "--json"])).unwrap() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = status_of();
+        let of = |u: &str| {
+            st["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["id"] == id_of[u])
+                .cloned()
+                .unwrap()
+        };
+        let (dave, bob) = (of("dave"), of("bob"));
+        if dave["stage"] == 2 && bob["stage"] == 2 {
+            assert_eq!(dave["origin"], "pending-creation", "{dave}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stage 2 not set: {dave} {bob}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The target directory of the reconfigure test: never reached (`status` needs no directory),

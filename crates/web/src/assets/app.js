@@ -880,6 +880,14 @@ function wire() {
     const address = $('#match-address').value.trim();
     matchAction(ev.currentTarget, '/api/match', { id, address }, () => `Matched manually to ${address}`);
   });
+  $('#match-create').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/match-create', { ids: selectedIds() },
+    (v) => `${(v.to_create || []).length} mailboxes will be created on the target (Create mailboxes)`));
+  $('#match-stage-set').addEventListener('click', (ev) => {
+    const stage = Number($('#match-stage').value);
+    if (!Number.isInteger(stage) || stage < 0 || $('#match-stage').value.trim() === '') { say('Give the stage as a whole number', 'error'); return; }
+    matchAction(ev.currentTarget, '/api/stage', { ids: selectedIds(), stage },
+      () => `${selectedIds().length} mailboxes put in stage ${stage}`);
+  });
   $('#match-skip').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/skip', { ids: selectedIds() },
     (v) => `${(v.skipped || []).length} mailboxes will not be migrated`));
 }
