@@ -36,13 +36,19 @@ pub enum Section {
     TargetDirectory,
     #[serde(rename = "target.create")]
     TargetCreate,
+    #[serde(rename = "source.oauth2")]
+    SourceOAuth2,
+    #[serde(rename = "target.oauth2")]
+    TargetOAuth2,
 }
 
 impl Section {
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 7] = [
         Section::Source,
+        Section::SourceOAuth2,
         Section::SourceDirectory,
         Section::Target,
+        Section::TargetOAuth2,
         Section::TargetDirectory,
         Section::TargetCreate,
     ];
@@ -55,6 +61,8 @@ impl Section {
             Section::SourceDirectory => "source.directory",
             Section::TargetDirectory => "target.directory",
             Section::TargetCreate => "target.create",
+            Section::SourceOAuth2 => "source.oauth2",
+            Section::TargetOAuth2 => "target.oauth2",
         }
     }
 
@@ -69,13 +77,18 @@ impl Section {
             Section::SourceDirectory => "Source directory",
             Section::TargetDirectory => "Target directory",
             Section::TargetCreate => "Mailbox creation in the target directory",
+            Section::SourceOAuth2 => "Source OAuth2 (auth = \"oauth2\")",
+            Section::TargetOAuth2 => "Target OAuth2 (auth = \"oauth2\")",
         }
     }
 
     fn side(self) -> &'static str {
         match self {
-            Section::Source | Section::SourceDirectory => "source",
-            Section::Target | Section::TargetDirectory | Section::TargetCreate => "target",
+            Section::Source | Section::SourceDirectory | Section::SourceOAuth2 => "source",
+            Section::Target
+            | Section::TargetDirectory
+            | Section::TargetCreate
+            | Section::TargetOAuth2 => "target",
         }
     }
 
@@ -90,6 +103,7 @@ impl Section {
             Section::Source | Section::Target => None,
             Section::SourceDirectory | Section::TargetDirectory => Some("directory"),
             Section::TargetCreate => Some("create"),
+            Section::SourceOAuth2 | Section::TargetOAuth2 => Some("oauth2"),
         }
     }
 
@@ -98,6 +112,7 @@ impl Section {
         let list: &[Field] = match self.sub_table() {
             None => CONNECTION_FIELDS,
             Some("create") => CREATE_FIELDS,
+            Some("oauth2") => OAUTH2_FIELDS,
             Some(_) => DIRECTORY_FIELDS,
         };
         list.iter()
@@ -194,12 +209,12 @@ const CONNECTION_FIELDS: &[Field] = &[
         "true (false only for a lab)",
     ),
     Field {
-        choices: &["admin", "per-mailbox"],
+        choices: &["admin", "per-mailbox", "oauth2"],
         ..imap(
             "auth",
             "Login",
             Input::Choice,
-            "admin, or per-mailbox passwords",
+            "admin, per-mailbox passwords, or oauth2",
         )
     },
     imap("admin_user", "Admin user", Input::Text, "migration-admin"),
@@ -282,6 +297,67 @@ const DIRECTORY_FIELDS: &[Field] = &[
         "e.g. mailAlternateAddress",
     ),
     field("display_name_attribute", "Display name", Input::Text, "cn"),
+];
+
+const OAUTH2_FIELDS: &[Field] = &[
+    Field {
+        choices: &["client-credentials", "service-account"],
+        ..field(
+            "flow",
+            "Flow",
+            Input::Choice,
+            "client-credentials (Entra ID) or service-account (Google)",
+        )
+    },
+    field(
+        "tenant",
+        "Tenant",
+        Input::Text,
+        "contoso.onmicrosoft.com or its ID",
+    ),
+    field(
+        "client_id",
+        "Client ID",
+        Input::Text,
+        "the app registration's ID",
+    ),
+    field("client_secret", "Client secret", Input::Secret, ""),
+    field(
+        "client_certificate",
+        "Client certificate",
+        Input::Text,
+        "cert.pem (instead of a secret)",
+    ),
+    field("client_key", "Client key", Input::Secret, ""),
+    field("key_file", "Service account key", Input::Secret, ""),
+    field(
+        "token_url",
+        "Token URL",
+        Input::Text,
+        "Entra ID's for the tenant, or the key's",
+    ),
+    field(
+        "scope",
+        "Scope",
+        Input::Text,
+        "Exchange Online's, or Gmail's",
+    ),
+    Field {
+        choices: &["xoauth2", "oauthbearer"],
+        ..field("mechanism", "Mechanism", Input::Choice, "xoauth2")
+    },
+    field(
+        "tls_ca",
+        "TLS CA file",
+        Input::Text,
+        "for the token endpoint (besides the system's)",
+    ),
+    field(
+        "allow_plain",
+        "Allow plain HTTP (loopback)",
+        Input::Flag,
+        "",
+    ),
 ];
 
 const CREATE_FIELDS: &[Field] = &[
@@ -441,6 +517,7 @@ pub fn connections_in(path: &Path) -> Result<ConnectionsView> {
                 Some(kind) => Some(kind.to_owned()),
                 None if section.is_directory() => Some("ldap".to_owned()),
                 None if section == Section::TargetCreate => Some("ldap".to_owned()),
+                None if section.sub_table() == Some("oauth2") => Some("oauth2".to_owned()),
                 None => None,
             };
             let applies = match kind.as_deref() {
@@ -765,6 +842,32 @@ fn edit(doc: &mut DocumentMut, section: Section, wanted: &[(&Field, FieldValue)]
         .get_mut(side)
         .and_then(Item::as_table_like_mut)
         .ok_or_else(missing)?;
+    // Filling in the OAuth2 form is choosing OAuth2 for the connection: its login becomes
+    // `auth = "oauth2"` in the same edit, and the admin's password keys go (each form saves
+    // alone, and neither half would pass the job file's checks on its own).
+    if section.sub_table() == Some("oauth2")
+        && wanted.iter().any(|(_, v)| *v != FieldValue::Empty)
+        && side_table.get("auth").and_then(Item::as_str) != Some("oauth2")
+    {
+        match side_table.get_mut("auth") {
+            Some(Item::Value(old)) => {
+                let mut new = Value::from("oauth2");
+                *new.decor_mut() = old.decor().clone();
+                *old = new;
+            }
+            _ => {
+                side_table.insert("auth", Item::Value(Value::from("oauth2")));
+            }
+        }
+        for key in [
+            "admin_user",
+            "admin_password",
+            "admin_login",
+            "master_separator",
+        ] {
+            remove_key(side_table, key);
+        }
+    }
     let table: &mut dyn TableLike = match section.sub_table() {
         Some(name) => {
             if !side_table.contains_key(name) {

@@ -618,7 +618,7 @@ async function createMailboxes(btn) {
 // The forms are drawn from /api/connections; a form being edited is not drawn again under the
 // admin's hands, only after its Save or Undo.
 const forms = { view: null, dirty: new Set() };
-const FORM_ORDER = ['source', 'target', 'source.directory', 'target.directory', 'target.create'];
+const FORM_ORDER = ['source', 'target', 'source.oauth2', 'target.oauth2', 'source.directory', 'target.directory', 'target.create'];
 
 function fieldId(f) {
   return `f-${f.key.replace(/[^a-z0-9_]/gi, '-')}`;
@@ -666,7 +666,8 @@ function fieldHtml(f) {
 
 function formHtml(s) {
   const needs = s.section === 'target.create' ? 'base, domain and the initial password'
-    : 'URL, bind DN, bind password and base';
+    : s.section.endsWith('.oauth2') ? `the flow and its keys, with auth = "oauth2" in [${s.section.split('.')[0]}],`
+      : 'URL, bind DN, bind password and base';
   const note = s.present ? ''
     : `<p class="form-note">Not in the job file yet: fill in ${needs} to add [${esc(s.section)}].</p>`;
   return `<div class="form-head"><h2>${esc(s.title)}</h2><code>[${esc(s.section)}]</code>`

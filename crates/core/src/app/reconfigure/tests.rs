@@ -511,3 +511,73 @@ fn a_pin_written_as_one_string_is_shown_and_kept_as_it_is() {
 fn text_value(s: &str) -> FieldValue {
     FieldValue::Text(s.to_owned())
 }
+
+#[test]
+fn an_oauth2_form_writes_the_oauth2_table_and_the_login_becomes_oauth2() {
+    let (_dir, path) = job_file(template());
+    // A secret in clear is refused at its field, never written.
+    let problems = refused(
+        &path,
+        Section::TargetOAuth2,
+        &[("client_secret", text("s3cret"))],
+    );
+    assert_eq!(
+        problems[0].0.as_deref(),
+        Some("target.oauth2.client_secret"),
+        "{problems:?}"
+    );
+    assert!(
+        !problems.iter().any(|p| p.1.contains("s3cret")),
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+    // Half a table is refused with its missing keys named.
+    let problems = refused(
+        &path,
+        Section::TargetOAuth2,
+        &[("flow", text("client-credentials"))],
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.0.as_deref() == Some("target.oauth2.tenant")),
+        "{problems:?}"
+    );
+    assert_eq!(read(&path), template());
+    // A whole one is written, and the target's login becomes OAuth2 in the same edit.
+    let outcome = reconfigure_file(
+        &path,
+        Section::TargetOAuth2,
+        &form(&[
+            ("flow", text("client-credentials")),
+            ("tenant", text("contoso.onmicrosoft.com")),
+            ("client_id", text("00000000-1111-2222-3333-444444444444")),
+            (
+                "client_secret",
+                FieldValue::Secret(SecretRef::Env("ENTRA_SECRET".into())),
+            ),
+        ]),
+    )
+    .expect("written");
+    assert!(!outcome.changed.is_empty());
+    let job = Job::load(&path).expect("loads");
+    let ConnectionKind::Imap(imap) = &job.target.kind else {
+        panic!("imap target")
+    };
+    assert!(
+        matches!(&imap.auth, crate::job::Auth::OAuth2(_)),
+        "{:?}",
+        imap.auth
+    );
+    let written = read(&path);
+    assert!(written.contains("[target.oauth2]\n"), "{written}");
+    assert!(!written.contains("TARGET_ADMIN_PASSWORD"), "{written}");
+    let view = connections_in(&path).expect("view");
+    let section = view
+        .sections
+        .iter()
+        .find(|s| s.section == Section::TargetOAuth2)
+        .unwrap();
+    assert!(section.present);
+    assert_eq!(section.kind.as_deref(), Some("oauth2"));
+}
