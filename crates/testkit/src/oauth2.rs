@@ -591,10 +591,10 @@ fn serve<S: Read + Write>(
         st.stats.requests += 1;
         let outcome = if let Some((status, body)) = st.fail.clone() {
             Err((status, body))
-        } else if !line
+        } else if line
             .split_whitespace()
             .nth(1)
-            .is_some_and(|p| p == format!("/{}/oauth2/v2.0/token", cfg.tenant))
+            .is_none_or(|p| p != format!("/{}/oauth2/v2.0/token", cfg.tenant))
         {
             let tenant = line
                 .split_whitespace()

@@ -800,7 +800,10 @@ mod tests {
             body: Vec::new(),
         };
         assert_eq!(with("10").retry_after(), Some(Duration::from_secs(10)));
-        assert_eq!(with("2.128").retry_after(), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            with("2.128").retry_after(),
+            Some(Duration::from_millis(2128))
+        );
         assert_eq!(
             with("Wed, 21 Oct 2015 07:28:00 GMT").retry_after(),
             Some(Duration::from_secs(1))

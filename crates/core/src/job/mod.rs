@@ -229,6 +229,7 @@ impl<P> fmt::Debug for DirectoryConfig<P> {
 /// A side's directory (`[side.directory]`): LDAP / Active Directory, or Entra ID through
 /// Microsoft Graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per side, read often: LDAP stays unboxed
 pub enum DirectoryKind {
     /// `kind = "ldap"`.
     Ldap(DirectoryConfig),

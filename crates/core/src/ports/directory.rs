@@ -113,9 +113,8 @@ pub enum DirectoryError {
     /// A web directory (Microsoft Graph) or its identity provider refused a request or
     /// answered with an error: its own words (`Authorization_RequestDenied: Insufficient
     /// privileges to complete the operation.`, `AADSTS90002: Tenant … not found`), secrets
-    /// cut out, and mailferry's advice for a common cause.
-    #[error("Directory {url}: {operation} failed: {words}{}",
-        .hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    /// cut out, then mailferry's advice for a common cause in parentheses.
+    #[error("Directory {url}: {operation} failed: {words}")]
     Refused {
         /// Directory URL.
         url: String,
@@ -125,12 +124,10 @@ pub enum DirectoryError {
         status: Option<u16>,
         /// The service's error code (`Authorization_RequestDenied`, `AADSTS700016`).
         code: Option<String>,
-        /// The service's words, as given.
+        /// The service's words, as given (and mailferry's advice, if any).
         words: String,
         /// Whether trying again later may work (throttled, unavailable).
         transient: bool,
-        /// mailferry's advice for a common cause, if any.
-        hint: Option<String>,
     },
     /// A mailbox ID that cannot be searched for, such as a non-GUID for `objectGUID`.
     #[error("Directory {url}: {id:?} is not a valid {attribute} value")]

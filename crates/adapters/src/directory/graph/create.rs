@@ -13,7 +13,10 @@ use super::GraphDirectory;
 use crate::oauth2::http::Request;
 
 impl GraphDirectory {
-    pub(super) fn create_user(&mut self, m: &NewMailbox) -> Result<DirectoryMailbox, DirectoryError> {
+    pub(super) fn create_user(
+        &mut self,
+        m: &NewMailbox,
+    ) -> Result<DirectoryMailbox, DirectoryError> {
         let config = |reason: &str| DirectoryError::Config {
             url: self.url.clone(),
             reason: reason.to_string(),
@@ -48,7 +51,11 @@ impl GraphDirectory {
             Request::json("POST", url.clone(), &body).bearer(token)
         })?;
         let created = self.json_answer(&operation, &response)?;
-        let Some(id) = created.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+        let Some(id) = created
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+        else {
             return Err(DirectoryError::Connection {
                 url: self.url.clone(),
                 operation,
@@ -95,7 +102,9 @@ impl GraphDirectory {
     /// other than "not there yet" (a missing permission) stops the wait and is told.
     fn wait_for_mailbox(&self, id: &str, seconds: u64) -> Result<String, DirectoryError> {
         if seconds == 0 {
-            return Ok("licence assigned; not waiting for the mailbox (mailbox_wait_seconds = 0)".into());
+            return Ok(
+                "licence assigned; not waiting for the mailbox (mailbox_wait_seconds = 0)".into(),
+            );
         }
         let started = Instant::now();
         let limit = Duration::from_secs(seconds);

@@ -36,7 +36,7 @@ use crate::oauth2::{Token, TokenError, TokenProvider, entra_hint};
 /// How long a request may take (connect, send, each read).
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Sends of one request when Graph throttles (`429`, `503`) or the network fails.
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: u32 = 4;
 /// Users asked for per page (Graph's maximum for users is 999).
 pub const PAGE_SIZE: usize = 999;
 /// Users `check` reads.
@@ -63,7 +63,12 @@ pub struct GraphDirectory {
 
 impl std::fmt::Debug for GraphDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GraphDirectory({}, {})", self.url, self.tokens.describe())
+        write!(
+            f,
+            "GraphDirectory({}, {})",
+            self.url,
+            self.tokens.describe()
+        )
     }
 }
 
@@ -130,7 +135,11 @@ impl GraphDirectory {
 
     /// Sends `request` with the application's token; on `401` once more with a fresh one.
     /// A transport failure is `Unreachable`; any answer is returned as it is.
-    fn send(&self, operation: &str, build: impl Fn(&str) -> Request) -> Result<Response, DirectoryError> {
+    fn send(
+        &self,
+        operation: &str,
+        build: impl Fn(&str) -> Request,
+    ) -> Result<Response, DirectoryError> {
         let mut token = self.token(None)?;
         let mut refreshed = false;
         loop {
@@ -159,7 +168,6 @@ impl GraphDirectory {
                     wait.as_secs()
                 ),
                 transient: true,
-                hint: None,
             },
             HttpError::Connect { .. } | HttpError::Io { .. } | HttpError::Tls { .. } => {
                 DirectoryError::Unreachable {
@@ -238,7 +246,9 @@ impl GraphDirectory {
             words = words.chars().take(MAX_WORDS).collect::<String>() + "…";
         }
         words = format!("{words} (HTTP {})", r.status);
-        let hint = graph_hint(code.as_deref(), operation, &self.client_id);
+        if let Some(hint) = graph_hint(code.as_deref(), operation, &self.client_id) {
+            words = format!("{words} ({hint})");
+        }
         DirectoryError::Refused {
             url: self.url.clone(),
             operation: operation.to_string(),
@@ -246,7 +256,6 @@ impl GraphDirectory {
             code,
             words,
             transient: matches!(r.status, 429 | 503 | 502 | 504),
-            hint,
         }
     }
 }
@@ -289,9 +298,11 @@ fn token_error(url: &str, e: &TokenError) -> DirectoryError {
                     _ => None,
                 },
                 code,
-                words: e.to_string(),
+                words: match hint {
+                    Some(h) => format!("{e} ({h})"),
+                    None => e.to_string(),
+                },
                 transient: false,
-                hint,
             }
         }
     }

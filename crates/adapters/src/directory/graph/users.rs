@@ -70,9 +70,9 @@ pub(super) fn to_mailbox(user: &Value) -> Result<DirectoryMailbox, String> {
         .unwrap_or_default();
     let (smtp_primary, smtp_others) = split_proxy_addresses(proxy);
     let mail = match text("mail") {
-        Some(m) => {
-            Some(normalize_address(m).ok_or_else(|| format!("mail {m:?} is not an email address"))?)
-        }
+        Some(m) => Some(
+            normalize_address(m).ok_or_else(|| format!("mail {m:?} is not an email address"))?,
+        ),
         None => None,
     };
     // `mail` wins; the SMTP: entry stands in when there is none.
@@ -125,13 +125,18 @@ impl GraphDirectory {
         advanced: bool,
         listing: &mut Listing,
     ) -> Result<Option<Url>, DirectoryError> {
-        let json = self
-            .get_json("list users", url, advanced)?
-            .ok_or_else(|| DirectoryError::Config {
-                url: self.url.clone(),
-                reason: "GET /users answered 404: check graph_url (…/v1.0)".into(),
-            })?;
-        for user in json.get("value").and_then(Value::as_array).into_iter().flatten() {
+        let json =
+            self.get_json("list users", url, advanced)?
+                .ok_or_else(|| DirectoryError::Config {
+                    url: self.url.clone(),
+                    reason: "GET /users answered 404: check graph_url (…/v1.0)".into(),
+                })?;
+        for user in json
+            .get("value")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             match to_mailbox(user) {
                 Ok(m) => listing.mailboxes.push(m),
                 Err(why) => listing.skipped.push(skipped(user, &why)),
@@ -192,11 +197,13 @@ impl GraphDirectory {
         let Some(user) = self.get_json(&format!("get user {id}"), &url, false)? else {
             return Ok(None);
         };
-        to_mailbox(&user).map(Some).map_err(|reason| DirectoryError::Entry {
-            url: self.url.clone(),
-            dn: format!("users/{id}"),
-            reason,
-        })
+        to_mailbox(&user)
+            .map(Some)
+            .map_err(|reason| DirectoryError::Entry {
+                url: self.url.clone(),
+                dn: format!("users/{id}"),
+                reason,
+            })
     }
 
     /// Users with this address as `mail` or in `proxyAddresses`, within the job's filter.

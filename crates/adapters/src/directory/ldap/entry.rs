@@ -45,10 +45,7 @@ fn first_bytes(e: &SearchEntry, attr: &str) -> Option<Vec<u8>> {
 }
 
 /// Turns a search entry into a mailbox, or says why it is not one.
-pub(super) fn to_dir_entry(
-    s: &LdapSettings,
-    e: &SearchEntry,
-) -> Result<DirectoryMailbox, String> {
+pub(super) fn to_dir_entry(s: &LdapSettings, e: &SearchEntry) -> Result<DirectoryMailbox, String> {
     let id_attr = &s.id_attribute;
     let id = if is_guid_attribute(id_attr) {
         let bytes = first_bytes(e, id_attr).ok_or_else(|| format!("no {id_attr}"))?;

@@ -9,10 +9,7 @@ use super::{CONNECT_TIMEOUT, REPLY_TIMEOUT};
 /// Adds what to do to a `sizeLimitExceeded (4)` of a paged search. OpenLDAP caps even the
 /// total of a paged search (`size.prtotal` defaults to the size limit, 500) for every bind DN
 /// but the rootdn, so a migration account usually needs a `limits` line.
-pub(super) fn with_size_limit_hint(
-    s: &LdapSettings,
-    mut err: DirectoryError,
-) -> DirectoryError {
+pub(super) fn with_size_limit_hint(s: &LdapSettings, mut err: DirectoryError) -> DirectoryError {
     if let DirectoryError::Ldap {
         code: 4,
         hint: hint @ None,
