@@ -46,8 +46,9 @@ pub const SELECT: &str = "id,mail,proxyAddresses,userPrincipalName,displayName,a
 /// The longest Graph text quoted in an error.
 const MAX_WORDS: usize = 1000;
 
-/// An open Graph directory: the application's token fetched once at connect (so that a
-/// wrong tenant, client or secret is known before anything changes), refreshed as needed.
+/// An open Graph directory: at connect the application's token is fetched and one user read
+/// (so that a wrong tenant, client or secret, a missing permission or an unreachable
+/// `graph_url` is known before anything changes); the token is refreshed as needed.
 pub struct GraphDirectory {
     url: String,
     base: Url,
@@ -103,7 +104,10 @@ impl GraphDirectory {
             note: None,
             poll: Duration::from_secs(5),
         };
-        dir.token(None)?;
+        // Reached now, as an LDAP directory is bound at connect: a wrong tenant or secret, a
+        // missing permission or an unreachable graph_url is known before anything changes.
+        let url = dir.url_of("/users?$select=id&$top=1");
+        dir.get_json("read users", &url, false)?;
         Ok(dir)
     }
 
