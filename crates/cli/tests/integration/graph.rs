@@ -90,7 +90,7 @@ impl World {
     }
 }
 
-fn endpoint(key: &SigningKey, roles: &[&str]) -> TokenEndpoint {
+fn token_endpoint(key: &SigningKey, roles: &[&str]) -> TokenEndpoint {
     let mut cfg = TokenEndpointConfig::new(key, "contoso.com");
     cfg.clients.push(TestClient::Secret {
         client_id: "m365-app".into(),
@@ -115,7 +115,7 @@ fn world() -> World {
     }
     let ldap = Slapd::start(old);
     let key = SigningKey::random();
-    let endpoint = endpoint(
+    let endpoint = token_endpoint(
         &key,
         &[
             "User.ReadWrite.All",
@@ -123,7 +123,7 @@ fn world() -> World {
             "Organization.Read.All",
         ],
     );
-    let unconsented = endpoint(&key, &[]);
+    let unconsented = token_endpoint(&key, &[]);
     let mut gcfg = GraphStubConfig::new(&key);
     gcfg.page_size = 2; // several pages for a handful of users
     gcfg.mailbox_delay = std::time::Duration::from_millis(1500);
