@@ -215,7 +215,8 @@ fn microsoft_365_target_directory_through_graph() {
     // check reaches the Graph directory with the connection's application and Graph's scope.
     let (_, out, _) = w.run(&["check", job]);
     assert!(
-        out.contains(&format!("OK   directory {}", w.graph.url())) && out.contains("m365-app"),
+        out.contains(&format!("OK   directory {}", w.graph.url()))
+            && out.contains("bound as application m365-app"),
         "{out}"
     );
 

@@ -55,6 +55,8 @@ pub struct GraphDirectory {
     http: HttpClient,
     tokens: TokenProvider,
     client_id: String,
+    /// `application <client ID>`, for `check`.
+    bound: String,
     filter: Option<String>,
     create: Option<GraphCreate>,
     note: Option<String>,
@@ -98,6 +100,7 @@ impl GraphDirectory {
             base,
             http,
             tokens,
+            bound: format!("application {client_id}"),
             client_id,
             filter: g.filter.clone(),
             create: g.create.clone(),
@@ -344,7 +347,7 @@ impl Directory for GraphDirectory {
         &self.url
     }
     fn bound_as(&self) -> &str {
-        &self.client_id
+        &self.bound
     }
     fn list(&mut self) -> Result<Listing, DirectoryError> {
         self.list_pages(None)
