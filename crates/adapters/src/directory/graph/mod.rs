@@ -321,8 +321,8 @@ fn graph_hint(code: Option<&str>, operation: &str, client_id: &str) -> Option<St
     let words = match code? {
         "Authorization_RequestDenied" | "Authorization_IdentityNotFound" if writing => format!(
             "likely cause: the application {client_id} lacks the application permission \
-             User.ReadWrite.All (and, for licences, Organization.Read.All or \
-             LicenseAssignment.ReadWrite.All) of Microsoft Graph, or its admin consent"
+             User.ReadWrite.All of Microsoft Graph (users and their licences), or its admin \
+             consent"
         ),
         "Authorization_RequestDenied" | "Authorization_IdentityNotFound" => format!(
             "likely cause: the application {client_id} lacks the application permission \
