@@ -4,6 +4,7 @@
 //! - `store/sqlite` and `store/postgres`: the job's state (entries, ledger, runs, leases) in
 //!   SQLite, or in PostgreSQL when several processes share a job;
 //! - `directory/ldap`: LDAP and Active Directory directories, and creating mailboxes there;
+//! - `directory/graph`: Entra ID through Microsoft Graph, and creating licensed users there;
 //! - `session/imap` and `session/maildir`: one mailbox's messages on an IMAP server or in a
 //!   Maildir++ tree;
 //! - `credentials`: how a session logs in (admin, master user, the mailbox's own password);
@@ -27,6 +28,7 @@ use mailferry_core::ports::{
 
 use mailferry_core::ports::store::StoreErrorKind;
 
+pub use directory::graph::GraphDirectory;
 pub use directory::ldap::LdapDirectory;
 pub use session::imap::ImapConnector;
 pub use session::maildir::MaildirConnector;
@@ -65,14 +67,20 @@ impl Backends for Standard {
         &self,
         settings: &DirectorySettings,
     ) -> Result<Box<dyn Directory>, DirectoryError> {
-        Ok(Box::new(LdapDirectory::connect(settings)?))
+        Ok(match settings {
+            DirectorySettings::Ldap(l) => Box::new(LdapDirectory::connect(l)?),
+            DirectorySettings::Graph(g) => Box::new(GraphDirectory::connect(g)?),
+        })
     }
 
     fn provisioner(
         &self,
         settings: &DirectorySettings,
     ) -> Result<Box<dyn Provisioner>, DirectoryError> {
-        Ok(Box::new(LdapDirectory::connect(settings)?))
+        Ok(match settings {
+            DirectorySettings::Ldap(l) => Box::new(LdapDirectory::connect(l)?),
+            DirectorySettings::Graph(g) => Box::new(GraphDirectory::connect(g)?),
+        })
     }
 
     fn connector(&self, job: &Job, side: Side) -> Result<Box<dyn Connector>, String> {

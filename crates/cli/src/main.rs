@@ -563,7 +563,10 @@ fn create(app: &App<'_>, json: bool) -> Outcome {
         let names = Names::of(app);
         for e in &c.entries {
             match (&e.created, &e.error) {
-                (Some(a), _) => println!("{}: created {a}", names.of_id(&e.id)),
+                (Some(a), _) => match &e.note {
+                    Some(note) => println!("{}: created {a} ({note})", names.of_id(&e.id)),
+                    None => println!("{}: created {a}", names.of_id(&e.id)),
+                },
                 (None, Some(err)) => println!("{}: NOT created: {err}", names.of_id(&e.id)),
                 (None, None) => {}
             }

@@ -218,7 +218,7 @@ fn connection_json(side: Side, job: &Job) -> Value {
         Side::Source => &job.source,
         Side::Target => &job.target,
     };
-    let directory = conn.directory.as_ref().map(|d| d.url.clone());
+    let directory = conn.directory.as_ref().map(|d| d.url().to_string());
     match &conn.kind {
         ConnectionKind::Imap(i) => {
             json!({"kind": "imap", "host": i.host, "port": i.port, "directory": directory})

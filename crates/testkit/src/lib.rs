@@ -58,6 +58,7 @@
 //! ```
 
 pub mod browser;
+pub mod graph;
 pub mod oauth2;
 pub mod postgres;
 pub mod proxy;

@@ -87,6 +87,12 @@ impl SigningKey {
         format!("{input}.{}", b64url(tag.as_ref()))
     }
 
+    /// Whether `tag` is the HS256 signature of `input` with this key.
+    pub fn verify(&self, input: &[u8], tag: &[u8]) -> bool {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        ring::hmac::verify(&key, input, tag).is_ok()
+    }
+
     /// The content of Dovecot's key file: the key in (standard) base64.
     fn dovecot_file(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(&self.0)
@@ -303,7 +309,11 @@ pub struct TokenEndpointConfig {
     /// The `roles` of an application's token (Entra ID: `IMAP.AccessAsApp` once permission
     /// and consent are in place).
     pub roles: Vec<String>,
-    /// The tenant in the URL path.
+    /// The `roles` of an application's token for Microsoft Graph (scope
+    /// `https://graph.microsoft.com/.default`): its application permissions there.
+    pub graph_roles: Vec<String>,
+    /// The tenant in the URL path; a request to another tenant's path is refused with
+    /// Entra ID's `AADSTS90002`.
     pub tenant: String,
     /// Serve HTTPS with a certificate for 127.0.0.1 from a private CA
     /// ([`TokenEndpoint::ca_pem`]) instead of plain HTTP.
@@ -319,6 +329,7 @@ impl TokenEndpointConfig {
             clients: Vec::new(),
             domain: domain.to_string(),
             roles: vec!["IMAP.AccessAsApp".to_string()],
+            graph_roles: vec!["User.Read.All".to_string()],
             tenant: "contoso-test".to_string(),
             tls: false,
         }
@@ -580,6 +591,28 @@ fn serve<S: Read + Write>(
         st.stats.requests += 1;
         let outcome = if let Some((status, body)) = st.fail.clone() {
             Err((status, body))
+        } else if line
+            .split_whitespace()
+            .nth(1)
+            .is_none_or(|p| p != format!("/{}/oauth2/v2.0/token", cfg.tenant))
+        {
+            let tenant = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.trim_start_matches('/').split('/').next())
+                .unwrap_or("")
+                .to_string();
+            Err((
+                400,
+                entra_error(
+                    "invalid_request",
+                    90002,
+                    &format!(
+                        "Tenant '{tenant}' not found. Check to make sure you have the correct \
+                         tenant ID and are signing into the correct cloud."
+                    ),
+                ),
+            ))
         } else if !line.starts_with("POST ") {
             Err((
                 405,
@@ -668,14 +701,20 @@ fn issue(
     let field = |k: &str| form.get(k).map(String::as_str);
     let now = now();
     let lifetime = cfg.lifetime.as_secs();
+    let graph = field("scope") == Some("https://graph.microsoft.com/.default");
     let app_token = |client_id: &str| {
+        let (aud, roles) = if graph {
+            ("https://graph.microsoft.com", &cfg.graph_roles)
+        } else {
+            ("https://outlook.office365.com", &cfg.roles)
+        };
         cfg.key.sign(&json!({
             "iss": ISSUER,
-            "aud": "https://outlook.office365.com",
+            "aud": aud,
             "sub": client_id,
             "appid": client_id,
             "email": format!("app@{}", cfg.domain),
-            "roles": cfg.roles,
+            "roles": roles,
             "iat": now,
             "exp": now + lifetime,
         }))
@@ -683,7 +722,7 @@ fn issue(
     match field("grant_type") {
         Some("client_credentials") => {
             let id = field("client_id").unwrap_or("");
-            if field("scope") != Some("https://outlook.office365.com/.default") {
+            if !graph && field("scope") != Some("https://outlook.office365.com/.default") {
                 return Err((
                     400,
                     entra_error(

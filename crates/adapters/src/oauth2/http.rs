@@ -219,11 +219,19 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `Retry-After` in seconds (the HTTP-date form is not used by the services here and
-    /// counts as one second).
+    /// `Retry-After` in seconds, whole or with a fraction (Microsoft Graph's throttling
+    /// guidance shows `Retry-After: 2.128`); the HTTP-date form is not used by the services
+    /// here and counts as one second.
     pub fn retry_after(&self) -> Option<Duration> {
         let value = self.header("Retry-After")?.trim();
-        Some(Duration::from_secs(value.parse::<u64>().unwrap_or(1)))
+        Some(match value.parse::<u64>() {
+            Ok(s) => Duration::from_secs(s),
+            Err(_) => value
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                .map_or(Duration::from_secs(1), Duration::from_secs_f64),
+        })
     }
 
     /// The body as JSON.
@@ -781,6 +789,25 @@ mod tests {
             .unwrap();
         assert_eq!(r.body, b"ok");
         assert!(server.join().unwrap() >= Duration::from_millis(900));
+    }
+
+    #[test]
+    fn retry_after_in_whole_or_fractional_seconds() {
+        let with = |v: &str| Response {
+            status: 429,
+            reason: String::new(),
+            headers: vec![("Retry-After".into(), v.into())],
+            body: Vec::new(),
+        };
+        assert_eq!(with("10").retry_after(), Some(Duration::from_secs(10)));
+        assert_eq!(
+            with("2.128").retry_after(),
+            Some(Duration::from_millis(2128))
+        );
+        assert_eq!(
+            with("Wed, 21 Oct 2015 07:28:00 GMT").retry_after(),
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]

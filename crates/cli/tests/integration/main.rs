@@ -8,6 +8,7 @@ mod corpus;
 mod crash;
 mod directories;
 mod failures;
+mod graph;
 mod hostile;
 mod lab;
 mod maildir;

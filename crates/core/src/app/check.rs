@@ -97,7 +97,7 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
             },
         }
         if let Some(cfg) = &app.connection(side).directory {
-            let what = format!("directory {}", cfg.url);
+            let what = format!("directory {}", cfg.url());
             checks.push(match app.directory(side) {
                 Ok(Some(mut d)) => {
                     let bound = match d.bound_as() {
@@ -124,16 +124,24 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
 fn probe_line(
     what: String,
     bound: &str,
-    cfg: &crate::job::DirectoryConfig,
+    cfg: &crate::job::DirectoryKind,
     p: &crate::ports::DirectoryProbe,
 ) -> Check {
-    let scope = format!("under {} for {}", cfg.base, cfg.filter);
+    let (scope, fix) = match cfg {
+        crate::job::DirectoryKind::Ldap(l) => (
+            format!("under {} for {}", l.base, l.filter),
+            "check base and filter",
+        ),
+        crate::job::DirectoryKind::Graph(g) => (
+            match &g.filter {
+                Some(f) => format!("among the users for {f}"),
+                None => "among the users".to_string(),
+            },
+            "check filter",
+        ),
+    };
     if p.sampled == 0 {
-        return line(
-            what,
-            false,
-            format!("{bound}, but no entry {scope}: check base and filter"),
-        );
+        return line(what, false, format!("{bound}, but no entry {scope}: {fix}"));
     }
     let first_skip = p
         .skipped

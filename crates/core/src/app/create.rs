@@ -22,6 +22,9 @@ pub struct Created {
     pub created: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the directory had to tell besides (a Graph mailbox's wait, for instance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Creates the target mailboxes of entries waiting for creation, one directory entry each;
@@ -78,12 +81,14 @@ pub fn create(app: &App<'_>) -> Result<CreateOutcome> {
                     id: e.id,
                     created: Some(d.addresses.first().cloned().unwrap_or(d.login)),
                     error: None,
+                    note: provisioner.take_note(),
                 });
             }
             Err(err) => out.push(Created {
                 id: e.id,
                 created: None,
                 error: Some(err.to_string()),
+                note: provisioner.take_note(),
             }),
         }
     }

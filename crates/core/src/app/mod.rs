@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use crate::csvfile::parse_mailboxes_csv;
 use crate::entries::{Selection, select};
-use crate::job::{Auth, Connection, ConnectionKind, Job};
+use crate::job::{Auth, Connection, ConnectionKind, DirectoryKind, Job};
 use crate::model::{Entry, EntryId, Side};
 use crate::ports::store::{MetaKey, StoreErrorKind};
 use crate::ports::{
@@ -128,13 +128,16 @@ impl<'a> App<'a> {
     }
 
     /// The directory settings of a side with the bind password read; `None` without one.
+    /// (A Graph directory's application credential is read when the directory is opened.)
     pub fn directory_settings(&self, side: Side) -> Result<Option<DirectorySettings>> {
-        let Some(cfg) = &self.connection(side).directory else {
-            return Ok(None);
-        };
-        cfg.reveal()
-            .map(Some)
-            .map_err(|e| AppError::input(format!("{side}.directory.bind_password: {e}")))
+        match &self.connection(side).directory {
+            None => Ok(None),
+            Some(DirectoryKind::Ldap(cfg)) => cfg
+                .reveal()
+                .map(|l| Some(DirectorySettings::Ldap(l)))
+                .map_err(|e| AppError::input(format!("{side}.directory.bind_password: {e}"))),
+            Some(DirectoryKind::Graph(g)) => Ok(Some(DirectorySettings::Graph((**g).clone()))),
+        }
     }
 
     /// A side's directory, bound; `None` when the side has none.

@@ -9,10 +9,11 @@ use super::raw::{
 use super::spans::{KeyPlace, line_column};
 use super::{
     AdminLogin, Auth, CertificatePin, ClientCredential, Connection, ConnectionKind, CreateConfig,
-    DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date, DateError, DirectoryConfig,
-    DirectorySecurity, EXCHANGE_ONLINE_SCOPE, GMAIL_SCOPE, IMAP_PORT, IMAP_TLS_PORT, ImapSettings,
-    Job, JobProblem, MigrationSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism, Secret,
-    Security, StateLocation, entra_token_url,
+    DEFAULT_MAILBOX_WAIT_SECONDS, DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date,
+    DateError, DirectoryConfig, DirectoryKind, DirectorySecurity, EXCHANGE_ONLINE_SCOPE,
+    GMAIL_SCOPE, GRAPH_SCOPE, GRAPH_URL, GraphConfig, GraphCreate, IMAP_PORT, IMAP_TLS_PORT,
+    ImapSettings, Job, JobProblem, MigrationSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism,
+    Secret, Security, StateLocation, entra_token_url,
 };
 
 /// `schema = "active-directory"` in a directory section.
@@ -23,6 +24,28 @@ const AD_MAILBOX_FILTER: &str = "(&(objectCategory=person)(objectClass=user)\
      (!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
 /// The object classes of a user AD creates.
 const AD_OBJECT_CLASSES: [&str; 4] = ["top", "person", "organizationalPerson", "user"];
+
+/// A Graph directory's default `filter`: enabled accounts (as AD's default filter leaves out
+/// disabled ones).
+const GRAPH_MAILBOX_FILTER: &str = "accountEnabled eq true";
+
+/// Which directory a side has, for the defaults and keys of `[target.create]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flavour {
+    OpenLdap,
+    ActiveDirectory,
+    Graph,
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+pub(super) fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 const PIN_FORM: &str = "a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them";
 
@@ -221,15 +244,25 @@ impl Checker<'_> {
             return None;
         };
         let key = |name: &str| format!("{side}.{name}");
-        let active_directory = raw
-            .directory
-            .as_ref()
-            .is_some_and(|d| d.schema.as_deref() == Some(ACTIVE_DIRECTORY));
-        let directory = raw
-            .directory
-            .take()
-            .and_then(|d| self.directory(&key("directory"), d));
-        let create = match raw.create.take() {
+        let flavour = match raw.directory.as_ref() {
+            Some(d) if d.kind.as_deref() == Some("graph") => Flavour::Graph,
+            Some(d) if d.schema.as_deref() == Some(ACTIVE_DIRECTORY) => Flavour::ActiveDirectory,
+            _ => Flavour::OpenLdap,
+        };
+        let raw_directory = raw.directory.take();
+        let raw_create = raw.create.take();
+        // The connection first: a Graph directory may use the connection's application.
+        let connection = self.connection_kind(side, raw);
+        let shared = connection.as_ref().and_then(|c| match &c.kind {
+            ConnectionKind::Imap(ImapSettings {
+                auth: Auth::OAuth2(o),
+                ..
+            }) => Some((**o).clone()),
+            _ => None,
+        });
+        let mut directory =
+            raw_directory.and_then(|d| self.directory(&key("directory"), d, side, shared.as_ref()));
+        let create = match raw_create {
             Some(c) if side == "target" => {
                 if directory.is_none() && !self.has_problem_at(&key("directory")) {
                     self.problem(
@@ -237,7 +270,11 @@ impl Checker<'_> {
                         "mailbox creation writes to the target directory: add [target.directory]",
                     );
                 }
-                self.create(&key("create"), c, active_directory)
+                let (create, graph) = self.create(&key("create"), c, flavour);
+                if let (Some(DirectoryKind::Graph(g)), Some(graph)) = (directory.as_mut(), graph) {
+                    g.create = Some(graph);
+                }
+                create
             }
             Some(_) => {
                 self.problem(
@@ -248,7 +285,7 @@ impl Checker<'_> {
             }
             None => None,
         };
-        let mut connection = self.connection_kind(side, raw)?;
+        let mut connection = connection?;
         connection.directory = directory;
         connection.create = create;
         Some(connection)
@@ -272,15 +309,155 @@ impl Checker<'_> {
             .any(|p| p.key.as_deref().is_some_and(|k| k.starts_with(key)))
     }
 
-    fn directory(&mut self, key: &str, raw: RawDirectory) -> Option<DirectoryConfig> {
+    fn directory(
+        &mut self,
+        key: &str,
+        raw: RawDirectory,
+        side: &str,
+        shared: Option<&OAuth2Config>,
+    ) -> Option<DirectoryKind> {
         let k = |name: &str| format!("{key}.{name}");
         match raw.kind.as_deref() {
-            Some("ldap") => {}
-            Some(other) => {
-                self.problem(&k("kind"), format!("unknown kind `{other}`; use \"ldap\""))
+            Some("graph") => {
+                return self
+                    .graph_directory(key, raw, side, shared)
+                    .map(|g| DirectoryKind::Graph(Box::new(g)));
             }
-            None => self.problem(&k("kind"), "missing: \"ldap\""),
+            Some("ldap") => {}
+            Some(other) => self.problem(
+                &k("kind"),
+                format!("unknown kind `{other}`; use \"ldap\" or \"graph\""),
+            ),
+            None => self.problem(
+                &k("kind"),
+                "missing: \"ldap\" (LDAP, Active Directory) or \"graph\" (Entra ID)",
+            ),
         }
+        let graph_only = [
+            ("graph_url", raw.graph_url.is_some()),
+            ("allow_plain", raw.allow_plain.is_some()),
+            ("oauth2", raw.oauth2.is_some()),
+        ];
+        for (name, _) in graph_only.iter().filter(|(_, present)| *present) {
+            self.problem(&k(name), "only used with kind = \"graph\"; remove it");
+        }
+        self.ldap_directory(key, raw).map(DirectoryKind::Ldap)
+    }
+
+    /// `kind = "graph"`: Entra ID through Microsoft Graph.
+    fn graph_directory(
+        &mut self,
+        key: &str,
+        raw: RawDirectory,
+        side: &str,
+        shared: Option<&OAuth2Config>,
+    ) -> Option<GraphConfig> {
+        let k = |name: &str| format!("{key}.{name}");
+        let ldap_only = [
+            ("schema", raw.schema.is_some()),
+            ("url", raw.url.is_some()),
+            ("bind_dn", raw.bind_dn.is_some()),
+            ("bind_password", raw.bind_password.is_some()),
+            ("base", raw.base.is_some()),
+            ("security", raw.security.is_some()),
+            ("tls_pin_sha256", raw.tls_pin_sha256.is_some()),
+            ("id_attribute", raw.id_attribute.is_some()),
+            ("login_attribute", raw.login_attribute.is_some()),
+            (
+                "primary_address_attribute",
+                raw.primary_address_attribute.is_some(),
+            ),
+            ("alias_attribute", raw.alias_attribute.is_some()),
+            (
+                "display_name_attribute",
+                raw.display_name_attribute.is_some(),
+            ),
+        ];
+        for (name, _) in ldap_only.iter().filter(|(_, present)| *present) {
+            self.problem(
+                &k(name),
+                "not used with kind = \"graph\" (Microsoft Graph has its own names for \
+                 users and addresses); remove it",
+            );
+        }
+        let graph_url = raw
+            .graph_url
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| GRAPH_URL.to_owned());
+        let url_ok = self.web_url(
+            &k("graph_url"),
+            &graph_url,
+            raw.allow_plain == Some(true),
+            &k("allow_plain"),
+            "the application's tokens and the directory's users",
+        );
+        let tls_ca = raw
+            .tls_ca
+            .as_deref()
+            .and_then(|ca| self.path(&k("tls_ca"), ca));
+        let filter = match raw.filter.map(|f| f.trim().to_owned()) {
+            None => Some(GRAPH_MAILBOX_FILTER.to_owned()),
+            Some(f) if f.is_empty() => None,
+            Some(f) if f.starts_with('(') && f.contains('=') && !f.contains(" eq ") => {
+                self.problem(
+                    &k("filter"),
+                    "an OData $filter such as accountEnabled eq true, not an LDAP filter",
+                );
+                None
+            }
+            Some(f) => Some(f),
+        };
+        let (oauth2, oauth2_key) = match (raw.oauth2, shared) {
+            (Some(o), _) => (
+                self.oauth2_table(&k("oauth2"), o, GRAPH_SCOPE, true),
+                k("oauth2"),
+            ),
+            (None, Some(c)) => match &c.flow {
+                OAuth2Flow::ClientCredentials { .. } => (
+                    Some(OAuth2Config {
+                        scope: GRAPH_SCOPE.to_owned(),
+                        ..c.clone()
+                    }),
+                    format!("{side}.oauth2"),
+                ),
+                OAuth2Flow::ServiceAccount { .. } => {
+                    self.problem(
+                        &k("oauth2"),
+                        format!(
+                            "Microsoft Graph needs an Entra ID application (flow = \
+                             \"client-credentials\"), not the connection's service account: \
+                             add [{key}.oauth2]"
+                        ),
+                    );
+                    (None, String::new())
+                }
+            },
+            (None, None) => {
+                if !self.has_problem_at(&format!("{side}.oauth2")) {
+                    self.problem(
+                        &k("oauth2"),
+                        format!(
+                            "missing: [{key}.oauth2] (tenant, client_id, client_secret), or \
+                             auth = \"oauth2\" on [{side}], whose application is then used"
+                        ),
+                    );
+                }
+                (None, String::new())
+            }
+        };
+        url_ok.then_some(())?;
+        Some(GraphConfig {
+            graph_url,
+            tls_ca,
+            oauth2: oauth2?,
+            oauth2_key,
+            filter,
+            create: None,
+        })
+    }
+
+    fn ldap_directory(&mut self, key: &str, raw: RawDirectory) -> Option<DirectoryConfig> {
+        let k = |name: &str| format!("{key}.{name}");
         let url = self.text(
             &k("url"),
             raw.url,
@@ -431,9 +608,24 @@ impl Checker<'_> {
         &mut self,
         key: &str,
         raw: RawCreate,
-        active_directory: bool,
-    ) -> Option<CreateConfig> {
+        flavour: Flavour,
+    ) -> (Option<CreateConfig>, Option<GraphCreate>) {
         let k = |name: &str| format!("{key}.{name}");
+        if flavour == Flavour::Graph {
+            return self.graph_create(key, raw);
+        }
+        let graph_only = [
+            ("license_sku", raw.license_sku.is_some()),
+            ("usage_location", raw.usage_location.is_some()),
+            ("mailbox_wait_seconds", raw.mailbox_wait_seconds.is_some()),
+        ];
+        for (name, _) in graph_only.iter().filter(|(_, present)| *present) {
+            self.problem(
+                &k(name),
+                "only used when the target directory is Microsoft Graph (kind = \"graph\")",
+            );
+        }
+        let active_directory = flavour == Flavour::ActiveDirectory;
         let base = self.text(
             &k("base"),
             raw.base,
@@ -462,12 +654,101 @@ impl Checker<'_> {
         let initial_password = raw
             .initial_password
             .and_then(|p| self.secret(&k("initial_password"), p));
-        Some(CreateConfig {
-            base: base?,
-            domain: domain?.to_ascii_lowercase(),
-            object_classes,
+        let create = (|| {
+            Some(CreateConfig {
+                base: base?,
+                domain: domain?.to_ascii_lowercase(),
+                object_classes,
+                initial_password,
+            })
+        })();
+        (create, None)
+    }
+
+    /// `[target.create]` of a Graph target: the domain of the new users' names, the licence
+    /// that gives them a mailbox, their usage location and their first password.
+    fn graph_create(
+        &mut self,
+        key: &str,
+        raw: RawCreate,
+    ) -> (Option<CreateConfig>, Option<GraphCreate>) {
+        let k = |name: &str| format!("{key}.{name}");
+        for (name, present) in [
+            ("base", raw.base.is_some()),
+            ("object_classes", raw.object_classes.is_some()),
+        ] {
+            if present {
+                self.problem(
+                    &k(name),
+                    "not used when the target directory is Microsoft Graph; remove it",
+                );
+            }
+        }
+        let domain = self.domain(&k("domain"), raw.domain);
+        let license_sku = self.text(
+            &k("license_sku"),
+            raw.license_sku,
+            "missing: the skuId of the licence that gives a user an Exchange Online mailbox \
+             (GET /subscribedSkus lists them)",
+        );
+        if let Some(sku) = &license_sku
+            && !is_guid(sku)
+        {
+            self.problem(
+                &k("license_sku"),
+                "must be a skuId, a GUID such as 6fd2c87f-b296-42f0-b197-1e91e994b900",
+            );
+        }
+        let usage_location = self.text(
+            &k("usage_location"),
+            raw.usage_location,
+            "missing: the users' usage location, a two-letter country code such as \"CH\" \
+             (Entra ID assigns no licence without one)",
+        );
+        if let Some(u) = &usage_location
+            && !(u.len() == 2 && u.chars().all(|c| c.is_ascii_alphabetic()))
+        {
+            self.problem(
+                &k("usage_location"),
+                "must be a two-letter country code (ISO 3166-1), such as \"CH\"",
+            );
+        }
+        let initial_password = match raw.initial_password {
+            Some(p) => self.secret(&k("initial_password"), p),
+            None => {
+                self.problem(
+                    &k("initial_password"),
+                    "missing: Entra ID creates no user without a password: \
+                     { env = \"VAR\" } or { file = \"path\" }",
+                );
+                None
+            }
+        };
+        let graph = (|| {
+            Some(GraphCreate {
+                license_sku: license_sku?.to_ascii_lowercase(),
+                usage_location: usage_location?.to_ascii_uppercase(),
+                mailbox_wait_seconds: raw
+                    .mailbox_wait_seconds
+                    .unwrap_or(DEFAULT_MAILBOX_WAIT_SECONDS),
+            })
+        })();
+        let create = domain.map(|domain| CreateConfig {
+            base: String::new(),
+            domain,
+            object_classes: Vec::new(),
             initial_password,
-        })
+        });
+        (create, graph)
+    }
+
+    /// `domain` of `[target.create]`, lower-cased.
+    fn domain(&mut self, key: &str, raw: Option<String>) -> Option<String> {
+        let domain = self.text(key, raw, "missing: the domain of created addresses")?;
+        if domain.contains('@') || domain.contains(char::is_whitespace) || !domain.contains('.') {
+            self.problem(key, "must be a domain name such as new.example");
+        }
+        Some(domain.to_ascii_lowercase())
     }
 
     fn maildir(&mut self, side: &str, raw: RawConnection) -> Option<Connection> {
@@ -723,7 +1004,41 @@ impl Checker<'_> {
     }
 
     fn oauth2(&mut self, key: &str, raw: RawOAuth2) -> Option<OAuth2Config> {
+        self.oauth2_table(key, raw, EXCHANGE_ONLINE_SCOPE, false)
+    }
+
+    /// An oauth2 table: `[side.oauth2]` (an IMAP login), or with `directory` a Graph
+    /// directory's own application, whose flow is client credentials (the default there) and
+    /// which has no SASL mechanism.
+    fn oauth2_table(
+        &mut self,
+        key: &str,
+        mut raw: RawOAuth2,
+        client_credentials_scope: &str,
+        directory: bool,
+    ) -> Option<OAuth2Config> {
         let k = |name: &str| format!("{key}.{name}");
+        if directory {
+            if raw.mechanism.is_some() {
+                self.problem(
+                    &k("mechanism"),
+                    "not used for a directory (Microsoft Graph takes the token over HTTPS); \
+                     remove it",
+                );
+            }
+            match raw.flow {
+                None => raw.flow = Some(RawFlow::ClientCredentials),
+                Some(RawFlow::ServiceAccount) => {
+                    self.problem(
+                        &k("flow"),
+                        "Microsoft Graph needs an Entra ID application: flow = \
+                         \"client-credentials\" (the default here)",
+                    );
+                    return None;
+                }
+                Some(RawFlow::ClientCredentials) => {}
+            }
+        }
         let mechanism = match raw.mechanism {
             None | Some(RawMechanism::Xoauth2) => OAuth2Mechanism::XOAuth2,
             Some(RawMechanism::Oauthbearer) => OAuth2Mechanism::OAuthBearer,
@@ -831,7 +1146,7 @@ impl Checker<'_> {
                         credential: credential?,
                     },
                     default_url,
-                    EXCHANGE_ONLINE_SCOPE,
+                    client_credentials_scope,
                 )
             }
             Some(RawFlow::ServiceAccount) => {
@@ -884,6 +1199,26 @@ impl Checker<'_> {
     /// `https://host[:port]/path`, or `http://` to the loopback interface with
     /// `allow_plain = true`.
     fn token_url(&mut self, key: &str, url: &str, allow_plain: bool) {
+        let allow_key = key.replace("token_url", "allow_plain");
+        self.web_url(
+            key,
+            url,
+            allow_plain,
+            &allow_key,
+            "the client's credentials",
+        );
+    }
+
+    /// An HTTPS URL, or `http://` to the loopback interface confirmed by `allow_key = true`;
+    /// `exposed` says what plain HTTP would expose. Whether it is acceptable.
+    fn web_url(
+        &mut self,
+        key: &str,
+        url: &str,
+        allow_plain: bool,
+        allow_key: &str,
+        exposed: &str,
+    ) -> bool {
         let (plain, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("http://") {
@@ -893,7 +1228,7 @@ impl Checker<'_> {
                 key,
                 "must start with https:// (or http:// on the loopback interface)",
             );
-            return;
+            return false;
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let (host, port) = match authority.strip_prefix('[') {
@@ -908,12 +1243,13 @@ impl Checker<'_> {
         };
         if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
             self.problem(key, "the port must be a number from 1 to 65535");
-            return;
+            return false;
         }
         if host.is_empty() || host.contains('@') {
             self.problem(key, "must name a host: https://login.example/path");
-            return;
+            return false;
         }
+        let table = allow_key.rsplit_once('.').map_or("", |(t, _)| t);
         if plain {
             let loopback = host.eq_ignore_ascii_case("localhost")
                 || host
@@ -922,22 +1258,32 @@ impl Checker<'_> {
             if !loopback {
                 self.problem(
                     key,
-                    "http:// sends the client's credentials unencrypted; it is only allowed \
-                     to the loopback interface (localhost, 127.0.0.1, ::1), with allow_plain = true",
+                    format!(
+                        "http:// sends {exposed} unencrypted; it is only allowed to the \
+                         loopback interface (localhost, 127.0.0.1, ::1), with allow_plain = true"
+                    ),
                 );
+                return false;
             } else if !allow_plain {
                 self.problem(
                     key,
-                    "http:// sends the client's credentials unencrypted; add allow_plain = true \
-                     to the oauth2 table to confirm",
+                    format!(
+                        "http:// sends {exposed} unencrypted; add allow_plain = true to \
+                         [{table}] to confirm"
+                    ),
                 );
+                return false;
             }
         } else if allow_plain {
             self.problem(
-                &key.replace("token_url", "allow_plain"),
-                "only used with an http:// token_url",
+                allow_key,
+                format!(
+                    "only used with an http:// {}",
+                    key.rsplit('.').next().unwrap_or(key)
+                ),
             );
         }
+        true
     }
 
     fn date(&mut self, key: &str, value: Option<toml::Value>) -> Option<Date> {

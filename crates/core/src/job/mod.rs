@@ -126,7 +126,7 @@ pub struct Connection {
     /// What kind of server this is, with its settings.
     pub kind: ConnectionKind,
     /// Where this side's mailbox identities come from (`[side.directory]`).
-    pub directory: Option<DirectoryConfig>,
+    pub directory: Option<DirectoryKind>,
     /// How mailferry creates mailboxes on this side (`[target.create]`; target only).
     pub create: Option<CreateConfig>,
 }
@@ -226,10 +226,85 @@ impl<P> fmt::Debug for DirectoryConfig<P> {
     }
 }
 
+/// A side's directory (`[side.directory]`): LDAP / Active Directory, or Entra ID through
+/// Microsoft Graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per side, read often: LDAP stays unboxed
+pub enum DirectoryKind {
+    /// `kind = "ldap"`.
+    Ldap(DirectoryConfig),
+    /// `kind = "graph"`.
+    Graph(Box<GraphConfig>),
+}
+
+impl DirectoryKind {
+    /// The directory's URL, for messages: the LDAP URL or the Graph URL.
+    pub fn url(&self) -> &str {
+        match self {
+            DirectoryKind::Ldap(l) => &l.url,
+            DirectoryKind::Graph(g) => &g.graph_url,
+        }
+    }
+
+    /// The LDAP settings, if this is an LDAP directory.
+    pub fn as_ldap(&self) -> Option<&DirectoryConfig> {
+        match self {
+            DirectoryKind::Ldap(l) => Some(l),
+            DirectoryKind::Graph(_) => None,
+        }
+    }
+
+    /// The Graph settings, if this is Entra ID through Microsoft Graph.
+    pub fn as_graph(&self) -> Option<&GraphConfig> {
+        match self {
+            DirectoryKind::Graph(g) => Some(g),
+            DirectoryKind::Ldap(_) => None,
+        }
+    }
+}
+
+/// Microsoft Graph's v1.0 endpoint (the default `graph_url`).
+pub const GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+/// The scope of a Graph token (client credentials: the application permissions consented).
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Default `[target.create] mailbox_wait_seconds` for a Graph target.
+pub const DEFAULT_MAILBOX_WAIT_SECONDS: u64 = 600;
+
+/// Entra ID through Microsoft Graph (`kind = "graph"`). No secret is held here: the
+/// application's credential is a [`Secret`] reference inside [`GraphConfig::oauth2`], read
+/// when the directory is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphConfig {
+    /// `graph_url`, without a trailing slash (default [`GRAPH_URL`]).
+    pub graph_url: String,
+    /// An extra trust anchor (PEM CA certificates) for `graph_url`'s HTTPS.
+    pub tls_ca: Option<PathBuf>,
+    /// The application's client credentials, scope [`GRAPH_SCOPE`] unless written.
+    pub oauth2: OAuth2Config,
+    /// Where [`GraphConfig::oauth2`] was written, for messages: `target.directory.oauth2`,
+    /// or `target.oauth2` when the connection's application is reused.
+    pub oauth2_key: String,
+    /// OData `$filter` of the users that are mailboxes; `None` lists every user.
+    pub filter: Option<String>,
+    /// Creation in this directory (`[target.create]` of a Graph target).
+    pub create: Option<GraphCreate>,
+}
+
+/// What creating a mailbox in Entra ID needs besides the address (`[target.create]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphCreate {
+    /// The licence (`skuId`) assigned so that Exchange Online provisions a mailbox.
+    pub license_sku: String,
+    /// `usageLocation` (two-letter country code), required for a licence.
+    pub usage_location: String,
+    /// How long to wait for the new mailbox to answer (0: do not wait).
+    pub mailbox_wait_seconds: u64,
+}
+
 /// Mailbox creation in the target directory (SPEC §3 `[target.create]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateConfig {
-    /// Where new entries go.
+    /// Where new entries go (LDAP; empty for a Graph target, whose users have no place).
     pub base: String,
     /// A created mailbox's address is `<source local part>@domain`.
     pub domain: String,

@@ -138,6 +138,10 @@ pub(super) struct RawDirectory {
     pub(super) primary_address_attribute: Option<String>,
     pub(super) alias_attribute: Option<String>,
     pub(super) display_name_attribute: Option<String>,
+    /// `kind = "graph"`: the Graph endpoint, its plain-HTTP confirmation and the application.
+    pub(super) graph_url: Option<String>,
+    pub(super) allow_plain: Option<bool>,
+    pub(super) oauth2: Option<RawOAuth2>,
 }
 
 /// `[target.create]` (SPEC §3): mailbox creation in the target directory. Parsed, refused by
@@ -149,6 +153,10 @@ pub(super) struct RawCreate {
     pub(super) domain: Option<String>,
     pub(super) object_classes: Option<Vec<String>>,
     pub(super) initial_password: Option<RawSecret>,
+    /// Graph targets: the licence, the usage location and how long to wait for the mailbox.
+    pub(super) license_sku: Option<String>,
+    pub(super) usage_location: Option<String>,
+    pub(super) mailbox_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -456,7 +456,11 @@ fn directories_and_creation_are_read_with_defaults() {
          [target.create]\nbase = \"ou=people,dc=new\"\ndomain = \"New.Example\"\n",
     );
     let (_dir, job) = load_ok(&text);
-    let d = job.source.directory.expect("source directory");
+    let d = job
+        .source
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("source directory");
     assert_eq!(d.security, DirectorySecurity::StartTls);
     assert_eq!(d.filter, "(objectClass=*)");
     assert_eq!(
@@ -468,7 +472,11 @@ fn directories_and_creation_are_read_with_defaults() {
         ("entryUUID", "uid", "mail")
     );
     assert_eq!(d.alias_attribute.as_deref(), Some("mailLocalAddress"));
-    let t = job.target.directory.expect("target directory");
+    let t = job
+        .target
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("target directory");
     assert_eq!(t.security, DirectorySecurity::Tls);
     assert_eq!(t.id_attribute, "objectGUID");
     let c = job.target.create.expect("create");
@@ -955,7 +963,11 @@ fn a_directory_takes_a_pin_too() {
         ),
     );
     let (_dir, job) = load_ok(&text);
-    let d = job.source.directory.expect("directory");
+    let d = job
+        .source
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("directory");
     assert_eq!(d.tls_pin_sha256.len(), 1);
     assert_eq!(d.tls_pin_sha256[0].to_string(), PIN);
 }
@@ -1038,7 +1050,11 @@ fn the_active_directory_schema_gives_ads_defaults_and_written_keys_win() {
          [target.create]\nbase = \"OU=Mail,DC=new,DC=example\"\ndomain = \"new.example\"\n",
     );
     let (_dir, job) = load_ok(&text);
-    let d = job.source.directory.expect("source directory");
+    let d = job
+        .source
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("source directory");
     assert_eq!(
         (
             d.id_attribute.as_str(),
@@ -1058,7 +1074,11 @@ fn the_active_directory_schema_gives_ads_defaults_and_written_keys_win() {
              (!(userAccountControl:1.2.840.113556.1.4.803:=2)))"
         )
     );
-    let t = job.target.directory.expect("target directory");
+    let t = job
+        .target
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("target directory");
     assert_eq!(t.login_attribute, "userPrincipalName");
     assert_eq!(t.filter, "(objectClass=user)");
     assert_eq!(t.id_attribute, "objectGUID");
@@ -1290,7 +1310,7 @@ fn oauth2_plain_token_url_only_on_loopback_with_allow_plain() {
         ))),
         vec![
             "line 17, column 13: target.oauth2.token_url: http:// sends the client's \
-             credentials unencrypted; add allow_plain = true to the oauth2 table to confirm"
+             credentials unencrypted; add allow_plain = true to [target.oauth2] to confirm"
         ]
     );
     assert_eq!(
@@ -1322,6 +1342,170 @@ fn oauth2_plain_token_url_only_on_loopback_with_allow_plain() {
         ))),
         vec![
             "line 17, column 13: target.oauth2.token_url: the port must be a number from 1 to 65535"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// kind = "graph"
+// ---------------------------------------------------------------------------------------------
+
+const GRAPH_APP: &str = "tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\n\
+                         client_secret = { env = \"GRAPH_SECRET\" }\n";
+
+fn graph(job: &Job) -> &GraphConfig {
+    job.target
+        .directory
+        .as_ref()
+        .and_then(DirectoryKind::as_graph)
+        .expect("a Graph target directory")
+}
+
+#[test]
+fn a_graph_directory_with_its_own_application_and_the_defaults() {
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        &format!("[target.directory]\nkind = \"graph\"\n[target.directory.oauth2]\n{GRAPH_APP}"),
+    ));
+    let g = graph(&job);
+    assert_eq!(g.graph_url, GRAPH_URL);
+    assert_eq!(g.filter.as_deref(), Some("accountEnabled eq true"));
+    assert_eq!(g.oauth2.scope, GRAPH_SCOPE);
+    assert_eq!(
+        g.oauth2.token_url.as_deref(),
+        Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token")
+    );
+    assert_eq!(g.oauth2_key, "target.directory.oauth2");
+    assert!(matches!(
+        &g.oauth2.flow,
+        OAuth2Flow::ClientCredentials { client_id, .. } if client_id == "app"
+    ));
+    assert_eq!(job.target.directory.as_ref().unwrap().url(), GRAPH_URL);
+}
+
+#[test]
+fn a_graph_directory_reuses_the_connections_application_with_the_graph_scope() {
+    let target = format!(
+        "kind = \"imap\"\nhost = \"outlook.office365.com\"\nauth = \"oauth2\"\n\
+         [target.oauth2]\nflow = \"client-credentials\"\n{GRAPH_APP}\
+         [target.directory]\nkind = \"graph\"\nfilter = \"\"\n\
+         graph_url = \"http://127.0.0.1:8080/v1.0/\"\nallow_plain = true\n"
+    );
+    let text = format!("name = \"t\"\n[source]\n{IMAP}\n[target]\n{target}");
+    let (_dir, job) = load_ok(&text);
+    let g = graph(&job);
+    assert_eq!(g.graph_url, "http://127.0.0.1:8080/v1.0");
+    assert_eq!(g.filter, None, "an empty filter lists every user");
+    assert_eq!(g.oauth2.scope, GRAPH_SCOPE);
+    assert_eq!(g.oauth2_key, "target.oauth2");
+    // The connection keeps its own scope.
+    match &imap(&job.target).auth {
+        Auth::OAuth2(o) => assert_eq!(o.scope, EXCHANGE_ONLINE_SCOPE),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn graph_directory_mistakes_name_file_line_column_and_key() {
+    let texts = problem_texts(&job_with(
+        "",
+        "[target.directory]\nkind = \"graph\"\nbase = \"ou=people\"\n\
+         filter = \"(objectClass=user)\"\ngraph_url = \"http://graph.example/v1.0\"\n",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 18, column 8: target.directory.base: not used with kind = \"graph\" \
+             (Microsoft Graph has its own names for users and addresses); remove it",
+            "line 19, column 10: target.directory.filter: an OData $filter such as \
+             accountEnabled eq true, not an LDAP filter",
+            "line 20, column 13: target.directory.graph_url: http:// sends the application's \
+             tokens and the directory's users unencrypted; it is only allowed to the loopback \
+             interface (localhost, 127.0.0.1, ::1), with allow_plain = true",
+            "target.directory.oauth2: missing: [target.directory.oauth2] (tenant, client_id, \
+             client_secret), or auth = \"oauth2\" on [target], whose application is then used",
+        ]
+    );
+    let texts = problem_texts(&job_with(
+        "",
+        "[target.directory]\nkind = \"graph\"\ngraph_url = \"http://127.0.0.1:9/v1.0\"\n\
+         [target.directory.oauth2]\nflow = \"service-account\"\nkey_file = { file = \"k\" }\n",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 18, column 13: target.directory.graph_url: http:// sends the application's \
+             tokens and the directory's users unencrypted; add allow_plain = true to \
+             [target.directory] to confirm",
+            "line 20, column 8: target.directory.oauth2.flow: Microsoft Graph needs an Entra ID \
+             application: flow = \"client-credentials\" (the default here)",
+        ]
+    );
+    let texts = problem_texts(&job_with(
+        "",
+        "[target.directory]\nkind = \"ldap\"\nurl = \"ldap://dc\"\nbind_dn = \"cn=a\"\n\
+         bind_password = { env = \"P\" }\nbase = \"dc=x\"\ngraph_url = \"https://g\"\n",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 22, column 13: target.directory.graph_url: only used with kind = \"graph\"; \
+             remove it"
+        ]
+    );
+}
+
+#[test]
+fn graph_creation_needs_a_licence_a_usage_location_and_a_password() {
+    let directory =
+        format!("[target.directory]\nkind = \"graph\"\n[target.directory.oauth2]\n{GRAPH_APP}");
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        &format!(
+            "{directory}[target.create]\ndomain = \"Contoso.com\"\n\
+             license_sku = \"6FD2C87F-B296-42F0-B197-1E91E994B900\"\nusage_location = \"ch\"\n\
+             initial_password = {{ env = \"FIRST\" }}\n"
+        ),
+    ));
+    let create = graph(&job).create.clone().expect("Graph creation");
+    assert_eq!(create.license_sku, "6fd2c87f-b296-42f0-b197-1e91e994b900");
+    assert_eq!(create.usage_location, "CH");
+    assert_eq!(create.mailbox_wait_seconds, DEFAULT_MAILBOX_WAIT_SECONDS);
+    let c = job.target.create.expect("[target.create]");
+    assert_eq!(c.domain, "contoso.com");
+    assert!(c.base.is_empty());
+    let texts = problem_texts(&job_with(
+        "",
+        &format!(
+            "{directory}[target.create]\nbase = \"ou=x\"\ndomain = \"contoso.com\"\n\
+             license_sku = \"E3\"\nusage_location = \"Switzerland\"\n"
+        ),
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 23, column 8: target.create.base: not used when the target directory is \
+             Microsoft Graph; remove it",
+            "line 25, column 15: target.create.license_sku: must be a skuId, a GUID such as \
+             6fd2c87f-b296-42f0-b197-1e91e994b900",
+            "line 26, column 18: target.create.usage_location: must be a two-letter country \
+             code (ISO 3166-1), such as \"CH\"",
+            "target.create.initial_password: missing: Entra ID creates no user without a \
+             password: { env = \"VAR\" } or { file = \"path\" }",
+        ]
+    );
+    // The Graph keys are refused for an LDAP target.
+    let texts = problem_texts(&job_with(
+        "",
+        "[target.directory]\nkind = \"ldap\"\nurl = \"ldap://dc\"\nbind_dn = \"cn=a\"\n\
+         bind_password = { env = \"P\" }\nbase = \"dc=x\"\n[target.create]\nbase = \"dc=x\"\n\
+         domain = \"new.example\"\nlicense_sku = \"6fd2c87f-b296-42f0-b197-1e91e994b900\"\n",
+    ));
+    assert_eq!(
+        texts,
+        vec![
+            "line 25, column 15: target.create.license_sku: only used when the target \
+             directory is Microsoft Graph (kind = \"graph\")"
         ]
     );
 }

@@ -1,5 +1,5 @@
-//! The directory port: where mailbox identities come from (LDAP, Active Directory; Microsoft
-//! Graph later), and the provisioner that creates target mailboxes.
+//! The directory port: where mailbox identities come from (LDAP, Active Directory, Entra ID
+//! through Microsoft Graph), and the provisioner that creates target mailboxes.
 //!
 //! mailferry never identifies a mailbox by its email address, because addresses are exactly
 //! what changes during a migration. Each mailbox is keyed by the directory's stable ID
@@ -57,6 +57,11 @@ pub trait Provisioner: Send {
     /// Creates a mailbox and returns it as the directory now describes it. A refusal carries
     /// the directory's words (an existing name, a password policy).
     fn create(&mut self, m: &NewMailbox) -> Result<DirectoryMailbox, DirectoryError>;
+    /// What the last [`Provisioner::create`] has to tell besides the mailbox (e.g. how long
+    /// the new mailbox took to answer, or that it did not within the time allowed), taken.
+    fn take_note(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// What went wrong talking to a directory. `Display` always names the directory URL and,
@@ -105,6 +110,25 @@ pub enum DirectoryError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A web directory (Microsoft Graph) or its identity provider refused a request or
+    /// answered with an error: its own words (`Authorization_RequestDenied: Insufficient
+    /// privileges to complete the operation.`, `AADSTS90002: Tenant … not found`), secrets
+    /// cut out, then mailferry's advice for a common cause in parentheses.
+    #[error("Directory {url}: {operation} failed: {words}")]
+    Refused {
+        /// Directory URL.
+        url: String,
+        /// What was attempted, e.g. `list users`.
+        operation: String,
+        /// The HTTP status, when there was one.
+        status: Option<u16>,
+        /// The service's error code (`Authorization_RequestDenied`, `AADSTS700016`).
+        code: Option<String>,
+        /// The service's words, as given (and mailferry's advice, if any).
+        words: String,
+        /// Whether trying again later may work (throttled, unavailable).
+        transient: bool,
+    },
     /// A mailbox ID that cannot be searched for, such as a non-GUID for `objectGUID`.
     #[error("Directory {url}: {id:?} is not a valid {attribute} value")]
     InvalidId {
@@ -142,7 +166,24 @@ impl DirectoryError {
     /// [`DirectoryError::is_unreachable`], and the server saying `busy (51)` or
     /// `unavailable (52)`.
     pub fn is_transient(&self) -> bool {
-        self.is_unreachable() || matches!(self.result_code(), Some(51 | 52))
+        self.is_unreachable()
+            || matches!(self.result_code(), Some(51 | 52))
+            || matches!(
+                self,
+                DirectoryError::Refused {
+                    transient: true,
+                    ..
+                }
+            )
+    }
+
+    /// The web service's error code when it refused something (`Request_BadRequest`,
+    /// `Authorization_RequestDenied`, an `AADSTS…` code).
+    pub fn service_code(&self) -> Option<&str> {
+        match self {
+            DirectoryError::Refused { code, .. } => code.as_deref(),
+            _ => None,
+        }
     }
 
     /// The LDAP result code when the server refused an operation (e.g. 49 for bad

@@ -23,8 +23,27 @@ pub use store::{RunInfo, Store, StoreError};
 use crate::job::Job;
 use crate::model::Side;
 
-/// A job's directory settings with the bind password read.
-pub type DirectorySettings = crate::job::DirectoryConfig<String>;
+/// An LDAP directory's settings with the bind password read.
+pub type LdapSettings = crate::job::DirectoryConfig<String>;
+
+/// What opening a directory needs: an LDAP directory's settings with the bind password read,
+/// or a Graph directory's (whose application credential is read by the adapter when it
+/// gets a token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectorySettings {
+    Ldap(LdapSettings),
+    Graph(crate::job::GraphConfig),
+}
+
+impl DirectorySettings {
+    /// The directory's URL, for messages.
+    pub fn url(&self) -> &str {
+        match self {
+            DirectorySettings::Ldap(l) => &l.url,
+            DirectorySettings::Graph(g) => &g.graph_url,
+        }
+    }
+}
 
 /// Opens the adapters a job's configuration names. The binary (and the web UI) hand one of
 /// these to the application services; tests can hand their own.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use ldap3::{LdapResult, Scope};
 use mailferry_core::job::DirectorySecurity;
 use mailferry_core::model::{DirectoryMailbox, NewMailbox};
-use mailferry_core::ports::{DirectoryError, DirectorySettings};
+use mailferry_core::ports::{DirectoryError, LdapSettings};
 
 use super::entry::{is_proxy_attribute, normalize_address, to_dir_entry};
 use super::error::op_error;
@@ -118,7 +118,7 @@ pub(super) fn new_entry_dn(login_attribute: &str, login: &str, base: &str) -> St
 
 /// The attributes of a new mailbox entry, merged by name (ignoring case).
 pub(super) fn new_entry_attributes(
-    s: &DirectorySettings,
+    s: &LdapSettings,
     m: &NewMailbox,
 ) -> Vec<(String, HashSet<String>)> {
     let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
@@ -178,7 +178,7 @@ pub(super) fn is_active_directory(m: &NewMailbox) -> bool {
 /// another one, and with a password `unicodePwd` (the quoted password in UTF-16LE, as AD
 /// wants it) and `userAccountControl` 512 (a normal, enabled account). Without a password AD
 /// leaves the account disabled.
-pub(super) fn ad_entry(s: &DirectorySettings, m: &NewMailbox) -> (String, Vec<BinaryAttribute>) {
+pub(super) fn ad_entry(s: &LdapSettings, m: &NewMailbox) -> (String, Vec<BinaryAttribute>) {
     let address = normalize_address(&m.address).unwrap_or_else(|| m.address.clone());
     let name = m
         .display_name

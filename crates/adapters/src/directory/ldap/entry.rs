@@ -3,7 +3,7 @@
 
 use ldap3::SearchEntry;
 use mailferry_core::model::{DirectoryMailbox, EmailAddress, MailboxId, push_unique_address};
-use mailferry_core::ports::DirectorySettings;
+use mailferry_core::ports::LdapSettings;
 
 pub(super) fn is_guid_attribute(name: &str) -> bool {
     name.eq_ignore_ascii_case("objectGUID") || name.eq_ignore_ascii_case("mS-DS-ConsistencyGuid")
@@ -45,10 +45,7 @@ fn first_bytes(e: &SearchEntry, attr: &str) -> Option<Vec<u8>> {
 }
 
 /// Turns a search entry into a mailbox, or says why it is not one.
-pub(super) fn to_dir_entry(
-    s: &DirectorySettings,
-    e: &SearchEntry,
-) -> Result<DirectoryMailbox, String> {
+pub(super) fn to_dir_entry(s: &LdapSettings, e: &SearchEntry) -> Result<DirectoryMailbox, String> {
     let id_attr = &s.id_attribute;
     let id = if is_guid_attribute(id_attr) {
         let bytes = first_bytes(e, id_attr).ok_or_else(|| format!("no {id_attr}"))?;
@@ -121,13 +118,13 @@ pub(super) fn to_dir_entry(
 
 /// `local@domain` by the one address rule ([`EmailAddress::parse`]); `None` for something
 /// that is not an address.
-pub(super) fn normalize_address(raw: &str) -> Option<String> {
+pub(crate) fn normalize_address(raw: &str) -> Option<String> {
     EmailAddress::parse(raw).ok().map(EmailAddress::into_string)
 }
 
 /// Splits `proxyAddresses` values into the primary (`SMTP:`, the first one if several) and
 /// the others (`smtp:`, and any further `SMTP:`), normalised; other prefixes are ignored.
-fn split_proxy_addresses<'a>(
+pub(crate) fn split_proxy_addresses<'a>(
     values: impl IntoIterator<Item = &'a str>,
 ) -> (Option<String>, Vec<String>) {
     let mut primary = None;
@@ -139,7 +136,7 @@ fn split_proxy_addresses<'a>(
         if !prefix.eq_ignore_ascii_case("smtp") {
             continue;
         }
-        let Some(address) = normalize_address(address) else {
+        let Some(address) = normalize_address(address.trim()) else {
             continue;
         };
         if prefix == "SMTP" && primary.is_none() {

@@ -2,17 +2,14 @@
 
 use ldap3::{LdapError, LdapResult};
 use mailferry_core::ports::directory::ldap_words;
-use mailferry_core::ports::{DirectoryError, DirectorySettings};
+use mailferry_core::ports::{DirectoryError, LdapSettings};
 
 use super::{CONNECT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Adds what to do to a `sizeLimitExceeded (4)` of a paged search. OpenLDAP caps even the
 /// total of a paged search (`size.prtotal` defaults to the size limit, 500) for every bind DN
 /// but the rootdn, so a migration account usually needs a `limits` line.
-pub(super) fn with_size_limit_hint(
-    s: &DirectorySettings,
-    mut err: DirectoryError,
-) -> DirectoryError {
+pub(super) fn with_size_limit_hint(s: &LdapSettings, mut err: DirectoryError) -> DirectoryError {
     if let DirectoryError::Ldap {
         code: 4,
         hint: hint @ None,
@@ -33,7 +30,7 @@ pub(super) fn with_size_limit_hint(
 }
 
 /// Maps a failure of `LdapConn::with_settings` (TCP, StartTLS, TLS).
-pub(super) fn connect_error(s: &DirectorySettings, e: LdapError) -> DirectoryError {
+pub(super) fn connect_error(s: &LdapSettings, e: LdapError) -> DirectoryError {
     let reason = match e {
         LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => {
             return DirectoryError::Config {
@@ -74,7 +71,7 @@ pub(super) fn connect_error(s: &DirectorySettings, e: LdapError) -> DirectoryErr
 }
 
 /// Maps a failure of an operation on an open connection.
-pub(super) fn op_error(s: &DirectorySettings, operation: &str, e: LdapError) -> DirectoryError {
+pub(super) fn op_error(s: &LdapSettings, operation: &str, e: LdapError) -> DirectoryError {
     let url = s.url.clone();
     let operation = operation.to_string();
     match e {

@@ -23,7 +23,7 @@
 //! words (result code name, number and diagnostic text), so `check` can show them as they are.
 
 mod add;
-mod entry;
+pub(crate) mod entry;
 mod error;
 #[cfg(test)]
 mod samba_tests;
@@ -41,7 +41,7 @@ use ldap3::{LdapConn, LdapConnSettings, LdapResult};
 use mailferry_core::job::DirectorySecurity;
 use mailferry_core::model::{DirectoryMailbox, MailboxId, NewMailbox};
 use mailferry_core::ports::{
-    Directory, DirectoryError, DirectoryProbe, DirectorySettings, Listing, Provisioner,
+    Directory, DirectoryError, DirectoryProbe, LdapSettings, Listing, Provisioner,
 };
 
 pub use entry::{guid_filter_escape, guid_to_string, parse_proxy_addresses};
@@ -60,7 +60,7 @@ pub const PROBE_SIZE: i32 = 20;
 /// An open, bound connection to one directory.
 pub struct LdapDirectory {
     conn: LdapConn,
-    settings: DirectorySettings,
+    settings: LdapSettings,
 }
 
 impl fmt::Debug for LdapDirectory {
@@ -76,7 +76,7 @@ impl LdapDirectory {
     /// Connects (within [`CONNECT_TIMEOUT`]), upgrades with StartTLS when asked, verifies the
     /// server certificate against the system's trust anchors plus `tls_ca`, and does a simple
     /// bind as `bind_dn`.
-    pub fn connect(s: &DirectorySettings) -> Result<LdapDirectory, DirectoryError> {
+    pub fn connect(s: &LdapSettings) -> Result<LdapDirectory, DirectoryError> {
         let tls = uses_tls(s)?;
         let mut conn_settings = LdapConnSettings::new().set_conn_timeout(CONNECT_TIMEOUT);
         if tls {
@@ -154,7 +154,7 @@ impl Drop for LdapDirectory {
 }
 
 /// Whether the connection uses TLS, checking that the URL and `security` agree.
-fn uses_tls(s: &DirectorySettings) -> Result<bool, DirectoryError> {
+fn uses_tls(s: &LdapSettings) -> Result<bool, DirectoryError> {
     let config = |reason: String| DirectoryError::Config {
         url: s.url.clone(),
         reason,
@@ -186,7 +186,7 @@ fn uses_tls(s: &DirectorySettings) -> Result<bool, DirectoryError> {
 
 /// rustls client configuration: the one certificate policy of mailferry's connections
 /// (`mailferry_imap::tls`), verification always on for directories.
-fn tls_config(s: &DirectorySettings) -> Result<rustls::ClientConfig, DirectoryError> {
+fn tls_config(s: &LdapSettings) -> Result<rustls::ClientConfig, DirectoryError> {
     let pins: Vec<_> = s.tls_pin_sha256.iter().map(|p| p.0).collect();
     mailferry_imap::tls::client_config(s.tls_ca.as_deref(), true, &pins).map_err(|e| {
         DirectoryError::Config {

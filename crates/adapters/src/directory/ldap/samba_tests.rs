@@ -12,8 +12,8 @@ use super::*;
 const AD_FILTER: &str = "(&(objectCategory=person)(objectClass=user)\
                          (!(userAccountControl:1.2.840.113556.1.4.803:=2)))";
 
-fn ad_settings(dc: &SambaDc, base: &str) -> DirectorySettings {
-    DirectorySettings {
+fn ad_settings(dc: &SambaDc, base: &str) -> LdapSettings {
+    LdapSettings {
         url: dc.ldaps_url(),
         security: DirectorySecurity::Tls,
         tls_ca: Some(dc.ca_pem()),
@@ -119,7 +119,7 @@ fn active_directory_is_read_as_ad_tools_show_it() {
     drop(d);
 
     // StartTLS, bound with a UPN, userPrincipalName as the login.
-    let upn = DirectorySettings {
+    let upn = LdapSettings {
         url: dc.url(),
         security: DirectorySecurity::StartTls,
         bind_dn: dc.admin_upn(),
@@ -137,13 +137,13 @@ fn active_directory_is_read_as_ad_tools_show_it() {
     assert!(logins.contains(&"alice@old.test".to_string()), "{logins:?}");
 
     // A user's own bind works too (simple bind by UPN); a wrong password is AD's words.
-    let as_bob = DirectorySettings {
+    let as_bob = LdapSettings {
         bind_dn: "bob@old.test".into(),
         bind_password: "Pw-bob-1!".into(),
         ..s.clone()
     };
     LdapDirectory::connect(&as_bob).unwrap();
-    let err = LdapDirectory::connect(&DirectorySettings {
+    let err = LdapDirectory::connect(&LdapSettings {
         bind_password: "wrong".into(),
         ..as_bob
     })
@@ -158,7 +158,7 @@ fn active_directory_is_read_as_ad_tools_show_it() {
     );
 
     // A simple bind over plain LDAP: AD (and Samba's default) demand TLS, in their words.
-    let err = LdapDirectory::connect(&DirectorySettings {
+    let err = LdapDirectory::connect(&LdapSettings {
         url: dc.url(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
@@ -186,7 +186,7 @@ fn active_directory_is_read_as_ad_tools_show_it() {
             more: false
         }
     );
-    let probe = LdapDirectory::connect(&DirectorySettings {
+    let probe = LdapDirectory::connect(&LdapSettings {
         id_attribute: "objectGUIDx".into(),
         ..s.clone()
     })
@@ -200,7 +200,7 @@ fn active_directory_is_read_as_ad_tools_show_it() {
     );
 
     // A wrong base is the server's noSuchObject, not an empty directory.
-    let err = LdapDirectory::connect(&DirectorySettings {
+    let err = LdapDirectory::connect(&LdapSettings {
         base: format!("OU=Nowhere,{}", dc.base_dn()),
         ..s.clone()
     })
@@ -233,7 +233,7 @@ fn more_users_than_ad_returns_in_one_page_are_all_listed() {
         })
         .collect();
     dc.add(&ldif);
-    let s = DirectorySettings {
+    let s = LdapSettings {
         filter: "(&(objectClass=user)(mail=*))".into(),
         ..ad_settings(&dc, &ou)
     };
@@ -255,7 +255,7 @@ fn samba_own_certificate_is_refused_saying_why_and_accepted_when_pinned() {
         (dc.ldaps_url(), DirectorySecurity::Tls),
         (dc.url(), DirectorySecurity::StartTls),
     ] {
-        let s = DirectorySettings {
+        let s = LdapSettings {
             url: url.clone(),
             security,
             ..ad_settings(&dc, &dc.users_dn())
@@ -274,7 +274,7 @@ fn samba_own_certificate_is_refused_saying_why_and_accepted_when_pinned() {
             )
         );
         let pin = mailferry_core::job::CertificatePin::parse(&fp).unwrap();
-        let pinned = DirectorySettings {
+        let pinned = LdapSettings {
             tls_ca: None,
             tls_pin_sha256: vec![pin],
             ..s.clone()
@@ -285,7 +285,7 @@ fn samba_own_certificate_is_refused_saying_why_and_accepted_when_pinned() {
         drop(d);
         let mut wrong = pin;
         wrong.0[0] ^= 0x80;
-        let err = LdapDirectory::connect(&DirectorySettings {
+        let err = LdapDirectory::connect(&LdapSettings {
             tls_pin_sha256: vec![wrong],
             ..pinned
         })
@@ -350,7 +350,7 @@ fn a_mailbox_created_in_ad_is_an_enabled_user_with_its_password_and_addresses() 
         assert!(text.contains(expected), "{expected} not in {text}");
     }
     // The password works: the new user binds.
-    LdapDirectory::connect(&DirectorySettings {
+    LdapDirectory::connect(&LdapSettings {
         bind_dn: "alice@new.test".into(),
         bind_password: "Initial-Pw-2026!".into(),
         ..s.clone()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Scope, SearchEntry, SearchOptions, ldap_escape};
 use mailferry_core::model::{DirectoryMailbox, MailboxId};
-use mailferry_core::ports::{DirectoryError, DirectoryProbe, DirectorySettings};
+use mailferry_core::ports::{DirectoryError, DirectoryProbe, LdapSettings};
 
 use super::entry::{
     guid_filter_escape, is_guid_attribute, is_proxy_attribute, normalize_address, to_dir_entry,
@@ -217,7 +217,7 @@ pub(super) fn and_filter(filter: &str, extra: &str) -> String {
 }
 
 /// The filter item selecting `id`.
-pub(super) fn id_assertion(s: &DirectorySettings, id: &str) -> Result<String, DirectoryError> {
+pub(super) fn id_assertion(s: &LdapSettings, id: &str) -> Result<String, DirectoryError> {
     let attr = &s.id_attribute;
     if is_guid_attribute(attr) {
         let escaped = guid_filter_escape(id).ok_or_else(|| DirectoryError::InvalidId {
@@ -238,7 +238,7 @@ pub(super) fn id_assertion(s: &DirectorySettings, id: &str) -> Result<String, Di
 }
 
 /// The attributes every search asks for; operational ones (`entryUUID`) must be named.
-fn requested_attributes(s: &DirectorySettings) -> Vec<String> {
+fn requested_attributes(s: &LdapSettings) -> Vec<String> {
     let mut attrs: Vec<String> = Vec::new();
     let wanted = [
         Some(&s.id_attribute),

@@ -38,8 +38,8 @@ fn add_reader(slapd: &Slapd) -> String {
     dn
 }
 
-fn settings(slapd: &Slapd, bind_dn: &str, bind_password: &str) -> DirectorySettings {
-    DirectorySettings {
+fn settings(slapd: &Slapd, bind_dn: &str, bind_password: &str) -> LdapSettings {
+    LdapSettings {
         url: slapd.url(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
@@ -56,7 +56,7 @@ fn settings(slapd: &Slapd, bind_dn: &str, bind_password: &str) -> DirectorySetti
     }
 }
 
-fn admin_settings(slapd: &Slapd) -> DirectorySettings {
+fn admin_settings(slapd: &Slapd) -> LdapSettings {
     settings(slapd, &slapd.admin_dn(), slapd.admin_password())
 }
 
@@ -325,7 +325,7 @@ fn adding_an_existing_mailbox_is_entry_already_exists() {
 #[test]
 fn adding_a_mailbox_outside_the_filter_says_it_was_created() {
     let slapd = start(String::new());
-    let mut dir = LdapDirectory::connect(&DirectorySettings {
+    let mut dir = LdapDirectory::connect(&LdapSettings {
         filter: "(objectClass=inetLocalMailRecipient)".into(),
         ..admin_settings(&slapd)
     })
@@ -410,7 +410,7 @@ fn nothing_listening_is_unreachable() {
         .unwrap()
         .port();
     let url = format!("ldap://127.0.0.1:{port}");
-    let s = DirectorySettings {
+    let s = LdapSettings {
         url: url.clone(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
@@ -447,7 +447,7 @@ fn assert_verified(security: DirectorySecurity) {
         DirectorySecurity::Tls => slapd.ldaps_url().unwrap(),
         _ => slapd.url(),
     };
-    let s = DirectorySettings {
+    let s = LdapSettings {
         url: url.clone(),
         security,
         tls_ca: slapd.ca_pem(),
@@ -463,7 +463,7 @@ fn assert_verified(security: DirectorySecurity) {
         .collect();
     assert_eq!(logins, ["jdoe"]);
 
-    let err = LdapDirectory::connect(&DirectorySettings { tls_ca: None, ..s }).unwrap_err();
+    let err = LdapDirectory::connect(&LdapSettings { tls_ca: None, ..s }).unwrap_err();
     assert!(err.is_unreachable(), "{err}");
     let fp = mailferry_testkit::openssl_fingerprint(&slapd.cert_pem().unwrap());
     assert_eq!(
@@ -503,7 +503,7 @@ fn assert_common_name_only(security: DirectorySecurity) {
         _ => slapd.url(),
     };
     let fp = mailferry_testkit::openssl_fingerprint(&slapd.cert_pem().unwrap());
-    let s = DirectorySettings {
+    let s = LdapSettings {
         url: url.clone(),
         security,
         tls_ca: slapd.ca_pem(),
@@ -524,7 +524,7 @@ fn assert_common_name_only(security: DirectorySecurity) {
     );
 
     let pin = mailferry_core::job::CertificatePin::parse(&fp.to_lowercase()).unwrap();
-    let pinned = DirectorySettings {
+    let pinned = LdapSettings {
         tls_ca: None,
         tls_pin_sha256: vec![pin],
         ..s.clone()
@@ -540,7 +540,7 @@ fn assert_common_name_only(security: DirectorySecurity) {
 
     let mut wrong = pin;
     wrong.0[31] ^= 0xff;
-    let err = LdapDirectory::connect(&DirectorySettings {
+    let err = LdapDirectory::connect(&LdapSettings {
         tls_pin_sha256: vec![wrong],
         ..pinned
     })

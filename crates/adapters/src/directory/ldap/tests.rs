@@ -9,8 +9,8 @@ use super::entry::{normalize_address, to_dir_entry};
 use super::search::{and_filter, base_filter, id_assertion};
 use super::*;
 
-fn settings() -> DirectorySettings {
-    DirectorySettings {
+fn settings() -> LdapSettings {
+    LdapSettings {
         url: "ldap://127.0.0.1:1".into(),
         security: DirectorySecurity::Plain,
         tls_ca: None,
@@ -27,8 +27,8 @@ fn settings() -> DirectorySettings {
     }
 }
 
-fn ad_settings() -> DirectorySettings {
-    DirectorySettings {
+fn ad_settings() -> LdapSettings {
+    LdapSettings {
         id_attribute: "objectGUID".into(),
         login_attribute: "sAMAccountName".into(),
         alias_attribute: Some("proxyAddresses".into()),
@@ -329,7 +329,7 @@ fn new_entry_attributes_merge_and_fall_back() {
     assert_eq!(attrs.len(), 6);
 
     // Login attribute cn: both values under one cn; no display name → login.
-    let s = DirectorySettings {
+    let s = LdapSettings {
         login_attribute: "CN".into(),
         display_name_attribute: Some("displayName".into()),
         ..settings()
@@ -374,7 +374,7 @@ fn filters() {
 
 #[test]
 fn url_and_security_must_agree() {
-    let with = |url: &str, security: DirectorySecurity| DirectorySettings {
+    let with = |url: &str, security: DirectorySecurity| LdapSettings {
         url: url.into(),
         security,
         ..settings()
@@ -454,7 +454,7 @@ fn busy_and_unavailable_are_transient_bad_credentials_not() {
 fn tls_ca_without_a_certificate_is_a_configuration_error() {
     let not_pem = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(not_pem.path(), "not a certificate\n").unwrap();
-    let err = LdapDirectory::connect(&DirectorySettings {
+    let err = LdapDirectory::connect(&LdapSettings {
         url: "ldaps://127.0.0.1:1".into(),
         security: DirectorySecurity::Tls,
         tls_ca: Some(not_pem.path().to_path_buf()),

@@ -318,7 +318,11 @@ fn a_directory_form_adds_the_directory_after_its_connection() {
         "{written}"
     );
     let job = Job::load(&path).expect("loads");
-    let directory = job.target.directory.expect("a target directory");
+    let directory = job
+        .target
+        .directory
+        .and_then(|d| d.as_ldap().cloned())
+        .expect("a target directory");
     assert_eq!(directory.base, "ou=people,dc=new,dc=example");
 }
 
