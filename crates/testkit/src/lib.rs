@@ -58,11 +58,13 @@
 //! ```
 
 pub mod browser;
+mod cyrus;
 pub mod postgres;
 pub mod proxy;
 mod samba;
 mod slapd;
 
+pub use cyrus::{CYRUS_ROOT_ENV, Cyrus, CyrusConfig, DEFAULT_CYRUS_ROOT};
 pub use samba::{AdUser, SambaConfig, SambaDc, SambaTls};
 
 pub use slapd::{Slapd, SlapdConfig, person_ldif};
