@@ -473,7 +473,9 @@ impl Cyrus {
              temp_path: {dir}/tmp\n\
              syslog_prefix: mailferry-cyrus\n\
              # no delay after a failed login\n\
-             failedloginpause: 0\n",
+             failedloginpause: 0\n\
+             # keep 8-bit header bytes as given (Cyrus would turn each into an X)\n\
+             munge8bit: no\n",
             servername = self.servername,
         )
     }
