@@ -421,4 +421,50 @@ fn bare_lf_messages_from_a_maildir_source_reach_cyrus_with_crlf() {
     // A second pass copies nothing again.
     let (_, v) = run(&["migrate", "import.toml", "--all", "--json"]);
     assert_eq!(v["copied"].as_u64(), Some(0), "{v:#}");
+
+    // The same files served by Dovecot as its own Maildir: Cyrus holds what Dovecot serves.
+    // (No special-use folders of its own, which the tree does not have.)
+    let mut cfg = DovecotConfig::new(&["lena"]);
+    cfg.special_use = false;
+    let dovecot = Dovecot::start(cfg);
+    let mail = dovecot.mail_dir("lena");
+    copy_tree(&home, &mail.join("Maildir"));
+    let owner = std::fs::metadata(mail.parent().expect("mail root")).expect("mail root");
+    chown_tree(&mail, &owner);
+    let served = utc_dates(snapshot(&dovecot, "lena"));
+    assert_eq!(total(&served), want, "{:?}", served.keys());
+    assert_same(&served, &utc_dates(on_cyrus), str::to_string);
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).expect("copy");
+            let mtime = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            std::fs::File::options()
+                .write(true)
+                .open(&dest)
+                .and_then(|f| f.set_modified(mtime))
+                .expect("set mtime");
+        }
+    }
+}
+
+/// Gives `dir` and everything below it to the owner of `like` (Dovecot's mail owner as root).
+fn chown_tree(dir: &Path, like: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::chown(dir, Some(like.uid()), Some(like.gid())).expect("chown");
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            chown_tree(&entry.expect("entry").path(), like);
+        }
+    }
 }
