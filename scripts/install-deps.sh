@@ -19,7 +19,7 @@ set -euo pipefail
 
 packages=(dovecot-core dovecot-imapd dovecot-ldap slapd ldap-utils postgresql openssl chromium chromium-driver
   firefox-esr samba samba-ad-dc samba-ad-provision python3-samba ldb-tools winbind
-  sasl2-bin libsasl2-modules-db libical3 libpcre3 libxapian30 libzephyr4 libclamav12)
+  sasl2-bin libsasl2-modules libsasl2-modules-db libical3 libpcre3 libxapian30 libzephyr4 libclamav12)
 # Unpacked privately (see above), never installed.
 cyrus_packages=(cyrus-common cyrus-imapd)
 cyrus_root=${MAILFERRY_CYRUS_ROOT:-/opt/mailferry-cyrus}

@@ -24,6 +24,9 @@
 //! # let _ = server.port();
 //! ```
 //!
+//! A real Cyrus IMAP 3.6, a second kind of IMAP server, is started the same way by [`Cyrus`]
+//! (unpacked beside Dovecot by `scripts/install-deps.sh`; see its module).
+//!
 //! Debugging: set `MAILFERRY_KEEP_TEST_DIRS=1` to keep the temporary directory after the
 //! server is dropped (its path is printed to stderr); [`Dovecot::log_tail`] shows the end of
 //! the Dovecot log, and start-up failures include it in the panic message.
