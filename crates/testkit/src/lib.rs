@@ -24,6 +24,9 @@
 //! # let _ = server.port();
 //! ```
 //!
+//! A real Cyrus IMAP 3.6, a second kind of IMAP server, is started the same way by [`Cyrus`]
+//! (unpacked beside Dovecot by `scripts/install-deps.sh`; see its module).
+//!
 //! Debugging: set `MAILFERRY_KEEP_TEST_DIRS=1` to keep the temporary directory after the
 //! server is dropped (its path is printed to stderr); [`Dovecot::log_tail`] shows the end of
 //! the Dovecot log, and start-up failures include it in the panic message.
@@ -58,6 +61,7 @@
 //! ```
 
 pub mod browser;
+mod cyrus;
 pub mod graph;
 pub mod oauth2;
 pub mod postgres;
@@ -65,6 +69,7 @@ pub mod proxy;
 mod samba;
 mod slapd;
 
+pub use cyrus::{CYRUS_ROOT_ENV, Cyrus, CyrusConfig, DEFAULT_CYRUS_ROOT};
 pub use samba::{AdUser, SambaConfig, SambaDc, SambaTls};
 
 pub use slapd::{Slapd, SlapdConfig, person_ldif};

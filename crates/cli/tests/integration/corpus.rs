@@ -2,13 +2,14 @@
 //! a clone without it gets a failure that says so (set `MAILFERRY_CORPUS` to another copy, or
 //! `MAILFERRY_NO_CORPUS=1` to leave this test out knowingly).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use mailferry_core::mutf7;
 
 use crate::lab::*;
 
-fn corpus_dir() -> Option<PathBuf> {
+pub fn corpus_dir() -> Option<PathBuf> {
     if std::env::var("MAILFERRY_NO_CORPUS").as_deref() == Ok("1") {
         return None;
     }
@@ -27,21 +28,22 @@ fn corpus_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-#[test]
-fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
-    let Some(dir) = corpus_dir() else {
-        eprintln!("MAILFERRY_NO_CORPUS=1: the full-corpus test was left out");
-        return;
-    };
-    let lab = Lab::new(&["corpus"]);
-    let files = messages_in(&dir);
+/// Appends the corpus in `dir` (3,479 messages: asserted) to the user `corpus`, each folder
+/// of it a folder ('/'-separated, levels in modified UTF-7), each message as `form` makes it,
+/// with flags, keywords and dates from [`generated`]. Returns the server's refusals: the
+/// message's path in the corpus and the server's words.
+pub fn fill_corpus(
+    server: &impl ImapServer,
+    dir: &Path,
+    form: impl Fn(&[u8]) -> Vec<u8>,
+) -> Vec<(String, String)> {
+    let files = messages_in(dir);
     assert_eq!(
         files.len(),
         3479,
         "the corpus README promises 3,479 messages"
     );
-    let mut by_folder: std::collections::BTreeMap<String, Vec<(String, Vec<u8>)>> =
-        Default::default();
+    let mut by_folder: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     for (path, bytes) in files {
         let folder = path
             .rsplit_once('/')
@@ -62,16 +64,27 @@ fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
             .map(|(i, (_, body))| {
                 let g = generated(i, 0);
                 Msg {
-                    body: body.clone(),
+                    body: form(body),
                     flags: g.flags,
                     date: g.date,
                 }
             })
             .collect();
-        for (i, why) in fill(&lab.source, "corpus", &raw, &list) {
+        for (i, why) in fill(server, "corpus", &raw, &list) {
             refused.push((msgs[i].0.clone(), why));
         }
     }
+    refused
+}
+
+#[test]
+fn the_shared_corpus_is_copied_exactly_and_the_empty_message_is_reported() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("MAILFERRY_NO_CORPUS=1: the full-corpus test was left out");
+        return;
+    };
+    let lab = Lab::new(&["corpus"]);
+    let refused = fill_corpus(&lab.source, &dir, |body| body.to_vec());
     // Dovecot refuses exactly the 0-byte file, in its own words.
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(

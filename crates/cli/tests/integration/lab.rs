@@ -1,5 +1,6 @@
-//! The test lab: a real source and target Dovecot, a job file for them, the `mailferry`
-//! binary, and helpers to fill a server and to compare what two servers hold.
+//! The test lab: a real source and target server (two Dovecots, or a Dovecot and a Cyrus), a
+//! job file for them, the `mailferry` binary, and helpers to fill a server and to compare what
+//! two servers hold, over IMAP.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,15 +8,83 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use mailferry_imap::{AppendRequest, Client, Endpoint, Login, Security};
-use mailferry_testkit::{Dovecot, DovecotConfig};
+use mailferry_testkit::{Cyrus, Dovecot, DovecotConfig};
 use serde_json::Value;
 use tempfile::TempDir;
 
 pub const ADMIN_PW: &str = "adminpass";
 
-pub struct Lab {
-    pub source: Dovecot,
-    pub target: Dovecot,
+/// A real IMAP server of the test kit, as the lab reaches it: its admin (password
+/// [`ADMIN_PW`]) acting for any user.
+pub trait ImapServer {
+    fn host(&self) -> &str;
+    fn port(&self) -> u16;
+    fn ca_pem(&self) -> Option<PathBuf>;
+    fn cert_pem(&self) -> Option<PathBuf>;
+    /// The test's own login as `user` with the admin's password.
+    fn admin_login(&self, user: &str) -> Login;
+    /// The job file's `admin_login` for this server on `side` (`source` / `target`).
+    fn job_admin_login(&self, side: &str) -> &'static str;
+}
+
+impl ImapServer for Dovecot {
+    fn host(&self) -> &str {
+        Dovecot::host(self)
+    }
+    fn port(&self) -> u16 {
+        Dovecot::port(self)
+    }
+    fn ca_pem(&self) -> Option<PathBuf> {
+        Dovecot::ca_pem(self)
+    }
+    fn cert_pem(&self) -> Option<PathBuf> {
+        Dovecot::cert_pem(self)
+    }
+    fn admin_login(&self, user: &str) -> Login {
+        Login::Plain {
+            user: format!("{user}*admin"),
+            password: ADMIN_PW.into(),
+        }
+    }
+    /// Both work with the test kit's Dovecot; the lab has always used one of each.
+    fn job_admin_login(&self, side: &str) -> &'static str {
+        if side == "source" {
+            "master-separator"
+        } else {
+            "sasl-authzid"
+        }
+    }
+}
+
+impl ImapServer for Cyrus {
+    fn host(&self) -> &str {
+        Cyrus::host(self)
+    }
+    fn port(&self) -> u16 {
+        Cyrus::port(self)
+    }
+    fn ca_pem(&self) -> Option<PathBuf> {
+        None
+    }
+    fn cert_pem(&self) -> Option<PathBuf> {
+        None
+    }
+    fn admin_login(&self, user: &str) -> Login {
+        Login::SaslPlain {
+            authzid: user.into(),
+            authcid: self.admin().into(),
+            password: self.admin_password().into(),
+        }
+    }
+    /// Cyrus has no master-user separator: an admin acts for a user with SASL PLAIN.
+    fn job_admin_login(&self, _side: &str) -> &'static str {
+        "sasl-authzid"
+    }
+}
+
+pub struct Lab<S = Dovecot, T = Dovecot> {
+    pub source: S,
+    pub target: T,
     pub dir: TempDir,
     pub users: Vec<String>,
 }
@@ -27,10 +96,18 @@ impl Lab {
     }
 
     pub fn with(source: DovecotConfig, target: DovecotConfig) -> Lab {
-        let users = source.users.iter().map(|(u, _)| u.clone()).collect();
+        let users: Vec<String> = source.users.iter().map(|(u, _)| u.clone()).collect();
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        Lab::of(Dovecot::start(source), Dovecot::start(target), &users)
+    }
+}
+
+impl<S: ImapServer, T: ImapServer> Lab<S, T> {
+    /// A lab over servers already started, with these users on both.
+    pub fn of(source: S, target: T, users: &[&str]) -> Lab<S, T> {
         let lab = Lab {
-            source: Dovecot::start(source),
-            target: Dovecot::start(target),
+            source,
+            target,
             dir: {
                 let mut dir = tempfile::tempdir().expect("temp dir");
                 if std::env::var("MAILFERRY_KEEP_TEST_DIRS").as_deref() == Ok("1") {
@@ -39,7 +116,7 @@ impl Lab {
                 }
                 dir
             },
-            users,
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
         };
         lab.write_job("");
         lab.write_csv();
@@ -68,13 +145,13 @@ impl Lab {
                  allow_plain = true\nauth = \"admin\"\nadmin_user = \"admin\"\n\
                  admin_password = {{ env = \"MF_TEST_ADMIN_PW\" }}\nadmin_login = \"{login}\"\n\
                  max_connections = 8\n\n",
-                self.source.host(),
+                ImapServer::host(&self.source),
             )
         };
         let text = format!(
             "name = \"test\"\n\n{}{}[mailboxes]\ncsv = \"mailboxes.csv\"\n\n{extra}\n",
-            server("source", source_port, "master-separator"),
-            server("target", target_port, "sasl-authzid"),
+            server("source", source_port, self.source.job_admin_login("source")),
+            server("target", target_port, self.target.job_admin_login("target")),
         );
         std::fs::write(self.job(), text).expect("write job");
     }
@@ -144,7 +221,7 @@ fn pin_of(cert: &std::path::Path) -> [u8; 32] {
     pin
 }
 
-pub fn connect(d: &Dovecot, user: &str) -> Client {
+pub fn connect(d: &impl ImapServer, user: &str) -> Client {
     let mut ep = Endpoint {
         host: d.host().to_string(),
         port: d.port(),
@@ -169,11 +246,7 @@ pub fn connect(d: &Dovecot, user: &str) -> Client {
         .expect("connect over TLS"),
         None => Client::connect(&ep).expect("connect"),
     };
-    c.login(&Login::Plain {
-        user: format!("{user}*admin"),
-        password: ADMIN_PW.into(),
-    })
-    .expect("login");
+    c.login(&d.admin_login(user)).expect("login");
     c
 }
 
@@ -228,7 +301,7 @@ pub fn generated(i: usize, size: usize) -> Msg {
 
 /// Creates `folder` (a server name) if needed, subscribes it, and appends the messages.
 /// Returns the server's refusal for each message it did not store.
-pub fn fill(d: &Dovecot, user: &str, folder: &str, msgs: &[Msg]) -> Vec<(usize, String)> {
+pub fn fill(d: &impl ImapServer, user: &str, folder: &str, msgs: &[Msg]) -> Vec<(usize, String)> {
     let mut c = connect(d, user);
     if folder != "INBOX" {
         let _ = c.create(folder);
@@ -270,7 +343,7 @@ pub struct Seen {
 
 /// Everything a user's mailbox holds, by folder path ('/'-separated, prefix removed),
 /// messages sorted so that two snapshots compare as multisets.
-pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
+pub fn snapshot(d: &impl ImapServer, user: &str) -> BTreeMap<String, Vec<Seen>> {
     let mut c = connect(d, user);
     let tree = mailferry_adapters::session::imap::read_tree(&mut c).expect("list");
     let mut out = BTreeMap::new();
@@ -306,7 +379,7 @@ pub fn snapshot(d: &Dovecot, user: &str) -> BTreeMap<String, Vec<Seen>> {
 }
 
 /// Subscribed folder paths.
-pub fn subscriptions(d: &Dovecot, user: &str) -> Vec<String> {
+pub fn subscriptions(d: &impl ImapServer, user: &str) -> Vec<String> {
     let mut c = connect(d, user);
     let tree = mailferry_adapters::session::imap::read_tree(&mut c).expect("list");
     let mut s: Vec<String> = tree
@@ -357,6 +430,25 @@ pub fn assert_same(
     }
 }
 
+/// INTERNALDATE as an instant: Maildir keeps the time (the file's mtime), not the zone, and
+/// Cyrus gives it in its own zone.
+pub fn as_utc(date: &str) -> i64 {
+    chrono::DateTime::parse_from_str(date.trim(), "%d-%b-%Y %H:%M:%S %z")
+        .unwrap_or_else(|e| panic!("bad INTERNALDATE {date:?}: {e}"))
+        .timestamp()
+}
+
+/// A snapshot with every INTERNALDATE as its instant (see [`as_utc`]).
+pub fn utc_dates(mut s: BTreeMap<String, Vec<Seen>>) -> BTreeMap<String, Vec<Seen>> {
+    for msgs in s.values_mut() {
+        for m in msgs.iter_mut() {
+            m.date = as_utc(&m.date).to_string();
+        }
+        msgs.sort();
+    }
+    s
+}
+
 pub fn total(s: &BTreeMap<String, Vec<Seen>>) -> usize {
     s.values().map(Vec::len).sum()
 }
@@ -393,7 +485,7 @@ pub fn fixtures() -> PathBuf {
 /// `CR LF`), so for every source message with a bare CR this asks the real target server:
 /// it appends the source's exact bytes to a scratch folder and reads them back.
 pub fn as_target_stores_them(
-    target: &Dovecot,
+    target: &impl ImapServer,
     user: &str,
     source: &mut BTreeMap<String, Vec<Seen>>,
 ) {

@@ -1,7 +1,6 @@
 //! The `maildir` connection kind: a folder holding one Maildir++ tree per mailbox login, as a
 //! target (export) and as a source (import), so mail moves with no server at one end.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::lab::*;
@@ -24,23 +23,6 @@ fn imap_side(side: &str, d: &mailferry_testkit::Dovecot) -> String {
 
 fn maildir_side(side: &str, path: &str) -> String {
     format!("[{side}]\nkind = \"maildir\"\npath = \"{path}\"\n")
-}
-
-/// INTERNALDATE as an instant: Maildir keeps the time (the file's mtime), not the zone.
-fn as_utc(date: &str) -> i64 {
-    chrono::DateTime::parse_from_str(date, "%d-%b-%Y %H:%M:%S %z")
-        .unwrap_or_else(|e| panic!("bad INTERNALDATE {date:?}: {e}"))
-        .timestamp()
-}
-
-fn utc_dates(mut s: BTreeMap<String, Vec<Seen>>) -> BTreeMap<String, Vec<Seen>> {
-    for msgs in s.values_mut() {
-        for m in msgs.iter_mut() {
-            m.date = as_utc(&m.date).to_string();
-        }
-        msgs.sort();
-    }
-    s
 }
 
 /// Message files of one Maildir folder (`cur/` and `new/`), as sorted byte strings.

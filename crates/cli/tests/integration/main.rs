@@ -6,6 +6,7 @@ mod concurrent;
 mod copy;
 mod corpus;
 mod crash;
+mod cyrus;
 mod directories;
 mod failures;
 mod graph;

@@ -40,6 +40,18 @@
 //! INTERNALDATE is the file's mtime: an append sets it from the date given, and a fetch reports
 //! it in UTC (`+0000`). The instant survives to the second; the zone the source gave does not.
 //!
+//! # Line ends
+//!
+//! A fetch gives a message the way IMAP carries it, with CRLF line ends (RFC 3501 §2.2): a
+//! Maildir file whose lines end in a bare LF (the Maildir convention of MTAs and of Dovecot's
+//! own store) is read with a CR put before each LF that lacks one, as Dovecot does when it
+//! serves the same file. That is the message's canonical form, and what a strict target (Cyrus
+//! refuses bare LF with a `NO`) takes; nothing else changes (a lone CR stays). So the copy of
+//! such a message is byte for byte what an IMAP server over this Maildir would return, and a
+//! Maildir-to-Maildir copy of it writes the CRLF form. An append stores the bytes given, as they
+//! are. A scan reports the file's length as the size without reading the file, so for a bare-LF
+//! file it is short by one byte per line (the engine only uses it to size its fetches).
+//!
 //! # Limits
 //!
 //! Sessions on one tree (two entries merging into one target mailbox, or two processes) take
@@ -405,7 +417,7 @@ impl MaildirSession {
             uid,
             flags,
             internal_date: Some(internal_date(mtime)),
-            body,
+            body: with_crlf(body),
         }))
     }
 
@@ -948,6 +960,28 @@ impl MailSession for MaildirSession {
 
     /// Nothing to close: every change is on disk by the time it is reported.
     fn logout(self: Box<Self>) {}
+}
+
+/// The message with a CR before every LF that lacks one (see "Line ends" above); returned as
+/// it is, without a copy, when it has none.
+fn with_crlf(body: Vec<u8>) -> Vec<u8> {
+    let bare = |i: usize, b: u8| b == b'\n' && (i == 0 || body[i - 1] != b'\r');
+    let count = body
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| bare(i, b))
+        .count();
+    if count == 0 {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len() + count);
+    for (i, &b) in body.iter().enumerate() {
+        if bare(i, b) {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// An APPEND date-time (`17-Jul-1996 02:44:25 -0700`, the day possibly space-padded).

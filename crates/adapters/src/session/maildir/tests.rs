@@ -124,8 +124,18 @@ const MESSAGES: [&[u8]; 5] = [
     b"",
 ];
 
+/// What a fetch gives for each of [`MESSAGES`]: the bytes stored, with CRLF where a line
+/// ended in a bare LF.
+const FETCHED: [&[u8]; 5] = [
+    b"Subject: crlf\r\n\r\nBody\r\n",
+    b"Subject: bare lf\r\n\r\nline one\r\nline two\r\n",
+    b"Subject: bare cr\r\rold Mac\r",
+    b"Subject: 8bit\r\n\r\n\xc3\xbc \xff\x00\x80 end",
+    b"",
+];
+
 #[test]
-fn appended_messages_come_back_byte_for_byte() {
+fn appended_messages_are_stored_byte_for_byte_and_fetched_with_crlf() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut s = target(root.path());
     let (first, rest) = MESSAGES.split_at(2);
@@ -148,9 +158,51 @@ fn appended_messages_come_back_byte_for_byte() {
     assert_eq!(sizes, expected);
     let fetched = fetch(&mut s, &[1, 2, 3, 4, 5]);
     assert_eq!(uids(&fetched), [1, 2, 3, 4, 5]);
-    for (f, m) in fetched.iter().zip(MESSAGES) {
+    for (f, m) in fetched.iter().zip(FETCHED) {
         assert_eq!(f.body, m);
     }
+    // On disk, the bytes given.
+    let mut on_disk: Vec<Vec<u8>> = fs::read_dir(root.path().join("alice/cur"))
+        .expect("read cur")
+        .map(|e| fs::read(e.expect("entry").path()).expect("read"))
+        .collect();
+    on_disk.sort();
+    let mut given: Vec<Vec<u8>> = MESSAGES.iter().map(|m| m.to_vec()).collect();
+    given.sort();
+    assert_eq!(on_disk, given);
+}
+
+#[test]
+fn a_delivered_file_with_bare_lf_is_read_with_crlf_and_nothing_else_changes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut s = target(root.path());
+    append(&mut s, "INBOX", &[], b"first");
+    for (name, bytes) in [
+        (
+            "1700000001.M1P1.mx",
+            &b"\nSubject: starts with LF\n\nx\n\n"[..],
+        ),
+        (
+            "1700000002.M2P2.mx",
+            b"Subject: mixed\r\n\nlone CR\r here\r\r\nend\n",
+        ),
+        ("1700000003.M3P3.mx", b"no line end at all"),
+    ] {
+        fs::write(root.path().join("alice/new").join(name), bytes).expect("deliver");
+    }
+    s.select("INBOX", false).expect("select");
+    let bodies: Vec<Vec<u8>> = fetch(&mut s, &[2, 3, 4])
+        .into_iter()
+        .map(|f| f.body)
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            &b"\r\nSubject: starts with LF\r\n\r\nx\r\n\r\n"[..],
+            b"Subject: mixed\r\n\r\nlone CR\r here\r\r\nend\r\n",
+            b"no line end at all",
+        ]
+    );
 }
 
 #[test]
