@@ -267,9 +267,9 @@ pub(super) fn fetch_batches(to_copy: &[(Uid, u64)]) -> Vec<&[(Uid, u64)]> {
 /// Reads the bodies batch by batch. The budget for a batch is held, by the sizes the scan
 /// saw, *before* its FETCH is sent: a message in the fetcher's hands has always been paid for,
 /// so the bodies in memory between source and target stay within the budget (plus what a
-/// server under-reported). Each message's part passes to the appender with it, which gives it
-/// back once the message is stored; what the server did not send (a message expunged
-/// meanwhile) is given back when the batch ends.
+/// server under-reported within a batch). Each message's part passes to the appender with it,
+/// which gives it back once the message is stored; what the server did not send (a message
+/// expunged meanwhile) is given back when the batch ends.
 fn fetch_messages(
     src: &mut dyn MailSession,
     to_copy: &[(Uid, u64)],
@@ -291,7 +291,14 @@ fn fetch_messages(
             let paid = expected.remove(&m.uid).unwrap_or(0);
             unsent -= paid;
             let size = m.body.len();
-            if size > paid {
+            if size > paid && unsent == 0 {
+                // Nothing more of the batch is held: wait for room, as for a batch. A server
+                // that reports no sizes gets this order for every message: read, then wait.
+                if !budget.acquire(size - paid) {
+                    gone = true;
+                    return ControlFlow::Break(());
+                }
+            } else if size > paid {
                 budget.take(size - paid);
             } else {
                 budget.release(paid - size);
@@ -369,6 +376,40 @@ mod tests {
             }
         });
         assert_eq!(used(), 0);
+    }
+
+    /// A server that reports no sizes: each message is paid for once read, and the fetcher
+    /// waits for room before it reads on.
+    #[test]
+    fn without_scanned_sizes_each_message_waits_for_room_once_read() {
+        let mut mailbox = FakeMailbox::new();
+        let uids: Vec<Uid> = (0..3)
+            .map(|_| mailbox.deliver("INBOX", &[b'x'; 600], &[], "01-Jan-2024 00:00:00 +0000"))
+            .collect();
+        let server = FakeConnector::new("old");
+        server.add("alice", mailbox);
+        let mut src = server.open("alice", None).ok().unwrap();
+        src.select("INBOX", false).unwrap();
+        let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 0)).collect();
+        let budget = ByteBudget::new(1000);
+        let share = budget.share();
+        let (tx, rx) = sync_channel::<Message>(8);
+        std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let first = rx.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                rx.try_recv().is_err(),
+                "the second message waits: 600 + 600 bytes would pass the cap"
+            );
+            assert_eq!(*budget.used.lock().unwrap(), 600);
+            share.release(first.body.len());
+            for m in rx.iter() {
+                share.release(m.body.len());
+            }
+            fetcher.join().unwrap().unwrap();
+        });
+        assert_eq!(*budget.used.lock().unwrap(), 0);
     }
 
     #[test]
