@@ -32,6 +32,8 @@ pub struct Framer {
     /// Bytes searched for a line's end, in all (to test that a long line costs its length).
     #[cfg(test)]
     searched: usize,
+    /// Where the literal being waited for starts in the buffer, and its length.
+    literal: (usize, usize),
     max_literal: usize,
     max_line: usize,
 }
@@ -51,6 +53,7 @@ impl Framer {
             unended: 0,
             #[cfg(test)]
             searched: 0,
+            literal: (0, 0),
             max_literal,
             max_line,
         }
@@ -111,7 +114,10 @@ impl Framer {
                         self.max_literal
                     )));
                 }
-                Some(n) => self.literal_left = n,
+                Some(n) => {
+                    self.literal_left = n;
+                    self.literal = (self.scanned, n);
+                }
                 None => return Ok(Some(self.scanned)),
             }
             if self.literal_left == 0 {
@@ -127,6 +133,33 @@ impl Framer {
         self.text = 0;
         self.unended = 0;
     }
+
+    /// The literal [`Framer::frame`] is waiting for, when it returned `None` for want of its
+    /// bytes: where its first byte is (or will be) in the buffer, and its length. A caller
+    /// may then read the literal into a buffer of its own, of exactly that size, rather than
+    /// grow the shared one: see [`Framer::literal_taken`].
+    pub fn pending_literal(&self) -> Option<(usize, usize)> {
+        (self.literal_left > 0).then_some(self.literal)
+    }
+
+    /// Tells the framer that the caller has taken the [`Framer::pending_literal`] out of the
+    /// buffer, whole: the bytes that followed it now start where it started, and framing
+    /// resumes there. The literal goes to [`parse_with`] as a [`TakenLiteral`].
+    pub fn literal_taken(&mut self) {
+        if self.literal_left > 0 {
+            self.scanned = self.literal.0;
+            self.literal_left = 0;
+        }
+    }
+}
+
+/// A literal read into its own buffer instead of the response's (a message body of many
+/// megabytes is then held once, at its exact size): `at` is the offset in the response's
+/// bytes where the literal would have started, just after its `{n}` and CRLF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenLiteral {
+    pub at: usize,
+    pub bytes: Vec<u8>,
 }
 
 /// `{123}` or `{123+}` at the end of a line (before CRLF) announces a literal; a length too
@@ -305,10 +338,20 @@ impl std::error::Error for ParseError {}
 
 /// Parses one framed response (as returned by [`Framer::frame`]).
 pub fn parse(bytes: &[u8]) -> Result<Response, ParseError> {
+    parse_with(bytes, Vec::new())
+}
+
+/// [`parse`] of a response some of whose literals were taken out of `bytes`
+/// ([`Framer::literal_taken`]), in the order they came: each is moved into the response,
+/// not copied.
+pub fn parse_with(bytes: &[u8], taken: Vec<TakenLiteral>) -> Result<Response, ParseError> {
+    let mut taken = taken;
+    taken.reverse();
     let mut p = Parser {
         b: bytes,
         i: 0,
         depth: 0,
+        taken,
     };
     if p.eat(b"+") {
         p.eat(b" ");
@@ -346,6 +389,8 @@ struct Parser<'a> {
     i: usize,
     /// Lists open around the current value.
     depth: usize,
+    /// Literals taken out of `b`, the next one last.
+    taken: Vec<TakenLiteral>,
 }
 
 /// The deepest nesting of parenthesised lists accepted: IMAP's deepest real structure (a
@@ -490,6 +535,13 @@ impl Parser<'_> {
         self.expect(b'}')?;
         self.eat(b"\r");
         self.expect(b'\n')?;
+        if self.taken.last().is_some_and(|t| t.at == self.i) {
+            let t = self.taken.pop().expect("just seen");
+            if t.bytes.len() != n {
+                return Err(self.error("a literal of the announced length"));
+            }
+            return Ok(t.bytes);
+        }
         if self.b.len() < self.i + n {
             return Err(self.error("literal bytes"));
         }
@@ -773,6 +825,45 @@ mod tests {
             b"* 1 FETCH (UID 7 BODY[] {11}\r\nhello world)\r\n"
         );
         assert_eq!(frames[1], b"a1 OK done\r\n");
+    }
+
+    #[test]
+    fn a_literal_taken_out_of_the_buffer_is_moved_into_the_response_whole() {
+        let body = b"Subject: big\r\n\r\n{5}\r\nnot a literal\r\n".repeat(100);
+        let head = format!("* 1 FETCH (UID 7 BODY[] {{{}}}\r\n", body.len());
+        let mut f = Framer::default();
+        // The line and the literal's first bytes arrive: the framer says where it starts.
+        let mut buf = head.as_bytes().to_vec();
+        buf.extend_from_slice(&body[..10]);
+        assert_eq!(f.frame(&buf), Ok(None));
+        assert_eq!(f.pending_literal(), Some((head.len(), body.len())));
+        // The caller moves it out, then the rest of the response arrives.
+        let taken = buf.split_off(head.len());
+        f.literal_taken();
+        assert_eq!(f.pending_literal(), None);
+        let mut literal = taken;
+        literal.extend_from_slice(&body[10..]);
+        buf.extend_from_slice(b" FLAGS (\\Seen))\r\na1 OK done\r\n");
+        let n = f.frame(&buf).unwrap().expect("the response is complete");
+        let taken = vec![TakenLiteral {
+            at: head.len(),
+            bytes: literal,
+        }];
+        let Response::Untagged(Untagged::Fetch(mut fetch)) = parse_with(&buf[..n], taken).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(fetch.uid(), Some(7));
+        assert_eq!(fetch.flags().unwrap(), vec!["\\Seen"]);
+        assert_eq!(fetch.take("BODY[]"), Some(Value::String(body.clone())));
+        f.reset();
+        assert_eq!(f.frame(&buf[n..]), Ok(Some(b"a1 OK done\r\n".len())));
+        // A taken literal of another length than announced is an error, not a wrong body.
+        let short = vec![TakenLiteral {
+            at: head.len(),
+            bytes: body[1..].to_vec(),
+        }];
+        assert!(parse_with(&buf[..n], short).is_err());
     }
 
     #[test]

@@ -3,6 +3,11 @@
 
 use crate::lab::*;
 
+/// Issue #11's bound for the whole process with a 30 MB message in flight. A body is held
+/// once (read into a buffer of its size, then written from it), and freed bodies go back to
+/// the system; before that, a 30 MB message cost a 32 MiB read buffer and a copy.
+const BOUND: u64 = 64 << 20;
+
 fn peak(v: &serde_json::Value) -> u64 {
     v["peak_rss_bytes"]
         .as_u64()
@@ -35,7 +40,7 @@ fn a_30_mb_message_and_a_20000_message_folder_keep_memory_bounded() {
         big_peak / 1_000_000
     );
     assert!(
-        big_peak < 4 * 30_000_000,
+        big_peak <= BOUND,
         "a 30 MB message cost {big_peak} bytes of memory"
     );
     assert_same(
@@ -57,7 +62,7 @@ fn a_30_mb_message_and_a_20000_message_folder_keep_memory_bounded() {
         many_peak / 1_000_000
     );
     assert!(
-        many_peak < 100_000_000,
+        many_peak <= BOUND,
         "20,000 small messages cost {many_peak} bytes of memory"
     );
     let src = snapshot(&lab.source, "many");

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 
-use super::copy::{BudgetShare, Message, next_group};
+use super::copy::{BudgetShare, Message, Next, next_group};
 use super::decide::{Vanished, take_vanished};
 use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
@@ -51,11 +51,20 @@ impl Pass<'_, '_> {
         // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let Some(group) = next_group(&rx, !in_flight.is_empty()) else {
-                while let Some(g) = in_flight.pop_front() {
-                    self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+            let group = match next_group(&rx, !in_flight.is_empty()) {
+                Next::Group(group) => group,
+                Next::Idle => {
+                    if let Some(g) = in_flight.pop_front() {
+                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                    }
+                    continue;
                 }
-                return Ok(());
+                Next::Done => {
+                    while let Some(g) = in_flight.pop_front() {
+                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                    }
+                    return Ok(());
+                }
             };
             let mut rows = Vec::with_capacity(group.len());
             let mut msgs = Vec::with_capacity(group.len());

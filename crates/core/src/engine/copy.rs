@@ -2,6 +2,7 @@
 //! in batches and hands them over a channel bounded by a byte budget; this thread groups them
 //! and stores them on the target ([`super::append`]).
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -15,7 +16,11 @@ use crate::folders::FolderTree;
 use crate::model::{Flags, Side, Uid};
 use crate::ports::{FetchedMessage, MailSession, SessionError, SessionErrorKind};
 
-const FETCH_BATCH_BYTES: u64 = 16 << 20;
+/// A FETCH asks for at most this many bytes of bodies (by the sizes the scan saw), unless one
+/// message is larger by itself: the fetcher holds the budget for a whole batch before it asks,
+/// so a batch is a small part of [`PROCESS_BYTE_BUDGET`], and four mailboxes at once each get
+/// one batch on the wire while their earlier ones are stored.
+const FETCH_BATCH_BYTES: u64 = 4 << 20;
 const FETCH_BATCH_MESSAGES: usize = 500;
 pub(super) const GROUP_MESSAGES: usize = 128;
 const GROUP_BYTES: usize = 8 << 20;
@@ -102,16 +107,37 @@ impl Pass<'_, '_> {
     }
 }
 
-/// The next group of messages: at least one (`None` when the fetcher is done), then whatever
-/// arrives without a gap longer than the wait, up to a count and a size. `busy`: another
-/// group is on the wire.
-pub(super) fn next_group(rx: &Receiver<Message>, busy: bool) -> Option<Vec<Message>> {
+/// What [`next_group`] found.
+pub(super) enum Next {
+    Group(Vec<Message>),
+    /// Nothing arrived while another group is on the wire: finish that one first, so that
+    /// the budget it holds is not kept waiting on a fetcher that may itself wait for budget.
+    Idle,
+    /// The fetcher is done.
+    Done,
+}
+
+/// The next group of messages: at least one, then whatever arrives without a gap longer than
+/// the wait, up to a count and a size. `busy`: another group is on the wire; then the first
+/// message is waited for only as long as a gap.
+pub(super) fn next_group(rx: &Receiver<Message>, busy: bool) -> Next {
     let wait = if busy {
         GROUP_WAIT_BUSY
     } else {
         GROUP_WAIT_IDLE
     };
-    let first = rx.recv().ok()?;
+    let first = if busy {
+        match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => return Next::Idle,
+            Err(RecvTimeoutError::Disconnected) => return Next::Done,
+        }
+    } else {
+        match rx.recv() {
+            Ok(m) => m,
+            Err(_) => return Next::Done,
+        }
+    };
     let mut bytes = first.body.len();
     let mut group = vec![first];
     while group.len() < GROUP_MESSAGES && bytes < GROUP_BYTES {
@@ -123,7 +149,7 @@ pub(super) fn next_group(rx: &Receiver<Message>, busy: bool) -> Option<Vec<Messa
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
-    Some(group)
+    Next::Group(group)
 }
 
 /// Bytes of message bodies held in memory between the fetchers and the appenders, for the
@@ -185,6 +211,14 @@ impl BudgetShare<'_> {
         true
     }
 
+    /// Takes `n` bytes without waiting, past the cap if need be: for a message that turned out
+    /// larger than the size the scan saw and was already held for. Waiting here could leave
+    /// two fetchers each holding a batch and waiting for the other's.
+    pub fn take(&self, n: usize) {
+        *self.budget.used.lock().unwrap_or_else(|e| e.into_inner()) += n;
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    }
+
     pub fn release(&self, n: usize) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let n = n.min(*held);
@@ -230,6 +264,12 @@ pub(super) fn fetch_batches(to_copy: &[(Uid, u64)]) -> Vec<&[(Uid, u64)]> {
     batches
 }
 
+/// Reads the bodies batch by batch. The budget for a batch is held, by the sizes the scan
+/// saw, *before* its FETCH is sent: a message in the fetcher's hands has always been paid for,
+/// so the bodies in memory between source and target stay within the budget (plus what a
+/// server under-reported within a batch). Each message's part passes to the appender with it,
+/// which gives it back once the message is stored; what the server did not send (a message
+/// expunged meanwhile) is given back when the batch ends.
 fn fetch_messages(
     src: &mut dyn MailSession,
     to_copy: &[(Uid, u64)],
@@ -239,14 +279,38 @@ fn fetch_messages(
     let stopped = || SessionError::new(SessionErrorKind::Aborted, "the target side stopped");
     for batch in fetch_batches(to_copy) {
         let uids: Vec<Uid> = batch.iter().map(|(u, _)| *u).collect();
+        let mut expected: HashMap<Uid, usize> =
+            batch.iter().map(|&(u, size)| (u, size as usize)).collect();
+        let reserved: usize = expected.values().sum();
+        if !budget.acquire(reserved) {
+            return Err(stopped());
+        }
+        let mut unsent = reserved;
         let mut gone = false;
-        src.fetch(&uids, &mut |m| {
-            if !budget.acquire(m.body.len()) || tx.send(Message::from(m)).is_err() {
+        let fetched = src.fetch(&uids, &mut |m| {
+            let paid = expected.remove(&m.uid).unwrap_or(0);
+            unsent -= paid;
+            let size = m.body.len();
+            if size > paid && unsent == 0 {
+                // Nothing more of the batch is held: wait for room, as for a batch. A server
+                // that reports no sizes gets this order for every message: read, then wait.
+                if !budget.acquire(size - paid) {
+                    gone = true;
+                    return ControlFlow::Break(());
+                }
+            } else if size > paid {
+                budget.take(size - paid);
+            } else {
+                budget.release(paid - size);
+            }
+            if tx.send(Message::from(m)).is_err() {
                 gone = true;
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
-        })?;
+        });
+        budget.release(unsent);
+        fetched?;
         if gone {
             return Err(stopped());
         }
@@ -257,7 +321,96 @@ fn fetch_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::uid;
+    use crate::ports::Connector;
+    use crate::testing::{FakeConnector, FakeMailbox, uid};
+
+    /// The budget is held for a batch, by the scanned sizes, before its FETCH goes out (not
+    /// once each body has been read); each message then carries its own size, corrected
+    /// where the scan was wrong; what the server did not send is given back.
+    #[test]
+    fn the_budget_of_a_batch_is_held_before_its_fetch_and_follows_each_message() {
+        let mut mailbox = FakeMailbox::new();
+        let bodies: Vec<Vec<u8>> = (1..=3u8)
+            .map(|i| vec![b'a' + i; 1000 * i as usize])
+            .collect();
+        let uids: Vec<Uid> = bodies
+            .iter()
+            .map(|b| mailbox.deliver("INBOX", b, &[], "01-Jan-2024 00:00:00 +0000"))
+            .collect();
+        let server = FakeConnector::new("old");
+        server.add("alice", mailbox);
+        let mut src = server.open("alice", None).ok().unwrap();
+        src.select("INBOX", false).unwrap();
+        // The third message is larger than the scan said; a fourth is gone from the server.
+        let to_copy = [
+            (uids[0], 1000),
+            (uids[1], 2000),
+            (uids[2], 2500),
+            (uid(99), 700),
+        ];
+        let budget = ByteBudget::new(1 << 20);
+        let share = budget.share();
+        let used = || *budget.used.lock().unwrap();
+        // A channel without room: the fetcher waits at each message until it is taken.
+        let (tx, rx) = sync_channel::<Message>(0);
+        std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let first = rx.recv().unwrap();
+            assert_eq!(first.body, bodies[0]);
+            assert_eq!(
+                used(),
+                1000 + 2000 + 2500 + 700,
+                "the whole batch was paid for when its first message came"
+            );
+            share.release(first.body.len());
+            let rest: Vec<Message> = rx.iter().collect();
+            fetcher.join().unwrap().unwrap();
+            assert_eq!(rest.len(), 2);
+            assert_eq!(
+                used(),
+                2000 + 3000,
+                "the two messages not yet stored hold their real sizes, nothing else"
+            );
+            for m in rest {
+                share.release(m.body.len());
+            }
+        });
+        assert_eq!(used(), 0);
+    }
+
+    /// A server that reports no sizes: each message is paid for once read, and the fetcher
+    /// waits for room before it reads on.
+    #[test]
+    fn without_scanned_sizes_each_message_waits_for_room_once_read() {
+        let mut mailbox = FakeMailbox::new();
+        let uids: Vec<Uid> = (0..3)
+            .map(|_| mailbox.deliver("INBOX", &[b'x'; 600], &[], "01-Jan-2024 00:00:00 +0000"))
+            .collect();
+        let server = FakeConnector::new("old");
+        server.add("alice", mailbox);
+        let mut src = server.open("alice", None).ok().unwrap();
+        src.select("INBOX", false).unwrap();
+        let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 0)).collect();
+        let budget = ByteBudget::new(1000);
+        let share = budget.share();
+        let (tx, rx) = sync_channel::<Message>(8);
+        std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let first = rx.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                rx.try_recv().is_err(),
+                "the second message waits: 600 + 600 bytes would pass the cap"
+            );
+            assert_eq!(*budget.used.lock().unwrap(), 600);
+            share.release(first.body.len());
+            for m in rx.iter() {
+                share.release(m.body.len());
+            }
+            fetcher.join().unwrap().unwrap();
+        });
+        assert_eq!(*budget.used.lock().unwrap(), 0);
+    }
 
     #[test]
     fn byte_budget_lets_one_big_message_through() {
@@ -301,8 +454,8 @@ mod tests {
         let big = [
             (uid(1), 20 << 20),
             (uid(2), 1),
-            (uid(3), 10 << 20),
-            (uid(4), 10 << 20),
+            (uid(3), 3 << 20),
+            (uid(4), 2 << 20),
         ];
         let sizes: Vec<usize> = fetch_batches(&big).iter().map(|b| b.len()).collect();
         // A message over the batch size goes alone; the rest fill up to the size.

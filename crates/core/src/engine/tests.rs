@@ -82,6 +82,8 @@ struct World {
     entry: Entry,
     retries: u32,
     stop: AtomicBool,
+    /// The process's byte budget for message bodies.
+    budget: usize,
 }
 
 impl World {
@@ -105,6 +107,7 @@ impl World {
             entry,
             retries: 0,
             stop: AtomicBool::new(false),
+            budget: PROCESS_BYTE_BUDGET,
         }
     }
 
@@ -120,7 +123,7 @@ impl World {
             target: &self.target,
             settings: &self.settings,
             store: &self.store,
-            budget: &ByteBudget::new(PROCESS_BYTE_BUDGET),
+            budget: &ByteBudget::new(self.budget),
             run,
             observer: &NoObserver,
             retries: self.retries,
@@ -736,6 +739,42 @@ fn a_connection_that_breaks_every_few_messages_completes_the_pass_exactly() {
     // Ten attempts broke, far more than the four retries a pass without progress gets.
     assert!(w.src().counts().logins >= 10, "{:?}", w.src().counts());
     assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+/// The group on the wire holds budget that the next batch needs: the appender finishes that
+/// group rather than wait for a message the fetcher cannot fetch before the group is done.
+/// (Before, the pass waited for ever; the watchdog turns that into a failure.)
+#[test]
+fn a_batch_that_needs_the_budget_a_stored_group_holds_does_not_wait_for_ever() {
+    let mut source = FakeMailbox::new();
+    let bodies: Vec<Vec<u8>> = (1..=3u8)
+        .map(|i| {
+            let mut body = mail(u32::from(i));
+            body.resize(3 << 20, b'a' + i);
+            body
+        })
+        .collect();
+    for body in &bodies {
+        source.deliver("INBOX", body, &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    let mut w = World::new(source, FakeMailbox::new());
+    // Room for one 3 MB message at a time: each batch waits for the group before it.
+    w.budget = 4 << 20;
+    let (done, watchdog) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (_, result) = w.pass();
+        done.send((w, result)).unwrap();
+    });
+    let (w, result) = watchdog
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the pass finished (it waited for budget that nothing would give back)");
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Migrated, 3, 0),
+        "{result:?}"
+    );
     assert_same_messages(&w, &["INBOX"]);
     assert_ledger_matches(&w, &["INBOX"]);
 }

@@ -20,7 +20,7 @@ use base64::Engine as _;
 
 use crate::proto::codes::TypedCode;
 use crate::proto::command::{find_sync_literal, push_astring};
-use crate::response::{self, Code, Framer, Response, Status, Untagged};
+use crate::response::{self, Code, Framer, Response, Status, TakenLiteral, Untagged};
 use crate::tls::TlsError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +300,12 @@ pub struct Client {
     stream: Stream,
     rbuf: Vec<u8>,
     framer: Framer,
+    /// Large literals of the response being read, each read into a buffer of its own.
+    taken: Vec<TakenLiteral>,
+    /// The large literal being read, and its length: kept across a failed read.
+    reading: Option<(TakenLiteral, usize)>,
+    /// The largest capacity `rbuf` has had: what the tests check stays small.
+    rbuf_peak: usize,
     out: Vec<u8>,
     next_tag: u32,
     caps: BTreeSet<String>,
@@ -311,6 +317,15 @@ pub struct Client {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A literal this long or longer (a message body, in practice) is read straight into a
+/// buffer of its exact size, which becomes the body the caller gets: it is never copied out
+/// of the read buffer, and the read buffer never grows to a message's size. Shorter literals
+/// arrive within a read or two and are copied out as the response is parsed.
+const TAKE_LITERAL_AT: usize = READ_CHUNK;
+
+/// The most one read of a taken literal asks for.
+const LITERAL_READ: usize = 1 << 20;
 
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -333,6 +348,9 @@ impl Client {
             stream,
             rbuf: Vec::with_capacity(READ_CHUNK),
             framer: Framer::default(),
+            taken: Vec::new(),
+            reading: None,
+            rbuf_peak: 0,
             out: Vec::new(),
             next_tag: 1,
             caps: BTreeSet::new(),
@@ -352,6 +370,8 @@ impl Client {
             // Anything the server sent before the handshake must not be trusted (RFC 3501
             // §6.2.1): drop it, and forget capabilities learned in the clear.
             client.rbuf.clear();
+            client.taken.clear();
+            client.reading = None;
             client.framer.reset();
             client.caps.clear();
             let Stream::Plain(tcp) = client.stream else {
@@ -652,19 +672,29 @@ impl Client {
     pub fn read_response(&mut self) -> Result<Response> {
         self.flush()?;
         loop {
+            if self.reading.is_some() {
+                self.read_literal()?;
+            }
             if let Some(n) = self.framer.frame(&self.rbuf)? {
                 self.framer.reset();
-                let parsed = response::parse(&self.rbuf[..n]);
+                let parsed = response::parse_with(&self.rbuf[..n], std::mem::take(&mut self.taken));
                 self.rbuf.drain(..n);
-                // After a large literal, give the memory back rather than keep it for the
-                // connection's lifetime.
+                // After a long response (a SEARCH of a large folder), give the memory back
+                // rather than keep it for the connection's lifetime.
                 if self.rbuf.capacity() > 4 * READ_CHUNK && self.rbuf.len() < READ_CHUNK {
                     self.rbuf.shrink_to(2 * READ_CHUNK);
                 }
                 return Ok(parsed?);
             }
+            if let Some((at, len)) = self.framer.pending_literal()
+                && len >= TAKE_LITERAL_AT
+            {
+                self.take_literal(at, len)?;
+                continue;
+            }
             let len = self.rbuf.len();
             self.rbuf.resize(len + READ_CHUNK, 0);
+            self.rbuf_peak = self.rbuf_peak.max(self.rbuf.capacity());
             let got = match self.stream.read(&mut self.rbuf[len..]) {
                 Ok(n) => n,
                 Err(e) => {
@@ -680,6 +710,53 @@ impl Client {
                 )));
             }
         }
+    }
+
+    /// Takes the literal of `len` bytes that starts at `at` in the read buffer out of it,
+    /// into a buffer of exactly that size: what already arrived is moved (the bytes after it
+    /// close up), the rest is read straight into it by [`Client::read_literal`].
+    fn take_literal(&mut self, at: usize, len: usize) -> Result<()> {
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len).map_err(|_| {
+            Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("no memory for a literal of {len} bytes"),
+            ))
+        })?;
+        let here = (self.rbuf.len() - at).min(len);
+        bytes.extend(self.rbuf.drain(at..at + here));
+        self.framer.literal_taken();
+        self.reading = Some((TakenLiteral { at, bytes }, len));
+        Ok(())
+    }
+
+    /// Reads the rest of the literal being taken; after an error (a timeout), what arrived
+    /// is kept and the next read goes on from there.
+    fn read_literal(&mut self) -> Result<()> {
+        let Some((literal, len)) = &mut self.reading else {
+            return Ok(());
+        };
+        let bytes = &mut literal.bytes;
+        while bytes.len() < *len {
+            let start = bytes.len();
+            bytes.resize(start + (*len - start).min(LITERAL_READ), 0);
+            let got = self.stream.read(&mut bytes[start..]);
+            bytes.truncate(start + *got.as_ref().unwrap_or(&0));
+            match got {
+                Ok(0) => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Error::Io(timed_out(e, self.timeout))),
+            }
+        }
+        if let Some((literal, _)) = self.reading.take() {
+            self.taken.push(literal);
+        }
+        Ok(())
     }
 
     /// Reads until the tagged response for `tag`, handing untagged responses to `each`.

@@ -457,6 +457,66 @@ fn uid_fetch_uids_sends_one_fetch_per_chunk() {
     assert_eq!(seen, [3, 705]);
 }
 
+/// A large message body is read once, into a buffer of its exact size, which is the body the
+/// caller gets: the read buffer stays small, so a connection never keeps the size of the
+/// largest message it has seen, and the body is not held twice while the response is parsed.
+#[test]
+fn a_large_literal_is_read_into_its_own_buffer_and_the_read_buffer_stays_small() {
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| {
+            if i % 77 == 76 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    let small = b"Subject: small\r\n\r\nhi\r\n".to_vec();
+    let mut answer = format!("* 1 FETCH (UID 5 BODY[] {{{}}}\r\n", big.len()).into_bytes();
+    answer.extend_from_slice(&big);
+    answer.extend_from_slice(b" FLAGS (\\Seen $Big))\r\n");
+    answer.extend_from_slice(format!("* 2 FETCH (UID 6 BODY[] {{{}}}\r\n", small.len()).as_bytes());
+    answer.extend_from_slice(&small);
+    answer.extend_from_slice(b")\r\nm1 OK Fetch completed.\r\n");
+    let steps = vec![
+        (
+            Vec::new(),
+            b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec(),
+        ),
+        (
+            b"m1 UID FETCH 5:6 (UID FLAGS BODY.PEEK[])\r\n".to_vec(),
+            answer,
+        ),
+        (b"m2 NOOP\r\n".to_vec(), b"m2 OK done\r\n".to_vec()),
+    ];
+    let (port, _server) = serve(steps, true);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let mut got = Vec::new();
+    c.uid_fetch("5:6", "UID FLAGS BODY.PEEK[]", |mut f| {
+        let body = f.take("BODY[]").and_then(|v| v.into_bytes()).unwrap();
+        got.push((f.uid(), f.flags(), body.len(), body.capacity(), body));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    let (uid, flags, len, capacity, body) = &got[0];
+    assert_eq!(
+        (*uid, flags.as_deref()),
+        (Some(5), Some(&["\\Seen".to_string(), "$Big".into()][..]))
+    );
+    assert!(body == &big, "the large body arrived exactly");
+    assert_eq!(capacity, len, "the large body's buffer has its exact size");
+    assert_eq!(got[1].4, small);
+    assert!(
+        c.rbuf_peak <= 4 * READ_CHUNK,
+        "the read buffer grew to {} bytes for a {} byte literal",
+        c.rbuf_peak,
+        big.len()
+    );
+    // The connection goes on, framing from where the literal ended.
+    c.run("NOOP").unwrap();
+}
+
 #[test]
 fn code_typed_reads_the_code_a_no_carried() {
     let no = |code: &str| Error::No {
