@@ -2,6 +2,7 @@
 //! right credentials: passwords (admin, master user, per mailbox) or OAuth2 tokens, behind
 //! the same trait.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::session::{MailSession, SessionError};
@@ -64,11 +65,21 @@ pub trait Connector: Send + Sync {
     fn check_credentials(&self, _login: &str) -> Option<Result<String, String>> {
         None
     }
+    /// The server profile in force (`exchange-online`, …), once known: named in the job file
+    /// or recognised on the first connection. `None` for stores without profiles.
+    fn profile(&self) -> Option<String> {
+        None
+    }
+    /// (folder, count) of the custom keywords this target could not store and dropped from
+    /// `login`'s messages so far (a profile without keywords): reported, never a failure.
+    fn dropped_keywords(&self, _login: &str) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// Caps the connections to one server, shared by every mailbox of the run.
 pub struct ConnectionLimit {
-    max: usize,
+    max: AtomicUsize,
     used: Mutex<usize>,
     freed: Condvar,
 }
@@ -79,7 +90,7 @@ pub struct Permit<'a>(&'a ConnectionLimit);
 impl ConnectionLimit {
     pub fn new(max: usize) -> ConnectionLimit {
         ConnectionLimit {
-            max: max.max(1),
+            max: AtomicUsize::new(max.max(1)),
             used: Mutex::new(0),
             freed: Condvar::new(),
         }
@@ -87,11 +98,29 @@ impl ConnectionLimit {
 
     pub fn acquire(&self) -> Permit<'_> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= self.max {
+        while *used >= self.max() {
             used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += 1;
         Permit(self)
+    }
+
+    /// The cap now.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the cap to `max` (at least 1) when it is higher: connections already open stay
+    /// until they end, new ones wait. A server profile's default, or a throttled server.
+    pub fn lower_to(&self, max: usize) {
+        self.max.fetch_min(max.max(1), Ordering::SeqCst);
+    }
+
+    /// Sets the cap (at least 1), waking whoever waits when it rises.
+    pub fn set_max(&self, max: usize) {
+        let _used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        self.max.store(max.max(1), Ordering::SeqCst);
+        self.freed.notify_all();
     }
 }
 
