@@ -14,6 +14,7 @@ mod maildir;
 mod network;
 mod oauth2;
 mod postgres;
+mod profiles;
 mod scale;
 mod tls;
 mod verify;
