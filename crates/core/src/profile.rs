@@ -15,10 +15,10 @@
 //! - Throttling (`Suggested Backoff Time: N milliseconds`), `\Flagged` lost on APPEND, the
 //!   reserved folder name `Files`, read receipts, the cut-off after about 10 failed commands:
 //!   imapsync's FAQ.d/FAQ.Office365.txt and FAQ.d/FAQ.Exchange.txt.
-//! - Gmail's greeting (`Gimap ready`), `X-GM-EXT-1`, its virtual folders and its cap of 15
-//!   simultaneous IMAP connections per account: Google's "IMAP extensions" page
-//!   (developers.google.com/gmail/imap/imap-extensions) and Gmail Help "Limits"
-//!   (support.google.com/a/answer/1071518).
+//! - Gmail's greeting (`Gimap ready`), `X-GM-EXT-1` and its virtual folders: Google's "IMAP
+//!   extensions" page (developers.google.com/gmail/imap/imap-extensions). Its connection cap:
+//!   Gmail Help "Too many simultaneous connections" (mail.google.com/support answer 97150,
+//!   2008: 10 per account); later third-party pages (about.com/Lifewire, Canary Mail) say 15.
 
 use std::fmt;
 use std::time::Duration;
@@ -60,7 +60,8 @@ pub struct ProfileSettings {
 /// Exchange Online's default per-message size limit (35 MB sending, 36 MB receiving, the
 /// mailbox defaults; imapsync reports APPEND working up to about 45 MB).
 pub const EXCHANGE_MAX_MESSAGE_SIZE: u64 = 35 * 1024 * 1024;
-/// Gmail refuses more than 15 simultaneous IMAP connections per account; stay below it.
+/// Gmail refuses more simultaneous IMAP connections per account than 10 (Google, 2008) or 15
+/// (later third-party pages): stay at the lower figure.
 pub const GMAIL_MAX_CONNECTIONS: usize = 10;
 /// Exchange Online throttles above a few connections per mailbox (Quest: after 2; imapsync
 /// advises few); the connections of a run are shared by its mailboxes.
