@@ -661,6 +661,7 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     if json {
         let mut report = mailferry_core::report::MigrationReport::new(summary);
         report.peak_rss_bytes = peak_rss_bytes();
+        outcome.annotate(&mut report);
         print_json(&report)?;
     } else {
         for e in &summary.entries {
@@ -678,6 +679,17 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             );
             if let Some(err) = &e.error {
                 line.push_str(&format!("\n    error: {err}"));
+            }
+            if let Some((_, folders)) = outcome
+                .keywords_dropped
+                .iter()
+                .find(|(id, _)| *id == e.entry_id)
+            {
+                for (folder, count) in folders {
+                    line.push_str(&format!(
+                        "\n    {folder}: {count} custom keywords dropped (the target cannot store them)"
+                    ));
+                }
             }
             println!("{line}");
         }

@@ -772,11 +772,13 @@ fn uid_validity(value: u32, raw: &str) -> Result<UidValidity> {
 
 impl MailSession for ImapSession {
     fn folders(&mut self) -> Result<FolderTree> {
-        if self.quirks.include_virtual_folders {
-            self.call(|c| read_tree(c))
+        let mut tree = if self.quirks.include_virtual_folders {
+            self.call(read_tree)
         } else {
             self.call(|c| read_tree_keeping(c, |f| !is_virtual_folder(f)))
-        }
+        }?;
+        tree.reserve(self.quirks.reserved_folders);
+        Ok(tree)
     }
 
     fn create_folder(&mut self, raw: &str) -> Result<Created> {

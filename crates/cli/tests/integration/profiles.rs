@@ -35,6 +35,7 @@ fn exchange_online_profile_strips_keywords_reflags_and_refuses_oversized_message
             message(3, 1500, &["\\Flagged"]),
         ],
     );
+    fill(&lab.source, "erin", "Files", &[message(4, 1500, &[])]);
     let path = lab.job();
     let job = path.to_str().unwrap();
     assert!(lab.mailferry(&["match", job]).status.success());
@@ -51,7 +52,13 @@ fn exchange_online_profile_strips_keywords_reflags_and_refuses_oversized_message
     assert_eq!(e["state"], "partial", "{v:#}");
     assert_eq!(
         (e["copied"].as_u64(), e["failed"].as_u64()),
-        (Some(3), Some(1)),
+        (Some(4), Some(1)),
+        "{v:#}"
+    );
+    // $Custom on message 0 and Urgent on message 1: counted per folder, not a failure.
+    assert_eq!(
+        e["keywords_dropped"],
+        serde_json::json!([{ "folder": "INBOX", "count": 2 }]),
         "{v:#}"
     );
     let reason = e["errors"][0]["reason"].as_str().unwrap();
@@ -62,6 +69,9 @@ fn exchange_online_profile_strips_keywords_reflags_and_refuses_oversized_message
     assert!(reason.contains("exchange-online"), "{reason}");
 
     let dst = snapshot(&lab.target, "erin");
+    // Exchange Online reserves `Files`: it is stored under the documented name.
+    assert_eq!(dst["Files (migrated)"].len(), 1, "{:?}", dst.keys());
+    assert!(!dst.contains_key("Files"), "{:?}", dst.keys());
     let inbox = &dst["INBOX"];
     assert_eq!(
         inbox.len(),
