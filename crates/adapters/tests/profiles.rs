@@ -360,3 +360,32 @@ fn gmail_is_recognised_and_its_virtual_folders_are_left_out() {
     assert!(tree.folders().any(|f| f.raw_name == "[Gmail]/All Mail"));
     s.logout();
 }
+
+#[test]
+fn a_throttled_reply_slows_the_server_down_and_is_counted_for_the_mailbox() {
+    // RFC 5530's [THROTTLED] without a hint, on a generic server: the adaptive throttling
+    // applies whatever the profile.
+    let server = serve(
+        "* OK IMAP server ready",
+        Arc::new(|_, verb, n, tag| match (verb, n) {
+            ("STATUS", 1) => Answer::Say(format!("{tag} NO [THROTTLED] Slow down")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("u", None).unwrap();
+    assert_eq!(connector.profile().as_deref(), Some("generic"));
+    assert_eq!(connector.limit().max(), 10);
+    let started = Instant::now();
+    assert_eq!(s.status("INBOX").unwrap().messages, 3);
+    // The first pause (1 s) was waited, the cap halved.
+    assert!(started.elapsed() >= mailferry_core::ports::connector::FIRST_PAUSE);
+    assert_eq!(connector.limit().max(), 5);
+    assert!(connector.throttled_for("u") >= mailferry_core::ports::connector::FIRST_PAUSE);
+    assert_eq!(connector.throttled_for("someone-else"), Duration::ZERO);
+    s.logout();
+}

@@ -691,6 +691,12 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
                     ));
                 }
             }
+            if let Some((_, d)) = outcome.throttled.iter().find(|(id, _)| *id == e.entry_id) {
+                line.push_str(&format!(
+                    "\n    throttled: waited {:.1}s on the servers' throttling replies",
+                    d.as_secs_f64()
+                ));
+            }
             println!("{line}");
         }
         for f in &summary.failures {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
 use mailferry_core::job::{AdminLogin, Auth, Date, ImapSettings, Security};
@@ -60,7 +60,7 @@ type Result<T> = std::result::Result<T, SessionError>;
 /// One IMAP server of the job, with its secrets read (from the environment or files, now).
 pub struct ImapConnector {
     reach: Arc<Reach>,
-    limit: ConnectionLimit,
+    limit: Arc<ConnectionLimit>,
     profile: ProfileSettings,
     /// The profile `auto` recognised on the first connection.
     detected: Mutex<Option<Profile>>,
@@ -74,11 +74,26 @@ struct Reach {
 }
 
 /// Custom keywords stripped before APPEND because the target cannot store them, per mailbox
-/// login and folder: counted, never a failure.
+/// login and folder: counted, never a failure. And how long each mailbox's sessions waited
+/// on a throttling server.
 #[derive(Debug, Default)]
-pub struct KeywordTally(Mutex<BTreeMap<(String, String), u64>>);
+pub struct KeywordTally(
+    Mutex<BTreeMap<(String, String), u64>>,
+    Mutex<BTreeMap<String, Duration>>,
+);
 
 impl KeywordTally {
+    fn waited(&self, login: &str, d: Duration) {
+        let mut m = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(login.to_string()).or_default() += d;
+    }
+
+    /// How long `login`'s sessions waited on throttling.
+    pub fn throttled_for(&self, login: &str) -> Duration {
+        let m = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(login).copied().unwrap_or_default()
+    }
+
     fn add(&self, login: &str, folder: &str, n: u64) {
         if n == 0 {
             return;
@@ -152,7 +167,7 @@ impl ImapConnector {
                 },
                 access,
             }),
-            limit: ConnectionLimit::new(imap.max_connections),
+            limit: Arc::new(ConnectionLimit::new(imap.max_connections)),
             profile: imap.profile.clone(),
             detected: Mutex::new(None),
             tally: Arc::default(),
@@ -200,6 +215,7 @@ impl Connector for ImapConnector {
         let reopen: Reopen = Box::new(move || reach.open_client(&who, own.as_deref()));
         let mut session = ImapSession::new(client);
         session.profiled(quirks, login, Arc::clone(&self.tally), reopen);
+        session.limit = Some(Arc::clone(&self.limit));
         Ok(Box::new(session))
     }
 
@@ -217,6 +233,10 @@ impl Connector for ImapConnector {
 
     fn dropped_keywords(&self, login: &str) -> Vec<(String, u64)> {
         self.tally.of(login)
+    }
+
+    fn throttled_for(&self, login: &str) -> Duration {
+        self.tally.throttled_for(login)
     }
 
     fn check_credentials(&self, login: &str) -> Option<std::result::Result<String, String>> {
@@ -417,6 +437,8 @@ pub struct ImapSession {
     selected: Option<(String, bool)>,
     /// Commands refused on this connection (Exchange Online drops a session after about 10).
     failed: u32,
+    /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
+    limit: Option<Arc<ConnectionLimit>>,
 }
 
 /// A message as this server is given it: custom keywords stripped when it cannot store them,
@@ -438,6 +460,7 @@ impl ImapSession {
             reopen: None,
             selected: None,
             failed: 0,
+            limit: None,
         }
     }
 
@@ -493,14 +516,18 @@ impl ImapSession {
         &mut self,
         op: impl Fn(&mut Client) -> std::result::Result<T, ImapError>,
     ) -> Result<T> {
+        self.wait_for_server();
         let first = match op(&mut self.client) {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                self.went_through();
+                return Ok(v);
+            }
             Err(e) => e,
         };
-        let Some(wait) = backoff_of(&first) else {
+        let Some(hint) = throttling_of(&first) else {
             return Err(self.refused(first));
         };
-        std::thread::sleep(wait);
+        self.wait_throttled(hint);
         match op(&mut self.client) {
             Ok(v) => Ok(v),
             Err(e) if e.is_transient() && self.reopen.is_some() => {
@@ -508,6 +535,37 @@ impl ImapSession {
                 op(&mut self.client).map_err(|e| self.refused(e))
             }
             Err(e) => Err(self.refused(e)),
+        }
+    }
+
+    /// Waits while the server's connections are paused by an earlier throttling reply.
+    fn wait_for_server(&mut self) {
+        let Some(limit) = &self.limit else { return };
+        let pause = limit.pause(Instant::now());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            if let Some(t) = &self.tally {
+                t.waited(&self.login, pause);
+            }
+        }
+    }
+
+    /// A throttling reply: slows every connection to this server down (fewer connections,
+    /// a pause) and waits the hint or the pause.
+    fn wait_throttled(&mut self, hint: Option<Duration>) {
+        let wait = match &self.limit {
+            Some(limit) => limit.throttled(hint, Instant::now()),
+            None => hint.unwrap_or(mailferry_core::ports::connector::FIRST_PAUSE),
+        };
+        std::thread::sleep(wait);
+        if let Some(t) = &self.tally {
+            t.waited(&self.login, wait);
+        }
+    }
+
+    fn went_through(&self) {
+        if let Some(limit) = &self.limit {
+            limit.recovered(Instant::now());
         }
     }
 
@@ -567,8 +625,13 @@ impl ImapSession {
     }
 
     /// Sends one message again after a throttling reply and reads its answer.
-    fn append_again(&mut self, folder: &str, m: &Outgoing<'_>, wait: Duration) -> AppendOutcome {
-        std::thread::sleep(wait);
+    fn append_again(
+        &mut self,
+        folder: &str,
+        m: &Outgoing<'_>,
+        hint: Option<Duration>,
+    ) -> AppendOutcome {
+        self.wait_throttled(hint);
         let p = self.prepare(m);
         let once = |c: &mut Client| {
             let tag = c.append_send(&request(folder, &p.flags, &p.body, m))?;
@@ -598,9 +661,9 @@ impl ImapSession {
     ) -> Result<Vec<AppendOutcome>> {
         for (i, outcome) in outcomes.iter_mut().enumerate() {
             if let AppendOutcome::Refused(text) = outcome
-                && let Some(wait) = suggested_backoff(text)
+                && let Some(hint) = throttled_words(text)
             {
-                *outcome = self.append_again(folder, &messages[i], wait);
+                *outcome = self.append_again(folder, &messages[i], hint);
             }
         }
         let mut dropped = 0;
@@ -686,10 +749,23 @@ fn request<'a>(
     }
 }
 
-/// A throttling reply's wait: `NO`/`BAD` with `Suggested Backoff Time: N milliseconds`.
-fn backoff_of(e: &ImapError) -> Option<Duration> {
+/// Whether a reply is the server throttling: `NO`/`BAD` with `Suggested Backoff Time: N
+/// milliseconds` (Exchange Online), or with `[THROTTLED]`, `[LIMIT]` (RFC 5530) or
+/// `[UNAVAILABLE]`; `Some(hint)` with the server's wait when it gave one.
+fn throttling_of(e: &ImapError) -> Option<Option<Duration>> {
     match e {
-        ImapError::No { .. } | ImapError::Bad { .. } => suggested_backoff(&e.to_string()),
+        ImapError::No { code, .. } | ImapError::Bad { code, .. } => {
+            let hint = suggested_backoff(&e.to_string());
+            let coded = code
+                .as_deref()
+                .and_then(|c| c.split(' ').next())
+                .is_some_and(|c| {
+                    ["THROTTLED", "LIMIT", "UNAVAILABLE"]
+                        .iter()
+                        .any(|x| c.eq_ignore_ascii_case(x))
+                });
+            (hint.is_some() || coded).then_some(hint)
+        }
         _ => None,
     }
 }
@@ -983,4 +1059,14 @@ impl ImapSession {
             Err(e) => Err(session_error(e)),
         }
     }
+}
+
+/// [`throttling_of`] for a refusal already in words (`[THROTTLED] …`, a backoff hint).
+fn throttled_words(text: &str) -> Option<Option<Duration>> {
+    let hint = suggested_backoff(text);
+    let upper = text.to_ascii_uppercase();
+    let coded = ["[THROTTLED", "[LIMIT", "[UNAVAILABLE"]
+        .iter()
+        .any(|c| upper.contains(c));
+    (hint.is_some() || coded).then_some(hint)
 }

@@ -60,6 +60,8 @@ pub struct MigrateOutcome {
     /// Per entry, (target folder, count) of the custom keywords the target could not store
     /// and the session dropped (reported by the target connector; never a failure).
     pub keywords_dropped: Vec<(EntryId, Vec<(String, u64)>)>,
+    /// Per entry, how long its sessions waited on throttling servers (adaptive throttling).
+    pub throttled: Vec<(EntryId, Duration)>,
 }
 
 impl MigrateOutcome {
@@ -85,6 +87,9 @@ impl MigrateOutcome {
     /// dropped) to a report of this pass.
     pub fn annotate(&self, report: &mut MigrationReport) {
         for e in &mut report.entries {
+            if let Some((_, d)) = self.throttled.iter().find(|(id, _)| *id == e.id) {
+                e.throttled_seconds = Some(d.as_secs_f64());
+            }
             if let Some((_, folders)) = self.keywords_dropped.iter().find(|(id, _)| *id == e.id) {
                 e.keywords_dropped = folders
                     .iter()
@@ -168,11 +173,18 @@ pub fn migrate(
             summary: None,
             not_started: Vec::new(),
             keywords_dropped: Vec::new(),
+            throttled: Vec::new(),
         });
     }
-    let logins: Vec<(EntryId, String)> = runnable
+    let logins: Vec<(EntryId, String, String)> = runnable
         .iter()
-        .filter_map(|e| Some((e.id.clone(), e.login(Side::Target)?.to_string())))
+        .filter_map(|e| {
+            Some((
+                e.id.clone(),
+                e.source_login.clone(),
+                e.login(Side::Target)?.to_string(),
+            ))
+        })
         .collect();
     let settings = pass_settings(app.job);
     let run = store.start_run(RunKind::Migrate)?;
@@ -212,11 +224,22 @@ pub fn migrate(
     let mut entries = passes.results;
     entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
     let keywords_dropped = logins
-        .into_iter()
-        .map(|(id, login)| (id, target.dropped_keywords(&login)))
+        .iter()
+        .map(|(id, _, login)| (id.clone(), target.dropped_keywords(login)))
         .filter(|(_, folders)| !folders.is_empty())
         .collect();
+    let throttled = logins
+        .iter()
+        .map(|(id, from, to)| {
+            (
+                id.clone(),
+                source.throttled_for(from) + target.throttled_for(to),
+            )
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
     Ok(MigrateOutcome {
+        throttled,
         keywords_dropped,
         removed,
         waiting,

@@ -102,6 +102,10 @@ pub struct EntryReport {
     /// Only in `migrate --json`, from this process's passes; not kept in the state.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keywords_dropped: Vec<KeywordsDropped>,
+    /// Seconds this pass's sessions waited on throttling servers (source and target), when
+    /// any. Only in `migrate --json`; not kept in the state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_seconds: Option<f64>,
 }
 
 /// Custom keywords dropped in one folder (see [`EntryReport::keywords_dropped`]).
@@ -147,6 +151,7 @@ impl MigrationReport {
                     })
                     .collect(),
                 keywords_dropped: Vec::new(),
+                throttled_seconds: None,
             })
             .collect();
         MigrationReport {
