@@ -389,3 +389,34 @@ fn a_throttled_reply_slows_the_server_down_and_is_counted_for_the_mailbox() {
     assert_eq!(connector.throttled_for("someone-else"), Duration::ZERO);
     s.logout();
 }
+
+#[test]
+fn exchange_online_sessions_reconnect_before_the_failed_command_cut_off() {
+    // Every STATUS is refused the way Exchange Online refuses a bad argument (imapsync
+    // FAQ.Exchange: the session is dropped after about 10 such errors).
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, _, tag| match verb {
+            "STATUS" => Answer::Say(format!("{tag} BAD Command Argument Error. 11")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("u", None).unwrap();
+    for _ in 0..9 {
+        assert!(s.status("INBOX").unwrap_err().is_refusal());
+    }
+    s.logout();
+    let seen = lines(&server);
+    let conns: Vec<usize> = seen
+        .iter()
+        .filter(|(_, l)| l.contains(" STATUS "))
+        .map(|(c, _)| *c)
+        .collect();
+    // Eight on the first connection, then a new one before the server's cut-off.
+    assert_eq!(conns, [vec![0; 8], vec![1]].concat(), "{seen:?}");
+}

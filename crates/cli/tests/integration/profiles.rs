@@ -133,3 +133,73 @@ fn check_shows_the_recognised_profile() {
         "{text}"
     );
 }
+
+/// A target that does advertise CONDSTORE (a full Dovecot), with `profile =
+/// "exchange-online"`: the profile's "no CONDSTORE" holds, the default profile's source uses it.
+#[test]
+fn exchange_online_profile_never_uses_condstore_even_when_advertised() {
+    let lab = Lab::new(&["gus"]);
+    let job = std::fs::read_to_string(lab.job())
+        .unwrap()
+        .replace("[target]\n", "[target]\nprofile = \"exchange-online\"\n");
+    std::fs::write(lab.job(), job).unwrap();
+    fill(
+        &lab.source,
+        "gus",
+        "INBOX",
+        &(0..3).map(|i| generated(i, 1200)).collect::<Vec<_>>(),
+    );
+    let path = lab.job();
+    let job = path.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let trace = lab.dir.path().join("trace.log");
+    for _ in 0..2 {
+        let out = lab
+            .command(&["migrate", job, "--all", "--json"])
+            .env("MAILFERRY_TRACE", &trace)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let log = std::fs::read_to_string(&trace).unwrap();
+    let target = format!("{}:{} ", lab.target.host(), lab.target.port());
+    let source = format!("{}:{} ", lab.source.host(), lab.source.port());
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&target) && l.contains(" STATUS ")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .filter(|l| l.starts_with(&target))
+            .all(|l| !l.contains("HIGHESTMODSEQ") && !l.contains("CONDSTORE")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&source) && l.contains("HIGHESTMODSEQ")),
+        "{log}"
+    );
+    // Same bodies; the custom keywords (`$Label1`, `ProjectX`, …) are the profile's to drop.
+    let (src, dst) = (snapshot(&lab.source, "gus"), snapshot(&lab.target, "gus"));
+    let bodies = |s: &std::collections::BTreeMap<String, Vec<Seen>>| {
+        let mut b: Vec<Vec<u8>> = s["INBOX"].iter().map(|m| m.body.clone()).collect();
+        b.sort();
+        b
+    };
+    assert_eq!(bodies(&src), bodies(&dst));
+    assert!(src["INBOX"].iter().any(|m| m.flags.contains("$Label1")));
+    assert!(
+        dst["INBOX"].iter().all(|m| m
+            .flags
+            .split(' ')
+            .all(|f| f.is_empty() || f.starts_with('\\'))),
+        "{:?}",
+        dst["INBOX"].iter().map(|m| &m.flags).collect::<Vec<_>>()
+    );
+}
