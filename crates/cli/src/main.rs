@@ -694,6 +694,7 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     if json {
         let mut report = mailferry_core::report::MigrationReport::new(summary);
         report.peak_rss_bytes = peak_rss_bytes();
+        outcome.annotate(&mut report);
         print_json(&report)?;
     } else {
         for e in &summary.entries {
@@ -711,6 +712,23 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             );
             if let Some(err) = &e.error {
                 line.push_str(&format!("\n    error: {err}"));
+            }
+            if let Some((_, folders)) = outcome
+                .keywords_dropped
+                .iter()
+                .find(|(id, _)| *id == e.entry_id)
+            {
+                for (folder, count) in folders {
+                    line.push_str(&format!(
+                        "\n    {folder}: {count} custom keywords dropped (the target cannot store them)"
+                    ));
+                }
+            }
+            if let Some((_, d)) = outcome.throttled.iter().find(|(id, _)| *id == e.entry_id) {
+                line.push_str(&format!(
+                    "\n    throttled: waited {:.1}s on the servers' throttling replies",
+                    d.as_secs_f64()
+                ));
             }
             println!("{line}");
         }

@@ -266,6 +266,9 @@ pub struct FolderTree {
     prefix: String,
     delimiter: char,
     folders: Vec<Folder>,
+    /// Top-level names this server refuses to create, and the name used instead (a server
+    /// profile's: Exchange Online reserves `Files`).
+    reserved: Vec<(String, String)>,
 }
 
 impl FolderTree {
@@ -296,6 +299,7 @@ impl FolderTree {
             prefix: namespace.prefix.clone(),
             delimiter,
             folders: Vec::with_capacity(folders.len()),
+            reserved: Vec::new(),
         };
         let mut seen: HashMap<String, usize> = HashMap::new();
         for listed in folders {
@@ -421,7 +425,28 @@ impl FolderTree {
     /// `path` with every level made storable on this server, so that the path the plan shows
     /// is the one the server will list back.
     fn storable_path(&self, path: &FolderPath) -> FolderPath {
-        FolderPath::new(path.levels().map(|level| self.storable_level(level)))
+        FolderPath::new(path.levels().enumerate().map(|(i, level)| {
+            let reserved = (i == 0)
+                .then(|| {
+                    self.reserved
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(level))
+                })
+                .flatten();
+            match reserved {
+                Some((_, instead)) => self.storable_level(instead),
+                None => self.storable_level(level),
+            }
+        }))
+    }
+
+    /// Says which top-level names this server reserves (refuses to create) and the name a
+    /// folder of that name gets instead, with its subfolders: `("Files", "Files (migrated)")`.
+    pub fn reserve(&mut self, names: &[(&str, &str)]) {
+        self.reserved = names
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
     }
 
     /// The listed folder with this server name.
@@ -1072,6 +1097,25 @@ mod tests {
     #[test]
     fn no_include_pattern_means_no_folder() {
         assert!(!rules(&[], &[], &[]).in_scope(&FolderPath::inbox()));
+    }
+
+    #[test]
+    fn a_reserved_top_level_name_is_mapped_with_its_subfolders() {
+        let source = dovecot(&[
+            ("INBOX", &[]),
+            ("Files", &[]),
+            ("Files/2024", &[]),
+            ("Work/Files", &[]),
+        ]);
+        let mut target = dovecot(&[("INBOX", &[])]);
+        target.reserve(&[("Files", "Files (migrated)")]);
+        let plan = plan_folders(&source, &target, &FolderRules::default());
+        let names: Vec<&str> = plan.iter().map(|i| i.target_raw_name.as_str()).collect();
+        assert!(names.contains(&"Files (migrated)"), "{names:?}");
+        assert!(names.contains(&"Files (migrated)/2024"), "{names:?}");
+        // Only the top level is reserved.
+        assert!(names.contains(&"Work/Files"), "{names:?}");
+        assert!(!names.contains(&"Files"), "{names:?}");
     }
 
     #[test]

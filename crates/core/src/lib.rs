@@ -16,6 +16,7 @@ pub mod matching;
 pub mod model;
 pub mod mutf7;
 pub mod ports;
+pub mod profile;
 pub mod refresh;
 pub mod report;
 #[cfg(any(test, feature = "testing"))]

@@ -5,10 +5,11 @@
 //! APPEND per message. The session wraps the client with the capabilities it learned at login,
 //! as Delta Chat's `Session` does.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
 use mailferry_core::job::{AdminLogin, Auth, Date, ImapSettings, Security};
@@ -18,9 +19,12 @@ use mailferry_core::ports::{
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
     SessionErrorKind,
 };
+use mailferry_core::profile::{
+    Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
+    suggested_backoff,
+};
 use mailferry_imap::{
     AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login, Security as ImapSecurity,
-    TypedCode,
 };
 
 use super::session_error;
@@ -55,9 +59,58 @@ type Result<T> = std::result::Result<T, SessionError>;
 
 /// One IMAP server of the job, with its secrets read (from the environment or files, now).
 pub struct ImapConnector {
+    reach: Arc<Reach>,
+    limit: Arc<ConnectionLimit>,
+    profile: ProfileSettings,
+    /// The profile `auto` recognised on the first connection.
+    detected: Mutex<Option<Profile>>,
+    tally: Arc<KeywordTally>,
+}
+
+/// Where the server is and how to log in: shared with the sessions, which reconnect with it.
+struct Reach {
     endpoint: Endpoint,
     access: Access,
-    limit: ConnectionLimit,
+}
+
+/// Custom keywords stripped before APPEND because the target cannot store them, per mailbox
+/// login and folder: counted, never a failure. And how long each mailbox's sessions waited
+/// on a throttling server.
+#[derive(Debug, Default)]
+pub struct KeywordTally(
+    Mutex<BTreeMap<(String, String), u64>>,
+    Mutex<BTreeMap<String, Duration>>,
+);
+
+impl KeywordTally {
+    fn waited(&self, login: &str, d: Duration) {
+        let mut m = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(login.to_string()).or_default() += d;
+    }
+
+    /// How long `login`'s sessions waited on throttling.
+    pub fn throttled_for(&self, login: &str) -> Duration {
+        let m = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(login).copied().unwrap_or_default()
+    }
+
+    fn add(&self, login: &str, folder: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((login.to_string(), folder.to_string()))
+            .or_default() += n;
+    }
+
+    /// (folder, keywords dropped) of one mailbox, in folder order.
+    pub fn of(&self, login: &str) -> Vec<(String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|((l, _), _)| l == login)
+            .map(|((_, f), n)| (f.clone(), *n))
+            .collect()
+    }
 }
 
 impl ImapConnector {
@@ -98,35 +151,51 @@ impl ImapConnector {
                 .map_err(|e| format!("{side}.tls_ca: {e}"))?;
         }
         Ok(ImapConnector {
-            endpoint: Endpoint {
-                host: imap.host.clone(),
-                port: imap.port,
-                security: match imap.security {
-                    Security::Tls => ImapSecurity::Tls,
-                    Security::StartTls => ImapSecurity::StartTls,
-                    Security::Plain => ImapSecurity::Plain,
+            reach: Arc::new(Reach {
+                endpoint: Endpoint {
+                    host: imap.host.clone(),
+                    port: imap.port,
+                    security: match imap.security {
+                        Security::Tls => ImapSecurity::Tls,
+                        Security::StartTls => ImapSecurity::StartTls,
+                        Security::Plain => ImapSecurity::Plain,
+                    },
+                    ca_file: imap.tls_ca.clone(),
+                    verify_certificates: imap.tls_verify,
+                    pins,
+                    timeout: io_timeout()?,
                 },
-                ca_file: imap.tls_ca.clone(),
-                verify_certificates: imap.tls_verify,
-                pins,
-                timeout: io_timeout()?,
-            },
-            access,
-            limit: ConnectionLimit::new(imap.max_connections),
+                access,
+            }),
+            limit: Arc::new(ConnectionLimit::new(imap.max_connections)),
+            profile: imap.profile.clone(),
+            detected: Mutex::new(None),
+            tally: Arc::default(),
         })
     }
 }
 
 impl Connector for ImapConnector {
     fn describe(&self) -> String {
-        let ep = &self.endpoint;
+        let ep = &self.reach.endpoint;
         format!("connect {}:{} ({:?})", ep.host, ep.port, ep.security)
     }
 
     fn probe(&self) -> Result<Probe> {
-        let c = Client::connect(&self.endpoint).map_err(session_error)?;
+        let c = Client::connect(&self.reach.endpoint).map_err(session_error)?;
         let caps: Vec<&str> = c.capabilities().collect();
-        let detail = format!("capabilities: {}", caps.join(" "));
+        let detected = Profile::detect(c.greeting(), c.capabilities());
+        let quirks = self.profile.resolve(detected);
+        let how = match self.profile.named() {
+            Some(_) => "as the job file says".to_string(),
+            None => "recognised from the greeting and capabilities".to_string(),
+        };
+        let detail = format!(
+            "capabilities: {}; profile: {} ({how}){}",
+            caps.join(" "),
+            quirks.profile,
+            describe_quirks(&quirks)
+        );
         c.logout();
         Ok(Probe {
             detail,
@@ -139,26 +208,39 @@ impl Connector for ImapConnector {
         login: &str,
         own_password: Option<&str>,
     ) -> std::result::Result<Box<dyn MailSession>, ConnectError> {
-        if let Access::OAuth2(provider) = &self.access {
-            return self.open_oauth2(provider, login);
-        }
-        let login = self
-            .access
-            .login(login, own_password)
-            .map_err(ConnectError::Config)?;
-        let mut c =
-            Client::connect(&self.endpoint).map_err(|e| ConnectError::Connect(session_error(e)))?;
-        c.login(&login)
-            .map_err(|e| ConnectError::Login(session_error(e)))?;
-        Ok(Box::new(ImapSession::new(c)))
+        let client = self.reach.open_client(login, own_password)?;
+        let quirks = self.quirks_for(&client);
+        let reach = Arc::clone(&self.reach);
+        let (who, own) = (login.to_string(), own_password.map(str::to_string));
+        let reopen: Reopen = Box::new(move || reach.open_client(&who, own.as_deref()));
+        let mut session = ImapSession::new(client);
+        session.profiled(quirks, login, Arc::clone(&self.tally), reopen);
+        session.limit = Some(Arc::clone(&self.limit));
+        Ok(Box::new(session))
     }
 
     fn limit(&self) -> &ConnectionLimit {
         &self.limit
     }
 
+    fn profile(&self) -> Option<String> {
+        let detected = *self.detected.lock().unwrap_or_else(|e| e.into_inner());
+        self.profile
+            .named()
+            .or(detected)
+            .map(|p| p.name().to_string())
+    }
+
+    fn dropped_keywords(&self, login: &str) -> Vec<(String, u64)> {
+        self.tally.of(login)
+    }
+
+    fn throttled_for(&self, login: &str) -> Duration {
+        self.tally.throttled_for(login)
+    }
+
     fn check_credentials(&self, login: &str) -> Option<std::result::Result<String, String>> {
-        let Access::OAuth2(provider) = &self.access else {
+        let Access::OAuth2(provider) = &self.reach.access else {
             return None;
         };
         Some(
@@ -193,7 +275,82 @@ fn token_failure(e: &TokenError) -> ConnectError {
     ConnectError::Login(SessionError::new(kind, token_words(e)))
 }
 
+/// What a profile changes, for `check`.
+fn describe_quirks(q: &Quirks) -> String {
+    let mut parts = Vec::new();
+    if let Some(size) = q.max_message_size {
+        parts.push(format!("max_message_size {size}"));
+    }
+    if !q.keywords {
+        parts.push("custom keywords dropped and counted".into());
+    }
+    if q.reapply_flagged {
+        parts.push("\\Flagged set again after APPEND".into());
+    }
+    if !q.condstore {
+        parts.push("no CONDSTORE".into());
+    }
+    if q.forbid_imap4rev2 {
+        parts.push("never ENABLE IMAP4rev2".into());
+    }
+    if !q.include_virtual_folders {
+        parts.push("virtual folders left out".into());
+    }
+    if q.disarm_read_receipts {
+        parts.push("read receipts disarmed".into());
+    }
+    if let Some(n) = q.max_connections {
+        parts.push(format!("default max_connections {n}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join(", "))
+    }
+}
+
 impl ImapConnector {
+    /// The quirks for a fresh connection: the job file's profile, or the one recognised from
+    /// this server's greeting and capabilities. The first recognition also lowers the
+    /// connection cap to the profile's default when the job file sets none.
+    fn quirks_for(&self, c: &Client) -> Quirks {
+        let detected = Profile::detect(c.greeting(), c.capabilities());
+        let quirks = self.profile.resolve(detected);
+        let mut seen = self.detected.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            *seen = Some(detected);
+            if self.profile.named().is_none()
+                && self.profile.max_connections.is_none()
+                && let Some(n) = quirks.max_connections
+            {
+                self.limit.lower_to(n);
+            }
+        }
+        quirks
+    }
+}
+
+impl Reach {
+    /// Connects and logs in for one mailbox.
+    fn open_client(
+        &self,
+        login: &str,
+        own_password: Option<&str>,
+    ) -> std::result::Result<Client, ConnectError> {
+        if let Access::OAuth2(provider) = &self.access {
+            return self.open_oauth2(provider, login);
+        }
+        let login = self
+            .access
+            .login(login, own_password)
+            .map_err(ConnectError::Config)?;
+        let mut c =
+            Client::connect(&self.endpoint).map_err(|e| ConnectError::Connect(session_error(e)))?;
+        c.login(&login)
+            .map_err(|e| ConnectError::Login(session_error(e)))?;
+        Ok(c)
+    }
+
     /// An OAuth2 login: the shared token (fetched when none is fresh), and when the server
     /// refuses it (`NO [AUTHENTICATIONFAILED]`, or Exchange Online's bare `NO`), once more
     /// with a token fetched anew (the server may have seen the old one expire). A second
@@ -203,7 +360,7 @@ impl ImapConnector {
         &self,
         provider: &TokenProvider,
         login: &str,
-    ) -> std::result::Result<Box<dyn MailSession>, ConnectError> {
+    ) -> std::result::Result<Client, ConnectError> {
         let token = provider.token(login, None).map_err(|e| token_failure(&e))?;
         let mut c =
             Client::connect(&self.endpoint).map_err(|e| ConnectError::Connect(session_error(e)))?;
@@ -213,7 +370,7 @@ impl ImapConnector {
             mechanism: provider.mechanism(),
         };
         let first = match c.login(&sasl(&token)) {
-            Ok(()) => return Ok(Box::new(ImapSession::new(c))),
+            Ok(()) => return Ok(c),
             // Dovecot says [AUTHENTICATIONFAILED]; Exchange Online a bare "NO AUTHENTICATE
             // failed.": any lasting NO to the token is worth one fresh token.
             Err(e @ ImapError::No { .. }) if !e.is_transient() => e,
@@ -228,7 +385,7 @@ impl ImapConnector {
             })
         })?;
         match c.login(&sasl(&fresh)) {
-            Ok(()) => Ok(Box::new(ImapSession::new(c))),
+            Ok(()) => Ok(c),
             Err(e @ ImapError::No { .. }) if !e.is_transient() => {
                 Err(ConnectError::Login(SessionError::refused(
                     e.code(),
@@ -254,36 +411,315 @@ struct Capabilities {
     multiappend: bool,
 }
 
+impl Capabilities {
+    fn of(client: &Client) -> Capabilities {
+        Capabilities {
+            multiappend: client.has("MULTIAPPEND") && client.has("LITERAL+"),
+        }
+    }
+}
+
+/// Connects and logs in again for the same mailbox.
+type Reopen = Box<dyn Fn() -> std::result::Result<Client, ConnectError> + Send>;
+
+/// The handle of a message refused locally, before sending (over `max_message_size`).
+const TOO_BIG: &str = "!too-big";
+
 /// One logged-in IMAP mailbox.
 pub struct ImapSession {
     client: Client,
     caps: Capabilities,
+    quirks: Quirks,
+    login: String,
+    tally: Option<Arc<KeywordTally>>,
+    reopen: Option<Reopen>,
+    /// The folder selected and whether read-only, to select it again after a reconnect.
+    selected: Option<(String, bool)>,
+    /// Commands refused on this connection (Exchange Online drops a session after about 10).
+    failed: u32,
+    /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
+    limit: Option<Arc<ConnectionLimit>>,
+}
+
+/// A message as this server is given it: custom keywords stripped when it cannot store them,
+/// read receipts disarmed when asked.
+struct Prepared<'a> {
+    flags: Vec<String>,
+    dropped: u64,
+    body: Cow<'a, [u8]>,
 }
 
 impl ImapSession {
     pub fn new(client: Client) -> ImapSession {
-        let caps = Capabilities {
-            multiappend: client.has("MULTIAPPEND") && client.has("LITERAL+"),
+        ImapSession {
+            caps: Capabilities::of(&client),
+            client,
+            quirks: Profile::Generic.quirks(),
+            login: String::new(),
+            tally: None,
+            reopen: None,
+            selected: None,
+            failed: 0,
+            limit: None,
+        }
+    }
+
+    /// Applies a server profile's quirks to this session.
+    fn profiled(&mut self, quirks: Quirks, login: &str, tally: Arc<KeywordTally>, reopen: Reopen) {
+        self.quirks = quirks;
+        self.login = login.to_string();
+        self.tally = Some(tally);
+        self.reopen = Some(reopen);
+        self.forget_unwanted();
+    }
+
+    fn forget_unwanted(&mut self) {
+        if !self.quirks.condstore {
+            self.client.forget("CONDSTORE");
+            self.client.forget("QRESYNC");
+        }
+        if self.quirks.forbid_imap4rev2 {
+            self.client.forget("IMAP4REV2");
+        }
+        self.caps = Capabilities::of(&self.client);
+    }
+
+    /// A new connection for the same mailbox, with the same folder selected.
+    fn reconnect(&mut self) -> Result<()> {
+        let Some(reopen) = &self.reopen else {
+            return Err(SessionError::new(
+                SessionErrorKind::Transient,
+                "the connection was lost",
+            ));
         };
-        ImapSession { client, caps }
+        let fresh = reopen().map_err(|e| match e {
+            ConnectError::Connect(e) | ConnectError::Login(e) => e,
+            ConnectError::Config(m) => SessionError::new(SessionErrorKind::Other, m),
+        })?;
+        let old = std::mem::replace(&mut self.client, fresh);
+        old.logout();
+        self.failed = 0;
+        self.forget_unwanted();
+        if let Some((folder, read_only)) = self.selected.clone() {
+            self.client
+                .select(&folder, read_only)
+                .map_err(session_error)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one command that may be repeated: a throttling reply with a backoff hint is
+    /// waited out and the command sent once more (on a new connection when the server hung
+    /// up meanwhile); refusals are counted, and the session reconnects before the server's
+    /// cut-off (Exchange Online: about 10 failed commands).
+    fn call<T>(
+        &mut self,
+        op: impl Fn(&mut Client) -> std::result::Result<T, ImapError>,
+    ) -> Result<T> {
+        self.wait_for_server();
+        let first = match op(&mut self.client) {
+            Ok(v) => {
+                self.went_through();
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        let Some(hint) = throttling_of(&first) else {
+            return Err(self.refused(first));
+        };
+        self.wait_throttled(hint);
+        match op(&mut self.client) {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_transient() && self.reopen.is_some() => {
+                self.reconnect()?;
+                op(&mut self.client).map_err(|e| self.refused(e))
+            }
+            Err(e) => Err(self.refused(e)),
+        }
+    }
+
+    /// Waits while the server's connections are paused by an earlier throttling reply.
+    fn wait_for_server(&mut self) {
+        let Some(limit) = &self.limit else { return };
+        let pause = limit.pause(Instant::now());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            if let Some(t) = &self.tally {
+                t.waited(&self.login, pause);
+            }
+        }
+    }
+
+    /// A throttling reply: slows every connection to this server down (fewer connections,
+    /// a pause) and waits the hint or the pause.
+    fn wait_throttled(&mut self, hint: Option<Duration>) {
+        let wait = match &self.limit {
+            Some(limit) => limit.throttled(hint, Instant::now()),
+            None => hint.unwrap_or(mailferry_core::ports::connector::FIRST_PAUSE),
+        };
+        std::thread::sleep(wait);
+        if let Some(t) = &self.tally {
+            t.waited(&self.login, wait);
+        }
+    }
+
+    fn went_through(&self) {
+        if let Some(limit) = &self.limit {
+            limit.recovered(Instant::now());
+        }
+    }
+
+    /// Counts a refusal; at the profile's budget the connection is replaced (the error is
+    /// still the caller's).
+    fn refused(&mut self, e: ImapError) -> SessionError {
+        let out = session_error(e);
+        if out.is_refusal() {
+            self.failed += 1;
+            if let Some(max) = self.quirks.max_failed_commands
+                && self.failed >= max
+            {
+                // Best effort: a failed reconnect shows on the next command.
+                let _ = self.reconnect();
+            }
+        }
+        out
+    }
+
+    fn prepare<'a>(&self, m: &Outgoing<'a>) -> Prepared<'a> {
+        let mut flags = m.flags.to_vec();
+        let before = flags.len();
+        if !self.quirks.keywords {
+            flags.retain(|f| is_kept_without_keywords(f));
+        }
+        let dropped = (before - flags.len()) as u64;
+        let body = match self.quirks.disarm_read_receipts {
+            true => disarm_read_receipts(m.body).map_or(Cow::Borrowed(m.body), Cow::Owned),
+            false => Cow::Borrowed(m.body),
+        };
+        Prepared {
+            flags,
+            dropped,
+            body,
+        }
+    }
+
+    fn too_big(&self, m: &Outgoing<'_>) -> bool {
+        self.quirks
+            .max_message_size
+            .is_some_and(|max| m.body.len() as u64 > max)
     }
 
     fn send_each(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<Vec<String>> {
         messages
             .iter()
             .map(|m| {
-                let flags = m.flags.to_vec();
+                if self.too_big(m) {
+                    return Ok(TOO_BIG.to_string());
+                }
+                let p = self.prepare(m);
                 self.client
-                    .append_send(&request(folder, &flags, m))
+                    .append_send(&request(folder, &p.flags, &p.body, m))
                     .map_err(session_error)
             })
             .collect()
+    }
+
+    /// Sends one message again after a throttling reply and reads its answer.
+    fn append_again(
+        &mut self,
+        folder: &str,
+        m: &Outgoing<'_>,
+        hint: Option<Duration>,
+    ) -> AppendOutcome {
+        self.wait_throttled(hint);
+        let p = self.prepare(m);
+        let once = |c: &mut Client| {
+            let tag = c.append_send(&request(folder, &p.flags, &p.body, m))?;
+            c.append_finish(&tag)
+        };
+        let answer = match once(&mut self.client) {
+            Err(e) if e.is_transient() && self.reopen.is_some() => match self.reconnect() {
+                Ok(()) => once(&mut self.client),
+                Err(_) => Err(e),
+            },
+            other => other,
+        };
+        match answer {
+            Ok(uid) => AppendOutcome::Stored(uid.and_then(|(_, u)| Uid::new(u))),
+            Err(e) => AppendOutcome::Refused(e.to_string()),
+        }
+    }
+
+    /// After the answers: throttled refusals sent once more after the suggested wait, the
+    /// custom keywords dropped from stored messages counted, and `\Flagged` set again where
+    /// the server loses it on APPEND.
+    fn after_appends(
+        &mut self,
+        folder: &str,
+        messages: &[Outgoing<'_>],
+        mut outcomes: Vec<AppendOutcome>,
+    ) -> Result<Vec<AppendOutcome>> {
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            if let AppendOutcome::Refused(text) = outcome
+                && let Some(hint) = throttled_words(text)
+            {
+                *outcome = self.append_again(folder, &messages[i], hint);
+            }
+        }
+        let mut dropped = 0;
+        let mut flagged = Vec::new();
+        for (outcome, m) in outcomes.iter().zip(messages) {
+            if let AppendOutcome::Stored(uid) = outcome {
+                dropped += self.prepare(m).dropped;
+                if self.quirks.reapply_flagged
+                    && m.flags
+                        .to_vec()
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case("\\Flagged"))
+                    && let Some(uid) = uid
+                {
+                    flagged.push(uid.get());
+                }
+            }
+        }
+        if let Some(tally) = &self.tally {
+            tally.add(&self.login, folder, dropped);
+        }
+        if !flagged.is_empty() {
+            self.reflag(folder, &flagged)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// `UID STORE +FLAGS (\Flagged)` on the UIDs the appends got, with `folder` selected
+    /// (and the folder selected before selected again).
+    fn reflag(&mut self, folder: &str, uids: &[u32]) -> Result<()> {
+        let before = self.selected.clone();
+        let here = before.as_ref().is_some_and(|(f, ro)| f == folder && !ro);
+        if !here {
+            self.client.select(folder, false).map_err(session_error)?;
+        }
+        let flag = ["\\Flagged".to_string()];
+        self.call(|c| c.uid_add_flags(uids, &flag))?;
+        if !here && let Some((f, ro)) = before {
+            self.client.select(&f, ro).map_err(session_error)?;
+        }
+        Ok(())
     }
 
     /// Reads the answers of one APPEND each, in order; stops at the first broken one.
     fn finish_each(&mut self, tags: &[String]) -> Vec<AppendOutcome> {
         let mut out = Vec::with_capacity(tags.len());
         for tag in tags {
+            if tag == TOO_BIG {
+                let max = self.quirks.max_message_size.unwrap_or_default();
+                out.push(AppendOutcome::Refused(format!(
+                    "not sent: larger than the target's max_message_size of {max} bytes \
+                     (profile {})",
+                    self.quirks.profile
+                )));
+                continue;
+            }
             match self.client.append_finish(tag) {
                 Ok(uid) => out.push(AppendOutcome::Stored(uid.and_then(|(_, u)| Uid::new(u)))),
                 Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) if !e.is_transient() => {
@@ -299,13 +735,55 @@ impl ImapSession {
     }
 }
 
-fn request<'a>(folder: &'a str, flags: &'a [String], m: &Outgoing<'a>) -> AppendRequest<'a> {
+fn request<'a>(
+    folder: &'a str,
+    flags: &'a [String],
+    body: &'a [u8],
+    m: &Outgoing<'a>,
+) -> AppendRequest<'a> {
     AppendRequest {
         mailbox: folder,
         flags,
         date: m.internal_date,
-        message: m.body,
+        message: body,
     }
+}
+
+/// Whether a reply is the server throttling: `NO`/`BAD` with `Suggested Backoff Time: N
+/// milliseconds` (Exchange Online), or with `[THROTTLED]`, `[LIMIT]` (RFC 5530) or
+/// `[UNAVAILABLE]`; `Some(hint)` with the server's wait when it gave one.
+fn throttling_of(e: &ImapError) -> Option<Option<Duration>> {
+    match e {
+        ImapError::No { code, .. } | ImapError::Bad { code, .. } => {
+            let hint = suggested_backoff(&e.to_string());
+            let coded = code
+                .as_deref()
+                .and_then(|c| c.split(' ').next())
+                .is_some_and(|c| {
+                    ["THROTTLED", "LIMIT", "UNAVAILABLE"]
+                        .iter()
+                        .any(|x| c.eq_ignore_ascii_case(x))
+                });
+            (hint.is_some() || coded).then_some(hint)
+        }
+        _ => None,
+    }
+}
+
+/// Gmail's virtual folders, by special use (RFC 6154 `\All`, `\Flagged`; Gmail's
+/// `\Important`) or by name: every message of them is in a real folder (a label) too.
+pub fn is_virtual_folder(f: &ServerFolder) -> bool {
+    const ATTRIBUTES: [&str; 3] = ["\\All", "\\Important", "\\Flagged"];
+    const NAMES: [&str; 3] = ["All Mail", "Important", "Starred"];
+    f.attributes
+        .iter()
+        .any(|a| ATTRIBUTES.iter().any(|x| a.eq_ignore_ascii_case(x)))
+        || ["[Gmail]", "[Google Mail]"].iter().any(|top| {
+            f.raw_name
+                .strip_prefix(top)
+                .and_then(|rest| rest.strip_prefix(['/', '.']))
+                .is_some_and(|leaf| NAMES.iter().any(|n| n.eq_ignore_ascii_case(leaf)))
+        })
 }
 
 fn flags_of(f: &Fetch) -> Flags {
@@ -314,6 +792,14 @@ fn flags_of(f: &Fetch) -> Flags {
 
 /// Reads a server's folder tree: namespace, LIST and LSUB.
 pub fn read_tree(c: &mut Client) -> std::result::Result<FolderTree, ImapError> {
+    read_tree_keeping(c, |_| true)
+}
+
+/// [`read_tree`] with only the folders `keep` keeps.
+pub fn read_tree_keeping(
+    c: &mut Client,
+    keep: impl Fn(&ServerFolder) -> bool,
+) -> std::result::Result<FolderTree, ImapError> {
     let list = c.list()?;
     let ns = c.namespace()?;
     let delimiter = list.iter().find_map(|l| l.delimiter);
@@ -336,6 +822,7 @@ pub fn read_tree(c: &mut Client) -> std::result::Result<FolderTree, ImapError> {
             delimiter: l.delimiter,
             attributes: l.attributes,
         })
+        .filter(|f| keep(f))
         .collect();
     Ok(FolderTree::from_list(&namespace, folders))
 }
@@ -361,31 +848,45 @@ fn uid_validity(value: u32, raw: &str) -> Result<UidValidity> {
 
 impl MailSession for ImapSession {
     fn folders(&mut self) -> Result<FolderTree> {
-        read_tree(&mut self.client).map_err(session_error)
+        let mut tree = if self.quirks.include_virtual_folders {
+            self.call(read_tree)
+        } else {
+            self.call(|c| read_tree_keeping(c, |f| !is_virtual_folder(f)))
+        }?;
+        tree.reserve(self.quirks.reserved_folders);
+        Ok(tree)
     }
 
     fn create_folder(&mut self, raw: &str) -> Result<Created> {
-        match self.client.create(raw) {
+        match self.call(|c| c.create(raw)) {
             Ok(()) => Ok(Created::New),
             // RFC 5530: made meanwhile by another pass, or by the server's autocreate.
-            Err(e) if matches!(e.code_typed(), Some(TypedCode::AlreadyExists)) => {
+            Err(SessionError {
+                kind: SessionErrorKind::Refused { code: Some(code) },
+                ..
+            }) if code
+                .split(' ')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("ALREADYEXISTS")) =>
+            {
                 Ok(Created::Existed)
             }
-            Err(e) => Err(session_error(e)),
+            Err(e) => Err(e),
         }
     }
 
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()> {
-        if subscribed {
-            self.client.subscribe(raw)
-        } else {
-            self.client.unsubscribe(raw)
-        }
-        .map_err(session_error)
+        self.call(|c| {
+            if subscribed {
+                c.subscribe(raw)
+            } else {
+                c.unsubscribe(raw)
+            }
+        })
     }
 
     fn status(&mut self, raw: &str) -> Result<FolderStatus> {
-        let s = self.client.status(raw).map_err(session_error)?;
+        let s = self.call(|c| c.status(raw))?;
         Ok(FolderStatus {
             messages: s.messages,
             uid_validity: uid_validity(s.uid_validity, raw)?,
@@ -395,7 +896,8 @@ impl MailSession for ImapSession {
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
-        let s = self.client.select(raw, !write).map_err(session_error)?;
+        let s = self.call(|c| c.select(raw, !write))?;
+        self.selected = Some((raw.to_string(), !write));
         Ok(Selected {
             exists: s.exists,
             uid_validity: uid_validity(s.uid_validity, raw)?,
@@ -411,7 +913,7 @@ impl MailSession for ImapSession {
             q.push_str(&format!("BEFORE {} ", u.imap_format()));
         }
         q.push_str("ALL");
-        let uids = self.client.uid_search(&q).map_err(session_error)?;
+        let uids = self.call(|c| c.uid_search(&q))?;
         Ok(uids.into_iter().filter_map(Uid::new).collect())
     }
 
@@ -470,9 +972,12 @@ impl MailSession for ImapSession {
     }
 
     fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()> {
-        self.client
-            .uid_store_flags(&numbers(uids), &flags.to_vec())
-            .map_err(session_error)
+        let mut flags = flags.to_vec();
+        if !self.quirks.keywords {
+            flags.retain(|f| is_kept_without_keywords(f));
+        }
+        let uids = numbers(uids);
+        self.call(|c| c.uid_store_flags(&uids, &flags))
     }
 
     fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>> {
@@ -487,12 +992,13 @@ impl MailSession for ImapSession {
     }
 
     fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket> {
-        if self.caps.multiappend && messages.len() > 1 {
-            let flags: Vec<Vec<String>> = messages.iter().map(|m| m.flags.to_vec()).collect();
+        let any_too_big = messages.iter().any(|m| self.too_big(m));
+        if self.caps.multiappend && messages.len() > 1 && !any_too_big {
+            let prepared: Vec<Prepared<'_>> = messages.iter().map(|m| self.prepare(m)).collect();
             let reqs: Vec<AppendRequest<'_>> = messages
                 .iter()
-                .zip(&flags)
-                .map(|(m, f)| request(folder, f, m))
+                .zip(&prepared)
+                .map(|(m, p)| request(folder, &p.flags, &p.body, m))
                 .collect();
             let tag = self
                 .client
@@ -518,6 +1024,21 @@ impl MailSession for ImapSession {
         ticket: AppendTicket,
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<AppendOutcome>> {
+        let outcomes = self.answers(&ticket, messages)?;
+        self.after_appends(&ticket.folder, messages, outcomes)
+    }
+
+    fn logout(self: Box<Self>) {
+        self.client.logout()
+    }
+}
+
+impl ImapSession {
+    fn answers(
+        &mut self,
+        ticket: &AppendTicket,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<AppendOutcome>> {
         if !ticket.atomic {
             return Ok(self.finish_each(&ticket.handle));
         }
@@ -538,8 +1059,14 @@ impl MailSession for ImapSession {
             Err(e) => Err(session_error(e)),
         }
     }
+}
 
-    fn logout(self: Box<Self>) {
-        self.client.logout()
-    }
+/// [`throttling_of`] for a refusal already in words (`[THROTTLED] …`, a backoff hint).
+fn throttled_words(text: &str) -> Option<Option<Duration>> {
+    let hint = suggested_backoff(text);
+    let upper = text.to_ascii_uppercase();
+    let coded = ["[THROTTLED", "[LIMIT", "[UNAVAILABLE"]
+        .iter()
+        .any(|c| upper.contains(c));
+    (hint.is_some() || coded).then_some(hint)
 }

@@ -16,6 +16,7 @@ mod maildir;
 mod network;
 mod oauth2;
 mod postgres;
+mod profiles;
 mod scale;
 mod tls;
 mod verify;

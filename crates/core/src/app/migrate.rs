@@ -22,7 +22,7 @@ use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
 use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind, WorkerStats};
 use crate::ports::{EntryPasswords, Observer, Store};
-use crate::report::{MigrationReport, Summary};
+use crate::report::{KeywordsDropped, MigrationReport, Summary};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
@@ -57,13 +57,22 @@ pub struct MigrateOutcome {
     /// paused or cut off past the claim's time): the fence refused this process's writes from
     /// then on, and the new holder's pass is the one that counts.
     pub taken_over: Vec<EntryId>,
+    /// Per entry, (target folder, count) of the custom keywords the target could not store
+    /// and the session dropped (reported by the target connector; never a failure).
+    pub keywords_dropped: Vec<(EntryId, Vec<(String, u64)>)>,
+    /// Per entry, how long its sessions waited on throttling servers (adaptive throttling).
+    pub throttled: Vec<(EntryId, Duration)>,
 }
 
 impl MigrateOutcome {
     /// `migrate --json` (SPEC §4).
     pub fn report(&self) -> MigrationReportOrEmpty {
         match &self.summary {
-            Some(s) => MigrationReportOrEmpty::Report(Box::new(MigrationReport::new(s))),
+            Some(s) => {
+                let mut report = MigrationReport::new(s);
+                self.annotate(&mut report);
+                MigrationReportOrEmpty::Report(Box::new(report))
+            }
             None => MigrationReportOrEmpty::Empty {
                 entries: Vec::new(),
                 copied: 0,
@@ -71,6 +80,25 @@ impl MigrateOutcome {
                 bytes: 0,
                 seconds: 0.0,
             },
+        }
+    }
+
+    /// Adds what this process saw but the state does not keep (the keywords the target
+    /// dropped) to a report of this pass.
+    pub fn annotate(&self, report: &mut MigrationReport) {
+        for e in &mut report.entries {
+            if let Some((_, d)) = self.throttled.iter().find(|(id, _)| *id == e.id) {
+                e.throttled_seconds = Some(d.as_secs_f64());
+            }
+            if let Some((_, folders)) = self.keywords_dropped.iter().find(|(id, _)| *id == e.id) {
+                e.keywords_dropped = folders
+                    .iter()
+                    .map(|(folder, count)| KeywordsDropped {
+                        folder: folder.clone(),
+                        count: *count,
+                    })
+                    .collect();
+            }
         }
     }
 
@@ -144,8 +172,20 @@ pub fn migrate(
             taken_over: Vec::new(),
             summary: None,
             not_started: Vec::new(),
+            keywords_dropped: Vec::new(),
+            throttled: Vec::new(),
         });
     }
+    let logins: Vec<(EntryId, String, String)> = runnable
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e.id.clone(),
+                e.source_login.clone(),
+                e.login(Side::Target)?.to_string(),
+            ))
+        })
+        .collect();
     let settings = pass_settings(app.job);
     let run = store.start_run(RunKind::Migrate)?;
     let started = Instant::now();
@@ -183,7 +223,24 @@ pub fn migrate(
         .collect();
     let mut entries = passes.results;
     entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
+    let keywords_dropped = logins
+        .iter()
+        .map(|(id, _, login)| (id.clone(), target.dropped_keywords(login)))
+        .filter(|(_, folders)| !folders.is_empty())
+        .collect();
+    let throttled = logins
+        .iter()
+        .map(|(id, from, to)| {
+            (
+                id.clone(),
+                source.throttled_for(from) + target.throttled_for(to),
+            )
+        })
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
     Ok(MigrateOutcome {
+        throttled,
+        keywords_dropped,
         removed,
         waiting,
         busy: work.busy.into_inner().unwrap_or_else(|e| e.into_inner()),

@@ -15,6 +15,7 @@ use super::{
     ImapSettings, Job, JobProblem, MigrationSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism,
     Secret, Security, StateLocation, entra_token_url,
 };
+use crate::profile::{Profile, ProfileChoice, ProfileSettings};
 
 /// `schema = "active-directory"` in a directory section.
 const ACTIVE_DIRECTORY: &str = "active-directory";
@@ -767,6 +768,13 @@ impl Checker<'_> {
             ("master_separator", raw.master_separator.is_some()),
             ("max_connections", raw.max_connections.is_some()),
             ("oauth2", raw.oauth2.is_some()),
+            ("profile", raw.profile.is_some()),
+            ("max_message_size", raw.max_message_size.is_some()),
+            ("disarm_read_receipts", raw.disarm_read_receipts.is_some()),
+            (
+                "include_virtual_folders",
+                raw.include_virtual_folders.is_some(),
+            ),
         ];
         for (name, _) in imap_only.iter().filter(|(_, present)| *present) {
             self.problem(
@@ -858,10 +866,38 @@ impl Checker<'_> {
             }
             pins => self.pins(side, pins, tls_ca.is_some()),
         };
+        let choice = match raw.profile.as_deref() {
+            None | Some("auto") => ProfileChoice::Auto,
+            Some(name) => match Profile::from_name(name) {
+                Some(p) => ProfileChoice::Named(p),
+                None => {
+                    self.problem(
+                        &key("profile"),
+                        "expected one of \"auto\", \"exchange-online\", \"gmail\", \
+                         \"dovecot\", \"cyrus\", \"generic\"",
+                    );
+                    ProfileChoice::Auto
+                }
+            },
+        };
+        if raw.max_message_size == Some(0) {
+            self.problem(&key("max_message_size"), "must be at least 1 (bytes)");
+        }
+        let profile = ProfileSettings {
+            choice,
+            max_message_size: raw.max_message_size,
+            disarm_read_receipts: raw.disarm_read_receipts,
+            include_virtual_folders: raw.include_virtual_folders,
+            max_connections: raw.max_connections,
+        };
+        let profile_default = profile
+            .named()
+            .and_then(|p| p.quirks().max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         let max_connections = self.at_least_one(
             &key("max_connections"),
             raw.max_connections,
-            DEFAULT_MAX_CONNECTIONS,
+            profile_default,
         );
         let auth = self.auth(
             side,
@@ -886,6 +922,7 @@ impl Checker<'_> {
                 tls_pin_sha256,
                 auth: auth?,
                 max_connections,
+                profile,
             }),
         })
     }

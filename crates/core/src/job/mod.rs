@@ -41,6 +41,8 @@ pub use error::{JobError, JobProblem};
 pub use pin::CertificatePin;
 pub use secret::Secret;
 
+use crate::profile::ProfileSettings;
+
 use check::Checker;
 use raw::RawJob;
 use spans::{humanize, key_at, key_places, line_column};
@@ -343,8 +345,11 @@ pub struct ImapSettings {
     pub tls_pin_sha256: Vec<CertificatePin>,
     /// How mailferry logs in.
     pub auth: Auth,
-    /// Most connections opened to this server at once, across all mailboxes (at least 1).
+    /// Most connections opened to this server at once, across all mailboxes (at least 1):
+    /// the job file's value, or the named profile's default, or [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// `profile` and the limits the job file overrides (see [`crate::profile`]).
+    pub profile: ProfileSettings,
 }
 
 /// Transport security of an IMAP connection.

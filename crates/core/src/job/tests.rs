@@ -1509,3 +1509,44 @@ fn graph_creation_needs_a_licence_a_usage_location_and_a_password() {
         ]
     );
 }
+
+#[test]
+fn profile_keys_are_read_and_a_named_profile_sets_the_default_cap() {
+    let (_dir, job) = load_ok(&job_with(
+        "profile = \"exchange-online\"\nmax_message_size = 157286400\ndisarm_read_receipts = true",
+        "",
+    ));
+    let source = imap(&job.source);
+    assert_eq!(
+        source.profile.choice,
+        crate::profile::ProfileChoice::Named(crate::profile::Profile::ExchangeOnline)
+    );
+    assert_eq!(source.profile.max_message_size, Some(157_286_400));
+    assert_eq!(source.profile.disarm_read_receipts, Some(true));
+    assert_eq!(
+        source.max_connections,
+        crate::profile::EXCHANGE_MAX_CONNECTIONS
+    );
+    // auto (the default) keeps the general default until the server is recognised.
+    let target = imap(&job.target);
+    assert_eq!(target.profile.choice, crate::profile::ProfileChoice::Auto);
+    assert_eq!(target.max_connections, 10);
+    // The job file's cap wins over the profile's.
+    let (_dir, job) = load_ok(&job_with("profile = \"gmail\"\nmax_connections = 3", ""));
+    assert_eq!(imap(&job.source).max_connections, 3);
+}
+
+#[test]
+fn an_unknown_profile_or_a_zero_size_is_refused_with_its_key() {
+    assert_eq!(
+        problem_texts(&job_with(
+            "profile = \"exchange\"\nmax_message_size = 0",
+            ""
+        )),
+        vec![
+            "line 8, column 11: source.profile: expected one of \"auto\", \"exchange-online\", \
+             \"gmail\", \"dovecot\", \"cyrus\", \"generic\"",
+            "line 9, column 20: source.max_message_size: must be at least 1 (bytes)",
+        ]
+    );
+}

@@ -2,7 +2,9 @@
 //! right credentials: passwords (admin, master user, per mailbox) or OAuth2 tokens, behind
 //! the same trait.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::session::{MailSession, SessionError};
 
@@ -64,13 +66,50 @@ pub trait Connector: Send + Sync {
     fn check_credentials(&self, _login: &str) -> Option<Result<String, String>> {
         None
     }
+    /// The server profile in force (`exchange-online`, …), once known: named in the job file
+    /// or recognised on the first connection. `None` for stores without profiles.
+    fn profile(&self) -> Option<String> {
+        None
+    }
+    /// (folder, count) of the custom keywords this target could not store and dropped from
+    /// `login`'s messages so far (a profile without keywords): reported, never a failure.
+    fn dropped_keywords(&self, _login: &str) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+    /// How long `login`'s sessions have waited on this server's throttling so far (adaptive
+    /// throttling).
+    fn throttled_for(&self, _login: &str) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Caps the connections to one server, shared by every mailbox of the run.
 pub struct ConnectionLimit {
-    max: usize,
+    max: AtomicUsize,
     used: Mutex<usize>,
     freed: Condvar,
+    /// Adaptive throttling: what the server's throttling replies have done to the cap.
+    throttle: Mutex<Throttle>,
+}
+
+/// The first pause after a throttling reply without a hint; doubled on each further one.
+pub const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause between commands a throttled server gets.
+pub const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+/// How long a server must answer without throttling before one more connection (and a
+/// shorter pause) is allowed again.
+pub const RECOVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Throttle {
+    /// The cap before any throttling (the job file's or the profile's).
+    ceiling: usize,
+    /// The pause between commands while throttled; zero when not.
+    pause: Duration,
+    /// No command to this server before this instant.
+    until: Option<Instant>,
+    /// The last throttling reply, or the last step back up.
+    last: Option<Instant>,
 }
 
 /// One connection's place under a [`ConnectionLimit`], given back when dropped.
@@ -79,19 +118,89 @@ pub struct Permit<'a>(&'a ConnectionLimit);
 impl ConnectionLimit {
     pub fn new(max: usize) -> ConnectionLimit {
         ConnectionLimit {
-            max: max.max(1),
+            max: AtomicUsize::new(max.max(1)),
             used: Mutex::new(0),
             freed: Condvar::new(),
+            throttle: Mutex::new(Throttle {
+                ceiling: max.max(1),
+                pause: Duration::ZERO,
+                until: None,
+                last: None,
+            }),
         }
     }
 
     pub fn acquire(&self) -> Permit<'_> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= self.max {
+        while *used >= self.max() {
             used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
         *used += 1;
         Permit(self)
+    }
+
+    /// The cap now.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the cap to `max` (at least 1) when it is higher: connections already open stay
+    /// until they end, new ones wait. A server profile's default, or a throttled server.
+    pub fn lower_to(&self, max: usize) {
+        self.max.fetch_min(max.max(1), Ordering::SeqCst);
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.ceiling = t.ceiling.min(max.max(1));
+    }
+
+    /// The server throttled a command (`[THROTTLED]`, `[LIMIT]`, `[UNAVAILABLE]`, a backoff
+    /// hint): halves the cap (down to 1) and makes every connection to this server wait
+    /// `hint`, or a pause that doubles with each throttling reply (from [`FIRST_PAUSE`] to
+    /// [`LONGEST_PAUSE`]). Returns the wait.
+    pub fn throttled(&self, hint: Option<Duration>, now: Instant) -> Duration {
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.pause = if t.pause.is_zero() {
+            FIRST_PAUSE
+        } else {
+            (t.pause * 2).min(LONGEST_PAUSE)
+        };
+        let wait = hint.unwrap_or(t.pause);
+        t.until = Some(now + wait);
+        t.last = Some(now);
+        let halved = (self.max() / 2).max(1);
+        self.max.store(halved, Ordering::SeqCst);
+        wait
+    }
+
+    /// A command went through: once the server has not throttled for [`RECOVERY`], one more
+    /// connection is allowed (up to the cap before throttling) and the pause halves.
+    pub fn recovered(&self, now: Instant) {
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(last) = t.last else { return };
+        if now.saturating_duration_since(last) < RECOVERY {
+            return;
+        }
+        t.pause /= 2;
+        if t.pause < FIRST_PAUSE {
+            t.pause = Duration::ZERO;
+        }
+        let up = (self.max() + 1).min(t.ceiling);
+        t.last = (up < t.ceiling || !t.pause.is_zero()).then_some(now);
+        drop(t);
+        self.set_max(up);
+    }
+
+    /// How long a connection must still wait before its next command to this server.
+    pub fn pause(&self, now: Instant) -> Duration {
+        let t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
+    }
+
+    /// Sets the cap (at least 1), waking whoever waits when it rises.
+    pub fn set_max(&self, max: usize) {
+        let _used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        self.max.store(max.max(1), Ordering::SeqCst);
+        self.freed.notify_all();
     }
 }
 
@@ -100,5 +209,51 @@ impl Drop for Permit<'_> {
         let mut used = self.0.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= 1;
         self.0.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_halves_the_cap_and_recovery_brings_it_back_step_by_step() {
+        let limit = ConnectionLimit::new(8);
+        let t0 = Instant::now();
+        assert_eq!(limit.throttled(None, t0), FIRST_PAUSE);
+        assert_eq!(limit.max(), 4);
+        assert_eq!(limit.pause(t0), FIRST_PAUSE);
+        assert_eq!(limit.throttled(None, t0), FIRST_PAUSE * 2);
+        assert_eq!(limit.max(), 2);
+        let hint = Duration::from_millis(299_961);
+        assert_eq!(limit.throttled(Some(hint), t0), hint);
+        assert_eq!(limit.max(), 1);
+        // Too soon: nothing changes.
+        limit.recovered(t0 + RECOVERY / 2);
+        assert_eq!(limit.max(), 1);
+        // Then one step per quiet RECOVERY, up to the cap before throttling and no further.
+        let mut now = t0;
+        for expected in 2..=8 {
+            now += RECOVERY;
+            limit.recovered(now);
+            assert_eq!(limit.max(), expected);
+        }
+        now += RECOVERY * 10;
+        limit.recovered(now);
+        assert_eq!(limit.max(), 8);
+        assert_eq!(limit.pause(now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_profile_default_lowers_the_ceiling_too() {
+        let limit = ConnectionLimit::new(10);
+        limit.lower_to(4);
+        let t0 = Instant::now();
+        limit.throttled(None, t0);
+        assert_eq!(limit.max(), 2);
+        limit.recovered(t0 + RECOVERY);
+        limit.recovered(t0 + RECOVERY * 2);
+        limit.recovered(t0 + RECOVERY * 3);
+        assert_eq!(limit.max(), 4);
     }
 }

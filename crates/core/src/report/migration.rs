@@ -97,6 +97,22 @@ pub struct EntryReport {
     pub seconds: f64,
     pub error: Option<String>,
     pub errors: Vec<MessageError>,
+    /// Custom keywords the target could not store (a profile without keywords, such as
+    /// Exchange Online's), dropped from the copied messages, per folder: never a failure.
+    /// Only in `migrate --json`, from this process's passes; not kept in the state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keywords_dropped: Vec<KeywordsDropped>,
+    /// Seconds this pass's sessions waited on throttling servers (source and target), when
+    /// any. Only in `migrate --json`; not kept in the state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled_seconds: Option<f64>,
+}
+
+/// Custom keywords dropped in one folder (see [`EntryReport::keywords_dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeywordsDropped {
+    pub folder: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +150,8 @@ impl MigrationReport {
                         reason: f.reason.clone(),
                     })
                     .collect(),
+                keywords_dropped: Vec::new(),
+                throttled_seconds: None,
             })
             .collect();
         MigrationReport {

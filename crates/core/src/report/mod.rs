@@ -7,7 +7,7 @@
 pub mod migration;
 pub mod refresh;
 
-pub use migration::{MigrationReport, Summary};
+pub use migration::{KeywordsDropped, MigrationReport, Summary};
 pub use refresh::RefreshReport;
 
 /// Text for HTML: `&`, `<`, `>` and `"` escaped.

@@ -203,6 +203,15 @@ impl Client {
         Ok(())
     }
 
+    /// Adds flags to messages (`UID STORE … +FLAGS.SILENT`), leaving their other flags.
+    pub fn uid_add_flags(&mut self, uids: &[u32], flags: &[String]) -> Result<()> {
+        let flags = flags.join(" ");
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.run(&format!("UID STORE {set} +FLAGS.SILENT ({flags})"))?;
+        }
+        Ok(())
+    }
+
     /// [`Client::uid_fetch`] of the given UIDs, one command per [`uid_sets`] chunk.
     pub fn uid_fetch_uids(
         &mut self,

@@ -309,6 +309,10 @@ pub struct Client {
     out: Vec<u8>,
     next_tag: u32,
     caps: BTreeSet<String>,
+    /// The text of the server's greeting (`Dovecot ready.`), for recognising the server.
+    greeting: String,
+    /// Capabilities this client must not use even when advertised (a server profile's).
+    forgotten: BTreeSet<String>,
     /// Tagged responses that arrived while waiting for something else (pipelining).
     done: HashMap<String, Response>,
     pub peer: String,
@@ -354,6 +358,8 @@ impl Client {
             out: Vec::new(),
             next_tag: 1,
             caps: BTreeSet::new(),
+            greeting: String::new(),
+            forgotten: BTreeSet::new(),
             done: HashMap::new(),
             peer: address,
             timeout: ep.timeout,
@@ -388,8 +394,9 @@ impl Client {
             Response::Untagged(Untagged::Status {
                 status: Status::Ok | Status::PreAuth,
                 code,
-                ..
+                text,
             }) => {
+                self.greeting = text;
                 self.absorb_capability_code(&code);
                 Ok(())
             }
@@ -418,7 +425,18 @@ impl Client {
     }
 
     pub fn has(&self, capability: &str) -> bool {
-        self.caps.contains(capability)
+        self.caps.contains(capability) && !self.forgotten.contains(capability)
+    }
+
+    /// The text of the server's greeting, without its response code.
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+
+    /// Never uses `capability` (upper case, `CONDSTORE`) on this connection, even when the
+    /// server advertises it now or later: a server profile says it is broken or unwanted.
+    pub fn forget(&mut self, capability: &str) {
+        self.forgotten.insert(capability.to_ascii_uppercase());
     }
 
     pub fn capabilities(&self) -> impl Iterator<Item = &str> {

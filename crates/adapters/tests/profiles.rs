@@ -1,0 +1,422 @@
+//! Known-answer tests of the IMAP session's server profiles: a scripted server on loopback
+//! answers with Exchange Online's and Gmail's documented or publicly captured words (greetings
+//! and capability lists from Cocoanetics/SwiftMail PR #109 and Google's IMAP extensions page,
+//! the throttling reply from imapsync's FAQ.Office365), and the test checks what the session
+//! sent back. No real Exchange Online or Gmail can be reached from here.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailferry_adapters::ImapConnector;
+use mailferry_core::job::{AdminLogin, Auth, ImapSettings, Secret, Security};
+use mailferry_core::model::{Flags, Side};
+use mailferry_core::ports::{AppendOutcome, Connector, Outgoing};
+use mailferry_core::profile::{ProfileChoice, ProfileSettings};
+
+const EXO_GREETING: &str = "* OK The Microsoft Exchange IMAP4 service is ready. \
+    [TQBOADIAUABSADEAMwBDAEEAMAAwADEANAAuAG4AYQBtAHAAcgBkADEAMwAuAHAAcgBvAGQALgBvAHUAdABsAG8AbwBrAC4AYwBvAG0A]";
+/// Exchange Online's list (SwiftMail PR #109) plus CONDSTORE, which it does not advertise: to
+/// show that the profile would not use it even if it did.
+const EXO_CAPS: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT \
+    CHILDREN IDLE NAMESPACE LITERAL+ CONDSTORE";
+const THROTTLED: &str = "NO Request is throttled. Suggested Backoff Time: 300 milliseconds";
+const GMAIL_GREETING: &str = "* OK Gimap ready for requests from 192.0.2.1 a1mb12345678abc";
+const GMAIL_CAPS: &str = "IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 \
+    XYZZY SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=PLAIN-CLIENTTOKEN AUTH=OAUTHBEARER AUTH=XOAUTH";
+
+/// How the scripted server answers; `conn` counts connections from 0, `n` the times this
+/// verb was seen on all connections.
+type Script = dyn Fn(usize, &str, usize, &str) -> Answer + Send + Sync;
+
+enum Answer {
+    Say(String),
+    /// Answer, then close the connection.
+    SayAndHangUp(String),
+}
+
+struct Server {
+    port: u16,
+    /// Every command line received, with the connection number.
+    seen: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+fn serve(greeting: &'static str, script: Arc<Script>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let counts = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for (conn, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let (log, counts, script) =
+                (Arc::clone(&log), Arc::clone(&counts), Arc::clone(&script));
+            std::thread::spawn(move || talk(conn, stream, greeting, &*script, &log, &counts));
+        }
+    });
+    Server { port, seen }
+}
+
+fn talk(
+    conn: usize,
+    mut stream: TcpStream,
+    greeting: &str,
+    script: &Script,
+    log: &Mutex<Vec<(usize, String)>>,
+    counts: &Mutex<std::collections::HashMap<String, usize>>,
+) {
+    stream
+        .write_all(format!("{greeting}\r\n").as_bytes())
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut full = line.trim_end().to_string();
+        // A literal: `{n+}` (LITERAL+) or `{n}` (synchronising), its bytes, then the rest.
+        while let Some(n) = literal_len(&full) {
+            if !full.ends_with("+}") {
+                stream.write_all(b"+ go ahead\r\n").unwrap();
+            }
+            let mut body = vec![0; n];
+            reader.read_exact(&mut body).unwrap();
+            let mut rest = String::new();
+            reader.read_line(&mut rest).unwrap();
+            full = format!("{full}<{n} bytes>{}", rest.trim_end());
+        }
+        let mut words = full.splitn(3, ' ');
+        let tag = words.next().unwrap_or("").to_string();
+        let mut verb = words.next().unwrap_or("").to_ascii_uppercase();
+        if verb == "UID" {
+            verb = format!(
+                "UID {}",
+                full.split(' ').nth(2).unwrap_or("").to_ascii_uppercase()
+            );
+        }
+        log.lock().unwrap().push((conn, full.clone()));
+        let n = {
+            let mut c = counts.lock().unwrap();
+            let n = c.entry(verb.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let answer = if verb == "LOGOUT" {
+            Answer::SayAndHangUp(format!("* BYE\r\n{tag} OK LOGOUT completed."))
+        } else {
+            script(conn, &verb, n, &tag)
+        };
+        match answer {
+            Answer::Say(text) => stream.write_all(format!("{text}\r\n").as_bytes()).unwrap(),
+            Answer::SayAndHangUp(text) => {
+                let _ = stream.write_all(format!("{text}\r\n").as_bytes());
+                return;
+            }
+        }
+    }
+}
+
+fn literal_len(line: &str) -> Option<usize> {
+    let open = line.rfind('{')?;
+    let inner = line[open + 1..].strip_suffix('}')?;
+    inner.trim_end_matches('+').parse().ok()
+}
+
+/// Exchange Online's usual answers to what the session sends.
+fn exchange(verb: &str, tag: &str) -> Answer {
+    Answer::Say(match verb {
+        "CAPABILITY" => format!("* CAPABILITY {EXO_CAPS}\r\n{tag} OK CAPABILITY completed."),
+        "LOGIN" => format!("{tag} OK LOGIN completed."),
+        "STATUS" => format!(
+            "* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7)\r\n{tag} OK STATUS completed."
+        ),
+        "SELECT" => format!(
+            "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n{tag} OK [READ-WRITE] SELECT completed."
+        ),
+        "APPEND" => format!("{tag} OK [APPENDUID 7 9] APPEND completed."),
+        "UID STORE" => format!("{tag} OK STORE completed."),
+        _ => format!("{tag} BAD Command Error. 10"),
+    })
+}
+
+fn settings(port: u16, choice: ProfileChoice, max_message_size: Option<u64>) -> ImapSettings {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "not-a-real-password\n").unwrap();
+    ImapSettings {
+        host: "127.0.0.1".into(),
+        port,
+        security: Security::Plain,
+        tls_ca: None,
+        tls_verify: true,
+        tls_pin_sha256: Vec::new(),
+        auth: Auth::Admin {
+            user: "admin".into(),
+            password: Secret::File(pw),
+            login: AdminLogin::MasterSeparator("*".into()),
+        },
+        max_connections: 10,
+        profile: ProfileSettings {
+            choice,
+            max_message_size,
+            ..ProfileSettings::default()
+        },
+    }
+}
+
+fn lines(server: &Server) -> Vec<(usize, String)> {
+    server.seen.lock().unwrap().clone()
+}
+
+#[test]
+fn exchange_online_is_recognised_and_its_throttling_reply_is_waited_out() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, n, tag| match (verb, n) {
+            ("STATUS", 1) => Answer::Say(format!("{tag} {THROTTLED}")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let probe = connector.probe().unwrap();
+    assert!(
+        probe
+            .detail
+            .contains("profile: exchange-online (recognised"),
+        "{}",
+        probe.detail
+    );
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    assert_eq!(connector.profile().as_deref(), Some("exchange-online"));
+    // The profile's default cap replaces the default 10 once recognised.
+    assert_eq!(connector.limit().max(), 4);
+    let started = Instant::now();
+    let status = s.status("INBOX").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(status.messages, 3);
+    assert_eq!(status.highest_modseq, None);
+    s.logout();
+    let seen = lines(&server);
+    let statuses: Vec<&String> = seen
+        .iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.contains("STATUS"))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{seen:?}");
+    // CONDSTORE is advertised by this script but never used.
+    assert!(
+        statuses.iter().all(|l| !l.contains("HIGHESTMODSEQ")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|(_, l)| !l.contains("ENABLE")), "{seen:?}");
+}
+
+#[test]
+fn a_throttling_reply_followed_by_a_disconnect_is_retried_once_on_a_new_connection() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, n, tag| match (verb, n) {
+            ("STATUS", 1) => Answer::SayAndHangUp(format!("{tag} {THROTTLED}")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    assert_eq!(s.status("INBOX").unwrap().messages, 3);
+    s.logout();
+    let seen = lines(&server);
+    let statuses: Vec<usize> = seen
+        .iter()
+        .filter(|(_, l)| l.contains(" STATUS "))
+        .map(|(c, _)| *c)
+        .collect();
+    // Sent on the first connection, throttled and cut; sent again on a second one.
+    assert_eq!(statuses, vec![0, 1], "{seen:?}");
+}
+
+#[test]
+fn exchange_online_appends_refuse_oversize_locally_strip_keywords_and_reflag() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, _, tag| exchange(verb, tag)),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, Some(100)),
+    )
+    .unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    let small = b"Subject: hi\r\n\r\nsmall\r\n".to_vec();
+    let big = vec![b'x'; 500];
+    let flagged = Flags::from_server(["\\Flagged", "$Custom", "\\Seen"]);
+    let plain = Flags::from_server(["\\Seen"]);
+    let messages = [
+        Outgoing {
+            flags: &flagged,
+            internal_date: None,
+            body: &small,
+        },
+        Outgoing {
+            flags: &plain,
+            internal_date: None,
+            body: &big,
+        },
+    ];
+    let ticket = s.send_appends("INBOX", &messages).unwrap();
+    let outcomes = s.finish_appends(ticket, &messages).unwrap();
+    assert_eq!(
+        outcomes[0],
+        AppendOutcome::Stored(mailferry_core::model::Uid::new(9))
+    );
+    match &outcomes[1] {
+        AppendOutcome::Refused(reason) => assert!(
+            reason.contains("max_message_size of 100 bytes") && reason.contains("exchange-online"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    s.logout();
+    let seen = lines(&server);
+    let appends: Vec<&String> = seen
+        .iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.contains("APPEND"))
+        .collect();
+    // One APPEND only (the big message is never sent), without the custom keyword.
+    assert_eq!(appends.len(), 1, "{seen:?}");
+    assert!(appends[0].contains("(\\Flagged \\Seen)"), "{seen:?}");
+    assert!(!appends[0].contains("$Custom"), "{seen:?}");
+    // \Flagged set again on the APPENDUID, with INBOX selected for it.
+    assert!(
+        seen.iter()
+            .any(|(_, l)| l.ends_with("UID STORE 9 +FLAGS.SILENT (\\Flagged)")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        connector.dropped_keywords("user@contoso.example"),
+        vec![("INBOX".to_string(), 1)]
+    );
+}
+
+#[test]
+fn gmail_is_recognised_and_its_virtual_folders_are_left_out() {
+    let list = "* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n\
+        * LIST (\\HasChildren \\Noselect) \"/\" \"[Gmail]\"\r\n\
+        * LIST (\\All \\HasNoChildren) \"/\" \"[Gmail]/All Mail\"\r\n\
+        * LIST (\\HasNoChildren \\Important) \"/\" \"[Gmail]/Important\"\r\n\
+        * LIST (\\Flagged \\HasNoChildren) \"/\" \"[Gmail]/Starred\"\r\n\
+        * LIST (\\HasNoChildren \\Sent) \"/\" \"[Gmail]/Sent Mail\"\r\n\
+        * LIST (\\HasNoChildren) \"/\" \"Receipts\"";
+    let server = serve(
+        GMAIL_GREETING,
+        Arc::new(move |_, verb, _, tag| {
+            Answer::Say(match verb {
+                "CAPABILITY" => {
+                    format!("* CAPABILITY {GMAIL_CAPS}\r\n{tag} OK Thats all she wrote!")
+                }
+                "LOGIN" => format!("{tag} OK user authenticated (Success)"),
+                "LIST" => format!("{list}\r\n{tag} OK Success"),
+                "LSUB" => format!("{tag} OK Success"),
+                "NAMESPACE" => format!("* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n{tag} OK Success"),
+                _ => format!("{tag} BAD Unknown command"),
+            })
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Source,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("user@example.com", None).unwrap();
+    assert_eq!(connector.profile().as_deref(), Some("gmail"));
+    let tree = s.folders().unwrap();
+    let names: Vec<&str> = tree.folders().map(|f| f.raw_name.as_str()).collect();
+    assert!(
+        names.contains(&"[Gmail]/Sent Mail") && names.contains(&"Receipts"),
+        "{names:?}"
+    );
+    for virtual_folder in ["[Gmail]/All Mail", "[Gmail]/Important", "[Gmail]/Starred"] {
+        assert!(!names.contains(&virtual_folder), "{names:?}");
+    }
+    s.logout();
+
+    // include_virtual_folders = true brings them back.
+    let mut with = settings(server.port, ProfileChoice::Auto, None);
+    with.profile.include_virtual_folders = Some(true);
+    let connector = ImapConnector::new(Side::Source, &with).unwrap();
+    let mut s = connector.open("user@example.com", None).unwrap();
+    let tree = s.folders().unwrap();
+    assert!(tree.folders().any(|f| f.raw_name == "[Gmail]/All Mail"));
+    s.logout();
+}
+
+#[test]
+fn a_throttled_reply_slows_the_server_down_and_is_counted_for_the_mailbox() {
+    // RFC 5530's [THROTTLED] without a hint, on a generic server: the adaptive throttling
+    // applies whatever the profile.
+    let server = serve(
+        "* OK IMAP server ready",
+        Arc::new(|_, verb, n, tag| match (verb, n) {
+            ("STATUS", 1) => Answer::Say(format!("{tag} NO [THROTTLED] Slow down")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("u", None).unwrap();
+    assert_eq!(connector.profile().as_deref(), Some("generic"));
+    assert_eq!(connector.limit().max(), 10);
+    let started = Instant::now();
+    assert_eq!(s.status("INBOX").unwrap().messages, 3);
+    // The first pause (1 s) was waited, the cap halved.
+    assert!(started.elapsed() >= mailferry_core::ports::connector::FIRST_PAUSE);
+    assert_eq!(connector.limit().max(), 5);
+    assert!(connector.throttled_for("u") >= mailferry_core::ports::connector::FIRST_PAUSE);
+    assert_eq!(connector.throttled_for("someone-else"), Duration::ZERO);
+    s.logout();
+}
+
+#[test]
+fn exchange_online_sessions_reconnect_before_the_failed_command_cut_off() {
+    // Every STATUS is refused the way Exchange Online refuses a bad argument (imapsync
+    // FAQ.Exchange: the session is dropped after about 10 such errors).
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, _, tag| match verb {
+            "STATUS" => Answer::Say(format!("{tag} BAD Command Argument Error. 11")),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("u", None).unwrap();
+    for _ in 0..9 {
+        assert!(s.status("INBOX").unwrap_err().is_refusal());
+    }
+    s.logout();
+    let seen = lines(&server);
+    let conns: Vec<usize> = seen
+        .iter()
+        .filter(|(_, l)| l.contains(" STATUS "))
+        .map(|(c, _)| *c)
+        .collect();
+    // Eight on the first connection, then a new one before the server's cut-off.
+    assert_eq!(conns, [vec![0; 8], vec![1]].concat(), "{seen:?}");
+}
