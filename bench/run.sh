@@ -267,6 +267,13 @@ watch() {
 }
 unwatch() {
   ((${#WATCH_PIDS[@]})) || return 0
+  # What watching cost while the passes ran: CPU seconds of serve and of every Chromium
+  # process (browser, renderers, GPU and network services), from their start.
+  local serve_s browsers_s
+  serve_s=$(ps -o times= -p "${WATCH_PIDS[0]}" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  browsers_s=$(ps -C chromium -o times= 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  log "  watching cost: serve ${serve_s} s of CPU, the browsers ${browsers_s} s"
+  printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\n' "$serve_s" "$browsers_s" >"$OUT/watch-cost.tsv"
   kill "${WATCH_PIDS[@]}" 2>/dev/null || true
   wait "${WATCH_PIDS[@]}" 2>/dev/null || true
   WATCH_PIDS=()
