@@ -269,9 +269,14 @@ unwatch() {
   ((${#WATCH_PIDS[@]})) || return 0
   # What watching cost while the passes ran: CPU seconds of serve and of every Chromium
   # process (browser, renderers, GPU and network services), from their start.
-  local serve_s browsers_s
-  serve_s=$(ps -o times= -p "${WATCH_PIDS[0]}" 2>/dev/null | awk '{s += $1} END {print s + 0}')
-  browsers_s=$(ps -C chromium -o times= 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  local serve_s browsers_s hz
+  hz=$(getconf CLK_TCK)
+  # utime + stime of /proc/PID/stat (fields 14 and 15 after the command name), in seconds.
+  serve_s=$(awk -v hz="$hz" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' \
+    "/proc/${WATCH_PIDS[0]}/stat" 2>/dev/null || echo "?")
+  browsers_s=$(for f in /proc/[0-9]*/stat; do
+    grep -q '^[0-9]* (chromium) ' "$f" 2>/dev/null && cat "$f"
+  done | awk -v hz="$hz" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}')
   log "  watching cost: serve ${serve_s} s of CPU, the browsers ${browsers_s} s"
   printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\n' "$serve_s" "$browsers_s" >"$OUT/watch-cost.tsv"
   kill "${WATCH_PIDS[@]}" 2>/dev/null || true
