@@ -275,7 +275,7 @@ unwatch() {
   serve_s=$(awk -v hz="$hz" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' \
     "/proc/${WATCH_PIDS[0]}/stat" 2>/dev/null || echo "?")
   browsers_s=$(for f in /proc/[0-9]*/stat; do
-    grep -q '^[0-9]* (chromium) ' "$f" 2>/dev/null && cat "$f"
+    if grep -q '^[0-9]* (chromium) ' "$f" 2>/dev/null; then cat "$f" 2>/dev/null || true; fi
   done | awk -v hz="$hz" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}')
   log "  watching cost: serve ${serve_s} s of CPU, the browsers ${browsers_s} s"
   printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\n' "$serve_s" "$browsers_s" >"$OUT/watch-cost.tsv"
