@@ -43,39 +43,23 @@ impl World {
         self.lab_dir.path().join(name).display().to_string()
     }
 
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-            .args(args)
-            .env("MF_TEST_ADMIN_PW", ADMIN_PW)
-            .env("MF_OLD_AD_PW", self.old_dc.admin_password())
-            .env("MF_NEW_AD_PW", self.new_dc.admin_password())
-            .env("MF_INITIAL_PW", INITIAL_PW)
-            .current_dir(self.lab_dir.path())
-            .output()
-            .expect("run mailferry");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "mailferry {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let (_, out, err) = self.run(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}):\n{out}\n{err}"))
-    }
-
     fn source_dn(&self, user: &str) -> String {
         format!("CN={user},{}", self.old_ou)
+    }
+}
+
+impl Runs for World {
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(
+            self.lab_dir.path(),
+            &[
+                ("MF_TEST_ADMIN_PW", ADMIN_PW),
+                ("MF_OLD_AD_PW", self.old_dc.admin_password()),
+                ("MF_NEW_AD_PW", self.new_dc.admin_password()),
+                ("MF_INITIAL_PW", INITIAL_PW),
+            ],
+            args,
+        )
     }
 }
 

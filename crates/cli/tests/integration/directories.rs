@@ -26,35 +26,19 @@ impl World {
     fn job(&self) -> String {
         self.lab_dir.path().join("job.toml").display().to_string()
     }
+}
 
+impl Runs for World {
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-            .args(args)
-            .env("MF_TEST_ADMIN_PW", ADMIN_PW)
-            .env("MF_OLD_LDAP_PW", self.old_ldap.admin_password())
-            .env("MF_NEW_LDAP_PW", self.new_ldap.admin_password())
-            .current_dir(self.lab_dir.path())
-            .output()
-            .expect("run mailferry");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        run_in(
+            self.lab_dir.path(),
+            &[
+                ("MF_TEST_ADMIN_PW", ADMIN_PW),
+                ("MF_OLD_LDAP_PW", self.old_ldap.admin_password()),
+                ("MF_NEW_LDAP_PW", self.new_ldap.admin_password()),
+            ],
+            args,
         )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "mailferry {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let (_, out, err) = self.run(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}):\n{out}\n{err}"))
     }
 }
 

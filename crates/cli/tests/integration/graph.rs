@@ -14,6 +14,7 @@ use mailferry_testkit::{Slapd, SlapdConfig, person_ldif};
 use serde_json::{Value, json};
 
 use crate::directories::{counts, expect, results};
+use crate::lab::{Runs, run_in};
 
 const SOURCE_USERS: [&str; 7] = ["alice", "bob", "carol", "erin", "frank", "gus", "hank"];
 const APP_SECRET: &str = "graph-story-secret";
@@ -33,36 +34,6 @@ struct World {
 }
 
 impl World {
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-            .args(args)
-            .env("MF_OLD_LDAP_PW", self.ldap.admin_password())
-            .env("MF_GRAPH_SECRET", APP_SECRET)
-            .env("MF_FIRST_PW", "Fi7st-Passw0rd!")
-            .current_dir(self.lab_dir.path())
-            .output()
-            .expect("run mailferry");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
-        assert_eq!(code, 0, "mailferry {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let (_, out, err) = self.run(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}):\n{out}\n{err}"))
-    }
-
     /// A job file in the lab: the source directory, and a target with the given token URL
     /// and `graph_url`, all sharing one state.
     fn write_job(&self, name: &str, token_url: &str, graph_url: &str) -> String {
@@ -87,6 +58,20 @@ impl World {
         let path = self.lab_dir.path().join(name);
         std::fs::write(&path, job).unwrap();
         path.display().to_string()
+    }
+}
+
+impl Runs for World {
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        run_in(
+            self.lab_dir.path(),
+            &[
+                ("MF_OLD_LDAP_PW", self.ldap.admin_password()),
+                ("MF_GRAPH_SECRET", APP_SECRET),
+                ("MF_FIRST_PW", "Fi7st-Passw0rd!"),
+            ],
+            args,
+        )
     }
 }
 

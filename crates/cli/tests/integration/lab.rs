@@ -519,3 +519,41 @@ pub fn as_target_stores_them(
     }
     c.logout();
 }
+
+/// A test world that runs `mailferry` in its job folder with its own secrets in the
+/// environment: it says how (`run`), and gets `ok` and `json` from it.
+pub trait Runs {
+    /// The exit code, standard output and standard error.
+    fn run(&self, args: &[&str]) -> (i32, String, String);
+
+    /// Standard output of a command that must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "mailferry {args:?} failed:\n{out}\n{err}");
+        out
+    }
+
+    /// The JSON a command prints with `--json`, whatever its exit code.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (_, out, err) = self.run(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}):\n{out}\n{err}"))
+    }
+}
+
+/// `mailferry ARGS` in `dir` with these variables set.
+pub fn run_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailferry"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("run mailferry");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

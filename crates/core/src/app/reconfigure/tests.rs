@@ -24,6 +24,25 @@ fn text(s: &str) -> FieldValue {
     FieldValue::Text(s.to_owned())
 }
 
+/// The form of one section as the console shows it.
+fn section_view(path: &Path, section: Section) -> SectionView {
+    connections_in(path)
+        .expect("view")
+        .sections
+        .into_iter()
+        .find(|s| s.section == section)
+        .unwrap_or_else(|| panic!("no form for {section:?}"))
+}
+
+/// A form's values as shown: what sending the form back unchanged sends.
+fn shown(section: &SectionView) -> BTreeMap<String, FieldValue> {
+    section
+        .fields
+        .iter()
+        .map(|f| (f.name.to_owned(), f.value.clone()))
+        .collect()
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).expect("read job")
 }
@@ -223,11 +242,7 @@ fn sending_the_shown_values_back_changes_nothing() {
     let (_dir, path) = job_file(template());
     let view = connections_in(&path).expect("view");
     for section in &view.sections {
-        let values: BTreeMap<String, FieldValue> = section
-            .fields
-            .iter()
-            .map(|f| (f.name.to_owned(), f.value.clone()))
-            .collect();
+        let values = shown(section);
         let outcome = reconfigure_file(&path, section.section, &values).expect("no change");
         assert!(outcome.changed.is_empty(), "{outcome:?}");
     }
@@ -461,18 +476,9 @@ fn the_creation_form_adds_target_create_with_its_list_of_object_classes() {
     let created = job.target.create.expect("[target.create]");
     assert_eq!(created.object_classes, ["inetOrgPerson", "mailUser"]);
     // Shown back as the list it is; sending it back changes nothing.
-    let view = connections_in(&path).expect("view");
-    let section = view
-        .sections
-        .iter()
-        .find(|s| s.section == Section::TargetCreate)
-        .unwrap();
+    let section = section_view(&path, Section::TargetCreate);
     assert!(section.present);
-    let values: BTreeMap<String, FieldValue> = section
-        .fields
-        .iter()
-        .map(|f| (f.name.to_owned(), f.value.clone()))
-        .collect();
+    let values = shown(&section);
     assert_eq!(
         values["object_classes"],
         FieldValue::List(vec!["inetOrgPerson".into(), "mailUser".into()])
@@ -485,35 +491,25 @@ fn the_creation_form_adds_target_create_with_its_list_of_object_classes() {
 #[test]
 fn a_pin_written_as_one_string_is_shown_and_kept_as_it_is() {
     let pin = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
-    let text = template().replacen(
+    let job = template().replacen(
         "host = \"mail.old.example\"\n",
         &format!("host = \"mail.old.example\"\ntls_pin_sha256 = \"{pin}\"\n"),
         1,
     );
-    let (_dir, path) = job_file(&text);
-    let view = connections_in(&path).expect("view");
-    let source = &view.sections[0];
-    let values: BTreeMap<String, FieldValue> = source
-        .fields
-        .iter()
-        .map(|f| (f.name.to_owned(), f.value.clone()))
-        .collect();
-    assert_eq!(values["tls_pin_sha256"], text_value(pin));
+    let (_dir, path) = job_file(&job);
+    let values = shown(&section_view(&path, Section::Source));
+    assert_eq!(values["tls_pin_sha256"], text(pin));
     let outcome = reconfigure_file(&path, Section::Source, &values).expect("no change");
     assert!(outcome.changed.is_empty(), "{outcome:?}");
-    assert_eq!(read(&path), text);
+    assert_eq!(read(&path), job);
     // Two pins are written as a list.
     reconfigure_file(
         &path,
         Section::Source,
-        &form(&[("tls_pin_sha256", text_value(&format!("{pin}, {pin}")))]),
+        &form(&[("tls_pin_sha256", text(&format!("{pin}, {pin}")))]),
     )
     .expect("written");
     assert!(read(&path).contains(&format!("tls_pin_sha256 = [\"{pin}\", \"{pin}\"]\n")));
-}
-
-fn text_value(s: &str) -> FieldValue {
-    FieldValue::Text(s.to_owned())
 }
 
 #[test]
@@ -576,12 +572,7 @@ fn an_oauth2_form_writes_the_oauth2_table_and_the_login_becomes_oauth2() {
     let written = read(&path);
     assert!(written.contains("[target.oauth2]\n"), "{written}");
     assert!(!written.contains("TARGET_ADMIN_PASSWORD"), "{written}");
-    let view = connections_in(&path).expect("view");
-    let section = view
-        .sections
-        .iter()
-        .find(|s| s.section == Section::TargetOAuth2)
-        .unwrap();
+    let section = section_view(&path, Section::TargetOAuth2);
     assert!(section.present);
     assert_eq!(section.kind.as_deref(), Some("oauth2"));
 }
