@@ -260,25 +260,41 @@ watch() {
     WATCH_PIDS+=($!)
   done
   sleep 3 # the pages loaded and their event streams open
+  # What the browsers and serve spent starting and loading the page, taken off at unwatch:
+  # the figure that matters is what watching costs while the passes run.
+  WATCH_START_BROWSERS=$(browsers_cpu)
+  WATCH_START_SERVE=$(pid_cpu "${WATCH_PIDS[0]}")
   local port streams
   port=$(sed -E 's#^http://[^/]*:([0-9]+)/.*#\1#' <<<"$url")
   streams=$(ss -tnH state established "( sport = :$port )" | wc -l)
   log "  watching: serve and $n browsers ($streams connections open to the console)"
 }
+# utime + stime of /proc/PID/stat (fields 14 and 15 after the command name), in seconds.
+pid_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' \
+    "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# The same summed over every process of the watching browsers (browser, renderers, GPU and
+# network services): those whose command line names one of this run's profiles.
+browsers_cpu() {
+  local d
+  for d in /proc/[0-9]*; do
+    if grep -qa -- "--user-data-dir=$OUT/chromium-" "$d/cmdline" 2>/dev/null; then
+      cat "$d/stat" 2>/dev/null || true
+    fi
+  done | awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}'
+}
 unwatch() {
   ((${#WATCH_PIDS[@]})) || return 0
-  # What watching cost while the passes ran: CPU seconds of serve and of every Chromium
-  # process (browser, renderers, GPU and network services), from their start.
-  local serve_s browsers_s hz
-  hz=$(getconf CLK_TCK)
-  # utime + stime of /proc/PID/stat (fields 14 and 15 after the command name), in seconds.
-  serve_s=$(awk -v hz="$hz" '{sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz}' \
-    "/proc/${WATCH_PIDS[0]}/stat" 2>/dev/null || echo "?")
-  browsers_s=$(for f in /proc/[0-9]*/stat; do
-    if grep -q '^[0-9]* (chromium) ' "$f" 2>/dev/null; then cat "$f" 2>/dev/null || true; fi
-  done | awk -v hz="$hz" '{sub(/^.*\) /, ""); t += $12 + $13} END {printf "%.2f", t / hz}')
-  log "  watching cost: serve ${serve_s} s of CPU, the browsers ${browsers_s} s"
-  printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\n' "$serve_s" "$browsers_s" >"$OUT/watch-cost.tsv"
+  # What watching cost while the passes ran: CPU seconds of serve and of the browsers, less
+  # what they spent before the first pass began (starting, loading the page).
+  local serve_s browsers_s
+  serve_s=$(awk -v a="$(pid_cpu "${WATCH_PIDS[0]}")" -v b="$WATCH_START_SERVE" 'BEGIN {printf "%.2f", a - b}')
+  browsers_s=$(awk -v a="$(browsers_cpu)" -v b="$WATCH_START_BROWSERS" 'BEGIN {printf "%.2f", a - b}')
+  log "  watching cost during the passes: serve ${serve_s} s of CPU, the browsers ${browsers_s} s" \
+    "(starting and loading the page before them: ${WATCH_START_BROWSERS} s)"
+  printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\nbrowsers_start_cpu_s\t%s\n' "$serve_s" "$browsers_s" \
+    "$WATCH_START_BROWSERS" >"$OUT/watch-cost.tsv"
   kill "${WATCH_PIDS[@]}" 2>/dev/null || true
   wait "${WATCH_PIDS[@]}" 2>/dev/null || true
   WATCH_PIDS=()
@@ -403,6 +419,16 @@ for t in builds:
         m = json.load(open(os.path.join(out, f"{t}-{phase}.out")))
         print(f"\n{t}'s own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
               f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
+cost = os.path.join(out, "watch-cost.tsv")
+if os.path.exists(cost) and ("mailferry-watched", "full") in row:
+    c = dict(line.rstrip("\n").split("\t") for line in open(cost))
+    w, a = float(row[("mailferry-watched", "full")]["wall_s"]), float(row[("mailferry", "full")]["wall_s"])
+    if ("mailferry-again", "full") in row:
+        a = (a + float(row[("mailferry-again", "full")]["wall_s"])) / 2
+    print(f"\n\nWatched (serve and the browsers on this machine, during the full and no-op passes): "
+          f"serve {c['serve_cpu_s']} s of CPU, the browsers {c['browsers_cpu_s']} s "
+          f"(and {c['browsers_start_cpu_s']} s starting and loading the page before the passes); "
+          f"the watched full pass {w:.2f} s against {a:.2f} s unwatched ({100 * (w / a - 1):+.1f} %)", end="")
 print(f"\n\nRaw figures, logs, job files and configs: `{out}`")
 EOF
 echo

@@ -28,6 +28,12 @@ const state = {
   progress: null,
   lastRefresh: new Map(), // entry id -> {source, target}
   renderQueued: false,
+  // What the grid's body shows now: the window [first, last) and each row's HTML, so that a
+  // tick of the event stream replaces only the rows that changed (a migration changes a few
+  // rows a second; redrawing the whole window each second costs the browser far more).
+  drawn: null,
+  // Panels drawn only while shown: a hidden Dashboard is brought up to date when it is opened.
+  stale: { dashboard: false, progress: false },
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -202,28 +208,43 @@ function rowHtml(e, i) {
 }
 
 function renderGrid() {
+  if (document.hidden) { state.drawn = null; return; }
   const grid = $('#grid');
   const n = state.view.length;
   const headH = 32;
   const top = Math.max(0, grid.scrollTop - headH);
   const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
   const last = Math.min(n, Math.ceil((top + grid.clientHeight) / ROW_H) + OVERSCAN);
-  let html = '<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>';
-  for (let i = first; i < last; i += 1) html += rowHtml(state.view[i], i);
-  html += '<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>';
+  const rows = [];
+  for (let i = first; i < last; i += 1) rows.push(rowHtml(state.view[i], i));
   const body = $('#rows');
-  body.innerHTML = html;
-  // Heights through the CSSOM: the page's policy forbids inline style attributes.
-  const spacers = body.querySelectorAll('tr.spacer');
-  spacers[0].style.height = `${first * ROW_H}px`;
-  spacers[1].style.height = `${(n - last) * ROW_H}px`;
+  const d = state.drawn;
+  if (d && d.body === body && d.first === first && d.last === last && d.n === n) {
+    // The same window: replace only the rows whose HTML changed.
+    const trs = body.children; // spacer, rows…, spacer
+    for (let k = 0; k < rows.length; k += 1) {
+      if (rows[k] !== d.rows[k]) trs[k + 1].outerHTML = rows[k];
+    }
+  } else {
+    body.innerHTML = `<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>${rows.join('')}`
+      + '<tr class="spacer" aria-hidden="true"><td colspan="13"></td></tr>';
+    // Heights through the CSSOM: the page's policy forbids inline style attributes.
+    const spacers = body.querySelectorAll('tr.spacer');
+    spacers[0].style.height = `${first * ROW_H}px`;
+    spacers[1].style.height = `${(n - last) * ROW_H}px`;
+  }
+  state.drawn = { body, first, last, n, rows };
   const visibleSelected = state.view.reduce((k, e) => k + (state.selected.has(e.id) ? 1 : 0), 0);
   const all = $('#select-all');
-  all.checked = n > 0 && visibleSelected === n;
-  all.indeterminate = visibleSelected > 0 && visibleSelected < n;
+  const allChecked = n > 0 && visibleSelected === n;
+  const some = visibleSelected > 0 && visibleSelected < n;
+  if (all.checked !== allChecked) all.checked = allChecked;
+  if (all.indeterminate !== some) all.indeterminate = some;
   const count = state.selected.size;
-  $('#selection-count').textContent = `${count} of ${state.entries.length} selected`
+  const text = `${count} of ${state.entries.length} selected`
     + (n !== state.entries.length ? ` · ${n} shown` : '');
+  const counter = $('#selection-count');
+  if (counter.textContent !== text) counter.textContent = text;
 }
 
 // ------------------------------------------------------------------ selection
@@ -273,6 +294,8 @@ function onRowClick(ev) {
   } else {
     selectOnly(i);
   }
+  // The click may have ticked the row's checkbox itself: draw every row from the state.
+  state.drawn = null;
   renderGrid();
   $('#grid').focus({ preventScroll: true });
 }
@@ -308,6 +331,12 @@ function scrollToRow(i) {
 
 // ------------------------------------------------------------------ tabs
 
+// Draws what changed while its panel was hidden (or the page was in the background).
+function catchUp() {
+  if (state.stale.dashboard) renderDashboard();
+  if (state.stale.progress) renderProgress();
+}
+
 function showTab(name) {
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     const on = tab.dataset.panel === name;
@@ -316,6 +345,7 @@ function showTab(name) {
     $(`#panel-${tab.dataset.panel}`).hidden = !on;
   }
   if (name === 'jobs') scheduleRender();
+  if (name === 'dashboard') catchUp();
   if (name === 'connections') loadForms().catch((e) => say(e.message, 'error'));
   if (name === 'reports') loadReports();
 }
@@ -370,7 +400,13 @@ function renderConnections(job) {
   renderCheck(job.last_check);
 }
 
+function panelShown(name) {
+  return !$(`#panel-${name}`).hidden && !document.hidden;
+}
+
 function renderDashboard() {
+  if (!panelShown('dashboard')) { state.stale.dashboard = true; return; }
+  state.stale.dashboard = false;
   const list = state.entries;
   const migrated = list.filter((e) => e.state === 'migrated');
   const failed = list.filter((e) => e.state === 'failed' || e.state === 'partial' || e.error);
@@ -403,6 +439,8 @@ function eta(left, rate) {
 }
 
 function renderProgress() {
+  if (!panelShown('dashboard')) { state.stale.progress = true; return; }
+  state.stale.progress = false;
   const p = state.progress;
   if (!p || !p.entries || Object.keys(p.entries).length === 0) return;
   const o = p.overall;
@@ -828,6 +866,12 @@ function wire() {
   $('#rows').addEventListener('mousedown', (ev) => { if (ev.shiftKey) ev.preventDefault(); });
   $('#rows').addEventListener('click', onRowClick);
   $('#grid').addEventListener('scroll', scheduleRender, { passive: true });
+  // A page in the background draws nothing; brought back, it draws what it missed.
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) return;
+    scheduleRender();
+    catchUp();
+  });
   $('#grid').addEventListener('keydown', onGridKey);
   window.addEventListener('resize', scheduleRender);
   $('#select-all').addEventListener('change', (ev) => {
