@@ -1149,6 +1149,113 @@ fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
     assert_eq!(status["entries"][0]["id"], "id-alice");
 }
 
+const GRAPH_DIRECTORY: &str = "# Entra ID, read through Microsoft Graph.\n[target.directory]\n\
+    kind = \"graph\"\ngraph_url = \"http://127.0.0.1:9/v1.0\"\nallow_plain = true\n\n\
+    [target.directory.oauth2]\ntenant = \"contoso-test\"\nclient_id = \"graph-app\"\n\
+    client_secret = { env = \"MF_GRAPH_SECRET\" }   # the app's secret\n\
+    token_url = \"http://127.0.0.1:9/token\"\nallow_plain = true\n";
+
+/// A Graph directory has Graph's keys in the console and its application's own form, each
+/// validated as the job file is and written in place.
+#[test]
+fn a_graph_directory_and_its_application_are_edited_from_the_console() {
+    let lab = Lab::new(&["alice"]);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    lab.write_job(GRAPH_DIRECTORY);
+    let before = std::fs::read_to_string(lab.job()).unwrap();
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    b.goto(&s.url).unwrap();
+    b.wait_for("tr[data-entry-id]", Duration::from_secs(10))
+        .unwrap();
+    b.click(&b.find("#tab-connections").unwrap()).unwrap();
+    b.wait_for(
+        "form[data-section=\"target.directory.oauth2\"] #f-target-directory-oauth2-client_id",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let count = |css: &str| {
+        b.execute_with(
+            "return document.querySelectorAll(arguments[0]).length;",
+            &[serde_json::json!(css)],
+        )
+        .unwrap()
+    };
+    assert_eq!(count("#f-target-directory-graph_url"), 1);
+    assert_eq!(count("#f-target-directory-base"), 0, "no LDAP keys");
+    assert_eq!(count("#f-target-directory-oauth2-mechanism"), 0);
+    assert_eq!(
+        count("form[data-section=\"source.directory.oauth2\"]"),
+        0,
+        "the source's directory is not Graph"
+    );
+    let secret = b
+        .attr(
+            &b.find("#f-target-directory-oauth2-client_secret").unwrap(),
+            "value",
+        )
+        .unwrap();
+    assert_eq!(secret.as_deref(), Some("MF_GRAPH_SECRET"));
+
+    // An LDAP filter: refused beside the field, in the job file's words; nothing written.
+    let filter = "#f-target-directory-filter";
+    let save = "form[data-section=\"target.directory\"] button[type=submit]";
+    type_into(&b, filter, "(objectClass=user)");
+    b.click(&b.find(save).unwrap()).unwrap();
+    let error = b
+        .wait_for(
+            "[data-field=\"target.directory.filter\"] .field-error",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    b.wait_until(
+        "return document.querySelector('[data-field=\"target.directory.filter\"] .field-error').textContent !== '';",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let text = b.text(&error).unwrap();
+    assert!(text.contains("OData"), "{text}");
+    assert_eq!(std::fs::read_to_string(lab.job()).unwrap(), before);
+
+    type_into(&b, filter, "accountEnabled eq true and department eq 'Sales'");
+    b.click(&b.find(save).unwrap()).unwrap();
+    b.wait_until(
+        "return document.querySelector('form[data-section=\"target.directory\"] .form-status').textContent.startsWith('Saved');",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    // The application's client ID, in its own table; the IMAP login stays the admin's.
+    type_into(&b, "#f-target-directory-oauth2-client_id", "graph-app-2");
+    b.click(
+        &b.find("form[data-section=\"target.directory.oauth2\"] button[type=submit]")
+            .unwrap(),
+    )
+    .unwrap();
+    b.wait_until(
+        "return document.querySelector('form[data-section=\"target.directory.oauth2\"] .form-status').textContent.startsWith('Saved');",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    b.screenshot_png(&screenshots().join("connections-graph.png"))
+        .unwrap();
+    let after = std::fs::read_to_string(lab.job()).unwrap();
+    assert_eq!(
+        after,
+        before
+            .replace(
+                "allow_plain = true\n\n[target.directory.oauth2]",
+                "allow_plain = true\nfilter = \"accountEnabled eq true and department eq 'Sales'\"\n\n[target.directory.oauth2]"
+            )
+            .replace("client_id = \"graph-app\"", "client_id = \"graph-app-2\"")
+    );
+    let (code, status) = lab.json(&["status", job]);
+    assert_eq!(code, 0, "{status}");
+}
+
 /// A `migrate` run from a terminal shows in the console while it runs (from the leases and
 /// progress it writes to the state), and SIGTERM stops `serve` cleanly.
 #[test]

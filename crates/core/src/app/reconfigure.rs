@@ -40,16 +40,22 @@ pub enum Section {
     SourceOAuth2,
     #[serde(rename = "target.oauth2")]
     TargetOAuth2,
+    #[serde(rename = "source.directory.oauth2")]
+    SourceDirectoryOAuth2,
+    #[serde(rename = "target.directory.oauth2")]
+    TargetDirectoryOAuth2,
 }
 
 impl Section {
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 9] = [
         Section::Source,
         Section::SourceOAuth2,
         Section::SourceDirectory,
+        Section::SourceDirectoryOAuth2,
         Section::Target,
         Section::TargetOAuth2,
         Section::TargetDirectory,
+        Section::TargetDirectoryOAuth2,
         Section::TargetCreate,
     ];
 
@@ -63,6 +69,8 @@ impl Section {
             Section::TargetCreate => "target.create",
             Section::SourceOAuth2 => "source.oauth2",
             Section::TargetOAuth2 => "target.oauth2",
+            Section::SourceDirectoryOAuth2 => "source.directory.oauth2",
+            Section::TargetDirectoryOAuth2 => "target.directory.oauth2",
         }
     }
 
@@ -79,16 +87,22 @@ impl Section {
             Section::TargetCreate => "Mailbox creation in the target directory",
             Section::SourceOAuth2 => "Source OAuth2 (auth = \"oauth2\")",
             Section::TargetOAuth2 => "Target OAuth2 (auth = \"oauth2\")",
+            Section::SourceDirectoryOAuth2 => "Source directory's application (Microsoft Graph)",
+            Section::TargetDirectoryOAuth2 => "Target directory's application (Microsoft Graph)",
         }
     }
 
     fn side(self) -> &'static str {
         match self {
-            Section::Source | Section::SourceDirectory | Section::SourceOAuth2 => "source",
+            Section::Source
+            | Section::SourceDirectory
+            | Section::SourceOAuth2
+            | Section::SourceDirectoryOAuth2 => "source",
             Section::Target
             | Section::TargetDirectory
             | Section::TargetCreate
-            | Section::TargetOAuth2 => "target",
+            | Section::TargetOAuth2
+            | Section::TargetDirectoryOAuth2 => "target",
         }
     }
 
@@ -96,30 +110,42 @@ impl Section {
         matches!(self, Section::SourceDirectory | Section::TargetDirectory)
     }
 
-    /// The section's table inside its side's (`directory`, `create`), or `None` for the
-    /// connection itself.
-    fn sub_table(self) -> Option<&'static str> {
+    /// The connection's own OAuth2 table (`[side.oauth2]`), whose form chooses OAuth2.
+    fn is_connection_oauth2(self) -> bool {
+        matches!(self, Section::SourceOAuth2 | Section::TargetOAuth2)
+    }
+
+    /// The section's table inside its side's (`directory`, `create`, `oauth2`,
+    /// `directory.oauth2`); empty for the connection itself.
+    fn sub_path(self) -> &'static [&'static str] {
         match self {
-            Section::Source | Section::Target => None,
-            Section::SourceDirectory | Section::TargetDirectory => Some("directory"),
-            Section::TargetCreate => Some("create"),
-            Section::SourceOAuth2 | Section::TargetOAuth2 => Some("oauth2"),
+            Section::Source | Section::Target => &[],
+            Section::SourceDirectory | Section::TargetDirectory => &["directory"],
+            Section::TargetCreate => &["create"],
+            Section::SourceOAuth2 | Section::TargetOAuth2 => &["oauth2"],
+            Section::SourceDirectoryOAuth2 | Section::TargetDirectoryOAuth2 => {
+                &["directory", "oauth2"]
+            }
         }
     }
 
-    /// Every key the section's form can edit, whatever the connection's kind.
+    /// Every key the section's form can edit, whatever the connection's or directory's kind.
     fn fields(self) -> impl Iterator<Item = &'static Field> {
-        let list: &[Field] = match self.sub_table() {
-            None => CONNECTION_FIELDS,
-            Some("create") => CREATE_FIELDS,
-            Some("oauth2") => OAUTH2_FIELDS,
-            Some(_) => DIRECTORY_FIELDS,
+        let list: &[Field] = match self.sub_path() {
+            [] => CONNECTION_FIELDS,
+            ["create"] => CREATE_FIELDS,
+            ["oauth2"] => OAUTH2_FIELDS,
+            ["directory", "oauth2"] => DIRECTORY_OAUTH2_FIELDS,
+            _ => DIRECTORY_FIELDS,
         };
         list.iter()
     }
 
-    fn field(self, name: &str) -> Option<&'static Field> {
-        self.fields().find(|f| f.name == name)
+    /// The key `name` as the form of this kind has it (a directory's `filter` is an LDAP
+    /// filter or an OData one).
+    fn field(self, name: &str, kind: Applies) -> Option<&'static Field> {
+        self.fields()
+            .find(|f| f.name == name && (f.applies == Applies::Always || f.applies == kind))
     }
 }
 
@@ -144,12 +170,27 @@ pub enum Input {
     Secret,
 }
 
-/// Which connection kinds a connection key applies to (directories have one kind).
+/// Which kinds of connection or directory a key applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applies {
     Imap,
     Maildir,
+    /// An LDAP directory (and creation in one).
+    Ldap,
+    /// Entra ID through Microsoft Graph (and creation in it).
+    Graph,
     Always,
+}
+
+impl Applies {
+    fn of(kind: Option<&str>) -> Applies {
+        match kind {
+            Some("maildir") => Applies::Maildir,
+            Some("ldap") => Applies::Ldap,
+            Some("graph") => Applies::Graph,
+            _ => Applies::Imap,
+        }
+    }
 }
 
 /// One editable key.
@@ -178,6 +219,20 @@ const fn field(name: &'static str, label: &'static str, input: Input, hint: &'st
 const fn imap(name: &'static str, label: &'static str, input: Input, hint: &'static str) -> Field {
     Field {
         applies: Applies::Imap,
+        ..field(name, label, input, hint)
+    }
+}
+
+const fn ldap(name: &'static str, label: &'static str, input: Input, hint: &'static str) -> Field {
+    Field {
+        applies: Applies::Ldap,
+        ..field(name, label, input, hint)
+    }
+}
+
+const fn graph(name: &'static str, label: &'static str, input: Input, hint: &'static str) -> Field {
+    Field {
+        applies: Applies::Graph,
         ..field(name, label, input, hint)
     }
 }
@@ -249,54 +304,78 @@ const CONNECTION_FIELDS: &[Field] = &[
 const DIRECTORY_FIELDS: &[Field] = &[
     Field {
         choices: &["openldap", "active-directory"],
-        ..field("schema", "Schema", Input::Choice, "openldap")
+        ..ldap("schema", "Schema", Input::Choice, "openldap")
     },
-    field("url", "URL", Input::Text, "ldaps://dc.example.org:636"),
+    ldap("url", "URL", Input::Text, "ldaps://dc.example.org:636"),
     Field {
         choices: &["starttls", "plain", "tls"],
-        ..field(
+        ..ldap(
             "security",
             "Security",
             Input::Choice,
             "starttls, or tls for ldaps://",
         )
     },
-    field(
+    ldap(
         "tls_ca",
         "TLS CA file",
         Input::Text,
         "ca.pem (besides the system's)",
     ),
-    field(
+    ldap(
         "tls_pin_sha256",
         "Pinned certificate",
         Input::List,
         "SHA-256 fingerprint(s), AB:CD:… (commas between)",
     ),
-    field(
+    ldap(
         "bind_dn",
         "Bind DN",
         Input::Text,
         "cn=reader,dc=example,dc=org",
     ),
-    field("bind_password", "Bind password", Input::Secret, ""),
-    field("base", "Base", Input::Text, "ou=people,dc=example,dc=org"),
-    field("filter", "Filter", Input::Text, "(objectClass=*)"),
-    field("id_attribute", "ID attribute", Input::Text, "entryUUID"),
-    field("login_attribute", "Login attribute", Input::Text, "uid"),
-    field(
+    ldap("bind_password", "Bind password", Input::Secret, ""),
+    ldap("base", "Base", Input::Text, "ou=people,dc=example,dc=org"),
+    ldap("filter", "Filter", Input::Text, "(objectClass=*)"),
+    ldap("id_attribute", "ID attribute", Input::Text, "entryUUID"),
+    ldap("login_attribute", "Login attribute", Input::Text, "uid"),
+    ldap(
         "primary_address_attribute",
         "Primary address",
         Input::Text,
         "mail",
     ),
-    field(
+    ldap(
         "alias_attribute",
         "Alias attribute",
         Input::Text,
         "e.g. mailAlternateAddress",
     ),
-    field("display_name_attribute", "Display name", Input::Text, "cn"),
+    ldap("display_name_attribute", "Display name", Input::Text, "cn"),
+    graph(
+        "graph_url",
+        "Graph URL",
+        Input::Text,
+        "https://graph.microsoft.com/v1.0",
+    ),
+    graph(
+        "tls_ca",
+        "TLS CA file",
+        Input::Text,
+        "ca.pem (besides the system's)",
+    ),
+    graph(
+        "filter",
+        "Filter (OData)",
+        Input::Text,
+        "accountEnabled eq true (the default)",
+    ),
+    graph(
+        "allow_plain",
+        "Allow plain HTTP (loopback)",
+        Input::Flag,
+        "",
+    ),
 ];
 
 const OAUTH2_FIELDS: &[Field] = &[
@@ -360,21 +439,93 @@ const OAUTH2_FIELDS: &[Field] = &[
     ),
 ];
 
-const CREATE_FIELDS: &[Field] = &[
+/// `[side.directory.oauth2]`: a Graph directory's own application (the connection's keys, but
+/// `mechanism`, which is IMAP's, and `key_file`: Graph takes an Entra ID application only).
+const DIRECTORY_OAUTH2_FIELDS: &[Field] = &[
+    // Microsoft Graph takes an Entra ID application only.
+    Field {
+        choices: &["client-credentials"],
+        ..field("flow", "Flow", Input::Choice, "client-credentials")
+    },
     field(
+        "tenant",
+        "Tenant",
+        Input::Text,
+        "contoso.onmicrosoft.com or its ID",
+    ),
+    field(
+        "client_id",
+        "Client ID",
+        Input::Text,
+        "the app registration's ID",
+    ),
+    field("client_secret", "Client secret", Input::Secret, ""),
+    field(
+        "client_certificate",
+        "Client certificate",
+        Input::Text,
+        "cert.pem (instead of a secret)",
+    ),
+    field("client_key", "Client key", Input::Secret, ""),
+    field(
+        "token_url",
+        "Token URL",
+        Input::Text,
+        "Entra ID's for the tenant",
+    ),
+    field(
+        "scope",
+        "Scope",
+        Input::Text,
+        "https://graph.microsoft.com/.default",
+    ),
+    field(
+        "tls_ca",
+        "TLS CA file",
+        Input::Text,
+        "for the token endpoint (besides the system's)",
+    ),
+    field(
+        "allow_plain",
+        "Allow plain HTTP (loopback)",
+        Input::Flag,
+        "",
+    ),
+];
+
+const CREATE_FIELDS: &[Field] = &[
+    ldap(
         "base",
         "Base",
         Input::Text,
         "ou=people,dc=new,dc=example (where users are added)",
     ),
     field("domain", "Domain", Input::Text, "new.example"),
-    field(
+    ldap(
         "object_classes",
         "Object classes",
         Input::List,
         "inetOrgPerson, … (commas between)",
     ),
+    graph(
+        "license_sku",
+        "Licence (skuId)",
+        Input::Text,
+        "a skuId with Exchange Online",
+    ),
+    graph(
+        "usage_location",
+        "Usage location",
+        Input::Text,
+        "CH (two letters, required for a licence)",
+    ),
     field("initial_password", "Initial password", Input::Secret, ""),
+    graph(
+        "mailbox_wait_seconds",
+        "Wait for the mailbox",
+        Input::Number,
+        "600 seconds; 0: do not wait",
+    ),
 ];
 
 /// A secret as the form shows and sends it: where the secret is, never the secret.
@@ -511,19 +662,15 @@ pub fn connections_in(path: &Path) -> Result<ConnectionsView> {
     let doc = file.document()?;
     let sections = Section::ALL
         .into_iter()
+        // A directory's own application is a Graph directory's only.
+        .filter(|&section| {
+            section.sub_path() != ["directory", "oauth2"]
+                || directory_kind(&doc, section.side()) == "graph"
+        })
         .map(|section| {
             let table = section_table(&doc, section);
-            let kind = match table.and_then(|t| t.get("kind")).and_then(Item::as_str) {
-                Some(kind) => Some(kind.to_owned()),
-                None if section.is_directory() => Some("ldap".to_owned()),
-                None if section == Section::TargetCreate => Some("ldap".to_owned()),
-                None if section.sub_table() == Some("oauth2") => Some("oauth2".to_owned()),
-                None => None,
-            };
-            let applies = match kind.as_deref() {
-                Some("maildir") => Applies::Maildir,
-                _ => Applies::Imap,
-            };
+            let kind = section_kind(&doc, section);
+            let applies = Applies::of(kind.as_deref());
             let fields = section
                 .fields()
                 .filter(|f| f.applies == Applies::Always || f.applies == applies)
@@ -561,13 +708,14 @@ pub fn reconfigure_file(
     let file = JobText::read(path)?;
     let original = file.document()?;
     let table = section_table(&original, section);
+    let applies = Applies::of(section_kind(&original, section).as_deref());
 
     // What the form asks, field by field; a field whose value is the file's is left alone.
     let mut wanted: Vec<(&'static Field, FieldValue)> = Vec::new();
     let mut refused = Vec::new();
     for (name, value) in changes {
         let key = format!("{}.{name}", section.as_str());
-        let Some(field) = section.field(name) else {
+        let Some(field) = section.field(name, applies) else {
             refused.push(FieldProblem {
                 field: None,
                 message: format!("Not a setting this form can change: {key}"),
@@ -695,7 +843,8 @@ fn form_field(problem: &JobProblem) -> Option<String> {
         let name = key.strip_prefix(section.as_str())?.strip_prefix('.')?;
         let name = name.split('.').next()?;
         section
-            .field(name)
+            .fields()
+            .find(|f| f.name == name)
             .map(|f| format!("{}.{}", section.as_str(), f.name))
     })
 }
@@ -826,10 +975,34 @@ fn secret_ref(table: &dyn TableLike) -> Option<SecretRef> {
 }
 
 fn section_table(doc: &DocumentMut, section: Section) -> Option<&dyn TableLike> {
-    let side = doc.get(section.side())?.as_table_like()?;
-    match section.sub_table() {
-        Some(name) => side.get(name)?.as_table_like(),
-        None => Some(side),
+    let mut table = doc.get(section.side())?.as_table_like()?;
+    for name in section.sub_path() {
+        table = table.get(name)?.as_table_like()?;
+    }
+    Some(table)
+}
+
+/// `kind` of the side's directory as written (`ldap` when not written or no directory).
+fn directory_kind<'a>(doc: &'a DocumentMut, side: &str) -> &'a str {
+    doc.get(side)
+        .and_then(Item::as_table_like)
+        .and_then(|t| t.get("directory"))
+        .and_then(Item::as_table_like)
+        .and_then(|t| t.get("kind"))
+        .and_then(Item::as_str)
+        .unwrap_or("ldap")
+}
+
+/// The kind the section's form is for: the connection's (`imap`, `maildir`), the
+/// directory's (`ldap`, `graph`; creation follows the target's directory), or `oauth2`.
+fn section_kind(doc: &DocumentMut, section: Section) -> Option<String> {
+    match section.sub_path() {
+        [] => section_table(doc, section)
+            .and_then(|t| t.get("kind"))
+            .and_then(Item::as_str)
+            .map(str::to_owned),
+        ["directory"] | ["create"] => Some(directory_kind(doc, section.side()).to_owned()),
+        _ => Some("oauth2".to_owned()),
     }
 }
 
@@ -845,7 +1018,7 @@ fn edit(doc: &mut DocumentMut, section: Section, wanted: &[(&Field, FieldValue)]
     // Filling in the OAuth2 form is choosing OAuth2 for the connection: its login becomes
     // `auth = "oauth2"` in the same edit, and the admin's password keys go (each form saves
     // alone, and neither half would pass the job file's checks on its own).
-    if section.sub_table() == Some("oauth2")
+    if section.is_connection_oauth2()
         && wanted.iter().any(|(_, v)| *v != FieldValue::Empty)
         && side_table.get("auth").and_then(Item::as_str) != Some("oauth2")
     {
@@ -868,27 +1041,25 @@ fn edit(doc: &mut DocumentMut, section: Section, wanted: &[(&Field, FieldValue)]
             remove_key(side_table, key);
         }
     }
-    let table: &mut dyn TableLike = match section.sub_table() {
-        Some(name) => {
-            if !side_table.contains_key(name) {
-                if wanted.iter().all(|(_, v)| *v == FieldValue::Empty) {
-                    return Ok(());
-                }
-                let mut table = Table::new();
-                if section.is_directory() {
-                    table.insert("kind", Item::Value(Value::from("ldap")));
-                }
-                side_table.insert(name, Item::Table(table));
+    let mut table: &mut dyn TableLike = side_table;
+    let mut at = side.to_owned();
+    for name in section.sub_path() {
+        at = format!("{at}.{name}");
+        if !table.contains_key(name) {
+            if wanted.iter().all(|(_, v)| *v == FieldValue::Empty) {
+                return Ok(());
             }
-            side_table
-                .get_mut(name)
-                .and_then(Item::as_table_like_mut)
-                .ok_or_else(|| {
-                    AppError::Input(format!("[{side}.{name}] in the job file is not a table"))
-                })?
+            let mut new = Table::new();
+            if section.is_directory() {
+                new.insert("kind", Item::Value(Value::from("ldap")));
+            }
+            table.insert(name, Item::Table(new));
         }
-        None => side_table,
-    };
+        table = table
+            .get_mut(name)
+            .and_then(Item::as_table_like_mut)
+            .ok_or_else(|| AppError::Input(format!("[{at}] in the job file is not a table")))?;
+    }
     let mut orphans = String::new();
     for (field, value) in wanted {
         match to_toml(value) {

@@ -656,7 +656,9 @@ async function createMailboxes(btn) {
 // The forms are drawn from /api/connections; a form being edited is not drawn again under the
 // admin's hands, only after its Save or Undo.
 const forms = { view: null, dirty: new Set() };
-const FORM_ORDER = ['source', 'target', 'source.oauth2', 'target.oauth2', 'source.directory', 'target.directory', 'target.create'];
+// A directory's own application ([side.directory.oauth2]) is there for a Graph directory only.
+const FORM_ORDER = ['source', 'target', 'source.oauth2', 'target.oauth2', 'source.directory',
+  'source.directory.oauth2', 'target.directory', 'target.directory.oauth2', 'target.create'];
 
 function fieldId(f) {
   return `f-${f.key.replace(/[^a-z0-9_]/gi, '-')}`;
@@ -703,9 +705,12 @@ function fieldHtml(f) {
 }
 
 function formHtml(s) {
-  const needs = s.section === 'target.create' ? 'base, domain and the initial password'
-    : s.section.endsWith('.oauth2') ? `the flow and its keys, with auth = "oauth2" in [${s.section.split('.')[0]}],`
-      : 'URL, bind DN, bind password and base';
+  const graph = s.kind === 'graph';
+  const needs = s.section === 'target.create'
+    ? (graph ? 'domain, licence, usage location and the initial password' : 'base, domain and the initial password')
+    : s.section.endsWith('.directory.oauth2') ? 'the tenant, client ID and secret (else the connection\'s own application is used)'
+      : s.section.endsWith('.oauth2') ? `the flow and its keys, with auth = "oauth2" in [${s.section.split('.')[0]}],`
+        : 'URL, bind DN, bind password and base';
   const note = s.present ? ''
     : `<p class="form-note">Not in the job file yet: fill in ${needs} to add [${esc(s.section)}].</p>`;
   return `<div class="form-head"><h2>${esc(s.title)}</h2><code>[${esc(s.section)}]</code>`
@@ -719,6 +724,7 @@ function formHtml(s) {
 function renderForm(section) {
   const s = forms.view.sections.find((x) => x.section === section);
   let form = document.querySelector(`form.conn-form[data-section="${section}"]`);
+  if (!s) { if (form) form.remove(); return; }
   if (!form) {
     form = document.createElement('form');
     form.className = 'card conn-form';

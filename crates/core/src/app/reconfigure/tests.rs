@@ -576,3 +576,234 @@ fn an_oauth2_form_writes_the_oauth2_table_and_the_login_becomes_oauth2() {
     assert!(section.present);
     assert_eq!(section.kind.as_deref(), Some("oauth2"));
 }
+
+/// A job whose target is Microsoft 365: Entra ID through Graph with its own application, and
+/// creation there.
+const GRAPH_JOB: &str = "name = \"to-m365\"\n\n[source]\nkind = \"imap\"\nhost = \"mail.old.example\"\n\
+    auth = \"admin\"\nadmin_user = \"admin\"\nadmin_password = { env = \"PW\" }\n\n\
+    [target]\nkind = \"imap\"\nhost = \"outlook.office365.com\"\nauth = \"admin\"\n\
+    admin_user = \"admin\"\nadmin_password = { env = \"PW\" }\n\n\
+    # Entra ID, read through Microsoft Graph\n[target.directory]\nkind = \"graph\"\n\n\
+    [target.directory.oauth2]\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\n\
+    client_secret = { env = \"GRAPH_SECRET\" }\n\n\
+    [target.create]\ndomain = \"contoso.com\"\nlicense_sku = \"6fd2c87f-b296-42f0-b197-1e91e994b900\"\n\
+    usage_location = \"CH\"\ninitial_password = { env = \"FIRST\" }\n";
+
+fn names(section: &SectionView) -> Vec<&str> {
+    section.fields.iter().map(|f| f.name).collect()
+}
+
+#[test]
+fn a_graph_directory_has_graphs_keys_and_its_applications_form() {
+    let (_dir, path) = job_file(GRAPH_JOB);
+    let directory = section_view(&path, Section::TargetDirectory);
+    assert_eq!(directory.kind.as_deref(), Some("graph"));
+    assert_eq!(
+        names(&directory),
+        ["graph_url", "tls_ca", "filter", "allow_plain"]
+    );
+    let app = section_view(&path, Section::TargetDirectoryOAuth2);
+    assert!(app.present);
+    assert!(!names(&app).contains(&"mechanism"), "{:?}", names(&app));
+    assert_eq!(
+        shown(&app).get("client_secret"),
+        Some(&FieldValue::Secret(SecretRef::Env("GRAPH_SECRET".into())))
+    );
+    let create = section_view(&path, Section::TargetCreate);
+    assert_eq!(
+        names(&create),
+        [
+            "domain",
+            "license_sku",
+            "usage_location",
+            "initial_password",
+            "mailbox_wait_seconds"
+        ]
+    );
+    // The source's directory is LDAP (none yet): its form is LDAP's, and it has no
+    // application form.
+    assert_eq!(
+        section_view(&path, Section::SourceDirectory).fields[1].name,
+        "url"
+    );
+    let sections: Vec<Section> = connections_in(&path)
+        .unwrap()
+        .sections
+        .iter()
+        .map(|s| s.section)
+        .collect();
+    assert!(!sections.contains(&Section::SourceDirectoryOAuth2));
+    // Sent back as shown, nothing changes.
+    for section in [
+        Section::TargetDirectory,
+        Section::TargetDirectoryOAuth2,
+        Section::TargetCreate,
+    ] {
+        let shown = shown(&section_view(&path, section));
+        let outcome = reconfigure_file(&path, section, &shown).expect("nothing to change");
+        assert!(outcome.changed.is_empty(), "{section:?}: {outcome:?}");
+    }
+    assert_eq!(read(&path), GRAPH_JOB);
+}
+
+#[test]
+fn a_graph_directory_form_is_validated_as_the_job_file_is_and_writes_in_place() {
+    let (_dir, path) = job_file(GRAPH_JOB);
+    // An LDAP filter and an LDAP key are refused in the job file's words; nothing is written.
+    let problems = refused(
+        &path,
+        Section::TargetDirectory,
+        &[("filter", text("(objectClass=user)"))],
+    );
+    assert_eq!(
+        problems,
+        [(
+            Some("target.directory.filter".to_owned()),
+            "An OData $filter such as accountEnabled eq true, not an LDAP filter".to_owned()
+        )]
+    );
+    let problems = refused(
+        &path,
+        Section::TargetDirectory,
+        &[("base", text("ou=people"))],
+    );
+    assert_eq!(
+        problems,
+        [(
+            None,
+            "Not a setting this form can change: target.directory.base".to_owned()
+        )]
+    );
+    let problems = refused(
+        &path,
+        Section::TargetDirectory,
+        &[("graph_url", text("http://graph.example/v1.0"))],
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].0.as_deref(),
+        Some("target.directory.graph_url")
+    );
+    assert!(problems[0].1.contains("unencrypted"), "{problems:?}");
+    assert_eq!(read(&path), GRAPH_JOB);
+
+    let filter = "accountEnabled eq true and department eq 'Sales'";
+    let outcome = reconfigure_file(
+        &path,
+        Section::TargetDirectory,
+        &form(&[("filter", text(filter))]),
+    )
+    .expect("written");
+    assert_eq!(outcome.changed, ["target.directory.filter"]);
+    let written = read(&path);
+    assert!(
+        written.contains(
+            "# Entra ID, read through Microsoft Graph\n[target.directory]\nkind = \"graph\"\n\
+             filter = \"accountEnabled eq true and department eq 'Sales'\"\n\n\
+             [target.directory.oauth2]\n"
+        ),
+        "{written}"
+    );
+    let job = Job::load(&path).expect("loads");
+    let graph = job
+        .target
+        .directory
+        .as_ref()
+        .and_then(|d| d.as_graph())
+        .expect("graph");
+    assert_eq!(graph.filter.as_deref(), Some(filter));
+}
+
+#[test]
+fn a_graph_directorys_application_is_written_in_its_own_table_and_leaves_the_login_alone() {
+    let (_dir, path) = job_file(GRAPH_JOB);
+    let problems = refused(
+        &path,
+        Section::TargetDirectoryOAuth2,
+        &[("client_secret", text("s3cr3t-in-clear"))],
+    );
+    assert_eq!(
+        problems[0].0.as_deref(),
+        Some("target.directory.oauth2.client_secret")
+    );
+    assert!(!format!("{problems:?}").contains("s3cr3t"), "{problems:?}");
+    assert!(
+        refused(
+            &path,
+            Section::TargetDirectoryOAuth2,
+            &[("mechanism", text("xoauth2"))]
+        )[0]
+            .1
+            .contains("Not a setting this form can change")
+    );
+    assert_eq!(read(&path), GRAPH_JOB);
+    reconfigure_file(
+        &path,
+        Section::TargetDirectoryOAuth2,
+        &form(&[
+            ("client_id", text("11111111-2222-3333-4444-555555555555")),
+            (
+                "client_secret",
+                FieldValue::Secret(SecretRef::File("graph.secret".into())),
+            ),
+        ]),
+    )
+    .expect("written");
+    let written = read(&path);
+    assert!(
+        written.contains(
+            "[target.directory.oauth2]\ntenant = \"contoso.onmicrosoft.com\"\n\
+             client_id = \"11111111-2222-3333-4444-555555555555\"\n\
+             client_secret = { file = \"graph.secret\" }\n"
+        ),
+        "{written}"
+    );
+    // Unlike [target.oauth2]'s form, this one is not a choice of the IMAP login.
+    assert!(written.contains("[target]\nkind = \"imap\"\nhost = \"outlook.office365.com\"\nauth = \"admin\"\nadmin_user = \"admin\"\n"), "{written}");
+    Job::load(&path).expect("loads");
+}
+
+#[test]
+fn creation_in_entra_id_has_its_licence_keys_and_refuses_ldaps() {
+    let (_dir, path) = job_file(GRAPH_JOB);
+    let problems = refused(
+        &path,
+        Section::TargetCreate,
+        &[
+            ("usage_location", text("Switzerland")),
+            ("mailbox_wait_seconds", text("soon")),
+        ],
+    );
+    let fields: Vec<_> = problems.iter().filter_map(|p| p.0.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "target.create.usage_location",
+            "target.create.mailbox_wait_seconds"
+        ],
+        "{problems:?}"
+    );
+    let problems = refused(
+        &path,
+        Section::TargetCreate,
+        &[("object_classes", text("inetOrgPerson"))],
+    );
+    assert!(problems[0].1.contains("Not a setting"), "{problems:?}");
+    assert_eq!(read(&path), GRAPH_JOB);
+    reconfigure_file(
+        &path,
+        Section::TargetCreate,
+        &form(&[("mailbox_wait_seconds", text("120"))]),
+    )
+    .expect("written");
+    assert!(read(&path).ends_with("initial_password = { env = \"FIRST\" }\nmailbox_wait_seconds = 120\n"));
+    let job = Job::load(&path).expect("loads");
+    let wait = job
+        .target
+        .directory
+        .as_ref()
+        .and_then(|d| d.as_graph())
+        .and_then(|g| g.create.as_ref())
+        .map(|c| c.mailbox_wait_seconds);
+    assert_eq!(wait, Some(120));
+}
