@@ -420,3 +420,75 @@ fn exchange_online_sessions_reconnect_before_the_failed_command_cut_off() {
     // Eight on the first connection, then a new one before the server's cut-off.
     assert_eq!(conns, [vec![0; 8], vec![1]].concat(), "{seen:?}");
 }
+
+#[test]
+fn a_bye_mid_session_counts_as_a_drop_and_the_second_lowers_the_cap_by_one() {
+    // STATUS on connections 1 and 2 is answered with BYE and a hang-up; every other answer
+    // is normal, LOGOUT's BYE included.
+    let server = serve(
+        "* OK IMAP server ready",
+        Arc::new(|conn, verb, _, tag| match (conn, verb) {
+            (1 | 2, "STATUS") => {
+                Answer::SayAndHangUp("* BYE Too many connections, shedding load".into())
+            }
+            _ => exchange(verb, tag),
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    // Connection 0: a normal session and its LOGOUT (the server's BYE to it is no drop).
+    let mut s = connector.open("u", None).unwrap();
+    assert_eq!(s.status("INBOX").unwrap().messages, 3);
+    s.logout();
+    assert_eq!(connector.limit().max(), 10);
+    // Connection 1: dropped. The first drop is only noted.
+    let mut s = connector.open("u", None).unwrap();
+    let e = s.status("INBOX").unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("shedding load"), "{e}");
+    assert_eq!(connector.limit().max(), 10);
+    // A second one within 30 s: one connection less (not half), and a 1 s pause that the
+    // next connection waits out, counted for the mailbox.
+    let mut s = connector.open("u", None).unwrap();
+    assert!(s.status("INBOX").is_err());
+    assert_eq!(connector.limit().max(), 9);
+    let started = Instant::now();
+    let mut s = connector.open("u", None).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.status("INBOX").unwrap().messages, 3);
+    assert!(connector.throttled_for("u") >= Duration::from_millis(900));
+    s.logout();
+    assert_eq!(connector.limit().max(), 9);
+}
+
+#[test]
+fn the_disconnect_after_a_throttling_reply_is_not_counted_again() {
+    // Exchange Online's backoff hint and then a hang-up, on two connections in a row: the
+    // replies halve the cap; the drops that follow them change nothing more.
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|conn, verb, _, tag| match (conn, verb) {
+            (0 | 2, "STATUS") => Answer::SayAndHangUp(format!("{tag} {THROTTLED}")),
+            (1 | 3, "STATUS") => Answer::SayAndHangUp("* BYE Connection closed".into()),
+            _ => exchange(verb, tag),
+        }),
+    );
+    let mut imap = settings(server.port, ProfileChoice::Auto, None);
+    imap.profile.max_connections = Some(8);
+    imap.max_connections = 8;
+    let connector = ImapConnector::new(Side::Target, &imap).unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    // Throttled (cap 8 -> 4), retried on connection 1, which is dropped: the reply's echo.
+    assert!(s.status("INBOX").is_err());
+    assert_eq!(connector.limit().max(), 4);
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    assert!(s.status("INBOX").is_err());
+    assert_eq!(connector.limit().max(), 2);
+}

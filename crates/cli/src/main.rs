@@ -694,7 +694,6 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     if json {
         let mut report = mailferry_core::report::MigrationReport::new(summary);
         report.peak_rss_bytes = peak_rss_bytes();
-        outcome.annotate(&mut report);
         print_json(&report)?;
     } else {
         for e in &summary.entries {
@@ -713,21 +712,16 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             if let Some(err) = &e.error {
                 line.push_str(&format!("\n    error: {err}"));
             }
-            if let Some((_, folders)) = outcome
-                .keywords_dropped
-                .iter()
-                .find(|(id, _)| *id == e.entry_id)
-            {
-                for (folder, count) in folders {
-                    line.push_str(&format!(
-                        "\n    {folder}: {count} custom keywords dropped (the target cannot store them)"
-                    ));
-                }
+            for k in &e.keywords_dropped {
+                line.push_str(&format!(
+                    "\n    {}: {} custom keywords dropped (the target cannot store them)",
+                    k.folder, k.count
+                ));
             }
-            if let Some((_, d)) = outcome.throttled.iter().find(|(id, _)| *id == e.entry_id) {
+            if e.throttled_seconds > 0.0 {
                 line.push_str(&format!(
                     "\n    throttled: waited {:.1}s on the servers' throttling replies",
-                    d.as_secs_f64()
+                    e.throttled_seconds
                 ));
             }
             println!("{line}");
@@ -966,6 +960,24 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
         );
         if let Some(err) = &e.error {
             println!("    last error: {err}");
+        }
+        let dropped: u64 = e.keywords_dropped.iter().map(|k| k.count).sum();
+        if dropped > 0 {
+            let folders: Vec<String> = e
+                .keywords_dropped
+                .iter()
+                .map(|k| format!("{} {}", k.folder, k.count))
+                .collect();
+            println!(
+                "    last pass: {dropped} custom keywords dropped (the target cannot store them: {})",
+                folders.join(", ")
+            );
+        }
+        if e.throttled_seconds > 0.0 {
+            println!(
+                "    last pass: waited {:.1}s on the servers' throttling replies",
+                e.throttled_seconds
+            );
         }
         if let Some(note) = &e.match_note {
             println!("    not matched: {note}");

@@ -591,6 +591,19 @@ pub struct RunEntry {
     pub flags_updated: u64,
     pub seconds: f64,
     pub error: Option<String>,
+    /// Custom keywords the target could not store (a profile without keywords, such as
+    /// Exchange Online's), dropped from the copied messages, per target folder: never a
+    /// failure.
+    pub keywords_dropped: Vec<KeywordsDropped>,
+    /// Seconds the pass's sessions (source and target) waited on throttling servers.
+    pub throttled_seconds: f64,
+}
+
+/// Custom keywords dropped in one folder (see [`RunEntry::keywords_dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeywordsDropped {
+    pub folder: String,
+    pub count: u64,
 }
 
 impl RunEntry {
@@ -606,7 +619,14 @@ impl RunEntry {
             flags_updated: 0,
             seconds: 0.0,
             error: None,
+            keywords_dropped: Vec::new(),
+            throttled_seconds: 0.0,
         }
+    }
+
+    /// How many custom keywords the pass dropped, all folders together.
+    pub fn keywords_dropped_total(&self) -> u64 {
+        self.keywords_dropped.iter().map(|k| k.count).sum()
     }
 }
 

@@ -22,7 +22,7 @@ pub mod tls;
 
 pub use client::{
     AppendRequest, Client, Endpoint, Error, FolderStatus, Login, OAuthMechanism, Result, Security,
-    Selected,
+    Selected, trace_note,
 };
 pub use proto::codes::{AppendUid, CopyUid, TypedCode};
 pub use proto::command::{MAX_SET_CHARS, expand_uid_set, quote, uid_set, uid_sets};

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use mailferry_core::folders::{FolderTree, Namespace, ServerFolder};
 use mailferry_core::job::{AdminLogin, Auth, Date, ImapSettings, Security};
 use mailferry_core::model::{Flags, Side, Uid, UidValidity};
+use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
-    AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
-    FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
-    SessionErrorKind,
+    AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
+    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
+    SessionError, SessionErrorKind,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -25,6 +26,7 @@ use mailferry_core::profile::{
 };
 use mailferry_imap::{
     AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login, Security as ImapSecurity,
+    trace_note,
 };
 
 use super::session_error;
@@ -208,6 +210,12 @@ impl Connector for ImapConnector {
         login: &str,
         own_password: Option<&str>,
     ) -> std::result::Result<Box<dyn MailSession>, ConnectError> {
+        // A paused server (adaptive throttling) gets no new connection before the pause ends.
+        let pause = self.limit.pause(Instant::now());
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            self.tally.waited(login, pause);
+        }
         let client = self.reach.open_client(login, own_password)?;
         let quirks = self.quirks_for(&client);
         let reach = Arc::clone(&self.reach);
@@ -439,6 +447,9 @@ pub struct ImapSession {
     failed: u32,
     /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
     limit: Option<Arc<ConnectionLimit>>,
+    /// Whether this connection's drop was counted already: the commands pipelined on it fail
+    /// one after the other, and one drop is one.
+    drop_counted: std::cell::Cell<bool>,
 }
 
 /// A message as this server is given it: custom keywords stripped when it cannot store them,
@@ -461,6 +472,7 @@ impl ImapSession {
             selected: None,
             failed: 0,
             limit: None,
+            drop_counted: std::cell::Cell::new(false),
         }
     }
 
@@ -499,11 +511,12 @@ impl ImapSession {
         let old = std::mem::replace(&mut self.client, fresh);
         old.logout();
         self.failed = 0;
+        self.drop_counted.set(false);
         self.forget_unwanted();
         if let Some((folder, read_only)) = self.selected.clone() {
             self.client
                 .select(&folder, read_only)
-                .map_err(session_error)?;
+                .map_err(|e| self.lost(e))?;
         }
         Ok(())
     }
@@ -563,6 +576,28 @@ impl ImapSession {
         }
     }
 
+    /// An error of this connection as the session's, counted first when it is the server
+    /// dropping the connection (adaptive throttling: [`ConnectionLimit::dropped`]); a
+    /// lowered cap is written to the trace.
+    fn lost(&self, e: ImapError) -> SessionError {
+        if e.is_dropped_by_server()
+            && !self.drop_counted.replace(true)
+            && let Some(limit) = &self.limit
+            && let Dropped::Lowered(was, now) = limit.dropped(Instant::now())
+        {
+            trace_note(
+                &self.client.peer,
+                &format!(
+                    "adaptive throttling: the server dropped a second connection within {} s; \
+                     connection cap {was} -> {now}, a {} s pause",
+                    RECOVERY.as_secs(),
+                    FIRST_PAUSE.as_secs()
+                ),
+            );
+        }
+        session_error(e)
+    }
+
     fn went_through(&self) {
         if let Some(limit) = &self.limit {
             limit.recovered(Instant::now());
@@ -572,7 +607,7 @@ impl ImapSession {
     /// Counts a refusal; at the profile's budget the connection is replaced (the error is
     /// still the caller's).
     fn refused(&mut self, e: ImapError) -> SessionError {
-        let out = session_error(e);
+        let out = self.lost(e);
         if out.is_refusal() {
             self.failed += 1;
             if let Some(max) = self.quirks.max_failed_commands
@@ -619,7 +654,7 @@ impl ImapSession {
                 let p = self.prepare(m);
                 self.client
                     .append_send(&request(folder, &p.flags, &p.body, m))
-                    .map_err(session_error)
+                    .map_err(|e| self.lost(e))
             })
             .collect()
     }
@@ -697,12 +732,14 @@ impl ImapSession {
         let before = self.selected.clone();
         let here = before.as_ref().is_some_and(|(f, ro)| f == folder && !ro);
         if !here {
-            self.client.select(folder, false).map_err(session_error)?;
+            self.client
+                .select(folder, false)
+                .map_err(|e| self.lost(e))?;
         }
         let flag = ["\\Flagged".to_string()];
         self.call(|c| c.uid_add_flags(uids, &flag))?;
         if !here && let Some((f, ro)) = before {
-            self.client.select(&f, ro).map_err(session_error)?;
+            self.client.select(&f, ro).map_err(|e| self.lost(e))?;
         }
         Ok(())
     }
@@ -726,7 +763,7 @@ impl ImapSession {
                     out.push(AppendOutcome::Refused(e.to_string()));
                 }
                 Err(e) => {
-                    out.push(AppendOutcome::Lost(session_error(e)));
+                    out.push(AppendOutcome::Lost(self.lost(e)));
                     break;
                 }
             }
@@ -932,7 +969,7 @@ impl MailSession for ImapSession {
                 }
                 Ok(())
             })
-            .map_err(session_error)
+            .map_err(|e| self.lost(e))
     }
 
     fn fetch(
@@ -967,7 +1004,7 @@ impl MailSession for ImapSession {
             Err(ImapError::Aborted(m)) if m == STOPPED => {
                 Err(SessionError::new(SessionErrorKind::Aborted, STOPPED))
             }
-            other => other.map_err(session_error),
+            other => other.map_err(|e| self.lost(e)),
         }
     }
 
@@ -984,7 +1021,7 @@ impl MailSession for ImapSession {
         let pairs = self
             .client
             .uid_move(&numbers(uids), to)
-            .map_err(session_error)?;
+            .map_err(|e| self.lost(e))?;
         Ok(pairs
             .into_iter()
             .filter_map(|(old, new)| Some((Uid::new(old)?, Uid::new(new)?)))
@@ -1003,7 +1040,7 @@ impl MailSession for ImapSession {
             let tag = self
                 .client
                 .multiappend_send(folder, &reqs)
-                .map_err(session_error)?;
+                .map_err(|e| self.lost(e))?;
             return Ok(AppendTicket {
                 folder: folder.to_string(),
                 count: messages.len(),
@@ -1056,7 +1093,7 @@ impl ImapSession {
                 let tags = self.send_each(&ticket.folder, messages)?;
                 Ok(self.finish_each(&tags))
             }
-            Err(e) => Err(session_error(e)),
+            Err(e) => Err(self.lost(e)),
         }
     }
 }

@@ -1511,3 +1511,62 @@ fn a_failed_count_opens_the_messages_not_copied_with_the_servers_words() {
         401
     );
 }
+
+/// What a pass adds to its counts, kept in the state, shows in the console: the Jobs grid
+/// row of a mailbox whose custom keywords the target dropped says so (the folders in its
+/// title, escaped), and the migration report the Reports page frames has the column.
+#[test]
+fn keywords_dropped_by_the_target_show_in_the_jobs_grid_and_the_report() {
+    let mut dst = DovecotConfig::new(&["erin"]);
+    dst.profile = mailferry_testkit::Profile::ExchangeLike;
+    let lab = Lab::with(DovecotConfig::new(&["erin"]), dst);
+    let job = std::fs::read_to_string(lab.job())
+        .unwrap()
+        .replace("[target]\n", "[target]\nprofile = \"exchange-online\"\n");
+    std::fs::write(lab.job(), job).unwrap();
+    let mut msgs: Vec<Msg> = (0..3).map(|i| generated(i, 2_000)).collect();
+    for m in &mut msgs {
+        m.flags = vec!["$Custom".into(), "\\Seen".into()];
+    }
+    assert_eq!(fill(&lab.source, "erin", "<b>Notes</b>", &msgs), []);
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    assert!(lab.mailferry(&["match", job]).status.success());
+    let (code, v) = lab.json(&["migrate", job, "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["entries"][0]["keywords_dropped"][0]["count"], 3, "{v:#}");
+
+    let mut cmd = lab.command(&["serve", job]);
+    cmd.stderr(Stdio::null());
+    let s = Served::start(cmd);
+    let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
+    b.goto(&s.url).unwrap();
+    b.wait_for("tr[data-entry-id] .pass-note", Duration::from_secs(10))
+        .unwrap();
+    let note = b
+        .execute(
+            "const n = document.querySelector('tr[data-entry-id=\"id-erin\"] [data-keywords-dropped]'); \
+             return [n.dataset.keywordsDropped, n.textContent, n.parentElement.title, \
+                     n.parentElement.querySelectorAll('b').length];",
+        )
+        .unwrap();
+    assert_eq!(
+        note,
+        serde_json::json!([
+            "3",
+            "3 keywords dropped",
+            "3 custom keywords dropped (<b>Notes</b> 3)",
+            0
+        ])
+    );
+
+    let cookie = s.cookie();
+    let c = [("Cookie", cookie.as_str())];
+    let (status, _, html) = http(s.port, "GET", "/api/reports/migration?format=html", &c, "");
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("<th>Keywords dropped</th>")
+            && html.contains("<td>3 (&lt;b&gt;Notes&lt;/b&gt; 3)</td>"),
+        "{html}"
+    );
+}

@@ -57,22 +57,13 @@ pub struct MigrateOutcome {
     /// paused or cut off past the claim's time): the fence refused this process's writes from
     /// then on, and the new holder's pass is the one that counts.
     pub taken_over: Vec<EntryId>,
-    /// Per entry, (target folder, count) of the custom keywords the target could not store
-    /// and the session dropped (reported by the target connector; never a failure).
-    pub keywords_dropped: Vec<(EntryId, Vec<(String, u64)>)>,
-    /// Per entry, how long its sessions waited on throttling servers (adaptive throttling).
-    pub throttled: Vec<(EntryId, Duration)>,
 }
 
 impl MigrateOutcome {
     /// `migrate --json` (SPEC §4).
     pub fn report(&self) -> MigrationReportOrEmpty {
         match &self.summary {
-            Some(s) => {
-                let mut report = MigrationReport::new(s);
-                self.annotate(&mut report);
-                MigrationReportOrEmpty::Report(Box::new(report))
-            }
+            Some(s) => MigrationReportOrEmpty::Report(Box::new(MigrationReport::new(s))),
             None => MigrationReportOrEmpty::Empty {
                 entries: Vec::new(),
                 copied: 0,
@@ -80,25 +71,6 @@ impl MigrateOutcome {
                 bytes: 0,
                 seconds: 0.0,
             },
-        }
-    }
-
-    /// Adds what this process saw but the state does not keep (the keywords the target
-    /// dropped) to a report of this pass.
-    pub fn annotate(&self, report: &mut MigrationReport) {
-        for e in &mut report.entries {
-            if let Some((_, d)) = self.throttled.iter().find(|(id, _)| *id == e.id) {
-                e.throttled_seconds = Some(d.as_secs_f64());
-            }
-            if let Some((_, folders)) = self.keywords_dropped.iter().find(|(id, _)| *id == e.id) {
-                e.keywords_dropped = folders
-                    .iter()
-                    .map(|(folder, count)| KeywordsDropped {
-                        folder: folder.clone(),
-                        count: *count,
-                    })
-                    .collect();
-            }
         }
     }
 
@@ -172,20 +144,8 @@ pub fn migrate(
             taken_over: Vec::new(),
             summary: None,
             not_started: Vec::new(),
-            keywords_dropped: Vec::new(),
-            throttled: Vec::new(),
         });
     }
-    let logins: Vec<(EntryId, String, String)> = runnable
-        .iter()
-        .filter_map(|e| {
-            Some((
-                e.id.clone(),
-                e.source_login.clone(),
-                e.login(Side::Target)?.to_string(),
-            ))
-        })
-        .collect();
     let settings = pass_settings(app.job);
     let run = store.start_run(RunKind::Migrate)?;
     let started = Instant::now();
@@ -223,24 +183,7 @@ pub fn migrate(
         .collect();
     let mut entries = passes.results;
     entries.sort_by(|a, b| a.entry_id.cmp(&b.entry_id));
-    let keywords_dropped = logins
-        .iter()
-        .map(|(id, _, login)| (id.clone(), target.dropped_keywords(login)))
-        .filter(|(_, folders)| !folders.is_empty())
-        .collect();
-    let throttled = logins
-        .iter()
-        .map(|(id, from, to)| {
-            (
-                id.clone(),
-                source.throttled_for(from) + target.throttled_for(to),
-            )
-        })
-        .filter(|(_, d)| !d.is_zero())
-        .collect();
     Ok(MigrateOutcome {
-        throttled,
-        keywords_dropped,
         removed,
         waiting,
         busy: work.busy.into_inner().unwrap_or_else(|e| e.into_inner()),
@@ -407,7 +350,9 @@ pub(crate) fn run_passes(
                             recorder.entry_started(&entry.id);
                             let pw: EntryPasswords =
                                 setup.passwords.get(&entry.id).cloned().unwrap_or_default();
-                            let result = migrate_entry(&ctx, entry, &pw);
+                            let before = Tallies::of(setup, entry);
+                            let mut result = migrate_entry(&ctx, entry, &pw);
+                            Tallies::of(setup, entry).since(&before, &mut result);
                             match runner.record(run, &result, &lease) {
                                 Ok(()) => {
                                     recorder.entry_finished(&result);
@@ -447,6 +392,51 @@ pub(crate) fn run_passes(
             .unwrap_or_else(|e| e.into_inner())
             .into_iter()
             .next(),
+    }
+}
+
+/// What the connectors have counted for one entry's logins so far: the custom keywords the
+/// target dropped (per folder) and the time both sides waited on throttling. The connectors
+/// count per login for as long as they live (a worker's, for many passes), so a pass's own
+/// figures are the difference across it, its retries included.
+struct Tallies {
+    keywords: Vec<(String, u64)>,
+    throttled: Duration,
+}
+
+impl Tallies {
+    fn of(setup: &Setup<'_>, entry: &Entry) -> Tallies {
+        let target = entry.login(Side::Target);
+        Tallies {
+            keywords: target
+                .map(|l| setup.target.dropped_keywords(l))
+                .unwrap_or_default(),
+            throttled: setup.source.throttled_for(&entry.source_login)
+                + target
+                    .map(|l| setup.target.throttled_for(l))
+                    .unwrap_or_default(),
+        }
+    }
+
+    /// Writes what was counted after `before` into the pass's run line.
+    fn since(self, before: &Tallies, result: &mut RunEntry) {
+        result.keywords_dropped = self
+            .keywords
+            .into_iter()
+            .filter_map(|(folder, n)| {
+                let was = before
+                    .keywords
+                    .iter()
+                    .find(|(f, _)| *f == folder)
+                    .map_or(0, |(_, n)| *n);
+                let count = n.saturating_sub(was);
+                (count > 0).then_some(KeywordsDropped { folder, count })
+            })
+            .collect();
+        result.throttled_seconds = self
+            .throttled
+            .saturating_sub(before.throttled)
+            .as_secs_f64();
     }
 }
 

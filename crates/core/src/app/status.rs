@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::{App, Result};
-use crate::model::{Entry, EntryId, EntryState, Origin, RunKind};
+use crate::model::{Entry, EntryId, EntryState, KeywordsDropped, Origin, RunEntry, RunKind};
 use crate::ports::Store;
 use crate::ports::store::{LivePass, PassProgress};
 
@@ -71,6 +71,11 @@ pub struct EntryStatus {
     /// Messages its last pass left out (`[migration]` filters, `\Deleted`), from that pass's
     /// line in its run.
     pub skipped: u64,
+    /// Custom keywords its last pass dropped because the target cannot store them, per
+    /// folder (from that pass's line).
+    pub keywords_dropped: Vec<KeywordsDropped>,
+    /// Seconds its last pass waited on throttling servers (from that pass's line).
+    pub throttled_seconds: f64,
     /// The bytes of its copied messages (its size on the target, as the ledger knows it).
     pub size: u64,
     /// When it was queued for the workers, while it is (`migrate --enqueue-only`).
@@ -107,6 +112,8 @@ impl From<Entry> for EntryStatus {
             match_note: e.match_note,
             missing_source: e.missing_source,
             skipped: 0,
+            keywords_dropped: Vec::new(),
+            throttled_seconds: 0.0,
             size: 0,
             queued: None,
             held_by: None,
@@ -124,13 +131,17 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
         .collect();
     let sizes: HashMap<EntryId, u64> = store.copied_bytes()?.into_iter().collect();
     let all = store.entries()?;
-    let skipped = last_skipped(store.as_ref(), &all)?;
+    let mut last = last_lines(store.as_ref(), &all)?;
     let entries = all
         .into_iter()
         .map(|e| {
             let mut s = EntryStatus::from(e);
             s.size = sizes.get(&s.id).copied().unwrap_or(0);
-            s.skipped = skipped.get(&s.id).copied().unwrap_or(0);
+            if let Some(line) = last.remove(&s.id) {
+                s.skipped = line.skipped;
+                s.keywords_dropped = line.keywords_dropped;
+                s.throttled_seconds = line.throttled_seconds;
+            }
             s.queued = queued.get(&s.id).cloned();
             s.held_by = passes.iter().find(|p| p.entry == s.id).map(|p| Holding {
                 holder: p.holder.clone(),
@@ -144,9 +155,9 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
     Ok(StatusOutcome { entries, passes })
 }
 
-/// Each passed entry's skipped count from its last pass: the runs are read newest first until
-/// every entry that was ever passed is found (at most the last 50 runs).
-fn last_skipped(store: &dyn Store, entries: &[Entry]) -> Result<HashMap<EntryId, u64>> {
+/// Each passed entry's line of its last pass: the runs are read newest first until every
+/// entry that was ever passed is found (at most the last 50 runs).
+fn last_lines(store: &dyn Store, entries: &[Entry]) -> Result<HashMap<EntryId, RunEntry>> {
     let mut wanted: HashSet<&EntryId> = entries
         .iter()
         .filter(|e| e.last_pass.is_some())
@@ -159,7 +170,7 @@ fn last_skipped(store: &dyn Store, entries: &[Entry]) -> Result<HashMap<EntryId,
         }
         for line in store.run_entries(run.id)? {
             if wanted.remove(&line.entry_id) {
-                out.insert(line.entry_id, line.skipped);
+                out.insert(line.entry_id.clone(), line);
             }
         }
     }

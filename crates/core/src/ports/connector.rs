@@ -108,8 +108,25 @@ struct Throttle {
     pause: Duration,
     /// No command to this server before this instant.
     until: Option<Instant>,
-    /// The last throttling reply, or the last step back up.
+    /// The last throttling reply or counted dropped connection, or the last step back up.
     last: Option<Instant>,
+    /// The last throttling reply itself (a dropped connection soon after it is its echo).
+    last_reply: Option<Instant>,
+    /// The last connection the server dropped, counted or not.
+    last_drop: Option<Instant>,
+}
+
+/// What a dropped connection did to a server's cap ([`ConnectionLimit::dropped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Within [`RECOVERY`] of a throttling reply: that reply already slowed the server down
+    /// (Exchange Online hangs up after its backoff hints).
+    AfterThrottling,
+    /// The first in [`RECOVERY`]: noted, nothing changes (a network blip, a restart).
+    Noted,
+    /// The second (or later) within [`RECOVERY`] of the one before: the cap went from the
+    /// first number to the second, and the server's connections pause [`FIRST_PAUSE`].
+    Lowered(usize, usize),
 }
 
 /// One connection's place under a [`ConnectionLimit`], given back when dropped.
@@ -126,6 +143,8 @@ impl ConnectionLimit {
                 pause: Duration::ZERO,
                 until: None,
                 last: None,
+                last_reply: None,
+                last_drop: None,
             }),
         }
     }
@@ -166,9 +185,39 @@ impl ConnectionLimit {
         let wait = hint.unwrap_or(t.pause);
         t.until = Some(now + wait);
         t.last = Some(now);
+        t.last_reply = Some(now);
         let halved = (self.max() / 2).max(1);
         self.max.store(halved, Ordering::SeqCst);
         wait
+    }
+
+    /// The server dropped a connection (closed it, reset it or said `BYE` while mailferry
+    /// waited on it; never mailferry's own timeout or LOGOUT). A server that keeps dropping
+    /// connections is shedding load, but one drop alone says little, so: a drop within
+    /// [`RECOVERY`] of a throttling reply is that reply's ([`Dropped::AfterThrottling`]);
+    /// otherwise the first in [`RECOVERY`] is only noted, and each further one within
+    /// [`RECOVERY`] of the one before lowers the cap by one (down to 1; connections already
+    /// open finish, new ones wait) and pauses every connection to the server for
+    /// [`FIRST_PAUSE`]. The cap comes back as after throttling ([`ConnectionLimit::recovered`]).
+    pub fn dropped(&self, now: Instant) -> Dropped {
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let recent =
+            |at: Option<Instant>| at.is_some_and(|at| now.saturating_duration_since(at) < RECOVERY);
+        if recent(t.last_reply) {
+            return Dropped::AfterThrottling;
+        }
+        let repeated = recent(t.last_drop);
+        t.last_drop = Some(now);
+        if !repeated {
+            return Dropped::Noted;
+        }
+        let was = self.max();
+        let lowered = was.saturating_sub(1).max(1);
+        self.max.store(lowered, Ordering::SeqCst);
+        t.last = Some(now);
+        let until = now + FIRST_PAUSE;
+        t.until = Some(t.until.map_or(until, |u| u.max(until)));
+        Dropped::Lowered(was, lowered)
     }
 
     /// A command went through: once the server has not throttled for [`RECOVERY`], one more
@@ -242,6 +291,56 @@ mod tests {
         limit.recovered(now);
         assert_eq!(limit.max(), 8);
         assert_eq!(limit.pause(now), Duration::ZERO);
+    }
+
+    #[test]
+    fn repeated_dropped_connections_lower_the_cap_one_at_a_time_and_it_recovers() {
+        let limit = ConnectionLimit::new(4);
+        let t0 = Instant::now();
+        // One drop alone changes nothing.
+        assert_eq!(limit.dropped(t0), Dropped::Noted);
+        assert_eq!(limit.max(), 4);
+        assert_eq!(limit.pause(t0), Duration::ZERO);
+        // Another a while later (more than RECOVERY): still a lone one.
+        let t1 = t0 + RECOVERY + Duration::from_secs(1);
+        assert_eq!(limit.dropped(t1), Dropped::Noted);
+        assert_eq!(limit.max(), 4);
+        // Then one within RECOVERY of it: one connection less, and a short pause.
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(limit.dropped(t2), Dropped::Lowered(4, 3));
+        assert_eq!(limit.pause(t2), FIRST_PAUSE);
+        let t3 = t2 + Duration::from_secs(5);
+        assert_eq!(limit.dropped(t3), Dropped::Lowered(3, 2));
+        assert_eq!(limit.dropped(t3), Dropped::Lowered(2, 1));
+        assert_eq!(limit.dropped(t3), Dropped::Lowered(1, 1));
+        assert_eq!(limit.max(), 1);
+        // A quiet RECOVERY after the last: one step back up each, to the cap before.
+        let mut now = t3;
+        for expected in 2..=4 {
+            now += RECOVERY;
+            limit.recovered(now);
+            assert_eq!(limit.max(), expected);
+        }
+        now += RECOVERY * 3;
+        limit.recovered(now);
+        assert_eq!(limit.max(), 4);
+    }
+
+    #[test]
+    fn a_dropped_connection_after_a_throttling_reply_is_that_replys() {
+        let limit = ConnectionLimit::new(8);
+        let t0 = Instant::now();
+        limit.throttled(Some(Duration::from_millis(1500)), t0);
+        assert_eq!(limit.max(), 4);
+        // Exchange Online's disconnect after its backoff hint: already answered.
+        let soon = t0 + Duration::from_secs(2);
+        assert_eq!(limit.dropped(soon), Dropped::AfterThrottling);
+        assert_eq!(limit.dropped(soon), Dropped::AfterThrottling);
+        assert_eq!(limit.max(), 4);
+        // Long after it, drops count again (the first only noted).
+        let later = t0 + RECOVERY * 2;
+        assert_eq!(limit.dropped(later), Dropped::Noted);
+        assert_eq!(limit.dropped(later), Dropped::Lowered(4, 3));
     }
 
     #[test]

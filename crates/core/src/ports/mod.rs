@@ -11,7 +11,9 @@ pub mod observer;
 pub mod session;
 pub mod store;
 
-pub use connector::{ConnectError, ConnectionLimit, Connector, EntryPasswords, Permit, Probe};
+pub use connector::{
+    ConnectError, ConnectionLimit, Connector, Dropped, EntryPasswords, Permit, Probe,
+};
 pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisioner};
 pub use observer::{NoObserver, Observer};
 pub use session::{

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::{escape, human_bytes, write_csv};
+pub use crate::model::KeywordsDropped;
 use crate::model::{EntryId, EntryState, Failure, RunEntry, RunId, RunKind, Uid};
 use crate::ports::{RunInfo, Store, StoreError};
 
@@ -99,20 +100,13 @@ pub struct EntryReport {
     pub errors: Vec<MessageError>,
     /// Custom keywords the target could not store (a profile without keywords, such as
     /// Exchange Online's), dropped from the copied messages, per folder: never a failure.
-    /// Only in `migrate --json`, from this process's passes; not kept in the state.
+    /// Kept in the pass's run line; the key is left out when none were dropped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keywords_dropped: Vec<KeywordsDropped>,
-    /// Seconds this pass's sessions waited on throttling servers (source and target), when
-    /// any. Only in `migrate --json`; not kept in the state.
+    /// Seconds the pass's sessions waited on throttling servers (source and target), when
+    /// they waited at all. Kept in the pass's run line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttled_seconds: Option<f64>,
-}
-
-/// Custom keywords dropped in one folder (see [`EntryReport::keywords_dropped`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeywordsDropped {
-    pub folder: String,
-    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,8 +144,8 @@ impl MigrationReport {
                         reason: f.reason.clone(),
                     })
                     .collect(),
-                keywords_dropped: Vec::new(),
-                throttled_seconds: None,
+                keywords_dropped: e.keywords_dropped.clone(),
+                throttled_seconds: (e.throttled_seconds > 0.0).then_some(e.throttled_seconds),
             })
             .collect();
         MigrationReport {
@@ -167,7 +161,8 @@ impl MigrationReport {
 }
 
 /// One row per entry (`record` = `entry`) followed by one row per message that could not be
-/// copied (`record` = `message`).
+/// copied (`record` = `message`), then one per folder where custom keywords were dropped
+/// (`record` = `keywords`: the folder and its count in `keywords_dropped`).
 pub fn csv(s: &Summary) -> String {
     let header = [
         "record",
@@ -178,6 +173,8 @@ pub fn csv(s: &Summary) -> String {
         "failed",
         "bytes",
         "seconds",
+        "keywords_dropped",
+        "throttled_seconds",
         "folder",
         "uid",
         "size",
@@ -195,6 +192,8 @@ pub fn csv(s: &Summary) -> String {
             e.failed.to_string().into(),
             e.bytes.to_string().into(),
             format!("{:.1}", e.seconds).into(),
+            e.keywords_dropped_total().to_string().into(),
+            format!("{:.1}", e.throttled_seconds).into(),
             "".into(),
             "".into(),
             "".into(),
@@ -212,12 +211,24 @@ pub fn csv(s: &Summary) -> String {
             "".into(),
             "".into(),
             "".into(),
+            "".into(),
+            "".into(),
             f.folder.as_str().into(),
             f.uid.map(|u| u.to_string()).unwrap_or_default().into(),
             f.size.map(|u| u.to_string()).unwrap_or_default().into(),
             f.message_id.as_deref().unwrap_or("").into(),
             f.reason.as_str().into(),
         ]);
+    }
+    for e in &s.entries {
+        for k in &e.keywords_dropped {
+            let mut row: Vec<Cow<'_, str>> = vec!["".into(); header.len()];
+            row[0] = "keywords".into();
+            row[1] = e.entry_id.as_str().into();
+            row[8] = k.count.to_string().into();
+            row[10] = k.folder.as_str().into();
+            rows.push(row);
+        }
     }
     write_csv(rows)
 }
@@ -226,7 +237,7 @@ pub fn html(job_name: &str, s: &Summary) -> String {
     let mut rows = String::new();
     for e in &s.entries {
         rows.push_str(&format!(
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>\n",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             e.state,
             escape(&e.entry_id),
             e.state,
@@ -235,6 +246,12 @@ pub fn html(job_name: &str, s: &Summary) -> String {
             e.failed,
             human_bytes(e.bytes),
             e.seconds,
+            keywords_cell(e),
+            if e.throttled_seconds > 0.0 {
+                format!("{:.1} s", e.throttled_seconds)
+            } else {
+                String::new()
+            },
             escape(e.error.as_deref().unwrap_or(""))
         ));
     }
@@ -266,7 +283,7 @@ tr.failed td, tr.partial td {{ background: #fee; }}
 <h1>Migration report: {name}</h1>
 <p>Run {run}: {copied} messages copied ({bytes}), {failed} failed, in {secs:.1} s.</p>
 <h2>Mailboxes</h2>
-<table><tr><th>Entry</th><th>State</th><th>Copied</th><th>Skipped</th><th>Failed</th><th>Bytes</th><th>Seconds</th><th>Error</th></tr>
+<table><tr><th>Entry</th><th>State</th><th>Copied</th><th>Skipped</th><th>Failed</th><th>Bytes</th><th>Seconds</th><th>Keywords dropped</th><th>Throttled</th><th>Error</th></tr>
 {rows}</table>
 <h2>Messages not copied</h2>
 <table><tr><th>Entry</th><th>Folder</th><th>UID</th><th>Size</th><th>Message-ID</th><th>Reason</th></tr>
@@ -282,6 +299,20 @@ tr.failed td, tr.partial td {{ background: #fee; }}
     )
 }
 
+/// The HTML report's keywords cell: the total and, per folder, its count (escaped: folder
+/// names come from a server); empty when none were dropped.
+fn keywords_cell(e: &RunEntry) -> String {
+    if e.keywords_dropped.is_empty() {
+        return String::new();
+    }
+    let folders: Vec<String> = e
+        .keywords_dropped
+        .iter()
+        .map(|k| format!("{} {}", escape(&k.folder), k.count))
+        .collect();
+    format!("{} ({})", e.keywords_dropped_total(), folders.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +323,17 @@ mod tests {
         e.copied = 5;
         e.failed = 1;
         e.bytes = 1234;
+        e.keywords_dropped = vec![
+            KeywordsDropped {
+                folder: "INBOX".into(),
+                count: 2,
+            },
+            KeywordsDropped {
+                folder: "@SUM(1+1)<b>".into(),
+                count: 3,
+            },
+        ];
+        e.throttled_seconds = 12.3;
         Summary {
             run: RunId(3),
             entries: vec![e],
@@ -319,6 +361,19 @@ mod tests {
             "APPEND failed: <script>"
         );
         assert!(v.get("peak_rss_bytes").is_none());
+        assert_eq!(
+            v["entries"][0]["keywords_dropped"][1]["folder"],
+            "@SUM(1+1)<b>"
+        );
+        assert_eq!(v["entries"][0]["keywords_dropped"][1]["count"], 3);
+        assert_eq!(v["entries"][0]["throttled_seconds"], 12.3);
+        // Without any, the keys are left out (SPEC §4's keys stay as they were).
+        let mut quiet = summary();
+        quiet.entries[0].keywords_dropped.clear();
+        quiet.entries[0].throttled_seconds = 0.0;
+        let v = serde_json::to_value(MigrationReport::new(&quiet)).unwrap();
+        assert!(v["entries"][0].get("keywords_dropped").is_none());
+        assert!(v["entries"][0].get("throttled_seconds").is_none());
     }
 
     #[test]
@@ -326,8 +381,21 @@ mod tests {
         let h = html("job", &summary());
         assert!(h.contains("&lt;script&gt;"));
         assert!(!h.contains("<script>"));
+        assert!(
+            h.contains("<td>5 (INBOX 2, @SUM(1+1)&lt;b&gt; 3)</td><td>12.3 s</td>"),
+            "{h}"
+        );
         let c = csv(&summary());
-        assert_eq!(c.lines().count(), 3);
+        assert_eq!(c.lines().count(), 5);
+        let entry = c.lines().nth(1).unwrap();
+        assert!(
+            entry.starts_with("entry,u1,partial,5,0,1,1234,0.0,5,12.3,"),
+            "{entry}"
+        );
+        let keywords: Vec<&str> = c.lines().skip(3).collect();
+        assert_eq!(keywords[0], "keywords,u1,,,,,,,2,,INBOX,,,,");
+        // A folder name from the server never reaches a spreadsheet as a formula.
+        assert_eq!(keywords[1], "keywords,u1,,,,,,,3,,'@SUM(1+1)<b>,,,,");
         let failure = c.lines().nth(2).unwrap();
         assert!(failure.starts_with("message,u1,failed"));
         // A folder name from the server never reaches a spreadsheet as a formula.

@@ -17,9 +17,9 @@
 use std::time::Duration;
 
 use crate::model::{
-    Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, LedgerState,
-    MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side,
-    Uid,
+    Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, KeywordsDropped,
+    LedgerRow, LedgerState, MailboxId, Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry,
+    RunId, RunKind, Side, Uid,
 };
 use crate::ports::store::{
     Lease, LeaseHolder, MetaKey, PassProgress, Result, Store, StoreErrorKind, WorkerStats,
@@ -528,10 +528,28 @@ pub fn a_second_line_for_an_entry_in_a_run_replaces_the_first(mut s: Box<dyn Sto
     let mut line = RunEntry::new("b".into());
     line.state = EntryState::Failed;
     line.error = Some("target: connection lost".into());
+    line.keywords_dropped = vec![KeywordsDropped {
+        folder: "Old".into(),
+        count: 9,
+    }];
+    line.throttled_seconds = 99.0;
     s.record_run_entry(run, &line)?;
     let other = RunEntry {
         state: EntryState::Migrated,
         copied: 3,
+        // What a pass adds to its counts is kept with them: the keywords the target dropped
+        // per folder (names as the server gave them) and the time waited on throttling.
+        keywords_dropped: vec![
+            KeywordsDropped {
+                folder: "INBOX".into(),
+                count: 2,
+            },
+            KeywordsDropped {
+                folder: "Büro/\"quoted\" [x]".into(),
+                count: 1 << 40,
+            },
+        ],
+        throttled_seconds: 12.5,
         ..RunEntry::new("a".into())
     };
     s.record_run_entry(run, &other)?;
@@ -545,6 +563,8 @@ pub fn a_second_line_for_an_entry_in_a_run_replaces_the_first(mut s: Box<dyn Sto
         flags_updated: 5,
         seconds: 1.5,
         error: None,
+        keywords_dropped: Vec::new(),
+        throttled_seconds: 0.0,
         ..line
     };
     s.record_run_entry(run, &again)?;

@@ -236,6 +236,23 @@ impl Error {
         }
     }
 
+    /// Whether the server dropped the connection: it closed it (end of stream), reset or
+    /// aborted it, or said `BYE` (the close after this client's own LOGOUT never reaches
+    /// here). Not this client's own I/O timeout, nor a connection that could not be opened.
+    pub fn is_dropped_by_server(&self) -> bool {
+        match self {
+            Error::Bye(_) => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+
     /// The server's response code, if it gave one (`OVERQUOTA`, `AUTHENTICATIONFAILED`, …).
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -259,6 +276,16 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Writes a line of this process's own to the `MAILFERRY_TRACE` file, if there is one, as
+/// `ADDRESS # note`: what the caller decided about that server (adaptive throttling's
+/// changes to its connection cap). Never a secret.
+pub fn trace_note(peer: &str, note: &str) {
+    if let Some(sink) = trace_sink() {
+        let mut f = sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(f, "{peer} # {note}");
+    }
+}
 
 mod append;
 mod mailbox;

@@ -732,3 +732,32 @@ fn the_trace_cuts_credentials_from_any_login_command() {
         "LOGIN (credentials not shown)"
     );
 }
+
+#[test]
+fn only_the_server_dropping_the_connection_is_a_drop() {
+    use std::io::ErrorKind;
+    let io = |k: ErrorKind| Error::Io(std::io::Error::new(k, "x"));
+    for k in [
+        ErrorKind::UnexpectedEof,
+        ErrorKind::ConnectionReset,
+        ErrorKind::ConnectionAborted,
+        ErrorKind::BrokenPipe,
+    ] {
+        assert!(io(k).is_dropped_by_server(), "{k:?}");
+    }
+    assert!(Error::Bye("Server shutting down.".into()).is_dropped_by_server());
+    // Our own timeout, a refused connect and a refusal are not.
+    assert!(!io(ErrorKind::TimedOut).is_dropped_by_server());
+    assert!(!io(ErrorKind::WouldBlock).is_dropped_by_server());
+    let connect = Error::Connect {
+        address: "127.0.0.1:1".into(),
+        source: std::io::Error::new(ErrorKind::ConnectionRefused, "refused"),
+    };
+    assert!(!connect.is_dropped_by_server());
+    let no = Error::No {
+        command: "STATUS".into(),
+        code: Some("THROTTLED".into()),
+        text: "slow down".into(),
+    };
+    assert!(!no.is_dropped_by_server());
+}

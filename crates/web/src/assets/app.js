@@ -183,6 +183,24 @@ function stateCell(e) {
   return s;
 }
 
+// What the last pass adds to its counts (never a failure): the custom keywords the target
+// could not store, per folder, and the time waited on throttling servers.
+function passNotes(e) {
+  const kw = e.keywords_dropped || [];
+  const total = kw.reduce((n, k) => n + k.count, 0);
+  const notes = [];
+  if (total) notes.push(`${total} custom keywords dropped (${kw.map((k) => `${k.folder} ${k.count}`).join(', ')})`);
+  if (e.throttled_seconds > 0) notes.push(`waited ${e.throttled_seconds.toFixed(1)} s on throttling`);
+  return notes.join('; ');
+}
+function passNoteHtml(e) {
+  const total = (e.keywords_dropped || []).reduce((n, k) => n + k.count, 0);
+  const parts = [];
+  if (total) parts.push(`<span class="pass-note" data-keywords-dropped="${total}">${total} keywords dropped</span>`);
+  if (e.throttled_seconds > 0) parts.push(`<span class="pass-note" data-throttled="${esc(e.throttled_seconds)}">throttled ${esc(e.throttled_seconds.toFixed(1))} s</span>`);
+  return parts.join(' · ');
+}
+
 function rowHtml(e, i) {
   const sel = state.selected.has(e.id);
   const tgt = targetOf(e);
@@ -203,7 +221,7 @@ function rowHtml(e, i) {
     + `<td class="num">${e.skipped ?? 0}</td>`
     + `<td class="num" title="${e.size ?? 0} bytes copied">${humanBytes(e.size ?? 0)}</td>`
     + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
-    + `<td title="${esc(e.error || '')}">${e.error ? `<span class="err">${esc(e.error)}</span>` : ''}</td>`
+    + `<td title="${esc([e.error, passNotes(e)].filter(Boolean).join('; '))}">${e.error ? `<span class="err">${esc(e.error)}</span> ` : ''}${passNoteHtml(e)}</td>`
     + `<td>${rcell}</td></tr>`;
 }
 

@@ -11,8 +11,8 @@ use postgres::{Client, GenericClient};
 
 use super::{Column, Db, json_list, parse_list, to_i64};
 use mailferry_core::model::{
-    Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
-    RunEntry, RunId, RunKind, Side, Uid,
+    Checkpoint, EntryId, EntryState, Failure, KeywordsDropped, MailboxId, RefreshLine,
+    RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side, Uid,
 };
 use mailferry_core::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
@@ -86,13 +86,14 @@ pub fn record_entry(client: &mut impl GenericClient, run: RunId, r: &RunEntry) -
     client
         .execute(
             "INSERT INTO run_entries (run_id, entry_id, state, copied, skipped, failed, bytes,
-                 moved, flags_updated, seconds, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 moved, flags_updated, seconds, error, keywords_dropped, throttled_seconds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (run_id, entry_id) DO UPDATE SET state = excluded.state,
                  copied = excluded.copied, skipped = excluded.skipped, failed = excluded.failed,
                  bytes = excluded.bytes, moved = excluded.moved,
                  flags_updated = excluded.flags_updated, seconds = excluded.seconds,
-                 error = excluded.error",
+                 error = excluded.error, keywords_dropped = excluded.keywords_dropped,
+                 throttled_seconds = excluded.throttled_seconds",
             &[
                 &run.0,
                 &r.entry_id.as_str(),
@@ -105,6 +106,8 @@ pub fn record_entry(client: &mut impl GenericClient, run: RunId, r: &RunEntry) -
                 &to_i64(r.flags_updated, "flags-updated count")?,
                 &r.seconds,
                 &r.error,
+                &keywords_text(&r.keywords_dropped)?,
+                &r.throttled_seconds,
             ],
         )
         .db()?;
@@ -170,7 +173,8 @@ pub fn entries(client: &mut Client, run: RunId) -> Result<Vec<RunEntry>> {
     client
         .query(
             "SELECT entry_id, state, copied, skipped, failed, bytes, moved, flags_updated,
-                    seconds, error FROM run_entries WHERE run_id = $1 ORDER BY entry_id",
+                    seconds, error, keywords_dropped, throttled_seconds
+             FROM run_entries WHERE run_id = $1 ORDER BY entry_id",
             &[&run.0],
         )
         .db()?
@@ -187,9 +191,31 @@ pub fn entries(client: &mut Client, run: RunId) -> Result<Vec<RunEntry>> {
                 flags_updated: r.u64(7)?,
                 seconds: r.float(8)?,
                 error: r.opt_text(9)?,
+                keywords_dropped: parse_keywords(&r.text(10)?)?,
+                throttled_seconds: r.float(11)?,
             })
         })
         .collect()
+}
+
+/// A run line's keywords list as stored: JSON text; a count too big for `BIGINT` is refused
+/// as the other counts are.
+fn keywords_text(list: &[KeywordsDropped]) -> Result<String> {
+    for k in list {
+        to_i64(k.count, "keywords-dropped count")?;
+    }
+    Ok(serde_json::to_string(list).unwrap_or_else(|_| "[]".into()))
+}
+
+/// A stored keywords list; text that does not read as one is a database another program
+/// wrote, reported as such.
+fn parse_keywords(text: &str) -> Result<Vec<KeywordsDropped>> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::new(
+            mailferry_core::ports::store::StoreErrorKind::Other,
+            format!("keywords_dropped {text:?} in the state database: {e}"),
+        )
+    })
 }
 
 /// A run's failures by entry, folder and UID, a failure without a UID first (as SQLite

@@ -4,7 +4,8 @@
 //! checkpoints, runs, run lines, meta, refresh results, failures, leases with progress) in
 //! PostgreSQL's types: unsigned values in `BIGINT` (the model's `u32`s fit; its `u64`s are
 //! checked on the way in), flags as `BOOLEAN`, lease expiry as a `timestamptz` of the
-//! database's clock. Version 2 adds the queue of passes for workers and the workers' table.
+//! database's clock. Version 2 adds the queue of passes for workers and the workers' table;
+//! version 3 the run lines' dropped keywords and time waited on throttling.
 //! Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
 //! compares). A migration never changes what an existing column means.
 //!
@@ -160,8 +161,16 @@ CREATE TABLE workers (
 );
 "#;
 
+/// Version 3: what each pass's run line adds to its counts: the custom keywords the target
+/// dropped (a JSON list of `{"folder", "count"}`, as text) and the seconds it waited on
+/// throttling.
+const V3: &str = r#"
+ALTER TABLE run_entries ADD COLUMN keywords_dropped TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE run_entries ADD COLUMN throttled_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 2] = [V1, V2];
+const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

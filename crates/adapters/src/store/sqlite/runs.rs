@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Db, json_list, opt_nz_column, parse_list, parse_text};
 use mailferry_core::model::{
-    Checkpoint, EntryId, EntryState, Failure, MailboxId, RefreshLine, RefreshRecord, RefreshResult,
-    RunEntry, RunId, RunKind, Side, Uid, now,
+    Checkpoint, EntryId, EntryState, Failure, KeywordsDropped, MailboxId, RefreshLine,
+    RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side, Uid, now,
 };
 use mailferry_core::ports::store::{
     Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
@@ -74,13 +74,14 @@ pub fn finish(conn: &Connection, run: RunId) -> Result<()> {
 pub fn record_entry(conn: &Connection, run: RunId, r: &RunEntry) -> Result<()> {
     conn.execute(
         "INSERT INTO run_entries (run_id, entry_id, state, copied, skipped, failed, bytes,
-             moved, flags_updated, seconds, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             moved, flags_updated, seconds, error, keywords_dropped, throttled_seconds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (run_id, entry_id) DO UPDATE SET state = excluded.state,
              copied = excluded.copied, skipped = excluded.skipped, failed = excluded.failed,
              bytes = excluded.bytes, moved = excluded.moved,
              flags_updated = excluded.flags_updated, seconds = excluded.seconds,
-             error = excluded.error",
+             error = excluded.error, keywords_dropped = excluded.keywords_dropped,
+             throttled_seconds = excluded.throttled_seconds",
         params![
             run.0,
             r.entry_id.as_str(),
@@ -92,7 +93,9 @@ pub fn record_entry(conn: &Connection, run: RunId, r: &RunEntry) -> Result<()> {
             r.moved,
             r.flags_updated,
             r.seconds,
-            r.error
+            r.error,
+            serde_json::to_string(&r.keywords_dropped).unwrap_or_else(|_| "[]".into()),
+            r.throttled_seconds
         ],
     )
     .db()?;
@@ -153,7 +156,8 @@ pub fn entries(conn: &Connection, run: RunId) -> Result<Vec<RunEntry>> {
     let mut stmt = conn
         .prepare(
             "SELECT entry_id, state, copied, skipped, failed, bytes, moved, flags_updated,
-                    seconds, error FROM run_entries WHERE run_id = ?1 ORDER BY entry_id",
+                    seconds, error, keywords_dropped, throttled_seconds
+             FROM run_entries WHERE run_id = ?1 ORDER BY entry_id",
         )
         .db()?;
     let rows = stmt
@@ -169,10 +173,25 @@ pub fn entries(conn: &Connection, run: RunId) -> Result<Vec<RunEntry>> {
                 flags_updated: r.get(7)?,
                 seconds: r.get(8)?,
                 error: r.get(9)?,
+                keywords_dropped: keywords_column(r, 10)?,
+                throttled_seconds: r.get(11)?,
             })
         })
         .db()?;
     rows.collect::<rusqlite::Result<_>>().db()
+}
+
+/// A run line's stored keywords list; text that does not read as one is a database another
+/// program wrote, reported as such.
+fn keywords_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<KeywordsDropped>> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("keywords_dropped {text:?} in the state database: {e}").into(),
+        )
+    })
 }
 
 pub fn failures(conn: &Connection, run: RunId) -> Result<Vec<Failure>> {

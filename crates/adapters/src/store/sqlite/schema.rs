@@ -156,8 +156,15 @@ CREATE TABLE workers (
 ) STRICT;
 "#;
 
+/// Version 5: what each pass's run line adds to its counts: the custom keywords the target
+/// dropped (a JSON list of `{"folder", "count"}`) and the seconds it waited on throttling.
+const V5: &str = r#"
+ALTER TABLE run_entries ADD COLUMN keywords_dropped TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE run_entries ADD COLUMN throttled_seconds REAL NOT NULL DEFAULT 0;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -198,6 +205,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             1 => tx.execute_batch(V2).db()?,
             2 => tx.execute_batch(V3).db()?,
             3 => tx.execute_batch(V4).db()?,
+            4 => tx.execute_batch(V5).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;
