@@ -158,3 +158,62 @@ fn three_migrate_processes_on_postgres_never_open_more_target_connections_than_i
 fn three_workers_on_postgres_never_open_more_target_connections_than_its_cap() {
     three_workers_keep_the_target_under_its_cap(true);
 }
+
+/// Two source mailboxes merged into one target mailbox capped at one connection, passed by
+/// two `migrate` processes at once: the target never has two connections (the two passes to
+/// that mailbox take turns), and it ends up with both mailboxes' messages, each once.
+#[test]
+fn two_processes_merging_two_mailboxes_into_one_keep_to_its_per_mailbox_cap() {
+    let users = ["ana", "ben"];
+    let kit = Shared::new(&users, false, "[migration]\nconcurrency = 2\n");
+    let path = kit.lab.job();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("[target]").expect("a [target] table");
+    let (source, target) = text.split_at(at);
+    let target = target.replacen(
+        "max_connections = 8\n",
+        "max_connections = 8\nmax_connections_per_mailbox = 1\n",
+        1,
+    );
+    std::fs::write(&path, format!("{source}{target}")).unwrap();
+    std::fs::write(
+        kit.lab.dir.path().join("mailboxes.csv"),
+        "Source ID,Source addresses,Source login,Target addresses,Target login\n\
+         id-ana,ana@old.example,ana,ana@new.example,ana\n\
+         id-ben,ben@old.example,ben,ana@new.example,ana\n",
+    )
+    .unwrap();
+    fill_users(&kit.lab, &users, PER_USER, 4_000);
+    kit.ok(&["match", &kit.job()]);
+    let (_, target_peak, logs) = sampled(&kit, || {
+        let children: Vec<Child> = (0..2).map(|_| spawn_migrate(&kit)).collect();
+        children
+            .into_iter()
+            .map(|child| {
+                let out = child.wait_with_output().expect("wait");
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert_eq!(out.status.code(), Some(0), "{stderr}");
+                stderr
+            })
+            .collect()
+    });
+    assert_eq!(
+        target_peak, 1,
+        "the merged mailbox had {target_peak} connections at once"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Waiting for room") && l.contains("mailbox ana")),
+        "no process waited for the mailbox: {logs:#?}"
+    );
+    let mut merged = snapshot(&kit.lab.source, "ana");
+    for (folder, msgs) in snapshot(&kit.lab.source, "ben") {
+        let all = merged.entry(folder).or_default();
+        all.extend(msgs);
+        all.sort();
+    }
+    assert_eq!(total(&merged), 2 * PER_USER);
+    let dst = snapshot(&kit.lab.target, "ana");
+    assert_same(&merged, &dst, str::to_string);
+    assert_eq!(total(&dst), 2 * PER_USER, "each message once");
+}
