@@ -239,7 +239,7 @@ const CONNECTION_FIELDS: &[Field] = &[
         "max_connections_per_mailbox",
         "Most per mailbox",
         Input::Number,
-        "to one mailbox at once (empty: no cap of its own)",
+        "to one mailbox at once",
     ),
     Field {
         applies: Applies::Maildir,
