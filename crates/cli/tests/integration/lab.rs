@@ -562,15 +562,18 @@ pub fn run_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, 
 /// the kernel's own table (`/proc/net/tcp` and `tcp6`: sockets in state ESTABLISHED whose
 /// local port is the server's). A connection the client has closed leaves this state at once
 /// (loopback delivers the FIN synchronously), one being accepted enters it with the handshake.
+/// The kernel writes the table a page at a time, and a socket that comes or goes meanwhile
+/// can shift another into the next page: each connection (its two addresses) counts once.
 pub fn established_on(ports: &[u16]) -> Vec<usize> {
-    let mut counts = vec![0; ports.len()];
+    let mut seen: Vec<std::collections::HashSet<(String, String)>> =
+        vec![std::collections::HashSet::new(); ports.len()];
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let mut fields = line.split_whitespace();
-            let (Some(local), Some(_remote), Some(state)) =
+            let (Some(local), Some(remote), Some(state)) =
                 (fields.nth(1), fields.next(), fields.next())
             else {
                 continue;
@@ -582,11 +585,11 @@ pub fn established_on(ports: &[u16]) -> Vec<usize> {
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if let Some(i) = port.and_then(|p| ports.iter().position(|x| *x == p)) {
-                counts[i] += 1;
+                seen[i].insert((local.to_string(), remote.to_string()));
             }
         }
     }
-    counts
+    seen.iter().map(std::collections::HashSet::len).collect()
 }
 
 /// Samples [`established_on`] as often as it can on a thread of its own, until stopped.
