@@ -382,7 +382,7 @@ pub trait Store: Send {
         holder: &str,
         ttl: Duration,
     ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        Ok(held_only(self.claim(entry, holder, ttl, None, &[])?))
+        held_only(self.claim(entry, holder, ttl, None, &[])?)
     }
     /// Takes a claim over from a holder known to be gone, if it is still the claim of that
     /// epoch (another process may have taken it meanwhile: then `Err` with the new holder).
@@ -393,13 +393,7 @@ pub trait Store: Send {
         ttl: Duration,
         from_epoch: i64,
     ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        Ok(held_only(self.claim(
-            entry,
-            holder,
-            ttl,
-            Some(from_epoch),
-            &[],
-        )?))
+        held_only(self.claim(entry, holder, ttl, Some(from_epoch), &[])?)
     }
     /// Extends a claim; an error of kind `Other` when the claim was lost to another holder.
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
@@ -464,13 +458,17 @@ pub trait Store: Send {
     fn workers(&self) -> Result<Vec<WorkerRecord>>;
 }
 
-/// A claim that used no capped server: it cannot have been refused for room.
+/// A claim that used no capped server, which no store refuses for room (one that does says
+/// so as an error rather than a holder it does not have).
 fn held_only(
     claim: std::result::Result<Lease, Refusal>,
-) -> std::result::Result<Lease, LeaseHolder> {
+) -> Result<std::result::Result<Lease, LeaseHolder>> {
     match claim {
-        Ok(lease) => Ok(lease),
-        Err(Refusal::Held(holder)) => Err(holder),
-        Err(Refusal::Full(full)) => unreachable!("a claim without servers was refused: {full}"),
+        Ok(lease) => Ok(Ok(lease)),
+        Err(Refusal::Held(holder)) => Ok(Err(holder)),
+        Err(Refusal::Full(full)) => Err(StoreError::new(
+            StoreErrorKind::Other,
+            format!("A claim on no server was refused for room: {full}"),
+        )),
     }
 }
