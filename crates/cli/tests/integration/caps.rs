@@ -44,7 +44,7 @@ fn spawn_migrate(kit: &Shared) -> Child {
         .expect("spawn mailferry migrate")
 }
 
-/// Runs the passes the way `how` says while the servers' connections are sampled; returns
+/// Runs the passes as `run` does while the servers' connections are sampled; returns
 /// the most connections seen on the source and on the target, and what the processes
 /// printed on stderr.
 fn sampled(kit: &Shared, run: impl FnOnce() -> Vec<String>) -> (usize, usize, Vec<String>) {
@@ -152,6 +152,11 @@ fn three_migrate_processes_on_sqlite_never_open_more_target_connections_than_its
 #[test]
 fn three_migrate_processes_on_postgres_never_open_more_target_connections_than_its_cap() {
     three_migrate_processes_keep_the_target_under_its_cap(true);
+}
+
+#[test]
+fn three_workers_on_sqlite_never_open_more_target_connections_than_its_cap() {
+    three_workers_keep_the_target_under_its_cap(false);
 }
 
 #[test]
