@@ -72,6 +72,7 @@ impl Setup {
                 tls_ca: None,
             })),
             max_connections: 16,
+            max_connections_per_mailbox: None,
             profile: Default::default(),
         }
     }

@@ -159,6 +159,7 @@ fn settings(port: u16, choice: ProfileChoice, max_message_size: Option<u64>) -> 
             login: AdminLogin::MasterSeparator("*".into()),
         },
         max_connections: 10,
+        max_connections_per_mailbox: None,
         profile: ProfileSettings {
             choice,
             max_message_size,

@@ -67,6 +67,8 @@ pub struct ImapConnector {
     /// The profile `auto` recognised on the first connection.
     detected: Mutex<Option<Profile>>,
     tally: Arc<KeywordTally>,
+    /// `max_connections_per_mailbox`.
+    per_mailbox: Option<usize>,
 }
 
 /// Where the server is and how to log in: shared with the sessions, which reconnect with it.
@@ -173,6 +175,7 @@ impl ImapConnector {
             profile: imap.profile.clone(),
             detected: Mutex::new(None),
             tally: Arc::default(),
+            per_mailbox: imap.max_connections_per_mailbox,
         })
     }
 }
@@ -229,6 +232,15 @@ impl Connector for ImapConnector {
 
     fn limit(&self) -> &ConnectionLimit {
         &self.limit
+    }
+
+    fn server(&self) -> Option<String> {
+        let ep = &self.reach.endpoint;
+        Some(format!("{}:{}", ep.host.to_ascii_lowercase(), ep.port))
+    }
+
+    fn max_connections_per_mailbox(&self) -> Option<usize> {
+        self.per_mailbox
     }
 
     fn profile(&self) -> Option<String> {

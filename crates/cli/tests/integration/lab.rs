@@ -557,3 +557,82 @@ pub fn run_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// How many TCP connections are established on the server side of each of `ports` now, by
+/// the kernel's own table (`/proc/net/tcp` and `tcp6`: sockets in state ESTABLISHED whose
+/// local port is the server's). A connection the client has closed leaves this state at once
+/// (loopback delivers the FIN synchronously), one being accepted enters it with the handshake.
+/// The kernel writes the table a page at a time, and a socket that comes or goes meanwhile
+/// can shift another into the next page: each connection (its two addresses) counts once.
+pub fn established_on(ports: &[u16]) -> Vec<usize> {
+    let mut seen: Vec<std::collections::HashSet<(String, String)>> =
+        vec![std::collections::HashSet::new(); ports.len()];
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace();
+            let (Some(local), Some(remote), Some(state)) =
+                (fields.nth(1), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if state != "01" {
+                continue;
+            }
+            let port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if let Some(i) = port.and_then(|p| ports.iter().position(|x| *x == p)) {
+                seen[i].insert((local.to_string(), remote.to_string()));
+            }
+        }
+    }
+    seen.iter().map(std::collections::HashSet::len).collect()
+}
+
+/// Samples [`established_on`] as often as it can on a thread of its own, until stopped.
+pub struct ConnectionPeaks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Vec<usize>, usize)>>,
+}
+
+impl ConnectionPeaks {
+    pub fn start(ports: &[u16]) -> ConnectionPeaks {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ports, flag) = (ports.to_vec(), std::sync::Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0; ports.len()];
+            let mut samples = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                for (peak, now) in peaks.iter_mut().zip(established_on(&ports)) {
+                    *peak = (*peak).max(now);
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (peaks, samples)
+        });
+        ConnectionPeaks {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The most connections seen on each port, and how many samples were taken.
+    pub fn stop(mut self) -> (Vec<usize>, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("the sampler panicked")
+    }
+}
+
+impl Drop for ConnectionPeaks {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -2,6 +2,7 @@
 //! the real `mailferry` binary. Every test starts its own servers on free loopback ports.
 
 mod ad;
+mod caps;
 mod concurrent;
 mod copy;
 mod corpus;

@@ -17,13 +17,13 @@ const PER_USER: usize = 400;
 
 /// A lab whose job keeps its state in SQLite (beside the job) or in a fresh PostgreSQL
 /// database.
-struct Shared {
-    lab: Lab,
+pub(crate) struct Shared {
+    pub(crate) lab: Lab,
     pg: Option<PostgresDatabase>,
 }
 
 impl Shared {
-    fn new(users: &[&str], postgres: bool, extra: &str) -> Shared {
+    pub(crate) fn new(users: &[&str], postgres: bool, extra: &str) -> Shared {
         let lab = Lab::new(users);
         lab.write_job(extra);
         let pg = postgres.then(|| Postgres::shared().fresh_database());
@@ -42,11 +42,11 @@ impl Shared {
         Shared { lab, pg }
     }
 
-    fn job(&self) -> String {
+    pub(crate) fn job(&self) -> String {
         self.lab.job().to_str().unwrap().to_string()
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut c = self.lab.command(args);
         if let Some(db) = &self.pg {
             c.env("MF_TEST_STATE_PW", db.password());
@@ -58,20 +58,20 @@ impl Shared {
         self.command(args).output().expect("run mailferry")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.output(args);
         assert!(out.status.success(), "mailferry {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let text = self.ok(&all);
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: no JSON ({e}): {text}"))
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         self.json(&["status", &self.job()])
     }
 
@@ -84,7 +84,7 @@ impl Shared {
 
     /// A worker with its output in files of the job's folder (it runs for long: a pipe no
     /// one reads would fill up).
-    fn spawn_worker(&self, n: usize) -> Worker {
+    pub(crate) fn spawn_worker(&self, n: usize) -> Worker {
         let dir = self.lab.dir.path();
         let out = dir.join(format!("worker-{n}.out"));
         let err = dir.join(format!("worker-{n}.err"));
@@ -102,7 +102,12 @@ impl Shared {
     }
 
     /// Waits until `done` says so of `status --json`, failing after `limit`.
-    fn wait_status(&self, limit: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status(
+        &self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let s = self.status();
@@ -133,14 +138,14 @@ impl Shared {
     }
 }
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     out: std::path::PathBuf,
     err: std::path::PathBuf,
 }
 
 impl Worker {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -153,7 +158,7 @@ impl Worker {
     }
 
     /// SIGTERM, then the exit status (within a minute).
-    fn terminate(mut self) -> (ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
         // SAFETY: kill(2) on our own child's PID, which it still is (not reaped yet).
         let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(r, 0, "SIGTERM");
@@ -188,7 +193,7 @@ fn of_pid(w: &[Value], pid: u32) -> Option<Value> {
         .cloned()
 }
 
-fn fill_users(lab: &Lab, users: &[&str], per_user: usize, size: usize) {
+pub(crate) fn fill_users(lab: &Lab, users: &[&str], per_user: usize, size: usize) {
     for (n, user) in users.iter().enumerate() {
         let base = n * 10_000;
         let half = per_user / 2;
@@ -211,7 +216,7 @@ fn fill_users(lab: &Lab, users: &[&str], per_user: usize, size: usize) {
     }
 }
 
-fn assert_exactly_once(lab: &Lab, users: &[&str], per_user: usize) {
+pub(crate) fn assert_exactly_once(lab: &Lab, users: &[&str], per_user: usize) {
     for user in users {
         let src = snapshot(&lab.source, user);
         assert_eq!(total(&src), per_user, "{user} on the source");
@@ -222,7 +227,7 @@ fn assert_exactly_once(lab: &Lab, users: &[&str], per_user: usize) {
 }
 
 /// Every entry migrated, none queued, none held.
-fn all_done(s: &Value) -> bool {
+pub(crate) fn all_done(s: &Value) -> bool {
     s["entries"].as_array().is_some_and(|es| {
         es.iter()
             .all(|e| e["state"] == "migrated" && e["queued"].is_null() && e["held_by"].is_null())

@@ -6,8 +6,14 @@
 //! terminals) skips the entries this one is passing instead of copying them a second time.
 //! A lease whose process is gone (killed) is taken over at once; one whose holder merely
 //! stopped renewing it expires after [`LEASE_TTL`].
+//!
+//! A lease also records the servers its pass uses and the connections it may open on each
+//! ([`ServerUse`]): a claim succeeds only while the live leases of every process of the job
+//! leave room under each server's `max_connections` (and `max_connections_per_mailbox`), so
+//! the caps hold across processes and machines. A pass that finds no room waits
+//! ([`ROOM_WAIT`]) and asks again; a worker leaves the entry queued meanwhile.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,8 +26,10 @@ use crate::entries::Selection;
 use crate::folders::FolderRules;
 use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
-use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind, WorkerStats};
-use crate::ports::{EntryPasswords, Observer, Store};
+use crate::ports::store::{
+    Lease, LeaseHolder, NoRoom, PassProgress, Refusal, ServerUse, StoreErrorKind, WorkerStats,
+};
+use crate::ports::{Connector, EntryPasswords, Observer, Store};
 use crate::report::{KeywordsDropped, MigrationReport, Summary};
 
 /// How long a lease lasts without renewal.
@@ -38,6 +46,11 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker writes its heartbeat and figures.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// The connections one pass opens to each side's mailbox: one session, which its fetcher
+/// thread shares (a reconnect replaces it). Its lease records this many.
+pub const PASS_CONNECTIONS_PER_SIDE: u32 = 1;
+/// How long a pass that found no room under a server's cap waits before it asks again.
+pub const ROOM_WAIT: Duration = Duration::from_millis(500);
 
 /// What `migrate` did.
 #[derive(Debug)]
@@ -213,6 +226,9 @@ pub(crate) trait Work: Sync {
     fn next(&self, stop: &dyn Fn() -> bool) -> Result<Option<Item>>;
     /// Another process holds the entry: this one does not pass it now.
     fn busy(&self, item: Item, holder: LeaseHolder);
+    /// The other passes leave no room under a server's cap for the entry's pass: it is to be
+    /// tried again later (the runner waits [`ROOM_WAIT`] before it asks for work again).
+    fn no_room(&self, item: Item);
     /// The entry's pass ended and was recorded.
     fn finished(&self, item: &Item, result: &RunEntry) -> Result<()>;
     /// The entry's pass did not end in a record: another process took the entry over during
@@ -238,6 +254,10 @@ impl Work for FixedWork {
     }
     fn busy(&self, item: Item, holder: LeaseHolder) {
         lock(&self.busy).push((item.entry.id, holder));
+    }
+    fn no_room(&self, item: Item) {
+        // Behind the others: one whose mailbox has room may go first.
+        lock(&self.queue).push_back(item.entry);
     }
     fn finished(&self, _: &Item, _: &RunEntry) -> Result<()> {
         Ok(())
@@ -299,6 +319,7 @@ pub(crate) fn run_passes(
         app,
         store: setup.store,
         holder: app.backends.process_name(),
+        noted: Mutex::new(HashSet::new()),
         held: Mutex::new(Vec::new()),
         done: (Mutex::new(false), Condvar::new()),
         recorder: &recorder,
@@ -334,10 +355,17 @@ pub(crate) fn run_passes(
                                     break;
                                 }
                             };
-                            let lease = match runner.lease(&item.entry.id) {
+                            let uses = server_uses(setup, &item.entry);
+                            let lease = match runner.lease(&item.entry.id, &uses) {
                                 Ok(Ok(lease)) => lease,
-                                Ok(Err(holder)) => {
+                                Ok(Err(Refusal::Held(holder))) => {
                                     work.busy(item, holder);
+                                    continue;
+                                }
+                                Ok(Err(Refusal::Full(full))) => {
+                                    runner.waiting_for_room(&full);
+                                    work.no_room(item);
+                                    wait_for_room(&should_stop);
                                     continue;
                                 }
                                 Err(e) => {
@@ -444,6 +472,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the pass of `entry` will use on each side's server, for its lease: its mailbox there,
+/// the connections it opens ([`PASS_CONNECTIONS_PER_SIDE`], never more than
+/// `max_connections_per_mailbox`), and the caps as this process knows them now (the job
+/// file's `max_connections`, lowered by a recognised profile or a throttling server).
+fn server_uses(setup: &Setup<'_>, entry: &Entry) -> Vec<ServerUse> {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    [(setup.source, Side::Source), (setup.target, Side::Target)]
+        .into_iter()
+        .filter_map(|(connector, side): (&dyn Connector, Side)| {
+            let server = connector.server()?;
+            let login = entry.login(side)?;
+            let per_mailbox = connector.max_connections_per_mailbox().map(count);
+            Some(ServerUse {
+                server,
+                mailbox: login.to_lowercase(),
+                connections: per_mailbox.map_or(PASS_CONNECTIONS_PER_SIDE, |m| {
+                    m.min(PASS_CONNECTIONS_PER_SIDE)
+                }),
+                max_connections: count(connector.limit().max()),
+                max_per_mailbox: per_mailbox,
+            })
+        })
+        .collect()
+}
+
+/// Sleeps [`ROOM_WAIT`], in short steps so that a stop is obeyed within a tenth of a second.
+fn wait_for_room(stop: &dyn Fn() -> bool) {
+    let until = Instant::now() + ROOM_WAIT;
+    while !stop() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Passes the engine's reports on, and keeps each pass's counters for other processes: the
 /// runner writes them to the store beside its leases once a second, so a web console or a
 /// `status` of another process shows this pass live.
@@ -498,6 +563,8 @@ struct Runner<'a, 'b> {
     app: &'a App<'b>,
     store: &'a Mutex<Box<dyn Store>>,
     holder: String,
+    /// The caps this process has said it waits for (each said once).
+    noted: Mutex<HashSet<(String, Option<String>)>>,
     held: Mutex<Vec<Lease>>,
     done: (Mutex<bool>, Condvar),
     recorder: &'a Recorder<'a>,
@@ -506,14 +573,18 @@ struct Runner<'a, 'b> {
 }
 
 impl Runner<'_, '_> {
-    /// Claims an entry, taking over a claim whose process is gone.
-    fn lease(&self, entry: &EntryId) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    /// Claims an entry for a pass that uses `uses`, taking over a claim whose process is gone.
+    fn lease(
+        &self,
+        entry: &EntryId,
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>> {
         let mut store = lock(self.store);
-        let mut claim = store.lease(entry, &self.holder, LEASE_TTL)?;
-        if let Err(other) = &claim
+        let mut claim = store.claim(entry, &self.holder, LEASE_TTL, None, uses)?;
+        if let Err(Refusal::Held(other)) = &claim
             && self.app.backends.holder_gone(&other.holder)
         {
-            claim = store.take_over(entry, &self.holder, LEASE_TTL, other.epoch)?;
+            claim = store.claim(entry, &self.holder, LEASE_TTL, Some(other.epoch), uses)?;
         }
         if let Ok(lease) = &claim {
             lock(&self.held).push(lease.clone());
@@ -521,6 +592,20 @@ impl Runner<'_, '_> {
             store.fence(lease);
         }
         Ok(claim)
+    }
+
+    /// Says, once per cap, that passes wait for room under it.
+    fn waiting_for_room(&self, full: &NoRoom) {
+        if lock(&self.noted).insert((full.server.clone(), full.mailbox.clone())) {
+            (self.app.notice)(&format!(
+                "Waiting for room: {full} (max_connections{} across every process of the job)",
+                if full.mailbox.is_some() {
+                    "_per_mailbox"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
 
     /// Records an entry's pass: its run line, its state, and its lease given back, in one

@@ -290,6 +290,12 @@ const CONNECTION_FIELDS: &[Field] = &[
         Input::Number,
         "to this server at once",
     ),
+    imap(
+        "max_connections_per_mailbox",
+        "Most per mailbox",
+        Input::Number,
+        "to one mailbox at once",
+    ),
     Field {
         applies: Applies::Maildir,
         ..field(

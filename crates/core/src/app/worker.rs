@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::migrate::{Item, LEASE_TTL, Setup, Work, pass_settings, run_passes};
+use super::migrate::{Item, LEASE_TTL, ROOM_WAIT, Setup, Work, pass_settings, run_passes};
 use super::{App, AppError, Result, remove_missing, selected};
 use crate::entries::Selection;
 use crate::model::{Entry, EntryId, EntryState, Origin, RunEntry, RunId, RunKind, Side};
@@ -167,6 +167,9 @@ struct QueueState {
     /// Entries whose last pass here failed: not tried again before the instant, and the
     /// wait after the next failure.
     backoff: HashMap<EntryId, (Instant, Duration)>,
+    /// Entries whose claim found no room under a server's cap: left queued, not asked for
+    /// again before the instant (another entry, on a mailbox with room, may go first).
+    no_room: HashMap<EntryId, Instant>,
 }
 
 /// A worker's work: the store's queue, polled about once a second while there is nothing to
@@ -204,6 +207,7 @@ impl QueueWork<'_> {
                 let state = lock(&self.state);
                 if state.in_flight.contains(&q.entry)
                     || state.backoff.get(&q.entry).is_some_and(|(at, _)| *at > now)
+                    || state.no_room.get(&q.entry).is_some_and(|at| *at > now)
                 {
                     continue;
                 }
@@ -272,6 +276,15 @@ impl Work for QueueWork<'_> {
         lock(&self.state).in_flight.remove(&item.entry.id);
     }
 
+    fn no_room(&self, item: Item) {
+        // Stays queued; asked for again after a wait.
+        let mut state = lock(&self.state);
+        state.in_flight.remove(&item.entry.id);
+        state
+            .no_room
+            .insert(item.entry.id, Instant::now() + ROOM_WAIT * 2);
+    }
+
     fn finished(&self, item: &Item, result: &RunEntry) -> Result<()> {
         {
             let mut stats = lock(self.stats);
@@ -300,6 +313,7 @@ impl Work for QueueWork<'_> {
         };
         let mut state = lock(&self.state);
         state.backoff.remove(id);
+        state.no_room.remove(id);
         state.in_flight.remove(id);
         taken_off?;
         Ok(())

@@ -767,6 +767,10 @@ impl Checker<'_> {
             ("admin_login", raw.admin_login.is_some()),
             ("master_separator", raw.master_separator.is_some()),
             ("max_connections", raw.max_connections.is_some()),
+            (
+                "max_connections_per_mailbox",
+                raw.max_connections_per_mailbox.is_some(),
+            ),
             ("oauth2", raw.oauth2.is_some()),
             ("profile", raw.profile.is_some()),
             ("max_message_size", raw.max_message_size.is_some()),
@@ -899,6 +903,9 @@ impl Checker<'_> {
             raw.max_connections,
             profile_default,
         );
+        let max_connections_per_mailbox = raw
+            .max_connections_per_mailbox
+            .map(|n| self.at_least_one(&key("max_connections_per_mailbox"), Some(n), n));
         let auth = self.auth(
             side,
             AuthKeys {
@@ -922,6 +929,7 @@ impl Checker<'_> {
                 tls_pin_sha256,
                 auth: auth?,
                 max_connections,
+                max_connections_per_mailbox,
                 profile,
             }),
         })

@@ -348,6 +348,9 @@ pub struct ImapSettings {
     /// Most connections opened to this server at once, across all mailboxes (at least 1):
     /// the job file's value, or the named profile's default, or [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// `max_connections_per_mailbox`: most connections to one mailbox of this server at once,
+    /// by every process of the job together (at least 1); `None`: only `max_connections`.
+    pub max_connections_per_mailbox: Option<usize>,
     /// `profile` and the limits the job file overrides (see [`crate::profile`]).
     pub profile: ProfileSettings,
 }

@@ -100,6 +100,7 @@ pub(super) struct RawConnection {
     pub(super) admin_login: Option<RawAdminLogin>,
     pub(super) master_separator: Option<String>,
     pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_mailbox: Option<usize>,
     pub(super) profile: Option<String>,
     pub(super) max_message_size: Option<u64>,
     pub(super) disarm_read_receipts: Option<bool>,

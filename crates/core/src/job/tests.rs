@@ -711,6 +711,28 @@ fn counts_must_be_at_least_one() {
 }
 
 #[test]
+fn max_connections_per_mailbox_is_read_and_checked_with_file_line_and_key() {
+    let (_dir, job) = load_ok(&job_with("max_connections_per_mailbox = 2", ""));
+    assert_eq!(imap(&job.source).max_connections_per_mailbox, Some(2));
+    assert_eq!(imap(&job.target).max_connections_per_mailbox, None);
+    assert_eq!(
+        problem_texts(&job_with("max_connections_per_mailbox = 0", "")),
+        vec!["line 8, column 31: source.max_connections_per_mailbox: must be at least 1"]
+    );
+    assert_eq!(
+        problem_texts(&job_with("max_connections_per_mailbox = \"two\"", "")),
+        vec![
+            "line 8, column 31: source.max_connections_per_mailbox: invalid type: string \
+             \"two\", expected a whole number, 0 or more"
+        ]
+    );
+    let (_dir, error) = load(&job_with("max_connections_per_mailbox = 0", ""));
+    let error = error.unwrap_err().to_string();
+    assert!(error.starts_with("invalid job file "), "{error}");
+    assert!(error.contains("job.toml"), "{error}");
+}
+
+#[test]
 fn migration_settings() {
     let text = format!(
         "mode = \"staged\"\n{}",

@@ -60,6 +60,17 @@ pub trait Connector: Send + Sync {
     ) -> Result<Box<dyn MailSession>, ConnectError>;
     /// The cap on connections to this server, shared by every mailbox of the run.
     fn limit(&self) -> &ConnectionLimit;
+    /// The server as every process of a job names it (`host:port`, the host lower-cased), for
+    /// the caps across processes: the leases of passes record it. `None` when there is no
+    /// server to cap (a Maildir tree).
+    fn server(&self) -> Option<String> {
+        None
+    }
+    /// `max_connections_per_mailbox`: the most connections to one mailbox of this server, by
+    /// all the passes of the job together. `None`: not capped beyond `max_connections`.
+    fn max_connections_per_mailbox(&self) -> Option<usize> {
+        None
+    }
     /// For `check`: gets what a login of `login` needs from elsewhere (an OAuth2 token from
     /// the identity provider) without logging in, and says what it got or why not, with the
     /// likely cause. `None` when logins need nothing from elsewhere (passwords).

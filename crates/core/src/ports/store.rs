@@ -99,6 +99,114 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// What a pass will use on one server, recorded with its lease: until the lease ends or
+/// expires, the claims of every process of the job count it against the server's caps
+/// (`max_connections`, `max_connections_per_mailbox`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUse {
+    /// The server, as every process of the job names it: `host:port` for IMAP.
+    pub server: String,
+    /// The mailbox on it (its login, lower-cased), for the per-mailbox cap.
+    pub mailbox: String,
+    /// The connections the pass may open on it, to this mailbox.
+    pub connections: u32,
+    /// The most connections the live passes of the job may have on this server together.
+    pub max_connections: u32,
+    /// The most they may have to this mailbox on this server together, when capped.
+    pub max_per_mailbox: Option<u32>,
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another process holds the entry.
+    Held(LeaseHolder),
+    /// The live leases of other passes leave no room under a cap of a server the pass uses:
+    /// nothing was claimed; the pass waits (or stays queued) until they end.
+    Full(NoRoom),
+}
+
+/// The cap that left no room for a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoom {
+    pub server: String,
+    /// Set when the per-mailbox cap is the one that is full.
+    pub mailbox: Option<String>,
+    /// Connections the other live passes have there now.
+    pub in_use: u32,
+    pub cap: u32,
+}
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mailbox {
+            Some(m) => write!(
+                f,
+                "{} of {} connections to mailbox {m} on {} are in use by other passes",
+                self.in_use, self.cap, self.server
+            ),
+            None => write!(
+                f,
+                "{} of {} connections to {} are in use by other passes",
+                self.in_use, self.cap, self.server
+            ),
+        }
+    }
+}
+
+/// Whether the live leases of other passes leave room for `uses`: `in_use(server, mailbox)`
+/// tells how many connections they have on a server (`mailbox` `None`) or on one mailbox of
+/// it. Each server's cap holds for the connections of both sides on it (a job whose source
+/// and target are one server counts both); a pass whose own connections exceed a cap may
+/// still run alone there, or it would wait forever. The one rule every store applies, in the
+/// claim's own transaction.
+pub fn check_room(
+    uses: &[ServerUse],
+    mut in_use: impl FnMut(&str, Option<&str>) -> Result<u32>,
+) -> Result<Option<NoRoom>> {
+    let mut servers: Vec<&str> = uses.iter().map(|u| u.server.as_str()).collect();
+    servers.sort_unstable();
+    servers.dedup();
+    for server in servers {
+        let on: Vec<&ServerUse> = uses.iter().filter(|u| u.server == server).collect();
+        let mine: u32 = on.iter().map(|u| u.connections).sum();
+        let cap = on
+            .iter()
+            .map(|u| u.max_connections)
+            .min()
+            .unwrap_or(u32::MAX);
+        let others = in_use(server, None)?;
+        if others > 0 && others.saturating_add(mine) > cap {
+            return Ok(Some(NoRoom {
+                server: server.to_string(),
+                mailbox: None,
+                in_use: others,
+                cap,
+            }));
+        }
+        let mut mailboxes: Vec<&str> = on.iter().map(|u| u.mailbox.as_str()).collect();
+        mailboxes.sort_unstable();
+        mailboxes.dedup();
+        for mailbox in mailboxes {
+            let of: Vec<&&ServerUse> = on.iter().filter(|u| u.mailbox == mailbox).collect();
+            let Some(cap) = of.iter().filter_map(|u| u.max_per_mailbox).min() else {
+                continue;
+            };
+            let mine: u32 = of.iter().map(|u| u.connections).sum();
+            let others = in_use(server, Some(mailbox))?;
+            if others > 0 && others.saturating_add(mine) > cap {
+                return Ok(Some(NoRoom {
+                    server: server.to_string(),
+                    mailbox: Some(mailbox.to_string()),
+                    in_use: others,
+                    cap,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// How far a leased pass has got, as its process last said.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PassProgress {
@@ -249,14 +357,33 @@ pub trait Store: Send {
     fn failures(&self, run: RunId) -> Result<Vec<Failure>>;
 
     // ---- leases
-    /// Claims an entry for `holder` for `ttl`; `Err(holder)` when another holder's claim has
-    /// not expired. A claim whose holder stopped renewing it is taken over with a new epoch.
+    /// Claims an entry for `holder` for `ttl`, recording the servers its pass will use
+    /// (`uses`), in one transaction: refused with [`Refusal::Held`] when another holder's
+    /// claim has not expired (with `from_epoch`, unless it is still the claim of that epoch:
+    /// a take-over from a holder known to be gone), else with [`Refusal::Full`] when the
+    /// other live leases leave no room under a cap of those servers ([`check_room`], counted
+    /// under a lock that serialises such claims across processes). A claim whose holder
+    /// stopped renewing it is taken over with a new epoch; the entry's own earlier lease
+    /// never counts against its new claim.
+    fn claim(
+        &mut self,
+        entry: &EntryId,
+        holder: &str,
+        ttl: Duration,
+        from_epoch: Option<i64>,
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>>;
+    /// Claims an entry for `holder` for `ttl`, using no capped server; `Err(holder)` when
+    /// another holder's claim has not expired. A claim whose holder stopped renewing it is
+    /// taken over with a new epoch.
     fn lease(
         &mut self,
         entry: &EntryId,
         holder: &str,
         ttl: Duration,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>>;
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        held_only(self.claim(entry, holder, ttl, None, &[])?)
+    }
     /// Takes a claim over from a holder known to be gone, if it is still the claim of that
     /// epoch (another process may have taken it meanwhile: then `Err` with the new holder).
     fn take_over(
@@ -265,7 +392,9 @@ pub trait Store: Send {
         holder: &str,
         ttl: Duration,
         from_epoch: i64,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>>;
+    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        held_only(self.claim(entry, holder, ttl, Some(from_epoch), &[])?)
+    }
     /// Extends a claim; an error of kind `Other` when the claim was lost to another holder.
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
     /// Gives a claim up.
@@ -327,4 +456,19 @@ pub trait Store: Send {
     fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()>;
     /// Every worker registered, in the order they started (then by name).
     fn workers(&self) -> Result<Vec<WorkerRecord>>;
+}
+
+/// A claim that used no capped server, which no store refuses for room (one that does says
+/// so as an error rather than a holder it does not have).
+fn held_only(
+    claim: std::result::Result<Lease, Refusal>,
+) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    match claim {
+        Ok(lease) => Ok(Ok(lease)),
+        Err(Refusal::Held(holder)) => Ok(Err(holder)),
+        Err(Refusal::Full(full)) => Err(StoreError::new(
+            StoreErrorKind::Other,
+            format!("A claim on no server was refused for room: {full}"),
+        )),
+    }
 }

@@ -12,8 +12,8 @@ use crate::model::{
     RunEntry, RunId, RunKind, Uid, UidValidity, now,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, Store,
-    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo,
+    ServerUse, Store, StoreError, StoreErrorKind, WorkerRecord, WorkerStats, check_room,
 };
 
 /// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
@@ -36,6 +36,8 @@ struct HeldLease {
     expires: Instant,
     renewed: Instant,
     progress: PassProgress,
+    /// The servers its pass uses ([`Store::claim`]).
+    uses: Vec<ServerUse>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,25 +125,39 @@ impl MemoryStore {
         rows
     }
 
-    fn claim(
+    fn claim_now(
         &mut self,
         entry: &EntryId,
         holder: &str,
         ttl: Duration,
         from_epoch: Option<i64>,
-    ) -> std::result::Result<Lease, LeaseHolder> {
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>> {
         let now_instant = Instant::now();
         let epoch = match self.state.leases.get(entry) {
             None => 1,
             Some(l) if l.expires <= now_instant || from_epoch == Some(l.epoch) => l.epoch + 1,
             Some(l) => {
-                return Err(LeaseHolder {
+                return Ok(Err(Refusal::Held(LeaseHolder {
                     holder: l.holder.clone(),
                     since: l.since.clone(),
                     epoch: l.epoch,
-                });
+                })));
             }
         };
+        let leases = &self.state.leases;
+        let full = check_room(uses, |server, mailbox| {
+            Ok(leases
+                .iter()
+                .filter(|(e, l)| *e != entry && l.expires > now_instant)
+                .flat_map(|(_, l)| &l.uses)
+                .filter(|u| u.server == server && mailbox.is_none_or(|m| u.mailbox == m))
+                .map(|u| u.connections)
+                .sum())
+        })?;
+        if let Some(full) = full {
+            return Ok(Err(Refusal::Full(full)));
+        }
         self.state.leases.insert(
             entry.clone(),
             HeldLease {
@@ -151,13 +167,14 @@ impl MemoryStore {
                 expires: expiry(now_instant, ttl),
                 renewed: now_instant,
                 progress: PassProgress::default(),
+                uses: uses.to_vec(),
             },
         );
-        Ok(Lease {
+        Ok(Ok(Lease {
             entry: entry.clone(),
             holder: holder.to_string(),
             epoch,
-        })
+        }))
     }
 
     /// `Err` when the entry's writes are fenced by a claim another holder has taken over.
@@ -564,23 +581,15 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn lease(
+    fn claim(
         &mut self,
         entry: &EntryId,
         holder: &str,
         ttl: Duration,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        Ok(self.claim(entry, holder, ttl, None))
-    }
-
-    fn take_over(
-        &mut self,
-        entry: &EntryId,
-        holder: &str,
-        ttl: Duration,
-        from_epoch: i64,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        Ok(self.claim(entry, holder, ttl, Some(from_epoch)))
+        from_epoch: Option<i64>,
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        self.claim_now(entry, holder, ttl, from_epoch, uses)
     }
 
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {

@@ -22,7 +22,8 @@ use crate::model::{
     RunId, RunKind, Side, Uid,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, MetaKey, PassProgress, Result, Store, StoreErrorKind, WorkerStats,
+    Lease, LeaseHolder, MetaKey, NoRoom, PassProgress, Refusal, Result, ServerUse, Store,
+    StoreErrorKind, WorkerStats,
 };
 
 /// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
@@ -64,6 +65,12 @@ macro_rules! store_conformance {
             renew_of_a_lost_lease_is_an_error,
             release_lets_another_holder_in_and_epochs_keep_growing,
             leases_are_per_entry,
+            two_holders_cannot_exceed_a_servers_cap,
+            the_per_mailbox_cap_counts_only_that_mailbox_on_that_server,
+            both_sides_on_one_server_count_together_and_a_pass_too_big_runs_alone,
+            a_claim_refused_for_room_records_nothing,
+            an_entry_s_own_earlier_lease_does_not_count_against_its_new_claim,
+            a_held_entry_is_refused_as_held_even_when_its_server_is_full,
             progress_is_shown_while_a_lease_lives,
             fenced_writes_are_refused_once_the_claim_is_taken_over,
             a_live_pass_shows_how_long_ago_its_claim_was_renewed,
@@ -164,6 +171,32 @@ fn expect_refusal(got: std::result::Result<Lease, LeaseHolder>) -> LeaseHolder {
             lease.holder, lease.epoch
         ),
         Err(h) => h,
+    }
+}
+
+/// One side of a pass: one connection to `mailbox` on `server`, capped at `cap` connections
+/// on the server and `per_mailbox` on the mailbox.
+fn on(server: &str, mailbox: &str, cap: u32, per_mailbox: Option<u32>) -> ServerUse {
+    ServerUse {
+        server: server.into(),
+        mailbox: mailbox.into(),
+        connections: 1,
+        max_connections: cap,
+        max_per_mailbox: per_mailbox,
+    }
+}
+
+fn expect_claim(got: std::result::Result<Lease, Refusal>) -> Lease {
+    match got {
+        Ok(lease) => lease,
+        Err(r) => panic!("the claim was refused: {r:?}"),
+    }
+}
+
+fn expect_full(got: std::result::Result<Lease, Refusal>) -> NoRoom {
+    match got {
+        Err(Refusal::Full(full)) => full,
+        other => panic!("the claim was not refused for room: {other:?}"),
     }
 }
 
@@ -883,6 +916,167 @@ pub fn leases_are_per_entry(mut s: Box<dyn Store>) -> Result<()> {
     assert_eq!((a.entry.as_str(), b.entry.as_str()), ("a", "b"));
     s.release(&a)?;
     expect_refusal(s.lease(&"b".into(), "host-c:3", HOUR)?);
+    Ok(())
+}
+
+/// Three processes (holders) claim passes that each open one connection on a target capped
+/// at 2: the third waits until a live lease ends (released, or expired).
+pub fn two_holders_cannot_exceed_a_servers_cap(mut s: Box<dyn Store>) -> Result<()> {
+    let target = |mailbox: &str| {
+        vec![
+            on("old.example:993", mailbox, 10, None),
+            on("new.example:993", mailbox, 2, None),
+        ]
+    };
+    let a = expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &target("ana"))?);
+    let b = expect_claim(s.claim(&"b".into(), "host-b:2", HOUR, None, &target("ben"))?);
+    let full = expect_full(s.claim(&"c".into(), "host-c:3", HOUR, None, &target("cem"))?);
+    assert_eq!(
+        full,
+        NoRoom {
+            server: "new.example:993".into(),
+            mailbox: None,
+            in_use: 2,
+            cap: 2,
+        }
+    );
+    // Another holder is refused alike; the source, capped at 10, is not the one full.
+    expect_full(s.claim(&"d".into(), "host-a:1", HOUR, None, &target("dan"))?);
+    // A pass on other servers only is not held back.
+    expect_claim(s.claim(
+        &"e".into(),
+        "host-c:3",
+        HOUR,
+        None,
+        &[on("other.example:143", "eve", 1, None)],
+    )?);
+    // A released lease makes room for one.
+    s.release(&a)?;
+    let c = expect_claim(s.claim(&"c".into(), "host-c:3", HOUR, None, &target("cem"))?);
+    expect_full(s.claim(&"d".into(), "host-a:1", HOUR, None, &target("dan"))?);
+    // So does one that expired (its holder stopped renewing it).
+    s.release(&b)?;
+    s.release(&c)?;
+    expect_claim(s.claim(
+        &"f".into(),
+        "host-a:1",
+        Duration::ZERO,
+        None,
+        &target("fay"),
+    )?);
+    expect_claim(s.claim(&"g".into(), "host-b:2", HOUR, None, &target("gus"))?);
+    std::thread::sleep(Duration::from_millis(5));
+    expect_claim(s.claim(&"d".into(), "host-c:3", HOUR, None, &target("dan"))?);
+    expect_full(s.claim(&"h".into(), "host-a:1", HOUR, None, &target("hal"))?);
+    Ok(())
+}
+
+pub fn the_per_mailbox_cap_counts_only_that_mailbox_on_that_server(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    // Two source mailboxes merged into one target mailbox, at most one connection to it.
+    let into = |from: &str, to: &str| {
+        vec![
+            on("old.example:993", from, 10, Some(1)),
+            on("new.example:993", to, 10, Some(1)),
+        ]
+    };
+    expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &into("ana", "team"))?);
+    let full = expect_full(s.claim(&"b".into(), "host-b:2", HOUR, None, &into("ben", "team"))?);
+    assert_eq!(
+        full,
+        NoRoom {
+            server: "new.example:993".into(),
+            mailbox: Some("team".into()),
+            in_use: 1,
+            cap: 1,
+        }
+    );
+    // Another mailbox of that server has room; so has a mailbox of that name elsewhere.
+    expect_claim(s.claim(&"c".into(), "host-b:2", HOUR, None, &into("cem", "cem"))?);
+    expect_claim(s.claim(
+        &"d".into(),
+        "host-b:2",
+        HOUR,
+        None,
+        &[on("third.example:993", "team", 10, Some(1))],
+    )?);
+    Ok(())
+}
+
+pub fn both_sides_on_one_server_count_together_and_a_pass_too_big_runs_alone(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    // Source and target are one server (a migration inside it): a pass opens two there.
+    let within = |cap: u32, who: &str| {
+        vec![
+            on("mail.example:993", who, cap, None),
+            on("mail.example:993", &format!("new-{who}"), cap, None),
+        ]
+    };
+    let a = expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &within(3, "ana"))?);
+    let full = expect_full(s.claim(&"b".into(), "host-b:2", HOUR, None, &within(3, "ben"))?);
+    assert_eq!((full.in_use, full.cap), (2, 3));
+    s.release(&a)?;
+    // A cap smaller than one pass: the pass runs alone, or it would wait forever.
+    let a = expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &within(1, "ana"))?);
+    assert_eq!(
+        expect_full(s.claim(&"b".into(), "host-b:2", HOUR, None, &within(1, "ben"))?).in_use,
+        2
+    );
+    s.release(&a)?;
+    expect_claim(s.claim(&"b".into(), "host-b:2", HOUR, None, &within(1, "ben"))?);
+    Ok(())
+}
+
+pub fn a_claim_refused_for_room_records_nothing(mut s: Box<dyn Store>) -> Result<()> {
+    let one = |who: &str| vec![on("new.example:993", who, 1, None)];
+    expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &one("ana"))?);
+    expect_full(s.claim(&"b".into(), "host-b:2", HOUR, None, &one("ben"))?);
+    // No lease of b: it is not shown as passed, and anyone may claim it for another server.
+    let live: Vec<String> = s
+        .live_passes()?
+        .into_iter()
+        .map(|p| p.entry.as_str().to_string())
+        .collect();
+    assert_eq!(live, ["a"]);
+    let b = expect_claim(s.claim(
+        &"b".into(),
+        "host-c:3",
+        HOUR,
+        None,
+        &[on("other.example:993", "ben", 1, None)],
+    )?);
+    assert_eq!(b.epoch, 1);
+    Ok(())
+}
+
+pub fn an_entry_s_own_earlier_lease_does_not_count_against_its_new_claim(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let one = |who: &str| vec![on("new.example:993", who, 1, Some(1))];
+    // A holder known to be gone (killed) held the only connection: the take-over replaces
+    // its lease and its use.
+    let gone = expect_claim(s.claim(&"a".into(), "host-dead:1", HOUR, None, &one("ana"))?);
+    let taken =
+        expect_claim(s.claim(&"a".into(), "host-b:2", HOUR, Some(gone.epoch), &one("ana"))?);
+    assert!(taken.epoch > gone.epoch);
+    expect_full(s.claim(&"b".into(), "host-c:3", HOUR, None, &one("ben"))?);
+    // And the new lease's use is the one counted: once it is released there is room.
+    s.release(&taken)?;
+    expect_claim(s.claim(&"b".into(), "host-c:3", HOUR, None, &one("ben"))?);
+    Ok(())
+}
+
+pub fn a_held_entry_is_refused_as_held_even_when_its_server_is_full(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let one = |who: &str| vec![on("new.example:993", who, 1, None)];
+    let a = expect_claim(s.claim(&"a".into(), "host-a:1", HOUR, None, &one("ana"))?);
+    match s.claim(&"a".into(), "host-b:2", HOUR, None, &one("ana"))? {
+        Err(Refusal::Held(h)) => assert_eq!((h.holder.as_str(), h.epoch), ("host-a:1", a.epoch)),
+        other => panic!("not refused as held: {other:?}"),
+    }
     Ok(())
 }
 

@@ -140,7 +140,13 @@ pub fn missing_source_ids(client: &mut Client) -> Result<Vec<EntryId>> {
 pub fn remove(client: &mut Client, ids: &[EntryId]) -> Result<()> {
     let ids: Vec<&str> = ids.iter().map(EntryId::as_str).collect();
     let mut tx = client.transaction().db()?;
-    for table in ["ledger", "folder_checkpoints", "leases", "queue"] {
+    for table in [
+        "ledger",
+        "folder_checkpoints",
+        "leases",
+        "lease_uses",
+        "queue",
+    ] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE entry_id = ANY($1)"),
             &[&ids],

@@ -35,8 +35,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, StoreError,
-    StoreErrorKind, WorkerRecord, WorkerStats,
+    Lease, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
+    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 pub use connect::{Password, PostgresUrl, Tls};
@@ -475,22 +475,15 @@ impl Store for PostgresStore {
     fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
         runs::failures(&mut *self.conn()?, run)
     }
-    fn lease(
+    fn claim(
         &mut self,
         entry: &EntryId,
         holder: &str,
         ttl: Duration,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        runs::lease(self.client.get_mut(), entry, holder, ttl, None)
-    }
-    fn take_over(
-        &mut self,
-        entry: &EntryId,
-        holder: &str,
-        ttl: Duration,
-        from_epoch: i64,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        runs::lease(self.client.get_mut(), entry, holder, ttl, Some(from_epoch))
+        from_epoch: Option<i64>,
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        runs::lease(self.client.get_mut(), entry, holder, ttl, from_epoch, uses)
     }
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
         runs::renew(self.client.get_mut(), lease, ttl)

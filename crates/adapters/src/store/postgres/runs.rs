@@ -15,8 +15,13 @@ use mailferry_core::model::{
     RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side, Uid,
 };
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Refusal, Result, RunInfo, ServerUse,
+    StoreError, check_room,
 };
+
+/// The advisory lock key that serialises the claims of passes on capped servers ("mfcaps" in
+/// ASCII), so two processes cannot both count the same room under a server's cap.
+const CAPS_LOCK: i64 = 0x6d66_6361_7073;
 
 /// The database's time now, as the model spells times (`mailferry_core::model::now`).
 pub(crate) const NOW_TEXT: &str =
@@ -467,8 +472,14 @@ pub fn lease(
     holder: &str,
     ttl: Duration,
     from_epoch: Option<i64>,
-) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    uses: &[ServerUse],
+) -> Result<std::result::Result<Lease, Refusal>> {
     let mut tx = client.transaction().db()?;
+    if !uses.is_empty() {
+        // Taken before any row lock, and only here: no deadlock with renewals or fences.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CAPS_LOCK])
+            .db()?;
+    }
     tx.execute(
         "INSERT INTO leases (entry_id, holder, epoch, since, expires)
          VALUES ($1, '', 0, '', '-infinity') ON CONFLICT (entry_id) DO NOTHING",
@@ -485,11 +496,27 @@ pub fn lease(
     let epoch = current.int(1)?;
     let expired = current.flag(3)?;
     if !expired && from_epoch != Some(epoch) {
-        return Ok(Err(LeaseHolder {
+        return Ok(Err(Refusal::Held(LeaseHolder {
             holder: current.text(0)?,
             since: current.text(2)?,
             epoch,
-        }));
+        })));
+    }
+    let full = check_room(uses, |server, mailbox| {
+        let n = tx
+            .query_one(
+                "SELECT COALESCE(SUM(u.connections), 0)::bigint FROM lease_uses u
+                 JOIN leases l ON l.entry_id = u.entry_id
+                 WHERE u.server = $1 AND ($2::text IS NULL OR u.mailbox = $2)
+                     AND u.entry_id <> $3 AND l.expires > clock_timestamp()",
+                &[&server, &mailbox, &entry.as_str()],
+            )
+            .db()?
+            .int(0)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    })?;
+    if let Some(full) = full {
+        return Ok(Err(Refusal::Full(full)));
     }
     let epoch = epoch + 1;
     tx.execute(
@@ -502,6 +529,24 @@ pub fn lease(
         &[&entry.as_str(), &holder, &epoch, &ttl_ms(ttl)],
     )
     .db()?;
+    tx.execute(
+        "DELETE FROM lease_uses WHERE entry_id = $1",
+        &[&entry.as_str()],
+    )
+    .db()?;
+    for u in uses {
+        tx.execute(
+            "INSERT INTO lease_uses (entry_id, server, mailbox, connections)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &entry.as_str(),
+                &u.server,
+                &u.mailbox,
+                &i64::from(u.connections),
+            ],
+        )
+        .db()?;
+    }
     tx.commit().db()?;
     Ok(Ok(Lease {
         entry: entry.clone(),

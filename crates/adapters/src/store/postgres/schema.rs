@@ -5,7 +5,8 @@
 //! PostgreSQL's types: unsigned values in `BIGINT` (the model's `u32`s fit; its `u64`s are
 //! checked on the way in), flags as `BOOLEAN`, lease expiry as a `timestamptz` of the
 //! database's clock. Version 2 adds the queue of passes for workers and the workers' table;
-//! version 3 the run lines' dropped keywords and time waited on throttling.
+//! version 3 the run lines' dropped keywords and time waited on throttling; version 4 the
+//! servers each lease's pass uses (for the caps across processes).
 //! Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
 //! compares). A migration never changes what an existing column means.
 //!
@@ -169,8 +170,22 @@ ALTER TABLE run_entries ADD COLUMN keywords_dropped TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE run_entries ADD COLUMN throttled_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
 "#;
 
+/// Version 4: the servers each lease's pass uses, and how many connections it may open on
+/// each (one row per server and mailbox): the claims of every process count the rows of live
+/// leases against the servers' caps.
+const V4: &str = r#"
+CREATE TABLE lease_uses (
+    entry_id TEXT COLLATE "C" NOT NULL,
+    server TEXT COLLATE "C" NOT NULL,
+    mailbox TEXT COLLATE "C" NOT NULL,
+    connections BIGINT NOT NULL
+);
+CREATE INDEX lease_uses_entry ON lease_uses (entry_id);
+CREATE INDEX lease_uses_server ON lease_uses (server, mailbox);
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 3] = [V1, V2, V3];
+const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -390,6 +390,60 @@ fn two_connections_racing_for_one_lease_never_both_win() {
     }
 }
 
+/// Six connections (six processes, on as many machines) claim six different entries at the
+/// same moment, each pass using one connection of a target capped at 2, many times over:
+/// never more than two win a round (the claims are counted under one advisory lock), and
+/// the others are told the target is full.
+#[test]
+fn six_connections_racing_for_a_capped_server_never_exceed_its_cap() {
+    use mailferry_core::ports::store::{Refusal, ServerUse};
+    let db = Postgres::shared().fresh_database();
+    let (racers, rounds, cap) = (6, 15, 2);
+    let start = Arc::new(Barrier::new(racers));
+    let done = Arc::new(Barrier::new(racers));
+    let threads: Vec<_> = (0..racers)
+        .map(|n| {
+            let (db, start, done) = (db.clone(), Arc::clone(&start), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut store = open(&db);
+                let holder = format!("host-{n}:1");
+                let uses = [ServerUse {
+                    server: "new.example:993".into(),
+                    mailbox: format!("user{n}"),
+                    connections: 1,
+                    max_connections: cap,
+                    max_per_mailbox: None,
+                }];
+                (0..rounds)
+                    .map(|round| {
+                        let id = EntryId::new(format!("r{round:02}-{n}"));
+                        start.wait();
+                        let got = store.claim(&id, &holder, HOUR, None, &uses).unwrap();
+                        // Every claim of the round is in before any is given back.
+                        done.wait();
+                        match got {
+                            Ok(lease) => {
+                                store.release(&lease).unwrap();
+                                true
+                            }
+                            Err(Refusal::Full(full)) => {
+                                assert_eq!(full.cap, cap);
+                                false
+                            }
+                            Err(other) => panic!("refused as {other:?}"),
+                        }
+                    })
+                    .collect::<Vec<bool>>()
+            })
+        })
+        .collect();
+    let won: Vec<Vec<bool>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for round in 0..rounds {
+        let winners = won.iter().filter(|w| w[round]).count();
+        assert_eq!(winners, cap as usize, "round {round}: {winners} claims won");
+    }
+}
+
 /// Two processes both see the same holder gone and take over from its epoch at once: only
 /// one takes it.
 #[test]

@@ -129,7 +129,13 @@ pub fn missing_source_ids(conn: &Connection) -> Result<Vec<EntryId>> {
 pub fn remove(conn: &mut Connection, ids: &[EntryId]) -> Result<()> {
     let tx = conn.transaction().db()?;
     for id in ids {
-        for table in ["ledger", "folder_checkpoints", "leases", "queue"] {
+        for table in [
+            "ledger",
+            "folder_checkpoints",
+            "leases",
+            "lease_uses",
+            "queue",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE entry_id = ?1"),
                 [id.as_str()],

@@ -29,8 +29,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Result, RunInfo, StoreError,
-    StoreErrorKind, WorkerRecord, WorkerStats,
+    Lease, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
+    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 /// A job's state in one SQLite database.
@@ -300,22 +300,15 @@ impl Store for SqliteStore {
     fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
         runs::failures(&self.conn, run)
     }
-    fn lease(
+    fn claim(
         &mut self,
         entry: &EntryId,
         holder: &str,
         ttl: Duration,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        runs::lease(&mut self.conn, entry, holder, ttl, None)
-    }
-    fn take_over(
-        &mut self,
-        entry: &EntryId,
-        holder: &str,
-        ttl: Duration,
-        from_epoch: i64,
-    ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-        runs::lease(&mut self.conn, entry, holder, ttl, Some(from_epoch))
+        from_epoch: Option<i64>,
+        uses: &[ServerUse],
+    ) -> Result<std::result::Result<Lease, Refusal>> {
+        runs::lease(&mut self.conn, entry, holder, ttl, from_epoch, uses)
     }
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
         runs::renew(&self.conn, lease, ttl)

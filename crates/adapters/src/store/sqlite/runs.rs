@@ -11,7 +11,8 @@ use mailferry_core::model::{
     RefreshRecord, RefreshResult, RunEntry, RunId, RunKind, Side, Uid, now,
 };
 use mailferry_core::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Result, RunInfo, StoreError,
+    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Refusal, Result, RunInfo, ServerUse,
+    StoreError, check_room,
 };
 
 pub fn start(conn: &Connection, kind: RunKind) -> Result<RunId> {
@@ -406,16 +407,18 @@ fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Claims an entry (or, with `from_epoch`, takes over the claim of that epoch). One
-/// `BEGIN IMMEDIATE` transaction, so two processes cannot both see the entry free. A released
-/// claim keeps its row (expired), so epochs only grow.
+/// Claims an entry (or, with `from_epoch`, takes over the claim of that epoch), recording
+/// the servers its pass uses. One `BEGIN IMMEDIATE` transaction, so two processes cannot both
+/// see the entry free, nor both see room under a server's cap. A released claim keeps its row
+/// (expired), so epochs only grow.
 pub fn lease(
     conn: &mut Connection,
     entry: &EntryId,
     holder: &str,
     ttl: Duration,
     from_epoch: Option<i64>,
-) -> Result<std::result::Result<Lease, LeaseHolder>> {
+    uses: &[ServerUse],
+) -> Result<std::result::Result<Lease, Refusal>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .db()?;
@@ -432,13 +435,27 @@ pub fn lease(
         None => 1,
         Some((_, epoch, _, expires)) if expires <= now_ms || from_epoch == Some(epoch) => epoch + 1,
         Some((h, epoch, since, _)) => {
-            return Ok(Err(LeaseHolder {
+            return Ok(Err(Refusal::Held(LeaseHolder {
                 holder: h,
                 since,
                 epoch,
-            }));
+            })));
         }
     };
+    let full = check_room(uses, |server, mailbox| {
+        tx.query_row(
+            "SELECT COALESCE(SUM(u.connections), 0) FROM lease_uses u
+             JOIN leases l ON l.entry_id = u.entry_id
+             WHERE u.server = ?1 AND (?2 IS NULL OR u.mailbox = ?2) AND u.entry_id <> ?3
+                 AND l.expires_ms > ?4",
+            params![server, mailbox, entry.as_str(), now_ms],
+            |r| r.get(0),
+        )
+        .db()
+    })?;
+    if let Some(full) = full {
+        return Ok(Err(Refusal::Full(full)));
+    }
     tx.execute(
         "INSERT INTO leases (entry_id, holder, epoch, since, expires_ms, renewed_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -456,6 +473,19 @@ pub fn lease(
         ],
     )
     .db()?;
+    tx.execute(
+        "DELETE FROM lease_uses WHERE entry_id = ?1",
+        [entry.as_str()],
+    )
+    .db()?;
+    for u in uses {
+        tx.execute(
+            "INSERT INTO lease_uses (entry_id, server, mailbox, connections)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![entry.as_str(), u.server, u.mailbox, u.connections],
+        )
+        .db()?;
+    }
     tx.commit().db()?;
     Ok(Ok(Lease {
         entry: entry.clone(),

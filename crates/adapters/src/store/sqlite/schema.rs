@@ -3,7 +3,9 @@
 //! Version 1 is the schema as mailferry 0.1 left it (the tables below, created with
 //! `IF NOT EXISTS`, plus the entry columns added since its first release); version 2 adds
 //! leases, version 3 their progress, version 4 the queue of passes for workers, the
-//! workers' registrations and the leases' last renewal. A migration never changes what an existing column means.
+//! workers' registrations and the leases' last renewal, version 5 the run lines' dropped
+//! keywords and time waited on throttling, version 6 the servers each lease's pass uses (for
+//! the caps across processes). A migration never changes what an existing column means.
 
 use rusqlite::Connection;
 
@@ -163,8 +165,22 @@ ALTER TABLE run_entries ADD COLUMN keywords_dropped TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE run_entries ADD COLUMN throttled_seconds REAL NOT NULL DEFAULT 0;
 "#;
 
+/// Version 6: the servers each lease's pass uses, and how many connections it may open on
+/// each (one row per server and mailbox): the claims of every process count the rows of live
+/// leases against the servers' caps.
+const V6: &str = r#"
+CREATE TABLE lease_uses (
+    entry_id TEXT NOT NULL,
+    server TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    connections INTEGER NOT NULL
+) STRICT;
+CREATE INDEX lease_uses_entry ON lease_uses (entry_id);
+CREATE INDEX lease_uses_server ON lease_uses (server, mailbox);
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -206,6 +222,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             2 => tx.execute_batch(V3).db()?,
             3 => tx.execute_batch(V4).db()?,
             4 => tx.execute_batch(V5).db()?,
+            5 => tx.execute_batch(V6).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;

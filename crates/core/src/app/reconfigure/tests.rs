@@ -405,6 +405,7 @@ fn max_connections_and_the_login_form_are_validated_as_the_job_file_is() {
     .expect("written");
     let imap = source_imap(&path);
     assert_eq!(imap.max_connections, 3);
+    assert_eq!(imap.max_connections_per_mailbox, None);
     assert!(
         matches!(
             &imap.auth,
@@ -416,6 +417,43 @@ fn max_connections_and_the_login_form_are_validated_as_the_job_file_is() {
         "{:?}",
         imap.auth
     );
+}
+
+#[test]
+fn max_connections_per_mailbox_is_set_checked_and_cleared_by_the_form() {
+    let (_dir, path) = job_file(template());
+    let problems = refused(
+        &path,
+        Section::Target,
+        &[("max_connections_per_mailbox", text("0"))],
+    );
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].0.as_deref(),
+        Some("target.max_connections_per_mailbox")
+    );
+    assert!(problems[0].1.contains("at least 1"), "{problems:?}");
+    assert_eq!(read(&path), template());
+    reconfigure_file(
+        &path,
+        Section::Target,
+        &form(&[("max_connections_per_mailbox", text("2"))]),
+    )
+    .expect("written");
+    assert!(read(&path).contains("max_connections_per_mailbox = 2"));
+    let job = Job::load(&path).expect("valid");
+    let ConnectionKind::Imap(target) = &job.target.kind else {
+        panic!("an IMAP target")
+    };
+    assert_eq!(target.max_connections_per_mailbox, Some(2));
+    // Emptied, the key goes: no cap of its own.
+    reconfigure_file(
+        &path,
+        Section::Target,
+        &form(&[("max_connections_per_mailbox", FieldValue::Empty)]),
+    )
+    .expect("written");
+    assert!(!read(&path).contains("max_connections_per_mailbox"));
 }
 
 #[test]
