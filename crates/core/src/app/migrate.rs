@@ -5,7 +5,7 @@
 //! while the pass runs: a second `migrate` on the same job (a cron job and an admin, two
 //! terminals) skips the entries this one is passing instead of copying them a second time.
 //! A lease whose process is gone (killed) is taken over at once; one whose holder merely
-//! stopped renewing it expires after [`LEASE_TTL`].
+//! stopped renewing it expires after `[migration] lease_seconds` (renewed every third of it).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,10 +24,6 @@ use crate::ports::store::{Lease, LeaseHolder, PassProgress, StoreErrorKind, Work
 use crate::ports::{EntryPasswords, Observer, Store};
 use crate::report::{KeywordsDropped, MigrationReport, Summary};
 
-/// How long a lease lasts without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-/// How often held leases are renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How many attempts of an entry in a row may fail without progress before it fails (README,
 /// "Failures"). A constant for now; a `[migration]` setting once the job file grows one.
 const RETRIES_WITHOUT_PROGRESS: u32 = 4;
@@ -518,12 +514,13 @@ struct Runner<'a, 'b> {
 impl Runner<'_, '_> {
     /// Claims an entry, taking over a claim whose process is gone.
     fn lease(&self, entry: &EntryId) -> Result<std::result::Result<Lease, LeaseHolder>> {
+        let ttl = self.app.job.migration.lease();
         let mut store = lock(self.store);
-        let mut claim = store.lease(entry, &self.holder, LEASE_TTL)?;
+        let mut claim = store.lease(entry, &self.holder, ttl)?;
         if let Err(other) = &claim
             && self.app.backends.holder_gone(&other.holder)
         {
-            claim = store.take_over(entry, &self.holder, LEASE_TTL, other.epoch)?;
+            claim = store.take_over(entry, &self.holder, ttl, other.epoch)?;
         }
         if let Ok(lease) = &claim {
             lock(&self.held).push(lease.clone());
@@ -590,13 +587,13 @@ impl Runner<'_, '_> {
                 // after a lease's time without one.
                 let _ = lock(self.store).worker_heartbeat(&self.holder, &stats);
             }
-            if renewed.elapsed() >= RENEW_EVERY {
+            if renewed.elapsed() >= self.app.job.migration.renew_every() {
                 renewed = Instant::now();
                 let held = lock(&self.held).clone();
                 let mut store = lock(self.store);
                 for lease in &held {
                     // A failed renewal is retried next time; the lease outlives several misses.
-                    let _ = store.renew(lease, LEASE_TTL);
+                    let _ = store.renew(lease, self.app.job.migration.lease());
                 }
             }
         }
