@@ -220,7 +220,7 @@ pub fn failures(client: &mut Client, run: RunId) -> Result<Vec<Failure>> {
 
 /// Records one refresh run and its results; returns the run's ID.
 pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     let run = tx
         .query_one(
             "INSERT INTO refresh_runs (started, source_available, source_reason,
@@ -258,7 +258,6 @@ pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
         )
         .db()?;
     }
-    tx.commit().db()?;
     Ok(RunId(run))
 }
 
@@ -442,7 +441,7 @@ pub fn lease(
     ttl: Duration,
     from_epoch: Option<i64>,
 ) -> Result<std::result::Result<Lease, LeaseHolder>> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     tx.execute(
         "INSERT INTO leases (entry_id, holder, epoch, since, expires)
          VALUES ($1, '', 0, '', '-infinity') ON CONFLICT (entry_id) DO NOTHING",
@@ -476,7 +475,6 @@ pub fn lease(
         &[&entry.as_str(), &holder, &epoch, &ttl_ms(ttl)],
     )
     .db()?;
-    tx.commit().db()?;
     Ok(Ok(Lease {
         entry: entry.clone(),
         holder: holder.to_string(),

@@ -160,8 +160,18 @@ CREATE TABLE workers (
 );
 "#;
 
+/// Each store's stamp of its last write transaction begun, so that after a connection broke
+/// during a COMMIT the store can tell whether that write committed (`conn.rs`).
+const V3_WRITES: &str = r#"
+CREATE TABLE mailferry_writes (
+    writer TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    at TIMESTAMPTZ NOT NULL
+);
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 2] = [V1, V2];
+const MIGRATIONS: [&str; 3] = [V1, V2, V3_WRITES];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
