@@ -58,7 +58,10 @@ impl Backends for Standard {
                     )),
                     None => store::postgres::connect::state_password(&url)?,
                 };
-                Ok(Box::new(PostgresStore::open(&url, password.as_ref())?))
+                Ok(Box::new(
+                    PostgresStore::open(&url, password.as_ref())?
+                        .reconnecting_for(job.migration.lease()),
+                ))
             }
         }
     }

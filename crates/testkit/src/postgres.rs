@@ -519,6 +519,42 @@ impl Postgres {
         }
     }
 
+    /// Stops the server as an administrator's restart does (a fast shutdown: every client is
+    /// disconnected); [`Postgres::start_again`] brings it back with the same data on the same
+    /// port. Not for [`Postgres::shared`] (its watchdog knows the first server process).
+    pub fn stop_server(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a server stopped by [`Postgres::stop_server`] again, on the same port and data
+    /// directory; returns once it accepts connections.
+    ///
+    /// # Panics
+    ///
+    /// If it does not come up within 10 seconds (the message has the end of its log).
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "mailferry-testkit: the server is running"
+        );
+        let log_mark = file_len(&self.log_path());
+        self.spawn();
+        if self.wait_ready(log_mark).is_err() {
+            panic!(
+                "\n\nmailferry-testkit: postgres did not come back on {HOST}:{}\n{}\n",
+                self.port,
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// [`Postgres::stop_server`], `down` of nothing listening, [`Postgres::start_again`].
+    pub fn restart(&mut self, down: Duration) {
+        self.stop_server();
+        sleep(down);
+        self.start_again();
+    }
+
     /// A fast shutdown (SIGINT: clients are disconnected, the server exits at once), then
     /// SIGKILL to the process group for whatever is left.
     fn stop(&mut self) {

@@ -16,6 +16,7 @@ mod lab;
 mod maildir;
 mod network;
 mod oauth2;
+mod pg_faults;
 mod postgres;
 mod profiles;
 mod scale;

@@ -349,7 +349,12 @@ fn copied_rows(lab: &Lab) -> u64 {
 
 #[test]
 fn a_worker_killed_mid_pass_has_its_entries_taken_over_by_the_other_and_nothing_doubles() {
-    let kit = Shared::new(&USERS, false, "[migration]\nconcurrency = 2\n");
+    // A long lease: the take-over must not wait for it.
+    let kit = Shared::new(
+        &USERS,
+        false,
+        "[migration]\nconcurrency = 2\nlease_seconds = 120\n",
+    );
     fill_users(&kit.lab, &USERS, PER_USER, 4_000);
     let job = kit.job();
     kit.ok(&["match", &job]);
@@ -380,7 +385,7 @@ fn a_worker_killed_mid_pass_has_its_entries_taken_over_by_the_other_and_nothing_
     doomed.child.wait().expect("reap");
     let killed_at = Instant::now();
     // Its leases have not expired, but its process is gone: the other worker takes its
-    // entries over at once (well before a lease's 60 s) and finishes the job.
+    // entries over at once (well before a lease's 120 s) and finishes the job.
     kit.wait_status(Duration::from_secs(240), "every entry migrated", all_done);
     assert!(
         killed_at.elapsed() < Duration::from_secs(55),

@@ -5,7 +5,7 @@
 //! while the pass runs: a second `migrate` on the same job (a cron job and an admin, two
 //! terminals) skips the entries this one is passing instead of copying them a second time.
 //! A lease whose process is gone (killed) is taken over at once; one whose holder merely
-//! stopped renewing it expires after [`LEASE_TTL`].
+//! stopped renewing it expires after `[migration] lease_seconds` (renewed every third of it).
 //!
 //! A lease also records the servers its pass uses and the connections it may open on each
 //! ([`ServerUse`]): a claim succeeds only while the live leases of every process of the job
@@ -32,10 +32,6 @@ use crate::ports::store::{
 use crate::ports::{Connector, EntryPasswords, Observer, Store};
 use crate::report::{KeywordsDropped, MigrationReport, Summary};
 
-/// How long a lease lasts without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-/// How often held leases are renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How many attempts of an entry in a row may fail without progress before it fails (README,
 /// "Failures"). A constant for now; a `[migration]` setting once the job file grows one.
 const RETRIES_WITHOUT_PROGRESS: u32 = 4;
@@ -579,12 +575,13 @@ impl Runner<'_, '_> {
         entry: &EntryId,
         uses: &[ServerUse],
     ) -> Result<std::result::Result<Lease, Refusal>> {
+        let ttl = self.app.job.migration.lease();
         let mut store = lock(self.store);
-        let mut claim = store.claim(entry, &self.holder, LEASE_TTL, None, uses)?;
+        let mut claim = store.claim(entry, &self.holder, ttl, None, uses)?;
         if let Err(Refusal::Held(other)) = &claim
             && self.app.backends.holder_gone(&other.holder)
         {
-            claim = store.claim(entry, &self.holder, LEASE_TTL, Some(other.epoch), uses)?;
+            claim = store.claim(entry, &self.holder, ttl, Some(other.epoch), uses)?;
         }
         if let Ok(lease) = &claim {
             lock(&self.held).push(lease.clone());
@@ -665,13 +662,13 @@ impl Runner<'_, '_> {
                 // after a lease's time without one.
                 let _ = lock(self.store).worker_heartbeat(&self.holder, &stats);
             }
-            if renewed.elapsed() >= RENEW_EVERY {
+            if renewed.elapsed() >= self.app.job.migration.renew_every() {
                 renewed = Instant::now();
                 let held = lock(&self.held).clone();
                 let mut store = lock(self.store);
                 for lease in &held {
                     // A failed renewal is retried next time; the lease outlives several misses.
-                    let _ = store.renew(lease, LEASE_TTL);
+                    let _ = store.renew(lease, self.app.job.migration.lease());
                 }
             }
         }

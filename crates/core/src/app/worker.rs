@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::migrate::{Item, LEASE_TTL, ROOM_WAIT, Setup, Work, pass_settings, run_passes};
+use super::migrate::{Item, ROOM_WAIT, Setup, Work, pass_settings, run_passes};
 use super::{App, AppError, Result, remove_missing, selected};
 use crate::entries::Selection;
 use crate::model::{Entry, EntryId, EntryState, Origin, RunEntry, RunId, RunKind, Side};
@@ -386,7 +386,9 @@ pub fn workers(app: &App<'_>) -> Result<WorkersOutcome> {
         .map(|w| {
             let state = if w.stopped.is_some() {
                 WorkerState::Stopped
-            } else if w.heartbeat_age > LEASE_TTL || app.backends.holder_gone(&w.name) {
+            } else if w.heartbeat_age > app.job.migration.lease()
+                || app.backends.holder_gone(&w.name)
+            {
                 WorkerState::Gone
             } else {
                 WorkerState::Running

@@ -1402,7 +1402,25 @@ impl Checker<'_> {
             until,
             skip_deleted: raw.skip_deleted.unwrap_or(defaults.skip_deleted),
             folder_map,
+            lease_seconds: self.lease_seconds(raw.lease_seconds),
         }
+    }
+
+    fn lease_seconds(&mut self, value: Option<u64>) -> u64 {
+        let value = value.unwrap_or(super::DEFAULT_LEASE_SECONDS);
+        let range = super::LEASE_SECONDS_RANGE;
+        if !range.contains(&value) {
+            self.problem(
+                "migration.lease_seconds",
+                format!(
+                    "must be from {} to {} (seconds a claim on a mailbox's pass lasts \
+                     without renewal)",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+        value
     }
 }
 

@@ -55,6 +55,11 @@ pub const IMAP_PORT: u16 = 143;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10;
 /// Default `migration.concurrency`.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default `migration.lease_seconds`.
+pub const DEFAULT_LEASE_SECONDS: u64 = 30;
+/// The range `migration.lease_seconds` must be in: a shorter lease would expire under a busy
+/// database's normal delays; a longer one only delays the take-over of a dead process's work.
+pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 5..=3600;
 /// Default `master_separator` for `admin_login = "master-separator"`.
 pub const DEFAULT_MASTER_SEPARATOR: &str = "*";
 
@@ -489,6 +494,24 @@ pub struct MigrationSettings {
     pub skip_deleted: bool,
     /// Explicit folder renames, source path → target path.
     pub folder_map: BTreeMap<String, String>,
+    /// How long a process's claim on an entry's pass lasts without renewal before another
+    /// process may take it over (default 30, from 5 to 3600).
+    pub lease_seconds: u64,
+}
+
+impl MigrationSettings {
+    /// How long a lease lasts without renewal; also how long a worker may miss its
+    /// heartbeat before it is shown as gone, and how long the PostgreSQL store keeps trying
+    /// to reconnect.
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_seconds)
+    }
+
+    /// How often held leases are renewed: a third of the lease (at least a second), so that
+    /// two renewals in a row may fail before the lease expires.
+    pub fn renew_every(&self) -> std::time::Duration {
+        (self.lease() / 3).max(std::time::Duration::from_secs(1))
+    }
 }
 
 impl Default for MigrationSettings {
@@ -501,6 +524,7 @@ impl Default for MigrationSettings {
             until: None,
             skip_deleted: true,
             folder_map: BTreeMap::new(),
+            lease_seconds: DEFAULT_LEASE_SECONDS,
         }
     }
 }

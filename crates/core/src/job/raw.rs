@@ -181,6 +181,7 @@ pub(super) struct RawMigration {
     pub(super) until: Option<toml::Value>,
     pub(super) skip_deleted: Option<bool>,
     pub(super) folder_map: Option<BTreeMap<String, String>>,
+    pub(super) lease_seconds: Option<u64>,
 }
 
 /// A secret reference as written: `{ env = "VAR" }` or `{ file = "path" }`.

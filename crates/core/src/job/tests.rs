@@ -773,6 +773,44 @@ fn migration_settings() {
 }
 
 #[test]
+fn lease_seconds_default_and_range() {
+    let (_dir, job) = load_ok(&job_with("", ""));
+    assert_eq!(job.migration.lease_seconds, 30);
+    assert_eq!(job.migration.lease(), std::time::Duration::from_secs(30));
+    assert_eq!(
+        job.migration.renew_every(),
+        std::time::Duration::from_secs(10)
+    );
+    let (_dir, job) = load_ok(&job_with("", "[migration]\nlease_seconds = 5"));
+    assert_eq!(job.migration.lease(), std::time::Duration::from_secs(5));
+    // A third of five seconds, not rounded down to nothing.
+    assert_eq!(
+        job.migration.renew_every(),
+        std::time::Duration::from_secs(5) / 3
+    );
+    for (value, column) in [("4", 17), ("3601", 17), ("0", 17)] {
+        assert_eq!(
+            problem_texts(&job_with(
+                "",
+                &format!("[migration]\nlease_seconds = {value}")
+            )),
+            vec![format!(
+                "line 17, column {column}: migration.lease_seconds: must be from 5 to 3600 \
+                 (seconds a claim on a mailbox's pass lasts without renewal)"
+            )],
+            "lease_seconds = {value}"
+        );
+    }
+    assert_eq!(
+        problem_texts(&job_with("", "[migration]\nlease_seconds = \"30s\"")),
+        vec![
+            "line 17, column 17: migration.lease_seconds: invalid type: string \"30s\", \
+             expected u64"
+        ]
+    );
+}
+
+#[test]
 fn error_inside_quoted_key_names_the_full_key() {
     let texts = problem_texts(&job_with("", "[migration.folder_map]\n\"Old.Archive\" = 5"));
     assert_eq!(

@@ -46,7 +46,7 @@ pub fn all(client: &mut Client) -> Result<Vec<Entry>> {
 /// transaction: either all are applied or none. `INSERT … ON CONFLICT` rather than a look
 /// first, so two processes adding the same new entry at once do not collide.
 pub fn upsert(client: &mut Client, entries: &[Entry]) -> Result<(usize, usize)> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     let stmt = tx
         .prepare(
             "INSERT INTO entries (id, source_login, source_addresses, target_login,
@@ -97,7 +97,6 @@ pub fn upsert(client: &mut Client, entries: &[Entry]) -> Result<(usize, usize)> 
             updated += 1;
         }
     }
-    tx.commit().db()?;
     Ok((added, updated))
 }
 

@@ -88,8 +88,8 @@ pub fn insert_pending(
     entry: &EntryId,
     rows: &[LedgerRow],
 ) -> Result<()> {
-    let mut tx = client.transaction().db()?;
-    super::runs::check_fence(&mut tx, fence)?;
+    let tx = client;
+    super::runs::check_fence(tx, fence)?;
     let stmt = tx
         .prepare(
             "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
@@ -115,7 +115,7 @@ pub fn insert_pending(
         )
         .db()?;
     }
-    tx.commit().db()
+    Ok(())
 }
 
 /// Marks rows copied (with their target UID when known) and forgets the failed ones, in one
@@ -208,8 +208,8 @@ pub fn rekey(
     entry: &EntryId,
     pairs: &[(LedgerRow, LedgerRow)],
 ) -> Result<()> {
-    let mut tx = client.transaction().db()?;
-    super::runs::check_fence(&mut tx, fence)?;
+    let tx = client;
+    super::runs::check_fence(tx, fence)?;
     let stmt = tx
         .prepare(
             "UPDATE ledger SET source_folder = $5, uid_validity = $6, uid = $7,
@@ -236,5 +236,5 @@ pub fn rekey(
         )
         .db()?;
     }
-    tx.commit().db()
+    Ok(())
 }

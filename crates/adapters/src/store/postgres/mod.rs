@@ -15,6 +15,7 @@
 //! The same parts as the SQLite store (`schema`, `entries`, `ledger`, `runs`, `queue`), plus
 //! `connect` (the URL, the password, TLS).
 
+mod conn;
 pub mod connect;
 mod entries;
 mod ledger;
@@ -22,7 +23,6 @@ mod queue;
 mod runs;
 mod schema;
 
-use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -49,10 +49,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A job's state in one PostgreSQL database.
 pub struct PostgresStore {
-    /// The port's readers take `&self`; the client needs `&mut` for every query. A store is
-    /// used by one thread at a time (`Store: Send`, not `Sync`), so the cell is never
-    /// contended.
-    client: RefCell<Client>,
+    /// The session, reopened when it breaks. The port's readers take `&self`; the client
+    /// needs `&mut` for every query, so it is in a cell. A store is used by one thread at a
+    /// time (`Store: Send`, not `Sync`), so the cell is never contended.
+    conn: conn::Conn,
     /// The claims this store's writes of an entry are fenced by ([`Store::fence`]).
     fences: HashMap<EntryId, Lease>,
 }
@@ -60,6 +60,7 @@ pub struct PostgresStore {
 /// The store's words for a database error, classified. The server's own message is kept,
 /// with its detail and hint; a client-side error keeps its whole chain of causes.
 pub(crate) fn store_error(e: postgres::Error) -> StoreError {
+    conn::note(&e);
     let Some(db) = e.as_db_error() else {
         // The client's own errors say what failed at the top and why in their sources
         // ("Error performing TLS handshake" ← "invalid peer certificate: UnknownIssuer").
@@ -246,55 +247,76 @@ impl PostgresStore {
     }
 
     fn connect(url: &PostgresUrl, password: Option<&Password>) -> Result<PostgresStore> {
-        let mut config = postgres::Config::new();
-        config
-            .user(&url.user)
-            .host(&url.host)
-            .port(url.port)
-            .dbname(&url.dbname)
-            .application_name("mailferry")
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(p) = password {
-            config.password(p.expose());
-        }
-        let client = match &url.tls {
-            Tls::Off => {
-                config.ssl_mode(postgres::config::SslMode::Disable);
-                config.connect(NoTls).db()?
-            }
-            Tls::Verified { root_cert } => {
-                config.ssl_mode(postgres::config::SslMode::Require);
-                let tls = mailferry_imap::tls::client_config_unpinned(root_cert.as_deref())
-                    .map_err(|e| tls_error(&e))?;
-                config
-                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-                    .map_err(|e| certificate_hint(store_error(e), root_cert.is_some()))?
-            }
-        };
-        Self::init(client)
-    }
-
-    fn init(mut client: Client) -> Result<PostgresStore> {
-        client
-            .batch_execute(&format!(
-                "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}'"
-            ))
-            .db()?;
+        let mut client = session(url, password, CONNECT_TIMEOUT)?;
         schema::migrate(&mut client)?;
+        // The stamps of stores long closed (conn.rs) are of no use to anyone.
+        client
+            .execute(
+                "DELETE FROM mailferry_writes WHERE at < now() - interval '1 day'",
+                &[],
+            )
+            .db()?;
+        let (url2, password2) = (url.clone(), password.cloned());
+        let open: conn::Opener =
+            Box::new(move |timeout| session(&url2, password2.as_ref(), timeout));
         Ok(PostgresStore {
-            client: RefCell::new(client),
+            conn: conn::Conn::new(client, open, url.clone(), conn::writer_name(&host())),
             fences: HashMap::new(),
         })
     }
 
-    fn conn(&self) -> Result<RefMut<'_, Client>> {
-        self.client.try_borrow_mut().map_err(|_| {
-            StoreError::new(
-                StoreErrorKind::Other,
-                "The state database connection is in use by another call",
-            )
-        })
+    /// How long a broken connection is tried again before an operation fails (the job's
+    /// `[migration] lease_seconds`; 30 s unless set).
+    pub fn reconnecting_for(mut self, wait: Duration) -> PostgresStore {
+        self.conn.reconnect_for = wait;
+        self
     }
+}
+
+fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// One session to the server, with what every session of the store sets.
+fn session(url: &PostgresUrl, password: Option<&Password>, timeout: Duration) -> Result<Client> {
+    let mut config = postgres::Config::new();
+    config
+        .user(&url.user)
+        .host(&url.host)
+        .port(url.port)
+        .dbname(&url.dbname)
+        .application_name("mailferry")
+        .connect_timeout(timeout.min(CONNECT_TIMEOUT));
+    if let Some(p) = password {
+        config.password(p.expose());
+    }
+    let mut client = match &url.tls {
+        Tls::Off => {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            config.connect(NoTls).db()?
+        }
+        Tls::Verified { root_cert } => {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            let tls = mailferry_imap::tls::client_config_unpinned(root_cert.as_deref())
+                .map_err(|e| tls_error(&e))?;
+            config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .map_err(|e| certificate_hint(store_error(e), root_cert.is_some()))?
+        }
+    };
+    client
+        .batch_execute(&format!(
+            "SET synchronous_commit = on; SET lock_timeout = '{LOCK_TIMEOUT}'"
+        ))
+        .db()?;
+    Ok(client)
 }
 
 /// The certificate policy's errors, with the URL's parameter name in place of `tls_ca`.
@@ -332,12 +354,14 @@ fn certificate_hint(mut e: StoreError, has_root_cert: bool) -> StoreError {
     e
 }
 
+/// Reads and idempotent writes go through [`conn::Conn::again`], the other writes through
+/// [`conn::Conn::once`] (see `conn` for why each is safe to do again after a reconnect).
 impl Store for PostgresStore {
     fn entries(&self) -> Result<Vec<Entry>> {
-        entries::all(&mut *self.conn()?)
+        self.conn.again(entries::all)
     }
     fn upsert_entries(&mut self, entries: &[Entry]) -> Result<(usize, usize)> {
-        entries::upsert(self.client.get_mut(), entries)
+        self.conn.once(|c| entries::upsert(c, entries))
     }
     fn set_entry_result(
         &mut self,
@@ -347,44 +371,45 @@ impl Store for PostgresStore {
         last_pass: &str,
         error: Option<&str>,
     ) -> Result<()> {
-        entries::set_result(self.client.get_mut(), run, id, state, last_pass, error)
+        self.conn
+            .again(|c| entries::set_result(c, run, id, state, last_pass, error))
     }
     fn missing_source_ids(&self) -> Result<Vec<EntryId>> {
-        entries::missing_source_ids(&mut *self.conn()?)
+        self.conn.again(entries::missing_source_ids)
     }
     fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()> {
-        entries::remove(self.client.get_mut(), ids)
+        self.conn.again(|c| entries::remove(c, ids))
     }
     fn meta(&self, key: MetaKey) -> Result<Option<String>> {
-        runs::meta(&mut *self.conn()?, key)
+        self.conn.again(|c| runs::meta(c, key))
     }
     fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()> {
-        runs::set_meta(self.client.get_mut(), key, value)
+        self.conn.again(|c| runs::set_meta(c, key, value))
     }
     fn record_refresh(&mut self, r: &RefreshRecord) -> Result<RunId> {
-        runs::record_refresh(self.client.get_mut(), r)
+        self.conn.once(|c| runs::record_refresh(c, r))
     }
     fn last_refresh(&self) -> Result<Option<RefreshRecord>> {
-        runs::last_refresh(&mut *self.conn()?)
+        self.conn.again(runs::last_refresh)
     }
     fn refreshes(&self) -> Result<Vec<RunInfo>> {
-        runs::refreshes(&mut *self.conn()?)
+        self.conn.again(runs::refreshes)
     }
     fn refresh_record(&self, run: RunId) -> Result<Option<RefreshRecord>> {
-        runs::refresh(&mut *self.conn()?, run)
+        self.conn.again(|c| runs::refresh(c, run))
     }
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
-        ledger::folder(&mut *self.conn()?, entry, folder)
+        self.conn.again(|c| ledger::folder(c, entry, folder))
     }
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
-        ledger::pending(&mut *self.conn()?, entry)
+        self.conn.again(|c| ledger::pending(c, entry))
     }
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
-        ledger::all(&mut *self.conn()?, entry)
+        self.conn.again(|c| ledger::all(c, entry))
     }
     fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
-        self.conn()?
-            .query(
+        self.conn.again(|c| {
+            c.query(
                 "SELECT entry_id, SUM(size)::BIGINT FROM ledger WHERE state = 'copied'
                  GROUP BY entry_id ORDER BY entry_id COLLATE \"C\"",
                 &[],
@@ -398,50 +423,54 @@ impl Store for PostgresStore {
                 ))
             })
             .collect()
+        })
     }
     fn target_uids(&self, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
-        ledger::target_uids(&mut *self.conn()?, entry, target_folder)
+        self.conn
+            .again(|c| ledger::target_uids(c, entry, target_folder))
     }
+    /// Not idempotent: a second insert of a committed intent would be refused as a
+    /// duplicate.
     fn insert_pending(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
-        ledger::insert_pending(self.client.get_mut(), self.fences.get(entry), entry, rows)
+        let fence = self.fences.get(entry);
+        self.conn
+            .once(|c| ledger::insert_pending(c, fence, entry, rows))
     }
+    /// Idempotent: the rows get the same values again, the failed ones stay deleted.
     fn complete(
         &mut self,
         entry: &EntryId,
         copied: &[(&LedgerRow, Option<Uid>)],
         failed: &[&LedgerRow],
     ) -> Result<()> {
-        ledger::complete(
-            self.client.get_mut(),
-            self.fences.get(entry),
-            entry,
-            copied,
-            failed,
-        )
+        let fence = self.fences.get(entry);
+        self.conn
+            .again(|c| ledger::complete(c, fence, entry, copied, failed))
     }
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()> {
-        ledger::set_flags(
-            self.client.get_mut(),
-            self.fences.get(entry),
-            entry,
-            updates,
-        )
+        let fence = self.fences.get(entry);
+        self.conn
+            .again(|c| ledger::set_flags(c, fence, entry, updates))
     }
+    /// Not idempotent: keys moved along a chain (A to B, B to C) would move again.
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
-        ledger::rekey(self.client.get_mut(), self.fences.get(entry), entry, pairs)
+        let fence = self.fences.get(entry);
+        self.conn.once(|c| ledger::rekey(c, fence, entry, pairs))
     }
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
-        runs::checkpoint(&mut *self.conn()?, entry, folder)
+        self.conn.again(|c| runs::checkpoint(c, entry, folder))
     }
     fn set_checkpoint(&mut self, entry: &EntryId, folder: &str, c: &Checkpoint) -> Result<()> {
         let fence = self.fences.get(entry);
-        let mut tx = self.client.get_mut().transaction().db()?;
-        runs::check_fence(&mut tx, fence)?;
-        runs::set_checkpoint(&mut tx, entry, folder, c)?;
-        tx.commit().db()
+        self.conn.again(|client| {
+            let mut tx = client.transaction().db()?;
+            runs::check_fence(&mut tx, fence)?;
+            runs::set_checkpoint(&mut tx, entry, folder, c)?;
+            tx.commit().db()
+        })
     }
     fn start_run(&mut self, kind: RunKind) -> Result<RunId> {
-        runs::start(self.client.get_mut(), kind)
+        self.conn.once(|c| runs::start(c, kind))
     }
     fn import_run(
         &mut self,
@@ -449,32 +478,34 @@ impl Store for PostgresStore {
         started: &str,
         finished: Option<&str>,
     ) -> Result<RunId> {
-        runs::import(self.client.get_mut(), kind, started, finished)
+        self.conn.once(|c| runs::import(c, kind, started, finished))
     }
     fn checkpoints(&self, entry: &EntryId) -> Result<Vec<(String, Checkpoint)>> {
-        runs::checkpoints(&mut *self.conn()?, entry)
+        self.conn.again(|c| runs::checkpoints(c, entry))
     }
     fn finish_run(&mut self, run: RunId) -> Result<()> {
-        runs::finish(self.client.get_mut(), run)
+        self.conn.again(|c| runs::finish(c, run))
     }
     fn record_run_entry(&mut self, run: RunId, r: &RunEntry) -> Result<()> {
-        runs::record_entry(self.client.get_mut(), run, r)
+        self.conn.again(|c| runs::record_entry(c, run, r))
     }
     fn record_failure(&mut self, run: RunId, f: &Failure) -> Result<()> {
-        runs::record_failure(self.client.get_mut(), run, f)
+        self.conn.once(|c| runs::record_failure(c, run, f))
     }
     fn last_run(&self, kind: RunKind) -> Result<Option<RunInfo>> {
-        runs::last(&mut *self.conn()?, kind)
+        self.conn.again(|c| runs::last(c, kind))
     }
     fn runs(&self, kind: RunKind) -> Result<Vec<RunInfo>> {
-        runs::all(&mut *self.conn()?, kind)
+        self.conn.again(|c| runs::all(c, kind))
     }
     fn run_entries(&self, run: RunId) -> Result<Vec<RunEntry>> {
-        runs::entries(&mut *self.conn()?, run)
+        self.conn.again(|c| runs::entries(c, run))
     }
     fn failures(&self, run: RunId) -> Result<Vec<Failure>> {
-        runs::failures(&mut *self.conn()?, run)
+        self.conn.again(|c| runs::failures(c, run))
     }
+    /// Not idempotent: a claim that committed is this store's, and asking again would find
+    /// it held (by this very process).
     fn claim(
         &mut self,
         entry: &EntryId,
@@ -483,13 +514,14 @@ impl Store for PostgresStore {
         from_epoch: Option<i64>,
         uses: &[ServerUse],
     ) -> Result<std::result::Result<Lease, Refusal>> {
-        runs::lease(self.client.get_mut(), entry, holder, ttl, from_epoch, uses)
+        self.conn
+            .once(|c| runs::lease(c, entry, holder, ttl, from_epoch, uses))
     }
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {
-        runs::renew(self.client.get_mut(), lease, ttl)
+        self.conn.again(|c| runs::renew(c, lease, ttl))
     }
     fn release(&mut self, lease: &Lease) -> Result<()> {
-        runs::release(self.client.get_mut(), lease)
+        self.conn.again(|c| runs::release(c, lease))
     }
     fn fence(&mut self, lease: &Lease) {
         self.fences.insert(lease.entry.clone(), lease.clone());
@@ -498,7 +530,8 @@ impl Store for PostgresStore {
         self.fences.remove(entry);
     }
     /// One transaction: the run line, the entry's result and the claim given up, refused
-    /// (changing nothing) when the claim was taken over.
+    /// (changing nothing) when the claim was taken over. Not idempotent: once it committed,
+    /// the claim is given up, and a second attempt would be refused as taken over.
     fn finish_pass(
         &mut self,
         run: RunId,
@@ -506,46 +539,47 @@ impl Store for PostgresStore {
         last_pass: &str,
         lease: &Lease,
     ) -> Result<()> {
-        let mut tx = self.client.get_mut().transaction().db()?;
-        runs::check_fence(&mut tx, Some(lease))?;
-        runs::record_entry(&mut tx, run, result)?;
-        entries::set_result(
-            &mut tx,
-            run,
-            &result.entry_id,
-            result.state,
-            last_pass,
-            result.error.as_deref(),
-        )?;
-        runs::release(&mut tx, lease)?;
-        tx.commit().db()
+        self.conn.once(|tx| {
+            runs::check_fence(tx, Some(lease))?;
+            runs::record_entry(tx, run, result)?;
+            entries::set_result(
+                tx,
+                run,
+                &result.entry_id,
+                result.state,
+                last_pass,
+                result.error.as_deref(),
+            )?;
+            runs::release(tx, lease)
+        })
     }
     fn report_progress(&mut self, lease: &Lease, progress: &PassProgress) -> Result<()> {
-        runs::report_progress(self.client.get_mut(), lease, progress)
+        self.conn
+            .again(|c| runs::report_progress(c, lease, progress))
     }
     fn live_passes(&self) -> Result<Vec<LivePass>> {
-        runs::live_passes(&mut *self.conn()?)
+        self.conn.again(runs::live_passes)
     }
     fn enqueue(&mut self, entries: &[EntryId]) -> Result<usize> {
-        queue::enqueue(self.client.get_mut(), entries)
+        self.conn.once(|c| queue::enqueue(c, entries))
     }
     fn queued(&self) -> Result<Vec<Queued>> {
-        queue::queued(&mut *self.conn()?)
+        self.conn.again(queue::queued)
     }
     fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
-        queue::dequeue(self.client.get_mut(), entry, ticket)
+        self.conn.once(|c| queue::dequeue(c, entry, ticket))
     }
     fn register_worker(&mut self, name: &str) -> Result<()> {
-        queue::register(self.client.get_mut(), name)
+        self.conn.again(|c| queue::register(c, name))
     }
     fn worker_heartbeat(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
-        queue::heartbeat(self.client.get_mut(), name, stats, false)
+        self.conn.again(|c| queue::heartbeat(c, name, stats, false))
     }
     fn deregister_worker(&mut self, name: &str, stats: &WorkerStats) -> Result<()> {
-        queue::heartbeat(self.client.get_mut(), name, stats, true)
+        self.conn.again(|c| queue::heartbeat(c, name, stats, true))
     }
     fn workers(&self) -> Result<Vec<WorkerRecord>> {
-        queue::workers(&mut *self.conn()?)
+        self.conn.again(queue::workers)
     }
 }
 

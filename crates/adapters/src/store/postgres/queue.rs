@@ -13,7 +13,7 @@ use mailferry_core::ports::store::{
 /// a place at the end. Two processes queuing one entry at once: the second's insert waits
 /// for the first's to commit, then updates its ticket.
 pub fn enqueue(client: &mut Client, entries: &[EntryId]) -> Result<usize> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     let mut added = 0;
     for id in entries {
         let row = tx
@@ -31,7 +31,6 @@ pub fn enqueue(client: &mut Client, entries: &[EntryId]) -> Result<usize> {
             added += 1;
         }
     }
-    tx.commit().db()?;
     Ok(added)
 }
 

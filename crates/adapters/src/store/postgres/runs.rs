@@ -251,7 +251,7 @@ pub fn failures(client: &mut Client, run: RunId) -> Result<Vec<Failure>> {
 
 /// Records one refresh run and its results; returns the run's ID.
 pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     let run = tx
         .query_one(
             "INSERT INTO refresh_runs (started, source_available, source_reason,
@@ -289,7 +289,6 @@ pub fn record_refresh(client: &mut Client, r: &RefreshRecord) -> Result<RunId> {
         )
         .db()?;
     }
-    tx.commit().db()?;
     Ok(RunId(run))
 }
 
@@ -474,7 +473,7 @@ pub fn lease(
     from_epoch: Option<i64>,
     uses: &[ServerUse],
 ) -> Result<std::result::Result<Lease, Refusal>> {
-    let mut tx = client.transaction().db()?;
+    let tx = client;
     if !uses.is_empty() {
         // Taken before any row lock, and only here: no deadlock with renewals or fences.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CAPS_LOCK])
@@ -547,7 +546,6 @@ pub fn lease(
         )
         .db()?;
     }
-    tx.commit().db()?;
     Ok(Ok(Lease {
         entry: entry.clone(),
         holder: holder.to_string(),

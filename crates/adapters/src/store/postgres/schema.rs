@@ -6,7 +6,8 @@
 //! checked on the way in), flags as `BOOLEAN`, lease expiry as a `timestamptz` of the
 //! database's clock. Version 2 adds the queue of passes for workers and the workers' table;
 //! version 3 the run lines' dropped keywords and time waited on throttling; version 4 the
-//! servers each lease's pass uses (for the caps across processes).
+//! servers each lease's pass uses (for the caps across processes); version 5 the stores' write
+//! stamps (`mailferry_writes`, for reconnecting: `conn.rs`).
 //! Text that is listed in order is `COLLATE "C"` (byte order, as SQLite
 //! compares). A migration never changes what an existing column means.
 //!
@@ -184,8 +185,18 @@ CREATE INDEX lease_uses_entry ON lease_uses (entry_id);
 CREATE INDEX lease_uses_server ON lease_uses (server, mailbox);
 "#;
 
+/// Each store's stamp of its last write transaction begun, so that after a connection broke
+/// during a COMMIT the store can tell whether that write committed (`conn.rs`).
+const V5_WRITES: &str = r#"
+CREATE TABLE mailferry_writes (
+    writer TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    at TIMESTAMPTZ NOT NULL
+);
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5_WRITES];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -563,3 +563,241 @@ mod conformance {
 
     mailferry_core::store_conformance!(fresh());
 }
+
+// ---------------------------------------------------------------- a broken connection
+
+fn ledger_row(uid: u32) -> LedgerRow {
+    LedgerRow {
+        source_folder: "INBOX".into(),
+        uid_validity: mailferry_core::testing::validity(7),
+        uid: mailferry_core::testing::uid(uid),
+        target_folder: "INBOX".into(),
+        target_uid: None,
+        target_uidnext: Some(1),
+        fingerprint: format!("fp{uid}").as_str().into(),
+        size: 10,
+        flags: Flags::default(),
+        state: mailferry_core::model::LedgerState::Pending,
+    }
+}
+
+/// One entry's pass as the engine writes it: its claim, fenced; an intent, the copy
+/// recorded, a checkpoint, a failure, and the outcome with the claim given back. Every
+/// write must succeed once, whatever happened to the connection under it.
+fn one_pass(store: &mut PostgresStore, run: RunId, n: u32) {
+    let id = EntryId::new(format!("e{n:04}"));
+    let lease = store
+        .lease(&id, "host-a:1", HOUR)
+        .unwrap_or_else(|e| panic!("lease {id}: {e}"))
+        .unwrap_or_else(|h| panic!("lease {id}: refused by {} (epoch {})", h.holder, h.epoch));
+    store.fence(&lease);
+    let rows = [ledger_row(1), ledger_row(2)];
+    store
+        .insert_pending(&id, &rows)
+        .unwrap_or_else(|e| panic!("insert_pending {id}: {e}"));
+    let copied: Vec<(&LedgerRow, Option<Uid>)> = rows
+        .iter()
+        .map(|r| (r, Some(mailferry_core::testing::uid(r.uid.get()))))
+        .collect();
+    store
+        .complete(&id, &copied, &[])
+        .unwrap_or_else(|e| panic!("complete {id}: {e}"));
+    store
+        .set_checkpoint(
+            &id,
+            "INBOX",
+            &Checkpoint {
+                uid_validity: 7,
+                uid_next: 3,
+                messages: 2,
+                highest_modseq: None,
+                filter: String::new(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("set_checkpoint {id}: {e}"));
+    store
+        .record_failure(
+            run,
+            &Failure {
+                entry_id: id.clone(),
+                folder: "INBOX".into(),
+                uid: None,
+                size: None,
+                message_id: None,
+                reason: "a reason".into(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("record_failure {id}: {e}"));
+    let result = RunEntry {
+        entry_id: id.clone(),
+        state: EntryState::Migrated,
+        copied: 2,
+        skipped: 0,
+        failed: 1,
+        bytes: 20,
+        moved: 0,
+        flags_updated: 0,
+        seconds: 0.1,
+        error: None,
+        keywords_dropped: Vec::new(),
+        throttled_seconds: 0.0,
+    };
+    store
+        .finish_pass(run, &result, "2026-01-01T00:00:00Z", &lease)
+        .unwrap_or_else(|e| panic!("finish_pass {id}: {e}"));
+    store.unfence(&id);
+}
+
+/// What `passes` passes left: every entry's two rows copied, one failure each, one run line
+/// each, every claim given back.
+fn assert_passes_recorded_once(store: &PostgresStore, run: RunId, passes: u32) {
+    for n in 0..passes {
+        let id = EntryId::new(format!("e{n:04}"));
+        let rows = store.ledger_all(&id).unwrap();
+        assert_eq!(rows.len(), 2, "{id}: {rows:?}");
+        assert!(
+            rows.iter()
+                .all(|r| r.state == mailferry_core::model::LedgerState::Copied),
+            "{id}: {rows:?}"
+        );
+    }
+    assert_eq!(store.failures(run).unwrap().len(), passes as usize);
+    assert_eq!(store.run_entries(run).unwrap().len(), passes as usize);
+    let live = store.live_passes().unwrap();
+    assert!(
+        live.iter().all(|p| !p.entry.as_str().starts_with('e')),
+        "{live:?}"
+    );
+}
+
+/// The connection is cut under the store again and again, at every point of its traffic
+/// from the server (connection n after 3,000 + 13·n bytes: past the start-up, then through
+/// the passes' statements, their answers and their COMMITs' answers). Every write succeeds
+/// exactly once: a write whose COMMIT's answer was lost is found committed (its stamp) and
+/// not done again — doing it again would be refused (an intent already recorded, a claim
+/// already held or given back).
+#[test]
+fn a_connection_cut_at_any_point_costs_no_write_and_applies_none_twice() {
+    let db = Postgres::shared().fresh_database();
+    drop(open(&db));
+    let upstream = format!("{}:{}", db.host, db.port).parse().unwrap();
+    let proxy = mailferry_testkit::proxy::Proxy::start(upstream, |n| {
+        mailferry_testkit::proxy::Faults {
+            // The first connection is the store's opening, which is not tried again.
+            cut_down_after: Some(if n == 0 { 8_000 } else { 3_000 + 13 * n }),
+            ..Default::default()
+        }
+    });
+    let url = PostgresUrl {
+        port: proxy.port(),
+        ..url_of(&db)
+    };
+    let mut store = PostgresStore::open(&url, Some(&Password::new(db.password())))
+        .unwrap()
+        .reconnecting_for(Duration::from_secs(20));
+    let run = store.start_run(RunKind::Migrate).unwrap();
+    let passes = 120;
+    for n in 0..passes {
+        one_pass(&mut store, run, n);
+    }
+    assert!(
+        proxy.stats().cuts >= 40,
+        "too few cuts to mean anything: {:?}",
+        proxy.stats()
+    );
+    // Checked on a connection of its own: the proxy would cut a long answer forever.
+    let direct = open(&db);
+    assert_passes_recorded_once(&direct, run, passes);
+    assert_eq!(direct.runs(RunKind::Migrate).unwrap().len(), 1);
+}
+
+/// The server restarts (a fast shutdown: every session ends, 2 s with nothing listening,
+/// then up again with the same data on the same port) while a store writes: no write fails
+/// and none is applied twice; a claim taken before the restart still fences the writes
+/// after it.
+#[test]
+fn a_server_restart_costs_no_write_and_applies_none_twice() {
+    let mut server = Postgres::start(PostgresConfig::default());
+    let db = server.fresh_database();
+    let restarted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, restarted) = (db.clone(), Arc::clone(&restarted));
+        std::thread::spawn(move || {
+            let mut store = open(&db);
+            let run = store.start_run(RunKind::Migrate).unwrap();
+            // A claim held across the restart, and the fence on it.
+            let held = EntryId::from("held");
+            let lease = store.lease(&held, "host-a:1", HOUR).unwrap().unwrap();
+            store.fence(&lease);
+            let mut n = 0;
+            let mut after = 0;
+            while after < 30 {
+                one_pass(&mut store, run, n);
+                n += 1;
+                if restarted.load(std::sync::atomic::Ordering::SeqCst) {
+                    after += 1;
+                }
+            }
+            store.insert_pending(&held, &[ledger_row(9)]).unwrap();
+            (store, run, n, lease)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    server.restart(Duration::from_secs(2));
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut store, run, passes, lease) = writer.join().unwrap();
+    assert!(passes > 30, "{passes}");
+    assert_passes_recorded_once(&store, run, passes);
+    // The fence still holds: taken over, the old claim's writes are refused.
+    server.psql(
+        &db.name,
+        "UPDATE leases SET expires = clock_timestamp() - interval '1 second' \
+         WHERE entry_id = 'held'",
+    );
+    let mut other = open(&db);
+    let taken = other
+        .take_over(&lease.entry, "host-b:2", HOUR, lease.epoch)
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.epoch, lease.epoch + 1);
+    let err = store
+        .insert_pending(&lease.entry, &[ledger_row(10)])
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::LeaseLost, "{err}");
+    assert_eq!(store.ledger_all(&lease.entry).unwrap().len(), 1);
+}
+
+/// A server that stays away: the operation fails after the wait, naming the server and no
+/// password, and a later operation fails at once instead of waiting again.
+#[test]
+fn a_server_that_stays_away_fails_the_operation_after_the_wait() {
+    let mut server = Postgres::start(PostgresConfig::default());
+    let db = server.fresh_database();
+    let mut store = open(&db).reconnecting_for(Duration::from_secs(2));
+    server.stop_server();
+    let started = std::time::Instant::now();
+    let err = store.start_run(RunKind::Migrate).unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(
+        err.message.starts_with(&format!(
+            "Lost the connection to the state database {} and could not reconnect within 2 s",
+            url_of(&db)
+        )),
+        "{err}"
+    );
+    assert!(!err.message.contains(db.password()), "{err}");
+    let started = std::time::Instant::now();
+    assert!(store.entries().is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Back again: the store is too.
+    server.start_again();
+    assert!(store.entries().unwrap().is_empty());
+}
