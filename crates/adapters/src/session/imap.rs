@@ -32,19 +32,22 @@ use crate::credentials::Access;
 use crate::oauth2::{TokenError, TokenProvider, entra_hint, login_hint};
 
 /// How long a connect, a read or a write may wait on a server before the connection is given
-/// up as broken (and the pass retried): a server that stops answering without closing costs
-/// one timeout, not a hung pass. Dovecot, Exchange and Gmail answer every command mailferry
-/// sends well within it, the largest FETCH and MULTIAPPEND included, since they stream.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// up as broken (and the pass retried), unless `[migration] io_timeout_seconds` says otherwise:
+/// a server that stops answering without closing costs one timeout, not a hung pass. Dovecot,
+/// Exchange and Gmail answer every command mailferry sends well within it, the largest FETCH
+/// and MULTIAPPEND included, since they stream.
+pub const TIMEOUT: Duration = mailferry_core::job::DEFAULT_IO_TIMEOUT;
 
-/// Environment variable: a whole number of seconds to use instead of [`TIMEOUT`] (for a slow
-/// server, or for tests that stall a connection on purpose).
+/// Environment variable: a whole number of seconds to use instead of the job file's timeout
+/// (for a slow server, or for tests that stall a connection on purpose); it wins over
+/// `io_timeout_seconds`, so that one run can be given another timeout without editing the job.
 pub const TIMEOUT_ENV: &str = "MAILFERRY_IO_TIMEOUT_SECONDS";
 
-/// [`TIMEOUT`], or what [`TIMEOUT_ENV`] says; an error names the variable and its value.
-pub fn io_timeout() -> std::result::Result<Duration, String> {
+/// `configured` (the job file's, or [`TIMEOUT`]), or what [`TIMEOUT_ENV`] says; an error names
+/// the variable and its value.
+pub fn io_timeout(configured: Duration) -> std::result::Result<Duration, String> {
     let Some(value) = std::env::var_os(TIMEOUT_ENV) else {
-        return Ok(TIMEOUT);
+        return Ok(configured);
     };
     let text = value.to_string_lossy();
     match text.trim().parse::<u64>() {
@@ -114,13 +117,24 @@ impl KeywordTally {
 }
 
 impl ImapConnector {
-    /// The connector for one side's `[source]` / `[target]` IMAP settings; an error names the
-    /// setting whose secret could not be read.
+    /// The connector for one side's `[source]` / `[target]` IMAP settings, with the default
+    /// I/O timeout; an error names the setting whose secret could not be read.
     pub fn new(side: Side, imap: &ImapSettings) -> std::result::Result<ImapConnector, String> {
+        ImapConnector::with_timeout(side, imap, TIMEOUT)
+    }
+
+    /// [`ImapConnector::new`] with `[migration] io_timeout_seconds` (which
+    /// [`TIMEOUT_ENV`] overrides).
+    pub fn with_timeout(
+        side: Side,
+        imap: &ImapSettings,
+        timeout: Duration,
+    ) -> std::result::Result<ImapConnector, String> {
+        let timeout = io_timeout(timeout)?;
         let access = match &imap.auth {
             Auth::PerMailbox => Access::PerMailbox,
             Auth::OAuth2(config) => Access::OAuth2(Arc::new(
-                TokenProvider::new(config, io_timeout()?)
+                TokenProvider::new(config, timeout)
                     .map_err(|e| format!("{side}.oauth2.{e}"))?,
             )),
             Auth::Admin {
@@ -163,7 +177,7 @@ impl ImapConnector {
                     ca_file: imap.tls_ca.clone(),
                     verify_certificates: imap.tls_verify,
                     pins,
-                    timeout: io_timeout()?,
+                    timeout,
                 },
                 access,
             }),

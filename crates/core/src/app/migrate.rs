@@ -28,12 +28,6 @@ use crate::report::{KeywordsDropped, MigrationReport, Summary};
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 /// How often held leases are renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// How many attempts of an entry in a row may fail without progress before it fails (README,
-/// "Failures"). A constant for now; a `[migration]` setting once the job file grows one.
-const RETRIES_WITHOUT_PROGRESS: u32 = 4;
-/// The first wait before an entry's pass is tried again; it doubles while attempts make no
-/// progress, up to a minute.
-const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How often the progress of the passes in flight is written for other processes to show.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker writes its heartbeat and figures.
@@ -348,8 +342,10 @@ pub(crate) fn run_passes(
         budget: &budget,
         run: setup.run,
         observer: &recorder,
-        retries: RETRIES_WITHOUT_PROGRESS,
-        retry_delay: FIRST_RETRY_DELAY,
+        // `[migration]`'s retry settings (README, "Failures").
+        retries: app.job.migration.network.retries_without_progress,
+        retry_delay: app.job.migration.network.retry_first_delay,
+        retry_max_delay: app.job.migration.network.retry_max_delay,
         stop,
     };
     let runner = Runner {

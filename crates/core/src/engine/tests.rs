@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Backoff, ByteBudget, MAX_RETRY_DELAY, PROCESS_BYTE_BUDGET, PassContext, PassSettings,
+    Backoff, ByteBudget, PROCESS_BYTE_BUDGET, PassContext, PassSettings,
     migrate_entry,
 };
 use crate::fingerprint::fingerprint;
@@ -128,6 +128,7 @@ impl World {
             observer: &NoObserver,
             retries: self.retries,
             retry_delay: Duration::from_millis(1),
+            retry_max_delay: Duration::from_millis(8),
             stop: &self.stop,
         };
         (
@@ -820,7 +821,8 @@ fn a_stop_is_obeyed_between_attempts_and_the_failure_is_not_retried() {
 #[test]
 fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_progress() {
     let first = Duration::from_secs(1);
-    let mut b = Backoff::new(first, "u1");
+    let max = Duration::from_secs(60);
+    let mut b = Backoff::new(first, max, "u1");
     for base in [1, 2, 4, 8, 16, 32] {
         let base = Duration::from_secs(base);
         let wait = b.next();
@@ -830,7 +832,7 @@ fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_
         );
     }
     for _ in 0..3 {
-        assert_eq!(b.next(), MAX_RETRY_DELAY);
+        assert_eq!(b.next(), max);
     }
     b.reset();
     let wait = b.next();
