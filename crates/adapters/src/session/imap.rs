@@ -449,6 +449,9 @@ pub struct ImapSession {
     reopen: Option<Reopen>,
     /// The folder selected and whether read-only, to select it again after a reconnect.
     selected: Option<(String, bool)>,
+    /// Whether the selected folder has mod-sequences: SELECT said HIGHESTMODSEQ (not
+    /// NOMODSEQ) on a CONDSTORE session, so `CHANGEDSINCE` may be asked.
+    modseq: bool,
     /// Commands refused on this connection (Exchange Online drops a session after about 10).
     failed: u32,
     /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
@@ -473,6 +476,7 @@ impl ImapSession {
             tally: None,
             reopen: None,
             selected: None,
+            modseq: false,
             failed: 0,
             limit: None,
         }
@@ -905,13 +909,16 @@ impl MailSession for ImapSession {
             messages: s.messages,
             uid_validity: uid_validity(s.uid_validity, raw)?,
             uid_next: s.uid_next,
-            highest_modseq: s.highest_modseq,
+            // A folder without mod-sequences says HIGHESTMODSEQ 0 (RFC 7162 §3.1.3): none.
+            highest_modseq: s.highest_modseq.filter(|&m| m > 0),
         })
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
+        self.modseq = false;
         let s = self.call(|c| c.select(raw, !write))?;
         self.selected = Some((raw.to_string(), !write));
+        self.modseq = self.client.has("CONDSTORE") && s.highest_modseq.is_some_and(|m| m > 0);
         Ok(Selected {
             exists: s.exists,
             uid_validity: uid_validity(s.uid_validity, raw)?,
@@ -947,6 +954,30 @@ impl MailSession for ImapSession {
                 Ok(())
             })
             .map_err(session_error)
+    }
+
+    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+        if !self.modseq {
+            // NOMODSEQ, or no CONDSTORE (a profile may forget it): every message.
+            return self.scan(Uid::FIRST, each);
+        }
+        self.client
+            .uid_fetch_changed_since("1:*", "UID FLAGS RFC822.SIZE", modseq, |f| {
+                if let Some(uid) = f.uid().and_then(Uid::new) {
+                    each(ScannedMessage {
+                        uid,
+                        flags: flags_of(&f),
+                        size: f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0),
+                    });
+                }
+                Ok(())
+            })
+            .map_err(session_error)
+    }
+
+    fn uids(&mut self) -> Result<Vec<Uid>> {
+        let uids = self.call(|c| c.uid_search("ALL"))?;
+        Ok(uids.into_iter().filter_map(Uid::new).collect())
     }
 
     fn fetch(

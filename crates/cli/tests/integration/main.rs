@@ -7,6 +7,7 @@ mod copy;
 mod corpus;
 mod crash;
 mod cyrus;
+mod delta;
 mod directories;
 mod failures;
 mod graph;
