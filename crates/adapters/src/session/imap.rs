@@ -134,8 +134,7 @@ impl ImapConnector {
         let access = match &imap.auth {
             Auth::PerMailbox => Access::PerMailbox,
             Auth::OAuth2(config) => Access::OAuth2(Arc::new(
-                TokenProvider::new(config, timeout)
-                    .map_err(|e| format!("{side}.oauth2.{e}"))?,
+                TokenProvider::new(config, timeout).map_err(|e| format!("{side}.oauth2.{e}"))?,
             )),
             Auth::Admin {
                 user,

@@ -19,12 +19,8 @@ fn traced_migrate(lab: &Lab, name: &str) -> (Value, Vec<String>) {
         .env("MAILFERRY_TRACE", &trace)
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     let log = std::fs::read_to_string(&trace).unwrap_or_default();
     let source = format!("{}:{} ", lab.source.host(), lab.source.port());
@@ -118,7 +114,13 @@ fn a_delta_pass_on_condstore_reads_only_what_changed_and_still_sees_moves() {
     assert_exact(&lab, "ivy");
 
     // Flags only, in both folders: no UID list, no full read, exactly those flags.
-    set_flags(&lab, "ivy", "INBOX", &[1, 2, 2000], &["\\Answered", "\\Seen"]);
+    set_flags(
+        &lab,
+        "ivy",
+        "INBOX",
+        &[1, 2, 2000],
+        &["\\Answered", "\\Seen"],
+    );
     set_flags(&lab, "ivy", "INBOX", &[7], &[]);
     set_flags(&lab, "ivy", "Archive", &[3], &["\\Deleted"]);
     let (v, src) = traced_migrate(&lab, "flags");
@@ -133,7 +135,8 @@ fn a_delta_pass_on_condstore_reads_only_what_changed_and_still_sees_moves() {
     // and nothing is copied or lost.
     let mut c = connect(&lab.source, "ivy");
     c.select("INBOX", false).unwrap();
-    c.uid_store_flags(&[20], &["\\Deleted".to_string()]).unwrap();
+    c.uid_store_flags(&[20], &["\\Deleted".to_string()])
+        .unwrap();
     c.run("EXPUNGE").unwrap();
     c.logout();
     set_flags(&lab, "ivy", "INBOX", &[21], &["\\Flagged"]);

@@ -347,7 +347,10 @@ mod tests {
             highest_modseq: Some(9),
             filter: "f".into(),
         };
-        assert_eq!(delta_from(Some(&c), &status(Some(12)), "f").map(|d| d.0), Some(9));
+        assert_eq!(
+            delta_from(Some(&c), &status(Some(12)), "f").map(|d| d.0),
+            Some(9)
+        );
         // Unchanged is the STATUS shortcut's business; a HIGHESTMODSEQ that went back (a
         // reset) or none (NOMODSEQ, no CONDSTORE) means a full read.
         assert!(delta_from(Some(&c), &status(Some(9)), "f").is_none());
@@ -398,7 +401,13 @@ mod tests {
 
     #[test]
     fn a_delta_scan_keeps_unseen_rows_unless_their_uid_is_gone() {
-        let ledger = || vec![row("INBOX", 1, "a"), row("INBOX", 2, "b"), row("INBOX", 3, "c")];
+        let ledger = || {
+            vec![
+                row("INBOX", 1, "a"),
+                row("INBOX", 2, "b"),
+                row("INBOX", 3, "c"),
+            ]
+        };
         let changed = [scanned(2, "\\Flagged"), scanned(4, "")];
         let mut vanished = Vanished::new();
         let d = classify_scan(

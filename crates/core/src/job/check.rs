@@ -13,8 +13,8 @@ use super::{
     DEFAULT_MAILBOX_WAIT_SECONDS, DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date,
     DateError, DirectoryConfig, DirectoryKind, DirectorySecurity, EXCHANGE_ONLINE_SCOPE,
     GMAIL_SCOPE, GRAPH_SCOPE, GRAPH_URL, GraphConfig, GraphCreate, IMAP_PORT, IMAP_TLS_PORT,
-    ImapSettings, Job, JobProblem, MigrationSettings, NetworkSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism,
-    Secret, Security, StateLocation, entra_token_url,
+    ImapSettings, Job, JobProblem, MigrationSettings, NetworkSettings, OAuth2Config, OAuth2Flow,
+    OAuth2Mechanism, Secret, Security, StateLocation, entra_token_url,
 };
 use crate::profile::{Profile, ProfileChoice, ProfileSettings};
 
@@ -1411,7 +1411,9 @@ impl Checker<'_> {
             Some(s) if !(1..=MAX_NETWORK_SECONDS).contains(&s) => {
                 self.problem(
                     key,
-                    format!("{s}: expected a whole number of seconds from 1 to {MAX_NETWORK_SECONDS}"),
+                    format!(
+                        "{s}: expected a whole number of seconds from 1 to {MAX_NETWORK_SECONDS}"
+                    ),
                 );
                 default
             }

@@ -755,8 +755,14 @@ fn network_settings_default_and_parse() {
     let (_dir, job) = load_ok(&job_with("", ""));
     assert_eq!(job.migration.network, NetworkSettings::default());
     assert_eq!(job.migration.network.io_timeout, Duration::from_secs(60));
-    assert_eq!(job.migration.network.retry_first_delay, Duration::from_secs(1));
-    assert_eq!(job.migration.network.retry_max_delay, Duration::from_secs(60));
+    assert_eq!(
+        job.migration.network.retry_first_delay,
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        job.migration.network.retry_max_delay,
+        Duration::from_secs(60)
+    );
     assert_eq!(job.migration.network.retries_without_progress, 4);
     let (_dir, job) = load_ok(&job_with(
         "",
@@ -773,8 +779,14 @@ fn network_settings_default_and_parse() {
         }
     );
     // A first delay above the default longest wait raises the default with it.
-    let (_dir, job) = load_ok(&job_with("", "[migration]\nretry_first_delay_seconds = 90\n"));
-    assert_eq!(job.migration.network.retry_max_delay, Duration::from_secs(90));
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        "[migration]\nretry_first_delay_seconds = 90\n",
+    ));
+    assert_eq!(
+        job.migration.network.retry_max_delay,
+        Duration::from_secs(90)
+    );
 }
 
 #[test]
@@ -802,14 +814,20 @@ fn network_settings_errors_name_line_column_and_key() {
         ]
     );
     assert_eq!(
-        problem_texts(&job_with("", "[migration]\nretries_without_progress = -1\n")),
+        problem_texts(&job_with(
+            "",
+            "[migration]\nretries_without_progress = -1\n"
+        )),
         vec![
             "line 17, column 28: migration.retries_without_progress: invalid value: integer \
              `-1`, expected a whole number from 0 to 4294967295"
         ]
     );
     assert_eq!(
-        problem_texts(&job_with("", "[migration]\nio_timeout_seconds = \"soon\"\n")),
+        problem_texts(&job_with(
+            "",
+            "[migration]\nio_timeout_seconds = \"soon\"\n"
+        )),
         vec![
             "line 17, column 22: migration.io_timeout_seconds: invalid type: string \"soon\", \
              expected a whole number, 0 or more"
