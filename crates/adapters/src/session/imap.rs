@@ -960,9 +960,12 @@ impl MailSession for ImapSession {
             // NOMODSEQ, or no CONDSTORE (a profile may forget it): every message.
             return self.scan(Uid::FIRST, each);
         }
-        self.client
+        let mut any = false;
+        let changed = self
+            .client
             .uid_fetch_changed_since("1:*", "UID FLAGS RFC822.SIZE", modseq, |f| {
                 if let Some(uid) = f.uid().and_then(Uid::new) {
+                    any = true;
                     each(ScannedMessage {
                         uid,
                         flags: flags_of(&f),
@@ -971,7 +974,13 @@ impl MailSession for ImapSession {
                 }
                 Ok(())
             })
-            .map_err(session_error)
+            .map_err(session_error);
+        match changed {
+            // A server that advertises CONDSTORE but refuses the modifier before answering
+            // anything: every message, which is always right.
+            Err(e) if e.is_refusal() && !any => self.scan(Uid::FIRST, each),
+            other => other,
+        }
     }
 
     fn uids(&mut self) -> Result<Vec<Uid>> {

@@ -182,3 +182,74 @@ fn without_condstore_a_delta_pass_reads_every_flag_and_is_exact() {
     assert_eq!(count(&src, |c| c.contains("CHANGEDSINCE")), 0, "{src:#?}");
     assert_exact(&lab, "jo");
 }
+
+/// A measurement, run by hand (`cargo test -p mailferry --test integration -- --ignored
+/// --nocapture measure_`): one delta pass after ten flag changes in a 100,000-message folder,
+/// with CONDSTORE and with the full read (the source's profile set to `exchange-online`,
+/// which does not use CONDSTORE). It prints the two passes' times and checks both exact.
+#[test]
+#[ignore = "a measurement of a few minutes, run by hand"]
+fn measure_a_delta_pass_of_a_100k_message_folder() {
+    const N: usize = 100_000;
+    let lab = Lab::new(&["max"]);
+    let started = std::time::Instant::now();
+    // Written straight into the source's Maildir (100,000 APPENDs take Dovecot far longer);
+    // Dovecot indexes them on the first SELECT.
+    let mut c = connect(&lab.source, "max");
+    c.select("INBOX", true).unwrap();
+    c.logout();
+    let maildir = lab.source.mail_dir("max").join("Maildir");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&maildir).unwrap());
+    let group = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&maildir).unwrap());
+    for i in 0..N {
+        let file = maildir
+            .join("cur")
+            .join(format!("17000{i:06}.M{i}P1.mf:2,S"));
+        std::fs::write(&file, generated(i, 300).body).unwrap();
+        std::os::unix::fs::chown(&file, Some(owner), Some(group)).unwrap();
+    }
+    eprintln!("filled {N} messages in {:?}", started.elapsed());
+    let v = lab.migrate_ok();
+    eprintln!("full pass: {} s", v["seconds"]);
+    assert_eq!(v["copied"], N as u64);
+
+    let change = |n: u32| {
+        let uids: Vec<u32> = (0..10).map(|k| 1 + k * 9_973 + n).collect();
+        set_flags(&lab, "max", "INBOX", &uids, &["\\Flagged", "$Measured"]);
+    };
+    // mailferry's own CPU: the children's rusage grows by each finished `migrate`.
+    let children_cpu = || {
+        // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        s(u.ru_utime) + s(u.ru_stime)
+    };
+    let delta = |name: &str, n: u32, scan: fn(&str) -> bool| {
+        change(n);
+        let cpu = children_cpu();
+        let (v, src) = traced_migrate(&lab, name);
+        assert_eq!(v["entries"][0]["flags_updated"], 10, "{v:#}");
+        assert_eq!(count(&src, scan), 1, "{src:#?}");
+        eprintln!(
+            "{name}: {:.2} s, mailferry CPU {:.2} s",
+            v["seconds"].as_f64().unwrap(),
+            children_cpu() - cpu
+        );
+        assert_exact(&lab, "max");
+    };
+    delta("delta pass with CHANGEDSINCE", 1, is_delta_scan);
+    delta("delta pass with CHANGEDSINCE, again", 2, is_delta_scan);
+
+    let text = std::fs::read_to_string(lab.job()).unwrap();
+    std::fs::write(
+        lab.job(),
+        text.replace(
+            "[source]\nkind = \"imap\"\n",
+            "[source]\nkind = \"imap\"\nprofile = \"exchange-online\"\n",
+        ),
+    )
+    .unwrap();
+    delta("delta pass reading every flag", 3, is_full_scan);
+    delta("delta pass reading every flag, again", 4, is_full_scan);
+}
