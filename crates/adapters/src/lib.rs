@@ -96,7 +96,11 @@ impl Backends for Standard {
                 root.clone(),
                 side == Side::Target,
             ))),
-            ConnectionKind::Imap(imap) => Ok(Box::new(ImapConnector::new(side, imap)?)),
+            ConnectionKind::Imap(imap) => Ok(Box::new(ImapConnector::with_timeout(
+                side,
+                imap,
+                job.migration.network.io_timeout,
+            )?)),
         }
     }
 

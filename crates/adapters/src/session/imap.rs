@@ -34,19 +34,22 @@ use crate::credentials::Access;
 use crate::oauth2::{TokenError, TokenProvider, entra_hint, login_hint};
 
 /// How long a connect, a read or a write may wait on a server before the connection is given
-/// up as broken (and the pass retried): a server that stops answering without closing costs
-/// one timeout, not a hung pass. Dovecot, Exchange and Gmail answer every command mailferry
-/// sends well within it, the largest FETCH and MULTIAPPEND included, since they stream.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// up as broken (and the pass retried), unless `[migration] io_timeout_seconds` says otherwise:
+/// a server that stops answering without closing costs one timeout, not a hung pass. Dovecot,
+/// Exchange and Gmail answer every command mailferry sends well within it, the largest FETCH
+/// and MULTIAPPEND included, since they stream.
+pub const TIMEOUT: Duration = mailferry_core::job::DEFAULT_IO_TIMEOUT;
 
-/// Environment variable: a whole number of seconds to use instead of [`TIMEOUT`] (for a slow
-/// server, or for tests that stall a connection on purpose).
+/// Environment variable: a whole number of seconds to use instead of the job file's timeout
+/// (for a slow server, or for tests that stall a connection on purpose); it wins over
+/// `io_timeout_seconds`, so that one run can be given another timeout without editing the job.
 pub const TIMEOUT_ENV: &str = "MAILFERRY_IO_TIMEOUT_SECONDS";
 
-/// [`TIMEOUT`], or what [`TIMEOUT_ENV`] says; an error names the variable and its value.
-pub fn io_timeout() -> std::result::Result<Duration, String> {
+/// `configured` (the job file's, or [`TIMEOUT`]), or what [`TIMEOUT_ENV`] says; an error names
+/// the variable and its value.
+pub fn io_timeout(configured: Duration) -> std::result::Result<Duration, String> {
     let Some(value) = std::env::var_os(TIMEOUT_ENV) else {
-        return Ok(TIMEOUT);
+        return Ok(configured);
     };
     let text = value.to_string_lossy();
     match text.trim().parse::<u64>() {
@@ -118,14 +121,24 @@ impl KeywordTally {
 }
 
 impl ImapConnector {
-    /// The connector for one side's `[source]` / `[target]` IMAP settings; an error names the
-    /// setting whose secret could not be read.
+    /// The connector for one side's `[source]` / `[target]` IMAP settings, with the default
+    /// I/O timeout; an error names the setting whose secret could not be read.
     pub fn new(side: Side, imap: &ImapSettings) -> std::result::Result<ImapConnector, String> {
+        ImapConnector::with_timeout(side, imap, TIMEOUT)
+    }
+
+    /// [`ImapConnector::new`] with `[migration] io_timeout_seconds` (which
+    /// [`TIMEOUT_ENV`] overrides).
+    pub fn with_timeout(
+        side: Side,
+        imap: &ImapSettings,
+        timeout: Duration,
+    ) -> std::result::Result<ImapConnector, String> {
+        let timeout = io_timeout(timeout)?;
         let access = match &imap.auth {
             Auth::PerMailbox => Access::PerMailbox,
             Auth::OAuth2(config) => Access::OAuth2(Arc::new(
-                TokenProvider::new(config, io_timeout()?)
-                    .map_err(|e| format!("{side}.oauth2.{e}"))?,
+                TokenProvider::new(config, timeout).map_err(|e| format!("{side}.oauth2.{e}"))?,
             )),
             Auth::Admin {
                 user,
@@ -167,7 +180,7 @@ impl ImapConnector {
                     ca_file: imap.tls_ca.clone(),
                     verify_certificates: imap.tls_verify,
                     pins,
-                    timeout: io_timeout()?,
+                    timeout,
                 },
                 access,
             }),
@@ -455,6 +468,9 @@ pub struct ImapSession {
     reopen: Option<Reopen>,
     /// The folder selected and whether read-only, to select it again after a reconnect.
     selected: Option<(String, bool)>,
+    /// Whether the selected folder has mod-sequences: SELECT said HIGHESTMODSEQ (not
+    /// NOMODSEQ) on a CONDSTORE session, so `CHANGEDSINCE` may be asked.
+    modseq: bool,
     /// Commands refused on this connection (Exchange Online drops a session after about 10).
     failed: u32,
     /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
@@ -482,6 +498,7 @@ impl ImapSession {
             tally: None,
             reopen: None,
             selected: None,
+            modseq: false,
             failed: 0,
             limit: None,
             drop_counted: std::cell::Cell::new(false),
@@ -940,13 +957,16 @@ impl MailSession for ImapSession {
             messages: s.messages,
             uid_validity: uid_validity(s.uid_validity, raw)?,
             uid_next: s.uid_next,
-            highest_modseq: s.highest_modseq,
+            // A folder without mod-sequences says HIGHESTMODSEQ 0 (RFC 7162 §3.1.3): none.
+            highest_modseq: s.highest_modseq.filter(|&m| m > 0),
         })
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
+        self.modseq = false;
         let s = self.call(|c| c.select(raw, !write))?;
         self.selected = Some((raw.to_string(), !write));
+        self.modseq = self.client.has("CONDSTORE") && s.highest_modseq.is_some_and(|m| m > 0);
         Ok(Selected {
             exists: s.exists,
             uid_validity: uid_validity(s.uid_validity, raw)?,
@@ -982,6 +1002,39 @@ impl MailSession for ImapSession {
                 Ok(())
             })
             .map_err(|e| self.lost(e))
+    }
+
+    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+        if !self.modseq {
+            // NOMODSEQ, or no CONDSTORE (a profile may forget it): every message.
+            return self.scan(Uid::FIRST, each);
+        }
+        let mut any = false;
+        let changed = self
+            .client
+            .uid_fetch_changed_since("1:*", "UID FLAGS RFC822.SIZE", modseq, |f| {
+                if let Some(uid) = f.uid().and_then(Uid::new) {
+                    any = true;
+                    each(ScannedMessage {
+                        uid,
+                        flags: flags_of(&f),
+                        size: f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0),
+                    });
+                }
+                Ok(())
+            })
+            .map_err(session_error);
+        match changed {
+            // A server that advertises CONDSTORE but refuses the modifier before answering
+            // anything: every message, which is always right.
+            Err(e) if e.is_refusal() && !any => self.scan(Uid::FIRST, each),
+            other => other,
+        }
+    }
+
+    fn uids(&mut self) -> Result<Vec<Uid>> {
+        let uids = self.call(|c| c.uid_search("ALL"))?;
+        Ok(uids.into_iter().filter_map(Uid::new).collect())
     }
 
     fn fetch(

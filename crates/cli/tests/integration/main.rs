@@ -8,6 +8,7 @@ mod copy;
 mod corpus;
 mod crash;
 mod cyrus;
+mod delta;
 mod directories;
 mod failures;
 mod graph;

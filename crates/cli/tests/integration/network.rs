@@ -148,6 +148,78 @@ fn a_target_that_stops_answering_costs_one_timeout_and_the_pass_completes_exactl
 }
 
 #[test]
+fn io_timeout_seconds_in_the_job_file_makes_a_stalled_target_cost_one_short_timeout() {
+    let lab = Lab::new(&["dan"]);
+    fill_users(&lab, 4);
+    let source = Proxy::before(&lab.source, |_| Faults::default());
+    // As above, but the timeout comes from the job file, with no environment variable: the
+    // default (60 s) would make this pass last more than a minute.
+    let target = Proxy::before(&lab.target, |n| Faults {
+        stall: (n == 0).then_some(Stall {
+            direction: Direction::Up,
+            after: 1_000_000,
+            duration: Duration::from_secs(3600),
+        }),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        source.port(),
+        target.port(),
+        "[migration]\nio_timeout_seconds = 2\nretry_first_delay_seconds = 1\n\
+         retry_max_delay_seconds = 2\n",
+    );
+    matched(&lab);
+
+    let started = Instant::now();
+    let out = lab
+        .command(&["migrate", &job(&lab), "--all", "--json"])
+        .env_remove("MAILFERRY_IO_TIMEOUT_SECONDS")
+        .output()
+        .expect("run mailferry");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(target.stats().stalls, 1);
+    assert!(target.stats().connections >= 2, "{:?}", target.stats());
+    // One 2 s timeout and a retry after 1–1.5 s; the copying itself takes a few seconds.
+    assert!(took < Duration::from_secs(30), "the stall cost {took:?}");
+    assert_exact(&lab);
+}
+
+#[test]
+fn retries_without_progress_bounds_the_attempts_on_a_server_that_always_drops_the_login() {
+    let lab = Lab::new(&["eve"]);
+    fill(&lab.source, "eve", "INBOX", &[generated(1, 2_000)]);
+    let source = Proxy::before(&lab.source, |_| Faults::default());
+    // Every target connection is closed after the greeting: no attempt can make progress.
+    let target = Proxy::before(&lab.target, |_| Faults {
+        cut_up_after: Some(1),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        source.port(),
+        target.port(),
+        "[migration]\nretries_without_progress = 1\nretry_first_delay_seconds = 1\n\
+         retry_max_delay_seconds = 1\n",
+    );
+    matched(&lab);
+
+    let started = Instant::now();
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["entries"][0]["state"], "failed", "{v:#}");
+    assert!(
+        v["entries"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("target login")),
+        "{v:#}"
+    );
+    // The first attempt and exactly one retry, not the default five attempts (and 15 s).
+    assert_eq!(target.stats().connections, 2, "{:?}", target.stats());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
 fn a_bad_io_timeout_is_bad_input_and_names_the_variable() {
     let lab = Lab::new(&["fox"]);
     matched(&lab);

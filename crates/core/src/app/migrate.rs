@@ -32,12 +32,6 @@ use crate::ports::store::{
 use crate::ports::{Connector, EntryPasswords, Observer, Store};
 use crate::report::{KeywordsDropped, MigrationReport, Summary};
 
-/// How many attempts of an entry in a row may fail without progress before it fails (README,
-/// "Failures"). A constant for now; a `[migration]` setting once the job file grows one.
-const RETRIES_WITHOUT_PROGRESS: u32 = 4;
-/// The first wait before an entry's pass is tried again; it doubles while attempts make no
-/// progress, up to a minute.
-const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How often the progress of the passes in flight is written for other processes to show.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker writes its heartbeat and figures.
@@ -307,8 +301,10 @@ pub(crate) fn run_passes(
         budget: &budget,
         run: setup.run,
         observer: &recorder,
-        retries: RETRIES_WITHOUT_PROGRESS,
-        retry_delay: FIRST_RETRY_DELAY,
+        // `[migration]`'s retry settings (README, "Failures").
+        retries: app.job.migration.network.retries_without_progress,
+        retry_delay: app.job.migration.network.retry_first_delay,
+        retry_max_delay: app.job.migration.network.retry_max_delay,
         stop,
     };
     let runner = Runner {

@@ -27,6 +27,45 @@ pub fn folder_unchanged(
     })
 }
 
+/// When a folder may be read as a delta since its checkpoint: the mod-sequence to ask
+/// `CHANGEDSINCE` of, and the checkpoint. Only when the folder is the same one (UIDVALIDITY),
+/// under the same filters, both the checkpoint and STATUS have a HIGHESTMODSEQ and it grew
+/// (a reset or a NOMODSEQ folder means a full read), and the checkpoint knows UIDNEXT (to
+/// tell new messages from old ones).
+pub fn delta_from<'a>(
+    checkpoint: Option<&'a Checkpoint>,
+    status: &FolderStatus,
+    filter: &str,
+) -> Option<(u64, &'a Checkpoint)> {
+    let c = checkpoint?;
+    let then = c.highest_modseq.filter(|&m| m > 0)?;
+    let now = status.highest_modseq?;
+    (c.uid_validity == status.uid_validity.get()
+        && c.filter == filter
+        && c.uid_next > 0
+        && now > then)
+        .then_some((then, c))
+}
+
+/// What a folder's scan saw.
+#[derive(Debug, Clone, Copy)]
+pub enum ScanKind<'a> {
+    /// Every message: a ledger row whose message the scan did not see has vanished.
+    Full,
+    /// Only the messages changed since the checkpoint (`CHANGEDSINCE`); `present` is every
+    /// UID of the folder when messages were expunged since, `None` when none were (the
+    /// folder's count says so), so rows the scan did not see are still there.
+    Changed { present: Option<&'a HashSet<Uid>> },
+}
+
+/// Whether a delta scan shows that no message older than the checkpoint was expunged: the
+/// folder holds the checkpoint's messages plus the new ones the scan saw (UIDs at or above
+/// the checkpoint's UIDNEXT), exactly.
+pub fn nothing_expunged(c: &Checkpoint, exists: u32, changed: &[ScannedMessage]) -> bool {
+    let new = changed.iter().filter(|m| m.uid.get() >= c.uid_next).count() as u64;
+    u64::from(exists) == u64::from(c.messages) + new
+}
+
 /// Ledger rows that vanished from their source folder (or whose UIDVALIDITY changed), by
 /// fingerprint: a new source message with the same fingerprint is already on the target.
 pub type Vanished = HashMap<Fingerprint, Vec<LedgerRow>>;
@@ -61,6 +100,7 @@ pub fn classify_scan(
     ledger: Vec<LedgerRow>,
     uid_validity: UidValidity,
     scanned: &[ScannedMessage],
+    kind: ScanKind<'_>,
     filter: &ScanFilter<'_>,
     vanished: &mut Vanished,
 ) -> ScanDecision {
@@ -97,7 +137,15 @@ pub fn classify_scan(
         }
     }
     for (uid, row) in by_uid {
-        if !seen.contains(&uid) && !row.is_pending() {
+        let gone = !seen.contains(&uid)
+            && match kind {
+                ScanKind::Full => true,
+                ScanKind::Changed { present: None } => false,
+                ScanKind::Changed {
+                    present: Some(present),
+                } => !present.contains(&uid),
+            };
+        if gone && !row.is_pending() {
             vanished
                 .entry(row.fingerprint.clone())
                 .or_default()
@@ -291,6 +339,118 @@ mod tests {
     }
 
     #[test]
+    fn a_delta_is_read_only_for_the_same_folder_filter_and_a_grown_highestmodseq() {
+        let c = Checkpoint {
+            uid_validity: 7,
+            uid_next: 4,
+            messages: 3,
+            highest_modseq: Some(9),
+            filter: "f".into(),
+        };
+        assert_eq!(
+            delta_from(Some(&c), &status(Some(12)), "f").map(|d| d.0),
+            Some(9)
+        );
+        // Unchanged is the STATUS shortcut's business; a HIGHESTMODSEQ that went back (a
+        // reset) or none (NOMODSEQ, no CONDSTORE) means a full read.
+        assert!(delta_from(Some(&c), &status(Some(9)), "f").is_none());
+        assert!(delta_from(Some(&c), &status(Some(3)), "f").is_none());
+        assert!(delta_from(Some(&c), &status(None), "f").is_none());
+        assert!(delta_from(Some(&c), &status(Some(12)), "other").is_none());
+        assert!(delta_from(None, &status(Some(12)), "f").is_none());
+        let other_folder = Checkpoint {
+            uid_validity: 8,
+            ..c.clone()
+        };
+        assert!(delta_from(Some(&other_folder), &status(Some(12)), "f").is_none());
+        for spoiled in [
+            Checkpoint {
+                highest_modseq: None,
+                ..c.clone()
+            },
+            Checkpoint {
+                highest_modseq: Some(0),
+                ..c.clone()
+            },
+            Checkpoint {
+                uid_next: 0,
+                ..c.clone()
+            },
+        ] {
+            assert!(delta_from(Some(&spoiled), &status(Some(12)), "f").is_none());
+        }
+    }
+
+    #[test]
+    fn a_delta_counts_new_messages_to_tell_whether_any_was_expunged() {
+        let c = Checkpoint {
+            uid_validity: 7,
+            uid_next: 4,
+            messages: 3,
+            highest_modseq: Some(9),
+            filter: "f".into(),
+        };
+        // UID 2's flags changed, 4 and 5 are new: 3 + 2 messages means none went.
+        let changed = [scanned(2, "\\Seen"), scanned(4, ""), scanned(5, "")];
+        assert!(nothing_expunged(&c, 5, &changed));
+        // One fewer: an old message was expunged (or a new one, as far as the count
+        // knows): the UIDs must be read.
+        assert!(!nothing_expunged(&c, 4, &changed));
+        assert!(!nothing_expunged(&c, 6, &changed));
+    }
+
+    #[test]
+    fn a_delta_scan_keeps_unseen_rows_unless_their_uid_is_gone() {
+        let ledger = || {
+            vec![
+                row("INBOX", 1, "a"),
+                row("INBOX", 2, "b"),
+                row("INBOX", 3, "c"),
+            ]
+        };
+        let changed = [scanned(2, "\\Flagged"), scanned(4, "")];
+        let mut vanished = Vanished::new();
+        let d = classify_scan(
+            ledger(),
+            validity(7),
+            &changed,
+            ScanKind::Changed { present: None },
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(d.to_copy, vec![(uid(4), 40)]);
+        assert_eq!(d.flag_updates.len(), 1);
+        assert_eq!(d.flag_updates[0].0.uid, uid(2));
+        assert!(vanished.is_empty());
+        // UID 3 was expunged: the folder's UID list says so.
+        let present: HashSet<Uid> = [uid(1), uid(2), uid(4)].into();
+        let d = classify_scan(
+            ledger(),
+            validity(7),
+            &changed,
+            ScanKind::Changed {
+                present: Some(&present),
+            },
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(d.to_copy, vec![(uid(4), 40)]);
+        assert_eq!(vanished.len(), 1);
+        assert_eq!(vanished[&Fingerprint::from("c")][0].uid, uid(3));
+        // The same rows under a full scan that saw only these messages: 1 and 3 vanished.
+        let mut vanished = Vanished::new();
+        classify_scan(
+            ledger(),
+            validity(7),
+            &changed,
+            ScanKind::Full,
+            &ALL,
+            &mut vanished,
+        );
+        assert_eq!(vanished.len(), 2);
+    }
+
+    #[test]
     fn scan_copies_what_the_ledger_lacks_and_updates_changed_flags() {
         let ledger = vec![row("INBOX", 1, "a"), row("INBOX", 2, "b")];
         let mut vanished = Vanished::new();
@@ -302,6 +462,7 @@ mod tests {
                 scanned(2, "\\Flagged \\Seen"),
                 scanned(3, ""),
             ],
+            ScanKind::Full,
             &ALL,
             &mut vanished,
         );
@@ -321,6 +482,7 @@ mod tests {
             vec![pending],
             validity(7),
             &[scanned(1, "\\Answered")],
+            ScanKind::Full,
             &ALL,
             &mut vanished,
         );
@@ -328,7 +490,14 @@ mod tests {
         // Nor is a pending row whose message is gone taken for a vanished copy.
         let mut pending = row("INBOX", 1, "a");
         pending.state = LedgerState::Pending;
-        let d = classify_scan(vec![pending], validity(7), &[], &ALL, &mut vanished);
+        let d = classify_scan(
+            vec![pending],
+            validity(7),
+            &[],
+            ScanKind::Full,
+            &ALL,
+            &mut vanished,
+        );
         assert_eq!(d, ScanDecision::default());
         assert!(vanished.is_empty());
     }
@@ -344,6 +513,7 @@ mod tests {
             Vec::new(),
             validity(7),
             &[scanned(1, ""), scanned(2, "\\Deleted"), scanned(3, "")],
+            ScanKind::Full,
             &filter,
             &mut Vanished::new(),
         );
@@ -357,6 +527,7 @@ mod tests {
             Vec::new(),
             validity(7),
             &[scanned(2, "\\Deleted")],
+            ScanKind::Full,
             &keep_deleted,
             &mut Vanished::new(),
         );
@@ -370,6 +541,7 @@ mod tests {
             vec![row("INBOX", 1, "a"), row("INBOX", 2, "b")],
             validity(8),
             &[scanned(1, "\\Seen"), scanned(2, "\\Seen")],
+            ScanKind::Full,
             &ALL,
             &mut vanished,
         );
@@ -388,6 +560,7 @@ mod tests {
             vec![row("INBOX", 1, "a")],
             validity(7),
             &[],
+            ScanKind::Full,
             &ALL,
             &mut vanished,
         );
@@ -401,6 +574,7 @@ mod tests {
             vec![row("A", 1, "same"), row("A", 2, "same")],
             validity(7),
             &[],
+            ScanKind::Full,
             &ALL,
             &mut vanished,
         );

@@ -129,15 +129,14 @@ pub struct PassContext<'a> {
     /// refusal or finished a folder resets the count (and the backoff).
     pub retries: u32,
     /// The first backoff; it doubles after each attempt without progress, up to
-    /// [`MAX_RETRY_DELAY`], with jitter.
+    /// `retry_max_delay`, with jitter.
     pub retry_delay: Duration,
+    /// The longest wait between two attempts.
+    pub retry_max_delay: Duration,
     /// Set by the runner to stop: the attempt in progress finishes, but a failed one is not
     /// tried again (the next `migrate` resumes from the ledger).
     pub stop: &'a AtomicBool,
 }
-
-/// The longest wait between two attempts.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// What one pass of an entry learned that its retried attempts must not count again: an
 /// attempt that breaks off is followed by another that scans the unfinished folders again.
@@ -183,7 +182,7 @@ pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) 
     let started = Instant::now();
     let mut stats = RunEntry::new(entry.id.clone());
     let mut attempts = Attempts::default();
-    let mut backoff = Backoff::new(ctx.retry_delay, entry.id.as_str());
+    let mut backoff = Backoff::new(ctx.retry_delay, ctx.retry_max_delay, entry.id.as_str());
     let mut without_progress = 0;
     let outcome = loop {
         let before = attempts.progress(&stats);
@@ -227,6 +226,7 @@ pub fn migrate_entry(ctx: &PassContext<'_>, entry: &Entry, pw: &EntryPasswords) 
 /// at the same instant.
 struct Backoff {
     first: Duration,
+    max: Duration,
     delay: Duration,
     /// xorshift64 state; seeded from the clock and the entry, since quality does not matter
     /// and core takes no crate for randomness.
@@ -234,7 +234,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(first: Duration, entry: &str) -> Backoff {
+    fn new(first: Duration, max: Duration, entry: &str) -> Backoff {
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -243,6 +243,7 @@ impl Backoff {
         });
         Backoff {
             first,
+            max,
             delay: first,
             // xorshift must not start at zero.
             seed: (clock ^ salt) | 1,
@@ -254,15 +255,15 @@ impl Backoff {
     }
 
     /// The next wait: the delay plus a jitter of up to half of it, never over
-    /// [`MAX_RETRY_DELAY`]; then the delay doubles.
+    /// the longest wait; then the delay doubles.
     fn next(&mut self) -> Duration {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         let half = self.delay.as_nanos() as u64 / 2;
         let jitter = Duration::from_nanos(if half == 0 { 0 } else { self.seed % half });
-        let wait = (self.delay + jitter).min(MAX_RETRY_DELAY);
-        self.delay = (self.delay * 2).min(MAX_RETRY_DELAY);
+        let wait = (self.delay + jitter).min(self.max);
+        self.delay = (self.delay * 2).min(self.max);
         wait
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::decide::{self, ScanFilter, Vanished};
+use super::decide::{self, ScanFilter, ScanKind, Vanished};
 use super::{Pass, Result, on};
 use crate::folders::{Folder, FolderPlanItem};
 use crate::model::{Flags, LedgerRow, Side, Uid, UidValidity};
@@ -50,16 +50,47 @@ impl Pass<'_, '_> {
                     .collect(),
             ),
         };
-        let mut scanned = Vec::with_capacity(selected.exists as usize);
-        if selected.exists > 0 {
+        // With CONDSTORE and a checkpoint of this same folder, only what changed since is
+        // read (flags changed, messages new); the folder's count tells whether any older
+        // message was expunged, and only then are its UIDs read, so moves are still seen.
+        let delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key())
+            .filter(|_| selected.uid_validity == status.uid_validity);
+        let mut scanned = Vec::new();
+        let mut present = None;
+        if let Some((modseq, c)) = delta {
+            src.scan_changed(modseq, &mut |m| scanned.push(m))
+                .map_err(on(Side::Source))?;
+            if !decide::nothing_expunged(c, selected.exists, &scanned) {
+                present = Some(
+                    src.uids()
+                        .map_err(on(Side::Source))?
+                        .into_iter()
+                        .collect::<HashSet<Uid>>(),
+                );
+            }
+        } else if selected.exists > 0 {
+            scanned.reserve(selected.exists as usize);
             src.scan(Uid::FIRST, &mut |m| scanned.push(m))
                 .map_err(on(Side::Source))?;
         }
+        let kind = match delta {
+            Some(_) => ScanKind::Changed {
+                present: present.as_ref(),
+            },
+            None => ScanKind::Full,
+        };
         let filter = ScanFilter {
             in_range: in_range.as_ref(),
             skip_deleted: settings.skip_deleted,
         };
-        let d = decide::classify_scan(ledger, selected.uid_validity, &scanned, &filter, vanished);
+        let d = decide::classify_scan(
+            ledger,
+            selected.uid_validity,
+            &scanned,
+            kind,
+            &filter,
+            vanished,
+        );
         self.attempts.skipped.insert(folder, d.skipped);
         Ok(Some(FolderWork {
             item: item.clone(),

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{
-    Backoff, ByteBudget, MAX_RETRY_DELAY, PROCESS_BYTE_BUDGET, PassContext, PassSettings,
-    migrate_entry,
-};
+use super::{Backoff, ByteBudget, PROCESS_BYTE_BUDGET, PassContext, PassSettings, migrate_entry};
 use crate::fingerprint::fingerprint;
 use crate::folders::FolderRules;
 use crate::job::Date;
@@ -128,6 +125,7 @@ impl World {
             observer: &NoObserver,
             retries: self.retries,
             retry_delay: Duration::from_millis(1),
+            retry_max_delay: Duration::from_millis(8),
             stop: &self.stop,
         };
         (
@@ -357,6 +355,93 @@ fn a_flag_change_on_the_source_is_set_on_the_target() {
         .unwrap();
     assert_eq!(copy.flags.as_str(), "$Work \\Flagged \\Seen");
     assert_eq!((dst.counts().flag_stores, dst.counts().appends), (1, 0));
+}
+
+#[test]
+fn with_condstore_a_changed_folder_is_read_as_a_delta_since_its_checkpoint() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    w.source.with(SOURCE, |m| {
+        m.set_message_flags("INBOX", uid(2), &["\\Seen", "\\Flagged"]);
+        m.deliver("INBOX", &mail(8), &[], "05-Mar-2024 10:00:00 +0000");
+    });
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.flags_updated),
+        (EntryState::Migrated, 1, 1)
+    );
+    // INBOX is read as a delta; its count adds up (3 + 1 new), so its UIDs are not read;
+    // every other folder costs its STATUS.
+    let src = w.src().counts().clone();
+    assert_eq!(
+        (src.statuses, src.scans, src.changed_scans, src.uid_lists),
+        (5, 0, 1, 0)
+    );
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+}
+
+#[test]
+fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    w.source.with(SOURCE, |m| {
+        m.move_message("INBOX", uid(1), "Archive");
+        m.set_message_flags("INBOX", uid(3), &[]);
+    });
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (
+            result.state,
+            result.copied,
+            result.moved,
+            result.flags_updated
+        ),
+        (EntryState::Migrated, 0, 1, 1)
+    );
+    let src = w.src().counts().clone();
+    // INBOX lost a message: its UIDs are read; Archive only gained one.
+    assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 2, 1));
+    assert_eq!(w.dst().counts().appends, 0);
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+
+    // An expunge and an arrival in one folder: the count is short by one against the
+    // checkpoint plus the new message, so the UIDs are read again.
+    w.source.with(SOURCE, |m| {
+        m.expunge("Archive/2020", uid(1));
+        m.deliver("Archive/2020", &mail(9), &[], "06-Mar-2024 10:00:00 +0000");
+    });
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 1));
+    let src = w.src().counts().clone();
+    assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 1, 1));
+    assert_eq!(
+        w.dst().messages("Archive/2020").len(),
+        w.src().messages("Archive/2020").len() + 1,
+        "the target keeps the copy of the expunged message"
+    );
+}
+
+#[test]
+fn without_condstore_a_changed_folder_is_read_in_full() {
+    let w = World::new(source_mailbox().with_condstore(false), FakeMailbox::new());
+    w.pass();
+    w.source.with(SOURCE, |m| {
+        m.set_message_flags("INBOX", uid(2), &["\\Seen"]);
+    });
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!((result.copied, result.flags_updated), (0, 1));
+    let src = w.src().counts().clone();
+    // Every folder but the empty Archive, which needs no scan.
+    assert_eq!((src.scans, src.changed_scans, src.uid_lists), (4, 0, 0));
+    assert_same_messages(&w, &FOLDERS);
 }
 
 #[test]
@@ -820,7 +905,8 @@ fn a_stop_is_obeyed_between_attempts_and_the_failure_is_not_retried() {
 #[test]
 fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_progress() {
     let first = Duration::from_secs(1);
-    let mut b = Backoff::new(first, "u1");
+    let max = Duration::from_secs(60);
+    let mut b = Backoff::new(first, max, "u1");
     for base in [1, 2, 4, 8, 16, 32] {
         let base = Duration::from_secs(base);
         let wait = b.next();
@@ -830,7 +916,7 @@ fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_
         );
     }
     for _ in 0..3 {
-        assert_eq!(b.next(), MAX_RETRY_DELAY);
+        assert_eq!(b.next(), max);
     }
     b.reset();
     let wait = b.next();

@@ -1,6 +1,7 @@
 //! Validation (stage 2): turns the raw structs into a [`Job`], collecting every problem.
 
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use super::raw::{
     AuthKeys, RawAdminLogin, RawAuth, RawConnection, RawCreate, RawDirectory, RawFlow, RawJob,
@@ -12,8 +13,8 @@ use super::{
     DEFAULT_MAILBOX_WAIT_SECONDS, DEFAULT_MASTER_SEPARATOR, DEFAULT_MAX_CONNECTIONS, Date,
     DateError, DirectoryConfig, DirectoryKind, DirectorySecurity, EXCHANGE_ONLINE_SCOPE,
     GMAIL_SCOPE, GRAPH_SCOPE, GRAPH_URL, GraphConfig, GraphCreate, IMAP_PORT, IMAP_TLS_PORT,
-    ImapSettings, Job, JobProblem, MigrationSettings, OAuth2Config, OAuth2Flow, OAuth2Mechanism,
-    Secret, Security, StateLocation, entra_token_url,
+    ImapSettings, Job, JobProblem, MigrationSettings, NetworkSettings, OAuth2Config, OAuth2Flow,
+    OAuth2Mechanism, Secret, Security, StateLocation, entra_token_url,
 };
 use crate::profile::{Profile, ProfileChoice, ProfileSettings};
 
@@ -47,6 +48,9 @@ pub(super) fn is_guid(text: &str) -> bool {
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
+
+/// The largest value of `[migration]`'s `*_seconds` keys: a day.
+const MAX_NETWORK_SECONDS: u64 = 86_400;
 
 const PIN_FORM: &str = "a SHA-256 fingerprint as a string (\"AB:CD:…\"), or a list of them";
 
@@ -1359,6 +1363,7 @@ impl Checker<'_> {
         let Some(raw) = raw else {
             return defaults;
         };
+        let network = self.network(&raw);
         let concurrency = self.at_least_one(
             "migration.concurrency",
             raw.concurrency,
@@ -1403,6 +1408,58 @@ impl Checker<'_> {
             skip_deleted: raw.skip_deleted.unwrap_or(defaults.skip_deleted),
             folder_map,
             lease_seconds: self.lease_seconds(raw.lease_seconds),
+            network,
+        }
+    }
+
+    /// `[migration]`'s timeout and retry keys.
+    fn network(&mut self, raw: &RawMigration) -> NetworkSettings {
+        let defaults = NetworkSettings::default();
+        let mut seconds = |key: &str, value: Option<u64>, default: Duration| match value {
+            None => default,
+            Some(s) if !(1..=MAX_NETWORK_SECONDS).contains(&s) => {
+                self.problem(
+                    key,
+                    format!(
+                        "{s}: expected a whole number of seconds from 1 to {MAX_NETWORK_SECONDS}"
+                    ),
+                );
+                default
+            }
+            Some(s) => Duration::from_secs(s),
+        };
+        let io_timeout = seconds(
+            "migration.io_timeout_seconds",
+            raw.io_timeout_seconds,
+            defaults.io_timeout,
+        );
+        let retry_first_delay = seconds(
+            "migration.retry_first_delay_seconds",
+            raw.retry_first_delay_seconds,
+            defaults.retry_first_delay,
+        );
+        let retry_max_delay = seconds(
+            "migration.retry_max_delay_seconds",
+            raw.retry_max_delay_seconds,
+            defaults.retry_max_delay.max(retry_first_delay),
+        );
+        if retry_max_delay < retry_first_delay {
+            self.problem(
+                "migration.retry_max_delay_seconds",
+                format!(
+                    "{} is less than retry_first_delay_seconds = {}",
+                    retry_max_delay.as_secs(),
+                    retry_first_delay.as_secs()
+                ),
+            );
+        }
+        NetworkSettings {
+            io_timeout,
+            retry_first_delay,
+            retry_max_delay,
+            retries_without_progress: raw
+                .retries_without_progress
+                .unwrap_or(defaults.retries_without_progress),
         }
     }
 

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -497,6 +498,8 @@ pub struct MigrationSettings {
     /// How long a process's claim on an entry's pass lasts without renewal before another
     /// process may take it over (default 30, from 5 to 3600).
     pub lease_seconds: u64,
+    /// Timeouts and retries (`io_timeout_seconds`, `retry_*`).
+    pub network: NetworkSettings,
 }
 
 impl MigrationSettings {
@@ -514,6 +517,43 @@ impl MigrationSettings {
     }
 }
 
+/// How long a server may keep mailferry waiting, and how failed attempts are retried
+/// (`[migration]` `io_timeout_seconds`, `retry_first_delay_seconds`, `retry_max_delay_seconds`,
+/// `retries_without_progress`; README, "Failures").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// How long an IMAP connect, read or write may wait (default 60 s). The environment
+    /// variable `MAILFERRY_IO_TIMEOUT_SECONDS`, when set, overrides it.
+    pub io_timeout: Duration,
+    /// The first wait before a failed attempt is tried again (default 1 s); it doubles after
+    /// each attempt without progress.
+    pub retry_first_delay: Duration,
+    /// The longest wait between two attempts (default 60 s).
+    pub retry_max_delay: Duration,
+    /// How many retries in a row without progress an entry gets before it fails (default 4).
+    pub retries_without_progress: u32,
+}
+
+/// Default of `io_timeout_seconds`.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `retry_first_delay_seconds`.
+pub const DEFAULT_RETRY_FIRST_DELAY: Duration = Duration::from_secs(1);
+/// Default of `retry_max_delay_seconds`.
+pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
+/// Default of `retries_without_progress`.
+pub const DEFAULT_RETRIES_WITHOUT_PROGRESS: u32 = 4;
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            retry_first_delay: DEFAULT_RETRY_FIRST_DELAY,
+            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            retries_without_progress: DEFAULT_RETRIES_WITHOUT_PROGRESS,
+        }
+    }
+}
+
 impl Default for MigrationSettings {
     fn default() -> Self {
         MigrationSettings {
@@ -525,6 +565,7 @@ impl Default for MigrationSettings {
             skip_deleted: true,
             folder_map: BTreeMap::new(),
             lease_seconds: DEFAULT_LEASE_SECONDS,
+            network: NetworkSettings::default(),
         }
     }
 }

@@ -182,6 +182,10 @@ pub(super) struct RawMigration {
     pub(super) skip_deleted: Option<bool>,
     pub(super) folder_map: Option<BTreeMap<String, String>>,
     pub(super) lease_seconds: Option<u64>,
+    pub(super) io_timeout_seconds: Option<u64>,
+    pub(super) retry_first_delay_seconds: Option<u64>,
+    pub(super) retry_max_delay_seconds: Option<u64>,
+    pub(super) retries_without_progress: Option<u32>,
 }
 
 /// A secret reference as written: `{ env = "VAR" }` or `{ file = "path" }`.

@@ -73,5 +73,10 @@ pub(super) fn humanize(message: &str) -> String {
     message
         .replace("expected u16", "expected a whole number from 0 to 65535")
         .replace("expected usize", "expected a whole number, 0 or more")
+        .replace("expected u64", "expected a whole number, 0 or more")
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
         .replace("expected a boolean", "expected true or false")
 }

@@ -805,7 +805,92 @@ fn lease_seconds_default_and_range() {
         problem_texts(&job_with("", "[migration]\nlease_seconds = \"30s\"")),
         vec![
             "line 17, column 17: migration.lease_seconds: invalid type: string \"30s\", \
-             expected u64"
+             expected a whole number, 0 or more"
+        ]
+    );
+}
+
+#[test]
+fn network_settings_default_and_parse() {
+    let (_dir, job) = load_ok(&job_with("", ""));
+    assert_eq!(job.migration.network, NetworkSettings::default());
+    assert_eq!(job.migration.network.io_timeout, Duration::from_secs(60));
+    assert_eq!(
+        job.migration.network.retry_first_delay,
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        job.migration.network.retry_max_delay,
+        Duration::from_secs(60)
+    );
+    assert_eq!(job.migration.network.retries_without_progress, 4);
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        "[migration]\nio_timeout_seconds = 20\nretry_first_delay_seconds = 2\n\
+         retry_max_delay_seconds = 300\nretries_without_progress = 10\n",
+    ));
+    assert_eq!(
+        job.migration.network,
+        NetworkSettings {
+            io_timeout: Duration::from_secs(20),
+            retry_first_delay: Duration::from_secs(2),
+            retry_max_delay: Duration::from_secs(300),
+            retries_without_progress: 10,
+        }
+    );
+    // A first delay above the default longest wait raises the default with it.
+    let (_dir, job) = load_ok(&job_with(
+        "",
+        "[migration]\nretry_first_delay_seconds = 90\n",
+    ));
+    assert_eq!(
+        job.migration.network.retry_max_delay,
+        Duration::from_secs(90)
+    );
+}
+
+#[test]
+fn network_settings_errors_name_line_column_and_key() {
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\nio_timeout_seconds = 0\nretry_first_delay_seconds = 100000\n"
+        )),
+        vec![
+            "line 17, column 22: migration.io_timeout_seconds: 0: expected a whole number of \
+             seconds from 1 to 86400",
+            "line 18, column 29: migration.retry_first_delay_seconds: 100000: expected a whole \
+             number of seconds from 1 to 86400",
+        ]
+    );
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\nretry_first_delay_seconds = 30\nretry_max_delay_seconds = 10\n"
+        )),
+        vec![
+            "line 18, column 27: migration.retry_max_delay_seconds: 10 is less than \
+             retry_first_delay_seconds = 30"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\nretries_without_progress = -1\n"
+        )),
+        vec![
+            "line 17, column 28: migration.retries_without_progress: invalid value: integer \
+             `-1`, expected a whole number from 0 to 4294967295"
+        ]
+    );
+    assert_eq!(
+        problem_texts(&job_with(
+            "",
+            "[migration]\nio_timeout_seconds = \"soon\"\n"
+        )),
+        vec![
+            "line 17, column 22: migration.io_timeout_seconds: invalid type: string \"soon\", \
+             expected a whole number, 0 or more"
         ]
     );
 }

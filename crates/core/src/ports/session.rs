@@ -153,6 +153,20 @@ pub trait MailSession: Send {
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>>;
     /// UID, flags and size of every message of the selected folder at or above `from`.
     fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()>;
+    /// UID, flags and size of the selected folder's messages whose mod-sequence is above
+    /// `modseq` (CONDSTORE's `CHANGEDSINCE`): every message whose flags changed or that
+    /// arrived since a STATUS that said HIGHESTMODSEQ `modseq`. A store without
+    /// mod-sequences gives every message, which is always right (a superset).
+    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+        let _ = modseq;
+        self.scan(Uid::FIRST, each)
+    }
+    /// Every UID of the selected folder (no flags, no sizes).
+    fn uids(&mut self) -> Result<Vec<Uid>> {
+        let mut uids = Vec::new();
+        self.scan(Uid::FIRST, &mut |m| uids.push(m.uid))?;
+        Ok(uids)
+    }
     /// These messages of the selected folder with their bodies, in UID order; `each` may stop
     /// the fetch early. Messages that no longer exist are left out.
     fn fetch(

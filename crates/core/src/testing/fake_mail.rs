@@ -39,6 +39,8 @@ pub struct FakeMessage {
     /// INTERNALDATE in IMAP's form, `17-Jul-1996 02:44:25 -0700`.
     pub internal_date: String,
     pub body: Vec<u8>,
+    /// The folder's mod-sequence when the message arrived or its flags last changed.
+    pub modseq: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,7 @@ impl FakeFolder {
             flags,
             internal_date: internal_date.unwrap_or(DEFAULT_DATE).to_string(),
             body: body.to_vec(),
+            modseq: self.modseq,
         });
         uid
     }
@@ -75,6 +78,10 @@ pub enum Op {
     Status,
     Select,
     Scan,
+    /// A scan of the messages changed since a mod-sequence (`CHANGEDSINCE`).
+    ScanChanged,
+    /// The folder's UIDs (`UID SEARCH ALL`).
+    Uids,
     Fetch,
     Append,
     Move,
@@ -91,6 +98,10 @@ pub struct Counts {
     pub statuses: u32,
     pub selects: u32,
     pub scans: u32,
+    /// Scans of the messages changed since a mod-sequence.
+    pub changed_scans: u32,
+    /// Reads of a folder's UIDs.
+    pub uid_lists: u32,
     pub fetches: u32,
     pub flag_stores: u32,
     pub moves: u32,
@@ -201,8 +212,10 @@ impl FakeMailbox {
     pub fn set_message_flags(&mut self, folder: &str, uid: Uid, flags: &[&str]) {
         let f = self.folder_mut(folder);
         f.modseq += 1;
+        let modseq = f.modseq;
         if let Some(m) = f.messages.iter_mut().find(|m| m.uid == uid) {
             m.flags = Flags::from_server(flags);
+            m.modseq = modseq;
         }
     }
 
@@ -218,6 +231,13 @@ impl FakeMailbox {
         let m = f.messages.remove(position);
         self.folder_mut(to)
             .store(m.flags, Some(&m.internal_date), &m.body)
+    }
+
+    /// Expunges a message, as a mail client would.
+    pub fn expunge(&mut self, folder: &str, uid: Uid) {
+        let f = self.folder_mut(folder);
+        f.modseq += 1;
+        f.messages.retain(|m| m.uid != uid);
     }
 
     /// Gives a folder a new UIDVALIDITY and renumbers its messages from 1, as a server does
@@ -765,6 +785,40 @@ impl MailSession for FakeSession {
         Ok(())
     }
 
+    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+        let folder = self.selected(false)?;
+        let scanned = self.command(Some(Op::ScanChanged), |mb| {
+            if !mb.condstore {
+                return Err(SessionError::new(
+                    SessionErrorKind::Unsupported,
+                    "CHANGEDSINCE without CONDSTORE",
+                ));
+            }
+            mb.counts.changed_scans += 1;
+            let f = mb.existing(&folder)?;
+            Ok(f.messages
+                .iter()
+                .filter(|m| m.modseq > modseq)
+                .map(|m| ScannedMessage {
+                    uid: m.uid,
+                    flags: m.flags.clone(),
+                    size: m.body.len() as u64,
+                })
+                .collect::<Vec<_>>())
+        })?;
+        scanned.into_iter().for_each(each);
+        Ok(())
+    }
+
+    fn uids(&mut self) -> Result<Vec<Uid>> {
+        let folder = self.selected(false)?;
+        self.command(Some(Op::Uids), |mb| {
+            mb.counts.uid_lists += 1;
+            let f = mb.existing(&folder)?;
+            Ok(f.messages.iter().map(|m| m.uid).collect())
+        })
+    }
+
     fn fetch(
         &mut self,
         uids: &[Uid],
@@ -813,8 +867,10 @@ impl MailSession for FakeSession {
             mb.counts.flag_stores += 1;
             let f = mb.existing(&folder)?;
             f.modseq += 1;
+            let modseq = f.modseq;
             for m in f.messages.iter_mut().filter(|m| uids.contains(&m.uid)) {
                 m.flags = flags.clone();
+                m.modseq = modseq;
             }
             Ok(())
         })

@@ -119,6 +119,27 @@ impl Client {
         Ok(())
     }
 
+    /// `UID FETCH set (items) (CHANGEDSINCE modseq)` (CONDSTORE, RFC 7162 §3.1.4): only the
+    /// messages whose mod-sequence is above `modseq`, each handed to `each` as it arrives.
+    pub fn uid_fetch_changed_since(
+        &mut self,
+        set: &str,
+        items: &str,
+        modseq: u64,
+        mut each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        let command = format!("UID FETCH {set} ({items}) (CHANGEDSINCE {modseq})");
+        self.trace(&command);
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        self.finish_with(&tag, "UID FETCH", |u| match u {
+            Untagged::Fetch(f) => each(f),
+            _ => Ok(()),
+        })?;
+        Ok(())
+    }
+
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         for u in self.run(&format!("UID SEARCH {criteria}"))? {
