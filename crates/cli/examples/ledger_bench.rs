@@ -9,7 +9,8 @@
 //! ```
 //!
 //! JOB's entries must exist (`match` first); writer *i* writes into entry *i*'s ledger under
-//! the source folder `ledger-bench`, which a real pass never has. Prints one line of JSON:
+//! the source folder `ledger-bench` (which a real pass never has), with a UIDVALIDITY of the
+//! run's own. Prints one line of JSON:
 //! writers, group, seconds, rows (each an intent and its completion), rows per second.
 
 use std::path::Path;
@@ -47,6 +48,10 @@ fn main() {
         "the job has {} entries, {writers} writers need as many",
         entries.len()
     );
+    let run_validity = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| (d.as_secs() % u64::from(u32::MAX)) as u32)
+        .max(1);
     let stop = Arc::new(AtomicBool::new(false));
     let rows = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -63,7 +68,9 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{e}"))
                     .unwrap_or_else(|h| panic!("{} holds {}", h.holder, entry.id.as_str()));
                 store.fence(&lease);
-                let validity = UidValidity::new(1).unwrap();
+                // A UIDVALIDITY of its own per run, so that a second run on the same job
+                // writes new rows beside the first one's.
+                let validity = UidValidity::new(run_validity).unwrap();
                 let mut next = 1u32;
                 while !stop.load(Ordering::Relaxed) {
                     let intents: Vec<LedgerRow> = (0..group)

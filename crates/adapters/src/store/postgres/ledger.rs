@@ -90,36 +90,52 @@ pub fn insert_pending(
 ) -> Result<()> {
     let tx = client;
     super::runs::check_fence(tx, fence)?;
-    let stmt = tx
-        .prepare(
-            "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
-                 target_uid, target_uidnext, fingerprint, size, flags, state)
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, 'pending')",
-        )
-        .db()?;
-    for r in rows {
-        let uidnext = r.target_uidnext.map(i64::from);
-        tx.execute(
-            &stmt,
-            &[
-                &entry.as_str(),
-                &r.source_folder,
-                &i64::from(r.uid_validity.get()),
-                &i64::from(r.uid.get()),
-                &r.target_folder,
-                &uidnext,
-                &r.fingerprint.as_str(),
-                &to_i64(r.size, "message size")?,
-                &r.flags.as_str(),
-            ],
-        )
-        .db()?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    // One statement for the whole group (arrays unnested), not one round trip per row.
+    let mut folders = Vec::with_capacity(rows.len());
+    let mut validities = Vec::with_capacity(rows.len());
+    let mut uids = Vec::with_capacity(rows.len());
+    let mut targets = Vec::with_capacity(rows.len());
+    let mut uidnexts = Vec::with_capacity(rows.len());
+    let mut fingerprints = Vec::with_capacity(rows.len());
+    let mut sizes = Vec::with_capacity(rows.len());
+    let mut flags = Vec::with_capacity(rows.len());
+    for r in rows {
+        folders.push(r.source_folder.as_str());
+        validities.push(i64::from(r.uid_validity.get()));
+        uids.push(i64::from(r.uid.get()));
+        targets.push(r.target_folder.as_str());
+        uidnexts.push(r.target_uidnext.map(i64::from));
+        fingerprints.push(r.fingerprint.as_str());
+        sizes.push(to_i64(r.size, "message size")?);
+        flags.push(r.flags.as_str());
+    }
+    tx.execute(
+        "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
+             target_uid, target_uidnext, fingerprint, size, flags, state)
+         SELECT $1, f, v, u, t, NULL, n, fp, s, fl, 'pending'
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
+                     $7::text[], $8::bigint[], $9::text[]) AS x(f, v, u, t, n, fp, s, fl)",
+        &[
+            &entry.as_str(),
+            &folders,
+            &validities,
+            &uids,
+            &targets,
+            &uidnexts,
+            &fingerprints,
+            &sizes,
+            &flags,
+        ],
+    )
+    .db()?;
     Ok(())
 }
 
 /// Marks rows copied (with their target UID when known) and forgets the failed ones, in one
-/// transaction.
+/// transaction: one statement each (arrays unnested), whatever the group's size.
 pub fn complete(
     client: &mut Client,
     fence: Option<&Lease>,
@@ -129,41 +145,39 @@ pub fn complete(
 ) -> Result<()> {
     let mut tx = client.transaction().db()?;
     super::runs::check_fence(&mut tx, fence)?;
-    let done = tx
-        .prepare(
-            "UPDATE ledger SET state = 'copied', target_uid = $5, target_uidnext = NULL
-             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
-        )
-        .db()?;
-    for (r, uid) in copied {
-        let uid = uid.map(|u| i64::from(u.get()));
+    if !copied.is_empty() {
+        let folders: Vec<&str> = copied.iter().map(|(r, _)| r.source_folder.as_str()).collect();
+        let validities: Vec<i64> = copied
+            .iter()
+            .map(|(r, _)| i64::from(r.uid_validity.get()))
+            .collect();
+        let uids: Vec<i64> = copied.iter().map(|(r, _)| i64::from(r.uid.get())).collect();
+        let targets: Vec<Option<i64>> = copied
+            .iter()
+            .map(|(_, uid)| uid.map(|u| i64::from(u.get())))
+            .collect();
         tx.execute(
-            &done,
-            &[
-                &entry.as_str(),
-                &r.source_folder,
-                &i64::from(r.uid_validity.get()),
-                &i64::from(r.uid.get()),
-                &uid,
-            ],
+            "UPDATE ledger AS l SET state = 'copied', target_uid = x.tu, target_uidnext = NULL
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS x(f, v, u, tu)
+             WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
+                 AND l.uid_validity = x.v AND l.uid = x.u",
+            &[&entry.as_str(), &folders, &validities, &uids, &targets],
         )
         .db()?;
     }
-    let del = tx
-        .prepare(
-            "DELETE FROM ledger
-             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
-        )
-        .db()?;
-    for r in failed {
+    if !failed.is_empty() {
+        let folders: Vec<&str> = failed.iter().map(|r| r.source_folder.as_str()).collect();
+        let validities: Vec<i64> = failed
+            .iter()
+            .map(|r| i64::from(r.uid_validity.get()))
+            .collect();
+        let uids: Vec<i64> = failed.iter().map(|r| i64::from(r.uid.get())).collect();
         tx.execute(
-            &del,
-            &[
-                &entry.as_str(),
-                &r.source_folder,
-                &i64::from(r.uid_validity.get()),
-                &i64::from(r.uid.get()),
-            ],
+            "DELETE FROM ledger AS l
+             USING unnest($2::text[], $3::bigint[], $4::bigint[]) AS x(f, v, u)
+             WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
+                 AND l.uid_validity = x.v AND l.uid = x.u",
+            &[&entry.as_str(), &folders, &validities, &uids],
         )
         .db()?;
     }
