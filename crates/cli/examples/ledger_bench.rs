@@ -26,7 +26,10 @@ use mailferry_core::ports::Backends;
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
         .nth(n)
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("argument {n}: a number, not {v}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("argument {n}: a number, not {v}"))
+        })
         .unwrap_or(default)
 }
 

@@ -1221,7 +1221,11 @@ fn a_graph_directory_and_its_application_are_edited_from_the_console() {
     assert!(text.contains("OData"), "{text}");
     assert_eq!(std::fs::read_to_string(lab.job()).unwrap(), before);
 
-    type_into(&b, filter, "accountEnabled eq true and department eq 'Sales'");
+    type_into(
+        &b,
+        filter,
+        "accountEnabled eq true and department eq 'Sales'",
+    );
     b.click(&b.find(save).unwrap()).unwrap();
     b.wait_until(
         "return document.querySelector('form[data-section=\"target.directory\"] .form-status').textContent.startsWith('Saved');",

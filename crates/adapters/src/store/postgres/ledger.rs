@@ -146,7 +146,10 @@ pub fn complete(
     let mut tx = client.transaction().db()?;
     super::runs::check_fence(&mut tx, fence)?;
     if !copied.is_empty() {
-        let folders: Vec<&str> = copied.iter().map(|(r, _)| r.source_folder.as_str()).collect();
+        let folders: Vec<&str> = copied
+            .iter()
+            .map(|(r, _)| r.source_folder.as_str())
+            .collect();
         let validities: Vec<i64> = copied
             .iter()
             .map(|(r, _)| i64::from(r.uid_validity.get()))

@@ -718,10 +718,7 @@ fn a_graph_directory_form_is_validated_as_the_job_file_is_and_writes_in_place() 
         &[("graph_url", text("http://graph.example/v1.0"))],
     );
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert_eq!(
-        problems[0].0.as_deref(),
-        Some("target.directory.graph_url")
-    );
+    assert_eq!(problems[0].0.as_deref(), Some("target.directory.graph_url"));
     assert!(problems[0].1.contains("unencrypted"), "{problems:?}");
     assert_eq!(read(&path), GRAPH_JOB);
 
@@ -771,8 +768,8 @@ fn a_graph_directorys_application_is_written_in_its_own_table_and_leaves_the_log
             Section::TargetDirectoryOAuth2,
             &[("mechanism", text("xoauth2"))]
         )[0]
-            .1
-            .contains("Not a setting this form can change")
+        .1
+        .contains("Not a setting this form can change")
     );
     assert_eq!(read(&path), GRAPH_JOB);
     reconfigure_file(
@@ -834,7 +831,10 @@ fn creation_in_entra_id_has_its_licence_keys_and_refuses_ldaps() {
         &form(&[("mailbox_wait_seconds", text("120"))]),
     )
     .expect("written");
-    assert!(read(&path).ends_with("initial_password = { env = \"FIRST\" }\nmailbox_wait_seconds = 120\n"));
+    assert!(
+        read(&path)
+            .ends_with("initial_password = { env = \"FIRST\" }\nmailbox_wait_seconds = 120\n")
+    );
     let job = Job::load(&path).expect("loads");
     let wait = job
         .target
