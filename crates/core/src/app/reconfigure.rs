@@ -134,8 +134,7 @@ impl Section {
         let list: &[Field] = match self.sub_path() {
             [] => CONNECTION_FIELDS,
             ["create"] => CREATE_FIELDS,
-            ["oauth2"] => OAUTH2_FIELDS,
-            ["directory", "oauth2"] => DIRECTORY_OAUTH2_FIELDS,
+            ["oauth2"] | ["directory", "oauth2"] => OAUTH2_FIELDS,
             _ => DIRECTORY_FIELDS,
         };
         list.iter()
@@ -188,6 +187,7 @@ impl Applies {
             Some("maildir") => Applies::Maildir,
             Some("ldap") => Applies::Ldap,
             Some("graph") => Applies::Graph,
+            // `imap` and the connection's `oauth2` (the IMAP login's application).
             _ => Applies::Imap,
         }
     }
@@ -384,15 +384,22 @@ const DIRECTORY_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `[side.oauth2]` (kind `oauth2`: the IMAP login's application) and `[side.directory.oauth2]`
+/// (kind `graph`: a Graph directory's own application, which is an Entra ID one and has no
+/// SASL mechanism).
 const OAUTH2_FIELDS: &[Field] = &[
     Field {
         choices: &["client-credentials", "service-account"],
-        ..field(
+        ..imap(
             "flow",
             "Flow",
             Input::Choice,
             "client-credentials (Entra ID) or service-account (Google)",
         )
+    },
+    Field {
+        choices: &["client-credentials"],
+        ..graph("flow", "Flow", Input::Choice, "client-credentials")
     },
     field(
         "tenant",
@@ -414,7 +421,7 @@ const OAUTH2_FIELDS: &[Field] = &[
         "cert.pem (instead of a secret)",
     ),
     field("client_key", "Client key", Input::Secret, ""),
-    field("key_file", "Service account key", Input::Secret, ""),
+    imap("key_file", "Service account key", Input::Secret, ""),
     field(
         "token_url",
         "Token URL",
@@ -425,66 +432,12 @@ const OAUTH2_FIELDS: &[Field] = &[
         "scope",
         "Scope",
         Input::Text,
-        "Exchange Online's, or Gmail's",
+        "Exchange Online's, Gmail's or Graph's",
     ),
     Field {
         choices: &["xoauth2", "oauthbearer"],
-        ..field("mechanism", "Mechanism", Input::Choice, "xoauth2")
+        ..imap("mechanism", "Mechanism", Input::Choice, "xoauth2")
     },
-    field(
-        "tls_ca",
-        "TLS CA file",
-        Input::Text,
-        "for the token endpoint (besides the system's)",
-    ),
-    field(
-        "allow_plain",
-        "Allow plain HTTP (loopback)",
-        Input::Flag,
-        "",
-    ),
-];
-
-/// `[side.directory.oauth2]`: a Graph directory's own application (the connection's keys, but
-/// `mechanism`, which is IMAP's, and `key_file`: Graph takes an Entra ID application only).
-const DIRECTORY_OAUTH2_FIELDS: &[Field] = &[
-    // Microsoft Graph takes an Entra ID application only.
-    Field {
-        choices: &["client-credentials"],
-        ..field("flow", "Flow", Input::Choice, "client-credentials")
-    },
-    field(
-        "tenant",
-        "Tenant",
-        Input::Text,
-        "contoso.onmicrosoft.com or its ID",
-    ),
-    field(
-        "client_id",
-        "Client ID",
-        Input::Text,
-        "the app registration's ID",
-    ),
-    field("client_secret", "Client secret", Input::Secret, ""),
-    field(
-        "client_certificate",
-        "Client certificate",
-        Input::Text,
-        "cert.pem (instead of a secret)",
-    ),
-    field("client_key", "Client key", Input::Secret, ""),
-    field(
-        "token_url",
-        "Token URL",
-        Input::Text,
-        "Entra ID's for the tenant",
-    ),
-    field(
-        "scope",
-        "Scope",
-        Input::Text,
-        "https://graph.microsoft.com/.default",
-    ),
     field(
         "tls_ca",
         "TLS CA file",
@@ -1008,6 +961,8 @@ fn section_kind(doc: &DocumentMut, section: Section) -> Option<String> {
             .and_then(Item::as_str)
             .map(str::to_owned),
         ["directory"] | ["create"] => Some(directory_kind(doc, section.side()).to_owned()),
+        // A directory's own application is a Graph one (the only kind that has it).
+        ["directory", "oauth2"] => Some("graph".to_owned()),
         _ => Some("oauth2".to_owned()),
     }
 }

@@ -642,7 +642,15 @@ fn a_graph_directory_has_graphs_keys_and_its_applications_form() {
     );
     let app = section_view(&path, Section::TargetDirectoryOAuth2);
     assert!(app.present);
-    assert!(!names(&app).contains(&"mechanism"), "{:?}", names(&app));
+    assert_eq!(app.kind.as_deref(), Some("graph"));
+    for imap_only in ["mechanism", "key_file"] {
+        assert!(!names(&app).contains(&imap_only), "{:?}", names(&app));
+    }
+    let flow = app.fields.iter().find(|f| f.name == "flow").unwrap();
+    assert_eq!(flow.choices, ["client-credentials"]);
+    // The IMAP login's own application keeps both flows, the key file and the mechanism.
+    let login = section_view(&path, Section::TargetOAuth2);
+    assert!(names(&login).contains(&"mechanism") && names(&login).contains(&"key_file"));
     assert_eq!(
         shown(&app).get("client_secret"),
         Some(&FieldValue::Secret(SecretRef::Env("GRAPH_SECRET".into())))
