@@ -1049,17 +1049,56 @@ fn type_into(b: &Browser, css: &str, text: &str) {
     b.send_keys(&b.find(css).unwrap(), text).unwrap();
 }
 
-#[test]
-fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
+/// A job with `extra` (a directory) written after its connections, matched, and `serve` on
+/// it; the file's text as written.
+fn serve_job_with(extra: &str) -> (Lab, Served, String) {
     let lab = Lab::new(&["alice"]);
     let job = lab.job();
     let job = job.to_str().unwrap();
     assert!(lab.mailferry(&["match", job]).status.success());
-    lab.write_job(TARGET_DIRECTORY);
+    lab.write_job(extra);
     let before = std::fs::read_to_string(lab.job()).unwrap();
     let mut cmd = lab.command(&["serve", job]);
     cmd.stderr(Stdio::null());
     let s = Served::start(cmd);
+    (lab, s, before)
+}
+
+/// Saves the form of `section` and waits until it says it saved.
+fn save_form(b: &Browser, section: &str) {
+    b.click(
+        &b.find(&format!(
+            "form[data-section=\"{section}\"] button[type=submit]"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    b.wait_until(
+        &format!(
+            "return document.querySelector('form[data-section=\"{section}\"] .form-status').textContent.startsWith('Saved');"
+        ),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+}
+
+/// Waits for the error shown beside the field `key` (its element is there, empty, before the
+/// answer comes) and returns it.
+fn field_error(b: &Browser, key: &str) -> String {
+    let css = format!("[data-field=\"{key}\"] .field-error");
+    b.wait_until(
+        &format!("return document.querySelector('{css}').textContent !== '';"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    b.text(&b.find(&css).unwrap()).unwrap()
+}
+
+#[test]
+fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
+    let (lab, s, before) = serve_job_with(TARGET_DIRECTORY);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
 
     // The form posts under the same locks as every other change.
     let cookie = s.cookie();
@@ -1100,13 +1139,7 @@ fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
             .unwrap(),
     )
     .unwrap();
-    let error = b
-        .wait_for(
-            "[data-field=\"source.port\"] .field-error",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    let text = b.text(&error).unwrap();
+    let text = field_error(&b, "source.port");
     assert!(text.contains("65535"), "{text}");
     assert_eq!(
         b.execute(
@@ -1123,16 +1156,7 @@ fn connection_forms_refuse_a_bad_value_and_write_a_good_one_keeping_comments() {
     // A good change: the target directory's base. The file changes in that value only.
     let base = "#f-target-directory-base";
     type_into(&b, base, "ou=staff,dc=new,dc=example");
-    b.click(
-        &b.find("form[data-section=\"target.directory\"] button[type=submit]")
-            .unwrap(),
-    )
-    .unwrap();
-    b.wait_until(
-        "return document.querySelector('form[data-section=\"target.directory\"] .form-status').textContent.startsWith('Saved');",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    save_form(&b, "target.directory");
     let after = std::fs::read_to_string(lab.job()).unwrap();
     assert_eq!(
         after,
@@ -1159,15 +1183,9 @@ const GRAPH_DIRECTORY: &str = "# Entra ID, read through Microsoft Graph.\n[targe
 /// validated as the job file is and written in place.
 #[test]
 fn a_graph_directory_and_its_application_are_edited_from_the_console() {
-    let lab = Lab::new(&["alice"]);
+    let (lab, s, before) = serve_job_with(GRAPH_DIRECTORY);
     let job = lab.job();
     let job = job.to_str().unwrap();
-    assert!(lab.mailferry(&["match", job]).status.success());
-    lab.write_job(GRAPH_DIRECTORY);
-    let before = std::fs::read_to_string(lab.job()).unwrap();
-    let mut cmd = lab.command(&["serve", job]);
-    cmd.stderr(Stdio::null());
-    let s = Served::start(cmd);
     let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
     b.goto(&s.url).unwrap();
     b.wait_for("tr[data-entry-id]", Duration::from_secs(10))
@@ -1206,18 +1224,7 @@ fn a_graph_directory_and_its_application_are_edited_from_the_console() {
     let save = "form[data-section=\"target.directory\"] button[type=submit]";
     type_into(&b, filter, "(objectClass=user)");
     b.click(&b.find(save).unwrap()).unwrap();
-    let error = b
-        .wait_for(
-            "[data-field=\"target.directory.filter\"] .field-error",
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    b.wait_until(
-        "return document.querySelector('[data-field=\"target.directory.filter\"] .field-error').textContent !== '';",
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let text = b.text(&error).unwrap();
+    let text = field_error(&b, "target.directory.filter");
     assert!(text.contains("OData"), "{text}");
     assert_eq!(std::fs::read_to_string(lab.job()).unwrap(), before);
 
@@ -1226,24 +1233,10 @@ fn a_graph_directory_and_its_application_are_edited_from_the_console() {
         filter,
         "accountEnabled eq true and department eq 'Sales'",
     );
-    b.click(&b.find(save).unwrap()).unwrap();
-    b.wait_until(
-        "return document.querySelector('form[data-section=\"target.directory\"] .form-status').textContent.startsWith('Saved');",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    save_form(&b, "target.directory");
     // The application's client ID, in its own table; the IMAP login stays the admin's.
     type_into(&b, "#f-target-directory-oauth2-client_id", "graph-app-2");
-    b.click(
-        &b.find("form[data-section=\"target.directory.oauth2\"] button[type=submit]")
-            .unwrap(),
-    )
-    .unwrap();
-    b.wait_until(
-        "return document.querySelector('form[data-section=\"target.directory.oauth2\"] .form-status').textContent.startsWith('Saved');",
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    save_form(&b, "target.directory.oauth2");
     b.screenshot_png(&screenshots().join("connections-graph.png"))
         .unwrap();
     let after = std::fs::read_to_string(lab.job()).unwrap();
