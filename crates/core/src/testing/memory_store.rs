@@ -125,58 +125,6 @@ impl MemoryStore {
         rows
     }
 
-    fn claim_now(
-        &mut self,
-        entry: &EntryId,
-        holder: &str,
-        ttl: Duration,
-        from_epoch: Option<i64>,
-        uses: &[ServerUse],
-    ) -> Result<std::result::Result<Lease, Refusal>> {
-        let now_instant = Instant::now();
-        let epoch = match self.state.leases.get(entry) {
-            None => 1,
-            Some(l) if l.expires <= now_instant || from_epoch == Some(l.epoch) => l.epoch + 1,
-            Some(l) => {
-                return Ok(Err(Refusal::Held(LeaseHolder {
-                    holder: l.holder.clone(),
-                    since: l.since.clone(),
-                    epoch: l.epoch,
-                })));
-            }
-        };
-        let leases = &self.state.leases;
-        let full = check_room(uses, |server, mailbox| {
-            Ok(leases
-                .iter()
-                .filter(|(e, l)| *e != entry && l.expires > now_instant)
-                .flat_map(|(_, l)| &l.uses)
-                .filter(|u| u.server == server && mailbox.is_none_or(|m| u.mailbox == m))
-                .map(|u| u.connections)
-                .sum())
-        })?;
-        if let Some(full) = full {
-            return Ok(Err(Refusal::Full(full)));
-        }
-        self.state.leases.insert(
-            entry.clone(),
-            HeldLease {
-                holder: holder.to_string(),
-                epoch,
-                since: now(),
-                expires: expiry(now_instant, ttl),
-                renewed: now_instant,
-                progress: PassProgress::default(),
-                uses: uses.to_vec(),
-            },
-        );
-        Ok(Ok(Lease {
-            entry: entry.clone(),
-            holder: holder.to_string(),
-            epoch,
-        }))
-    }
-
     /// `Err` when the entry's writes are fenced by a claim another holder has taken over.
     fn check_fence(&mut self, entry: &EntryId) -> Result<()> {
         let Some(fence) = self.fences.get(entry).cloned() else {
@@ -589,7 +537,48 @@ impl Store for MemoryStore {
         from_epoch: Option<i64>,
         uses: &[ServerUse],
     ) -> Result<std::result::Result<Lease, Refusal>> {
-        self.claim_now(entry, holder, ttl, from_epoch, uses)
+        let now_instant = Instant::now();
+        let epoch = match self.state.leases.get(entry) {
+            None => 1,
+            Some(l) if l.expires <= now_instant || from_epoch == Some(l.epoch) => l.epoch + 1,
+            Some(l) => {
+                return Ok(Err(Refusal::Held(LeaseHolder {
+                    holder: l.holder.clone(),
+                    since: l.since.clone(),
+                    epoch: l.epoch,
+                })));
+            }
+        };
+        let leases = &self.state.leases;
+        let full = check_room(uses, |server, mailbox| {
+            Ok(leases
+                .iter()
+                .filter(|(e, l)| *e != entry && l.expires > now_instant)
+                .flat_map(|(_, l)| &l.uses)
+                .filter(|u| u.server == server && mailbox.is_none_or(|m| u.mailbox == m))
+                .map(|u| u.connections)
+                .sum())
+        })?;
+        if let Some(full) = full {
+            return Ok(Err(Refusal::Full(full)));
+        }
+        self.state.leases.insert(
+            entry.clone(),
+            HeldLease {
+                holder: holder.to_string(),
+                epoch,
+                since: now(),
+                expires: expiry(now_instant, ttl),
+                renewed: now_instant,
+                progress: PassProgress::default(),
+                uses: uses.to_vec(),
+            },
+        );
+        Ok(Ok(Lease {
+            entry: entry.clone(),
+            holder: holder.to_string(),
+            epoch,
+        }))
     }
 
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()> {

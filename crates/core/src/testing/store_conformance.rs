@@ -395,6 +395,22 @@ pub fn set_flags_changes_only_the_named_rows(mut s: Box<dyn Store>) -> Result<()
     assert_eq!(all[1].flags, flagged);
     s.set_flags(&id, &[(&rows[0], Flags::default())])?;
     assert!(s.ledger_all(&id)?[0].flags.is_empty());
+    // Several rows at once, each with its own flags; another entry's rows are left alone.
+    let other = EntryId::from("u2");
+    copy_rows(s.as_mut(), &other, &rows, 10)?;
+    let answered = Flags::from_server(["\\Answered"]);
+    s.set_flags(
+        &id,
+        &[(&rows[0], answered.clone()), (&rows[1], Flags::default())],
+    )?;
+    let all = s.ledger_all(&id)?;
+    assert_eq!(
+        (&all[0].flags, &all[1].flags),
+        (&answered, &Flags::default())
+    );
+    let theirs = s.ledger_all(&other)?;
+    assert_eq!(theirs[0].flags, Flags::from_server(["\\Seen"]));
+    assert_eq!(theirs[1].flags, Flags::from_server(["\\Seen"]));
     Ok(())
 }
 

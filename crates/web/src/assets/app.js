@@ -237,7 +237,7 @@ function renderGrid() {
   for (let i = first; i < last; i += 1) rows.push(rowHtml(state.view[i], i));
   const body = $('#rows');
   const d = state.drawn;
-  if (d && d.body === body && d.first === first && d.last === last && d.n === n) {
+  if (d && d.first === first && d.last === last && d.n === n) {
     // The same window: replace only the rows whose HTML changed.
     const trs = body.children; // spacer, rows…, spacer
     for (let k = 0; k < rows.length; k += 1) {
@@ -251,7 +251,7 @@ function renderGrid() {
     spacers[0].style.height = `${first * ROW_H}px`;
     spacers[1].style.height = `${(n - last) * ROW_H}px`;
   }
-  state.drawn = { body, first, last, n, rows };
+  state.drawn = { first, last, n, rows };
   const visibleSelected = state.view.reduce((k, e) => k + (state.selected.has(e.id) ? 1 : 0), 0);
   const all = $('#select-all');
   const allChecked = n > 0 && visibleSelected === n;

@@ -195,22 +195,27 @@ pub fn set_flags(
 ) -> Result<()> {
     let mut tx = client.transaction().db()?;
     super::runs::check_fence(&mut tx, fence)?;
-    let stmt = tx
-        .prepare(
-            "UPDATE ledger SET flags = $5
-             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
-        )
-        .db()?;
-    for (r, flags) in updates {
+    if !updates.is_empty() {
+        // One statement for all of them, as `complete`: a delta pass may change many flags.
+        let folders: Vec<&str> = updates
+            .iter()
+            .map(|(r, _)| r.source_folder.as_str())
+            .collect();
+        let validities: Vec<i64> = updates
+            .iter()
+            .map(|(r, _)| i64::from(r.uid_validity.get()))
+            .collect();
+        let uids: Vec<i64> = updates
+            .iter()
+            .map(|(r, _)| i64::from(r.uid.get()))
+            .collect();
+        let flags: Vec<&str> = updates.iter().map(|(_, f)| f.as_str()).collect();
         tx.execute(
-            &stmt,
-            &[
-                &entry.as_str(),
-                &r.source_folder,
-                &i64::from(r.uid_validity.get()),
-                &i64::from(r.uid.get()),
-                &flags.as_str(),
-            ],
+            "UPDATE ledger AS l SET flags = x.fl
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS x(f, v, u, fl)
+             WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
+                 AND l.uid_validity = x.v AND l.uid = x.u",
+            &[&entry.as_str(), &folders, &validities, &uids, &flags],
         )
         .db()?;
     }
