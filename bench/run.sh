@@ -100,6 +100,38 @@ eval "$LAB_ENV" # SRC_CONF DST_CONF SRC_HOST SRC_PORT DST_HOST DST_PORT MASTER_U
 LAB=$MAILFERRY_LAB
 MANIFEST=$LAB/source/corpus.json
 
+# Emptying the target between tools: its messages are moved aside, not deleted, until the end.
+# This machine's root file system is ext4 without a journal, and there the inode allocator
+# skips an inode freed within the last 60 s (360 s once its inode-table block is dirty again):
+# `recently_deleted()` in fs/ext4/ialloc.c. After `rm -rf` of the 20,000 files of the tool
+# before, every file the next tool creates on the target scans past those inodes first; perf
+# showed that scan as 25-35 % of all the CPU of a pass, in the target's kernel time. A real
+# migration's target has not just deleted 20,000 files, so each tool gets a target that has
+# not either: renaming frees no inode. The moved-aside stores are deleted when run.sh ends,
+# and the next run waits until that deletion is out of the window.
+TRASH=$LAB/bench-trash
+WIPED=$LAB/bench-trash.wiped
+set_aside_target() {
+  mkdir -p "$TRASH"
+  local d
+  d=$(mktemp -d "$TRASH/XXXXXX")
+  find "$LAB/target/mail" -mindepth 1 -maxdepth 1 -exec mv -t "$d" {} +
+}
+wipe_trash() {
+  [[ -d $TRASH ]] || return 0
+  log "deleting the targets set aside ($(du -sh "$TRASH" | cut -f1))"
+  rm -rf "$TRASH"
+  sync
+  date +%s >"$WIPED"
+}
+if [[ -f $WIPED ]]; then
+  ago=$(($(date +%s) - $(cat "$WIPED")))
+  if ((ago < 370)); then
+    log "waiting $((370 - ago)) s: the last run's deleted files are still in ext4's recently-deleted window"
+    sleep $((370 - ago))
+  fi
+fi
+
 # The source holds the preset's corpus when its manifest names the preset and Dovecot sees
 # every message it lists (a reset-source leaves the manifest behind).
 corpus_ready() {
@@ -161,6 +193,9 @@ measure() {
   sleep 0.3 # let the masters reap their imap children
   s1=$(master_ticks source)
   d1=$(master_ticks target)
+  # the two servers apart (source, target), for where the server CPU goes
+  awk -v s=$((s1 - s0)) -v d=$((d1 - d0)) -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "%.2f\t%.2f\n", s / hz, d / hz}' >"$OUT/$tag.servers"
   python3 - "$OUT/$tag.time" "$1" "$2" "$NMSG" "$NBYTES" "$t0" "$t1" "$((s1 - s0 + d1 - d0))" "$RC" >>"$RES" <<'EOF'
 import os, re, sys
 f, tool, phase, n, b, t0, t1, ticks, rc = sys.argv[1:]
@@ -299,15 +334,24 @@ unwatch() {
   wait "${WATCH_PIDS[@]}" 2>/dev/null || true
   WATCH_PIDS=()
 }
-trap 'unwatch; cleanup' EXIT
+trap 'unwatch; wipe_trash; cleanup' EXIT
 
-# run_mailferry TOOL BINARY [WATCHERS]: a full pass and a no-change pass of one mailferry
-# build, each checked and verified, on an emptied target with a fresh state database.
+# run_mailferry TOOL BINARY [WATCHERS [TARGET_FSYNC]]: a full pass and a no-change pass of one
+# mailferry build, each checked and verified, on an emptied target with a fresh state
+# database. TARGET_FSYNC: the target Dovecot's mail_fsync for this run (default: its own).
 run_mailferry() {
-  local tool=$1 bin=$2 watchers=${3:-0}
+  local tool=$1 bin=$2 watchers=${3:-0} target_fsync=${4:-}
   log "== $tool (concurrency $JOBS): $bin"
+  set_aside_target
   "$LABSH" reset-target
-  "$LABSH" restart # clears Dovecot's penalty for earlier failed logins
+  "$LABSH" restart # clears Dovecot's penalty for earlier failed logins (and rewrites the configs)
+  if [[ -n $target_fsync ]]; then
+    echo "mail_fsync = $target_fsync" >>"$LAB/target/etc/dovecot.conf"
+    doveadm -c "$LAB/target/etc/dovecot.conf" reload
+    sleep 1
+    [[ $(doveconf -c "$LAB/target/etc/dovecot.conf" -h mail_fsync) == "$target_fsync" ]] ||
+      die "the target did not take mail_fsync = $target_fsync"
+  fi
   find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
   rm -f "$OUT"/job.db* # a ledger left from an earlier pass would turn the full pass into a delta
   "$bin" match "$JOB" >"$OUT/$tool-match.log" 2>&1 || die "$tool match failed: $(cat "$OUT/$tool-match.log")"
@@ -329,6 +373,10 @@ if [[ ${WATCHERS:-0} != 0 ]]; then
   # The unwatched build once more, so that drift of the machine shows beside the difference.
   run_mailferry mailferry-again "$MF"
 fi
+# The same build into a target that does not fsync either: like for like with dsync's
+# `-o mail_fsync=never` (row mailferry-target-fsync-never).
+run_mailferry mailferry-target-fsync-never "$MF" 0 never
+"$LABSH" restart # the target's own configuration again
 if [[ -n ${MAILFERRY_BASELINE:-} ]]; then
   [[ -x $MAILFERRY_BASELINE ]] || die "MAILFERRY_BASELINE=$MAILFERRY_BASELINE is not an executable"
   run_mailferry mailferry-baseline "$MAILFERRY_BASELINE"
@@ -342,9 +390,35 @@ if [[ ${ANCHORS:-1} == 0 ]]; then
   mkdir -p "$OUT/anchors"
   head -1 "$RES" >"$ANCHOR_RES"
 else
-  log "== mbsync and dsync (bench_anchors.sh, JOBS=$JOBS)"
-  BENCH_OUT=$OUT/anchors JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" mbsync dsync >"$OUT/anchors.out"
-  [[ -s $ANCHOR_RES ]] || die "bench_anchors.sh wrote no results (see $OUT)"
+  # One bench_anchors.sh per tool, each on a target set aside (not deleted) before it.
+  mkdir -p "$OUT/anchors"
+  head -1 "$RES" >"$ANCHOR_RES"
+  for tool in dsync mbsync; do
+    log "== $tool (bench_anchors.sh, JOBS=$JOBS)"
+    set_aside_target
+    BENCH_OUT=$OUT/anchors-$tool JOBS=$JOBS "$SHARED/bench/bench_anchors.sh" "$PRESET" "$tool" \
+      >"$OUT/anchors-$tool.out"
+    [[ -s $OUT/anchors-$tool/results.tsv ]] || die "bench_anchors.sh $tool wrote no results (see $OUT)"
+    tail -n +2 "$OUT/anchors-$tool/results.tsv" >>"$ANCHOR_RES"
+  done
+  # dsync once more with Dovecot's default fsync (mail_fsync = optimized, as the target
+  # server itself runs): bench_anchors.sh's own command line without `-o mail_fsync=never`.
+  DSYNC_DEFAULT=$OUT/dsync-default-fsync.sh
+  sed 's/ -o mail_fsync=never//' "$OUT/anchors-dsync/dsync-all.sh" >"$DSYNC_DEFAULT"
+  grep -q mail_fsync "$DSYNC_DEFAULT" && die "could not take mail_fsync=never out of $DSYNC_DEFAULT"
+  chmod +x "$DSYNC_DEFAULT"
+  tag=dsync-j$JOBS-default-fsync
+  ((JOBS == 1)) && tag=dsync-default-fsync
+  log "== $tag"
+  set_aside_target
+  "$LABSH" reset-target
+  "$LABSH" restart
+  find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
+  measure "$tag" full "$DSYNC_DEFAULT" backup
+  [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
+  verify "$tag" full
+  measure "$tag" noop "$DSYNC_DEFAULT" sync
+  verify "$tag" noop
 fi
 
 # ------------------------------------------------------------------ table
@@ -375,10 +449,11 @@ def summary(path):  # a verify_migration.py JSON in a few words, as bench_anchor
     return s + ")"
 
 
-builds = [t for t in ("mailferry", "mailferry-watched", "mailferry-again", "mailferry-baseline") if (t, "full") in row]
-for t in builds:
-    for phase in ("full", "noop"):
-        row[(t, phase)]["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))
+builds = [t for t in ("mailferry", "mailferry-watched", "mailferry-again", "mailferry-target-fsync-never",
+                      "mailferry-baseline") if (t, "full") in row]
+for (t, phase), r in row.items():  # this script's rows (the anchors' come verified)
+    if r["verify"] == "-" and os.path.exists(os.path.join(out, f"{t}-{phase}-verify.json")):
+        r["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))
 
 tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds}, key=lambda t: not t.startswith("mbsync"))
 r0 = row[("mailferry", "full")]
@@ -389,7 +464,7 @@ print(f"- machine: {os.cpu_count()} cores, {platform.machine()}, kernel {platfor
       f"when run.sh started: {load}")
 print(f"- versions: {mf_ver}, Dovecot {dc_ver.split()[0]}, {mb_ver}")
 print(f"- {jobs} mailboxes at once: mailferry `concurrency = {jobs}`; mbsync and dsync through `xargs -P {jobs}`")
-print("- loopback, plain IMAP, warm page cache, target emptied before each tool\n")
+print("- loopback, plain IMAP, warm page cache, target emptied before each tool (its files moved aside, not deleted)\n")
 print("| tool | full wall s | msgs/s | MB/s | client CPU s | server CPU s | client max RSS MB | no-op wall s |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for t in tools:
@@ -402,6 +477,11 @@ for t in tools:
 
 print("\nclient + server CPU s, full pass: " + "; ".join(
     f"{t} {float(row[(t, 'full')]['client_cpu_s']) + float(row[(t, 'full')]['server_cpu_s']):.2f}" for t in tools))
+split = [(t, open(os.path.join(out, f"{t}-full.servers")).read().split()) for t in builds
+         if os.path.exists(os.path.join(out, f"{t}-full.servers"))]
+if split:
+    print("server CPU s of the full pass, source + target: " + "; ".join(
+        f"{t} {s} + {d}" for t, (s, d) in split))
 mw = float(r0["wall_s"])
 print("mailferry's full wall time relative to: " + "; ".join(
     f"{t} {mw / float(row[(t, 'full')]['wall_s']):.2f}x" for t in tools[1:]) + " (below 1 = mailferry faster)")
