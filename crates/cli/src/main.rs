@@ -250,10 +250,25 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("mailferry: {:#}", f.error);
+            eprintln!("mailferry: {}", error_text(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
+/// the line already holds (most of our errors show their source in their own text, and
+/// anyhow's `{:#}` would print it twice).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// glibc's malloc, set for a process whose large allocations are message bodies of up to
@@ -1098,4 +1113,32 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    /// An error whose own text shows its source, as `AppError::Store` does.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "State database: {}", self.0)
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_text_is_not_printed_twice_and_others_are_kept() {
+        let io = || std::io::Error::other("file is not a database");
+        let e = anyhow::Error::new(Outer(io()));
+        assert_eq!(error_text(&e), "State database: file is not a database");
+        let e = anyhow::Error::new(io()).context("reading job.toml");
+        assert_eq!(error_text(&e), "reading job.toml: file is not a database");
+    }
 }
