@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -186,10 +186,16 @@ pub struct JobServices {
     process: String,
     /// `entries()` as last read, keyed by the state database's file stamps: the event stream
     /// asks every second, and reading 10,000 entries again when nothing was written would
-    /// keep a core busy.
-    /// The entries as last read, and as JSON text: a browser's first load and the event
+    /// keep a core busy. Kept as JSON text too: a browser's first load and the event
     /// stream's first tick send the text without cloning or serialising 10,000 entries again.
     entries_cache: Mutex<Option<(DbStamp, Value, Arc<str>)>>,
+    /// Other processes' passes as last read, keyed the same way and when: every event
+    /// stream's tick asks for them, and an idle tick then opens no database at all. Read
+    /// again after [`PASSES_FRESH`] even when nothing was written, since a lease that is
+    /// not renewed ends with time alone.
+    passes_cache: Mutex<Option<(DbStamp, Instant, Vec<app::status::PassStatus>)>>,
+    /// How often the state database was read for other processes' passes (for the tests).
+    passes_reads: AtomicU64,
     /// The last Check connections of this console, and when it ran: the Dashboard shows it
     /// beside each connection until the next one.
     last_check: Mutex<Option<Value>>,
@@ -198,6 +204,9 @@ pub struct JobServices {
 /// Modification times and sizes of the database and its write-ahead log: any committed
 /// write changes one of them.
 type DbStamp = [(Option<SystemTime>, u64); 2];
+
+/// How long other processes' passes, as read, stand for the state when nothing was written.
+const PASSES_FRESH: Duration = Duration::from_secs(5);
 
 fn db_stamp(db: &Path) -> DbStamp {
     let stat = |p: &Path| match std::fs::metadata(p) {
@@ -282,6 +291,8 @@ impl JobServices {
             stop: Arc::new(AtomicBool::new(false)),
             process: mailferry_core::ports::Backends::process_name(&Standard),
             entries_cache: Mutex::new(None),
+            passes_cache: Mutex::new(None),
+            passes_reads: AtomicU64::new(0),
             last_check: Mutex::new(None),
         }
     }
@@ -307,6 +318,31 @@ impl JobServices {
         mailferry_core::entries::select(&entries, &ids_of(ids))
             .map(drop)
             .map_err(ServiceError::bad_input)
+    }
+
+    /// The passes other processes are running now: read from the state database only when
+    /// it was written since the last read, or that read is older than [`PASSES_FRESH`].
+    fn other_passes(&self) -> Result<Vec<app::status::PassStatus>, ServiceError> {
+        let stamp = match &JobServices::job(self)?.state {
+            StateLocation::Sqlite(p) => Some(db_stamp(p)),
+            StateLocation::Postgres(_) => None,
+        };
+        let mut cache = self.passes_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(now), Some((then, at, passes))) = (&stamp, cache.as_ref())
+            && now == then
+            && at.elapsed() < PASSES_FRESH
+        {
+            return Ok(passes.clone());
+        }
+        // The stamp is taken before the read: a write during it shows at the next tick.
+        self.passes_reads.fetch_add(1, Ordering::Relaxed);
+        let passes: Vec<_> = self
+            .with_app(app::status::passes)?
+            .into_iter()
+            .filter(|p| p.holder != self.process)
+            .collect();
+        *cache = stamp.map(|s| (s, Instant::now(), passes.clone()));
+        Ok(passes)
     }
 
     /// Runs one application service on the job as it is now.
@@ -464,11 +500,7 @@ impl Services for JobServices {
     fn progress(&self) -> ServiceResult {
         // Passes of other processes (a `migrate` run from a terminal, a cron job) show from
         // the leases they hold in the state database and the progress they write there.
-        let others: Vec<app::status::PassStatus> = self
-            .with_app(app::status::passes)?
-            .into_iter()
-            .filter(|p| p.holder != self.process)
-            .collect();
+        let others = self.other_passes()?;
         let live = self.tracker.lock();
         let finished = |s: &str| !matches!(s, "queued" | "copying");
         let mut per = serde_json::Map::new();
@@ -636,5 +668,59 @@ impl Services for JobServices {
         // granularity.
         self.forget_job();
         to_json(&outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ticks of an idle console open no database: other processes' passes are read again
+    /// only after a write, or once they are [`PASSES_FRESH`] old.
+    #[test]
+    fn an_idle_tick_reads_no_state_and_a_write_is_seen_at_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            dir.path().join("mailboxes.csv"),
+            "Source ID,Source addresses,Target addresses\nann,ann@a.test,ann@b.test\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            "name = \"idle\"\n[source]\nkind = \"maildir\"\npath = \"in\"\n\
+             [target]\nkind = \"maildir\"\npath = \"out\"\n\
+             [mailboxes]\ncsv = \"mailboxes.csv\"\n",
+        )
+        .unwrap();
+        let services = JobServices::new(Job::load(&path).unwrap());
+        let reads = || services.passes_reads.load(Ordering::Relaxed);
+        // The first read creates the database (and records the job file's hash), so the
+        // second tick sees it changed and reads once more; from then on it is idle.
+        services.progress().unwrap();
+        services.progress().unwrap();
+        let settled = reads();
+        assert!(settled <= 2, "{settled}");
+        for _ in 0..5 {
+            services.progress().unwrap();
+        }
+        assert_eq!(reads(), settled, "idle ticks read the state again");
+        // A commit by another process is seen at the next tick.
+        let state = match &Job::load(&path).unwrap().state {
+            StateLocation::Sqlite(p) => p.clone(),
+            StateLocation::Postgres(_) => unreachable!("a job without `state` keeps SQLite"),
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let other = rusqlite::Connection::open(&state).unwrap();
+        other
+            .execute_batch("CREATE TABLE touched (x); INSERT INTO touched VALUES (1);")
+            .unwrap();
+        services.progress().unwrap();
+        assert_eq!(
+            reads(),
+            settled + 1,
+            "a write to {} was not seen",
+            state.display()
+        );
     }
 }
