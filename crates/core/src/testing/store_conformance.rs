@@ -1262,7 +1262,7 @@ pub fn orphans_are_recorded_by_a_lost_holder_listed_and_dropped(
         vec![orphan("Archive", 3, 5), orphan("T/INBOX", 9, 7)]
     );
     assert_eq!(s.orphans(&other)?, vec![orphan("T/INBOX", 9, 41)]);
-    s.remove_entries(&[id.clone()])?;
+    s.remove_entries(std::slice::from_ref(&id))?;
     assert_eq!(s.orphans(&id)?, Vec::new());
     assert_eq!(s.orphans(&other)?.len(), 1);
     Ok(())
