@@ -168,8 +168,8 @@ fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// is resumed while the entry is the other's. It records nothing more of that entry (its
 /// writes are fenced off), says it was taken over, and exits 0 like the others.
 ///
-/// It is paused between messages, not in the middle of an APPEND (whose late landing the
-/// fence cannot stop: README, Status): its source connection runs through a proxy that
+/// It is paused between messages, not in the middle of an APPEND (a late APPEND is
+/// `orphans.rs`'s test): its source connection runs through a proxy that
 /// stalls once it has sent 150 kB, so the process waits for the source with every APPEND it
 /// started answered and recorded — the test checks that the ledger holds no intent then.
 #[test]
