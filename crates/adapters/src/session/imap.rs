@@ -1093,6 +1093,18 @@ impl MailSession for ImapSession {
             .collect())
     }
 
+    fn remove(&mut self, uids: &[Uid]) -> Result<()> {
+        let uids = numbers(uids);
+        if self.call(|c| c.uid_expunge(&uids))? {
+            Ok(())
+        } else {
+            Err(SessionError::new(
+                SessionErrorKind::Unsupported,
+                "the server lacks UIDPLUS (UID EXPUNGE): messages cannot be removed one by one",
+            ))
+        }
+    }
+
     fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket> {
         let any_too_big = messages.iter().any(|m| self.too_big(m));
         if self.caps.multiappend && messages.len() > 1 && !any_too_big {

@@ -17,6 +17,7 @@ mod lab;
 mod maildir;
 mod network;
 mod oauth2;
+mod orphans;
 mod pg_faults;
 mod postgres;
 mod profiles;

@@ -168,8 +168,8 @@ fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 /// is resumed while the entry is the other's. It records nothing more of that entry (its
 /// writes are fenced off), says it was taken over, and exits 0 like the others.
 ///
-/// It is paused between messages, not in the middle of an APPEND (whose late landing the
-/// fence cannot stop: README, Status): its source connection runs through a proxy that
+/// It is paused between messages, not in the middle of an APPEND (a late APPEND is
+/// `orphans.rs`'s test): its source connection runs through a proxy that
 /// stalls once it has sent 150 kB, so the process waits for the source with every APPEND it
 /// started answered and recorded — the test checks that the ledger holds no intent then.
 #[test]
@@ -362,4 +362,78 @@ fn a_cut_postgres_connection_mid_pass_costs_nothing() {
     assert!(cuts >= 2, "the connection was cut {cuts} times");
     assert_eq!(v["copied"], (users.len() * per_user) as u64, "{v:#}");
     assert_exactly_once(&lab, &users, per_user);
+}
+
+/// `orphans.rs`'s late APPEND on PostgreSQL: a process stopped while the 1 MB literal of its
+/// APPEND crawls through a slow link to the target (80 kB/s) is taken over; the new holder
+/// copies every message and ends; the late APPEND lands, and the resumed process records it
+/// as an orphan (the target holds it twice). The next pass removes it: every message once.
+#[test]
+fn a_late_append_after_a_take_over_is_removed_by_the_next_holder() {
+    let lab = Lab::new(&["ana"]);
+    let mut msgs: Vec<Msg> = (0..4).map(|i| generated(i, 2_000)).collect();
+    msgs.insert(2, generated(4, 1_000_000));
+    fill(&lab.source, "ana", "INBOX", &msgs);
+    let extra = "[migration]\nconcurrency = 1\nlease_seconds = 5\n";
+    let server = Postgres::shared();
+    let db = server.fresh_database();
+    let proxy = Proxy::before(&lab.target, |_| Faults {
+        bytes_per_second: Some(80_000),
+        ..Faults::default()
+    });
+    lab.write_job_via(lab.source.port(), proxy.port(), extra);
+    let slow = lab.dir.path().join("slow.toml");
+    job_on(&lab, &db, &slow, lab.source.port());
+    lab.write_job(extra);
+    let job = lab.dir.path().join("shared.toml");
+    job_on(&lab, &db, &job, lab.source.port());
+    let out = command(&lab, &db, &["match", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mut a = Migrate::spawn(&lab, &db, &slow, "a");
+    wait_for(Duration::from_secs(60), "A's intents committed", || {
+        count(
+            server,
+            &db,
+            "SELECT count(*) FROM ledger WHERE state = 'pending'",
+        ) > 0
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    a.signal(libc::SIGSTOP);
+    let copied_by_a = count(
+        server,
+        &db,
+        "SELECT count(*) FROM ledger WHERE state = 'copied'",
+    );
+    assert!(
+        copied_by_a < 5,
+        "A was stopped with the large APPEND unanswered"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let (sb, vb, eb) = Migrate::spawn(&lab, &db, &job, "b").finish(Duration::from_secs(120));
+    assert_eq!(sb.code(), Some(0), "{vb:#}\n{eb}");
+    assert_eq!(vb["copied"], 5 - copied_by_a, "{vb:#}");
+    wait_for(Duration::from_secs(30), "A's APPEND stored", || {
+        total(&snapshot(&lab.target, "ana")) > 5
+    });
+    a.signal(libc::SIGCONT);
+    let (sa, va, ea) = a.finish(Duration::from_secs(120));
+    assert_eq!(sa.code(), Some(0), "{va:#}\n{ea}");
+    let orphans = count(server, &db, "SELECT count(*) FROM orphans");
+    assert!(orphans >= 1, "A recorded the copies it made: {ea}");
+    assert_eq!(
+        total(&snapshot(&lab.target, "ana")) as u64,
+        5 + orphans,
+        "each orphan is a second copy"
+    );
+    let (sc, vc, ec) = Migrate::spawn(&lab, &db, &job, "c").finish(Duration::from_secs(120));
+    assert_eq!(sc.code(), Some(0), "{vc:#}\n{ec}");
+    assert_eq!(vc["copied"], 0, "{vc:#}");
+    let src = snapshot(&lab.source, "ana");
+    let dst = snapshot(&lab.target, "ana");
+    assert_same(&src, &dst, str::to_string);
+    assert_eq!(total(&dst), 5);
+    assert_eq!(count(server, &db, "SELECT count(*) FROM orphans"), 0);
 }

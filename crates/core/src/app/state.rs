@@ -157,6 +157,8 @@ pub fn copy_between(
             into.set_checkpoint(&e.id, &folder, &c)?;
             out.checkpoints += 1;
         }
+        // Late copies still to be removed from the target by the entry's next pass.
+        into.record_orphans(&e.id, &from.orphans(&e.id)?)?;
         if let Some(last_pass) = &e.last_pass {
             // The entry's state, last pass and error; its copied and failed counts are
             // counted again from the ledger and from its last run's failures.
@@ -277,6 +279,16 @@ mod tests {
         .unwrap();
         s.set_entry_result(r1, &a_id, EntryState::Partial, "2026-03-01T10:00:00Z", None)
             .unwrap();
+        s.record_orphans(
+            &a_id,
+            &[crate::ports::store::Orphan {
+                target_folder: "INBOX".into(),
+                uid_validity: crate::testing::validity(9),
+                uid: uid(12),
+                fingerprint: crate::model::Fingerprint::new("fp-late"),
+            }],
+        )
+        .unwrap();
         s.finish_run(r1).unwrap();
         let r2 = s.start_run(RunKind::Migrate).unwrap();
         s.finish_run(r2).unwrap();
@@ -333,6 +345,7 @@ mod tests {
                 into.checkpoints(&id).unwrap(),
                 from.checkpoints(&id).unwrap()
             );
+            assert_eq!(into.orphans(&id).unwrap(), from.orphans(&id).unwrap());
         }
         let runs = |s: &MemoryStore| {
             s.runs(RunKind::Migrate)

@@ -13,7 +13,8 @@ use super::decide::{Vanished, take_vanished};
 use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
 use crate::fingerprint::{fingerprint, message_id};
-use crate::model::{LedgerRow, LedgerState, Side};
+use crate::model::{LedgerRow, LedgerState, Side, UidValidity};
+use crate::ports::store::{Orphan, StoreErrorKind};
 use crate::ports::{AppendOutcome, AppendTicket, MailSession, Outgoing};
 
 /// One group's APPENDs on the wire: their intents, messages and the session's ticket.
@@ -46,7 +47,9 @@ impl Pass<'_, '_> {
         let folder = w.source.path.as_str().to_string();
         let target_folder = w.item.target_path.as_str().to_string();
         let target_raw = w.item.target_raw_name.clone();
-        let mut uid_next = dst.status(&target_raw).map_err(on(Side::Target))?.uid_next;
+        let status = dst.status(&target_raw).map_err(on(Side::Target))?;
+        let mut uid_next = status.uid_next;
+        let target = (target_folder.as_str(), status.uid_validity);
         // Two groups in flight: while the server stores one, the next one's intents are
         // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -55,13 +58,13 @@ impl Pass<'_, '_> {
                 Next::Group(group) => group,
                 Next::Idle => {
                     if let Some(g) = in_flight.pop_front() {
-                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                        self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
                     }
                     continue;
                 }
                 Next::Done => {
                     while let Some(g) = in_flight.pop_front() {
-                        self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                        self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
                     }
                     return Ok(());
                 }
@@ -111,7 +114,7 @@ impl Pass<'_, '_> {
             if in_flight.len() > 1
                 && let Some(g) = in_flight.pop_front()
             {
-                self.finish_group(dst, g, &folder, budget, &mut uid_next)?;
+                self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
             }
         }
     }
@@ -122,6 +125,7 @@ impl Pass<'_, '_> {
         dst: &mut dyn MailSession,
         g: InFlight,
         folder: &str,
+        (target_folder, target_validity): (&str, UidValidity),
         budget: &BudgetShare<'_>,
         uid_next: &mut u32,
     ) -> Result<()> {
@@ -163,7 +167,28 @@ impl Pass<'_, '_> {
                 }
             }
         }
-        self.store().complete(&self.entry.id, &copied, &failed)?;
+        let completed = self.store().complete(&self.entry.id, &copied, &failed);
+        if let Err(e) = completed {
+            if e.kind == StoreErrorKind::LeaseLost {
+                // Another process took the entry over while these APPENDs were on the wire
+                // (this one was paused, say): the copies they made are named by no ledger row
+                // and may duplicate the new holder's. Only a holder of the lease may remove
+                // them (its reconciliation may adopt one), so they are recorded for it.
+                let orphans: Vec<Orphan> = copied
+                    .iter()
+                    .filter_map(|(row, uid)| {
+                        Some(Orphan {
+                            target_folder: target_folder.to_string(),
+                            uid_validity: target_validity,
+                            uid: (*uid)?,
+                            fingerprint: row.fingerprint.clone(),
+                        })
+                    })
+                    .collect();
+                self.store().record_orphans(&self.entry.id, &orphans)?;
+            }
+            return Err(e.into());
+        }
         if let Some(source) = broken {
             return Err(EngineError::Session {
                 side: Side::Target,

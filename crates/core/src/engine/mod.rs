@@ -4,7 +4,8 @@
 //! 1. log in to both servers, read both folder trees, plan the target tree, create missing
 //!    folders and make the target's subscriptions for the job's folders equal the source's
 //!    (this file);
-//! 2. resolve `pending` ledger rows left by a killed pass ([`reconcile`]);
+//! 2. remove the copies a process that lost the entry's lease made after the take-over
+//!    (orphans), then resolve `pending` ledger rows left by a killed pass ([`reconcile`]);
 //! 3. per source folder: skip it after one STATUS if nothing changed since the last checkpoint;
 //!    otherwise scan UIDs and flags ([`scan`]), copy what the ledger lacks ([`copy`], with
 //!    [`append`] storing on the target), and set changed flags ([`moves`]);
@@ -393,6 +394,8 @@ impl Pass<'_, '_> {
                     .set_checkpoint(&self.entry.id, w.source.path.as_str(), &c)?;
             }
         }
+        // Copies that a process which lost this entry's lease made while this pass ran.
+        reconcile::remove_orphans(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
         src.logout();
         dst.logout();
         Ok(())

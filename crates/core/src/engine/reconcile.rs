@@ -17,7 +17,8 @@ use super::{Result, on};
 use crate::fingerprint::fingerprint;
 use crate::folders::{FolderPath, FolderTree};
 use crate::model::{EntryId, Fingerprint, LedgerRow, Side, Uid};
-use crate::ports::{MailSession, Store};
+use crate::ports::store::Orphan;
+use crate::ports::{MailSession, SessionErrorKind, Store};
 
 /// How long a target folder must stay unchanged before in-doubt intents are judged.
 const QUIET_PERIOD: Duration = Duration::from_secs(2);
@@ -34,6 +35,7 @@ pub fn reconcile_pending(
     entry: &EntryId,
 ) -> Result<u64> {
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
+    remove_orphans(dst, tree, store, entry)?;
     let pending = lock().ledger_pending(entry)?;
     if pending.is_empty() {
         return Ok(0);
@@ -54,7 +56,18 @@ pub fn reconcile_pending(
             wait_until_quiet(dst, &raw)?;
             let selected = dst.select(&raw, false).map_err(on(Side::Target))?;
             let low = decide::lowest_uidnext(&rows);
-            let known: HashSet<Uid> = lock().target_uids(entry, &folder)?.into_iter().collect();
+            let mut known: HashSet<Uid> = lock().target_uids(entry, &folder)?.into_iter().collect();
+            // A recorded orphan is never adopted: it is removed instead (a holder may be
+            // removing it now), and an intent it would have matched is copied again.
+            known.extend(
+                lock()
+                    .orphans(entry)?
+                    .into_iter()
+                    .filter(|o| {
+                        o.target_folder == folder && o.uid_validity == selected.uid_validity
+                    })
+                    .map(|o| o.uid),
+            );
             if selected.exists > 0 {
                 let mut candidates = Vec::new();
                 // UIDNEXT is 0 only when a server left it out of STATUS: no UID is below 1,
@@ -81,6 +94,84 @@ pub fn reconcile_pending(
         arrived += verdict.copied.len() as u64;
     }
     Ok(arrived)
+}
+
+/// Removes the entry's orphans ([`Orphan`]: copies that APPENDs of a process which had lost
+/// the entry's lease made on the target), under this pass's lease: an orphan the ledger names
+/// was adopted by a reconciliation and is only forgotten; one whose folder has another
+/// UIDVALIDITY now, or whose UID holds nothing or another message, is forgotten too (one in a
+/// folder the tree does not show is left for a later pass); the others are removed from the target, then forgotten. A target that
+/// cannot remove single messages (no UIDPLUS) keeps them, and so does the store: `verify`
+/// lists them. Returns how many were removed.
+pub fn remove_orphans(
+    dst: &mut dyn MailSession,
+    tree: &FolderTree,
+    store: &Mutex<Box<dyn Store>>,
+    entry: &EntryId,
+) -> Result<u64> {
+    let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
+    let orphans = lock().orphans(entry)?;
+    if orphans.is_empty() {
+        return Ok(0);
+    }
+    let mut by_folder: BTreeMap<String, Vec<Orphan>> = BTreeMap::new();
+    for o in orphans {
+        by_folder
+            .entry(o.target_folder.clone())
+            .or_default()
+            .push(o);
+    }
+    let mut removed = 0;
+    for (folder, orphans) in by_folder {
+        let path = FolderPath::parse(&folder);
+        let known: HashSet<Uid> = lock().target_uids(entry, &folder)?.into_iter().collect();
+        let mut doomed = Vec::new();
+        let mut forget = Vec::new();
+        if tree.get(&path).is_some() {
+            let selected = dst
+                .select(&tree.raw_name_for(&path), true)
+                .map_err(on(Side::Target))?;
+            let mut there: HashMap<Uid, Fingerprint> = HashMap::new();
+            let uids: Vec<Uid> = orphans
+                .iter()
+                .filter(|o| o.uid_validity == selected.uid_validity && !known.contains(&o.uid))
+                .map(|o| o.uid)
+                .collect();
+            if !uids.is_empty() {
+                dst.fetch(&uids, &mut |m| {
+                    there.insert(m.uid, fingerprint(&m.body));
+                    ControlFlow::Continue(())
+                })
+                .map_err(on(Side::Target))?;
+            }
+            for o in orphans {
+                if o.uid_validity == selected.uid_validity
+                    && !known.contains(&o.uid)
+                    && there.get(&o.uid) == Some(&o.fingerprint)
+                {
+                    doomed.push(o);
+                } else {
+                    forget.push(o);
+                }
+            }
+        }
+        if !doomed.is_empty() {
+            let uids: Vec<Uid> = doomed.iter().map(|o| o.uid).collect();
+            match dst.remove(&uids) {
+                Ok(()) => {
+                    removed += uids.len() as u64;
+                    forget.append(&mut doomed);
+                }
+                Err(e) if e.kind == SessionErrorKind::Unsupported => {}
+                Err(e) => return Err(on(Side::Target)(e)),
+            }
+        }
+        let mut s = lock();
+        for o in &forget {
+            s.drop_orphan(entry, o)?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Waits until a target folder stops changing. A killed client's pipelined APPENDs may still

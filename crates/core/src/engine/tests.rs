@@ -922,3 +922,61 @@ fn backoff_doubles_with_up_to_half_again_of_jitter_is_capped_and_restarts_after_
     let wait = b.next();
     assert!(wait >= first && wait <= first + first / 2, "{wait:?}");
 }
+
+/// Copies made by APPENDs of a process that lost the lease (orphans): the next pass removes
+/// the one the ledger does not name, keeps the one it names (adopted by a reconciliation),
+/// and forgets one whose UID holds another message or whose folder was renumbered, without
+/// touching the target for them.
+#[test]
+fn the_next_pass_removes_orphans_the_ledger_does_not_name() {
+    use crate::ports::store::Orphan;
+    let mut src = FakeMailbox::new();
+    src.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    src.deliver("INBOX", &mail(2), &[], "02-Mar-2024 10:00:00 +0000");
+    let w = World::new(src, FakeMailbox::new());
+    assert_eq!(w.pass().1.state, EntryState::Migrated);
+    // The late APPEND of a paused process: mail 1 once more, and an unrelated message.
+    let late = w.target.with(TARGET, |m| {
+        m.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100")
+    });
+    let other = w.target.with(TARGET, |m| {
+        m.deliver("INBOX", &mail(50), &[], "05-Mar-2024 10:00:00 +0000")
+    });
+    let validity_now = w.dst().uid_validity("INBOX");
+    let adopted = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.fingerprint == fingerprint(&mail(2)))
+        .and_then(|r| r.target_uid)
+        .unwrap();
+    let orphan = |uid, uid_validity, body: &[u8]| Orphan {
+        target_folder: "INBOX".into(),
+        uid_validity,
+        uid,
+        fingerprint: fingerprint(body),
+    };
+    let orphans = [
+        orphan(late, validity_now, &mail(1)),
+        orphan(adopted, validity_now, &mail(2)),
+        orphan(other, validity_now, &mail(3)),
+        orphan(other, validity(validity_now.get() + 1), &mail(50)),
+    ];
+    w.store().record_orphans(&w.entry.id, &orphans).unwrap();
+    let (_, result) = w.pass();
+    assert_eq!(result.state, EntryState::Migrated, "{:?}", result.error);
+    assert_eq!(result.copied, 0);
+    assert!(w.store().orphans(&w.entry.id).unwrap().is_empty());
+    let dst = w.dst();
+    let uids: Vec<_> = dst.messages("INBOX").iter().map(|m| m.uid).collect();
+    assert!(!uids.contains(&late), "the late copy is removed");
+    assert!(uids.contains(&adopted), "the adopted copy stays");
+    assert!(
+        uids.contains(&other),
+        "another message at a recorded UID stays"
+    );
+    assert_eq!(
+        contents_where(&dst, "INBOX", |m| m.uid != other),
+        contents(&w.src(), "INBOX")
+    );
+    assert_ledger_matches(&w, &["INBOX"]);
+}

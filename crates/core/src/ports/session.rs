@@ -179,6 +179,16 @@ pub trait MailSession: Send {
     /// Moves messages of the selected folder to another folder; returns (old UID, new UID)
     /// for those whose new UID is known.
     fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>>;
+    /// Removes these messages of the selected folder (selected with `write`), and only these:
+    /// no other message the user marked deleted goes with them. `Unsupported` when the store
+    /// cannot (an IMAP server without UIDPLUS), changing nothing.
+    fn remove(&mut self, uids: &[Uid]) -> Result<()> {
+        let _ = uids;
+        Err(SessionError::new(
+            SessionErrorKind::Unsupported,
+            "this store cannot remove single messages",
+        ))
+    }
     /// Sends messages to a folder without waiting for the answers (pipelined).
     fn send_appends(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<AppendTicket>;
     /// Reads the answers: one outcome per message, in order, ending early with

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use crate::model::{
-    Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind, Uid,
+    Checkpoint, Entry, EntryId, EntryState, Failure, Fingerprint, Flags, LedgerRow, RefreshRecord,
+    RunEntry, RunId, RunKind, Uid, UidValidity,
 };
 
 /// What went wrong with the state store, in words for the admin (the database's own words
@@ -265,6 +265,20 @@ pub struct WorkerRecord {
     pub stats: WorkerStats,
 }
 
+/// A copy on the target that an APPEND made after its process had lost the entry's lease:
+/// the server stored it (and said where), but the fenced ledger write that would have named
+/// it was refused. The entry's next holder removes it unless the ledger names it (a new
+/// holder's reconciliation may have adopted it meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Orphan {
+    pub target_folder: String,
+    /// The target folder's UIDVALIDITY when the copy was stored: under another one, the UID
+    /// names some other message (or none).
+    pub uid_validity: UidValidity,
+    pub uid: Uid,
+    pub fingerprint: Fingerprint,
+}
+
 /// Who holds an entry now, for a refusal that says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
@@ -292,8 +306,8 @@ pub trait Store: Send {
     ) -> Result<()>;
     /// Entries whose source mailbox a refresh found missing.
     fn missing_source_ids(&self) -> Result<Vec<EntryId>>;
-    /// Removes entries and everything recorded for them (ledger, checkpoints, their place in
-    /// the queue), all or none.
+    /// Removes entries and everything recorded for them (ledger, checkpoints, orphans, their
+    /// place in the queue), all or none.
     fn remove_entries(&mut self, ids: &[EntryId]) -> Result<()>;
     fn meta(&self, key: MetaKey) -> Result<Option<String>>;
     fn set_meta(&mut self, key: MetaKey, value: &str) -> Result<()>;
@@ -334,6 +348,15 @@ pub trait Store: Send {
     /// Re-keys rows in one transaction: each source message now lives at the new row's
     /// folder / UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()>;
+    /// Records target copies made by APPENDs whose ledger write was refused for a lost lease
+    /// ([`Orphan`]), all or none. Never fenced: the process that lost its lease writes them.
+    /// Recording one already recorded changes nothing.
+    fn record_orphans(&mut self, entry: &EntryId, orphans: &[Orphan]) -> Result<()>;
+    /// The entry's orphans, by target folder and UID.
+    fn orphans(&self, entry: &EntryId) -> Result<Vec<Orphan>>;
+    /// Forgets one orphan (removed from the target, or adopted by the ledger); forgetting one
+    /// not recorded changes nothing.
+    fn drop_orphan(&mut self, entry: &EntryId, orphan: &Orphan) -> Result<()>;
 
     // ---- checkpoints
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>>;

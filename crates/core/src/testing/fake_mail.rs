@@ -876,6 +876,16 @@ impl MailSession for FakeSession {
         })
     }
 
+    fn remove(&mut self, uids: &[Uid]) -> Result<()> {
+        let folder = self.selected(true)?;
+        self.command(Some(Op::Store), |mb| {
+            let f = mb.existing(&folder)?;
+            f.modseq += 1;
+            f.messages.retain(|m| !uids.contains(&m.uid));
+            Ok(())
+        })
+    }
+
     fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>> {
         let folder = self.selected(true)?;
         self.command(Some(Op::Move), |mb| {

@@ -12,7 +12,7 @@ use crate::model::{
     RunEntry, RunId, RunKind, Uid, UidValidity, now,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo,
+    Lease, LeaseHolder, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo,
     ServerUse, Store, StoreError, StoreErrorKind, WorkerRecord, WorkerStats, check_room,
 };
 
@@ -70,6 +70,8 @@ struct State {
     entries: BTreeMap<EntryId, Entry>,
     ledger: BTreeMap<LedgerKey, LedgerRow>,
     checkpoints: BTreeMap<(EntryId, String), Checkpoint>,
+    /// By entry, target folder, UIDVALIDITY and UID.
+    orphans: BTreeMap<(EntryId, String, UidValidity, Uid), Orphan>,
     /// By ID: the ID is the index plus one.
     runs: Vec<Run>,
     run_entries: BTreeMap<(RunId, EntryId), RunEntry>,
@@ -243,6 +245,7 @@ impl Store for MemoryStore {
                 s.entries.remove(id);
                 s.ledger.retain(|(e, ..), _| e != id);
                 s.checkpoints.retain(|(e, _), _| e != id);
+                s.orphans.retain(|(e, ..), _| e != id);
                 s.leases.remove(id);
                 s.queue.remove(id);
             }
@@ -405,6 +408,41 @@ impl Store for MemoryStore {
             }
             Ok(())
         })
+    }
+
+    fn record_orphans(&mut self, entry: &EntryId, orphans: &[Orphan]) -> Result<()> {
+        for o in orphans {
+            self.state
+                .orphans
+                .entry((
+                    entry.clone(),
+                    o.target_folder.clone(),
+                    o.uid_validity,
+                    o.uid,
+                ))
+                .or_insert_with(|| o.clone());
+        }
+        Ok(())
+    }
+
+    fn orphans(&self, entry: &EntryId) -> Result<Vec<Orphan>> {
+        Ok(self
+            .state
+            .orphans
+            .iter()
+            .filter(|((e, ..), _)| e == entry)
+            .map(|(_, o)| o.clone())
+            .collect())
+    }
+
+    fn drop_orphan(&mut self, entry: &EntryId, o: &Orphan) -> Result<()> {
+        self.state.orphans.remove(&(
+            entry.clone(),
+            o.target_folder.clone(),
+            o.uid_validity,
+            o.uid,
+        ));
+        Ok(())
     }
 
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {

@@ -22,7 +22,7 @@ use crate::model::{
     RunId, RunKind, Side, Uid,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, MetaKey, NoRoom, PassProgress, Refusal, Result, ServerUse, Store,
+    Lease, LeaseHolder, MetaKey, NoRoom, Orphan, PassProgress, Refusal, Result, ServerUse, Store,
     StoreErrorKind, WorkerStats,
 };
 
@@ -73,6 +73,7 @@ macro_rules! store_conformance {
             a_held_entry_is_refused_as_held_even_when_its_server_is_full,
             progress_is_shown_while_a_lease_lives,
             fenced_writes_are_refused_once_the_claim_is_taken_over,
+            orphans_are_recorded_by_a_lost_holder_listed_and_dropped,
             a_live_pass_shows_how_long_ago_its_claim_was_renewed,
             an_entry_is_queued_once_keeping_its_place_and_first_time,
             dequeue_takes_an_entry_off_only_if_it_was_not_queued_again,
@@ -1210,6 +1211,60 @@ pub fn fenced_writes_are_refused_once_the_claim_is_taken_over(mut s: Box<dyn Sto
     s.complete(&id, &[(&row("INBOX", 7, 2), Some(super::uid(32)))], &[])?;
     s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &theirs)?;
     assert_eq!(s.run_entries(run)?.len(), 1);
+    Ok(())
+}
+
+fn orphan(folder: &str, uid_validity: u32, uid: u32) -> Orphan {
+    Orphan {
+        target_folder: folder.into(),
+        uid_validity: super::validity(uid_validity),
+        uid: super::uid(uid),
+        fingerprint: Fingerprint::new(format!("fp-{folder}-{uid}")),
+    }
+}
+
+/// A holder that lost its claim records the copies its late APPENDs made, though its ledger
+/// writes are refused; recording one twice keeps one; they are listed per entry in order,
+/// dropped one by one (dropping one not there changes nothing), and go with their entry.
+pub fn orphans_are_recorded_by_a_lost_holder_listed_and_dropped(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let id = EntryId::from("u1");
+    let other = EntryId::from("u2");
+    s.upsert_entries(&[entry("u1"), entry("u2")])?;
+    let mine = expect_lease(s.lease(&id, "host-a:100", HOUR)?);
+    s.fence(&mine);
+    s.insert_pending(&id, &[row("INBOX", 7, 1)])?;
+    let _theirs = expect_lease(s.take_over(&id, "host-b:200", HOUR, mine.epoch)?);
+    match s.complete(&id, &[(&row("INBOX", 7, 1), Some(super::uid(41)))], &[]) {
+        Err(e) if e.kind == StoreErrorKind::LeaseLost => {}
+        other => panic!("complete under a lost claim: {other:?}"),
+    }
+    // Not fenced: the process that lost the claim is the one that knows.
+    s.record_orphans(&id, &[orphan("T/INBOX", 9, 41), orphan("Archive", 3, 5)])?;
+    s.record_orphans(&id, &[orphan("T/INBOX", 9, 41), orphan("T/INBOX", 9, 7)])?;
+    s.record_orphans(&other, &[orphan("T/INBOX", 9, 41)])?;
+    s.record_orphans(&id, &[])?;
+    assert_eq!(
+        s.orphans(&id)?,
+        vec![
+            orphan("Archive", 3, 5),
+            orphan("T/INBOX", 9, 7),
+            orphan("T/INBOX", 9, 41)
+        ]
+    );
+    s.drop_orphan(&id, &orphan("T/INBOX", 9, 41))?;
+    s.drop_orphan(&id, &orphan("T/INBOX", 9, 41))?;
+    // Another UIDVALIDITY names another copy.
+    s.drop_orphan(&id, &orphan("T/INBOX", 10, 7))?;
+    assert_eq!(
+        s.orphans(&id)?,
+        vec![orphan("Archive", 3, 5), orphan("T/INBOX", 9, 7)]
+    );
+    assert_eq!(s.orphans(&other)?, vec![orphan("T/INBOX", 9, 41)]);
+    s.remove_entries(std::slice::from_ref(&id))?;
+    assert_eq!(s.orphans(&id)?, Vec::new());
+    assert_eq!(s.orphans(&other)?.len(), 1);
     Ok(())
 }
 

@@ -233,6 +233,21 @@ impl Client {
         Ok(())
     }
 
+    /// Removes these messages of the selected folder, and only these: `UID STORE set
+    /// +FLAGS.SILENT (\Deleted)` then `UID EXPUNGE set` (UIDPLUS, RFC 4315 §2.1). Returns false,
+    /// sending nothing, when the server lacks UIDPLUS: a plain EXPUNGE would also remove the
+    /// user's other deleted messages.
+    pub fn uid_expunge(&mut self, uids: &[u32]) -> Result<bool> {
+        if !self.has("UIDPLUS") {
+            return Ok(false);
+        }
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            self.run(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))?;
+            self.run(&format!("UID EXPUNGE {set}"))?;
+        }
+        Ok(true)
+    }
+
     /// [`Client::uid_fetch`] of the given UIDs, one command per [`uid_sets`] chunk.
     pub fn uid_fetch_uids(
         &mut self,

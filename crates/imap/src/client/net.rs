@@ -16,21 +16,34 @@ pub(super) enum Stream {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
+/// A socket call interrupted by a signal (EINTR) is made again: the connection is fine. A
+/// socket with a timeout gives EINTR even under `SA_RESTART` when the process is stopped and
+/// continued (SIGSTOP, SIGCONT: signal(7)), and a paused process must then read the answers
+/// its server sent meanwhile, not take the connection for broken.
+fn again<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
+        again(|| match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
-        }
+        })
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
+        again(|| match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
-        }
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {

@@ -141,6 +141,7 @@ pub fn remove(client: &mut Client, ids: &[EntryId]) -> Result<()> {
     let mut tx = client.transaction().db()?;
     for table in [
         "ledger",
+        "orphans",
         "folder_checkpoints",
         "leases",
         "lease_uses",

@@ -8,7 +8,7 @@ use super::{Column, Db, to_i64};
 use mailferry_core::model::{
     EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
 };
-use mailferry_core::ports::store::{Lease, Result};
+use mailferry_core::ports::store::{Lease, Orphan, Result};
 
 fn ledger_row(r: &Row) -> Result<LedgerRow> {
     Ok(LedgerRow {
@@ -258,5 +258,67 @@ pub fn rekey(
         )
         .db()?;
     }
+    Ok(())
+}
+
+/// Records orphans, all or none, in one statement; one already recorded is left as it is
+/// (so doing it again is doing it once).
+pub fn record_orphans(client: &mut Client, entry: &EntryId, orphans: &[Orphan]) -> Result<()> {
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let folders: Vec<&str> = orphans.iter().map(|o| o.target_folder.as_str()).collect();
+    let validities: Vec<i64> = orphans
+        .iter()
+        .map(|o| i64::from(o.uid_validity.get()))
+        .collect();
+    let uids: Vec<i64> = orphans.iter().map(|o| i64::from(o.uid.get())).collect();
+    let fingerprints: Vec<&str> = orphans.iter().map(|o| o.fingerprint.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO orphans (entry_id, target_folder, target_uid_validity, target_uid,
+                 fingerprint)
+             SELECT $1, x.f, x.v, x.u, x.fp
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[]) AS x(f, v, u, fp)
+             ON CONFLICT DO NOTHING",
+            &[&entry.as_str(), &folders, &validities, &uids, &fingerprints],
+        )
+        .db()?;
+    Ok(())
+}
+
+pub fn orphans(client: &mut Client, entry: &EntryId) -> Result<Vec<Orphan>> {
+    client
+        .query(
+            "SELECT target_folder, target_uid_validity, target_uid, fingerprint FROM orphans
+             WHERE entry_id = $1 ORDER BY target_folder, target_uid_validity, target_uid",
+            &[&entry.as_str()],
+        )
+        .db()?
+        .iter()
+        .map(|r| {
+            Ok(Orphan {
+                target_folder: r.text(0)?,
+                uid_validity: r.nz(1, UidValidity::new)?,
+                uid: r.nz(2, Uid::new)?,
+                fingerprint: Fingerprint::new(r.text(3)?),
+            })
+        })
+        .collect()
+}
+
+pub fn drop_orphan(client: &mut Client, entry: &EntryId, o: &Orphan) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM orphans WHERE entry_id = $1 AND target_folder = $2
+             AND target_uid_validity = $3 AND target_uid = $4",
+            &[
+                &entry.as_str(),
+                &o.target_folder,
+                &i64::from(o.uid_validity.get()),
+                &i64::from(o.uid.get()),
+            ],
+        )
+        .db()?;
     Ok(())
 }

@@ -35,7 +35,7 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
+    Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
     StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
@@ -456,6 +456,18 @@ impl Store for PostgresStore {
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
         let fence = self.fences.get(entry);
         self.conn.once(|c| ledger::rekey(c, fence, entry, pairs))
+    }
+    /// Idempotent: an orphan recorded again is left as it is. Not fenced.
+    fn record_orphans(&mut self, entry: &EntryId, orphans: &[Orphan]) -> Result<()> {
+        self.conn
+            .again(|c| ledger::record_orphans(c, entry, orphans))
+    }
+    fn orphans(&self, entry: &EntryId) -> Result<Vec<Orphan>> {
+        self.conn.again(|c| ledger::orphans(c, entry))
+    }
+    /// Idempotent: a DELETE by key.
+    fn drop_orphan(&mut self, entry: &EntryId, orphan: &Orphan) -> Result<()> {
+        self.conn.again(|c| ledger::drop_orphan(c, entry, orphan))
     }
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
         self.conn.again(|c| runs::checkpoint(c, entry, folder))

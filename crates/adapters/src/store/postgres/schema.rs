@@ -195,8 +195,22 @@ CREATE TABLE mailferry_writes (
 );
 "#;
 
+/// Orphans, target copies an APPEND made after its process had lost the entry's lease (its
+/// fenced ledger write was refused): the entry's next holder removes each one the ledger does
+/// not name. Written without a fence, only ever added to and taken from.
+const V6_ORPHANS: &str = r#"
+CREATE TABLE orphans (
+    entry_id TEXT COLLATE "C" NOT NULL,
+    target_folder TEXT COLLATE "C" NOT NULL,
+    target_uid_validity BIGINT NOT NULL,
+    target_uid BIGINT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (entry_id, target_folder, target_uid_validity, target_uid)
+);
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 5] = [V1, V2, V3, V4, V5_WRITES];
+const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5_WRITES, V6_ORPHANS];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -131,6 +131,7 @@ pub fn remove(conn: &mut Connection, ids: &[EntryId]) -> Result<()> {
     for id in ids {
         for table in [
             "ledger",
+            "orphans",
             "folder_checkpoints",
             "leases",
             "lease_uses",

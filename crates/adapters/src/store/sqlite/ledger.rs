@@ -7,7 +7,7 @@ use super::{Db, nz_column, opt_nz_column, parse_text};
 use mailferry_core::model::{
     EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
 };
-use mailferry_core::ports::store::{Lease, Result};
+use mailferry_core::ports::store::{Lease, Orphan, Result};
 
 fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<LedgerRow>> {
     let mut stmt = conn
@@ -216,4 +216,64 @@ pub fn rekey(
         }
     }
     tx.commit().db()
+}
+
+/// Records orphans, all or none; one already recorded is left as it is.
+pub fn record_orphans(conn: &mut Connection, entry: &EntryId, orphans: &[Orphan]) -> Result<()> {
+    let tx = conn.transaction().db()?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT OR IGNORE INTO orphans (entry_id, target_folder, target_uid_validity,
+                     target_uid, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .db()?;
+        for o in orphans {
+            stmt.execute(params![
+                entry.as_str(),
+                o.target_folder,
+                o.uid_validity.get(),
+                o.uid.get(),
+                o.fingerprint.as_str()
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}
+
+pub fn orphans(conn: &Connection, entry: &EntryId) -> Result<Vec<Orphan>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT target_folder, target_uid_validity, target_uid, fingerprint FROM orphans
+             WHERE entry_id = ?1 ORDER BY target_folder, target_uid_validity, target_uid",
+        )
+        .db()?;
+    let rows = stmt
+        .query_map(params![entry.as_str()], |r| {
+            Ok(Orphan {
+                target_folder: r.get(0)?,
+                uid_validity: nz_column(r, 1, UidValidity::new)?,
+                uid: nz_column(r, 2, Uid::new)?,
+                fingerprint: Fingerprint::new(r.get::<_, String>(3)?),
+            })
+        })
+        .db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+pub fn drop_orphan(conn: &Connection, entry: &EntryId, o: &Orphan) -> Result<()> {
+    conn.execute(
+        "DELETE FROM orphans WHERE entry_id = ?1 AND target_folder = ?2
+         AND target_uid_validity = ?3 AND target_uid = ?4",
+        params![
+            entry.as_str(),
+            o.target_folder,
+            o.uid_validity.get(),
+            o.uid.get()
+        ],
+    )
+    .db()?;
+    Ok(())
 }

@@ -29,7 +29,7 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LivePass, MetaKey, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
+    Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
     StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
@@ -256,6 +256,15 @@ impl Store for SqliteStore {
     }
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()> {
         ledger::rekey(&mut self.conn, self.fences.get(entry), entry, pairs)
+    }
+    fn record_orphans(&mut self, entry: &EntryId, orphans: &[Orphan]) -> Result<()> {
+        ledger::record_orphans(&mut self.conn, entry, orphans)
+    }
+    fn orphans(&self, entry: &EntryId) -> Result<Vec<Orphan>> {
+        ledger::orphans(&self.conn, entry)
+    }
+    fn drop_orphan(&mut self, entry: &EntryId, orphan: &Orphan) -> Result<()> {
+        ledger::drop_orphan(&self.conn, entry, orphan)
     }
     fn checkpoint(&self, entry: &EntryId, folder: &str) -> Result<Option<Checkpoint>> {
         runs::checkpoint(&self.conn, entry, folder)

@@ -179,8 +179,22 @@ CREATE INDEX lease_uses_entry ON lease_uses (entry_id);
 CREATE INDEX lease_uses_server ON lease_uses (server, mailbox);
 "#;
 
+/// Version 7: orphans, target copies an APPEND made after its process had lost the entry's
+/// lease (its fenced ledger write was refused): the entry's next holder removes each one the
+/// ledger does not name. Written without a fence, only ever added to and taken from.
+const V7_ORPHANS: &str = r#"
+CREATE TABLE orphans (
+    entry_id TEXT NOT NULL,
+    target_folder TEXT NOT NULL,
+    target_uid_validity INTEGER NOT NULL,
+    target_uid INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (entry_id, target_folder, target_uid_validity, target_uid)
+) STRICT;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 6;
+pub const VERSION: i64 = 7;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -223,6 +237,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             3 => tx.execute_batch(V4).db()?,
             4 => tx.execute_batch(V5).db()?,
             5 => tx.execute_batch(V6).db()?,
+            6 => tx.execute_batch(V7_ORPHANS).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;
