@@ -100,9 +100,9 @@ pub fn reconcile_pending(
 /// the entry's lease made on the target), under this pass's lease: an orphan the ledger names
 /// was adopted by a reconciliation and is only forgotten; one whose folder has another
 /// UIDVALIDITY now, or whose UID holds nothing or another message, is forgotten too (one in a
-/// folder the tree does not show is left for a later pass); the others are removed from the target, then forgotten. A target that
-/// cannot remove single messages (no UIDPLUS) keeps them, and so does the store: `verify`
-/// lists them. Returns how many were removed.
+/// folder the tree does not show is left for a later pass); the others are removed from the
+/// target, then forgotten. A target that cannot remove single messages (no UIDPLUS) keeps
+/// them, and so does the store, for a later pass. Returns how many were removed.
 pub fn remove_orphans(
     dst: &mut dyn MailSession,
     tree: &FolderTree,
