@@ -5,7 +5,7 @@
 //! target ends with every message exactly once, compared message by message.
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailferry_testkit::proxy::{Faults, Proxy};
 use serde_json::Value;
@@ -42,14 +42,6 @@ fn count(lab: &Lab, sql: &str) -> i64 {
     let db = rusqlite::Connection::open(lab.db()).expect("open the state");
     db.busy_timeout(Duration::from_secs(10)).unwrap();
     db.query_row(sql, [], |r| r.get(0)).expect(sql)
-}
-
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not after {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Process A reaches the target through a slow link (80 kB/s) and is stopped with SIGSTOP

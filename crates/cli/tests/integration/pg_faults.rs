@@ -155,14 +155,6 @@ fn holder_of(lab: &Lab, db: &PostgresDatabase, job: &Path, login: &str) -> Optio
         .and_then(|e| e["held_by"]["holder"].as_str().map(str::to_string))
 }
 
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not after {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Three `migrate` processes on one job (`lease_seconds = 5`). The first is paused with
 /// SIGSTOP while it holds an entry, past its lease; a second takes the entry over; the first
 /// is resumed while the entry is the other's. It records nothing more of that entry (its
