@@ -308,6 +308,13 @@ pub enum Untagged {
     Expunge(u32),
     Fetch(Fetch),
     Search(Vec<u32>),
+    /// `VANISHED [(EARLIER)] uid-set` (QRESYNC, RFC 7162 §3.2.10): UIDs gone from the selected
+    /// mailbox, kept as inclusive ranges `(low, high)` as sent, never expanded, so a hostile
+    /// `1:4294967295` costs 8 bytes. At most [`MAX_VANISHED_RANGES`] ranges per response.
+    Vanished {
+        earlier: bool,
+        uids: Vec<(u32, u32)>,
+    },
     /// The personal namespaces: (prefix, delimiter).
     Namespace(Vec<(String, Option<char>)>),
     Other(Vec<Value>),
@@ -396,6 +403,36 @@ struct Parser<'a> {
 /// The deepest nesting of parenthesised lists accepted: IMAP's deepest real structure (a
 /// BODYSTRUCTURE of nested multiparts) stays well below it, and the parser recurses per level.
 const MAX_DEPTH: usize = 100;
+
+/// The most ranges one `VANISHED` response may list: a real server coalesces its uid-set into
+/// ranges, so even a mailbox of millions of scattered expunges stays well below it.
+pub const MAX_VANISHED_RANGES: usize = 1 << 20;
+
+/// Parses an RFC 3501 `sequence-set` of UIDs without `*` (RFC 7162 `known-uids`) into inclusive
+/// ranges, low first, refusing 0 and more than `max` ranges.
+fn uid_ranges(text: &str, max: usize) -> Result<Vec<(u32, u32)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        if out.len() == max {
+            return Err(format!("at most {max} ranges in a uid-set"));
+        }
+        let uid = |w: &str| -> Result<u32, String> {
+            match w.parse::<u32>() {
+                Ok(n) if n > 0 && w.bytes().all(|c| c.is_ascii_digit()) => Ok(n),
+                _ => Err(format!("a UID (1 to 4294967295), not {w:?}")),
+            }
+        };
+        let (a, b) = match part.split_once(':') {
+            Some((a, b)) => (uid(a)?, uid(b)?),
+            None => {
+                let n = uid(part)?;
+                (n, n)
+            }
+        };
+        out.push((a.min(b), a.max(b)));
+    }
+    Ok(out)
+}
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> ParseError {
@@ -670,6 +707,15 @@ impl Parser<'_> {
                     }
                 }
                 Ok(Untagged::Search(uids))
+            }
+            "VANISHED" => {
+                self.skip_spaces();
+                let earlier = self.eat(b"(EARLIER)") || self.eat(b"(earlier)");
+                self.skip_spaces();
+                let rest = self.rest_of_line();
+                let uids = uid_ranges(rest.trim(), MAX_VANISHED_RANGES)
+                    .map_err(|e| self.error(&format!("VANISHED: {e}")))?;
+                Ok(Untagged::Vanished { earlier, uids })
             }
             "NAMESPACE" => {
                 self.skip_spaces();
@@ -1019,6 +1065,42 @@ mod tests {
         };
         assert_eq!(status, Status::Bye);
         assert_eq!(text, "Server shutting down.");
+    }
+
+    #[test]
+    fn vanished_keeps_ranges_and_earlier() {
+        assert_eq!(
+            parse(b"* VANISHED (EARLIER) 41,43:116,118,120:211,214:540\r\n").unwrap(),
+            Response::Untagged(Untagged::Vanished {
+                earlier: true,
+                uids: vec![(41, 41), (43, 116), (118, 118), (120, 211), (214, 540)],
+            })
+        );
+        assert_eq!(
+            parse(b"* VANISHED 405,9:7\r\n").unwrap(),
+            Response::Untagged(Untagged::Vanished {
+                earlier: false,
+                uids: vec![(405, 405), (7, 9)],
+            })
+        );
+        // The widest range is one pair, not four billion UIDs.
+        let Response::Untagged(Untagged::Vanished { uids, .. }) =
+            parse(b"* VANISHED (EARLIER) 1:4294967295\r\n").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(uids, vec![(1, u32::MAX)]);
+    }
+
+    #[test]
+    fn vanished_out_of_bounds_is_an_error() {
+        assert!(parse(b"* VANISHED 0:5\r\n").is_err());
+        assert!(parse(b"* VANISHED 1:*\r\n").is_err());
+        assert!(parse(b"* VANISHED 4294967296\r\n").is_err());
+        assert!(parse(b"* VANISHED (EARLIER) \r\n").is_err());
+        assert!(parse(b"* VANISHED 1,,2\r\n").is_err());
+        assert!(uid_ranges("1,2,3", 2).is_err());
+        assert_eq!(uid_ranges("1,2", 2).unwrap(), vec![(1, 1), (2, 2)]);
     }
 
     #[test]
