@@ -18,7 +18,7 @@ use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
     FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
-    SessionError, SessionErrorKind,
+    SessionError, SessionErrorKind, UidRanges,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -72,6 +72,9 @@ pub struct ImapConnector {
     tally: Arc<KeywordTally>,
     /// `max_connections_per_mailbox`.
     per_mailbox: Option<usize>,
+    /// Whether sessions turn QRESYNC on when the server has it: only the source's, whose
+    /// delta scans ask for the UIDs expunged since the last pass.
+    qresync: bool,
 }
 
 /// Where the server is and how to log in: shared with the sessions, which reconnect with it.
@@ -189,6 +192,7 @@ impl ImapConnector {
             detected: Mutex::new(None),
             tally: Arc::default(),
             per_mailbox: imap.max_connections_per_mailbox,
+            qresync: side == Side::Source,
         })
     }
 }
@@ -238,6 +242,7 @@ impl Connector for ImapConnector {
         let (who, own) = (login.to_string(), own_password.map(str::to_string));
         let reopen: Reopen = Box::new(move || reach.open_client(&who, own.as_deref()));
         let mut session = ImapSession::new(client);
+        session.qresync = self.qresync;
         session.profiled(quirks, login, Arc::clone(&self.tally), reopen);
         session.limit = Some(Arc::clone(&self.limit));
         Ok(Box::new(session))
@@ -471,6 +476,8 @@ pub struct ImapSession {
     /// Whether the selected folder has mod-sequences: SELECT said HIGHESTMODSEQ (not
     /// NOMODSEQ) on a CONDSTORE session, so `CHANGEDSINCE` may be asked.
     modseq: bool,
+    /// Whether to turn QRESYNC on, on every connection, before its first SELECT.
+    qresync: bool,
     /// Commands refused on this connection (Exchange Online drops a session after about 10).
     failed: u32,
     /// The server's shared cap, slowed down by throttling replies (adaptive throttling).
@@ -499,6 +506,7 @@ impl ImapSession {
             reopen: None,
             selected: None,
             modseq: false,
+            qresync: false,
             failed: 0,
             limit: None,
             drop_counted: std::cell::Cell::new(false),
@@ -512,6 +520,16 @@ impl ImapSession {
         self.tally = Some(tally);
         self.reopen = Some(reopen);
         self.forget_unwanted();
+        self.enable_qresync();
+    }
+
+    /// `ENABLE QRESYNC` when wanted and the profile leaves it on. A refusal only means no
+    /// QRESYNC (CONDSTORE deltas still work), and a broken connection fails the next command,
+    /// which reconnects; so neither is an error here.
+    fn enable_qresync(&mut self) {
+        if self.qresync && self.quirks.condstore {
+            let _ = self.client.enable_qresync();
+        }
     }
 
     fn forget_unwanted(&mut self) {
@@ -542,6 +560,7 @@ impl ImapSession {
         self.failed = 0;
         self.drop_counted.set(false);
         self.forget_unwanted();
+        self.enable_qresync();
         if let Some((folder, read_only)) = self.selected.clone() {
             self.client
                 .select(&folder, read_only)
@@ -1004,10 +1023,14 @@ impl MailSession for ImapSession {
             .map_err(|e| self.lost(e))
     }
 
-    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+    fn scan_changed(
+        &mut self,
+        modseq: u64,
+        each: &mut dyn FnMut(ScannedMessage),
+    ) -> Result<Option<UidRanges>> {
         if !self.modseq {
             // NOMODSEQ, or no CONDSTORE (a profile may forget it): every message.
-            return self.scan(Uid::FIRST, each);
+            return self.scan(Uid::FIRST, each).map(|()| None);
         }
         let mut any = false;
         let changed = self
@@ -1027,8 +1050,14 @@ impl MailSession for ImapSession {
         match changed {
             // A server that advertises CONDSTORE but refuses the modifier before answering
             // anything: every message, which is always right.
-            Err(e) if e.is_refusal() && !any => self.scan(Uid::FIRST, each),
-            other => other,
+            Err(e) if e.is_refusal() && !any => self.scan(Uid::FIRST, each).map(|()| None),
+            Err(e) => Err(e),
+            Ok(gone) => Ok(gone.map(|ranges| {
+                ranges
+                    .into_iter()
+                    .filter_map(|(low, high)| Some((Uid::new(low)?, Uid::new(high)?)))
+                    .collect()
+            })),
         }
     }
 

@@ -56,6 +56,52 @@ pub enum ScanKind<'a> {
     /// UID of the folder when messages were expunged since, `None` when none were (the
     /// folder's count says so), so rows the scan did not see are still there.
     Changed { present: Option<&'a HashSet<Uid>> },
+    /// Only the messages changed since the checkpoint, and the UIDs expunged since
+    /// (QRESYNC's `VANISHED`, [`merge_ranges`]d and checked by [`vanished_exact`]): a row the
+    /// scan did not see has vanished when its UID is listed.
+    Vanished { gone: &'a [(Uid, Uid)] },
+}
+
+/// UID ranges sorted and merged, so that no two overlap or touch.
+pub fn merge_ranges(mut ranges: Vec<(Uid, Uid)>) -> Vec<(Uid, Uid)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(Uid, Uid)> = Vec::with_capacity(ranges.len());
+    for (low, high) in ranges {
+        match out.last_mut() {
+            Some(last) if u64::from(low.get()) <= u64::from(last.1.get()) + 1 => {
+                last.1 = last.1.max(high);
+            }
+            _ => out.push((low, high)),
+        }
+    }
+    out
+}
+
+/// Whether `uid` is in merged ranges.
+fn in_ranges(ranges: &[(Uid, Uid)], uid: Uid) -> bool {
+    let i = ranges.partition_point(|(low, _)| *low <= uid);
+    i > 0 && ranges[i - 1].1 >= uid
+}
+
+/// Whether a delta scan's list of UIDs expunged since the checkpoint (merged) accounts for
+/// the folder exactly: it holds the checkpoint's messages, less the listed ones older than
+/// the checkpoint's UIDNEXT, plus the new ones the scan saw. A server that lists UIDs gone
+/// before the checkpoint too (it may, when it no longer knows when they went) fails this,
+/// and the folder's UIDs are read instead.
+pub fn vanished_exact(
+    c: &Checkpoint,
+    exists: u32,
+    changed: &[ScannedMessage],
+    gone: &[(Uid, Uid)],
+) -> bool {
+    let below = u64::from(c.uid_next);
+    let old_gone: u64 = gone
+        .iter()
+        .filter(|(low, _)| u64::from(low.get()) < below)
+        .map(|(low, high)| u64::from(high.get()).min(below - 1) - u64::from(low.get()) + 1)
+        .sum();
+    let new = changed.iter().filter(|m| m.uid.get() >= c.uid_next).count() as u64;
+    u64::from(c.messages) + new == u64::from(exists) + old_gone
 }
 
 /// Whether a delta scan shows that no message older than the checkpoint was expunged: the
@@ -144,6 +190,7 @@ pub fn classify_scan(
                 ScanKind::Changed {
                     present: Some(present),
                 } => !present.contains(&uid),
+                ScanKind::Vanished { gone } => in_ranges(gone, uid),
             };
         if gone && !row.is_pending() {
             vanished
@@ -313,6 +360,67 @@ mod tests {
         in_range: None,
         skip_deleted: true,
     };
+
+    #[test]
+    fn uid_ranges_merge_and_answer_membership() {
+        let r = |a, b| (uid(a), uid(b));
+        let merged = merge_ranges(vec![
+            r(9, 12),
+            r(1, 1),
+            r(3, 5),
+            r(2, 2),
+            r(11, 20),
+            r(30, 30),
+        ]);
+        assert_eq!(merged, vec![r(1, 5), r(9, 20), r(30, 30)]);
+        for (n, inside) in [
+            (1, true),
+            (5, true),
+            (6, false),
+            (8, false),
+            (9, true),
+            (20, true),
+        ] {
+            assert_eq!(in_ranges(&merged, uid(n)), inside, "UID {n}");
+        }
+        assert!(!in_ranges(&merged, uid(31)));
+        assert!(!in_ranges(&[], uid(1)));
+        // The widest range does not overflow.
+        assert_eq!(
+            merge_ranges(vec![r(1, u32::MAX), r(u32::MAX, u32::MAX)]),
+            vec![r(1, u32::MAX)]
+        );
+    }
+
+    #[test]
+    fn a_vanished_list_is_trusted_only_when_it_accounts_for_the_folder() {
+        // The checkpoint: 10 messages, UIDNEXT 21.
+        let c = Checkpoint {
+            uid_validity: 7,
+            uid_next: 21,
+            messages: 10,
+            highest_modseq: Some(40),
+            filter: String::new(),
+        };
+        let new = |n: u32| ScannedMessage {
+            uid: uid(n),
+            flags: Flags::default(),
+            size: 1,
+        };
+        let r = |a, b| (uid(a), uid(b));
+        // Two old ones gone, one new arrived (UID 21), one arrived and went again (UID 22).
+        assert!(vanished_exact(&c, 9, &[new(21)], &[r(3, 4), r(22, 22)]));
+        // A flag change on an old message (UID 5) is no new message.
+        assert!(vanished_exact(&c, 9, &[new(5), new(21)], &[r(3, 4)]));
+        // The server also lists UIDs that went before the checkpoint: not trusted.
+        assert!(!vanished_exact(&c, 9, &[new(21)], &[r(1, 4)]));
+        // A range reaching past UIDNEXT counts only its old part; a hostile 1:4294967295
+        // cannot add up.
+        assert!(vanished_exact(&c, 9, &[new(21)], &[r(19, 30)]));
+        assert!(!vanished_exact(&c, 9, &[new(21)], &[r(1, u32::MAX)]));
+        // It lists fewer than went (a broken server): not trusted either.
+        assert!(!vanished_exact(&c, 8, &[new(21)], &[r(3, 4)]));
+    }
 
     #[test]
     fn unchanged_folder_is_skipped_only_with_highestmodseq() {

@@ -52,32 +52,40 @@ impl Pass<'_, '_> {
         };
         // With CONDSTORE and a checkpoint of this same folder, only what changed since is
         // read (flags changed, messages new); the folder's count tells whether any older
-        // message was expunged, and only then are its UIDs read, so moves are still seen.
+        // message was expunged. If so, QRESYNC's list of the UIDs expunged since says which,
+        // when it adds up; otherwise the folder's UIDs are read. So moves are still seen.
         let delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key())
             .filter(|_| selected.uid_validity == status.uid_validity);
         let mut scanned = Vec::new();
         let mut present = None;
+        let mut gone = None;
         if let Some((modseq, c)) = delta {
-            src.scan_changed(modseq, &mut |m| scanned.push(m))
-                .map_err(on(Side::Source))?;
+            let listed = src
+                .scan_changed(modseq, &mut |m| scanned.push(m))
+                .map_err(on(Side::Source))?
+                .map(decide::merge_ranges);
             if !decide::nothing_expunged(c, selected.exists, &scanned) {
-                present = Some(
-                    src.uids()
-                        .map_err(on(Side::Source))?
-                        .into_iter()
-                        .collect::<HashSet<Uid>>(),
-                );
+                gone = listed.filter(|l| decide::vanished_exact(c, selected.exists, &scanned, l));
+                if gone.is_none() {
+                    present = Some(
+                        src.uids()
+                            .map_err(on(Side::Source))?
+                            .into_iter()
+                            .collect::<HashSet<Uid>>(),
+                    );
+                }
             }
         } else if selected.exists > 0 {
             scanned.reserve(selected.exists as usize);
             src.scan(Uid::FIRST, &mut |m| scanned.push(m))
                 .map_err(on(Side::Source))?;
         }
-        let kind = match delta {
-            Some(_) => ScanKind::Changed {
+        let kind = match (delta, &gone) {
+            (Some(_), Some(gone)) => ScanKind::Vanished { gone },
+            (Some(_), None) => ScanKind::Changed {
                 present: present.as_ref(),
             },
-            None => ScanKind::Full,
+            (None, _) => ScanKind::Full,
         };
         let filter = ScanFilter {
             in_range: in_range.as_ref(),

@@ -429,6 +429,54 @@ fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
 }
 
 #[test]
+fn with_qresync_a_delta_pass_sees_a_move_and_an_expunge_without_reading_the_uids() {
+    let w = World::new(source_mailbox().with_qresync(true), FakeMailbox::new());
+    w.pass();
+    w.source.with(SOURCE, |m| {
+        m.move_message("INBOX", uid(1), "Archive");
+        m.set_message_flags("INBOX", uid(3), &[]);
+    });
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (
+            result.state,
+            result.copied,
+            result.moved,
+            result.flags_updated
+        ),
+        (EntryState::Migrated, 0, 1, 1)
+    );
+    // INBOX lost a message: the server said which (VANISHED), so no UID list is read.
+    let src = w.src().counts().clone();
+    assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 2, 0));
+    assert_eq!(w.dst().counts().appends, 0);
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+
+    // An expunge and an arrival in one folder, then the expunged one filed again elsewhere:
+    // still no UID list, and the refiled message is moved on the target, not copied.
+    let body = w.src().messages("Archive/2020")[0].body.clone();
+    w.source.with(SOURCE, |m| {
+        m.move_message("Archive/2020", uid(1), "INBOX");
+        m.deliver("Archive/2020", &mail(9), &[], "06-Mar-2024 10:00:00 +0000");
+    });
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 1, 1)
+    );
+    let src = w.src().counts().clone();
+    assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 2, 0));
+    assert_eq!(w.dst().counts().appends, 1);
+    assert!(w.dst().messages("INBOX").iter().any(|m| m.body == body));
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+}
+
+#[test]
 fn without_condstore_a_changed_folder_is_read_in_full() {
     let w = World::new(source_mailbox().with_condstore(false), FakeMailbox::new());
     w.pass();

@@ -141,6 +141,9 @@ pub enum AppendOutcome {
     Lost(SessionError),
 }
 
+/// UIDs as inclusive ranges (low, high), as a server sends a long uid-set.
+pub type UidRanges = Vec<(Uid, Uid)>;
+
 pub trait MailSession: Send {
     /// The folder tree: names, delimiters, special uses, subscriptions.
     fn folders(&mut self) -> Result<FolderTree>;
@@ -157,9 +160,17 @@ pub trait MailSession: Send {
     /// `modseq` (CONDSTORE's `CHANGEDSINCE`): every message whose flags changed or that
     /// arrived since a STATUS that said HIGHESTMODSEQ `modseq`. A store without
     /// mod-sequences gives every message, which is always right (a superset).
-    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+    ///
+    /// Returns the UIDs expunged since then when the store can tell (QRESYNC's `VANISHED`,
+    /// RFC 7162 §3.2.6), as inclusive ranges: they may include UIDs gone earlier, never miss
+    /// one gone since. `None` when it cannot tell.
+    fn scan_changed(
+        &mut self,
+        modseq: u64,
+        each: &mut dyn FnMut(ScannedMessage),
+    ) -> Result<Option<UidRanges>> {
         let _ = modseq;
-        self.scan(Uid::FIRST, each)
+        self.scan(Uid::FIRST, each).map(|()| None)
     }
     /// Every UID of the selected folder (no flags, no sizes).
     fn uids(&mut self) -> Result<Vec<Uid>> {

@@ -21,7 +21,7 @@ use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
-    SessionErrorKind,
+    SessionErrorKind, UidRanges,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -53,6 +53,8 @@ struct FakeFolder {
     modseq: u64,
     /// By UID.
     messages: Vec<FakeMessage>,
+    /// The UIDs expunged and the folder's mod-sequence then, as QRESYNC's server keeps them.
+    expunged: Vec<(Uid, u64)>,
 }
 
 impl FakeFolder {
@@ -68,6 +70,18 @@ impl FakeFolder {
             modseq: self.modseq,
         });
         uid
+    }
+
+    /// Removes the messages `gone` picks, noting their UIDs as expunged now.
+    fn expunge_where(&mut self, gone: impl Fn(&FakeMessage) -> bool) -> Vec<FakeMessage> {
+        self.modseq += 1;
+        let (out, kept) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition::<Vec<_>, _>(|m| gone(m));
+        self.messages = kept;
+        let modseq = self.modseq;
+        self.expunged.extend(out.iter().map(|m| (m.uid, modseq)));
+        out
     }
 }
 
@@ -127,6 +141,7 @@ pub struct FakeMailbox {
     subscriptions: BTreeSet<String>,
     next_uid_validity: u32,
     condstore: bool,
+    qresync: bool,
     multiappend: bool,
     refuse: Option<(Vec<u8>, String)>,
     login_refusal: Option<String>,
@@ -153,6 +168,7 @@ impl FakeMailbox {
             subscriptions: BTreeSet::new(),
             next_uid_validity: 1000,
             condstore: true,
+            qresync: false,
             multiappend: true,
             refuse: None,
             login_refusal: None,
@@ -168,6 +184,12 @@ impl FakeMailbox {
     /// Whether STATUS reports HIGHESTMODSEQ.
     pub fn with_condstore(mut self, on: bool) -> FakeMailbox {
         self.condstore = on;
+        self
+    }
+
+    /// Whether a delta scan also tells the UIDs expunged since (QRESYNC's `VANISHED`).
+    pub fn with_qresync(mut self, on: bool) -> FakeMailbox {
+        self.qresync = on;
         self
     }
 
@@ -195,6 +217,7 @@ impl FakeMailbox {
                 uid_next: 1,
                 modseq: 1,
                 messages: Vec::new(),
+                expunged: Vec::new(),
             });
         }
         if subscribed {
@@ -221,23 +244,18 @@ impl FakeMailbox {
 
     /// Moves a message to another folder, as a mail client would; returns its new UID.
     pub fn move_message(&mut self, from: &str, uid: Uid, to: &str) -> Uid {
-        let f = self.folder_mut(from);
-        f.modseq += 1;
-        let position = f
-            .messages
-            .iter()
-            .position(|m| m.uid == uid)
+        let m = self
+            .folder_mut(from)
+            .expunge_where(|m| m.uid == uid)
+            .pop()
             .unwrap_or_else(|| panic!("no UID {uid} in {from}"));
-        let m = f.messages.remove(position);
         self.folder_mut(to)
             .store(m.flags, Some(&m.internal_date), &m.body)
     }
 
     /// Expunges a message, as a mail client would.
     pub fn expunge(&mut self, folder: &str, uid: Uid) {
-        let f = self.folder_mut(folder);
-        f.modseq += 1;
-        f.messages.retain(|m| m.uid != uid);
+        self.folder_mut(folder).expunge_where(|m| m.uid == uid);
     }
 
     /// Gives a folder a new UIDVALIDITY and renumbers its messages from 1, as a server does
@@ -246,6 +264,7 @@ impl FakeMailbox {
         let f = self.folder_mut(folder);
         f.uid_validity = UidValidity::new(uid_validity).expect("UIDVALIDITY is never 0");
         f.modseq += 1;
+        f.expunged.clear();
         for (m, n) in f.messages.iter_mut().zip(1..) {
             m.uid = uid(n);
         }
@@ -785,9 +804,13 @@ impl MailSession for FakeSession {
         Ok(())
     }
 
-    fn scan_changed(&mut self, modseq: u64, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+    fn scan_changed(
+        &mut self,
+        modseq: u64,
+        each: &mut dyn FnMut(ScannedMessage),
+    ) -> Result<Option<UidRanges>> {
         let folder = self.selected(false)?;
-        let scanned = self.command(Some(Op::ScanChanged), |mb| {
+        let (scanned, gone) = self.command(Some(Op::ScanChanged), |mb| {
             if !mb.condstore {
                 return Err(SessionError::new(
                     SessionErrorKind::Unsupported,
@@ -795,8 +818,17 @@ impl MailSession for FakeSession {
                 ));
             }
             mb.counts.changed_scans += 1;
+            let qresync = mb.qresync;
             let f = mb.existing(&folder)?;
-            Ok(f.messages
+            let gone = qresync.then(|| {
+                f.expunged
+                    .iter()
+                    .filter(|(_, at)| *at > modseq)
+                    .map(|(uid, _)| (*uid, *uid))
+                    .collect::<UidRanges>()
+            });
+            let scanned = f
+                .messages
                 .iter()
                 .filter(|m| m.modseq > modseq)
                 .map(|m| ScannedMessage {
@@ -804,10 +836,11 @@ impl MailSession for FakeSession {
                     flags: m.flags.clone(),
                     size: m.body.len() as u64,
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((scanned, gone))
         })?;
         scanned.into_iter().for_each(each);
-        Ok(())
+        Ok(gone)
     }
 
     fn uids(&mut self) -> Result<Vec<Uid>> {
@@ -879,9 +912,8 @@ impl MailSession for FakeSession {
     fn remove(&mut self, uids: &[Uid]) -> Result<()> {
         let folder = self.selected(true)?;
         self.command(Some(Op::Store), |mb| {
-            let f = mb.existing(&folder)?;
-            f.modseq += 1;
-            f.messages.retain(|m| !uids.contains(&m.uid));
+            mb.existing(&folder)?
+                .expunge_where(|m| uids.contains(&m.uid));
             Ok(())
         })
     }
@@ -896,12 +928,9 @@ impl MailSession for FakeSession {
                     format!("[TRYCREATE] Mailbox doesn't exist: {to}"),
                 ));
             }
-            let from = mb.existing(&folder)?;
-            from.modseq += 1;
-            let (moving, staying) = std::mem::take(&mut from.messages)
-                .into_iter()
-                .partition::<Vec<_>, _>(|m| uids.contains(&m.uid));
-            from.messages = staying;
+            let moving = mb
+                .existing(&folder)?
+                .expunge_where(|m| uids.contains(&m.uid));
             let dest = mb.existing(to)?;
             Ok(moving
                 .into_iter()

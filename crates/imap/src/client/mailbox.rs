@@ -4,7 +4,7 @@
 use super::{Client, FolderStatus, Result, Selected};
 use crate::proto::codes::CopyUid;
 use crate::proto::command::{MAX_SET_CHARS, quote, uid_sets};
-use crate::response::{Code, Fetch, ListItem, Untagged};
+use crate::response::{Code, Fetch, ListItem, MAX_VANISHED_RANGES, Untagged, Value};
 
 impl Client {
     pub fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
@@ -121,23 +121,74 @@ impl Client {
 
     /// `UID FETCH set (items) (CHANGEDSINCE modseq)` (CONDSTORE, RFC 7162 §3.1.4): only the
     /// messages whose mod-sequence is above `modseq`, each handed to `each` as it arrives.
+    ///
+    /// With QRESYNC enabled the command also asks for `VANISHED` (RFC 7162 §3.2.6), and the
+    /// result is the UIDs of `set` expunged since `modseq`, as the server's inclusive ranges
+    /// (a server that no longer knows when a message went may list more, never fewer).
+    /// Without QRESYNC the result is `None`.
     pub fn uid_fetch_changed_since(
         &mut self,
         set: &str,
         items: &str,
         modseq: u64,
         mut each: impl FnMut(Fetch) -> Result<()>,
-    ) -> Result<()> {
-        let command = format!("UID FETCH {set} ({items}) (CHANGEDSINCE {modseq})");
+    ) -> Result<Option<Vec<(u32, u32)>>> {
+        let qresync = self.qresync;
+        let modifier = if qresync { " VANISHED" } else { "" };
+        let command = format!("UID FETCH {set} ({items}) (CHANGEDSINCE {modseq}{modifier})");
         self.trace(&command);
         let tag = self.tag();
         self.out
             .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        let mut gone = Vec::new();
         self.finish_with(&tag, "UID FETCH", |u| match u {
             Untagged::Fetch(f) => each(f),
+            // Only the answer to this command says EARLIER; a VANISHED without it is an
+            // expunge happening now, which this folder's next pass sees.
+            Untagged::Vanished {
+                earlier: true,
+                uids,
+            } => {
+                if gone.len() + uids.len() > MAX_VANISHED_RANGES {
+                    return Err(super::Error::Aborted(format!(
+                        "the server listed more than {MAX_VANISHED_RANGES} VANISHED ranges"
+                    )));
+                }
+                gone.extend(uids);
+                Ok(())
+            }
             _ => Ok(()),
         })?;
-        Ok(())
+        Ok(qresync.then_some(gone))
+    }
+
+    /// `ENABLE QRESYNC` (RFC 5161, RFC 7162 §3.2.3), valid only before the first SELECT of the
+    /// connection. Returns whether the server said `ENABLED QRESYNC`; sends nothing when the
+    /// capability is missing or forgotten. With it on, the server reports expunges as
+    /// `VANISHED` and [`Client::uid_fetch_changed_since`] may ask for the UIDs expunged since a
+    /// mod-sequence.
+    pub fn enable_qresync(&mut self) -> Result<bool> {
+        if !self.has("QRESYNC") || !self.has("ENABLE") {
+            return Ok(false);
+        }
+        let mut enabled = false;
+        for u in self.run("ENABLE QRESYNC")? {
+            if let Untagged::Other(values) = u
+                && let [Value::Atom(word), caps @ ..] = values.as_slice()
+                && word.eq_ignore_ascii_case("ENABLED")
+            {
+                enabled |= caps
+                    .iter()
+                    .any(|c| matches!(c, Value::Atom(a) if a.eq_ignore_ascii_case("QRESYNC")));
+            }
+        }
+        self.qresync = enabled;
+        Ok(enabled)
+    }
+
+    /// Whether `ENABLE QRESYNC` succeeded on this connection.
+    pub fn qresync(&self) -> bool {
+        self.qresync
     }
 
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {

@@ -340,6 +340,8 @@ pub struct Client {
     greeting: String,
     /// Capabilities this client must not use even when advertised (a server profile's).
     forgotten: BTreeSet<String>,
+    /// Whether `ENABLE QRESYNC` succeeded (expunges then come as `VANISHED`).
+    qresync: bool,
     /// Tagged responses that arrived while waiting for something else (pipelining).
     done: HashMap<String, Response>,
     pub peer: String,
@@ -387,6 +389,7 @@ impl Client {
             caps: BTreeSet::new(),
             greeting: String::new(),
             forgotten: BTreeSet::new(),
+            qresync: false,
             done: HashMap::new(),
             peer: address,
             timeout: ep.timeout,
