@@ -1,8 +1,9 @@
 //! Delta passes with CONDSTORE and QRESYNC (RFC 7162): a folder that changed since the last
 //! pass is read as `UID FETCH 1:* (…) (CHANGEDSINCE m VANISHED)`, not as every message's
 //! flags; moves and expunges are seen from the UIDs the server says vanished, without a UID
-//! list; a server without CONDSTORE gets the full read. Real Dovecot servers, every message
-//! compared (bytes, flags, INTERNALDATE).
+//! list; a server without CONDSTORE gets the full read; a renamed folder and a message
+//! refiled a pass after it was expunged are moved, not copied again. Real Dovecot servers,
+//! every message compared (bytes, flags, INTERNALDATE).
 
 use mailferry_testkit::{DovecotConfig, Profile};
 use serde_json::Value;
@@ -161,6 +162,52 @@ fn a_delta_pass_on_condstore_reads_only_what_changed_and_still_sees_moves() {
     assert_eq!(t["INBOX"].len(), s["INBOX"].len() + 1);
     assert!(s["INBOX"].iter().all(|m| t["INBOX"].contains(m)));
     assert_eq!(s["Archive"], t["Archive"]);
+}
+
+/// A folder renamed on the source between passes is moved on the target, not copied again;
+/// a message expunged in one pass and filed again a pass later (restored from a backup, say)
+/// is moved there too, although the folder it left is not read again.
+#[test]
+fn a_renamed_folder_and_a_message_refiled_a_pass_later_are_moved_not_copied_again() {
+    let lab = Lab::new(&["kim"]);
+    let inbox: Vec<_> = (0..20).map(|i| generated(i, 900)).collect();
+    fill(&lab.source, "kim", "INBOX", &inbox);
+    fill(
+        &lab.source,
+        "kim",
+        "Projects",
+        &(20..30).map(|i| generated(i, 900)).collect::<Vec<_>>(),
+    );
+    let v = lab.migrate_ok();
+    assert_eq!(v["copied"], 30, "{v:#}");
+
+    let mut c = connect(&lab.source, "kim");
+    c.run("RENAME Projects Clients").unwrap();
+    c.select("INBOX", false).unwrap();
+    c.uid_store_flags(&[5], &["\\Deleted".to_string()]).unwrap();
+    c.run("EXPUNGE").unwrap();
+    c.logout();
+    let (v, _) = traced_migrate(&lab, "renamed");
+    assert_eq!(v["copied"], 0, "{v:#}");
+    assert_eq!(v["entries"][0]["moved"], 10, "{v:#}");
+
+    // The expunged message, back in another folder a pass later.
+    fill(&lab.source, "kim", "Clients", &inbox[4..5]);
+    let (v, _) = traced_migrate(&lab, "refiled");
+    assert_eq!(v["copied"], 0, "{v:#}");
+    assert_eq!(v["entries"][0]["moved"], 1, "{v:#}");
+    let t = snapshot(&lab.target, "kim");
+    assert_eq!(t.get("Projects").map(Vec::len), Some(0), "{t:#?}");
+    // One copy of every message, where the source has it: nothing on the target twice.
+    assert_exact(&lab, "kim");
+    let copies: usize = t.values().map(Vec::len).sum();
+    assert_eq!(copies, 30);
+    let (v, _) = traced_migrate(&lab, "again");
+    assert_eq!(
+        (v["copied"].as_u64(), v["entries"][0]["moved"].as_u64()),
+        (Some(0), Some(0)),
+        "{v:#}"
+    );
 }
 
 /// Without CONDSTORE (a server that does not advertise it, as Exchange Online) a changed

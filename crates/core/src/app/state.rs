@@ -151,6 +151,7 @@ pub fn copy_between(
                 .map(|r| (r, r.target_uid))
                 .collect();
             into.complete(&e.id, &copied, &[])?;
+            into.mark_gone(&e.id, &from.ledger_gone(&e.id)?)?;
             out.ledger_rows += rows.len();
         }
         for (folder, c) in from.checkpoints(&e.id)? {
@@ -227,8 +228,8 @@ mod tests {
         }
     }
 
-    /// A state as passes leave it: two runs, a failure, a copied and a pending row, a
-    /// checkpoint, a refresh.
+    /// A state as passes leave it: two runs, a failure, copied rows (one marked gone) and a
+    /// pending row, a checkpoint, a refresh.
     fn filled() -> MemoryStore {
         let mut s = MemoryStore::new();
         let mut a = Entry::new("a".into(), "a@old".into(), Origin::Csv);
@@ -248,6 +249,8 @@ mod tests {
             &[],
         )
         .unwrap();
+        // The second one's source message was seen expunged.
+        s.mark_gone(&a_id, &[row(2, None)]).unwrap();
         s.set_checkpoint(
             &a_id,
             "INBOX",
@@ -346,6 +349,10 @@ mod tests {
                 from.checkpoints(&id).unwrap()
             );
             assert_eq!(into.orphans(&id).unwrap(), from.orphans(&id).unwrap());
+            assert_eq!(
+                into.ledger_gone(&id).unwrap(),
+                from.ledger_gone(&id).unwrap()
+            );
         }
         let runs = |s: &MemoryStore| {
             s.runs(RunKind::Migrate)

@@ -203,6 +203,35 @@ pub fn classify_scan(
     d
 }
 
+/// A ledger row's source key: folder, UIDVALIDITY, UID.
+pub type RowKey = (String, UidValidity, Uid);
+
+pub fn row_key(r: &LedgerRow) -> RowKey {
+    (r.source_folder.clone(), r.uid_validity, r.uid)
+}
+
+/// Adds rows to the vanished ones, each once: a row already there (seen gone by this pass's
+/// scans, say) is not added again, and pending rows are left out (reconciliation judges them).
+pub fn add_vanished(vanished: &mut Vanished, rows: Vec<LedgerRow>) {
+    let mut have: HashSet<RowKey> = vanished.values().flatten().map(row_key).collect();
+    for r in rows {
+        if !r.is_pending() && have.insert(row_key(&r)) {
+            vanished.entry(r.fingerprint.clone()).or_default().push(r);
+        }
+    }
+}
+
+/// The vanished rows no new message matched, but for those already marked gone: the rows
+/// to mark gone at the end of a pass.
+pub fn newly_gone(vanished: &Vanished, marked: &HashSet<RowKey>) -> Vec<LedgerRow> {
+    vanished
+        .values()
+        .flatten()
+        .filter(|r| !marked.contains(&row_key(r)))
+        .cloned()
+        .collect()
+}
+
 /// Takes one vanished row with this fingerprint, if any (each matches one new message).
 pub fn take_vanished(vanished: &mut Vanished, fp: &Fingerprint) -> Option<LedgerRow> {
     let rows = vanished.get_mut(fp)?;
@@ -360,6 +389,20 @@ mod tests {
         in_range: None,
         skip_deleted: true,
     };
+
+    #[test]
+    fn vanished_rows_are_added_once_without_pending_ones_and_the_unmarked_are_newly_gone() {
+        let mut vanished = Vanished::new();
+        let a = row("INBOX", 1, "fa");
+        let mut pending = row("INBOX", 2, "fb");
+        pending.state = LedgerState::Pending;
+        add_vanished(&mut vanished, vec![a.clone(), a.clone(), pending]);
+        add_vanished(&mut vanished, vec![a.clone(), row("Old", 1, "fa")]);
+        assert_eq!(vanished.len(), 1);
+        assert_eq!(vanished[&Fingerprint::from("fa")].len(), 2);
+        let marked: HashSet<RowKey> = [row_key(&a)].into();
+        assert_eq!(newly_gone(&vanished, &marked), [row("Old", 1, "fa")]);
+    }
 
     #[test]
     fn uid_ranges_merge_and_answer_membership() {

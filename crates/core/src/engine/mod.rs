@@ -364,6 +364,10 @@ impl Pass<'_, '_> {
             )
         });
         self.ctx.observer.planned(&self.entry.id, messages, bytes);
+        // Rows the scans could not see gone, but that a new message may match: those marked
+        // gone by an earlier pass (its folder is not read again if nothing else changed),
+        // and those of folders the source no longer has (renamed or deleted there).
+        let marked = self.seed_vanished(&src_tree, messages > 0, &mut vanished)?;
 
         for mut w in work {
             let failed_before = self.stats.failed;
@@ -393,6 +397,11 @@ impl Pass<'_, '_> {
                 self.store()
                     .set_checkpoint(&self.entry.id, w.source.path.as_str(), &c)?;
             }
+        }
+        // What vanished and matched nothing is remembered, for a message refiled later.
+        let gone = decide::newly_gone(&vanished, &marked);
+        if !gone.is_empty() {
+            self.store().mark_gone(&self.entry.id, &gone)?;
         }
         // Copies that a process which lost this entry's lease made while this pass ran.
         reconcile::remove_orphans(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;

@@ -1,9 +1,9 @@
 //! Phase 3d and 4: flags brought up to date, and messages moved on the target instead of
 //! copied again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::decide::{self, MovePlan};
+use super::decide::{self, MovePlan, RowKey, Vanished};
 use super::scan::FolderWork;
 use super::{Pass, Result, on, target_raw_name};
 use crate::folders::FolderTree;
@@ -58,6 +58,29 @@ impl Pass<'_, '_> {
         self.stats.moved += rekey_only.len() as u64;
         self.store().rekey(&self.entry.id, &rekey_only)?;
         Ok(())
+    }
+
+    /// Adds to `vanished` what this pass's scans cannot have seen gone: the rows an earlier
+    /// pass marked gone and, when something is to be copied (`copying`), the rows of folders
+    /// the source no longer has. Returns the keys of the rows already marked gone.
+    pub(super) fn seed_vanished(
+        &mut self,
+        src_tree: &FolderTree,
+        copying: bool,
+        vanished: &mut Vanished,
+    ) -> Result<HashSet<RowKey>> {
+        let gone = self.store().ledger_gone(&self.entry.id)?;
+        let marked = gone.iter().map(decide::row_key).collect();
+        if copying {
+            decide::add_vanished(vanished, gone);
+            let present: HashSet<&str> = src_tree.folders().map(|f| f.path.as_str()).collect();
+            let folders = self.store().ledger_folders(&self.entry.id)?;
+            for folder in folders.iter().filter(|f| !present.contains(f.as_str())) {
+                let rows = self.store().ledger_folder(&self.entry.id, folder)?;
+                decide::add_vanished(vanished, rows);
+            }
+        }
+        Ok(marked)
     }
 
     /// Brings flags up to date: one flag update per target folder and flag set.

@@ -619,6 +619,64 @@ fn a_message_moved_between_source_folders_is_moved_on_the_target() {
 }
 
 #[test]
+fn a_folder_renamed_on_the_source_is_moved_on_the_target_not_copied_again() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    w.source
+        .with(SOURCE, |m| m.rename_folder("Lists", "Newsletters"));
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 1)
+    );
+    let dst = w.dst();
+    assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
+    assert!(
+        dst.messages("Lists").is_empty(),
+        "the old folder's copy moved"
+    );
+    let renamed = ["INBOX", "Sent", "Archive", "Archive/2020", "Newsletters"];
+    assert_same_messages(&w, &renamed);
+    assert_ledger_matches(&w, &renamed);
+    let (_, again) = w.pass();
+    assert_eq!((again.copied, again.moved), (0, 0));
+}
+
+#[test]
+fn a_message_expunged_in_one_pass_and_filed_again_in_a_later_one_is_moved_not_copied() {
+    for qresync in [false, true] {
+        let w = World::new(source_mailbox().with_qresync(qresync), FakeMailbox::new());
+        w.pass();
+        let body = w.src().messages("INBOX")[1].body.clone();
+        w.source.with(SOURCE, |m| m.expunge("INBOX", uid(2)));
+        let (_, result) = w.pass();
+        assert_eq!((result.copied, result.moved), (0, 0), "qresync {qresync}");
+        // Restored from a backup, or filed back by a client that copies before expunging:
+        // the same bytes, in another folder, a pass later.
+        w.source.with(SOURCE, |m| {
+            m.deliver("Archive", &body, &["\\Seen"], "02-Mar-2024 10:00:00 +0000")
+        });
+        w.reset_counts();
+
+        let (_, result) = w.pass();
+        assert_eq!(
+            (result.state, result.copied, result.moved),
+            (EntryState::Migrated, 0, 1),
+            "qresync {qresync}"
+        );
+        let dst = w.dst();
+        assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
+        assert!(dst.messages("INBOX").iter().all(|m| m.body != body));
+        assert_same_messages(&w, &FOLDERS);
+        assert_ledger_matches(&w, &FOLDERS);
+        let (_, again) = w.pass();
+        assert_eq!((again.copied, again.moved), (0, 0), "qresync {qresync}");
+    }
+}
+
+#[test]
 fn a_message_moved_and_flagged_on_the_source_has_its_new_flags_on_the_target() {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();

@@ -327,6 +327,17 @@ pub trait Store: Send {
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>>;
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
+    /// The source folders the entry's rows name, sorted: one the source no longer has was
+    /// renamed or deleted there, and its rows may match messages now found elsewhere.
+    fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>>;
+    /// Copied rows marked gone ([`Store::mark_gone`]), by UID: their source message was seen
+    /// expunged and no new message with its bytes had turned up yet.
+    fn ledger_gone(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
+    /// Marks copied rows gone from the source, in one transaction, so that a later pass that
+    /// no longer scans their folder still matches a message refiled elsewhere to its copy.
+    /// Marking a row again, a pending row or a row the ledger lacks changes nothing;
+    /// [`Store::rekey`] clears the mark.
+    fn mark_gone(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()>;
     /// Per entry, the bytes of its copied messages: its mailbox's size on the target as far
     /// as the ledger knows (entries without a copy are left out).
     fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>>;
@@ -346,7 +357,8 @@ pub trait Store: Send {
     ) -> Result<()>;
     fn set_flags(&mut self, entry: &EntryId, updates: &[(&LedgerRow, Flags)]) -> Result<()>;
     /// Re-keys rows in one transaction: each source message now lives at the new row's
-    /// folder / UIDVALIDITY / UID, on the target at its target folder / UID, with its flags.
+    /// folder / UIDVALIDITY / UID, on the target at its target folder / UID, with its flags;
+    /// a re-keyed row is no longer marked gone.
     fn rekey(&mut self, entry: &EntryId, pairs: &[(LedgerRow, LedgerRow)]) -> Result<()>;
     /// Records target copies made by APPENDs whose ledger write was refused for a lost lease
     /// ([`Orphan`]), all or none. Never fenced: the process that lost its lease writes them.

@@ -258,6 +258,16 @@ impl FakeMailbox {
         self.folder_mut(folder).expunge_where(|m| m.uid == uid);
     }
 
+    /// Renames a folder, as a mail client would: its messages, UIDs and UIDVALIDITY go with it
+    /// (RFC 3501 §6.3.5), and so does its subscription.
+    pub fn rename_folder(&mut self, from: &str, to: &str) {
+        assert!(self.index(to).is_none(), "{to} exists");
+        self.folder_mut(from).name = to.to_string();
+        if self.subscriptions.remove(from) {
+            self.subscriptions.insert(to.to_string());
+        }
+    }
+
     /// Gives a folder a new UIDVALIDITY and renumbers its messages from 1, as a server does
     /// when its index is rebuilt.
     pub fn renumber(&mut self, folder: &str, uid_validity: u32) {

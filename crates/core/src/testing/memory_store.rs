@@ -4,7 +4,7 @@
 //! All-or-none is kept by working on a copy of the state and putting it back only when every
 //! row of the call went in, the way a rolled-back transaction leaves a database.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::model::{
@@ -69,6 +69,8 @@ struct Run {
 struct State {
     entries: BTreeMap<EntryId, Entry>,
     ledger: BTreeMap<LedgerKey, LedgerRow>,
+    /// Copied rows whose source message was seen gone ([`Store::mark_gone`]).
+    gone: BTreeSet<LedgerKey>,
     checkpoints: BTreeMap<(EntryId, String), Checkpoint>,
     /// By entry, target folder, UIDVALIDITY and UID.
     orphans: BTreeMap<(EntryId, String, UidValidity, Uid), Orphan>,
@@ -244,6 +246,7 @@ impl Store for MemoryStore {
             for id in ids {
                 s.entries.remove(id);
                 s.ledger.retain(|(e, ..), _| e != id);
+                s.gone.retain(|(e, ..)| e != id);
                 s.checkpoints.retain(|(e, _), _| e != id);
                 s.orphans.retain(|(e, ..), _| e != id);
                 s.leases.remove(id);
@@ -293,6 +296,35 @@ impl Store for MemoryStore {
 
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
         Ok(self.ledger_where(entry, |r| r.source_folder == folder))
+    }
+
+    fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
+        let folders: BTreeSet<String> = self
+            .ledger_where(entry, |_| true)
+            .into_iter()
+            .map(|r| r.source_folder)
+            .collect();
+        Ok(folders.into_iter().collect())
+    }
+
+    fn ledger_gone(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        Ok(self.ledger_where(entry, |r| self.state.gone.contains(&ledger_key(entry, r))))
+    }
+
+    fn mark_gone(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        self.check_fence(entry)?;
+        for r in rows {
+            let key = ledger_key(entry, r);
+            if self
+                .state
+                .ledger
+                .get(&key)
+                .is_some_and(|row| !row.is_pending())
+            {
+                self.state.gone.insert(key);
+            }
+        }
+        Ok(())
     }
 
     fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
@@ -384,7 +416,9 @@ impl Store for MemoryStore {
             // One row after the other, as a sequence of UPDATEs would: a new key that another
             // row still holds is a conflict, and the whole call is undone.
             for (old, new) in pairs {
-                let Some(mut row) = s.ledger.remove(&ledger_key(entry, old)) else {
+                let old_key = ledger_key(entry, old);
+                s.gone.remove(&old_key);
+                let Some(mut row) = s.ledger.remove(&old_key) else {
                     continue;
                 };
                 let key = ledger_key(entry, new);

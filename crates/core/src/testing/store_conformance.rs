@@ -43,6 +43,7 @@ macro_rules! store_conformance {
             complete_marks_intents_copied_and_forgets_refused_ones,
             set_flags_changes_only_the_named_rows,
             rekey_moves_rows_to_their_new_keys,
+            gone_rows_are_marked_listed_and_cleared_by_a_rekey,
             ledger_folder_holds_every_uidvalidity_of_one_folder,
             target_uids_are_the_known_uids_of_one_target_folder,
             ledgers_are_per_entry,
@@ -453,6 +454,39 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
     let mut uids = s.target_uids(&id, "T/INBOX")?;
     uids.sort_unstable();
     assert_eq!(uids, [super::uid(11), super::uid(12)]);
+    Ok(())
+}
+
+pub fn gone_rows_are_marked_listed_and_cleared_by_a_rekey(mut s: Box<dyn Store>) -> Result<()> {
+    let (id, other) = (EntryId::from("u1"), EntryId::from("u2"));
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("Old", 3, 1)];
+    copy_rows(s.as_mut(), &id, &rows, 10)?;
+    copy_rows(s.as_mut(), &other, &rows, 10)?;
+    s.insert_pending(&id, &[row("INBOX", 7, 3)])?;
+    assert!(s.ledger_gone(&id)?.is_empty());
+    assert_eq!(s.ledger_folders(&id)?, ["INBOX", "Old"]);
+
+    let all = sorted(s.ledger_all(&id)?);
+    let pending = s.ledger_pending(&id)?;
+    // INBOX 1 and Old 1 marked; a pending row and a row the ledger lacks are left alone;
+    // marking twice is once.
+    let absent = copied(row("INBOX", 7, 9), 99);
+    let marked = [all[0].clone(), all[3].clone(), pending[0].clone(), absent];
+    s.mark_gone(&id, &marked)?;
+    s.mark_gone(&id, &marked[..1])?;
+    let want = vec![all[0].clone(), all[3].clone()];
+    assert_eq!(sorted(s.ledger_gone(&id)?), want);
+    assert!(s.ledger_gone(&other)?.is_empty(), "per entry");
+    // Marked rows are still the ledger's: the copy is on the target.
+    assert_eq!(s.ledger_all(&id)?.len(), 4);
+    assert_eq!(s.ledger_folders(&id)?, ["INBOX", "Old"]);
+
+    // Found again elsewhere: the re-keyed row is no longer gone.
+    let mut refiled = want[0].clone();
+    refiled.source_folder = "Archive".into();
+    refiled.uid = super::uid(4);
+    s.rekey(&id, &[(want[0].clone(), refiled)])?;
+    assert_eq!(s.ledger_gone(&id)?, [want[1].clone()]);
     Ok(())
 }
 

@@ -64,6 +64,53 @@ pub fn all(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
     query(client, "WHERE entry_id = $1", &[&entry.as_str()])
 }
 
+/// The source folders the entry's rows name, sorted.
+pub fn folders(client: &mut Client, entry: &EntryId) -> Result<Vec<String>> {
+    client
+        .query(
+            "SELECT DISTINCT source_folder COLLATE \"C\" FROM ledger WHERE entry_id = $1
+             ORDER BY 1",
+            &[&entry.as_str()],
+        )
+        .db()?
+        .iter()
+        .map(|r| r.text(0))
+        .collect()
+}
+
+/// Copied rows whose source message was seen gone.
+pub fn gone(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(client, "WHERE entry_id = $1 AND gone", &[&entry.as_str()])
+}
+
+/// Marks copied rows gone, in one statement (pending rows and absent keys are left alone).
+pub fn mark_gone(
+    client: &mut Client,
+    fence: Option<&Lease>,
+    entry: &EntryId,
+    rows: &[LedgerRow],
+) -> Result<()> {
+    let mut tx = client.transaction().db()?;
+    super::runs::check_fence(&mut tx, fence)?;
+    if !rows.is_empty() {
+        let folders: Vec<&str> = rows.iter().map(|r| r.source_folder.as_str()).collect();
+        let validities: Vec<i64> = rows
+            .iter()
+            .map(|r| i64::from(r.uid_validity.get()))
+            .collect();
+        let uids: Vec<i64> = rows.iter().map(|r| i64::from(r.uid.get())).collect();
+        tx.execute(
+            "UPDATE ledger AS l SET gone = true
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS x(f, v, u)
+             WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
+                 AND l.uid_validity = x.v AND l.uid = x.u AND l.state = 'copied'",
+            &[&entry.as_str(), &folders, &validities, &uids],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}
+
 /// Known target UIDs of a target folder: messages the ledger says are ours.
 pub fn target_uids(client: &mut Client, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
     client
@@ -235,7 +282,7 @@ pub fn rekey(
     let stmt = tx
         .prepare(
             "UPDATE ledger SET source_folder = $5, uid_validity = $6, uid = $7,
-                 target_folder = $8, target_uid = $9, flags = $10
+                 target_folder = $8, target_uid = $9, flags = $10, gone = false
              WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
         )
         .db()?;

@@ -407,6 +407,18 @@ impl Store for PostgresStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         self.conn.again(|c| ledger::all(c, entry))
     }
+    fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
+        self.conn.again(|c| ledger::folders(c, entry))
+    }
+    fn ledger_gone(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        self.conn.again(|c| ledger::gone(c, entry))
+    }
+    /// Idempotent: a row marked again stays marked.
+    fn mark_gone(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        let fence = self.fences.get(entry);
+        self.conn
+            .again(|c| ledger::mark_gone(c, fence, entry, rows))
+    }
     fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
         self.conn.again(|c| {
             c.query(

@@ -209,8 +209,16 @@ CREATE TABLE orphans (
 );
 "#;
 
+/// Ledger rows whose source message was seen gone (expunged, or in a folder deleted there)
+/// and matched by no new message yet: a later pass that finds the same bytes elsewhere moves
+/// the copy instead of making a second one, even when that folder is no longer scanned.
+const V7_GONE: &str = r#"
+ALTER TABLE ledger ADD COLUMN gone BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX ledger_gone ON ledger (entry_id) WHERE gone;
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 6] = [V1, V2, V3, V4, V5_WRITES, V6_ORPHANS];
+const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5_WRITES, V6_ORPHANS, V7_GONE];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -56,6 +56,56 @@ pub fn all(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
     query(conn, "WHERE entry_id = ?1", params![entry.as_str()])
 }
 
+/// The source folders the entry's rows name, sorted (from the primary key's index).
+pub fn folders(conn: &Connection, entry: &EntryId) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT source_folder FROM ledger WHERE entry_id = ?1
+             ORDER BY source_folder",
+        )
+        .db()?;
+    let rows = stmt.query_map(params![entry.as_str()], |r| r.get(0)).db()?;
+    rows.collect::<rusqlite::Result<_>>().db()
+}
+
+/// Copied rows whose source message was seen gone.
+pub fn gone(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+    query(
+        conn,
+        "WHERE entry_id = ?1 AND gone = 1",
+        params![entry.as_str()],
+    )
+}
+
+/// Marks copied rows gone, in one transaction (pending rows and absent keys are left alone).
+pub fn mark_gone(
+    conn: &mut Connection,
+    fence: Option<&Lease>,
+    entry: &EntryId,
+    rows: &[LedgerRow],
+) -> Result<()> {
+    let tx = super::write_tx(conn, fence)?;
+    {
+        let mut stmt = tx
+            .prepare(
+                "UPDATE ledger SET gone = 1
+                 WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4
+                     AND state = 'copied'",
+            )
+            .db()?;
+        for r in rows {
+            stmt.execute(params![
+                entry.as_str(),
+                r.source_folder,
+                r.uid_validity.get(),
+                r.uid.get()
+            ])
+            .db()?;
+        }
+    }
+    tx.commit().db()
+}
+
 /// Known target UIDs of a target folder: messages the ledger says are ours.
 pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
     let mut stmt = conn
@@ -195,7 +245,7 @@ pub fn rekey(
         let mut stmt = tx
             .prepare(
                 "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
-                     target_folder = ?8, target_uid = ?9, flags = ?10
+                     target_folder = ?8, target_uid = ?9, flags = ?10, gone = 0
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
             )
             .db()?;

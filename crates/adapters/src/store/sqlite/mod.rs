@@ -213,6 +213,15 @@ impl Store for SqliteStore {
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&self.conn, entry)
     }
+    fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
+        ledger::folders(&self.conn, entry)
+    }
+    fn ledger_gone(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
+        ledger::gone(&self.conn, entry)
+    }
+    fn mark_gone(&mut self, entry: &EntryId, rows: &[LedgerRow]) -> Result<()> {
+        ledger::mark_gone(&mut self.conn, self.fences.get(entry), entry, rows)
+    }
     fn copied_bytes(&self) -> Result<Vec<(EntryId, u64)>> {
         let mut stmt = self
             .conn

@@ -5,7 +5,8 @@
 //! leases, version 3 their progress, version 4 the queue of passes for workers, the
 //! workers' registrations and the leases' last renewal, version 5 the run lines' dropped
 //! keywords and time waited on throttling, version 6 the servers each lease's pass uses (for
-//! the caps across processes). A migration never changes what an existing column means.
+//! the caps across processes), version 7 orphans, version 8 the ledger's gone marks. A
+//! migration never changes what an existing column means.
 
 use rusqlite::Connection;
 
@@ -193,8 +194,17 @@ CREATE TABLE orphans (
 ) STRICT;
 "#;
 
+/// Version 8: ledger rows whose source message was seen gone (expunged, or in a folder
+/// deleted there) and matched by no new message yet: a later pass that finds the same bytes
+/// elsewhere moves the copy instead of making a second one, even when the folder the message
+/// left is no longer scanned.
+const V8_GONE: &str = r#"
+ALTER TABLE ledger ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX ledger_gone ON ledger (entry_id) WHERE gone = 1;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -238,6 +248,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             4 => tx.execute_batch(V5).db()?,
             5 => tx.execute_batch(V6).db()?,
             6 => tx.execute_batch(V7_ORPHANS).db()?,
+            7 => tx.execute_batch(V8_GONE).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;
