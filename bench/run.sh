@@ -20,6 +20,9 @@
 #                     without fsync, as the rows it is compared with (mailferry-target-fsync-
 #                     never before it, mailferry-again after it): the target's fsync on a
 #                     virtual disk varies by more than the 3 % to be judged
+#   STREAMS=N         the same with N event streams read by curl instead of browsers (row
+#                     "mailferry-streamed"): what the console's viewers make `serve` do on the
+#                     migration machine, their pages drawn elsewhere (an admin's own laptop)
 #
 # What it measures and how to read the table: bench/README.md.
 set -euo pipefail
@@ -119,6 +122,9 @@ set_aside_target() {
   local d
   d=$(mktemp -d "$TRASH/XXXXXX")
   find "$LAB/target/mail" -mindepth 1 -maxdepth 1 -exec mv -t "$d" {} +
+  # The last run's writes on disk before the next one starts: into a target without fsync
+  # they are still dirty in the page cache, and their writeback would land in that run.
+  sync
 }
 wipe_trash() {
   [[ -d $TRASH ]] || return 0
@@ -276,12 +282,13 @@ EOF
 } >"$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
 
-# watch N: `mailferry serve` on the job and N headless Chromium windows on its Jobs tab, each
-# with the console's event stream open, until unwatch. The migrate passes run beside them, as
-# an admin's terminal would while colleagues watch the console.
+# watch N [browsers|streams]: `mailferry serve` on the job and N headless Chromium windows on
+# its Jobs tab, each with the console's event stream open (or N bare event streams read by
+# curl, with the cookie the URL's token gives), until unwatch. The migrate passes run beside
+# them, as an admin's terminal would while colleagues watch the console.
 WATCH_PIDS=()
 watch() {
-  local n=$1 url i
+  local n=$1 mode=${2:-browsers} url i
   "$MF" serve "$JOB" --listen 127.0.0.1:0 >"$OUT/serve.out" 2>"$OUT/serve.err" &
   WATCH_PIDS+=($!)
   for _ in $(seq 50); do
@@ -291,6 +298,12 @@ watch() {
   done
   [[ -n $url ]] || die "mailferry serve printed no URL: $(cat "$OUT/serve.err")"
   for i in $(seq "$n"); do
+    if [[ $mode == streams ]]; then
+      curl -s -c "$OUT/cookies-$i" -o /dev/null "$url" || die "serve refused the token URL"
+      curl -s -N -b "$OUT/cookies-$i" -o /dev/null "${url%%/\?*}/api/events" &
+      WATCH_PIDS+=($!)
+      continue
+    fi
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
       --disable-background-networking --disable-component-update --disable-sync \
       --user-data-dir="$OUT/chromium-$i" --remote-debugging-port=0 "$url" \
@@ -305,7 +318,7 @@ watch() {
   local port streams
   port=$(sed -E 's#^http://[^/]*:([0-9]+)/.*#\1#' <<<"$url")
   streams=$(ss -tnH state established "( sport = :$port )" | wc -l)
-  log "  watching: serve and $n browsers ($streams connections open to the console)"
+  log "  watching: serve and $n $mode ($streams connections open to the console)"
 }
 # utime + stime of /proc/PID/stat (fields 14 and 15 after the command name), in seconds.
 pid_cpu() {
@@ -332,7 +345,7 @@ unwatch() {
   log "  watching cost during the passes: serve ${serve_s} s of CPU, the browsers ${browsers_s} s" \
     "(starting and loading the page before them: ${WATCH_START_BROWSERS} s)"
   printf 'serve_cpu_s\t%s\nbrowsers_cpu_s\t%s\nbrowsers_start_cpu_s\t%s\n' "$serve_s" "$browsers_s" \
-    "$WATCH_START_BROWSERS" >"$OUT/watch-cost.tsv"
+    "$WATCH_START_BROWSERS" >"$OUT/watch-cost-$WATCH_TOOL.tsv"
   kill "${WATCH_PIDS[@]}" 2>/dev/null || true
   wait "${WATCH_PIDS[@]}" 2>/dev/null || true
   WATCH_PIDS=()
@@ -343,7 +356,8 @@ trap 'unwatch; wipe_trash; cleanup' EXIT
 # mailferry build, each checked and verified, on an emptied target with a fresh state
 # database. TARGET_FSYNC: the target Dovecot's mail_fsync for this run (default: its own).
 run_mailferry() {
-  local tool=$1 bin=$2 watchers=${3:-0} target_fsync=${4:-}
+  local tool=$1 bin=$2 watchers=${3:-0} target_fsync=${4:-} mode=${5:-browsers}
+  WATCH_TOOL=$tool
   log "== $tool (concurrency $JOBS): $bin"
   set_aside_target
   "$LABSH" reset-target
@@ -358,7 +372,7 @@ run_mailferry() {
   find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
   rm -f "$OUT"/job.db* # a ledger left from an earlier pass would turn the full pass into a delta
   "$bin" match "$JOB" >"$OUT/$tool-match.log" 2>&1 || die "$tool match failed: $(cat "$OUT/$tool-match.log")"
-  if ((watchers > 0)); then watch "$watchers"; fi
+  if ((watchers > 0)); then watch "$watchers" "$mode"; fi
   measure "$tool" full "$bin" migrate "$JOB" --all --json
   check_pass "$tool" full "$NMSG"
   verify "$tool" full
@@ -372,16 +386,19 @@ if [[ ${WATCHERS:-0} != 0 ]]; then
   [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] || die "WATCHERS must be a positive integer, not '$WATCHERS'"
   command -v chromium >/dev/null || die "WATCHERS needs chromium: apt-get install chromium"
 fi
+if [[ ${STREAMS:-0} != 0 ]]; then
+  [[ $STREAMS =~ ^[1-9][0-9]*$ ]] || die "STREAMS must be a positive integer, not '$STREAMS'"
+  command -v curl >/dev/null || die "STREAMS needs curl: apt-get install curl"
+fi
 run_mailferry mailferry "$MF"
 # The same build into a target that does not fsync either: like for like with dsync's
 # `-o mail_fsync=never` (row mailferry-target-fsync-never).
 run_mailferry mailferry-target-fsync-never "$MF" 0 never
-if [[ ${WATCHERS:-0} != 0 ]]; then
-  # Watched, and then unwatched once more so that drift of the machine shows beside the
-  # difference; both into the target without fsync, as the row before.
-  run_mailferry mailferry-watched "$MF" "$WATCHERS" never
-  run_mailferry mailferry-again "$MF" 0 never
-fi
+# Watched, and then unwatched once more so that drift of the machine shows beside the
+# difference; all into the target without fsync, as the row before.
+if [[ ${WATCHERS:-0} != 0 ]]; then run_mailferry mailferry-watched "$MF" "$WATCHERS" never; fi
+if [[ ${STREAMS:-0} != 0 ]]; then run_mailferry mailferry-streamed "$MF" "$STREAMS" never streams; fi
+if [[ ${WATCHERS:-0} != 0 || ${STREAMS:-0} != 0 ]]; then run_mailferry mailferry-again "$MF" 0 never; fi
 "$LABSH" restart # the target's own configuration again
 if [[ -n ${MAILFERRY_BASELINE:-} ]]; then
   [[ -x $MAILFERRY_BASELINE ]] || die "MAILFERRY_BASELINE=$MAILFERRY_BASELINE is not an executable"
@@ -455,7 +472,8 @@ def summary(path):  # a verify_migration.py JSON in a few words, as bench_anchor
     return s + ")"
 
 
-builds = [t for t in ("mailferry", "mailferry-watched", "mailferry-again", "mailferry-target-fsync-never",
+builds = [t for t in ("mailferry", "mailferry-target-fsync-never", "mailferry-watched", "mailferry-streamed",
+                      "mailferry-again",
                       "mailferry-baseline") if (t, "full") in row]
 for (t, phase), r in row.items():  # this script's rows (the anchors' come verified)
     if r["verify"] == "-" and os.path.exists(os.path.join(out, f"{t}-{phase}-verify.json")):
@@ -505,18 +523,20 @@ for t in builds:
         m = json.load(open(os.path.join(out, f"{t}-{phase}.out")))
         print(f"\n{t}'s own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
               f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
-cost = os.path.join(out, "watch-cost.tsv")
-if os.path.exists(cost) and ("mailferry-watched", "full") in row:
+for tool, who in (("mailferry-watched", "serve and the browsers"), ("mailferry-streamed", "serve and curl")):
+    cost = os.path.join(out, f"watch-cost-{tool}.tsv")
+    if not (os.path.exists(cost) and (tool, "full") in row):
+        continue
     c = dict(line.rstrip("\n").split("\t") for line in open(cost))
     # Against the unwatched passes into the same target without fsync, before and after.
-    w = float(row[("mailferry-watched", "full")]["wall_s"])
+    w = float(row[(tool, "full")]["wall_s"])
     unwatched = [float(row[(t, "full")]["wall_s"]) for t in ("mailferry-target-fsync-never", "mailferry-again")
                  if (t, "full") in row]
     a = sum(unwatched) / len(unwatched)
-    print(f"\n\nWatched (serve and the browsers on this machine, during the full and no-op passes): "
+    print(f"\n\n{tool} ({who} on this machine, during the full and no-op passes): "
           f"serve {c['serve_cpu_s']} s of CPU, the browsers {c['browsers_cpu_s']} s "
           f"(and {c['browsers_start_cpu_s']} s starting and loading the page before the passes); "
-          f"the watched full pass {w:.2f} s against {a:.2f} s unwatched, the mean of "
+          f"the full pass {w:.2f} s against {a:.2f} s unwatched, the mean of "
           f"{' and '.join(f'{u:.2f} s' for u in unwatched)} ({100 * (w / a - 1):+.1f} %), all into the target "
           f"without fsync", end="")
 print(f"\n\nRaw figures, logs, job files and configs: `{out}`")

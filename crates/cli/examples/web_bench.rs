@@ -265,14 +265,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-fn peak_rss_mb(pid: u32) -> String {
+/// A `/proc/PID/status` figure in kB (`VmHWM`, the peak RSS; `VmRSS`, the RSS now), as MB.
+fn status_mb(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
-    format!("{:.0} MB", kb / 1024.0)
+    kb / 1024.0
+}
+
+/// serve's RSS now and its peak so far: where in the run the memory goes.
+fn rss(s: &Served, f: &mut Figures, after: &str) {
+    let pid = s.child.id();
+    f.add(
+        &format!("serve RSS after {after}"),
+        format!(
+            "{:.0} MB (peak so far {:.0} MB)",
+            status_mb(pid, "VmRSS:"),
+            status_mb(pid, "VmHWM:")
+        ),
+    );
 }
 
 /// The event stream: the first tick (progress and the entries), then `ticks` more, with the
@@ -493,6 +507,7 @@ fn main() {
 
     let s = serve(&mf, dir.path());
     log(&format!("serving on {}", s.base));
+    rss(&s, &mut f, "start");
     // /api/entries: the first read fills the console's cache, the next ones are served from it.
     let (status, body, cold) = get(&s, "/api/entries");
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -509,6 +524,7 @@ fn main() {
             ms(warm[2])
         ),
     );
+    rss(&s, &mut f, "GET /api/entries");
     let id = v["entries"][0]["id"].as_str().unwrap().to_string();
     let (status, body, took) = get(&s, &format!("/api/failures?id={id}"));
     assert_eq!(status, 200);
@@ -517,6 +533,7 @@ fn main() {
         format!("{} bytes in {}", body.len(), ms(took)),
     );
     event_stream(&s, 10, &mut f);
+    rss(&s, &mut f, "the event stream");
 
     let b = Browser::start().unwrap_or_else(|e| panic!("{e}"));
     first_load(&b, &s.url, &mut f, "first load");
@@ -524,6 +541,7 @@ fn main() {
         first_load(&b, &format!("{}/", s.base), &mut f, &format!("load {k}"));
     }
 
+    rss(&s, &mut f, "the page loads");
     // The text filter: one input event each, timed in the page (rebuild, draw, layout).
     for text in ["user0123", "example", "no such mailbox", ""] {
         let (took, shown) = filter_in_page(&b, text);
@@ -627,7 +645,11 @@ fn main() {
                 .join(", ")
         ),
     );
-    f.add("serve peak RSS", peak_rss_mb(s.child.id()));
+    rss(&s, &mut f, "Refresh email addresses");
+    f.add(
+        "serve peak RSS",
+        format!("{:.0} MB", status_mb(s.child.id(), "VmHWM:")),
+    );
     drop(b);
     drop(s);
 

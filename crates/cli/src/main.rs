@@ -300,6 +300,21 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// Commands that only print what the state holds end as `ls` and `cat` do when their reader
+/// goes away (`mailferry status --json | head`): killed by SIGPIPE, not panicking on the
+/// print that fails with EPIPE (Rust ignores SIGPIPE). The other commands keep ignoring it:
+/// a migration must not end because the pipe reading its output closed.
+#[cfg(unix)]
+fn die_of_sigpipe() {
+    // SAFETY: restores the default action of one signal; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_of_sigpipe() {}
+
 /// Notices from the services (entries removed, …) go to standard error.
 fn notice(text: &str) {
     eprintln!("{text}");
@@ -322,6 +337,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Worker { job } => (job.clone(), false),
         Command::Report { job, .. } => (job.clone(), false),
     };
+    if matches!(
+        cli.command,
+        Command::Status { .. } | Command::Workers { .. } | Command::Report { .. }
+    ) {
+        die_of_sigpipe();
+    }
     let job = load(&path)?;
     let app = App::new(&job, &Standard).with_notices(&notice);
     match cli.command {

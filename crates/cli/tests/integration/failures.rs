@@ -197,6 +197,66 @@ fn a_bad_job_file_names_the_key_and_exits_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A state file that is not a mailferry database is bad input: exit 2, the file named, and
+/// not a byte of it changed, whatever the command.
+#[test]
+fn a_state_that_is_not_a_database_exits_2_names_it_and_changes_nothing() {
+    let lab = Lab::new(&["hal"]);
+    let jobp = lab.job();
+    let job = jobp.to_str().unwrap();
+    let garbage =
+        b"Not a database: an admin's notes, saved over the state by mistake.\n".repeat(80);
+    std::fs::write(lab.db(), &garbage).unwrap();
+    for args in [
+        vec!["status", job],
+        vec!["status", job, "--json"],
+        vec!["migrate", job, "--all"],
+        vec!["match", job],
+        vec!["report", job],
+    ] {
+        let out = lab.mailferry(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("job.db") && err.contains("not a database"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::read(lab.db()).unwrap(), garbage, "{args:?}");
+    }
+}
+
+/// `status --json | head`: a reader that goes away ends the printing command quietly (by
+/// SIGPIPE, as `cat` would), never with a panic.
+#[test]
+fn a_printing_command_whose_reader_goes_away_does_not_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let lab = Lab::new(&["ida"]);
+    let job = lab.job();
+    let job = job.to_str().unwrap();
+    lab.migrate_ok();
+    for args in [
+        vec!["status", job, "--json"],
+        vec!["report", job, "--format", "json"],
+    ] {
+        let mut child = lab
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader closes before the command prints.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
 #[test]
 fn init_writes_a_template_that_check_can_read() {
     let dir = tempfile::tempdir().unwrap();

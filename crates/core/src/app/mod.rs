@@ -64,7 +64,13 @@ impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::Input(_) | AppError::Fields { .. } => 2,
-            AppError::Store(e) if e.kind == StoreErrorKind::Unsupported => 2,
+            // A state the job names that this build cannot use (not a database, a newer
+            // schema, an unknown scheme) is bad input: nothing was changed.
+            AppError::Store(e)
+                if matches!(e.kind, StoreErrorKind::Unsupported | StoreErrorKind::Schema) =>
+            {
+                2
+            }
             _ => 1,
         }
     }
