@@ -242,7 +242,8 @@ fn without_condstore_a_delta_pass_reads_every_flag_and_is_exact() {
 /// A measurement, run by hand (`cargo test -p mailferry --test integration -- --ignored
 /// --nocapture measure_`): one delta pass after ten flag changes in a 100,000-message folder,
 /// with CONDSTORE and with the full read (the source's profile set to `exchange-online`,
-/// which does not use CONDSTORE). It prints the two passes' times and checks both exact.
+/// which does not use CONDSTORE), then one after ten expunges with QRESYNC. It prints the
+/// passes' times and checks each exact.
 #[test]
 #[ignore = "a measurement of a few minutes, run by hand"]
 fn measure_a_delta_pass_of_a_100k_message_folder() {
@@ -308,4 +309,31 @@ fn measure_a_delta_pass_of_a_100k_message_folder() {
     .unwrap();
     delta("delta pass reading every flag", 3, is_full_scan);
     delta("delta pass reading every flag, again", 4, is_full_scan);
+
+    // Ten messages expunged, with CONDSTORE and QRESYNC again: the server's VANISHED names
+    // them, and no UID list of the 100,000 is read.
+    std::fs::write(lab.job(), &text).unwrap();
+    let mut c = connect(&lab.source, "max");
+    c.select("INBOX", false).unwrap();
+    let gone: Vec<u32> = (0..10).map(|k| 5 + k * 9_973).collect();
+    c.uid_store_flags(&gone, &["\\Deleted".to_string()])
+        .unwrap();
+    c.run("EXPUNGE").unwrap();
+    c.logout();
+    let cpu = children_cpu();
+    let (v, src) = traced_migrate(&lab, "expunged");
+    assert_eq!(v["copied"], 0, "{v:#}");
+    assert_eq!(count(&src, is_vanished_scan), 1, "{src:#?}");
+    assert_eq!(count(&src, |c| c.starts_with("UID SEARCH")), 0, "{src:#?}");
+    eprintln!(
+        "delta pass after 10 expunges (VANISHED): {:.2} s, mailferry CPU {:.2} s",
+        v["seconds"].as_f64().unwrap(),
+        children_cpu() - cpu
+    );
+    let t = snapshot(&lab.target, "max");
+    assert_eq!(
+        t["INBOX"].len(),
+        N,
+        "the target keeps the expunged messages' copies"
+    );
 }

@@ -43,6 +43,7 @@ macro_rules! store_conformance {
             complete_marks_intents_copied_and_forgets_refused_ones,
             set_flags_changes_only_the_named_rows,
             rekey_moves_rows_to_their_new_keys,
+            a_rekey_onto_a_held_key_is_refused_whole,
             gone_rows_are_marked_listed_and_cleared_by_a_rekey,
             ledger_folder_holds_every_uidvalidity_of_one_folder,
             target_uids_are_the_known_uids_of_one_target_folder,
@@ -454,6 +455,28 @@ pub fn rekey_moves_rows_to_their_new_keys(mut s: Box<dyn Store>) -> Result<()> {
     let mut uids = s.target_uids(&id, "T/INBOX")?;
     uids.sort_unstable();
     assert_eq!(uids, [super::uid(11), super::uid(12)]);
+    Ok(())
+}
+
+pub fn a_rekey_onto_a_held_key_is_refused_whole(mut s: Box<dyn Store>) -> Result<()> {
+    let id = EntryId::from("u1");
+    let rows = [row("INBOX", 7, 1), row("INBOX", 7, 2), row("Archive", 7, 1)];
+    copy_rows(s.as_mut(), &id, &rows, 10)?;
+    let before = sorted(s.ledger_all(&id)?);
+    // Sorted: Archive 1, INBOX 1, INBOX 2.
+    let mut free = before[2].clone();
+    free.uid = super::uid(9);
+    // INBOX 2 onto a new key, then INBOX 1 onto Archive 1, which another row holds.
+    let mut held = before[1].clone();
+    held.source_folder = "Archive".into();
+    held.uid = super::uid(1);
+    let got = s.rekey(&id, &[(before[2].clone(), free), (before[1].clone(), held)]);
+    assert!(got.is_err(), "{got:?}");
+    assert_eq!(
+        sorted(s.ledger_all(&id)?),
+        before,
+        "nothing of the call applied"
+    );
     Ok(())
 }
 

@@ -279,32 +279,54 @@ pub fn rekey(
 ) -> Result<()> {
     let tx = client;
     super::runs::check_fence(tx, fence)?;
-    let stmt = tx
-        .prepare(
-            "UPDATE ledger SET source_folder = $5, uid_validity = $6, uid = $7,
-                 target_folder = $8, target_uid = $9, flags = $10, gone = false
-             WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3 AND uid = $4",
-        )
-        .db()?;
-    for (old, new) in pairs {
-        let target_uid = new.target_uid.map(|u| i64::from(u.get()));
-        tx.execute(
-            &stmt,
-            &[
-                &entry.as_str(),
-                &old.source_folder,
-                &i64::from(old.uid_validity.get()),
-                &i64::from(old.uid.get()),
-                &new.source_folder,
-                &i64::from(new.uid_validity.get()),
-                &i64::from(new.uid.get()),
-                &new.target_folder,
-                &target_uid,
-                &new.flags.as_str(),
-            ],
-        )
-        .db()?;
+    if pairs.is_empty() {
+        return Ok(());
     }
+    // One statement for all of them, as `set_flags`: a folder renamed on the source re-keys
+    // every row of it. Each row is matched by its old key against the rows as they were
+    // before the statement; a new key another row holds is refused, and the whole call with it.
+    fn key(r: &LedgerRow) -> (&str, i64, i64) {
+        (
+            r.source_folder.as_str(),
+            i64::from(r.uid_validity.get()),
+            i64::from(r.uid.get()),
+        )
+    }
+    let (old_folders, old_validities, old_uids): (Vec<&str>, Vec<i64>, Vec<i64>) =
+        pairs.iter().map(|(o, _)| key(o)).collect();
+    let (folders, validities, uids): (Vec<&str>, Vec<i64>, Vec<i64>) =
+        pairs.iter().map(|(_, n)| key(n)).collect();
+    let target_folders: Vec<&str> = pairs
+        .iter()
+        .map(|(_, n)| n.target_folder.as_str())
+        .collect();
+    let target_uids: Vec<Option<i64>> = pairs
+        .iter()
+        .map(|(_, n)| n.target_uid.map(|u| i64::from(u.get())))
+        .collect();
+    let flags: Vec<&str> = pairs.iter().map(|(_, n)| n.flags.as_str()).collect();
+    tx.execute(
+        "UPDATE ledger AS l SET source_folder = x.nf, uid_validity = x.nv, uid = x.nu,
+             target_folder = x.tf, target_uid = x.tu, flags = x.fl, gone = false
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
+                     $7::bigint[], $8::text[], $9::bigint[], $10::text[])
+             AS x(f, v, u, nf, nv, nu, tf, tu, fl)
+         WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
+             AND l.uid_validity = x.v AND l.uid = x.u",
+        &[
+            &entry.as_str(),
+            &old_folders,
+            &old_validities,
+            &old_uids,
+            &folders,
+            &validities,
+            &uids,
+            &target_folders,
+            &target_uids,
+            &flags,
+        ],
+    )
+    .db()?;
     Ok(())
 }
 
