@@ -282,8 +282,10 @@ fn rss(s: &Served, f: &mut Figures, after: &str) {
     f.add(
         &format!("serve RSS after {after}"),
         format!(
-            "{:.0} MB (peak so far {:.0} MB)",
+            "{:.0} MB: {:.0} MB anonymous, {:.0} MB of files (peak so far {:.0} MB)",
             status_mb(pid, "VmRSS:"),
+            status_mb(pid, "RssAnon:"),
+            status_mb(pid, "RssFile:"),
             status_mb(pid, "VmHWM:")
         ),
     );

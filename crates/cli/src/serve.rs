@@ -28,7 +28,7 @@ use mailferry_core::job::{ConnectionKind, Job, StateLocation};
 use mailferry_core::model::{EntryId, EntryState, RunEntry, RunId, Side};
 use mailferry_core::ports::Observer;
 use mailferry_core::report::migration::MessageError;
-use mailferry_web::{DEFAULT_LISTEN, ServeConfig, ServiceError, ServiceResult, Services};
+use mailferry_web::{DEFAULT_LISTEN, Entries, ServeConfig, ServiceError, ServiceResult, Services};
 
 use crate::{Failed, Outcome};
 
@@ -110,6 +110,10 @@ fn to_json(v: &impl Serialize) -> ServiceResult {
     serde_json::to_value(v).map_err(|e| ServiceError::internal(format!("JSON: {e}")))
 }
 
+fn json_text(v: &impl Serialize) -> Result<String, ServiceError> {
+    serde_json::to_string(v).map_err(|e| ServiceError::internal(format!("JSON: {e}")))
+}
+
 /// Live counters of the pass the console started, read by `progress()`.
 #[derive(Default)]
 struct Live {
@@ -186,9 +190,10 @@ pub struct JobServices {
     process: String,
     /// `entries()` as last read, keyed by the state database's file stamps: the event stream
     /// asks every second, and reading 10,000 entries again when nothing was written would
-    /// keep a core busy. Kept as JSON text too: a browser's first load and the event
-    /// stream's first tick send the text without cloning or serialising 10,000 entries again.
-    entries_cache: Mutex<Option<(DbStamp, Value, Arc<str>)>>,
+    /// keep a core busy. Kept as JSON texts ([`Entries`]), shared by every request and event
+    /// stream: a browser's first load sends the text as it is, and the streams compare
+    /// entries by their texts.
+    entries_cache: Mutex<Option<(DbStamp, Arc<Entries>)>>,
     /// Other processes' passes as last read, keyed the same way and when: every event
     /// stream's tick asks for them, and an idle tick then opens no database at all. Read
     /// again after [`PASSES_FRESH`] even when nothing was written, since a lease that is
@@ -258,29 +263,32 @@ fn notice(text: &str) {
 }
 
 impl JobServices {
-    /// The entries and their JSON text, from the cache while the state database has not
-    /// changed (PostgreSQL states are read every time: there is no cheap stamp).
-    fn entries_cached<T>(
-        &self,
-        take: impl FnOnce(&Value, &Arc<str>) -> T,
-    ) -> Result<T, ServiceError> {
+    /// The entries' JSON texts, from the cache while the state database has not changed
+    /// (PostgreSQL states are read every time: there is no cheap stamp).
+    fn entries_cached(&self) -> Result<Arc<Entries>, ServiceError> {
         let job = JobServices::job(self)?;
         let stamp = match &job.state {
             StateLocation::Sqlite(p) => Some(db_stamp(p)),
             StateLocation::Postgres(_) => None,
         };
         let mut cache = self.entries_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(s), Some((cached, v, t))) = (&stamp, cache.as_ref())
+        if let (Some(s), Some((cached, entries))) = (&stamp, cache.as_ref())
             && s == cached
         {
-            return Ok(take(v, t));
+            return Ok(entries.clone());
         }
-        let v = to_json(&self.with_app(app::status::status)?)?;
-        let t: Arc<str> = v.to_string().into();
-        let out = take(&v, &t);
+        let status = self.with_app(app::status::status)?;
+        let entries = Arc::new(Entries {
+            text: json_text(&status)?.into(),
+            each: status
+                .entries
+                .iter()
+                .map(|e| Ok((e.id.as_str().into(), json_text(e)?.into())))
+                .collect::<Result<_, ServiceError>>()?,
+        });
         // Stamped before the read: a write during the read makes the next call read again.
-        *cache = stamp.map(|s| (s, v, t));
-        Ok(out)
+        *cache = stamp.map(|s| (s, entries.clone()));
+        Ok(entries)
     }
 
     pub fn new(job: Job) -> JobServices {
@@ -371,11 +379,12 @@ impl Services for JobServices {
     }
 
     fn entries(&self) -> ServiceResult {
-        self.entries_cached(|v, _| v.clone())
+        serde_json::from_str(&self.entries_cached()?.text)
+            .map_err(|e| ServiceError::internal(format!("JSON: {e}")))
     }
 
-    fn entries_text(&self) -> Result<Arc<str>, ServiceError> {
-        self.entries_cached(|_, t| t.clone())
+    fn entries_shared(&self) -> Result<Arc<Entries>, ServiceError> {
+        self.entries_cached()
     }
 
     fn entries_version(&self) -> Option<String> {

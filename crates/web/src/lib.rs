@@ -94,6 +94,28 @@ impl ServiceError {
 
 pub type ServiceResult = Result<Value, ServiceError>;
 
+/// The entries as the console sends them: the whole list as one JSON text (exactly `status
+/// --json`) and each entry's own JSON text with its ID, in the list's order. Text, not a
+/// `Value` tree: for 10,000 entries a tree took about 50 MB, and every event stream kept one
+/// more to compare with; an event stream now keeps only references to these texts.
+#[derive(Debug, Default)]
+pub struct Entries {
+    pub text: Arc<str>,
+    pub each: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl Entries {
+    /// From a `status --json` value.
+    pub fn of(v: &Value) -> Entries {
+        Entries {
+            text: v.to_string().into(),
+            each: entry_list(v)
+                .map(|(id, e)| (id.into(), e.to_string().into()))
+                .collect(),
+        }
+    }
+}
+
 /// The web UI's port: what the console asks of the application. Every answer is the JSON the
 /// matching CLI command prints with `--json` (SPEC §4) where there is one.
 pub trait Services: Send + Sync {
@@ -102,10 +124,11 @@ pub trait Services: Send + Sync {
     fn job(&self) -> ServiceResult;
     /// Exactly `status --json`: `{"entries": [...]}`.
     fn entries(&self) -> ServiceResult;
-    /// [`Services::entries`] as JSON text, which a service may keep ready (a console's first
-    /// load and each event stream's first tick send it as it is).
-    fn entries_text(&self) -> Result<Arc<str>, ServiceError> {
-        self.entries().map(|v| v.to_string().into())
+    /// [`Services::entries`] as [`Entries`] texts, which a service may keep ready and share:
+    /// a console's first load and each event stream's first tick send the whole text as it
+    /// is, and the streams compare each entry's text with what they sent.
+    fn entries_shared(&self) -> Result<Arc<Entries>, ServiceError> {
+        self.entries().map(|v| Arc::new(Entries::of(&v)))
     }
     /// A token that changes whenever [`Services::entries`] may answer differently, or `None`
     /// when there is no cheap way to tell. The event stream reads the entries again only when
@@ -440,8 +463,8 @@ impl Server {
             }
             ("GET", "/api/events") => Reply::Events,
             ("GET", "/api/job") => Reply::Full(answer(self.services.job(), 200)),
-            ("GET", "/api/entries") => Reply::Full(match self.services.entries_text() {
-                Ok(text) => Response::new(200, "application/json", text.to_string()),
+            ("GET", "/api/entries") => Reply::Full(match self.services.entries_shared() {
+                Ok(entries) => Response::new(200, "application/json", entries.text.to_string()),
                 Err(e) => failure(&e),
             }),
             ("GET", "/api/progress") => Reply::Full(answer(self.services.progress(), 200)),
@@ -568,47 +591,34 @@ impl Server {
             }
             // Asked before the entries: a change while they are read shows at the next tick.
             let version = self.services.entries_version();
-            let mut first: Option<Arc<str>> = None;
             if version.is_none() || version != last_version {
-                match sent.as_mut() {
-                    // The first tick sends the text as the services keep it; what was sent is
-                    // remembered after it left, for the next ticks' changes.
-                    None => match self.services.entries_text() {
-                        Ok(text) => {
-                            last_version = version;
-                            chunk.push_str("event: entries\ndata: ");
-                            chunk.push_str(&text);
-                            chunk.push_str("\n\n");
-                            first = Some(text);
-                        }
-                        Err(e) => {
-                            chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)))
-                        }
-                    },
-                    Some(before) => match self.services.entries() {
-                        Ok(v) => {
-                            last_version = version;
-                            if let Some(delta) = before.update(v) {
-                                chunk.push_str(&format!(
-                                    "event: entries-changed\ndata: {delta}\n\n"
-                                ));
+                match self.services.entries_shared() {
+                    Ok(now) => {
+                        last_version = version;
+                        match sent.as_mut() {
+                            // The first tick sends the text as the services keep it.
+                            None => {
+                                chunk.push_str("event: entries\ndata: ");
+                                chunk.push_str(&now.text);
+                                chunk.push_str("\n\n");
+                                sent = Some(Sent::of(&now));
+                            }
+                            Some(before) => {
+                                if let Some(delta) = before.update(&now) {
+                                    chunk.push_str("event: entries-changed\ndata: ");
+                                    chunk.push_str(&delta);
+                                    chunk.push_str("\n\n");
+                                }
                             }
                         }
-                        Err(e) => {
-                            chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)))
-                        }
-                    },
+                    }
+                    Err(e) => {
+                        chunk.push_str(&format!("event: failure\ndata: {}\n\n", error_json(&e)))
+                    }
                 }
             }
             if stream.write_all(chunk.as_bytes()).is_err() || stream.flush().is_err() {
                 return;
-            }
-            if let Some(text) = first {
-                // Exactly what the browser has, whatever changed since.
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => sent = Some(Sent::of(&v)),
-                    Err(_) => last_version = None,
-                }
             }
             for _ in 0..10 {
                 if self.shutdown.load(Ordering::SeqCst) {
@@ -620,41 +630,44 @@ impl Server {
     }
 }
 
-/// The entries one event stream has sent, by ID, to send only what changed next time.
-struct Sent(HashMap<String, Value>);
+/// The entries one event stream has sent, by ID, to send only what changed next time: the
+/// services' own texts, shared, not copies.
+struct Sent(HashMap<Arc<str>, Arc<str>>);
 
 impl Sent {
-    fn of(v: &Value) -> Sent {
-        Sent(
-            entry_list(v)
-                .map(|(id, e)| (id.to_string(), e.clone()))
-                .collect(),
-        )
+    fn of(entries: &Entries) -> Sent {
+        Sent(entries.each.iter().cloned().collect())
     }
 
-    /// Remembers `v` and returns `{"changed": [...], "removed": [...]}`, or `None` when
-    /// no entry changed.
-    fn update(&mut self, mut v: Value) -> Option<Value> {
-        let mut changed = Vec::new();
-        let mut now = HashMap::with_capacity(self.0.len());
-        let list = match v.get_mut("entries").map(Value::take) {
-            Some(Value::Array(list)) => list,
-            _ => Vec::new(),
-        };
-        // The entries are moved into the new map; only the changed ones are copied.
-        for e in list {
-            let Some(id) = e["id"].as_str().map(str::to_string) else {
-                continue;
-            };
-            if self.0.get(&id) != Some(&e) {
-                changed.push(e.clone());
+    /// Remembers `entries` and returns `{"changed": [...], "removed": [...]}`, or `None`
+    /// when no entry changed.
+    fn update(&mut self, entries: &Entries) -> Option<String> {
+        let mut changed: Vec<&str> = Vec::new();
+        let mut now = HashMap::with_capacity(entries.each.len());
+        for (id, text) in &entries.each {
+            let same = self
+                .0
+                .get(id)
+                .is_some_and(|old| Arc::ptr_eq(old, text) || old == text);
+            if !same {
+                changed.push(text);
             }
-            now.insert(id, e);
+            now.insert(id.clone(), text.clone());
         }
-        let mut removed: Vec<&String> = self.0.keys().filter(|id| !now.contains_key(*id)).collect();
-        removed.sort();
-        let delta = (!changed.is_empty() || !removed.is_empty())
-            .then(|| json!({"changed": changed, "removed": removed}));
+        let mut removed: Vec<&str> = self
+            .0
+            .keys()
+            .filter(|id| !now.contains_key(*id))
+            .map(|id| &**id)
+            .collect();
+        removed.sort_unstable();
+        let delta = (!changed.is_empty() || !removed.is_empty()).then(|| {
+            format!(
+                "{{\"changed\":[{}],\"removed\":{}}}",
+                changed.join(","),
+                Value::from(removed)
+            )
+        });
         self.0 = now;
         delta
     }
@@ -721,15 +734,22 @@ mod tests {
     fn the_event_stream_sends_only_changed_entries() {
         let a = json!({"id": "a", "state": "new"});
         let b = json!({"id": "b", "state": "new"});
-        let mut sent = Sent::of(&json!({"entries": [a, b]}));
-        assert_eq!(sent.update(json!({"entries": [a, b], "passes": [1]})), None);
+        let first = Entries::of(&json!({"entries": [a, b]}));
+        let mut sent = Sent::of(&first);
+        assert_eq!(sent.update(&first), None, "the same texts");
+        let again = Entries::of(&json!({"entries": [a, b], "passes": [1]}));
+        assert_eq!(sent.update(&again), None, "equal texts");
         let b2 = json!({"id": "b", "state": "migrated"});
         let c = json!({"id": "c", "state": "new"});
+        let delta = sent.update(&Entries::of(&json!({"entries": [b2, c]})));
+        let delta: Value = serde_json::from_str(&delta.unwrap()).unwrap();
+        assert_eq!(delta, json!({"changed": [b2, c], "removed": ["a"]}));
         assert_eq!(
-            sent.update(json!({"entries": [b2, c]})),
-            Some(json!({"changed": [b2, c], "removed": ["a"]}))
+            sent.update(&Entries::of(&json!({"entries": [c, b2]}))),
+            None
         );
-        assert_eq!(sent.update(json!({"entries": [c, b2]})), None);
+        let delta = sent.update(&Entries::of(&json!({"entries": [c]}))).unwrap();
+        assert_eq!(delta, r#"{"changed":[],"removed":["b"]}"#);
     }
 
     #[test]
