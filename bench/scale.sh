@@ -18,7 +18,10 @@
 #
 # PostgreSQL runs with its default durability (fsync, synchronous commit), in $OUT/pg, as
 # the system user postgres, on 127.0.0.1:$PG_PORT (default 25432).
-# Environment: MAILFERRY_SHARED, MAILFERRY_LAB, BENCH_OUT, PG_PORT, as bench/run.sh.
+# Each row also records the CPU seconds PostgreSQL's processes used during it, and those of
+# the whole machine (from /proc/stat), so a row shows what the database took from the cores.
+# Environment: MAILFERRY_SHARED, MAILFERRY_LAB, BENCH_OUT, PG_PORT, as bench/run.sh;
+# ROWS="sqlite-1x4 postgres-1x4" runs only those rows (and then no ledger_bench).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -129,7 +132,23 @@ EOF
 export BENCH_ADMIN_PW=$MASTER_PASS
 
 RES=$OUT/results.tsv
-printf 'store\tprocesses\tconcurrency\twall_s\tmsgs_per_s\tcopied\tledger_rows\tledger_bytes\tverify\n' >"$RES"
+printf 'store\tprocesses\tconcurrency\twall_s\tmsgs_per_s\tcopied\tledger_rows\tledger_bytes\tverify\tpg_cpu_s\tall_cpu_s\n' >"$RES"
+
+# CPU seconds of PostgreSQL so far: the postmaster with its reaped children (each connection's
+# backend ends with it), and its live children.
+pg_cpu() {
+  local pm own live
+  pm=$(head -1 "$PGDATA/postmaster.pid")
+  own=$(awk '{sub(/^.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$pm/stat")
+  live=$(for c in $(pgrep -P "$pm"); do
+    awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$c/stat" 2>/dev/null || true
+  done | awk '{t += $1} END {print t + 0}')
+  awk -v a="$own" -v b="$live" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (a + b) / hz}'
+}
+# CPU seconds the whole machine has spent busy (not idle, not waiting for I/O) since boot.
+all_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2 + $3 + $4 + $7 + $8) / hz}' /proc/stat
+}
 
 # row STORE PROCESSES CONCURRENCY
 row() {
@@ -148,6 +167,9 @@ state_password = { env = \"MAILFERRY_SCALE_PG_PW\" }"
   fi
   write_job "$name" "$state" "$c"
   "$MF" match "$OUT/$name.toml" >"$OUT/$name-match.log" 2>&1 || die "match failed: $(cat "$OUT/$name-match.log")"
+  local pg0 all0
+  pg0=$(pg_cpu)
+  all0=$(all_cpu)
   t0=$(date +%s.%N)
   for i in $(seq "$n"); do
     "$MF" migrate "$OUT/$name.toml" --all --json >"$OUT/$name-$i.out" 2>"$OUT/$name-$i.err" &
@@ -155,6 +177,9 @@ state_password = { env = \"MAILFERRY_SCALE_PG_PW\" }"
   done
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=$?; done
   t1=$(date +%s.%N)
+  local pg_s all_s
+  pg_s=$(awk -v a="$(pg_cpu)" -v b="$pg0" 'BEGIN {printf "%.2f", a - b}')
+  all_s=$(awk -v a="$(all_cpu)" -v b="$all0" 'BEGIN {printf "%.2f", a - b}')
   ((rc == 0)) || die "a migrate of $name exited $rc: $(tail -3 "$OUT/$name"-*.err)"
   for i in $(seq "$n"); do
     copied=$((copied + $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["copied"])' "$OUT/$name-$i.out")))
@@ -169,23 +194,23 @@ state_password = { env = \"MAILFERRY_SCALE_PG_PW\" }"
     bytes=$(psql_do -d scale -c "SELECT pg_total_relation_size('ledger')")
   fi
   awk -v s="$store" -v n="$n" -v c="$c" -v t0="$t0" -v t1="$t1" -v m="$NMSG" -v cp="$copied" \
-    -v r="$rows" -v b="$bytes" -v v="$verdict" \
-    'BEGIN {w = t1 - t0; printf "%s\t%s\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\n", s, n, c, w, m / w, cp, r, b, v}' >>"$RES"
-  log "  $name: $(tail -1 "$RES" | cut -f4) s, copied $copied, verify $verdict"
+    -v r="$rows" -v b="$bytes" -v v="$verdict" -v pg="$pg_s" -v all="$all_s" \
+    'BEGIN {w = t1 - t0; printf "%s\t%s\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\n", s, n, c, w, m / w, cp, r, b, v, pg, all}' >>"$RES"
+  log "  $name: $(tail -1 "$RES" | cut -f4) s, copied $copied, verify $verdict, PostgreSQL CPU $pg_s s of $all_s s"
 }
 
-row sqlite 1 4
-row postgres 1 4
-row sqlite 1 8
-row postgres 1 2
-row postgres 2 2
-row postgres 4 2
+ROWS=${ROWS:-sqlite-1x4 postgres-1x4 sqlite-1x8 postgres-1x2 postgres-2x2 postgres-4x2}
+for r in $ROWS; do
+  [[ $r =~ ^(sqlite|postgres)-([1-9][0-9]*)x([1-9][0-9]*)$ ]] || die "ROWS: '$r' is not STORE-NxC"
+  row "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[3]}"
+done
 
 # What one database sustains: the jobs' entries exist (each row matched them); the benchmark's
 # rows go into a folder no pass has.
 LEDGER_RES=$OUT/ledger-bench.tsv
 printf 'store\twriters\trows_per_s\n' >"$LEDGER_RES"
 for store_job in "sqlite:$OUT/sqlite-1x8.toml" "postgres:$OUT/postgres-4x2.toml"; do
+  [[ -f ${store_job#*:} ]] || continue # a row left out by ROWS
   for w in 1 4 8; do
     ((w <= ${#USERS[@]})) || continue # one entry per writer
     line=$("$LEDGER_BENCH" "${store_job#*:}" "$w" 10 128) || die "ledger_bench failed on ${store_job%%:*}"
@@ -204,10 +229,11 @@ rows = list(csv.DictReader(open(res), delimiter="\t"))
 print(f"# mailferry scaling benchmark: {preset} preset, {stamp[:10]} {stamp[11:13]}:{stamp[13:]}\n")
 print(f"- corpus: {int(n):,} messages, {int(b) / 1e6:,.1f} MB; {mf}; Dovecot {dc.split()[0]}; PostgreSQL 15 with its default durability")
 print(f"- machine: {os.cpu_count()} cores, kernel {platform.release()}; CPUs {busy}% busy when it started\n")
-print("| state | processes × concurrency | wall s | msgs/s | copied (all processes) | verify |")
-print("| --- | --- | ---: | ---: | ---: | --- |")
+print("| state | processes × concurrency | wall s | msgs/s | copied (all processes) | verify | PostgreSQL CPU s | machine CPU s |")
+print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
 for r in rows:
-    print(f"| {r['store']} | {r['processes']} × {r['concurrency']} | {r['wall_s']} | {r['msgs_per_s']} | {int(r['copied']):,} | {r['verify']} |")
+    print(f"| {r['store']} | {r['processes']} × {r['concurrency']} | {r['wall_s']} | {r['msgs_per_s']} | {int(r['copied']):,} | {r['verify']} "
+          f"| {r['pg_cpu_s']} | {r['all_cpu_s']} |")
 by = {(r["store"], r["processes"], r["concurrency"]): float(r["wall_s"]) for r in rows}
 if ("sqlite", "1", "4") in by and ("postgres", "1", "4") in by:
     s, p = by[("sqlite", "1", "4")], by[("postgres", "1", "4")]
