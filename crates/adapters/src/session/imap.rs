@@ -1066,6 +1066,12 @@ impl MailSession for ImapSession {
         Ok(uids.into_iter().filter_map(Uid::new).collect())
     }
 
+    fn present(&mut self, uids: &[Uid]) -> Result<Vec<Uid>> {
+        let uids = numbers(uids);
+        let found = self.call(|c| c.uid_search_in(&uids))?;
+        Ok(found.into_iter().filter_map(Uid::new).collect())
+    }
+
     fn fetch(
         &mut self,
         uids: &[Uid],

@@ -210,6 +210,39 @@ fn a_renamed_folder_and_a_message_refiled_a_pass_later_are_moved_not_copied_agai
     );
 }
 
+/// A message filed on the source whose copy was deleted on the target meanwhile (a pilot user
+/// tidying up) cannot be moved there: it is copied again, so the target is not left without
+/// it.
+#[test]
+fn a_moved_message_whose_copy_was_deleted_on_the_target_is_copied_again() {
+    let lab = Lab::new(&["lou"]);
+    fill(
+        &lab.source,
+        "lou",
+        "INBOX",
+        &(0..5).map(|i| generated(i, 800)).collect::<Vec<_>>(),
+    );
+    let v = lab.migrate_ok();
+    assert_eq!(v["copied"], 5, "{v:#}");
+    let mut t = connect(&lab.target, "lou");
+    t.select("INBOX", false).unwrap();
+    t.uid_store_flags(&[2], &["\\Deleted".to_string()]).unwrap();
+    t.run("EXPUNGE").unwrap();
+    t.logout();
+    let mut c = connect(&lab.source, "lou");
+    let _ = c.create("Archive");
+    c.select("INBOX", false).unwrap();
+    c.uid_move(&[2], "Archive").unwrap();
+    c.logout();
+
+    let (v, _) = traced_migrate(&lab, "moved");
+    assert_eq!(v["copied"], 1, "{v:#}");
+    assert_eq!(v["entries"][0]["moved"], 0, "{v:#}");
+    assert_exact(&lab, "lou");
+    let (v, _) = traced_migrate(&lab, "again");
+    assert_eq!(v["copied"], 0, "{v:#}");
+}
+
 /// Without CONDSTORE (a server that does not advertise it, as Exchange Online) a changed
 /// folder is read in full, and the pass is as exact.
 #[test]

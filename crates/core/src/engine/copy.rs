@@ -82,8 +82,9 @@ impl Pass<'_, '_> {
         let (tx, rx) = sync_channel::<Message>(256);
         let fetch_budget = &budget;
         let mut moves = Vec::new();
+        let fetch_src = &mut *src;
         std::thread::scope(|scope| {
-            let fetcher = scope.spawn(move || fetch_messages(src, to_copy, tx, fetch_budget));
+            let fetcher = scope.spawn(move || fetch_messages(fetch_src, to_copy, tx, fetch_budget));
             let appended = self.append_messages(dst, w, rx, &budget, vanished, &mut moves);
             budget.close();
             let fetched = fetcher.join().unwrap_or_else(|_| {
@@ -103,7 +104,13 @@ impl Pass<'_, '_> {
                 }),
             }
         })?;
-        self.apply_moves(dst, tree, &w.item.target_raw_name, moves)
+        let again = self.apply_moves(dst, tree, &w.item.target_raw_name, moves)?;
+        if again.is_empty() {
+            return Ok(());
+        }
+        // Copies the target no longer holds: these messages are copied again, now (with no
+        // vanished row to match, this second round has no moves).
+        self.copy_folder(src, dst, tree, w, &again, &mut Vanished::new())
     }
 }
 

@@ -242,6 +242,36 @@ pub fn take_vanished(vanished: &mut Vanished, fp: &Fingerprint) -> Option<Ledger
     row
 }
 
+/// A message found moved: its old ledger row and its new one.
+pub type Move = (LedgerRow, LedgerRow);
+
+/// The target copies the moves would reuse, by target folder: the target UIDs to look for.
+/// Copies whose target UID is unknown cannot be looked for.
+pub fn known_copies(moves: &[(LedgerRow, LedgerRow)]) -> BTreeMap<&str, Vec<Uid>> {
+    let mut out: BTreeMap<&str, Vec<Uid>> = BTreeMap::new();
+    for (old, _) in moves {
+        if let Some(u) = old.target_uid {
+            out.entry(old.target_folder.as_str()).or_default().push(u);
+        }
+    }
+    for uids in out.values_mut() {
+        uids.sort_unstable();
+    }
+    out
+}
+
+/// Splits the moves into those whose copy the target still holds (`present`: target folder
+/// and UID; a copy of unknown UID is taken to be there) and those whose copy is gone.
+pub fn still_on_target(
+    moves: Vec<Move>,
+    present: &HashSet<(String, Uid)>,
+) -> (Vec<Move>, Vec<Move>) {
+    moves.into_iter().partition(|(old, _)| {
+        old.target_uid
+            .is_none_or(|u| present.contains(&(old.target_folder.clone(), u)))
+    })
+}
+
 /// How the moves found while copying a folder are carried out.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MovePlan {
@@ -402,6 +432,32 @@ mod tests {
         assert_eq!(vanished[&Fingerprint::from("fa")].len(), 2);
         let marked: HashSet<RowKey> = [row_key(&a)].into();
         assert_eq!(newly_gone(&vanished, &marked), [row("Old", 1, "fa")]);
+    }
+
+    #[test]
+    fn moves_whose_copy_the_target_lost_are_split_off() {
+        let mut unknown = row("INBOX", 3, "fc");
+        unknown.target_uid = None;
+        let moves: Vec<(LedgerRow, LedgerRow)> =
+            [row("INBOX", 1, "fa"), row("INBOX", 2, "fb"), unknown]
+                .into_iter()
+                .map(|r| (r.clone(), r))
+                .collect();
+        let known = known_copies(&moves);
+        assert_eq!(
+            known.into_iter().collect::<Vec<_>>(),
+            [("INBOX", vec![uid(101), uid(102)])]
+        );
+        let present: HashSet<(String, Uid)> = [("INBOX".to_string(), uid(102))].into();
+        let (kept, lost) = still_on_target(moves, &present);
+        assert_eq!(
+            kept.iter().map(|(o, _)| o.uid).collect::<Vec<_>>(),
+            [uid(2), uid(3)]
+        );
+        assert_eq!(
+            lost.iter().map(|(o, _)| o.uid).collect::<Vec<_>>(),
+            [uid(1)]
+        );
     }
 
     #[test]

@@ -14,14 +14,24 @@ impl Pass<'_, '_> {
     /// New source messages that are byte-for-byte messages the ledger saw vanish (moved
     /// between source folders, or renumbered by a UIDVALIDITY change) are already on the
     /// target: one UID MOVE per target folder they sit in, then the ledger re-keyed in one
-    /// transaction. They are never copied again.
+    /// transaction. They are never copied again, unless their copy is no longer on the target
+    /// (deleted there since, by a pilot user say): then the old row is forgotten, and the
+    /// (source UID, size) of each such message returned, to be copied again.
     pub(super) fn apply_moves(
         &mut self,
         dst: &mut dyn MailSession,
         tree: &FolderTree,
         target_raw: &str,
         moves: Vec<(LedgerRow, LedgerRow)>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(Uid, u64)>> {
+        let mut present = HashSet::new();
+        for (folder, uids) in decide::known_copies(&moves) {
+            dst.select(&target_raw_name(tree, folder), true)
+                .map_err(on(Side::Target))?;
+            let found = dst.present(&uids).map_err(on(Side::Target))?;
+            present.extend(found.into_iter().map(|u| (folder.to_string(), u)));
+        }
+        let (moves, lost) = decide::still_on_target(moves, &present);
         let MovePlan {
             mut rekey_only,
             by_folder,
@@ -57,7 +67,12 @@ impl Pass<'_, '_> {
         self.stats.flags_updated += fixed;
         self.stats.moved += rekey_only.len() as u64;
         self.store().rekey(&self.entry.id, &rekey_only)?;
-        Ok(())
+        if lost.is_empty() {
+            return Ok(Vec::new());
+        }
+        let forgotten: Vec<&LedgerRow> = lost.iter().map(|(old, _)| old).collect();
+        self.store().complete(&self.entry.id, &[], &forgotten)?;
+        Ok(lost.iter().map(|(_, new)| (new.uid, new.size)).collect())
     }
 
     /// Adds to `vanished` what this pass's scans cannot have seen gone: the rows an earlier

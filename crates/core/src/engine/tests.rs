@@ -677,6 +677,35 @@ fn a_message_expunged_in_one_pass_and_filed_again_in_a_later_one_is_moved_not_co
 }
 
 #[test]
+fn a_moved_message_whose_copy_was_deleted_on_the_target_is_copied_again() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    // A pilot user deleted the copy on the target; then the message is filed on the source.
+    let copy = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.fingerprint == fingerprint(&mail(2)))
+        .and_then(|r| r.target_uid)
+        .unwrap();
+    w.target.with(TARGET, |m| m.expunge("INBOX", copy));
+    w.source
+        .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 1, 0)
+    );
+    let dst = w.dst();
+    assert_eq!((dst.counts().moves, dst.counts().appends), (0, 1));
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    let (_, again) = w.pass();
+    assert_eq!((again.copied, again.moved), (0, 0));
+}
+
+#[test]
 fn a_message_moved_and_flagged_on_the_source_has_its_new_flags_on_the_target() {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();

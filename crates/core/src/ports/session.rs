@@ -172,6 +172,15 @@ pub trait MailSession: Send {
         let _ = modseq;
         self.scan(Uid::FIRST, each).map(|()| None)
     }
+    /// Which of these UIDs the selected folder still holds, in any order.
+    fn present(&mut self, uids: &[Uid]) -> Result<Vec<Uid>> {
+        let wanted: std::collections::HashSet<Uid> = uids.iter().copied().collect();
+        Ok(self
+            .uids()?
+            .into_iter()
+            .filter(|u| wanted.contains(u))
+            .collect())
+    }
     /// Every UID of the selected folder (no flags, no sizes).
     fn uids(&mut self) -> Result<Vec<Uid>> {
         let mut uids = Vec::new();

@@ -201,6 +201,16 @@ impl Client {
         Ok(out)
     }
 
+    /// Which of these UIDs the selected folder holds (`UID SEARCH UID set`, one command per
+    /// [`uid_sets`] chunk).
+    pub fn uid_search_in(&mut self, uids: &[u32]) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for set in uid_sets(uids, MAX_SET_CHARS) {
+            out.extend(self.uid_search(&format!("UID {set}"))?);
+        }
+        Ok(out)
+    }
+
     pub fn create(&mut self, mailbox: &str) -> Result<()> {
         self.run(&format!("CREATE {}", quote(mailbox))).map(drop)
     }
