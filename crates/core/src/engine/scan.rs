@@ -40,7 +40,6 @@ impl Pass<'_, '_> {
         }
 
         let selected = src.select(raw, false).map_err(on(Side::Source))?;
-        let ledger = self.store().ledger_folder(&self.entry.id, &folder)?;
         let in_range: Option<HashSet<Uid>> = match (&settings.since, &settings.until) {
             (None, None) => None,
             (since, until) => Some(
@@ -80,6 +79,18 @@ impl Pass<'_, '_> {
             src.scan(Uid::FIRST, &mut |m| scanned.push(m))
                 .map_err(on(Side::Source))?;
         }
+        // A delta needs only the rows of the UIDs it names (changed, new, listed as expunged):
+        // a flag change in a folder of 100,000 messages reads one row, not 100,000. Reading the
+        // folder's UIDs, or all its flags, needs all of them.
+        let ledger = if delta.is_some() && present.is_none() {
+            let mut named: Vec<(Uid, Uid)> = scanned.iter().map(|m| (m.uid, m.uid)).collect();
+            named.extend(gone.iter().flatten().copied());
+            let named = decide::merge_ranges(named);
+            self.store()
+                .ledger_uids(&self.entry.id, &folder, selected.uid_validity, &named)?
+        } else {
+            self.store().ledger_folder(&self.entry.id, &folder)?
+        };
         let kind = match (delta, &gone) {
             (Some(_), Some(gone)) => ScanKind::Vanished { gone },
             (Some(_), None) => ScanKind::Changed {

@@ -325,6 +325,15 @@ pub trait Store: Send {
     // ---- ledger
     /// Ledger rows of one source folder (any UIDVALIDITY), by source UID.
     fn ledger_folder(&self, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>>;
+    /// Ledger rows of one source folder and UIDVALIDITY whose UID lies in one of these
+    /// ranges (inclusive), by UID: what a delta scan names, without the folder's other rows.
+    fn ledger_uids(
+        &self,
+        entry: &EntryId,
+        folder: &str,
+        uid_validity: UidValidity,
+        ranges: &[(Uid, Uid)],
+    ) -> Result<Vec<LedgerRow>>;
     fn ledger_pending(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>>;
     /// The source folders the entry's rows name, sorted: one the source no longer has was

@@ -298,6 +298,22 @@ impl Store for MemoryStore {
         Ok(self.ledger_where(entry, |r| r.source_folder == folder))
     }
 
+    fn ledger_uids(
+        &self,
+        entry: &EntryId,
+        folder: &str,
+        uid_validity: UidValidity,
+        ranges: &[(Uid, Uid)],
+    ) -> Result<Vec<LedgerRow>> {
+        Ok(self.ledger_where(entry, |r| {
+            r.source_folder == folder
+                && r.uid_validity == uid_validity
+                && ranges
+                    .iter()
+                    .any(|(low, high)| (*low..=*high).contains(&r.uid))
+        }))
+    }
+
     fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
         let folders: BTreeSet<String> = self
             .ledger_where(entry, |_| true)

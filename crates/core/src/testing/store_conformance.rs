@@ -46,6 +46,7 @@ macro_rules! store_conformance {
             a_rekey_onto_a_held_key_is_refused_whole,
             gone_rows_are_marked_listed_and_cleared_by_a_rekey,
             ledger_folder_holds_every_uidvalidity_of_one_folder,
+            ledger_uids_are_one_folder_and_uidvalidity_in_the_ranges,
             target_uids_are_the_known_uids_of_one_target_folder,
             ledgers_are_per_entry,
             checkpoints_overwrite,
@@ -510,6 +511,46 @@ pub fn gone_rows_are_marked_listed_and_cleared_by_a_rekey(mut s: Box<dyn Store>)
     refiled.uid = super::uid(4);
     s.rekey(&id, &[(want[0].clone(), refiled)])?;
     assert_eq!(s.ledger_gone(&id)?, [want[1].clone()]);
+    Ok(())
+}
+
+pub fn ledger_uids_are_one_folder_and_uidvalidity_in_the_ranges(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let (id, other) = (EntryId::from("u1"), EntryId::from("u2"));
+    let rows = [
+        row("INBOX", 7, 1),
+        row("INBOX", 7, 2),
+        row("INBOX", 7, 5),
+        row("INBOX", 7, 9),
+        row("INBOX", 8, 2),
+        row("Old", 7, 2),
+    ];
+    copy_rows(s.as_mut(), &id, &rows, 10)?;
+    copy_rows(s.as_mut(), &other, &rows, 10)?;
+    let r = |a, b| (super::uid(a), super::uid(b));
+    let got = s.ledger_uids(
+        &id,
+        "INBOX",
+        super::validity(7),
+        &[r(2, 5), r(9, 9), r(20, 30)],
+    )?;
+    assert_eq!(
+        got.iter()
+            .map(|r| (r.source_folder.as_str(), r.uid_validity, r.uid))
+            .collect::<Vec<_>>(),
+        [2, 5, 9].map(|u| ("INBOX", super::validity(7), super::uid(u)))
+    );
+    // The whole row, as the folder's read gives it.
+    let whole = s
+        .ledger_folder(&id, "INBOX")?
+        .into_iter()
+        .find(|x| x.uid_validity == super::validity(7) && x.uid == super::uid(2));
+    assert_eq!(Some(&got[0]), whole.as_ref());
+    assert!(
+        s.ledger_uids(&id, "INBOX", super::validity(7), &[])?
+            .is_empty()
+    );
     Ok(())
 }
 

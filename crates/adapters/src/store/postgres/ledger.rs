@@ -52,6 +52,34 @@ pub fn folder(client: &mut Client, entry: &EntryId, folder: &str) -> Result<Vec<
     )
 }
 
+/// Rows of one folder and UIDVALIDITY in these UID ranges, in one statement.
+pub fn uids(
+    client: &mut Client,
+    entry: &EntryId,
+    folder: &str,
+    uid_validity: UidValidity,
+    ranges: &[(Uid, Uid)],
+) -> Result<Vec<LedgerRow>> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lows: Vec<i64> = ranges.iter().map(|(l, _)| i64::from(l.get())).collect();
+    let highs: Vec<i64> = ranges.iter().map(|(_, h)| i64::from(h.get())).collect();
+    query(
+        client,
+        "WHERE entry_id = $1 AND source_folder = $2 AND uid_validity = $3
+             AND EXISTS (SELECT 1 FROM unnest($4::bigint[], $5::bigint[]) AS r(lo, hi)
+                         WHERE uid BETWEEN r.lo AND r.hi)",
+        &[
+            &entry.as_str(),
+            &folder,
+            &i64::from(uid_validity.get()),
+            &lows,
+            &highs,
+        ],
+    )
+}
+
 pub fn pending(client: &mut Client, entry: &EntryId) -> Result<Vec<LedgerRow>> {
     query(
         client,

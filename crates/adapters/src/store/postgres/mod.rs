@@ -31,7 +31,7 @@ use postgres::{Client, NoTls, Row};
 
 use mailferry_core::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind, Uid,
+    RunId, RunKind, Uid, UidValidity,
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
@@ -406,6 +406,16 @@ impl Store for PostgresStore {
     }
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         self.conn.again(|c| ledger::all(c, entry))
+    }
+    fn ledger_uids(
+        &self,
+        entry: &EntryId,
+        folder: &str,
+        uid_validity: UidValidity,
+        ranges: &[(Uid, Uid)],
+    ) -> Result<Vec<LedgerRow>> {
+        self.conn
+            .again(|c| ledger::uids(c, entry, folder, uid_validity, ranges))
     }
     fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
         self.conn.again(|c| ledger::folders(c, entry))

@@ -44,6 +44,34 @@ pub fn folder(conn: &Connection, entry: &EntryId, folder: &str) -> Result<Vec<Le
     )
 }
 
+/// Rows of one folder and UIDVALIDITY in these UID ranges: one primary-key range read each.
+pub fn uids(
+    conn: &Connection,
+    entry: &EntryId,
+    folder: &str,
+    uid_validity: UidValidity,
+    ranges: &[(Uid, Uid)],
+) -> Result<Vec<LedgerRow>> {
+    let mut out = Vec::new();
+    for (low, high) in ranges {
+        out.extend(query(
+            conn,
+            "WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3
+                 AND uid BETWEEN ?4 AND ?5",
+            params![
+                entry.as_str(),
+                folder,
+                uid_validity.get(),
+                low.get(),
+                high.get()
+            ],
+        )?);
+    }
+    out.sort_by_key(|r| r.uid);
+    out.dedup_by_key(|r| r.uid);
+    Ok(out)
+}
+
 pub fn pending(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
     query(
         conn,

@@ -25,7 +25,7 @@ use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 
 use mailferry_core::model::{
     Checkpoint, Entry, EntryId, EntryState, Failure, Flags, LedgerRow, RefreshRecord, RunEntry,
-    RunId, RunKind, Uid,
+    RunId, RunKind, Uid, UidValidity,
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
@@ -212,6 +212,15 @@ impl Store for SqliteStore {
     }
     fn ledger_all(&self, entry: &EntryId) -> Result<Vec<LedgerRow>> {
         ledger::all(&self.conn, entry)
+    }
+    fn ledger_uids(
+        &self,
+        entry: &EntryId,
+        folder: &str,
+        uid_validity: UidValidity,
+        ranges: &[(Uid, Uid)],
+    ) -> Result<Vec<LedgerRow>> {
+        ledger::uids(&self.conn, entry, folder, uid_validity, ranges)
     }
     fn ledger_folders(&self, entry: &EntryId) -> Result<Vec<String>> {
         ledger::folders(&self.conn, entry)
