@@ -11,10 +11,32 @@ use sha2::{Digest, Sha256};
 use crate::model::Fingerprint;
 
 pub fn fingerprint(message: &[u8]) -> Fingerprint {
+    // The bytes between CRs (found with memchr) are gathered into blocks of up to `BLOCK`
+    // before hashing, not handed to the hash line by line: a CRLF message has a CR every 70
+    // bytes or so. The fingerprint is about a quarter of mailferry's CPU in a full pass
+    // (perf, medium corpus), most of it SHA-256 itself; this way it costs about 10 % less
+    // (1,140 MB/s against 1,020 MB/s over the shared corpus sent as CRLF).
+    const BLOCK: usize = 16 << 10;
     let mut hasher = Sha256::new();
-    for chunk in message.split(|&b| b == b'\r') {
-        hasher.update(chunk);
+    let mut block = [0u8; BLOCK];
+    let mut filled = 0;
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\r', message).chain(std::iter::once(message.len()));
+    for end in ends {
+        let piece = &message[start..end];
+        start = end + 1;
+        if filled + piece.len() > BLOCK {
+            hasher.update(&block[..filled]);
+            filled = 0;
+        }
+        if piece.len() > BLOCK {
+            hasher.update(piece);
+        } else {
+            block[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+        }
     }
+    hasher.update(&block[..filled]);
     let digest = hasher.finalize();
     let mut hex = String::with_capacity(64);
     for b in digest {
@@ -54,6 +76,34 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_is_sha256_of_the_bytes_without_cr_whatever_the_pieces() {
+        let naive = |m: &[u8]| {
+            let kept: Vec<u8> = m.iter().copied().filter(|&b| b != b'\r').collect();
+            let mut hex = String::new();
+            for b in Sha256::digest(&kept) {
+                hex.push_str(&format!("{b:02x}"));
+            }
+            Fingerprint::new(hex)
+        };
+        let line = b"Line of a message with a CRLF ending.\r\n";
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\r".to_vec(),
+            b"\r\r\r".to_vec(),
+            b"no CR at all\n".to_vec(),
+            b"\rstarts and ends with CR\r".to_vec(),
+            vec![b'x'; 40_000],
+            [vec![b'y'; 16 << 10], b"\r".to_vec(), vec![b'z'; 16 << 10]].concat(),
+            [vec![b'a'; (16 << 10) - 1], b"\r\nb".to_vec()].concat(),
+        ];
+        cases.push(line.repeat(2_000));
+        cases.push([line.repeat(500), vec![b'q'; 50_000], line.repeat(500)].concat());
+        for m in &cases {
+            assert_eq!(fingerprint(m), naive(m), "{} bytes", m.len());
+        }
+    }
 
     #[test]
     fn fingerprint_ignores_carriage_returns_only() {
