@@ -21,7 +21,8 @@
 # Each row also records the CPU seconds PostgreSQL's processes used during it, and those of
 # the whole machine (from /proc/stat), so a row shows what the database took from the cores.
 # Environment: MAILFERRY_SHARED, MAILFERRY_LAB, BENCH_OUT, PG_PORT, as bench/run.sh;
-# ROWS="sqlite-1x4 postgres-1x4" runs only those rows (and then no ledger_bench).
+# ROWS="sqlite-1x4 postgres-1x4" runs only those rows (ledger_bench runs on the jobs of the
+# rows sqlite-1x8 and postgres-4x2, each only when that row ran).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -100,16 +100,20 @@ pub fn vanished_exact(
         .filter(|(low, _)| u64::from(low.get()) < below)
         .map(|(low, high)| u64::from(high.get()).min(below - 1) - u64::from(low.get()) + 1)
         .sum();
-    let new = changed.iter().filter(|m| m.uid.get() >= c.uid_next).count() as u64;
-    u64::from(c.messages) + new == u64::from(exists) + old_gone
+    u64::from(c.messages) + arrived(c, changed) == u64::from(exists) + old_gone
+}
+
+/// How many of a delta scan's messages arrived since the checkpoint (UIDs at or above its
+/// UIDNEXT).
+fn arrived(c: &Checkpoint, changed: &[ScannedMessage]) -> u64 {
+    changed.iter().filter(|m| m.uid.get() >= c.uid_next).count() as u64
 }
 
 /// Whether a delta scan shows that no message older than the checkpoint was expunged: the
 /// folder holds the checkpoint's messages plus the new ones the scan saw (UIDs at or above
 /// the checkpoint's UIDNEXT), exactly.
 pub fn nothing_expunged(c: &Checkpoint, exists: u32, changed: &[ScannedMessage]) -> bool {
-    let new = changed.iter().filter(|m| m.uid.get() >= c.uid_next).count() as u64;
-    u64::from(exists) == u64::from(c.messages) + new
+    u64::from(exists) == u64::from(c.messages) + arrived(c, changed)
 }
 
 /// Ledger rows that vanished from their source folder (or whose UIDVALIDITY changed), by

@@ -70,6 +70,9 @@ impl Pass<'_, '_> {
         if lost.is_empty() {
             return Ok(Vec::new());
         }
+        // Forgotten as a refused copy is (`complete` deletes the rows it is given as failed):
+        // the row names a target message that is no more. Should the copy below not happen,
+        // the folder gets no checkpoint this pass, and the next one copies the message.
         let forgotten: Vec<&LedgerRow> = lost.iter().map(|(old, _)| old).collect();
         self.store().complete(&self.entry.id, &[], &forgotten)?;
         Ok(lost.iter().map(|(_, new)| (new.uid, new.size)).collect())

@@ -383,9 +383,10 @@ fn with_condstore_a_changed_folder_is_read_as_a_delta_since_its_checkpoint() {
     assert_ledger_matches(&w, &FOLDERS);
 }
 
-#[test]
-fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
-    let w = World::new(source_mailbox(), FakeMailbox::new());
+/// After a first pass, one message filed from INBOX into Archive and another's flags
+/// changed: a delta pass moves the one and updates the other, copying nothing. Returns the
+/// source's command counts of that pass.
+fn a_move_and_a_flag_change(w: &World) -> Counts {
     w.pass();
     w.source.with(SOURCE, |m| {
         m.move_message("INBOX", uid(1), "Archive");
@@ -403,12 +404,18 @@ fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
         ),
         (EntryState::Migrated, 0, 1, 1)
     );
-    let src = w.src().counts().clone();
+    assert_eq!(w.dst().counts().appends, 0);
+    assert_same_messages(w, &FOLDERS);
+    assert_ledger_matches(w, &FOLDERS);
+    w.src().counts().clone()
+}
+
+#[test]
+fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    let src = a_move_and_a_flag_change(&w);
     // INBOX lost a message: its UIDs are read; Archive only gained one.
     assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 2, 1));
-    assert_eq!(w.dst().counts().appends, 0);
-    assert_same_messages(&w, &FOLDERS);
-    assert_ledger_matches(&w, &FOLDERS);
 
     // An expunge and an arrival in one folder: the count is short by one against the
     // checkpoint plus the new message, so the UIDs are read again.
@@ -431,29 +438,9 @@ fn a_delta_pass_still_sees_a_move_and_an_expunge_by_the_folder_count() {
 #[test]
 fn with_qresync_a_delta_pass_sees_a_move_and_an_expunge_without_reading_the_uids() {
     let w = World::new(source_mailbox().with_qresync(true), FakeMailbox::new());
-    w.pass();
-    w.source.with(SOURCE, |m| {
-        m.move_message("INBOX", uid(1), "Archive");
-        m.set_message_flags("INBOX", uid(3), &[]);
-    });
-    w.reset_counts();
-
-    let (_, result) = w.pass();
-    assert_eq!(
-        (
-            result.state,
-            result.copied,
-            result.moved,
-            result.flags_updated
-        ),
-        (EntryState::Migrated, 0, 1, 1)
-    );
+    let src = a_move_and_a_flag_change(&w);
     // INBOX lost a message: the server said which (VANISHED), so no UID list is read.
-    let src = w.src().counts().clone();
     assert_eq!((src.scans, src.changed_scans, src.uid_lists), (0, 2, 0));
-    assert_eq!(w.dst().counts().appends, 0);
-    assert_same_messages(&w, &FOLDERS);
-    assert_ledger_matches(&w, &FOLDERS);
 
     // An expunge and an arrival in one folder, then the expunged one filed again elsewhere:
     // still no UID list, and the refiled message is moved on the target, not copied.

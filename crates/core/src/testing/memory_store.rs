@@ -411,7 +411,9 @@ impl Store for MemoryStore {
             }
         }
         for r in failed {
-            self.state.ledger.remove(&ledger_key(entry, r));
+            let key = ledger_key(entry, r);
+            self.state.gone.remove(&key);
+            self.state.ledger.remove(&key);
         }
         Ok(())
     }

@@ -186,11 +186,6 @@ impl Client {
         Ok(enabled)
     }
 
-    /// Whether `ENABLE QRESYNC` succeeded on this connection.
-    pub fn qresync(&self) -> bool {
-        self.qresync
-    }
-
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         for u in self.run(&format!("UID SEARCH {criteria}"))? {

@@ -10,8 +10,9 @@ use mailferry_core::model::{
 use mailferry_core::ports::store::{Lease, Orphan, Result};
 
 fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> Result<Vec<LedgerRow>> {
+    // Cached: a delta reads one folder's rows range by range with the same statement.
     let mut stmt = conn
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "SELECT source_folder, uid_validity, uid, target_folder, target_uid, target_uidnext,
                     fingerprint, size, flags, state FROM ledger {filter} ORDER BY uid"
         ))
