@@ -15,13 +15,23 @@ use super::{EngineError, Pass, Result, on};
 use crate::fingerprint::{fingerprint, message_id};
 use crate::model::{LedgerRow, LedgerState, Side, UidValidity};
 use crate::ports::store::{Orphan, StoreErrorKind};
-use crate::ports::{AppendOutcome, AppendTicket, MailSession, Outgoing};
+use crate::ports::{AppendOutcome, AppendTicket, MailSession, Outgoing, SessionError};
 
 /// One group's APPENDs on the wire: their intents, messages and the session's ticket.
 struct InFlight {
     rows: Vec<LedgerRow>,
     msgs: Vec<Message>,
     ticket: AppendTicket,
+}
+
+impl InFlight {
+    fn bytes(&self) -> usize {
+        bytes(&self.msgs)
+    }
+}
+
+fn bytes(msgs: &[Message]) -> usize {
+    msgs.iter().map(|m| m.body.len()).sum()
 }
 
 fn outgoing(msgs: &[Message]) -> Vec<Outgoing<'_>> {
@@ -54,17 +64,22 @@ impl Pass<'_, '_> {
         // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let group = match next_group(&rx, !in_flight.is_empty()) {
+            let group = match next_group(&rx, !in_flight.is_empty(), self.attempts.group_bytes()) {
                 Next::Group(group) => group,
                 Next::Idle => {
-                    if let Some(g) = in_flight.pop_front() {
-                        self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
-                    }
+                    self.finish_first(dst, &mut in_flight, &folder, target, budget, &mut uid_next)?;
                     continue;
                 }
                 Next::Done => {
-                    while let Some(g) = in_flight.pop_front() {
-                        self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
+                    while !in_flight.is_empty() {
+                        self.finish_first(
+                            dst,
+                            &mut in_flight,
+                            &folder,
+                            target,
+                            budget,
+                            &mut uid_next,
+                        )?;
                     }
                     return Ok(());
                 }
@@ -107,15 +122,58 @@ impl Pass<'_, '_> {
             }
             // The intents are durable before the first byte of their APPENDs leaves.
             self.store().insert_pending(&self.entry.id, &rows)?;
-            let ticket = dst
-                .send_appends(&target_raw, &outgoing(&msgs))
-                .map_err(on(Side::Target))?;
+            let ticket = match dst.send_appends(&target_raw, &outgoing(&msgs)) {
+                Ok(ticket) => ticket,
+                Err(e) => {
+                    let largest = in_flight.iter().map(InFlight::bytes).max();
+                    self.groups_lost(largest.unwrap_or(0).max(bytes(&msgs)), &e);
+                    return Err(on(Side::Target)(e));
+                }
+            };
             in_flight.push_back(InFlight { rows, msgs, ticket });
-            if in_flight.len() > 1
-                && let Some(g) = in_flight.pop_front()
-            {
-                self.finish_group(dst, g, &folder, target, budget, &mut uid_next)?;
+            if in_flight.len() > 1 {
+                self.finish_first(dst, &mut in_flight, &folder, target, budget, &mut uid_next)?;
             }
+        }
+    }
+
+    /// Finishes the oldest group on the wire, if any. When the connection is lost meanwhile,
+    /// the groups of the next attempts are made smaller than the ones unanswered.
+    fn finish_first(
+        &mut self,
+        dst: &mut dyn MailSession,
+        in_flight: &mut VecDeque<InFlight>,
+        folder: &str,
+        target: (&str, UidValidity),
+        budget: &BudgetShare<'_>,
+        uid_next: &mut u32,
+    ) -> Result<()> {
+        let Some(g) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        let largest = in_flight
+            .iter()
+            .map(InFlight::bytes)
+            .fold(g.bytes(), usize::max);
+        match self.finish_group(dst, g, folder, target, budget, uid_next) {
+            Ok(()) => {
+                self.attempts.group_stored();
+                Ok(())
+            }
+            Err(EngineError::Session { side, source }) => {
+                if side == Side::Target {
+                    self.groups_lost(largest, &source);
+                }
+                Err(EngineError::Session { side, source })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A transient error on the target with groups of up to `largest` bytes unanswered.
+    fn groups_lost(&mut self, largest: usize, e: &SessionError) {
+        if e.is_transient() {
+            self.attempts.group_lost(largest);
         }
     }
 

@@ -23,7 +23,7 @@ use crate::ports::{FetchedMessage, MailSession, SessionError, SessionErrorKind};
 const FETCH_BATCH_BYTES: u64 = 4 << 20;
 const FETCH_BATCH_MESSAGES: usize = 500;
 pub(super) const GROUP_MESSAGES: usize = 128;
-const GROUP_BYTES: usize = 8 << 20;
+pub(super) const GROUP_BYTES: usize = 8 << 20;
 /// How long a group waits for more messages before it goes out as it is, when nothing else is
 /// on the wire: the target would otherwise sit idle.
 const GROUP_WAIT_IDLE: Duration = Duration::from_millis(3);
@@ -125,9 +125,10 @@ pub(super) enum Next {
 }
 
 /// The next group of messages: at least one, then whatever arrives without a gap longer than
-/// the wait, up to a count and a size. `busy`: another group is on the wire; then the first
-/// message is waited for only as long as a gap.
-pub(super) fn next_group(rx: &Receiver<Message>, busy: bool) -> Next {
+/// the wait, until a count or `max_bytes` is reached (the message that reaches it is the
+/// group's last). `busy`: another group is on the wire; then the first message is waited for only
+/// as long as a gap.
+pub(super) fn next_group(rx: &Receiver<Message>, busy: bool, max_bytes: usize) -> Next {
     let wait = if busy {
         GROUP_WAIT_BUSY
     } else {
@@ -147,7 +148,7 @@ pub(super) fn next_group(rx: &Receiver<Message>, busy: bool) -> Next {
     };
     let mut bytes = first.body.len();
     let mut group = vec![first];
-    while group.len() < GROUP_MESSAGES && bytes < GROUP_BYTES {
+    while group.len() < GROUP_MESSAGES && bytes < max_bytes {
         match rx.recv_timeout(wait) {
             Ok(m) => {
                 bytes += m.body.len();

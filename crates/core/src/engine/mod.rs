@@ -154,6 +154,12 @@ struct Attempts {
     /// Messages an attempt stored whose answers the connection lost, found on the target by
     /// the next attempt's reconciliation: copied, though no attempt counted them.
     reconciled: u64,
+    /// The largest group of APPENDs to send at once, once a connection was lost with groups
+    /// unanswered (`None`: [`copy::GROUP_BYTES`]). A MULTIAPPEND stores all or nothing, so
+    /// on a link that drops every few megabytes a group larger than the drop distance would
+    /// never be stored; each loss halves the size of the largest group lost, and each group
+    /// stored lets the size grow by an eighth again (see [`Attempts::group_lost`]).
+    group_cap: Option<usize>,
 }
 
 impl Attempts {
@@ -168,6 +174,25 @@ impl Attempts {
             + self.reconciled
             + self.refused.len() as u64
             + self.finished.len() as u64
+    }
+
+    /// The most bytes the next group of APPENDs may carry (at least one message goes).
+    fn group_bytes(&self) -> usize {
+        self.group_cap.unwrap_or(copy::GROUP_BYTES)
+    }
+
+    /// A connection was lost while groups of up to `largest` bytes were unanswered: the
+    /// groups from now on carry at most half of that.
+    fn group_lost(&mut self, largest: usize) {
+        self.group_cap = Some(self.group_bytes().min(largest / 2).max(1));
+    }
+
+    /// A group was stored: the cap a loss set grows by an eighth, back to the default.
+    fn group_stored(&mut self) {
+        if let Some(cap) = self.group_cap {
+            let grown = cap.saturating_add(cap / 8 + 1);
+            self.group_cap = (grown < copy::GROUP_BYTES).then_some(grown);
+        }
     }
 }
 

@@ -950,6 +950,37 @@ fn a_connection_that_breaks_every_few_messages_completes_the_pass_exactly() {
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
+/// A link that drops every 250 kB sent, with groups of APPENDs larger than that: a
+/// MULTIAPPEND stores all or nothing, so the first groups are lost whole, and the attempts
+/// after them send smaller groups until they fit. (Before, every attempt lost its first group
+/// and the mailbox failed with nothing copied.) Each attempt waits out reconciliation's quiet
+/// period (2 s), hence so few messages.
+#[test]
+fn groups_shrink_below_a_link_that_drops_every_few_hundred_kilobytes() {
+    let mut source = FakeMailbox::new();
+    for i in 1..=60 {
+        let mut body = mail(i);
+        body.resize(10_000, b'x');
+        source.deliver("INBOX", &body, &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    let mut target = FakeMailbox::new();
+    target.cut_uploads_after(250_000);
+    let mut w = World::new(source, target);
+    w.retries = 4;
+
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Migrated, 60, 0),
+        "{result:?}"
+    );
+    // 600 kB over connections that carry 250 kB each.
+    assert!(w.dst().counts().logins >= 3, "{:?}", w.dst().counts());
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
 /// The group on the wire holds budget that the next batch needs: the appender finishes that
 /// group rather than wait for a message the fetcher cannot fetch before the group is done.
 /// (Before, the pass waited for ever; the watchdog turns that into a failure.)

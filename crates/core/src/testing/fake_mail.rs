@@ -148,6 +148,9 @@ pub struct FakeMailbox {
     crash: Option<Crash>,
     /// Every session breaks after fetching this many messages (a flaky network).
     break_every: Option<usize>,
+    /// Every session breaks once the bodies it has sent to APPEND would pass this many bytes
+    /// (a link that drops every few megabytes).
+    cut_uploads: Option<usize>,
     /// One-shot faults: the command, how many more of it run before it fails, the error.
     faults: VecDeque<(Op, u32, SessionError)>,
     counts: Counts,
@@ -174,6 +177,7 @@ impl FakeMailbox {
             login_refusal: None,
             crash: None,
             break_every: None,
+            cut_uploads: None,
             faults: VecDeque::new(),
             counts: Counts::default(),
         };
@@ -304,6 +308,13 @@ impl FakeMailbox {
     /// `messages` messages: the next FETCH response is cut off with the connection.
     pub fn break_every(&mut self, messages: usize) {
         self.break_every = Some(messages);
+    }
+
+    /// Every session opened from now on breaks when the message bodies it has sent to APPEND
+    /// would pass `bytes`: the APPEND (or the whole MULTIAPPEND) that crosses the mark never
+    /// reaches the server, as when a link drops every few megabytes.
+    pub fn cut_uploads_after(&mut self, bytes: usize) {
+        self.cut_uploads = Some(bytes);
     }
 
     /// The next `op` on this account fails with `error`; a transient error also breaks the
@@ -501,6 +512,7 @@ impl Connector for FakeConnector {
             broken: None,
             crash: mailbox.crash.take(),
             fetch_left: mailbox.break_every,
+            upload_left: mailbox.cut_uploads,
             sent: 0,
             acknowledged: 0,
             next_tag: 0,
@@ -524,6 +536,8 @@ pub struct FakeSession {
     crash: Option<Crash>,
     /// Messages this session may still fetch before its connection breaks.
     fetch_left: Option<usize>,
+    /// Bytes of bodies this session may still send before its connection breaks.
+    upload_left: Option<usize>,
     /// Messages this session sent to the server, and OKs it read (for [`Crash`]).
     sent: usize,
     acknowledged: usize,
@@ -576,11 +590,18 @@ impl FakeSession {
         }
     }
 
-    /// Whether the crash lets `n` more messages reach the server; once it does not, the
-    /// connection is gone.
-    fn reaches_server(&mut self, n: usize) -> bool {
+    /// Whether the crash (or the cut) lets `n` more messages of `bytes` bytes in all reach
+    /// the server; once it does not, the connection is gone.
+    fn reaches_server(&mut self, n: usize, bytes: usize) -> bool {
         if self.broken.is_some() {
             return false;
+        }
+        if let Some(left) = &mut self.upload_left {
+            if bytes > *left {
+                self.broken = Some(connection_lost());
+                return false;
+            }
+            *left -= bytes;
         }
         match self.crash {
             Some(c) if self.sent + n > c.stored => {
@@ -598,7 +619,7 @@ impl FakeSession {
     fn append_each(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<Vec<Answer>> {
         let mut answers = Vec::with_capacity(messages.len());
         for m in messages {
-            if !self.reaches_server(1) {
+            if !self.reaches_server(1, m.body.len()) {
                 answers.push(Answer::Dropped);
                 continue;
             }
@@ -626,7 +647,8 @@ impl FakeSession {
 
     /// Stores messages as one MULTIAPPEND: all of them, or none if one is refused.
     fn append_group(&mut self, folder: &str, messages: &[Outgoing<'_>]) -> Result<Vec<Answer>> {
-        if !self.reaches_server(messages.len()) {
+        let bytes = messages.iter().map(|m| m.body.len()).sum();
+        if !self.reaches_server(messages.len(), bytes) {
             return Ok(vec![Answer::Dropped; messages.len()]);
         }
         self.command(None, |mb| {
