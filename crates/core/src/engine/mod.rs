@@ -157,8 +157,8 @@ struct Attempts {
     /// The largest group of APPENDs to send at once, once a connection was lost with groups
     /// unanswered (`None`: [`copy::GROUP_BYTES`]). A MULTIAPPEND stores all or nothing, so
     /// on a link that drops every few megabytes a group larger than the drop distance would
-    /// never be stored; each loss halves the size of the largest group lost, and each group
-    /// stored lets the size grow by an eighth again (see [`Attempts::group_lost`]).
+    /// never be stored; each loss cuts the cap to a quarter of the largest group lost, and
+    /// each group stored lets it grow by an eighth again (see [`Attempts::group_lost`]).
     group_cap: Option<usize>,
 }
 
@@ -182,9 +182,9 @@ impl Attempts {
     }
 
     /// A connection was lost while groups of up to `largest` bytes were unanswered: the
-    /// groups from now on carry at most half of that.
+    /// groups from now on carry at most a quarter of that.
     fn group_lost(&mut self, largest: usize) {
-        self.group_cap = Some(self.group_bytes().min(largest / 2).max(1));
+        self.group_cap = Some(self.group_bytes().min(largest / 4).max(1));
     }
 
     /// A group was stored: the cap a loss set grows by an eighth, back to the default.
