@@ -1025,6 +1025,19 @@ fn status(app: &App<'_>, json: bool) -> Outcome {
             && e.held_by.is_none()
         {
             println!("    queued for the workers since {q}");
+            if e.queue_failures > 0 {
+                println!(
+                    "    its last {} failed; {}",
+                    match e.queue_failures {
+                        1 => "pass".to_string(),
+                        n => format!("{n} passes in a row"),
+                    },
+                    match e.queue_retry_in_seconds {
+                        0 => "a worker may try it again now".to_string(),
+                        s => format!("no worker tries it again for {s} s"),
+                    }
+                );
+            }
         }
         if let Some(p) = s.passes.iter().find(|p| p.entry == e.id) {
             println!(

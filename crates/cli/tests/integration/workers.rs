@@ -477,3 +477,82 @@ fn an_idle_worker_picks_up_a_queued_pass_within_seconds_and_new_mail_once() {
     assert_eq!(w["state"], "stopped");
     assert_eq!(w["messages"], 70, "{w:#}");
 }
+
+/// A mailbox whose pass fails (its login is refused) stays queued, and no worker of the job
+/// tries it again before the backoff has gone by: the backoff lives in the store, not in each
+/// worker. (Before, each worker kept its own, so the second worker tried the mailbox again a
+/// second after the first had failed it: with ten workers, ten failed logins, enough to lock
+/// an account out in a directory with a lockout policy.)
+#[test]
+fn a_failing_mailbox_is_tried_once_per_backoff_by_all_workers_together() {
+    let users = ["kim", "lou"];
+    let kit = Shared::new(&users, false, "");
+    fill_users(&kit.lab, &users, 10, 2_000);
+    let job = kit.job();
+    // lou's source login names no user of the source server: every login is refused.
+    let csv = kit.lab.dir.path().join("mailboxes.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(
+        &csv,
+        text.replace("lou@old.example,lou,", "lou@old.example,lou-gone,"),
+    )
+    .unwrap();
+    kit.ok(&["match", &job]);
+    kit.ok(&["migrate", &job, "--enqueue-only", "--all"]);
+    let workers = [kit.spawn_worker(1), kit.spawn_worker(2)];
+
+    let lou = |s: &Value| -> Value {
+        s["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == "id-lou")
+            .cloned()
+            .unwrap()
+    };
+    kit.wait_status(Duration::from_secs(30), "kim passed, lou failed", |s| {
+        let kim_done = s["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["source"]["login"] == "kim" && e["state"] == "migrated");
+        kim_done && lou(s)["queue_failures"].as_u64() >= Some(1)
+    });
+    // Both workers poll the queue every second meanwhile.
+    std::thread::sleep(Duration::from_secs(5));
+    let s = kit.status();
+    let l = lou(&s);
+    assert_eq!(l["state"], "failed", "{l:#}");
+    assert!(
+        l["queued"].is_string(),
+        "a failed pass leaves it queued: {l:#}"
+    );
+    assert_eq!(
+        l["queue_failures"], 1,
+        "tried once by the two workers together: {l:#}"
+    );
+    let retry = l["queue_retry_in_seconds"].as_u64().unwrap();
+    assert!(
+        (15..=30).contains(&retry),
+        "the first backoff is 30 s: {l:#}"
+    );
+    assert!(
+        l["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[AUTHORIZATIONFAILED]"),
+        "{l:#}"
+    );
+    let text = kit.ok(&["status", &job]);
+    assert!(
+        text.contains("its last pass failed; no worker tries it again for"),
+        "{text}"
+    );
+    for w in workers {
+        let (code, logs) = w.terminate();
+        assert_eq!(code.code(), Some(0), "{logs}");
+    }
+    let kim_src = snapshot(&kit.lab.source, "kim");
+    assert_same(&kim_src, &snapshot(&kit.lab.target, "kim"), str::to_string);
+    assert_eq!(total(&snapshot(&kit.lab.target, "lou")), 0);
+}

@@ -201,10 +201,12 @@ pub fn migrate(
     })
 }
 
-/// One entry to pass, and the ticket of the queue it was taken from (a worker's).
+/// One entry to pass, and the ticket of the queue it was taken from (a worker's) with the
+/// passes of it that failed in a row before.
 pub(crate) struct Item {
     pub entry: Entry,
     pub ticket: Option<i64>,
+    pub failures: u32,
 }
 
 /// Where a runner's passes come from: the fixed list of one `migrate`, or the store's queue,
@@ -240,6 +242,7 @@ impl Work for FixedWork {
         Ok(lock(&self.queue).pop_front().map(|entry| Item {
             entry,
             ticket: None,
+            failures: 0,
         }))
     }
     fn busy(&self, item: Item, holder: LeaseHolder) {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{App, Result};
 use crate::model::{Entry, EntryId, EntryState, KeywordsDropped, Origin, RunEntry, RunKind};
 use crate::ports::Store;
-use crate::ports::store::{LivePass, PassProgress};
+use crate::ports::store::{LivePass, PassProgress, Queued};
 
 #[derive(Debug, Serialize)]
 pub struct StatusOutcome {
@@ -80,6 +80,10 @@ pub struct EntryStatus {
     pub size: u64,
     /// When it was queued for the workers, while it is (`migrate --enqueue-only`).
     pub queued: Option<String>,
+    /// While queued: its passes that failed in a row, and the seconds until a worker may try
+    /// it again (0: now).
+    pub queue_failures: u32,
+    pub queue_retry_in_seconds: u64,
     /// The process passing it now, if any.
     pub held_by: Option<Holding>,
 }
@@ -116,6 +120,8 @@ impl From<Entry> for EntryStatus {
             throttled_seconds: 0.0,
             size: 0,
             queued: None,
+            queue_failures: 0,
+            queue_retry_in_seconds: 0,
             held_by: None,
         }
     }
@@ -124,10 +130,10 @@ impl From<Entry> for EntryStatus {
 pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
     let store = app.open_state()?;
     let passes = live(store.as_ref())?;
-    let queued: HashMap<EntryId, String> = store
+    let queued: HashMap<EntryId, Queued> = store
         .queued()?
         .into_iter()
-        .map(|q| (q.entry, q.queued))
+        .map(|q| (q.entry.clone(), q))
         .collect();
     let sizes: HashMap<EntryId, u64> = store.copied_bytes()?.into_iter().collect();
     let all = store.entries()?;
@@ -142,7 +148,12 @@ pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
                 s.keywords_dropped = line.keywords_dropped;
                 s.throttled_seconds = line.throttled_seconds;
             }
-            s.queued = queued.get(&s.id).cloned();
+            if let Some(q) = queued.get(&s.id) {
+                s.queued = Some(q.queued.clone());
+                s.queue_failures = q.failures;
+                // Rounded up: "0" only once it may be tried.
+                s.queue_retry_in_seconds = q.wait.as_millis().div_ceil(1000) as u64;
+            }
             s.held_by = passes.iter().find(|p| p.entry == s.id).map(|p| Holding {
                 holder: p.holder.clone(),
                 worker: p.worker,

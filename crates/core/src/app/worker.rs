@@ -5,8 +5,10 @@
 //!
 //! An entry leaves the queue only when a pass of it that started after it was last queued
 //! has finished (its queue ticket is unchanged): mail that arrives, and is queued, while a
-//! pass runs is copied by the next one. A pass that failed leaves the entry queued; this
-//! worker tries it again after a backoff (30 s, doubling up to 10 minutes). An entry that
+//! pass runs is copied by the next one. A pass that failed leaves the entry queued, and no
+//! worker of the job passes it again before a backoff has gone by (30 s, doubling with each
+//! failure in a row up to 10 minutes), kept in the store so that ten workers do not try a
+//! broken mailbox ten times as often (nor lock out its account with failed logins). An entry that
 //! another live process holds is skipped until its lease ends; one whose process is gone is
 //! taken over at once, as `migrate` does.
 
@@ -32,6 +34,14 @@ const STOP_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// a row, up to [`MAX_FAILED_BACKOFF`].
 pub const FIRST_FAILED_BACKOFF: Duration = Duration::from_secs(30);
 pub const MAX_FAILED_BACKOFF: Duration = Duration::from_secs(600);
+
+/// The wait before a queued entry is passed again after its pass failed, the `failures`
+/// passes before it having failed in a row.
+pub fn failed_backoff(failures: u32) -> Duration {
+    FIRST_FAILED_BACKOFF
+        .saturating_mul(1 << failures.min(16))
+        .min(MAX_FAILED_BACKOFF)
+}
 
 // ---------------------------------------------------------------- migrate --enqueue-only
 
@@ -164,9 +174,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct QueueState {
     /// Entries this process is passing now (or has just leased).
     in_flight: HashSet<EntryId>,
-    /// Entries whose last pass here failed: not tried again before the instant, and the
-    /// wait after the next failure.
-    backoff: HashMap<EntryId, (Instant, Duration)>,
     /// Entries whose claim found no room under a server's cap: left queued, not asked for
     /// again before the instant (another entry, on a mailbox with room, may go first).
     no_room: HashMap<EntryId, Instant>,
@@ -206,7 +213,7 @@ impl QueueWork<'_> {
             {
                 let state = lock(&self.state);
                 if state.in_flight.contains(&q.entry)
-                    || state.backoff.get(&q.entry).is_some_and(|(at, _)| *at > now)
+                    || !q.wait.is_zero()
                     || state.no_room.get(&q.entry).is_some_and(|at| *at > now)
                 {
                     continue;
@@ -229,6 +236,7 @@ impl QueueWork<'_> {
                     return Ok(Some(Item {
                         entry,
                         ticket: Some(q.ticket),
+                        failures: q.failures,
                     }));
                 }
                 // Removed, or no longer to be migrated (skipped, its target gone): nothing
@@ -294,17 +302,11 @@ impl Work for QueueWork<'_> {
         }
         let id = &item.entry.id;
         if result.state == EntryState::Failed {
-            // Stays queued; tried again here after a backoff (another worker may sooner).
-            let mut state = lock(&self.state);
-            let wait = state
-                .backoff
-                .get(id)
-                .map_or(FIRST_FAILED_BACKOFF, |(_, w)| *w);
-            state.backoff.insert(
-                id.clone(),
-                (Instant::now() + wait, (wait * 2).min(MAX_FAILED_BACKOFF)),
-            );
-            state.in_flight.remove(id);
+            // Stays queued; no worker tries it again before the backoff has gone by.
+            let failures = item.failures;
+            let deferred = lock(self.store).defer(id, failed_backoff(failures));
+            lock(&self.state).in_flight.remove(id);
+            deferred?;
             return Ok(());
         }
         let taken_off = match item.ticket {
@@ -312,7 +314,6 @@ impl Work for QueueWork<'_> {
             None => Ok(true),
         };
         let mut state = lock(&self.state);
-        state.backoff.remove(id);
         state.no_room.remove(id);
         state.in_flight.remove(id);
         taken_off?;

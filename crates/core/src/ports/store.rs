@@ -238,6 +238,11 @@ pub struct Queued {
     /// this ticket may take it off the queue only if it is still the entry's ticket
     /// ([`Store::dequeue`]).
     pub ticket: i64,
+    /// Passes of it that failed in a row ([`Store::defer`]); a pass that finishes resets it.
+    pub failures: u32,
+    /// How long until a worker may pass it again after its last failure, by the store's clock
+    /// (zero: it may be passed now).
+    pub wait: Duration,
 }
 
 /// What a worker has done since it started, as it last said.
@@ -490,6 +495,12 @@ pub trait Store: Send {
     /// has finished: only if that is still its ticket (it was not queued again meanwhile).
     /// Returns whether it was taken off.
     fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool>;
+    /// A pass of a queued entry failed: it stays queued, but no worker of any process passes
+    /// it again before `wait` has gone by (by the store's clock, so that the machines' clocks
+    /// do not matter), and its failure count grows by one. Queuing it again keeps both (a
+    /// cron job that queues every few minutes must not cut a backoff short). Returns whether
+    /// it was queued.
+    fn defer(&mut self, entry: &EntryId, wait: Duration) -> Result<bool>;
 
     // ---- workers
     /// Registers a worker process (a name registered before, a reused PID, starts afresh).

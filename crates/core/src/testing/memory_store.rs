@@ -46,6 +46,8 @@ struct QueueRow {
     /// The order of first queuing.
     first: i64,
     ticket: i64,
+    failures: u32,
+    not_before: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -761,6 +763,8 @@ impl Store for MemoryStore {
                             queued: now(),
                             first: ticket,
                             ticket,
+                            failures: 0,
+                            not_before: None,
                         },
                     );
                     added += 1;
@@ -773,12 +777,17 @@ impl Store for MemoryStore {
     fn queued(&self) -> Result<Vec<Queued>> {
         let mut rows: Vec<(&EntryId, &QueueRow)> = self.state.queue.iter().collect();
         rows.sort_by_key(|(_, r)| r.first);
+        let now = Instant::now();
         Ok(rows
             .into_iter()
             .map(|(entry, r)| Queued {
                 entry: entry.clone(),
                 queued: r.queued.clone(),
                 ticket: r.ticket,
+                failures: r.failures,
+                wait: r
+                    .not_before
+                    .map_or(Duration::ZERO, |at| at.saturating_duration_since(now)),
             })
             .collect())
     }
@@ -794,6 +803,15 @@ impl Store for MemoryStore {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    fn defer(&mut self, entry: &EntryId, wait: Duration) -> Result<bool> {
+        let Some(row) = self.state.queue.get_mut(entry) else {
+            return Ok(false);
+        };
+        row.failures = row.failures.saturating_add(1);
+        row.not_before = Some(Instant::now() + wait);
+        Ok(true)
     }
 
     fn register_worker(&mut self, name: &str) -> Result<()> {

@@ -81,6 +81,7 @@ macro_rules! store_conformance {
             an_entry_is_queued_once_keeping_its_place_and_first_time,
             dequeue_takes_an_entry_off_only_if_it_was_not_queued_again,
             removed_entries_leave_the_queue,
+            a_deferred_entry_waits_for_every_worker_and_counts_its_failures,
             workers_register_heartbeat_and_deregister,
         );
     };
@@ -1503,6 +1504,51 @@ pub fn removed_entries_leave_the_queue(mut s: Box<dyn Store>) -> Result<()> {
     s.remove_entries(&["a".into()])?;
     let left: Vec<EntryId> = s.queued()?.into_iter().map(|q| q.entry).collect();
     assert_eq!(left, vec![EntryId::from("b")]);
+    Ok(())
+}
+
+pub fn a_deferred_entry_waits_for_every_worker_and_counts_its_failures(
+    mut s: Box<dyn Store>,
+) -> Result<()> {
+    let (a, b) = (EntryId::from("a"), EntryId::from("b"));
+    s.enqueue(&[a.clone(), b.clone()])?;
+    let fresh = s.queued()?;
+    assert!(fresh.iter().all(|q| q.failures == 0 && q.wait.is_zero()));
+    assert!(s.defer(&a, Duration::from_secs(60))?);
+    let q = s.queued()?;
+    assert_eq!((q[0].entry.clone(), q[0].failures), (a.clone(), 1));
+    assert!(
+        q[0].wait > Duration::from_secs(50) && q[0].wait <= Duration::from_secs(60),
+        "{:?}",
+        q[0].wait
+    );
+    assert_eq!(
+        (q[1].failures, q[1].wait),
+        (0, Duration::ZERO),
+        "b is not deferred"
+    );
+    // Queued again (a cron job): the wait and the count stay, the place too.
+    s.enqueue(std::slice::from_ref(&a))?;
+    let q = s.queued()?;
+    assert_eq!((q[0].entry.clone(), q[0].failures), (a.clone(), 1));
+    assert!(q[0].wait > Duration::from_secs(50));
+    // A second failure, with a wait already over: counted, and due now.
+    assert!(s.defer(&a, Duration::ZERO)?);
+    let q = s.queued()?;
+    assert_eq!((q[0].failures, q[0].wait), (2, Duration::ZERO));
+    // A pass that finishes takes it off; queued again, it starts with no failures.
+    let ticket = q[0].ticket;
+    assert!(s.dequeue(&a, ticket)?);
+    assert!(
+        !s.defer(&a, Duration::from_secs(60))?,
+        "not queued: nothing to defer"
+    );
+    s.enqueue(std::slice::from_ref(&a))?;
+    let q = s.queued()?;
+    assert_eq!(
+        (q[1].entry.clone(), q[1].failures, q[1].wait),
+        (a, 0, Duration::ZERO)
+    );
     Ok(())
 }
 

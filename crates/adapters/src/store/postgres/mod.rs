@@ -603,6 +603,9 @@ impl Store for PostgresStore {
     fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
         self.conn.once(|c| queue::dequeue(c, entry, ticket))
     }
+    fn defer(&mut self, entry: &EntryId, wait: Duration) -> Result<bool> {
+        self.conn.once(|c| queue::defer(c, entry, wait))
+    }
     fn register_worker(&mut self, name: &str) -> Result<()> {
         self.conn.again(|c| queue::register(c, name))
     }

@@ -1,5 +1,7 @@
 //! The queue of passes for workers, and the workers' registrations, by the database's clock.
 
+use std::time::Duration;
+
 use postgres::Client;
 
 use super::runs::{NOW_TEXT, age_ms};
@@ -37,7 +39,9 @@ pub fn enqueue(client: &mut Client, entries: &[EntryId]) -> Result<usize> {
 pub fn queued(client: &mut Client) -> Result<Vec<Queued>> {
     client
         .query(
-            "SELECT entry_id, queued, ticket FROM queue ORDER BY first_ticket",
+            "SELECT entry_id, queued, ticket, failures::bigint, CASE WHEN not_before = '-infinity' \
+             THEN 0::bigint ELSE greatest(0, (extract(epoch FROM not_before - \
+             clock_timestamp()) * 1000))::bigint END FROM queue ORDER BY first_ticket",
             &[],
         )
         .db()?
@@ -47,9 +51,24 @@ pub fn queued(client: &mut Client) -> Result<Vec<Queued>> {
                 entry: EntryId::new(r.text(0)?),
                 queued: r.text(1)?,
                 ticket: r.int(2)?,
+                failures: u32::try_from(r.int(3)?).unwrap_or(u32::MAX),
+                wait: Duration::from_millis(r.u64(4)?),
             })
         })
         .collect()
+}
+
+pub fn defer(client: &mut Client, entry: &EntryId, wait: Duration) -> Result<bool> {
+    let wait_ms = to_i64(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "wait")?;
+    let n = client
+        .execute(
+            "UPDATE queue SET failures = failures + 1,
+                 not_before = clock_timestamp() + $2::bigint * interval '1 millisecond'
+             WHERE entry_id = $1",
+            &[&entry.as_str(), &wait_ms],
+        )
+        .db()?;
+    Ok(n > 0)
 }
 
 pub fn dequeue(client: &mut Client, entry: &EntryId, ticket: i64) -> Result<bool> {

@@ -217,8 +217,16 @@ ALTER TABLE ledger ADD COLUMN gone BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX ledger_gone ON ledger (entry_id) WHERE gone;
 "#;
 
+/// A queued entry whose pass failed is passed again by no worker before `not_before` (by the
+/// database's clock), and counts its failures in a row, so that every worker of the job keeps
+/// one backoff.
+const V8_DEFER: &str = r#"
+ALTER TABLE queue ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queue ADD COLUMN not_before TIMESTAMPTZ NOT NULL DEFAULT '-infinity';
+"#;
+
 /// The migrations, in order: index 0 brings a database to version 1.
-const MIGRATIONS: [&str; 7] = [V1, V2, V3, V4, V5_WRITES, V6_ORPHANS, V7_GONE];
+const MIGRATIONS: [&str; 8] = [V1, V2, V3, V4, V5_WRITES, V6_ORPHANS, V7_GONE, V8_DEFER];
 
 /// The newest schema this build knows.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

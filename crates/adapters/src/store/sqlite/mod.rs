@@ -385,6 +385,9 @@ impl Store for SqliteStore {
     fn dequeue(&mut self, entry: &EntryId, ticket: i64) -> Result<bool> {
         queue::dequeue(&self.conn, entry, ticket)
     }
+    fn defer(&mut self, entry: &EntryId, wait: Duration) -> Result<bool> {
+        queue::defer(&self.conn, entry, wait)
+    }
     fn register_worker(&mut self, name: &str) -> Result<()> {
         queue::register(&self.conn, name)
     }

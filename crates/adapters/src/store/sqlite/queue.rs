@@ -1,5 +1,7 @@
 //! The queue of passes for workers, and the workers' registrations.
 
+use std::time::Duration;
+
 use rusqlite::{Connection, params};
 
 use super::Db;
@@ -41,13 +43,19 @@ pub fn enqueue(conn: &mut Connection, entries: &[EntryId]) -> Result<usize> {
 
 pub fn queued(conn: &Connection) -> Result<Vec<Queued>> {
     let mut stmt = conn
-        .prepare("SELECT entry_id, queued, ticket FROM queue ORDER BY first_ticket")
+        .prepare(
+            "SELECT entry_id, queued, ticket, failures, not_before_ms FROM queue
+             ORDER BY first_ticket",
+        )
         .db()?;
+    let now = now_ms();
     stmt.query_map([], |r| {
         Ok(Queued {
             entry: EntryId::new(r.get::<_, String>(0)?),
             queued: r.get(1)?,
             ticket: r.get(2)?,
+            failures: r.get(3)?,
+            wait: age(r.get(4)?, now),
         })
     })
     .db()?
@@ -60,6 +68,17 @@ pub fn dequeue(conn: &Connection, entry: &EntryId, ticket: i64) -> Result<bool> 
         .execute(
             "DELETE FROM queue WHERE entry_id = ?1 AND ticket = ?2",
             params![entry.as_str(), ticket],
+        )
+        .db()?;
+    Ok(n > 0)
+}
+
+pub fn defer(conn: &Connection, entry: &EntryId, wait: Duration) -> Result<bool> {
+    let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    let n = conn
+        .execute(
+            "UPDATE queue SET failures = failures + 1, not_before_ms = ?2 WHERE entry_id = ?1",
+            params![entry.as_str(), now_ms().saturating_add(wait_ms)],
         )
         .db()?;
     Ok(n > 0)

@@ -203,8 +203,16 @@ ALTER TABLE ledger ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX ledger_gone ON ledger (entry_id) WHERE gone = 1;
 "#;
 
+/// Version 9: a queued entry whose pass failed is passed again by no worker before
+/// `not_before_ms` (milliseconds since the epoch), and counts its failures in a row, so that
+/// every worker of the job keeps one backoff.
+const V9_DEFER: &str = r#"
+ALTER TABLE queue ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queue ADD COLUMN not_before_ms INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// The newest schema this build knows.
-pub const VERSION: i64 = 8;
+pub const VERSION: i64 = 9;
 
 /// Brings a database up to [`VERSION`], one migration per version, each in its own
 /// transaction; refuses a newer one.
@@ -249,6 +257,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             5 => tx.execute_batch(V6).db()?,
             6 => tx.execute_batch(V7_ORPHANS).db()?,
             7 => tx.execute_batch(V8_GONE).db()?,
+            8 => tx.execute_batch(V9_DEFER).db()?,
             _ => unreachable_version(version)?,
         }
         version += 1;
