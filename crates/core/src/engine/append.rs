@@ -155,19 +155,16 @@ impl Pass<'_, '_> {
             .iter()
             .map(InFlight::bytes)
             .fold(g.bytes(), usize::max);
-        match self.finish_group(dst, g, folder, target, budget, uid_next) {
-            Ok(()) => {
-                self.attempts.group_stored();
-                Ok(())
-            }
-            Err(EngineError::Session { side, source }) => {
-                if side == Side::Target {
-                    self.groups_lost(largest, &source);
-                }
-                Err(EngineError::Session { side, source })
-            }
-            Err(e) => Err(e),
+        let finished = self.finish_group(dst, g, folder, target, budget, uid_next);
+        match &finished {
+            Ok(()) => self.attempts.group_stored(),
+            Err(EngineError::Session {
+                side: Side::Target,
+                source,
+            }) => self.groups_lost(largest, source),
+            Err(_) => {}
         }
+        finished
     }
 
     /// A transient error on the target with groups of up to `largest` bytes unanswered.
