@@ -16,6 +16,7 @@
 pub mod credentials;
 pub mod directory;
 pub mod oauth2;
+pub mod process;
 pub mod session;
 pub mod store;
 
@@ -105,36 +106,10 @@ impl Backends for Standard {
     }
 
     fn process_name(&self) -> String {
-        format!("{}:{}", host_name(), std::process::id())
+        process::name()
     }
 
     fn holder_gone(&self, holder: &str) -> bool {
-        let Some((host, pid)) = holder.rsplit_once(':') else {
-            return false;
-        };
-        let Ok(pid) = pid.parse::<libc::pid_t>() else {
-            return false;
-        };
-        if host != host_name() || pid <= 0 {
-            return false;
-        }
-        // Signal 0 checks that the process exists without touching it (kill(2)); ESRCH means
-        // it does not. EPERM means it exists under another user: not gone.
-        // SAFETY: kill with signal 0 sends nothing and has no memory effects.
-        let r = unsafe { libc::kill(pid, 0) };
-        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        process::is_gone(holder)
     }
-}
-
-/// This machine's host name, for lease holders.
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -14,6 +14,7 @@ mod failures;
 mod graph;
 mod hostile;
 mod lab;
+mod machines;
 mod maildir;
 mod network;
 mod oauth2;

@@ -75,7 +75,7 @@ impl Shared {
         self.json(&["status", &self.job()])
     }
 
-    fn workers(&self) -> Vec<Value> {
+    pub(crate) fn workers(&self) -> Vec<Value> {
         self.json(&["workers", &self.job()])["workers"]
             .as_array()
             .cloned()

@@ -377,6 +377,16 @@ pub struct WorkerStatus {
     pub messages_per_second: f64,
 }
 
+/// The host and the PID a process's name gives, for people. The name is the backends'
+/// (`Backends::process_name`): `HOST/SCOPE:PID`, where SCOPE tells PID namespaces apart, or
+/// `HOST:PID` as older versions wrote it.
+pub fn host_and_pid(name: &str) -> (&str, Option<u32>) {
+    match name.rsplit_once(':') {
+        Some((host, pid)) => (host.split('/').next().unwrap_or(host), pid.parse().ok()),
+        None => (name, None),
+    }
+}
+
 /// Every worker registered in the job's state, in the order they started.
 pub fn workers(app: &App<'_>) -> Result<WorkersOutcome> {
     let store = app.open_state()?;
@@ -394,10 +404,8 @@ pub fn workers(app: &App<'_>) -> Result<WorkersOutcome> {
             } else {
                 WorkerState::Running
             };
-            let (host, pid) = match w.name.rsplit_once(':') {
-                Some((host, pid)) => (host.to_string(), pid.parse().ok()),
-                None => (w.name.clone(), None),
-            };
+            let (host, pid) = host_and_pid(&w.name);
+            let host = host.to_string();
             let seconds = seconds_between(&w.started, &w.heartbeat).unwrap_or(0.0);
             WorkerStatus {
                 host,
@@ -427,4 +435,17 @@ fn seconds_between(from: &str, to: &str) -> Option<f64> {
     let from = chrono::DateTime::parse_from_rfc3339(from).ok()?;
     let to = chrono::DateTime::parse_from_rfc3339(to).ok()?;
     Some((to - from).num_milliseconds() as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_and_pid;
+
+    #[test]
+    fn a_process_name_reads_as_host_and_pid_with_or_without_its_scope() {
+        assert_eq!(host_and_pid("mail01/0a1b2c3d:42"), ("mail01", Some(42)));
+        assert_eq!(host_and_pid("mail01:42"), ("mail01", Some(42)));
+        assert_eq!(host_and_pid("mail01"), ("mail01", None));
+        assert_eq!(host_and_pid("mail01/0a1b2c3d:x"), ("mail01", None));
+    }
 }

@@ -63,9 +63,11 @@ pub trait Backends: Send + Sync {
     /// The server of one side, ready to open sessions. An error is a configuration problem
     /// (an unset secret, say), in words for the admin.
     fn connector(&self, job: &Job, side: Side) -> Result<Box<dyn Connector>, String>;
-    /// This process as a lease holder: host and process ID.
+    /// This process as a lease holder and worker: host and process ID, unique across
+    /// machines and PID namespaces (read back by `app::worker::host_and_pid`).
     fn process_name(&self) -> String;
-    /// Whether the process a lease holder names is known to be gone (on this host, no such
-    /// process), so its lease can be taken over at once instead of after it expires.
+    /// Whether the process a lease holder names is known to be gone (in this PID namespace
+    /// of this machine, no such process), so its lease can be taken over at once instead of
+    /// after it expires.
     fn holder_gone(&self, holder: &str) -> bool;
 }

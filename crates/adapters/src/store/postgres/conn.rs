@@ -278,17 +278,18 @@ fn retryable(e: &StoreError) -> bool {
 }
 
 /// A name for this store's row in `mailferry_writes`, unique across processes and machines:
-/// host, process, and the time the store was opened, in characters that need no quoting.
-pub(crate) fn writer_name(host: &str) -> String {
+/// the process's name (host, PID namespace and PID: `process::name`), and the time the store
+/// was opened, in characters that need no quoting.
+pub(crate) fn writer_name(process: &str) -> String {
     static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let host: String = host
+    let process: String = process
         .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .take(64)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':'))
+        .take(96)
         .collect();
-    format!("{host}:{}:{nanos:x}:{n}", std::process::id())
+    format!("{process}:{nanos:x}:{n}")
 }

@@ -260,7 +260,12 @@ impl PostgresStore {
         let open: conn::Opener =
             Box::new(move |timeout| session(&url2, password2.as_ref(), timeout));
         Ok(PostgresStore {
-            conn: conn::Conn::new(client, open, url.clone(), conn::writer_name(&host())),
+            conn: conn::Conn::new(
+                client,
+                open,
+                url.clone(),
+                conn::writer_name(&crate::process::name()),
+            ),
             fences: HashMap::new(),
         })
     }
@@ -271,17 +276,6 @@ impl PostgresStore {
         self.conn.reconnect_for = wait;
         self
     }
-}
-
-fn host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// One session to the server, with what every session of the store sets.
