@@ -106,40 +106,9 @@ eval "$LAB_ENV" # SRC_CONF DST_CONF SRC_HOST SRC_PORT DST_HOST DST_PORT MASTER_U
 LAB=$MAILFERRY_LAB
 MANIFEST=$LAB/source/corpus.json
 
-# Emptying the target between tools: its messages are moved aside, not deleted, until the end.
-# This machine's root file system is ext4 without a journal, and there the inode allocator
-# skips an inode freed within the last 60 s (360 s once its inode-table block is dirty again):
-# `recently_deleted()` in fs/ext4/ialloc.c. After `rm -rf` of the 20,000 files of the tool
-# before, every file the next tool creates on the target scans past those inodes first; perf
-# showed that scan as 25-35 % of all the CPU of a pass, in the target's kernel time. A real
-# migration's target has not just deleted 20,000 files, so each tool gets a target that has
-# not either: renaming frees no inode. The moved-aside stores are deleted when run.sh ends,
-# and the next run waits until that deletion is out of the window.
-TRASH=$LAB/bench-trash
-WIPED=$LAB/bench-trash.wiped
-set_aside_target() {
-  mkdir -p "$TRASH"
-  local d
-  d=$(mktemp -d "$TRASH/XXXXXX")
-  find "$LAB/target/mail" -mindepth 1 -maxdepth 1 -exec mv -t "$d" {} +
-  # The last run's writes on disk before the next one starts: into a target without fsync
-  # they are still dirty in the page cache, and their writeback would land in that run.
-  sync
-}
-wipe_trash() {
-  [[ -d $TRASH ]] || return 0
-  log "deleting the targets set aside ($(du -sh "$TRASH" | cut -f1))"
-  rm -rf "$TRASH"
-  sync
-  date +%s >"$WIPED"
-}
-if [[ -f $WIPED ]]; then
-  ago=$(($(date +%s) - $(cat "$WIPED")))
-  if ((ago < 370)); then
-    log "waiting $((370 - ago)) s: the last run's deleted files are still in ext4's recently-deleted window"
-    sleep $((370 - ago))
-  fi
-fi
+# Each tool gets a target set aside, not deleted (bench/lib.sh says why).
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 # The source holds the preset's corpus when its manifest names the preset and Dovecot sees
 # every message it lists (a reset-source leaves the manifest behind).

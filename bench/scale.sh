@@ -21,8 +21,13 @@
 # Each row also records the CPU seconds PostgreSQL's processes used during it, and those of
 # the whole machine (from /proc/stat), so a row shows what the database took from the cores.
 # Environment: MAILFERRY_SHARED, MAILFERRY_LAB, BENCH_OUT, PG_PORT, as bench/run.sh;
+# PG_STATS=1 loads pg_stat_statements and writes each PostgreSQL row's statements by time
+# ($OUT/NAME-statements.tsv, with the transactions committed).
 # ROWS="sqlite-1x4 postgres-1x4" runs only those rows (ledger_bench runs on the jobs of the
-# rows sqlite-1x8 and postgres-4x2, each only when that row ran).
+# rows sqlite-1x8 and postgres-4x2, each only when that row ran); a row named more than once
+# runs that often, and the comparison of the two 1 x 4 rows takes the means.
+# The target is emptied by moving its messages aside (bench/lib.sh: a deleted store slows the
+# next pass on this machine's ext4), and a sync ends each row's writes before the next.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,6 +58,10 @@ log "building the release binary (incremental)"
 LEDGER_BENCH=$REPO/target/release/examples/ledger_bench
 "$LABSH" up >&2
 eval "$("$LABSH" env)"
+LAB=$MAILFERRY_LAB
+# Each row gets a target set aside, not deleted (bench/lib.sh says why).
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 MANIFEST=$MAILFERRY_LAB/source/corpus.json
 if ! python3 -c 'import json,sys; sys.path.insert(0, sys.argv[1]); import gen_corpus
 m = json.load(open(sys.argv[2])); sys.exit(m.get("params") != gen_corpus.PRESETS[sys.argv[3]])' \
@@ -74,13 +83,13 @@ PGDATA=$OUT/pg
 PG_PASSWORD=scale-$RANDOM$RANDOM
 pg() { runuser -u postgres -- "$@"; }
 stop_pg() { [[ -f $PGDATA/postmaster.pid ]] && pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true; }
-trap stop_pg EXIT
+trap 'stop_pg; wipe_trash' EXIT
 mkdir -p "$PGDATA" && chown postgres "$PGDATA"
 printf '%s\n' "$PG_PASSWORD" >"$OUT/pgpw" && chown postgres "$OUT/pgpw" && chmod 600 "$OUT/pgpw"
 pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=scram-sha-256 --pwfile="$OUT/pgpw" >"$OUT/initdb.log" 2>&1 ||
   die "initdb failed: $(tail -5 "$OUT/initdb.log")"
 pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w \
-  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA" start >/dev/null ||
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA${PG_STATS:+ -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on}" start >/dev/null ||
   die "PostgreSQL did not start: $(tail -5 "$PGDATA/server.log")"
 psql_do() { PGPASSWORD=$PG_PASSWORD "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt "$@"; }
 export MAILFERRY_SCALE_PG_PW=$PG_PASSWORD
@@ -155,11 +164,15 @@ all_cpu() {
 row() {
   local store=$1 n=$2 c=$3 name="$1-$2x$3" state t0 t1 i rc=0 copied=0 pids=()
   log "== $store: $n process(es) of concurrency $c"
+  set_aside_target
   "$LABSH" reset-target >&2
   "$LABSH" restart >&2
   find "$MAILFERRY_LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
   if [[ $store == postgres ]]; then
     psql_do -d postgres -c "DROP DATABASE IF EXISTS scale" -c "CREATE DATABASE scale"
+    if [[ -n ${PG_STATS:-} ]]; then
+      psql_do -d scale -c "CREATE EXTENSION pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
+    fi
     state="state = \"postgres://postgres@127.0.0.1:$PG_PORT/scale?sslmode=disable\"
 state_password = { env = \"MAILFERRY_SCALE_PG_PW\" }"
   else
@@ -192,6 +205,20 @@ state_password = { env = \"MAILFERRY_SCALE_PG_PW\" }"
   [[ $verdict == OK ]] || die "$name: verify_migration.py: $(cat "$OUT/$name-verify.json")"
   if [[ $store == postgres ]]; then
     rows=$(psql_do -d scale -c "SELECT count(*) FROM ledger")
+    if [[ -n ${PG_STATS:-} ]]; then
+      # Where the database's time went in this row: its statements by total time, and the
+      # transactions committed.
+      {
+        psql_do -d scale -F $'\t' -c "SELECT 'transactions committed', xact_commit FROM pg_stat_database WHERE datname = 'scale'"
+        psql_do -d scale -F $'\t' -c "SELECT 'ledger updates, heap-only', n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'ledger'"
+        psql_do -d scale -F $'\t' -c "SELECT calls, round(total_exec_time::numeric, 1) AS exec_ms,
+            round(total_plan_time::numeric, 1) AS plan_ms, rows,
+            left(regexp_replace(query, '\s+', ' ', 'g'), 160) FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'scale')
+            ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
+      } >"$OUT/$name-statements.tsv"
+      log "  statements: $OUT/$name-statements.tsv"
+    fi
     bytes=$(psql_do -d scale -c "SELECT pg_total_relation_size('ledger')")
   fi
   awk -v s="$store" -v n="$n" -v c="$c" -v t0="$t0" -v t1="$t1" -v m="$NMSG" -v cp="$copied" \
@@ -235,10 +262,23 @@ print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
 for r in rows:
     print(f"| {r['store']} | {r['processes']} × {r['concurrency']} | {r['wall_s']} | {r['msgs_per_s']} | {int(r['copied']):,} | {r['verify']} "
           f"| {r['pg_cpu_s']} | {r['all_cpu_s']} |")
-by = {(r["store"], r["processes"], r["concurrency"]): float(r["wall_s"]) for r in rows}
+by = {}
+for r in rows:
+    by.setdefault((r["store"], r["processes"], r["concurrency"]), []).append(r)
 if ("sqlite", "1", "4") in by and ("postgres", "1", "4") in by:
-    s, p = by[("sqlite", "1", "4")], by[("postgres", "1", "4")]
-    print(f"\nPostgreSQL against SQLite, one process of concurrency 4: {p:.2f} s against {s:.2f} s ({100 * (p / s - 1):+.1f} %)")
+    # A row named more than once in ROWS (alternated, so drift of the machine falls on both):
+    # the means, and each run.
+    def mean(k, col):
+        return sum(float(r[col]) for r in by[k]) / len(by[k])
+    s, p = mean(("sqlite", "1", "4"), "wall_s"), mean(("postgres", "1", "4"), "wall_s")
+    each = lambda k: ", ".join(r["wall_s"] for r in by[k])
+    print(f"\nPostgreSQL against SQLite, one process of concurrency 4: {p:.2f} s against {s:.2f} s ({100 * (p / s - 1):+.1f} %)"
+          + (f"; the means of {len(by[('postgres', '1', '4')])} and {len(by[('sqlite', '1', '4')])} runs "
+             f"(PostgreSQL {each(('postgres', '1', '4'))}; SQLite {each(('sqlite', '1', '4'))})"
+             if len(by[("sqlite", "1", "4")]) > 1 or len(by[("postgres", "1", "4")]) > 1 else ""))
+    pg_cpu = mean(("postgres", "1", "4"), "pg_cpu_s")
+    all_cpu = mean(("postgres", "1", "4"), "all_cpu_s")
+    print(f"\nPostgreSQL's own processes used {pg_cpu:.2f} s of CPU per pass, {100 * pg_cpu / all_cpu:.1f} % of the machine's {all_cpu:.2f} s")
 pg = [r for r in rows if r["store"] == "postgres" and r["ledger_rows"] not in ("-", "")]
 if pg:
     r = pg[-1]
