@@ -19,9 +19,11 @@
 //! every fenced write checks its claim again in the transaction that is retried.
 
 use std::cell::{Cell, RefCell, RefMut};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use postgres::Client;
+use postgres::{Client, GenericClient, Statement};
 
 use super::connect::PostgresUrl;
 use super::{Column, Db};
@@ -39,6 +41,44 @@ thread_local! {
     /// store is used by one thread at a time, and an operation's errors are classified on
     /// that thread, so the flag read after an operation is that operation's.
     static LOST: Cell<bool> = const { Cell::new(false) };
+    /// The session the operation running on this thread uses (a [`Conn`]'s `session`), and
+    /// the statements prepared on it: [`prepared`].
+    static SESSION: Cell<u64> = const { Cell::new(0) };
+    static STATEMENTS: RefCell<(u64, HashMap<&'static str, Statement>)> =
+        RefCell::new((0, HashMap::new()));
+}
+
+/// Numbers sessions (connections) across the process: a statement prepared on one is never
+/// used on another.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// The statement `sql` prepared on the session of the operation running on this thread, kept
+/// for the next call: a statement given as text is parsed, planned and described by the
+/// server at every call (a round trip of its own), which was a large part of the database's
+/// work in a pass (bench/scale.sh, PG_STATS=1). The cache is dropped when the session changes
+/// (a reconnect, another store on this thread).
+pub(crate) fn prepared(c: &mut impl GenericClient, sql: &'static str) -> Result<Statement> {
+    let session = SESSION.with(Cell::get);
+    let cached = STATEMENTS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0 != session {
+            *s = (session, HashMap::new());
+        }
+        s.1.get(sql).cloned()
+    });
+    if let Some(st) = cached {
+        return Ok(st);
+    }
+    let st = c.prepare(sql).db()?;
+    if session != 0 {
+        STATEMENTS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.0 == session {
+                s.1.insert(sql, st.clone());
+            }
+        });
+    }
+    Ok(st)
 }
 
 /// Whether a client error means the connection is gone (rather than a statement refused).
@@ -78,6 +118,8 @@ pub(crate) type Opener = Box<dyn Fn(Duration) -> Result<Client> + Send>;
 /// One session to the database, reopened when it breaks.
 pub struct Conn {
     client: RefCell<Client>,
+    /// This session's number (new at each reconnect), for [`prepared`].
+    session: Cell<u64>,
     open: Opener,
     url: PostgresUrl,
     /// This store's row in `mailferry_writes`.
@@ -105,6 +147,7 @@ impl Conn {
     pub(crate) fn new(client: Client, open: Opener, url: PostgresUrl, writer: String) -> Conn {
         Conn {
             client: RefCell::new(client),
+            session: Cell::new(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
             open,
             url,
             writer,
@@ -115,6 +158,7 @@ impl Conn {
     }
 
     fn borrow(&self) -> Result<RefMut<'_, Client>> {
+        SESSION.with(|s| s.set(self.session.get()));
         self.client.try_borrow_mut().map_err(|_| {
             StoreError::new(
                 StoreErrorKind::Other,
@@ -168,6 +212,7 @@ impl Conn {
 
     fn attempt<T>(&mut self, seq: i64, f: &mut impl FnMut(&mut Client) -> Result<T>) -> Attempt<T> {
         LOST.with(|l| l.set(false));
+        SESSION.with(|s| s.set(self.session.get()));
         let client = self.client.get_mut();
         // The writer's name is made of characters that need no quoting (see `writer_name`),
         // so the stamp can go with the BEGIN in one round trip.
@@ -242,6 +287,8 @@ impl Conn {
             let last = match (self.open)(left.max(Duration::from_secs(1))) {
                 Ok(client) => {
                     *self.borrow()? = client;
+                    self.session
+                        .set(NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
                     self.down.set(false);
                     return Ok(());
                 }

@@ -4,6 +4,7 @@
 use postgres::types::ToSql;
 use postgres::{Client, Row};
 
+use super::conn::prepared;
 use super::{Column, Db, to_i64};
 use mailferry_core::model::{
     EntryId, Fingerprint, Flags, LedgerRow, LedgerState, Uid, UidValidity,
@@ -45,11 +46,20 @@ fn query(client: &mut Client, filter: &str, p: &[&(dyn ToSql + Sync)]) -> Result
 
 /// Ledger rows of one source folder (any UIDVALIDITY).
 pub fn folder(client: &mut Client, entry: &EntryId, folder: &str) -> Result<Vec<LedgerRow>> {
-    query(
+    // Read once per folder of every pass: prepared once per session (`query`'s text is not).
+    let st = prepared(
         client,
-        "WHERE entry_id = $1 AND source_folder = $2",
-        &[&entry.as_str(), &folder],
-    )
+        "SELECT source_folder, uid_validity, uid, target_folder, target_uid,
+                target_uidnext, fingerprint, size, flags, state
+         FROM ledger WHERE entry_id = $1 AND source_folder = $2
+         ORDER BY uid, source_folder, uid_validity",
+    )?;
+    client
+        .query(&st, &[&entry.as_str(), &folder])
+        .db()?
+        .iter()
+        .map(ledger_row)
+        .collect()
 }
 
 /// Rows of one folder and UIDVALIDITY in these UID ranges, in one statement.
@@ -187,12 +197,16 @@ pub fn insert_pending(
         sizes.push(to_i64(r.size, "message size")?);
         flags.push(r.flags.as_str());
     }
-    tx.execute(
+    let st = prepared(
+        tx,
         "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
              target_uid, target_uidnext, fingerprint, size, flags, state)
          SELECT $1, f, v, u, t, NULL, n, fp, s, fl, 'pending'
          FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
                      $7::text[], $8::bigint[], $9::text[]) AS x(f, v, u, t, n, fp, s, fl)",
+    )?;
+    tx.execute(
+        &st,
         &[
             &entry.as_str(),
             &folders,
@@ -234,11 +248,15 @@ pub fn complete(
             .iter()
             .map(|(_, uid)| uid.map(|u| i64::from(u.get())))
             .collect();
-        tx.execute(
+        let st = prepared(
+            &mut tx,
             "UPDATE ledger AS l SET state = 'copied', target_uid = x.tu, target_uidnext = NULL
              FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS x(f, v, u, tu)
              WHERE l.entry_id = $1 AND l.source_folder = x.f COLLATE \"C\"
                  AND l.uid_validity = x.v AND l.uid = x.u",
+        )?;
+        tx.execute(
+            &st,
             &[&entry.as_str(), &folders, &validities, &uids, &targets],
         )
         .db()?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use postgres::{Client, GenericClient};
 
+use super::conn::prepared;
 use super::{Column, Db, json_list, parse_list, to_i64};
 use mailferry_core::model::{
     Checkpoint, EntryId, EntryState, Failure, KeywordsDropped, MailboxId, RefreshLine,
@@ -377,12 +378,13 @@ pub fn checkpoint(
     entry: &EntryId,
     folder: &str,
 ) -> Result<Option<Checkpoint>> {
+    let st = prepared(
+        client,
+        "SELECT uid_validity, uid_next, messages, highest_modseq, filter
+         FROM folder_checkpoints WHERE entry_id = $1 AND source_folder = $2",
+    )?;
     client
-        .query_opt(
-            "SELECT uid_validity, uid_next, messages, highest_modseq, filter
-             FROM folder_checkpoints WHERE entry_id = $1 AND source_folder = $2",
-            &[&entry.as_str(), &folder],
-        )
+        .query_opt(&st, &[&entry.as_str(), &folder])
         .db()?
         .map(|r| {
             Ok(Checkpoint {
@@ -407,16 +409,19 @@ pub fn set_checkpoint(
         .highest_modseq
         .map(|m| to_i64(m, "HIGHESTMODSEQ"))
         .transpose()?;
+    let st = prepared(
+        client,
+        "INSERT INTO folder_checkpoints
+             (entry_id, source_folder, uid_validity, uid_next, messages, highest_modseq, filter)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (entry_id, source_folder) DO UPDATE SET
+             uid_validity = excluded.uid_validity, uid_next = excluded.uid_next,
+             messages = excluded.messages, highest_modseq = excluded.highest_modseq,
+             filter = excluded.filter",
+    )?;
     client
         .execute(
-            "INSERT INTO folder_checkpoints
-                 (entry_id, source_folder, uid_validity, uid_next, messages, highest_modseq,
-                  filter)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (entry_id, source_folder) DO UPDATE SET
-                 uid_validity = excluded.uid_validity, uid_next = excluded.uid_next,
-                 messages = excluded.messages, highest_modseq = excluded.highest_modseq,
-                 filter = excluded.filter",
+            &st,
             &[
                 &entry.as_str(),
                 &folder,
@@ -558,11 +563,12 @@ pub fn lease(
 /// after it the next fenced write sees the new epoch and is refused.
 pub fn check_fence(tx: &mut impl GenericClient, fence: Option<&Lease>) -> Result<()> {
     let Some(lease) = fence else { return Ok(()) };
+    let st = prepared(
+        tx,
+        "SELECT 1 FROM leases WHERE entry_id = $1 AND holder = $2 AND epoch = $3 FOR SHARE",
+    )?;
     let held = tx
-        .query_opt(
-            "SELECT 1 FROM leases WHERE entry_id = $1 AND holder = $2 AND epoch = $3 FOR SHARE",
-            &[&lease.entry.as_str(), &lease.holder, &lease.epoch],
-        )
+        .query_opt(&st, &[&lease.entry.as_str(), &lease.holder, &lease.epoch])
         .db()?;
     match held {
         Some(_) => Ok(()),
@@ -602,10 +608,14 @@ pub fn release(client: &mut impl GenericClient, lease: &Lease) -> Result<()> {
 }
 
 pub fn report_progress(client: &mut Client, lease: &Lease, p: &PassProgress) -> Result<()> {
+    let st = prepared(
+        client,
+        "UPDATE leases SET planned_messages = $4, planned_bytes = $5, copied = $6, bytes = $7
+         WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
+    )?;
     let n = client
         .execute(
-            "UPDATE leases SET planned_messages = $4, planned_bytes = $5, copied = $6, bytes = $7
-             WHERE entry_id = $1 AND holder = $2 AND epoch = $3",
+            &st,
             &[
                 &lease.entry.as_str(),
                 &lease.holder,
