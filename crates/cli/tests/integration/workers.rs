@@ -313,7 +313,7 @@ fn two_workers_finish_every_queued_entry(postgres: bool) {
         "each message copied by exactly one worker: {w:#?}"
     );
     let passes = wa["passes"].as_u64().unwrap() + wb["passes"].as_u64().unwrap();
-    assert!(passes >= 4, "{w:#?}");
+    assert_eq!(passes, 4, "one pass per queued entry: {w:#?}");
     assert!(wa["host"].is_string() && wa["heartbeat"].is_string());
     // One run per worker, listed by report --list.
     let runs = kit.json(&["report", &job, "--list"]);

@@ -27,7 +27,8 @@ use crate::folders::FolderRules;
 use crate::job::Job;
 use crate::model::{Entry, EntryId, Origin, RunEntry, RunKind, Side, now};
 use crate::ports::store::{
-    Lease, LeaseHolder, NoRoom, PassProgress, Refusal, ServerUse, StoreErrorKind, WorkerStats,
+    AfterPass, Lease, LeaseHolder, NoRoom, PassProgress, Refusal, ServerUse, StoreErrorKind,
+    WorkerStats,
 };
 use crate::ports::{Connector, EntryPasswords, Observer, Store};
 use crate::report::{KeywordsDropped, MigrationReport, Summary};
@@ -221,6 +222,11 @@ pub(crate) trait Work: Sync {
     /// The other passes leave no room under a server's cap for the entry's pass: it is to be
     /// tried again later (the runner waits [`ROOM_WAIT`] before it asks for work again).
     fn no_room(&self, item: Item);
+    /// What becomes of the entry's place in a queue once its pass is recorded: done in the
+    /// record's own transaction ([`Store::finish_queued_pass`]).
+    fn after_pass(&self, _item: &Item, _result: &RunEntry) -> AfterPass {
+        AfterPass::Keep
+    }
     /// The entry's pass ended and was recorded.
     fn finished(&self, item: &Item, result: &RunEntry) -> Result<()>;
     /// The entry's pass did not end in a record: another process took the entry over during
@@ -376,7 +382,8 @@ pub(crate) fn run_passes(
                             let before = Tallies::of(setup, entry);
                             let mut result = migrate_entry(&ctx, entry, &pw);
                             Tallies::of(setup, entry).since(&before, &mut result);
-                            match runner.record(run, &result, &lease) {
+                            let after = work.after_pass(&item, &result);
+                            match runner.record(run, &result, &lease, after) {
                                 Ok(()) => {
                                     recorder.entry_finished(&result);
                                     let done = work.finished(&item, &result);
@@ -607,10 +614,16 @@ impl Runner<'_, '_> {
     /// Records an entry's pass: its run line, its state, and its lease given back, in one
     /// commit. An error here is the state database failing, which stops the run (the ledger
     /// itself is already exact; a lease not given back expires by itself).
-    fn record(&self, run: crate::model::RunId, result: &RunEntry, lease: &Lease) -> Result<()> {
+    fn record(
+        &self,
+        run: crate::model::RunId,
+        result: &RunEntry,
+        lease: &Lease,
+        after: AfterPass,
+    ) -> Result<()> {
         lock(&self.held).retain(|l| l != lease);
         let mut store = lock(self.store);
-        let done = store.finish_pass(run, result, &now(), lease);
+        let done = store.finish_queued_pass(run, result, &now(), lease, after);
         store.unfence(&lease.entry);
         done?;
         Ok(())

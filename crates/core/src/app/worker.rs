@@ -23,7 +23,7 @@ use super::migrate::{Item, ROOM_WAIT, Setup, Work, pass_settings, run_passes};
 use super::{App, AppError, Result, remove_missing, selected};
 use crate::entries::Selection;
 use crate::model::{Entry, EntryId, EntryState, Origin, RunEntry, RunId, RunKind, Side};
-use crate::ports::store::{LeaseHolder, WorkerStats};
+use crate::ports::store::{AfterPass, LeaseHolder, WorkerStats};
 use crate::ports::{Backends, Observer, Store};
 
 /// How often an idle worker asks the store for queued passes.
@@ -196,15 +196,18 @@ impl QueueWork<'_> {
     fn pick(&self) -> Result<Option<Item>> {
         let (queued, live) = {
             let store = lock(self.store);
-            let queued = store.queued()?;
-            if queued.is_empty() {
-                return Ok(None);
-            }
+            // The live passes before the queue: a pass recorded in between (its queue change
+            // and the claim given up in one commit, `finish_queued_pass`) is then seen either
+            // held, or off the queue; read the other way round, it could look queued and free.
             let live: HashMap<EntryId, String> = store
                 .live_passes()?
                 .into_iter()
                 .map(|p| (p.entry, p.holder))
                 .collect();
+            let queued = store.queued()?;
+            if queued.is_empty() {
+                return Ok(None);
+            }
             (queued, live)
         };
         let now = Instant::now();
@@ -293,6 +296,20 @@ impl Work for QueueWork<'_> {
             .insert(item.entry.id, Instant::now() + ROOM_WAIT * 2);
     }
 
+    /// A failed pass leaves its entry queued, and no worker tries it again before the backoff
+    /// has gone by; any other takes it off the queue (if it was not queued again since).
+    /// Recorded with the pass, in its transaction: apart, another worker polling in between
+    /// would find the entry queued and free, and pass it once more.
+    fn after_pass(&self, item: &Item, result: &RunEntry) -> AfterPass {
+        match item.ticket {
+            None => AfterPass::Keep,
+            Some(_) if result.state == EntryState::Failed => {
+                AfterPass::Defer(failed_backoff(item.failures))
+            }
+            Some(ticket) => AfterPass::Dequeue(ticket),
+        }
+    }
+
     fn finished(&self, item: &Item, result: &RunEntry) -> Result<()> {
         {
             let mut stats = lock(self.stats);
@@ -300,23 +317,9 @@ impl Work for QueueWork<'_> {
             stats.messages += result.copied;
             stats.bytes += result.bytes;
         }
-        let id = &item.entry.id;
-        if result.state == EntryState::Failed {
-            // Stays queued; no worker tries it again before the backoff has gone by.
-            let failures = item.failures;
-            let deferred = lock(self.store).defer(id, failed_backoff(failures));
-            lock(&self.state).in_flight.remove(id);
-            deferred?;
-            return Ok(());
-        }
-        let taken_off = match item.ticket {
-            Some(ticket) => lock(self.store).dequeue(id, ticket),
-            None => Ok(true),
-        };
         let mut state = lock(&self.state);
-        state.no_room.remove(id);
-        state.in_flight.remove(id);
-        taken_off?;
+        state.no_room.remove(&item.entry.id);
+        state.in_flight.remove(&item.entry.id);
         Ok(())
     }
 

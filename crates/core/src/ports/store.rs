@@ -228,6 +228,18 @@ pub struct LivePass {
     pub progress: PassProgress,
 }
 
+/// What becomes of an entry's place in the queue when its pass is recorded
+/// ([`Store::finish_queued_pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPass {
+    /// Not queued, or left as it is.
+    Keep,
+    /// Taken off, if its ticket is still this one.
+    Dequeue(i64),
+    /// Left queued, with a failure more and no pass before this wait has gone by.
+    Defer(Duration),
+}
+
 /// An entry queued for the workers ([`Store::enqueue`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
@@ -467,6 +479,31 @@ pub trait Store: Send {
             result.error.as_deref(),
         )?;
         self.release(lease)
+    }
+    /// [`Store::finish_pass`], and what becomes of the entry's place in the queue, in the
+    /// same transaction: taken off by its ticket ([`Store::dequeue`]) or deferred
+    /// ([`Store::defer`]). Done apart, another worker could find the entry queued and free in
+    /// between (the claim given up, the queue not yet told) and pass it once more. A store
+    /// with transactions does both in one; the default does one after the other.
+    fn finish_queued_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+        after: AfterPass,
+    ) -> Result<()> {
+        self.finish_pass(run, result, last_pass, lease)?;
+        match after {
+            AfterPass::Keep => {}
+            AfterPass::Dequeue(ticket) => {
+                self.dequeue(&result.entry_id, ticket)?;
+            }
+            AfterPass::Defer(wait) => {
+                self.defer(&result.entry_id, wait)?;
+            }
+        }
+        Ok(())
     }
     /// Fences this store's writes of one entry by a claim: from now on, every write of that
     /// entry's ledger and checkpoints, and its [`Store::finish_pass`], checks in its own

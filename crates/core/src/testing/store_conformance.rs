@@ -22,8 +22,8 @@ use crate::model::{
     RunId, RunKind, Side, Uid,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, MetaKey, NoRoom, Orphan, PassProgress, Refusal, Result, ServerUse, Store,
-    StoreErrorKind, WorkerStats,
+    AfterPass, Lease, LeaseHolder, MetaKey, NoRoom, Orphan, PassProgress, Refusal, Result,
+    ServerUse, Store, StoreErrorKind, WorkerStats,
 };
 
 /// Expands to one `#[test]` per rule of the [`Store`](crate::ports::Store) port, each run on
@@ -82,6 +82,7 @@ macro_rules! store_conformance {
             dequeue_takes_an_entry_off_only_if_it_was_not_queued_again,
             removed_entries_leave_the_queue,
             a_deferred_entry_waits_for_every_worker_and_counts_its_failures,
+            a_queued_pass_is_recorded_with_its_queue_change,
             workers_register_heartbeat_and_deregister,
         );
     };
@@ -1549,6 +1550,80 @@ pub fn a_deferred_entry_waits_for_every_worker_and_counts_its_failures(
         (q[1].entry.clone(), q[1].failures, q[1].wait),
         (a, 0, Duration::ZERO)
     );
+    Ok(())
+}
+
+/// `finish_queued_pass`: the pass recorded, its claim given up and its queue change made
+/// (taken off by its ticket, deferred, or left); refused whole under a lost claim.
+pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) -> Result<()> {
+    let (a, b, c) = (EntryId::from("a"), EntryId::from("b"), EntryId::from("c"));
+    s.upsert_entries(&[entry("a"), entry("b"), entry("c")])?;
+    s.enqueue(&[a.clone(), b.clone(), c.clone()])?;
+    let tickets: Vec<i64> = s.queued()?.iter().map(|q| q.ticket).collect();
+    let run = s.start_run(RunKind::Migrate)?;
+    let line = |id: &EntryId, state| {
+        let mut l = RunEntry::new(id.clone());
+        l.state = state;
+        l
+    };
+    // a: migrated, taken off the queue; its claim is free for another holder at once.
+    let la = expect_lease(s.lease(&a, "host-a:100", HOUR)?);
+    s.fence(&la);
+    s.finish_queued_pass(
+        run,
+        &line(&a, EntryState::Migrated),
+        "2026-03-01T10:00:00Z",
+        &la,
+        AfterPass::Dequeue(tickets[0]),
+    )?;
+    s.unfence(&a);
+    let queued: Vec<EntryId> = s.queued()?.into_iter().map(|q| q.entry).collect();
+    assert_eq!(queued, [b.clone(), c.clone()]);
+    expect_lease(s.lease(&a, "host-b:200", HOUR)?);
+    // b: failed, deferred (stays queued, one failure, a wait).
+    let lb = expect_lease(s.lease(&b, "host-a:100", HOUR)?);
+    s.finish_queued_pass(
+        run,
+        &line(&b, EntryState::Failed),
+        "2026-03-01T10:00:00Z",
+        &lb,
+        AfterPass::Defer(Duration::from_secs(60)),
+    )?;
+    let q = s.queued()?;
+    assert_eq!((q[0].entry.clone(), q[0].failures), (b.clone(), 1));
+    assert!(q[0].wait > Duration::from_secs(50), "{:?}", q[0].wait);
+    // c: queued again during its pass (a newer ticket): the old ticket leaves it queued.
+    let lc = expect_lease(s.lease(&c, "host-a:100", HOUR)?);
+    s.dequeue(&c, tickets[2])?;
+    s.enqueue(std::slice::from_ref(&c))?;
+    s.finish_queued_pass(
+        run,
+        &line(&c, EntryState::Migrated),
+        "2026-03-01T10:00:00Z",
+        &lc,
+        AfterPass::Dequeue(tickets[2]),
+    )?;
+    assert!(s.queued()?.iter().any(|q| q.entry == c), "queued again");
+    assert_eq!(s.run_entries(run)?.len(), 3);
+    // Under a claim taken over: nothing recorded, the queue left as it was.
+    let ld = expect_lease(s.lease(&c, "host-a:100", HOUR)?);
+    let theirs = expect_lease(s.take_over(&c, "host-b:200", HOUR, ld.epoch)?);
+    s.fence(&ld);
+    let ticket = s.queued()?.iter().find(|q| q.entry == c).unwrap().ticket;
+    let refused = s.finish_queued_pass(
+        run,
+        &line(&c, EntryState::Migrated),
+        "2026-03-01T11:00:00Z",
+        &ld,
+        AfterPass::Dequeue(ticket),
+    );
+    assert!(
+        matches!(&refused, Err(e) if e.kind == StoreErrorKind::LeaseLost),
+        "{refused:?}"
+    );
+    assert!(s.queued()?.iter().any(|q| q.entry == c));
+    assert_eq!(s.run_entries(run)?.len(), 3);
+    s.renew(&theirs, HOUR)?;
     Ok(())
 }
 

@@ -35,8 +35,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
-    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
+    AfterPass, Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo,
+    ServerUse, StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 pub use connect::{Password, PostgresUrl, Tls};
@@ -578,6 +578,38 @@ impl Store for PostgresStore {
                 last_pass,
                 result.error.as_deref(),
             )?;
+            runs::release(tx, lease)
+        })
+    }
+    /// `finish_pass` and the entry's queue change in its one transaction.
+    fn finish_queued_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+        after: AfterPass,
+    ) -> Result<()> {
+        self.conn.once(|tx| {
+            runs::check_fence(tx, Some(lease))?;
+            runs::record_entry(tx, run, result)?;
+            entries::set_result(
+                tx,
+                run,
+                &result.entry_id,
+                result.state,
+                last_pass,
+                result.error.as_deref(),
+            )?;
+            match after {
+                AfterPass::Keep => {}
+                AfterPass::Dequeue(ticket) => {
+                    queue::dequeue(tx, &result.entry_id, ticket)?;
+                }
+                AfterPass::Defer(wait) => {
+                    queue::defer(tx, &result.entry_id, wait)?;
+                }
+            }
             runs::release(tx, lease)
         })
     }

@@ -29,8 +29,8 @@ use mailferry_core::model::{
 };
 use mailferry_core::ports::Store;
 use mailferry_core::ports::store::{
-    Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo, ServerUse,
-    StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
+    AfterPass, Lease, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo,
+    ServerUse, StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
 };
 
 /// A job's state in one SQLite database.
@@ -361,6 +361,38 @@ impl Store for SqliteStore {
             last_pass,
             result.error.as_deref(),
         )?;
+        runs::release(&tx, lease)?;
+        tx.commit().db()
+    }
+    fn finish_queued_pass(
+        &mut self,
+        run: RunId,
+        result: &RunEntry,
+        last_pass: &str,
+        lease: &Lease,
+        after: AfterPass,
+    ) -> Result<()> {
+        // One transaction: no other process sees the claim given up and the entry still
+        // queued.
+        let tx = write_tx(&mut self.conn, Some(lease))?;
+        runs::record_entry(&tx, run, result)?;
+        entries::set_result(
+            &tx,
+            run,
+            &result.entry_id,
+            result.state,
+            last_pass,
+            result.error.as_deref(),
+        )?;
+        match after {
+            AfterPass::Keep => {}
+            AfterPass::Dequeue(ticket) => {
+                queue::dequeue(&tx, &result.entry_id, ticket)?;
+            }
+            AfterPass::Defer(wait) => {
+                queue::defer(&tx, &result.entry_id, wait)?;
+            }
+        }
         runs::release(&tx, lease)?;
         tx.commit().db()
     }
