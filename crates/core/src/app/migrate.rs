@@ -223,7 +223,7 @@ pub(crate) trait Work: Sync {
     /// tried again later (the runner waits [`ROOM_WAIT`] before it asks for work again).
     fn no_room(&self, item: Item);
     /// What becomes of the entry's place in a queue once its pass is recorded: done in the
-    /// record's own transaction ([`Store::finish_queued_pass`]).
+    /// record's own transaction ([`Store::finish_pass`]).
     fn after_pass(&self, _item: &Item, _result: &RunEntry) -> AfterPass {
         AfterPass::Keep
     }
@@ -623,7 +623,7 @@ impl Runner<'_, '_> {
     ) -> Result<()> {
         lock(&self.held).retain(|l| l != lease);
         let mut store = lock(self.store);
-        let done = store.finish_queued_pass(run, result, &now(), lease, after);
+        let done = store.finish_pass(run, result, &now(), lease, after);
         store.unfence(&lease.entry);
         done?;
         Ok(())

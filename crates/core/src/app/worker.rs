@@ -197,7 +197,7 @@ impl QueueWork<'_> {
         let (queued, live) = {
             let store = lock(self.store);
             // The live passes before the queue: a pass recorded in between (its queue change
-            // and the claim given up in one commit, `finish_queued_pass`) is then seen either
+            // and the claim given up in one commit, `Store::finish_pass`) is then seen either
             // held, or off the queue; read the other way round, it could look queued and free.
             let live: HashMap<EntryId, String> = store
                 .live_passes()?

@@ -229,7 +229,7 @@ pub struct LivePass {
 }
 
 /// What becomes of an entry's place in the queue when its pass is recorded
-/// ([`Store::finish_queued_pass`]).
+/// ([`Store::finish_pass`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterPass {
     /// Not queued, or left as it is.
@@ -238,6 +238,25 @@ pub enum AfterPass {
     Dequeue(i64),
     /// Left queued, with a failure more and no pass before this wait has gone by.
     Defer(Duration),
+}
+
+/// The queue change of [`Store::finish_pass`], by the store's own queue methods: for a store
+/// whose calls are not one transaction each (the default, the memory store).
+pub(crate) fn queue_after_pass<S: Store + ?Sized>(
+    s: &mut S,
+    entry: &EntryId,
+    after: AfterPass,
+) -> Result<()> {
+    match after {
+        AfterPass::Keep => {}
+        AfterPass::Dequeue(ticket) => {
+            s.dequeue(entry, ticket)?;
+        }
+        AfterPass::Defer(wait) => {
+            s.defer(entry, wait)?;
+        }
+    }
+    Ok(())
 }
 
 /// An entry queued for the workers ([`Store::enqueue`]).
@@ -460,15 +479,19 @@ pub trait Store: Send {
     fn renew(&mut self, lease: &Lease, ttl: Duration) -> Result<()>;
     /// Gives a claim up.
     fn release(&mut self, lease: &Lease) -> Result<()>;
-    /// Ends an entry's pass: its run line, its result on the entry, and its claim given up.
-    /// A store may do this in one transaction (one commit, one fsync, per entry: a pass over
-    /// many unchanged mailboxes is mostly these).
+    /// Ends an entry's pass: its run line, its result on the entry, what becomes of its place
+    /// in the queue (taken off by its ticket, as [`Store::dequeue`], or deferred, as
+    /// [`Store::defer`]), and its claim given up. A store with transactions does all of it in
+    /// one (one commit, one fsync, per entry: a pass over many unchanged mailboxes is mostly
+    /// these), so that no other worker finds the entry queued and free in between and passes
+    /// it once more.
     fn finish_pass(
         &mut self,
         run: RunId,
         result: &RunEntry,
         last_pass: &str,
         lease: &Lease,
+        after: AfterPass,
     ) -> Result<()> {
         self.record_run_entry(run, result)?;
         self.set_entry_result(
@@ -478,32 +501,8 @@ pub trait Store: Send {
             last_pass,
             result.error.as_deref(),
         )?;
+        queue_after_pass(self, &result.entry_id, after)?;
         self.release(lease)
-    }
-    /// [`Store::finish_pass`], and what becomes of the entry's place in the queue, in the
-    /// same transaction: taken off by its ticket ([`Store::dequeue`]) or deferred
-    /// ([`Store::defer`]). Done apart, another worker could find the entry queued and free in
-    /// between (the claim given up, the queue not yet told) and pass it once more. A store
-    /// with transactions does both in one; the default does one after the other.
-    fn finish_queued_pass(
-        &mut self,
-        run: RunId,
-        result: &RunEntry,
-        last_pass: &str,
-        lease: &Lease,
-        after: AfterPass,
-    ) -> Result<()> {
-        self.finish_pass(run, result, last_pass, lease)?;
-        match after {
-            AfterPass::Keep => {}
-            AfterPass::Dequeue(ticket) => {
-                self.dequeue(&result.entry_id, ticket)?;
-            }
-            AfterPass::Defer(wait) => {
-                self.defer(&result.entry_id, wait)?;
-            }
-        }
-        Ok(())
     }
     /// Fences this store's writes of one entry by a claim: from now on, every write of that
     /// entry's ledger and checkpoints, and its [`Store::finish_pass`], checks in its own

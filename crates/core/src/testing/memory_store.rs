@@ -12,8 +12,9 @@ use crate::model::{
     RunEntry, RunId, RunKind, Uid, UidValidity, now,
 };
 use crate::ports::store::{
-    Lease, LeaseHolder, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal, Result, RunInfo,
-    ServerUse, Store, StoreError, StoreErrorKind, WorkerRecord, WorkerStats, check_room,
+    AfterPass, Lease, LeaseHolder, LivePass, MetaKey, Orphan, PassProgress, Queued, Refusal,
+    Result, RunInfo, ServerUse, Store, StoreError, StoreErrorKind, WorkerRecord, WorkerStats,
+    check_room,
 };
 
 /// A ledger row's key: entry, source folder, UIDVALIDITY, UID.
@@ -707,6 +708,7 @@ impl Store for MemoryStore {
         result: &RunEntry,
         last_pass: &str,
         lease: &Lease,
+        after: AfterPass,
     ) -> Result<()> {
         if self.owned(lease).is_none() {
             return Err(StoreError::lease_lost(&lease.entry));
@@ -719,6 +721,7 @@ impl Store for MemoryStore {
             last_pass,
             result.error.as_deref(),
         )?;
+        crate::ports::store::queue_after_pass(self, &result.entry_id, after)?;
         self.release(lease)
     }
 

@@ -1294,7 +1294,7 @@ pub fn fenced_writes_are_refused_once_the_claim_is_taken_over(mut s: Box<dyn Sto
     let mut line = RunEntry::new(id.clone());
     line.state = EntryState::Migrated;
     lost(
-        s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &mine),
+        s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &mine, AfterPass::Keep),
         "finish_pass",
     );
     // Nothing changed: the ledger, the checkpoint, the run's lines and the new claim.
@@ -1309,7 +1309,7 @@ pub fn fenced_writes_are_refused_once_the_claim_is_taken_over(mut s: Box<dyn Sto
     // The new holder fences its own writes and finishes the pass.
     s.fence(&theirs);
     s.complete(&id, &[(&row("INBOX", 7, 2), Some(super::uid(32)))], &[])?;
-    s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &theirs)?;
+    s.finish_pass(run, &line, "2026-03-01T10:00:00Z", &theirs, AfterPass::Keep)?;
     assert_eq!(s.run_entries(run)?.len(), 1);
     Ok(())
 }
@@ -1553,7 +1553,7 @@ pub fn a_deferred_entry_waits_for_every_worker_and_counts_its_failures(
     Ok(())
 }
 
-/// `finish_queued_pass`: the pass recorded, its claim given up and its queue change made
+/// `finish_pass` with a queue change: the pass recorded, its claim given up and its queue change made
 /// (taken off by its ticket, deferred, or left); refused whole under a lost claim.
 pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) -> Result<()> {
     let (a, b, c) = (EntryId::from("a"), EntryId::from("b"), EntryId::from("c"));
@@ -1569,7 +1569,7 @@ pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) ->
     // a: migrated, taken off the queue; its claim is free for another holder at once.
     let la = expect_lease(s.lease(&a, "host-a:100", HOUR)?);
     s.fence(&la);
-    s.finish_queued_pass(
+    s.finish_pass(
         run,
         &line(&a, EntryState::Migrated),
         "2026-03-01T10:00:00Z",
@@ -1582,7 +1582,7 @@ pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) ->
     expect_lease(s.lease(&a, "host-b:200", HOUR)?);
     // b: failed, deferred (stays queued, one failure, a wait).
     let lb = expect_lease(s.lease(&b, "host-a:100", HOUR)?);
-    s.finish_queued_pass(
+    s.finish_pass(
         run,
         &line(&b, EntryState::Failed),
         "2026-03-01T10:00:00Z",
@@ -1596,7 +1596,7 @@ pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) ->
     let lc = expect_lease(s.lease(&c, "host-a:100", HOUR)?);
     s.dequeue(&c, tickets[2])?;
     s.enqueue(std::slice::from_ref(&c))?;
-    s.finish_queued_pass(
+    s.finish_pass(
         run,
         &line(&c, EntryState::Migrated),
         "2026-03-01T10:00:00Z",
@@ -1610,7 +1610,7 @@ pub fn a_queued_pass_is_recorded_with_its_queue_change(mut s: Box<dyn Store>) ->
     let theirs = expect_lease(s.take_over(&c, "host-b:200", HOUR, ld.epoch)?);
     s.fence(&ld);
     let ticket = s.queued()?.iter().find(|q| q.entry == c).unwrap().ticket;
-    let refused = s.finish_queued_pass(
+    let refused = s.finish_pass(
         run,
         &line(&c, EntryState::Migrated),
         "2026-03-01T11:00:00Z",

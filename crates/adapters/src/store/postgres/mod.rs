@@ -557,32 +557,11 @@ impl Store for PostgresStore {
     fn unfence(&mut self, entry: &EntryId) {
         self.fences.remove(entry);
     }
-    /// One transaction: the run line, the entry's result and the claim given up, refused
-    /// (changing nothing) when the claim was taken over. Not idempotent: once it committed,
-    /// the claim is given up, and a second attempt would be refused as taken over.
+    /// One transaction: the run line, the entry's result, its queue change and the claim
+    /// given up, refused (changing nothing) when the claim was taken over. Not idempotent:
+    /// once it committed, the claim is given up, and a second attempt would be refused as
+    /// taken over.
     fn finish_pass(
-        &mut self,
-        run: RunId,
-        result: &RunEntry,
-        last_pass: &str,
-        lease: &Lease,
-    ) -> Result<()> {
-        self.conn.once(|tx| {
-            runs::check_fence(tx, Some(lease))?;
-            runs::record_entry(tx, run, result)?;
-            entries::set_result(
-                tx,
-                run,
-                &result.entry_id,
-                result.state,
-                last_pass,
-                result.error.as_deref(),
-            )?;
-            runs::release(tx, lease)
-        })
-    }
-    /// `finish_pass` and the entry's queue change in its one transaction.
-    fn finish_queued_pass(
         &mut self,
         run: RunId,
         result: &RunEntry,

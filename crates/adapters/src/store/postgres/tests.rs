@@ -643,7 +643,13 @@ fn one_pass(store: &mut PostgresStore, run: RunId, n: u32) {
         throttled_seconds: 0.0,
     };
     store
-        .finish_pass(run, &result, "2026-01-01T00:00:00Z", &lease)
+        .finish_pass(
+            run,
+            &result,
+            "2026-01-01T00:00:00Z",
+            &lease,
+            AfterPass::Keep,
+        )
         .unwrap_or_else(|e| panic!("finish_pass {id}: {e}"));
     store.unfence(&id);
 }

@@ -349,30 +349,10 @@ impl Store for SqliteStore {
         result: &RunEntry,
         last_pass: &str,
         lease: &Lease,
-    ) -> Result<()> {
-        // Always checked: a pass whose claim was taken over must not record its outcome.
-        let tx = write_tx(&mut self.conn, Some(lease))?;
-        runs::record_entry(&tx, run, result)?;
-        entries::set_result(
-            &tx,
-            run,
-            &result.entry_id,
-            result.state,
-            last_pass,
-            result.error.as_deref(),
-        )?;
-        runs::release(&tx, lease)?;
-        tx.commit().db()
-    }
-    fn finish_queued_pass(
-        &mut self,
-        run: RunId,
-        result: &RunEntry,
-        last_pass: &str,
-        lease: &Lease,
         after: AfterPass,
     ) -> Result<()> {
-        // One transaction: no other process sees the claim given up and the entry still
+        // One transaction, always checked: a pass whose claim was taken over must not record
+        // its outcome, and no other process sees the claim given up with the entry still
         // queued.
         let tx = write_tx(&mut self.conn, Some(lease))?;
         runs::record_entry(&tx, run, result)?;
