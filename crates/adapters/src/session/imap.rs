@@ -1077,7 +1077,17 @@ impl MailSession for ImapSession {
         uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()> {
+        self.fetch_into(uids, &mut Vec::new(), each)
+    }
+
+    fn fetch_into(
+        &mut self,
+        uids: &[Uid],
+        spare: &mut Vec<Vec<u8>>,
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()> {
         const STOPPED: &str = "the target side stopped";
+        self.client.lend_buffers(std::mem::take(spare));
         let fetched = self.client.uid_fetch_uids(
             &numbers(uids),
             "UID FLAGS INTERNALDATE BODY.PEEK[]",
@@ -1100,6 +1110,7 @@ impl MailSession for ImapSession {
                 }
             },
         );
+        *spare = self.client.unused_buffers();
         match fetched {
             Err(ImapError::Aborted(m)) if m == STOPPED => {
                 Err(SessionError::new(SessionErrorKind::Aborted, STOPPED))

@@ -100,7 +100,7 @@ impl Pass<'_, '_> {
                         ..old.clone()
                     };
                     moves.push((old, new));
-                    budget.release(m.body.len());
+                    budget.recycle(m.body);
                     continue;
                 }
                 rows.push(LedgerRow {
@@ -253,8 +253,8 @@ impl Pass<'_, '_> {
         for (uid_validity, uid, size, mid, reason) in failures {
             self.fail(folder, uid_validity, uid, size, mid, reason)?;
         }
-        for m in &g.msgs {
-            budget.release(m.body.len());
+        for m in g.msgs {
+            budget.recycle(m.body);
         }
         Ok(())
     }

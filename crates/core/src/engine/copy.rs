@@ -163,21 +163,56 @@ pub(super) fn next_group(rx: &Receiver<Message>, busy: bool, max_bytes: usize) -
 /// Bytes of message bodies held in memory between the fetchers and the appenders, for the
 /// whole process: every mailbox's copy takes from the same budget, so memory stays bounded
 /// whatever the concurrency. A message larger than the budget still passes, alone.
+///
+/// The budget also keeps the buffers of bodies already stored, to read the next bodies into
+/// ([`BudgetShare::recycle`], [`BudgetShare::lend`]): a body read into fresh memory costs the
+/// kernel a page fault and a zeroed page for every 4 KiB, which perf put at about a third of
+/// mailferry's CPU in a full pass. Those spare buffers count against the cap like the bodies
+/// in flight, and are freed first when a fetcher needs room, so they never add to the memory
+/// the budget allows.
 pub struct ByteBudget {
     cap: usize,
-    used: Mutex<usize>,
+    used: Mutex<Counts>,
     freed: Condvar,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Bytes of bodies in flight plus the capacity of the spare buffers.
+    used: usize,
+    spare: Vec<Vec<u8>>,
+    spare_bytes: usize,
+}
+
+impl Counts {
+    /// Frees the largest spare buffer, if any; false when there was none.
+    fn free_spare(&mut self) -> bool {
+        let Some(i) = (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity()) else {
+            return false;
+        };
+        let buffer = self.spare.swap_remove(i);
+        self.used -= buffer.capacity();
+        self.spare_bytes -= buffer.capacity();
+        true
+    }
 }
 
 /// The default budget of a process: a 30 MB message passes with room to spare, and four
 /// mailboxes at once keep their pipelines full on a LAN (measured in the benchmark).
 pub const PROCESS_BYTE_BUDGET: usize = 32 << 20;
 
+/// Bodies read into buffers of their own (not copied out of the connection's read buffer):
+/// the IMAP client takes literals of 64 KiB and more that way. Smaller buffers are not kept.
+const SPARE_MIN: usize = 64 << 10;
+/// A buffer larger than a quarter of the budget is freed, not kept: messages that large are
+/// rare, and one would hold a large part of the budget for the next one that fits.
+const SPARE_MAX_PART: usize = 4;
+
 impl ByteBudget {
     pub fn new(cap: usize) -> ByteBudget {
         ByteBudget {
             cap,
-            used: Mutex::new(0),
+            used: Mutex::new(Counts::default()),
             freed: Condvar::new(),
         }
     }
@@ -191,6 +226,32 @@ impl ByteBudget {
             closed: AtomicBool::new(false),
         }
     }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a buffer for a later body if it is worth keeping and fits under the cap.
+    fn keep(&self, c: &mut Counts, mut buffer: Vec<u8>) {
+        let size = buffer.capacity();
+        if !(SPARE_MIN..=self.cap / SPARE_MAX_PART).contains(&size) || c.used + size > self.cap {
+            return;
+        }
+        buffer.clear();
+        c.used += size;
+        c.spare_bytes += size;
+        c.spare.push(buffer);
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.counts().used
+    }
+
+    #[cfg(test)]
+    fn spare_bytes(&self) -> usize {
+        self.counts().spare_bytes
+    }
 }
 
 /// A fetcher's and its appender's part of the [`ByteBudget`].
@@ -202,28 +263,59 @@ pub(super) struct BudgetShare<'a> {
 }
 
 impl BudgetShare<'_> {
-    /// Returns false when the consumer is gone.
+    /// Returns false when the consumer is gone. Spare buffers are freed before it waits.
     pub fn acquire(&self, n: usize) -> bool {
+        self.acquire_batch(&[n]).is_some()
+    }
+
+    /// Holds the bytes of a batch whose bodies have these sizes, waiting for room as
+    /// [`BudgetShare::acquire`] does, and lends it spare buffers to read them into: for each
+    /// body large enough, the smallest spare buffer that holds it and is not more than twice
+    /// its size. A lent buffer leaves the spare count, since the batch's bytes stand for it;
+    /// what the session does not use comes back with [`BudgetShare::give_back`]. Spare buffers
+    /// the batch cannot use are freed before it waits. `None` when the consumer is gone.
+    pub fn acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
         let b = self.budget;
-        let mut used = b.used.lock().unwrap_or_else(|e| e.into_inner());
+        let n: usize = sizes.iter().sum();
+        let mut wanted: Vec<usize> = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
+        let mut lent = Vec::new();
+        let mut c = b.counts();
         // `closed` is set before the notifying thread takes the lock, so a waiter that saw it
         // clear is already waiting when the notification comes.
-        while !self.closed.load(Ordering::SeqCst) && *used > 0 && *used + n > b.cap {
-            used = b.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                drop(c);
+                self.give_back(lent);
+                return None;
+            }
+            wanted.retain(|&size| {
+                let fit = (0..c.spare.len())
+                    .filter(|&i| (size..=2 * size).contains(&c.spare[i].capacity()))
+                    .min_by_key(|&i| c.spare[i].capacity());
+                let Some(i) = fit else { return true };
+                let buffer = c.spare.swap_remove(i);
+                c.used -= buffer.capacity();
+                c.spare_bytes -= buffer.capacity();
+                lent.push(buffer);
+                false
+            });
+            if c.used == 0 || c.used + n <= b.cap {
+                break;
+            }
+            if !c.free_spare() {
+                c = b.freed.wait(c).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        if self.closed.load(Ordering::SeqCst) {
-            return false;
-        }
-        *used += n;
+        c.used += n;
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) += n;
-        true
+        Some(lent)
     }
 
     /// Takes `n` bytes without waiting, past the cap if need be: for a message that turned out
     /// larger than the size the scan saw and was already held for. Waiting here could leave
     /// two fetchers each holding a batch and waiting for the other's.
     pub fn take(&self, n: usize) {
-        *self.budget.used.lock().unwrap_or_else(|e| e.into_inner()) += n;
+        self.budget.counts().used += n;
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) += n;
     }
 
@@ -232,14 +324,36 @@ impl BudgetShare<'_> {
         let n = n.min(*held);
         *held -= n;
         drop(held);
-        let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(n);
+        let mut used = self.budget.counts();
+        used.used = used.used.saturating_sub(n);
         self.budget.freed.notify_all();
+    }
+
+    /// A stored message's body: its bytes are given back, and its buffer is kept for a later
+    /// body (see [`ByteBudget`]).
+    pub fn recycle(&self, body: Vec<u8>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = body.capacity().min(*held);
+        *held -= n;
+        drop(held);
+        let mut c = self.budget.counts();
+        c.used = c.used.saturating_sub(n);
+        self.budget.keep(&mut c, body);
+        drop(c);
+        self.budget.freed.notify_all();
+    }
+
+    /// Lent buffers the session did not read a body into.
+    pub fn give_back(&self, unused: Vec<Vec<u8>>) {
+        let mut c = self.budget.counts();
+        for buffer in unused {
+            self.budget.keep(&mut c, buffer);
+        }
     }
 
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
+        let _used = self.budget.counts();
         self.budget.freed.notify_all();
     }
 }
@@ -289,16 +403,18 @@ fn fetch_messages(
         let uids: Vec<Uid> = batch.iter().map(|(u, _)| *u).collect();
         let mut expected: HashMap<Uid, usize> =
             batch.iter().map(|&(u, size)| (u, size as usize)).collect();
-        let reserved: usize = expected.values().sum();
-        if !budget.acquire(reserved) {
+        let sizes: Vec<usize> = batch.iter().map(|&(_, size)| size as usize).collect();
+        let reserved: usize = sizes.iter().sum();
+        let Some(mut spare) = budget.acquire_batch(&sizes) else {
             return Err(stopped());
-        }
+        };
         let mut unsent = reserved;
         let mut gone = false;
-        let fetched = src.fetch(&uids, &mut |m| {
+        let fetched = src.fetch_into(&uids, &mut spare, &mut |m| {
             let paid = expected.remove(&m.uid).unwrap_or(0);
             unsent -= paid;
-            let size = m.body.len();
+            // A body is charged by the memory it holds: a lent buffer may be larger.
+            let size = m.body.capacity();
             if size > paid && unsent == 0 {
                 // Nothing more of the batch is held: wait for room, as for a batch. A server
                 // that reports no sizes gets this order for every message: read, then wait.
@@ -318,6 +434,7 @@ fn fetch_messages(
             ControlFlow::Continue(())
         });
         budget.release(unsent);
+        budget.give_back(spare);
         fetched?;
         if gone {
             return Err(stopped());
@@ -358,7 +475,7 @@ mod tests {
         ];
         let budget = ByteBudget::new(1 << 20);
         let share = budget.share();
-        let used = || *budget.used.lock().unwrap();
+        let used = || budget.used();
         // A channel without room: the fetcher waits at each message until it is taken.
         let (tx, rx) = sync_channel::<Message>(0);
         std::thread::scope(|s| {
@@ -410,14 +527,87 @@ mod tests {
                 rx.try_recv().is_err(),
                 "the second message waits: 600 + 600 bytes would pass the cap"
             );
-            assert_eq!(*budget.used.lock().unwrap(), 600);
+            assert_eq!(budget.used(), 600);
             share.release(first.body.len());
             for m in rx.iter() {
                 share.release(m.body.len());
             }
             fetcher.join().unwrap().unwrap();
         });
-        assert_eq!(*budget.used.lock().unwrap(), 0);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// A stored body's buffer is kept, counted against the cap, and lent to the next batch
+    /// with a body it fits; a batch that needs room frees the spare buffers it cannot use
+    /// instead of waiting; buffers too small or too large to be worth keeping are freed.
+    #[test]
+    fn stored_bodies_buffers_are_kept_within_the_cap_and_lent_to_the_next_batch() {
+        let budget = ByteBudget::new(4 << 20);
+        let share = budget.share();
+        let body = |n: usize| {
+            let mut b = Vec::with_capacity(n);
+            b.resize(n, b'm');
+            b
+        };
+        // Two bodies in flight, then stored.
+        assert!(share.acquire_batch(&[300_000, 500_000]).unwrap().is_empty());
+        let (a, b) = (body(300_000), body(500_000));
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        share.recycle(a);
+        share.recycle(b);
+        assert_eq!(budget.spare_bytes(), 800_000, "both buffers kept");
+        assert_eq!(budget.used(), 800_000, "and counted against the cap");
+        // A batch of 450 kB and 10 kB: the 500 kB buffer holds the first, and the second is
+        // too small to take one; the 300 kB buffer stays spare.
+        let lent = share.acquire_batch(&[450_000, 10_000]).unwrap();
+        assert_eq!(lent.iter().map(|b| b.as_ptr()).collect::<Vec<_>>(), [pb]);
+        assert!(lent[0].is_empty() && lent[0].capacity() == 500_000);
+        assert_eq!(budget.used(), 300_000 + 460_000);
+        share.give_back(lent);
+        assert_eq!(
+            budget.spare_bytes(),
+            800_000,
+            "the unused loan is spare again"
+        );
+        share.release(460_000);
+        let lent = share.acquire_batch(&[250_000]).unwrap();
+        assert_eq!(lent.iter().map(|b| b.as_ptr()).collect::<Vec<_>>(), [pa]);
+        share.give_back(lent);
+        share.release(250_000);
+        assert_eq!(budget.used(), 800_000);
+        // A body more than twice the size of a spare buffer does not take it.
+        assert!(share.acquire_batch(&[1_200_000]).unwrap().is_empty());
+        share.release(1_200_000);
+        // A batch that would pass the cap frees spare buffers rather than wait for room.
+        std::thread::scope(|s| {
+            let waiting = s.spawn(|| share.acquire_batch(&[3_800_000]));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                waiting.is_finished(),
+                "no waiting while spare buffers could be freed"
+            );
+            assert!(waiting.join().unwrap().unwrap().is_empty());
+        });
+        assert_eq!(
+            budget.spare_bytes(),
+            300_000,
+            "the largest freed: room enough"
+        );
+        assert_eq!(budget.used(), 4_100_000);
+        share.release(3_800_000);
+        assert!(share.acquire(4_000_000), "the last spare buffer freed too");
+        assert_eq!(budget.spare_bytes(), 0);
+        share.release(4_000_000);
+        // Too small (copied out of the read buffer anyway) or a quarter of the cap or more.
+        share.give_back(vec![body(10_000), body(2 << 20)]);
+        assert_eq!(budget.spare_bytes(), 0);
+        // Never past the cap: with 4.1 MB in flight, a 200 kB buffer is freed.
+        assert!(share.acquire(4_100_000));
+        share.give_back(vec![body(200_000)]);
+        assert_eq!(budget.spare_bytes(), 0);
+        assert_eq!(budget.used(), 4_100_000);
+        drop(share);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
@@ -447,11 +637,7 @@ mod tests {
             drop(a);
             assert!(waiting.join().unwrap());
         });
-        assert_eq!(
-            *budget.used.lock().unwrap(),
-            0,
-            "every share gave its bytes back"
-        );
+        assert_eq!(budget.used(), 0, "every share gave its bytes back");
     }
 
     #[test]

@@ -194,6 +194,19 @@ pub trait MailSession: Send {
         uids: &[Uid],
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()>;
+    /// [`MailSession::fetch`], reading bodies into these spare buffers where one is large
+    /// enough (the buffers of bodies already stored, kept by the byte budget): such a body
+    /// needs no fresh memory. The buffers it did not use are left in `spare`. By default the
+    /// spare buffers are not used.
+    fn fetch_into(
+        &mut self,
+        uids: &[Uid],
+        spare: &mut Vec<Vec<u8>>,
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let _ = spare;
+        self.fetch(uids, each)
+    }
     /// Sets exactly these flags on these messages of the selected folder.
     fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()>;
     /// Moves messages of the selected folder to another folder; returns (old UID, new UID)

@@ -331,6 +331,8 @@ pub struct Client {
     taken: Vec<TakenLiteral>,
     /// The large literal being read, and its length: kept across a failed read.
     reading: Option<(TakenLiteral, usize)>,
+    /// Buffers lent by the caller for the next large literals ([`Client::lend_buffers`]).
+    spare: Vec<Vec<u8>>,
     /// The largest capacity `rbuf` has had: what the tests check stays small.
     rbuf_peak: usize,
     out: Vec<u8>,
@@ -383,6 +385,7 @@ impl Client {
             framer: Framer::default(),
             taken: Vec::new(),
             reading: None,
+            spare: Vec::new(),
             rbuf_peak: 0,
             out: Vec::new(),
             next_tag: 1,
@@ -764,7 +767,7 @@ impl Client {
     /// into a buffer of exactly that size: what already arrived is moved (the bytes after it
     /// close up), the rest is read straight into it by [`Client::read_literal`].
     fn take_literal(&mut self, at: usize, len: usize) -> Result<()> {
-        let mut bytes = Vec::new();
+        let mut bytes = self.spare_for(len).unwrap_or_default();
         bytes.try_reserve_exact(len).map_err(|_| {
             Error::Io(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -776,6 +779,28 @@ impl Client {
         self.framer.literal_taken();
         self.reading = Some((TakenLiteral { at, bytes }, len));
         Ok(())
+    }
+
+    /// The smallest lent buffer that holds `len` bytes, emptied.
+    fn spare_for(&mut self, len: usize) -> Option<Vec<u8>> {
+        let i = (0..self.spare.len())
+            .filter(|&i| self.spare[i].capacity() >= len)
+            .min_by_key(|&i| self.spare[i].capacity())?;
+        let mut buffer = self.spare.swap_remove(i);
+        buffer.clear();
+        Some(buffer)
+    }
+
+    /// Buffers to read the next large literals (message bodies) into, where one is large
+    /// enough, instead of fresh memory: the caller's, from bodies it is done with. A literal
+    /// taken into one becomes the value the caller gets, as a fresh buffer would.
+    pub fn lend_buffers(&mut self, buffers: Vec<Vec<u8>>) {
+        self.spare.extend(buffers);
+    }
+
+    /// The lent buffers no literal was read into.
+    pub fn unused_buffers(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.spare)
     }
 
     /// Reads the rest of the literal being taken; after an error (a timeout), what arrived

@@ -460,6 +460,67 @@ fn uid_fetch_uids_sends_one_fetch_per_chunk() {
 /// A large message body is read once, into a buffer of its exact size, which is the body the
 /// caller gets: the read buffer stays small, so a connection never keeps the size of the
 /// largest message it has seen, and the body is not held twice while the response is parsed.
+/// Buffers the caller lends are used for large literals where one is large enough (the
+/// smallest such), and the rest are given back unused: a body read into one needs no fresh
+/// memory.
+#[test]
+fn a_large_literal_is_read_into_the_smallest_lent_buffer_that_holds_it() {
+    let first = vec![b'x'; 300_000];
+    let second = vec![b'y'; 900_000];
+    let mut answer = Vec::new();
+    for (uid, body) in [(5, &first), (6, &second)] {
+        answer.extend_from_slice(
+            format!("* {uid} FETCH (UID {uid} BODY[] {{{}}}\r\n", body.len()).as_bytes(),
+        );
+        answer.extend_from_slice(body);
+        answer.extend_from_slice(b")\r\n");
+    }
+    answer.extend_from_slice(b"m1 OK Fetch completed.\r\n");
+    let steps = vec![
+        (
+            Vec::new(),
+            b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec(),
+        ),
+        (b"m1 UID FETCH 5:6 (UID BODY.PEEK[])\r\n".to_vec(), answer),
+    ];
+    let (port, _server) = serve(steps, true);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let lent: Vec<Vec<u8>> = [100_000, 1_000_000, 400_000]
+        .into_iter()
+        .map(|n| vec![b'z'; n])
+        .collect();
+    let addresses: Vec<*const u8> = lent.iter().map(|b| b.as_ptr()).collect();
+    c.lend_buffers(lent);
+    let mut got = Vec::new();
+    c.uid_fetch("5:6", "UID BODY.PEEK[]", |mut f| {
+        got.push(f.take("BODY[]").and_then(|v| v.into_bytes()).unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        got[0] == first && got[1] == second,
+        "the bodies arrived exactly"
+    );
+    assert_eq!(
+        got[0].as_ptr(),
+        addresses[2],
+        "300 kB went into the 400 kB buffer"
+    );
+    assert_eq!(
+        got[1].as_ptr(),
+        addresses[1],
+        "900 kB went into the 1 MB buffer"
+    );
+    let unused = c.unused_buffers();
+    assert_eq!(unused.len(), 1);
+    assert_eq!(
+        unused[0].as_ptr(),
+        addresses[0],
+        "the 100 kB buffer fits neither"
+    );
+    assert!(c.unused_buffers().is_empty(), "given back once");
+}
+
 #[test]
 fn a_large_literal_is_read_into_its_own_buffer_and_the_read_buffer_stays_small() {
     let big: Vec<u8> = (0..5_000_000u32)
