@@ -185,6 +185,18 @@ struct Counts {
 }
 
 impl Counts {
+    /// The spare buffer to lend for a body of `size` bytes: the smallest that holds it and is
+    /// not more than twice its size, else the largest smaller one, which the session grows
+    /// (its pages are kept: only the rest is fresh memory).
+    fn fit(&self, size: usize) -> Option<usize> {
+        let capacity = |i: &usize| self.spare[*i].capacity();
+        let all = 0..self.spare.len();
+        all.clone()
+            .filter(|i| (size..=2 * size).contains(&capacity(i)))
+            .min_by_key(capacity)
+            .or_else(|| all.filter(|i| capacity(i) < size).max_by_key(capacity))
+    }
+
     /// Frees the largest spare buffer, if any; false when there was none.
     fn free_spare(&mut self) -> bool {
         let Some(i) = (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity()) else {
@@ -265,19 +277,22 @@ pub(super) struct BudgetShare<'a> {
 impl BudgetShare<'_> {
     /// Returns false when the consumer is gone. Spare buffers are freed before it waits.
     pub fn acquire(&self, n: usize) -> bool {
-        self.acquire_batch(&[n]).is_some()
+        self.hold(n, Vec::new()).is_some()
     }
 
     /// Holds the bytes of a batch whose bodies have these sizes, waiting for room as
-    /// [`BudgetShare::acquire`] does, and lends it spare buffers to read them into: for each
-    /// body large enough, the smallest spare buffer that holds it and is not more than twice
-    /// its size. A lent buffer leaves the spare count, since the batch's bytes stand for it;
+    /// [`BudgetShare::acquire`] does, and lends it spare buffers to read them into: one for
+    /// each body large enough ([`Counts::fit`]). A lent buffer leaves the spare count, since the batch's bytes stand for it;
     /// what the session does not use comes back with [`BudgetShare::give_back`]. Spare buffers
     /// the batch cannot use are freed before it waits. `None` when the consumer is gone.
     pub fn acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
+        let wanted = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
+        self.hold(sizes.iter().sum(), wanted)
+    }
+
+    /// Holds `n` bytes, lending a spare buffer for each body size `wanted`.
+    fn hold(&self, n: usize, mut wanted: Vec<usize>) -> Option<Vec<Vec<u8>>> {
         let b = self.budget;
-        let n: usize = sizes.iter().sum();
-        let mut wanted: Vec<usize> = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
         let mut lent = Vec::new();
         let mut c = b.counts();
         // `closed` is set before the notifying thread takes the lock, so a waiter that saw it
@@ -289,10 +304,7 @@ impl BudgetShare<'_> {
                 return None;
             }
             wanted.retain(|&size| {
-                let fit = (0..c.spare.len())
-                    .filter(|&i| (size..=2 * size).contains(&c.spare[i].capacity()))
-                    .min_by_key(|&i| c.spare[i].capacity());
-                let Some(i) = fit else { return true };
+                let Some(i) = c.fit(size) else { return true };
                 let buffer = c.spare.swap_remove(i);
                 c.used -= buffer.capacity();
                 c.spare_bytes -= buffer.capacity();
@@ -575,12 +587,18 @@ mod tests {
         share.give_back(lent);
         share.release(250_000);
         assert_eq!(budget.used(), 800_000);
-        // A body more than twice the size of a spare buffer does not take it.
-        assert!(share.acquire_batch(&[1_200_000]).unwrap().is_empty());
+        // A buffer more than twice a body's size is not lent for it...
+        assert!(share.acquire_batch(&[100_000]).unwrap().is_empty());
+        share.release(100_000);
+        // ...and a body larger than every spare buffer gets the largest, to grow.
+        let lent = share.acquire_batch(&[1_200_000]).unwrap();
+        assert_eq!(lent.iter().map(|b| b.as_ptr()).collect::<Vec<_>>(), [pb]);
+        share.give_back(lent);
         share.release(1_200_000);
-        // A batch that would pass the cap frees spare buffers rather than wait for room.
+        // A batch that would pass the cap frees spare buffers rather than wait for room (here
+        // bodies too small to take one), the largest first, as many as it takes.
         std::thread::scope(|s| {
-            let waiting = s.spawn(|| share.acquire_batch(&[3_800_000]));
+            let waiting = s.spawn(|| share.acquire_batch(&[60_000; 64]));
             std::thread::sleep(Duration::from_millis(50));
             assert!(
                 waiting.is_finished(),
@@ -593,8 +611,8 @@ mod tests {
             300_000,
             "the largest freed: room enough"
         );
-        assert_eq!(budget.used(), 4_100_000);
-        share.release(3_800_000);
+        assert_eq!(budget.used(), 300_000 + 3_840_000);
+        share.release(3_840_000);
         assert!(share.acquire(4_000_000), "the last spare buffer freed too");
         assert_eq!(budget.spare_bytes(), 0);
         share.release(4_000_000);

@@ -781,11 +781,16 @@ impl Client {
         Ok(())
     }
 
-    /// The smallest lent buffer that holds `len` bytes, emptied.
+    /// The smallest lent buffer that holds `len` bytes, else the largest one, to be grown
+    /// (growing a large buffer keeps its pages): emptied.
     fn spare_for(&mut self, len: usize) -> Option<Vec<u8>> {
-        let i = (0..self.spare.len())
-            .filter(|&i| self.spare[i].capacity() >= len)
-            .min_by_key(|&i| self.spare[i].capacity())?;
+        let capacity = |i: &usize| self.spare[*i].capacity();
+        let all = 0..self.spare.len();
+        let i = all
+            .clone()
+            .filter(|i| capacity(i) >= len)
+            .min_by_key(capacity)
+            .or_else(|| all.max_by_key(capacity))?;
         let mut buffer = self.spare.swap_remove(i);
         buffer.clear();
         Some(buffer)
