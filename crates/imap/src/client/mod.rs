@@ -323,14 +323,24 @@ pub struct AppendRequest<'a> {
     pub message: &'a [u8],
 }
 
+/// A large literal being read into its own buffer.
+struct Reading {
+    literal: TakenLiteral,
+    /// Its length, as the server announced it.
+    len: usize,
+    /// How many of its bytes arrived; the buffer's length is how many are zeroed, which is
+    /// at most [`LITERAL_READ`] more.
+    filled: usize,
+}
+
 pub struct Client {
     stream: Stream,
     rbuf: Vec<u8>,
     framer: Framer,
     /// Large literals of the response being read, each read into a buffer of its own.
     taken: Vec<TakenLiteral>,
-    /// The large literal being read, and its length: kept across a failed read.
-    reading: Option<(TakenLiteral, usize)>,
+    /// The large literal being read: kept across a failed read.
+    reading: Option<Reading>,
     /// Buffers lent by the caller for the next large literals ([`Client::lend_buffers`]).
     spare: Vec<Vec<u8>>,
     /// The largest capacity `rbuf` has had: what the tests check stays small.
@@ -777,7 +787,11 @@ impl Client {
         let here = (self.rbuf.len() - at).min(len);
         bytes.extend(self.rbuf.drain(at..at + here));
         self.framer.literal_taken();
-        self.reading = Some((TakenLiteral { at, bytes }, len));
+        self.reading = Some(Reading {
+            literal: TakenLiteral { at, bytes },
+            len,
+            filled: here,
+        });
         Ok(())
     }
 
@@ -811,28 +825,31 @@ impl Client {
     /// Reads the rest of the literal being taken; after an error (a timeout), what arrived
     /// is kept and the next read goes on from there.
     fn read_literal(&mut self) -> Result<()> {
-        let Some((literal, len)) = &mut self.reading else {
+        let Some(r) = &mut self.reading else {
             return Ok(());
         };
-        let bytes = &mut literal.bytes;
-        while bytes.len() < *len {
-            let start = bytes.len();
-            bytes.resize(start + (*len - start).min(LITERAL_READ), 0);
-            let got = self.stream.read(&mut bytes[start..]);
-            bytes.truncate(start + *got.as_ref().unwrap_or(&0));
-            match got {
+        let bytes = &mut r.literal.bytes;
+        while r.filled < r.len {
+            // The buffer is zeroed ahead of the reads once, a part at a time: a read that
+            // returns less than it was offered leaves the rest to the next ones, without
+            // zeroing it again (a loopback read returns a fraction of a megabyte).
+            if r.filled == bytes.len() {
+                let more = (r.len - bytes.len()).min(LITERAL_READ);
+                bytes.resize(bytes.len() + more, 0);
+            }
+            match self.stream.read(&mut bytes[r.filled..]) {
                 Ok(0) => {
                     return Err(Error::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
                     )));
                 }
-                Ok(_) => {}
+                Ok(n) => r.filled += n,
                 Err(e) => return Err(Error::Io(timed_out(e, self.timeout))),
             }
         }
-        if let Some((literal, _)) = self.reading.take() {
-            self.taken.push(literal);
+        if let Some(r) = self.reading.take() {
+            self.taken.push(r.literal);
         }
         Ok(())
     }

@@ -460,6 +460,56 @@ fn uid_fetch_uids_sends_one_fetch_per_chunk() {
 /// A large message body is read once, into a buffer of its exact size, which is the body the
 /// caller gets: the read buffer stays small, so a connection never keeps the size of the
 /// largest message it has seen, and the body is not held twice while the response is parsed.
+/// A large literal that arrives in pieces, with a read timing out in the middle: what
+/// arrived is kept, and reading on after the error finishes the body exactly.
+#[test]
+fn a_large_literal_cut_by_a_timeout_is_finished_by_the_next_read() {
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 23) as u8).collect();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = body.clone();
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.write_all(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = sock.read(&mut buf).unwrap();
+        let head = format!("* 1 FETCH (UID 5 BODY[] {{{}}}\r\n", sent.len());
+        sock.write_all(head.as_bytes()).unwrap();
+        // Small pieces, then a pause longer than the client's timeout, then the rest.
+        for piece in sent[..1_000_000].chunks(10_000) {
+            sock.write_all(piece).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        sock.write_all(&sent[1_000_000..]).unwrap();
+        sock.write_all(b")\r\nm1 OK done\r\n").unwrap();
+    });
+    let mut ep = plain_endpoint(port);
+    ep.timeout = Duration::from_millis(500);
+    let mut c = Client::connect(&ep).unwrap();
+    let e = c.uid_fetch("5", "UID BODY.PEEK[]", |_| Ok(())).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let mut got = None;
+    while got.is_none() {
+        match c.read_response() {
+            Ok(Response::Untagged(Untagged::Fetch(mut f))) => {
+                got = f.take("BODY[]").and_then(|v| v.into_bytes());
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => assert!(e.is_transient(), "{e}"),
+        }
+    }
+    let got = got.unwrap();
+    assert!(
+        got == body,
+        "{} bytes arrived, {} sent",
+        got.len(),
+        body.len()
+    );
+    assert_eq!(got.capacity(), body.len());
+    server.join().unwrap();
+}
+
 /// Buffers the caller lends are used for large literals: the smallest that holds one, else
 /// the largest, grown; the rest are given back unused. A body read into one needs no fresh
 /// memory (or only for what the buffer grew by).
