@@ -165,11 +165,11 @@ pub(super) fn next_group(rx: &Receiver<Message>, busy: bool, max_bytes: usize) -
 /// whatever the concurrency. A message larger than the budget still passes, alone.
 ///
 /// The budget also keeps the buffers of bodies already stored, to read the next bodies into
-/// ([`BudgetShare::recycle`], [`BudgetShare::lend`]): a body read into fresh memory costs the
-/// kernel a page fault and a zeroed page for every 4 KiB, which perf put at about a third of
-/// mailferry's CPU in a full pass. Those spare buffers count against the cap like the bodies
-/// in flight, and are freed first when a fetcher needs room, so they never add to the memory
-/// the budget allows.
+/// ([`BudgetShare::recycle`], [`BudgetShare::acquire_batch`]): a body read into fresh memory
+/// costs the kernel a page fault and a zeroed page for every 4 KiB, which perf put at about a
+/// third of mailferry's CPU in a full pass (on a virtual machine where new memory is slow).
+/// Those spare buffers count against the cap like the bodies in flight, and are freed first
+/// when a fetcher needs room, so they never add to the memory the budget allows.
 pub struct ByteBudget {
     cap: usize,
     used: Mutex<Counts>,
@@ -282,9 +282,10 @@ impl BudgetShare<'_> {
 
     /// Holds the bytes of a batch whose bodies have these sizes, waiting for room as
     /// [`BudgetShare::acquire`] does, and lends it spare buffers to read them into: one for
-    /// each body large enough ([`Counts::fit`]). A lent buffer leaves the spare count, since the batch's bytes stand for it;
-    /// what the session does not use comes back with [`BudgetShare::give_back`]. Spare buffers
-    /// the batch cannot use are freed before it waits. `None` when the consumer is gone.
+    /// each body large enough ([`Counts::fit`]). A lent buffer leaves the spare count, since
+    /// the batch's bytes stand for it; what the session does not use comes back with
+    /// [`BudgetShare::give_back`]. Spare buffers the batch cannot use are freed before it
+    /// waits. `None` when the consumer is gone.
     pub fn acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
         let wanted = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
         self.hold(sizes.iter().sum(), wanted)
