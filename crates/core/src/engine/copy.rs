@@ -172,7 +172,7 @@ pub(super) fn next_group(rx: &Receiver<Message>, busy: bool, max_bytes: usize) -
 /// when a fetcher needs room, so they never add to the memory the budget allows.
 pub struct ByteBudget {
     cap: usize,
-    used: Mutex<Counts>,
+    counts: Mutex<Counts>,
     freed: Condvar,
 }
 
@@ -181,7 +181,6 @@ struct Counts {
     /// Bytes of bodies in flight plus the capacity of the spare buffers.
     used: usize,
     spare: Vec<Vec<u8>>,
-    spare_bytes: usize,
 }
 
 impl Counts {
@@ -197,15 +196,17 @@ impl Counts {
             .or_else(|| all.filter(|i| capacity(i) < size).max_by_key(capacity))
     }
 
-    /// Frees the largest spare buffer, if any; false when there was none.
-    fn free_spare(&mut self) -> bool {
-        let Some(i) = (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity()) else {
-            return false;
-        };
+    /// Takes spare buffer `i` out of the count.
+    fn take_spare(&mut self, i: usize) -> Vec<u8> {
         let buffer = self.spare.swap_remove(i);
         self.used -= buffer.capacity();
-        self.spare_bytes -= buffer.capacity();
-        true
+        buffer
+    }
+
+    /// Frees the largest spare buffer, if any; false when there was none.
+    fn free_spare(&mut self) -> bool {
+        let largest = (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity());
+        largest.map(|i| self.take_spare(i)).is_some()
     }
 }
 
@@ -224,7 +225,7 @@ impl ByteBudget {
     pub fn new(cap: usize) -> ByteBudget {
         ByteBudget {
             cap,
-            used: Mutex::new(Counts::default()),
+            counts: Mutex::new(Counts::default()),
             freed: Condvar::new(),
         }
     }
@@ -240,7 +241,7 @@ impl ByteBudget {
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.used.lock().unwrap_or_else(|e| e.into_inner())
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Keeps a buffer for a later body if it is worth keeping and fits under the cap.
@@ -251,7 +252,6 @@ impl ByteBudget {
         }
         buffer.clear();
         c.used += size;
-        c.spare_bytes += size;
         c.spare.push(buffer);
     }
 
@@ -262,7 +262,7 @@ impl ByteBudget {
 
     #[cfg(test)]
     fn spare_bytes(&self) -> usize {
-        self.counts().spare_bytes
+        self.counts().spare.iter().map(Vec::capacity).sum()
     }
 }
 
@@ -306,10 +306,7 @@ impl BudgetShare<'_> {
             }
             wanted.retain(|&size| {
                 let Some(i) = c.fit(size) else { return true };
-                let buffer = c.spare.swap_remove(i);
-                c.used -= buffer.capacity();
-                c.spare_bytes -= buffer.capacity();
-                lent.push(buffer);
+                lent.push(c.take_spare(i));
                 false
             });
             if c.used == 0 || c.used + n <= b.cap {
@@ -333,25 +330,27 @@ impl BudgetShare<'_> {
     }
 
     pub fn release(&self, n: usize) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = n.min(*held);
-        *held -= n;
-        drop(held);
-        let mut used = self.budget.counts();
-        used.used = used.used.saturating_sub(n);
-        self.budget.freed.notify_all();
+        self.give(n, None);
     }
 
     /// A stored message's body: its bytes are given back, and its buffer is kept for a later
     /// body (see [`ByteBudget`]).
     pub fn recycle(&self, body: Vec<u8>) {
+        self.give(body.capacity(), Some(body));
+    }
+
+    /// Gives back `n` bytes of this share's, keeping `buffer` as a spare one if it is worth it,
+    /// in one step: a waiting fetcher sees both at once.
+    fn give(&self, n: usize, buffer: Option<Vec<u8>>) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = body.capacity().min(*held);
+        let n = n.min(*held);
         *held -= n;
         drop(held);
         let mut c = self.budget.counts();
         c.used = c.used.saturating_sub(n);
-        self.budget.keep(&mut c, body);
+        if let Some(buffer) = buffer {
+            self.budget.keep(&mut c, buffer);
+        }
         drop(c);
         self.budget.freed.notify_all();
     }
