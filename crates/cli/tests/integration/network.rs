@@ -5,6 +5,8 @@
 
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mailferry_testkit::proxy::{Direction, Faults, Proxy, Stall};
@@ -110,6 +112,73 @@ fn connections_cut_every_few_megabytes_both_ways_still_complete_one_pass_exactly
     // retries it used to get for the whole pass.
     assert!(cut > 3 * 4, "only {cut} cuts");
     assert_exact(&lab);
+}
+
+/// Turns every copied row into an intent in doubt: the ledger a pass leaves when it is killed
+/// after its APPENDs were stored and before their answers were recorded (`crash::` kills real
+/// passes at such instants; here every message of the mailbox is in doubt at once). Returns
+/// how many rows it changed.
+fn put_in_doubt(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).expect("open the job's state");
+    conn.execute(
+        "UPDATE ledger SET state = 'pending', target_uid = NULL, target_uidnext = 1
+         WHERE state = 'copied'",
+        [],
+    )
+    .expect("put the ledger in doubt")
+}
+
+/// Reconciliation fetches the target's copies of the intents in doubt to match them; on a link
+/// that drops every few hundred kilobytes no attempt fetches them all. Each attempt records
+/// what it matched, so the next goes on from there and the pass finishes, copying nothing
+/// twice. (Before, each attempt started reconciliation over, none made progress, and the
+/// mailbox failed after its retries.)
+#[test]
+fn intents_in_doubt_are_reconciled_over_a_link_that_drops_every_few_hundred_kilobytes() {
+    let lab = Lab::new(&["nia"]);
+    fill_users(&lab, 3);
+    let cutting = Arc::new(AtomicBool::new(false));
+    let on = cutting.clone();
+    let target = Proxy::before(&lab.target, move |n| Faults {
+        cut_down_after: on
+            .load(Ordering::SeqCst)
+            .then(|| spread(n, 3, 300_000, 500_000)),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        lab.source.port(),
+        target.port(),
+        "[migration]\nconcurrency = 1\n",
+    );
+    matched(&lab);
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    let copied = v["copied"].as_u64().expect("copied");
+    assert_eq!(put_in_doubt(&lab.db()) as u64, copied);
+
+    cutting.store(true, Ordering::SeqCst);
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let cuts = target.stats().cuts;
+    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
+    assert_eq!(
+        (v["copied"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{v:#}"
+    );
+    // About 3 MB of copies to fetch over connections that carry under 500 kB each: more
+    // attempts than the four retries a mailbox gets without progress.
+    assert!(cuts > 5, "only {cuts} cuts");
+    assert_exact(&lab);
+    let conn = rusqlite::Connection::open(lab.db()).expect("open the job's state");
+    let (copied_now, left): (u64, u64) = conn
+        .query_row(
+            "SELECT count(*) FILTER (WHERE state = 'copied' AND target_uid IS NOT NULL),
+                    count(*) FILTER (WHERE state <> 'copied' OR target_uid IS NULL) FROM ledger",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count the ledger");
+    assert_eq!((copied_now, left), (copied, 0));
 }
 
 #[test]

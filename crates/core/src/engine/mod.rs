@@ -371,8 +371,13 @@ impl Pass<'_, '_> {
         let dst_tree = dst.folders().map_err(on(Side::Target))?;
         let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
         prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
-        self.attempts.reconciled +=
-            reconcile_pending(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
+        reconcile_pending(
+            dst.as_mut(),
+            &dst_tree,
+            self.ctx.store,
+            &self.entry.id,
+            &mut self.attempts.reconciled,
+        )?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
         let mut work = Vec::new();

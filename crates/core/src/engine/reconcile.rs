@@ -5,11 +5,11 @@
 //! messages at or above the UIDNEXT recorded in the intent that the ledger does not already
 //! own; a candidate with the same fingerprint is the copy (recorded as copied), and an intent
 //! with no such candidate was never stored (forgotten, so this pass copies it again). The
-//! verdict itself is [`decide::reconcile`].
+//! verdict itself is [`decide::reconcile`], given the candidates a batch at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::decide;
@@ -26,21 +26,28 @@ const QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// Candidate bodies fetched at a time.
 const CANDIDATE_BATCH: usize = 200;
 
-/// Resolves the entry's pending rows; returns how many were found on the target (and are now
-/// recorded as copied).
+/// Resolves the entry's pending rows; adds to `arrived` how many were found on the target (and
+/// are now recorded as copied), also when it fails midway.
+///
+/// The candidates are fetched in batches, in UID order, and what each batch matched is recorded
+/// at once: on a link that breaks every few messages, an attempt cut off midway keeps what it
+/// judged, and the next one goes on from there (the matched candidates are the ledger's now, so
+/// they are not fetched again). Judging batch by batch pairs intents and candidates exactly as
+/// judging them all at once would ([`decide::reconcile`] takes the lowest UID first). An intent
+/// is forgotten only once every candidate has been seen.
 pub fn reconcile_pending(
     dst: &mut dyn MailSession,
     tree: &FolderTree,
     store: &Mutex<Box<dyn Store>>,
     entry: &EntryId,
-) -> Result<u64> {
+    arrived: &mut u64,
+) -> Result<()> {
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
     remove_orphans(dst, tree, store, entry)?;
     let pending = lock().ledger_pending(entry)?;
     if pending.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let mut arrived = 0;
     let mut by_folder: BTreeMap<String, Vec<LedgerRow>> = BTreeMap::new();
     for row in pending {
         by_folder
@@ -48,9 +55,8 @@ pub fn reconcile_pending(
             .or_default()
             .push(row);
     }
-    for (folder, rows) in by_folder {
+    for (folder, mut rows) in by_folder {
         let path = FolderPath::parse(&folder);
-        let mut found: HashMap<Fingerprint, Vec<Uid>> = HashMap::new();
         if tree.get(&path).is_some() {
             let raw = tree.raw_name_for(&path);
             wait_until_quiet(dst, &raw)?;
@@ -80,20 +86,55 @@ pub fn reconcile_pending(
                 })
                 .map_err(on(Side::Target))?;
                 candidates.sort_unstable();
-                for chunk in candidates.chunks(CANDIDATE_BATCH) {
-                    dst.fetch(chunk, &mut |m| {
+                for batch in candidates.chunks(CANDIDATE_BATCH) {
+                    if rows.is_empty() {
+                        break;
+                    }
+                    let mut found: HashMap<Fingerprint, Vec<Uid>> = HashMap::new();
+                    let mut received = HashSet::new();
+                    let fetched = dst.fetch(batch, &mut |m| {
+                        received.insert(m.uid);
                         found.entry(fingerprint(&m.body)).or_default().push(m.uid);
                         ControlFlow::Continue(())
-                    })
-                    .map_err(on(Side::Target))?;
+                    });
+                    if fetched.is_err() {
+                        // Only the batch's first candidates, up to the first one not
+                        // received, are judged: a later one may pair with an intent that a
+                        // lower candidate, unseen, is the copy of.
+                        let seen = batch.iter().take_while(|u| received.contains(u)).count();
+                        let judged: HashSet<&Uid> = batch[..seen].iter().collect();
+                        found
+                            .values_mut()
+                            .for_each(|u| u.retain(|u| judged.contains(u)));
+                    }
+                    rows = record_copies(&lock, entry, rows, found, arrived)?;
+                    fetched.map_err(on(Side::Target))?;
                 }
             }
         }
-        let verdict = decide::reconcile(&rows, found);
-        lock().complete(entry, &verdict.copied, &verdict.forgotten)?;
-        arrived += verdict.copied.len() as u64;
+        // Every candidate was seen: the intents still unmatched were never stored.
+        if !rows.is_empty() {
+            let forgotten: Vec<&LedgerRow> = rows.iter().collect();
+            lock().complete(entry, &[], &forgotten)?;
+        }
     }
-    Ok(arrived)
+    Ok(())
+}
+
+/// Records the intents that candidates `found` are the copies of; returns the others.
+fn record_copies<'s>(
+    lock: &impl Fn() -> MutexGuard<'s, Box<dyn Store>>,
+    entry: &EntryId,
+    rows: Vec<LedgerRow>,
+    found: HashMap<Fingerprint, Vec<Uid>>,
+    arrived: &mut u64,
+) -> Result<Vec<LedgerRow>> {
+    let verdict = decide::reconcile(&rows, found);
+    if !verdict.copied.is_empty() {
+        lock().complete(entry, &verdict.copied, &[])?;
+        *arrived += verdict.copied.len() as u64;
+    }
+    Ok(verdict.forgotten.into_iter().cloned().collect())
 }
 
 /// Removes the entry's orphans ([`Orphan`]: copies that APPENDs of a process which had lost

@@ -790,6 +790,41 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
+/// Reconciliation fetches the target's candidates to judge the intents a killed pass left;
+/// on a link that breaks every few messages that fetch never finishes in one attempt. What
+/// each attempt matched is recorded before the break, so the next attempt goes on from there
+/// (before, every attempt started over, made no progress, and the mailbox failed).
+#[test]
+fn a_reconciliation_cut_midway_keeps_what_it_matched_and_the_next_attempt_goes_on() {
+    let source = inbox_of(10);
+    // All ten APPENDs were stored, and the connection died before any OK was read.
+    let mut target = FakeMailbox::new().with_multiappend(false);
+    target.crash_after(10, 0);
+    let mut w = World::new(source, target);
+    w.stop.store(true, Ordering::SeqCst);
+    let (_, crashed) = w.pass();
+    w.stop.store(false, Ordering::SeqCst);
+    assert_eq!((crashed.state, crashed.copied), (EntryState::Failed, 0));
+    assert_eq!(w.dst().messages("INBOX").len(), 10);
+    assert!(w.ledger().iter().all(|r| r.state == LedgerState::Pending));
+
+    // Every target session from now on breaks after fetching four bodies.
+    w.target.with(TARGET, |t| t.break_every(4));
+    w.retries = 1;
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Migrated, 0, 0),
+        "{result:?}"
+    );
+    // Four, four and two candidates: three attempts, each with progress.
+    assert!(w.dst().counts().logins >= 3, "{:?}", w.dst().counts());
+    assert!(w.failures(run).is_empty());
+    assert_eq!(w.dst().messages("INBOX").len(), 10);
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
 #[test]
 fn a_transient_failure_is_retried_and_the_pass_completes() {
     let mut source = source_mailbox();
