@@ -452,3 +452,38 @@ fn a_target_restarted_twice_mid_pass_is_retried_and_the_pass_completes_exactly()
     assert!(copied_rows(&lab.db()) > 150);
     assert_exact(&lab);
 }
+
+/// A folder whose scan alone (UID, flags and size of every message: about 55 bytes each) is
+/// more than the link carries between two drops: each attempt reads on from the last UID the
+/// one before it read, and the pass finishes exactly. (Before, every attempt scanned from the
+/// first UID again, none got to copying, and the mailbox failed after its retries.)
+#[test]
+fn a_folder_too_large_to_scan_between_two_drops_is_scanned_a_part_per_attempt() {
+    let lab = Lab::new(&["ola"]);
+    fill(
+        &lab.source,
+        "ola",
+        "INBOX",
+        &(0..12_000).map(|i| generated(i, 300)).collect::<Vec<_>>(),
+    );
+    let source = Proxy::before(&lab.source, move |n| Faults {
+        cut_down_after: Some(spread(n, 5, 300_000, 500_000)),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        source.port(),
+        lab.target.port(),
+        "[migration]\nconcurrency = 1\n",
+    );
+    matched(&lab);
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let cuts = source.stats().cuts;
+    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
+    assert_eq!(
+        (v["copied"].as_u64(), v["failed"].as_u64()),
+        (Some(12_000), Some(0)),
+        "{v:#}"
+    );
+    assert!(cuts > 5, "only {cuts} cuts");
+    assert_exact(&lab);
+}

@@ -26,7 +26,7 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -154,6 +154,11 @@ struct Attempts {
     /// Messages an attempt stored whose answers the connection lost, found on the target by
     /// the next attempt's reconciliation: copied, though no attempt counted them.
     reconciled: u64,
+    /// Full scans of source folders not finished yet, kept for the next attempts
+    /// ([`scan::KeptScan`]): an attempt cut off while scanning goes on from the last UID read.
+    scans: HashMap<String, scan::KeptScan>,
+    /// Messages read for the first time by those scans.
+    scanned: u64,
     /// The largest group of APPENDs to send at once, once a connection was lost with groups
     /// unanswered (`None`: [`copy::GROUP_BYTES`]). A MULTIAPPEND stores all or nothing, so
     /// on a link that drops every few megabytes a group larger than the drop distance would
@@ -166,12 +171,14 @@ impl Attempts {
     /// How much work the attempts so far have done; it only grows, and grows exactly when an
     /// attempt made progress. Copies, moves, flag updates and reconciled intents are counted
     /// once because each changes the ledger, so a later attempt does not do them again; that
-    /// is also why retrying while this grows ends: a pass has only so much to do.
+    /// is also why retrying while this grows ends: a pass has only so much to do. Messages
+    /// scanned count once too: a kept scan is never read again, only its end.
     fn progress(&self, stats: &RunEntry) -> u64 {
         stats.copied
             + stats.moved
             + stats.flags_updated
             + self.reconciled
+            + self.scanned
             + self.refused.len() as u64
             + self.finished.len() as u64
     }
@@ -413,6 +420,7 @@ impl Pass<'_, '_> {
                 )?;
             }
             self.update_flags(dst.as_mut(), &dst_tree, &w)?;
+            self.attempts.scans.remove(w.source.path.as_str());
             self.attempts
                 .finished
                 .insert(w.source.path.as_str().to_string());

@@ -7,7 +7,7 @@ use super::decide::{self, ScanFilter, ScanKind, Vanished};
 use super::{Pass, Result, on};
 use crate::folders::{Folder, FolderPlanItem};
 use crate::model::{Flags, LedgerRow, Side, Uid, UidValidity};
-use crate::ports::{FolderStatus, MailSession};
+use crate::ports::{FolderStatus, MailSession, ScannedMessage, Selected, SessionError};
 
 /// One source folder's messages that need work, found by the scan.
 pub(super) struct FolderWork {
@@ -19,7 +19,65 @@ pub(super) struct FolderWork {
     pub flag_updates: Vec<(LedgerRow, Flags)>,
 }
 
+/// A full scan of one source folder, kept across the attempts of a pass until the folder is
+/// finished: on a link that drops before a large folder's scan is read whole, each attempt
+/// reads on from the last UID the one before it read, so the scan gets through a part at a
+/// time (and a scan read whole is not read again by the attempt after a cut while copying).
+pub(super) struct KeptScan {
+    pub uid_validity: UidValidity,
+    /// The folder's STATUS before its first message was read: the folder checkpoint records
+    /// this one, the oldest that the scan's messages may describe, so the next pass reads again
+    /// whatever changed since (a flag changed in the part read by an earlier attempt).
+    pub status: FolderStatus,
+    /// In UID order.
+    pub messages: Vec<ScannedMessage>,
+}
+
 impl Pass<'_, '_> {
+    /// Scans the selected folder whole, going on from a scan an earlier attempt kept (its
+    /// messages no longer in the folder left out: moved or expunged meanwhile, so they are
+    /// seen vanished). A scan cut off is kept for the next attempt.
+    ///
+    /// Going on from a kept scan, the messages read for the first time count as progress, but
+    /// only those the folder held when its scan began (below that STATUS's UIDNEXT): new mail
+    /// arriving between attempts does not keep a failing pass retrying. A scan begun (or
+    /// begun again, for a new UIDVALIDITY) is not progress, so the first attempt of a pass
+    /// and a folder finished and read again are judged as before.
+    fn scan_all(
+        &mut self,
+        src: &mut dyn MailSession,
+        folder: &str,
+        selected: &Selected,
+        status: &FolderStatus,
+    ) -> Result<KeptScan> {
+        let (mut kept, goes_on) = match self.attempts.scans.remove(folder) {
+            Some(k) if k.uid_validity == selected.uid_validity => (k, true),
+            _ => (
+                KeptScan {
+                    uid_validity: selected.uid_validity,
+                    status: status.clone(),
+                    messages: Vec::with_capacity(selected.exists as usize),
+                },
+                false,
+            ),
+        };
+        let last = kept.messages.last().map(|m| m.uid);
+        let scanned = scan_on(src, last, &mut kept.messages);
+        if goes_on {
+            let held = kept.status.uid_next;
+            let read = kept.messages.iter().rev();
+            let read = read.take_while(|m| last.is_none_or(|l| m.uid > l));
+            self.attempts.scanned += read.filter(|m| m.uid.get() < held).count() as u64;
+        }
+        match scanned {
+            Ok(()) => Ok(kept),
+            Err(e) => {
+                self.attempts.scans.insert(folder.to_string(), kept);
+                Err(on(Side::Source)(e))
+            }
+        }
+    }
+
     /// Decides what a folder needs. Returns `None` when STATUS shows nothing changed.
     pub(super) fn scan_folder(
         &mut self,
@@ -32,7 +90,7 @@ impl Pass<'_, '_> {
         };
         let folder = source.path.as_str().to_string();
         let raw = source.raw_name.as_str();
-        let status = src.status(raw).map_err(on(Side::Source))?;
+        let mut status = src.status(raw).map_err(on(Side::Source))?;
         let checkpoint = self.store().checkpoint(&self.entry.id, &folder)?;
         let settings = self.ctx.settings;
         if decide::folder_unchanged(checkpoint.as_ref(), &status, &settings.filter_key()) {
@@ -75,9 +133,8 @@ impl Pass<'_, '_> {
                 }
             }
         } else if selected.exists > 0 {
-            scanned.reserve(selected.exists as usize);
-            src.scan(Uid::FIRST, &mut |m| scanned.push(m))
-                .map_err(on(Side::Source))?;
+            let kept = self.scan_all(src, &folder, &selected, &status)?;
+            (scanned, status) = (kept.messages, kept.status);
         }
         // A delta needs only the rows of the UIDs it names (changed, new, listed as expunged):
         // a flag change in a folder of 100,000 messages reads one row, not 100,000. Reading the
@@ -110,7 +167,15 @@ impl Pass<'_, '_> {
             &filter,
             vanished,
         );
-        self.attempts.skipped.insert(folder, d.skipped);
+        self.attempts.skipped.insert(folder.clone(), d.skipped);
+        if delta.is_none() && !scanned.is_empty() {
+            let kept = KeptScan {
+                uid_validity: selected.uid_validity,
+                status: status.clone(),
+                messages: scanned,
+            };
+            self.attempts.scans.insert(folder, kept);
+        }
         Ok(Some(FolderWork {
             item: item.clone(),
             source,
@@ -120,4 +185,30 @@ impl Pass<'_, '_> {
             flag_updates: d.flag_updates,
         }))
     }
+}
+
+/// Reads the folder's messages after UID `last` (all of them when `None`) onto `messages`;
+/// first, when going on, leaves out of `messages` those no longer in the folder (one short
+/// SEARCH for the UIDs still there).
+fn scan_on(
+    src: &mut dyn MailSession,
+    last: Option<Uid>,
+    messages: &mut Vec<ScannedMessage>,
+) -> std::result::Result<(), SessionError> {
+    let from = match last {
+        None => Uid::FIRST,
+        Some(last) => {
+            let present: HashSet<Uid> = src.uids()?.into_iter().collect();
+            messages.retain(|m| present.contains(&m.uid));
+            match last.get().checked_add(1).and_then(Uid::new) {
+                Some(next) => next,
+                None => return Ok(()),
+            }
+        }
+    };
+    src.scan(from, &mut |m| {
+        if last.is_none_or(|l| m.uid > l) {
+            messages.push(m);
+        }
+    })
 }

@@ -985,6 +985,80 @@ fn a_connection_that_breaks_every_few_messages_completes_the_pass_exactly() {
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
+/// A folder larger than a link carries between two drops: each attempt's scan is cut off, and
+/// the next one reads on from the last UID read (before, each scan started over, no attempt
+/// made progress, and the mailbox failed with nothing copied).
+#[test]
+fn a_scan_cut_every_few_messages_goes_on_from_the_last_uid_in_the_next_attempt() {
+    let mut source = inbox_of(30).with_condstore(false);
+    source.break_scans_every(8);
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 1;
+
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.failed),
+        (EntryState::Migrated, 30, 0),
+        "{result:?}"
+    );
+    // 8, 8, 8 and 6 messages: four attempts; each after the first read the folder's UIDs
+    // and then only the messages after the last one read.
+    assert_eq!(w.src().counts().logins, 4, "{:?}", w.src().counts());
+    assert_eq!(w.src().counts().scans, 4, "{:?}", w.src().counts());
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
+/// A message moved out of the part of a folder an earlier attempt scanned is seen gone when
+/// the next attempt goes on, so it is moved on the target, not copied a second time.
+#[test]
+fn a_message_moved_between_two_attempts_of_a_cut_scan_is_moved_not_copied_again() {
+    let mut source = inbox_of(20).with_condstore(false);
+    source.add_folder("Archive");
+    let mut w = World::new(source, FakeMailbox::new());
+    let (_, first) = w.pass();
+    assert_eq!((first.state, first.copied), (EntryState::Migrated, 20));
+
+    w.source.with(SOURCE, |s| {
+        s.break_scans_every(8);
+        // Between the first attempt (UIDs 1-8 read, then cut) and the second.
+        s.move_before_login(2, "INBOX", uid(3), "Archive");
+    });
+    w.retries = 1;
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 1),
+        "{result:?}"
+    );
+    assert_eq!(w.dst().messages("INBOX").len(), 19);
+    assert_eq!(w.dst().messages("Archive").len(), 1);
+    assert_same_messages(&w, &["INBOX", "Archive"]);
+    assert_ledger_matches(&w, &["INBOX", "Archive"]);
+}
+
+/// Scanning counts as progress only for the messages a folder held when its scan began: new
+/// mail read by each retried attempt does not keep a pass retrying that fails every time.
+#[test]
+fn new_mail_between_attempts_does_not_keep_a_failing_pass_retrying() {
+    let mut source = inbox_of(5).with_condstore(false);
+    for login in 2..=10 {
+        source.deliver_before_login(login, "INBOX", &mail(100 + login));
+    }
+    for _ in 0..10 {
+        source.fail_next(Op::Fetch, transient("* BYE Server shutting down"));
+    }
+    let mut w = World::new(source, FakeMailbox::new());
+    w.retries = 2;
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Failed, 0));
+    // The first attempt and two retries: the messages the retries read on from the kept scan
+    // all arrived after it began.
+    assert_eq!(w.src().counts().logins, 3, "{:?}", w.src().counts());
+}
+
 /// A link that drops every 250 kB sent, with groups of APPENDs larger than that: a
 /// MULTIAPPEND stores all or nothing, so the first groups are lost whole, and the attempts
 /// after them send smaller groups until they fit. (Before, every attempt lost its first group

@@ -133,6 +133,13 @@ pub struct Crash {
     pub acknowledged: usize,
 }
 
+/// What a mail client does to an account between two logins ([`FakeMailbox::move_before_login`]).
+#[derive(Debug, Clone)]
+enum ClientAction {
+    Move(String, Uid, String),
+    Deliver(String, Vec<u8>),
+}
+
 /// One account: its folders (delimiter '/', personal namespace "", INBOX always there), its
 /// subscriptions, what its server supports, its faults and its command counts.
 #[derive(Debug, Clone)]
@@ -148,6 +155,10 @@ pub struct FakeMailbox {
     crash: Option<Crash>,
     /// Every session breaks after fetching this many messages (a flaky network).
     break_every: Option<usize>,
+    /// Scanned messages (UID, flags and size) each session may read before it breaks.
+    break_scans_every: Option<usize>,
+    /// What a mail client does just before the login with this number (counting from 1).
+    at_login: Vec<(u32, ClientAction)>,
     /// Every session breaks once the bodies it has sent to APPEND would pass this many bytes
     /// (a link that drops every few megabytes).
     cut_uploads: Option<usize>,
@@ -177,6 +188,8 @@ impl FakeMailbox {
             login_refusal: None,
             crash: None,
             break_every: None,
+            break_scans_every: None,
+            at_login: Vec::new(),
             cut_uploads: None,
             faults: VecDeque::new(),
             counts: Counts::default(),
@@ -308,6 +321,25 @@ impl FakeMailbox {
     /// `messages` messages: the next FETCH response is cut off with the connection.
     pub fn break_every(&mut self, messages: usize) {
         self.break_every = Some(messages);
+    }
+
+    /// Every session opened from now on breaks once it has read `messages` lines of scans (a
+    /// message's UID, flags and size each): the scan response is cut off with the connection.
+    pub fn break_scans_every(&mut self, messages: usize) {
+        self.break_scans_every = Some(messages);
+    }
+
+    /// A mail client moves message `uid` from folder `from` to `to` just before the `login`th
+    /// login from now on (counting from 1), as between two attempts of a pass.
+    pub fn move_before_login(&mut self, login: u32, from: &str, uid: Uid, to: &str) {
+        let action = ClientAction::Move(from.into(), uid, to.into());
+        self.at_login.push((self.counts.logins + login, action));
+    }
+
+    /// A message is delivered to `folder` just before the `login`th login from now on.
+    pub fn deliver_before_login(&mut self, login: u32, folder: &str, body: &[u8]) {
+        let action = ClientAction::Deliver(folder.into(), body.to_vec());
+        self.at_login.push((self.counts.logins + login, action));
     }
 
     /// Every session opened from now on breaks when the message bodies it has sent to APPEND
@@ -492,6 +524,21 @@ impl Connector for FakeConnector {
             return Err(ConnectError::Login(failed()));
         };
         mailbox.counts.logins += 1;
+        let now = mailbox.counts.logins;
+        let (due, later) = std::mem::take(&mut mailbox.at_login)
+            .into_iter()
+            .partition(|(at, _)| *at == now);
+        mailbox.at_login = later;
+        for (_, action) in due {
+            match action {
+                ClientAction::Move(from, uid, to) => {
+                    mailbox.move_message(&from, uid, &to);
+                }
+                ClientAction::Deliver(folder, body) => {
+                    mailbox.deliver(&folder, &body, &[], "01-Mar-2024 09:15:00 +0100");
+                }
+            }
+        }
         if let Some(e) = mailbox.fault(Op::Login) {
             return Err(if e.is_refusal() {
                 ConnectError::Login(e)
@@ -512,6 +559,7 @@ impl Connector for FakeConnector {
             broken: None,
             crash: mailbox.crash.take(),
             fetch_left: mailbox.break_every,
+            scan_left: mailbox.break_scans_every,
             upload_left: mailbox.cut_uploads,
             sent: 0,
             acknowledged: 0,
@@ -536,6 +584,8 @@ pub struct FakeSession {
     crash: Option<Crash>,
     /// Messages this session may still fetch before its connection breaks.
     fetch_left: Option<usize>,
+    /// Scanned messages this session may still read before its connection breaks.
+    scan_left: Option<usize>,
     /// Bytes of bodies this session may still send before its connection breaks.
     upload_left: Option<usize>,
     /// Messages this session sent to the server, and OKs it read (for [`Crash`]).
@@ -832,7 +882,17 @@ impl MailSession for FakeSession {
                 })
                 .collect::<Vec<_>>())
         })?;
-        scanned.into_iter().for_each(each);
+        for m in scanned {
+            match &mut self.scan_left {
+                Some(0) => {
+                    self.broken = Some(connection_lost());
+                    return Err(connection_lost());
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
+            each(m);
+        }
         Ok(())
     }
 
