@@ -308,6 +308,13 @@ pub enum Untagged {
     Expunge(u32),
     Fetch(Fetch),
     Search(Vec<u32>),
+    /// `ESEARCH [(TAG "t")] [UID] ALL set` (RFC 4731): the matches as inclusive ranges, as sent
+    /// (a folder of 100,000 messages answers `1:100000`, not 600 kB of numbers). Other return
+    /// data (MIN, MAX, COUNT) is skipped; no `ALL` means no match.
+    Esearch {
+        uid: bool,
+        all: Vec<(u32, u32)>,
+    },
     /// `VANISHED [(EARLIER)] uid-set` (QRESYNC, RFC 7162 §3.2.10): UIDs gone from the selected
     /// mailbox, kept as inclusive ranges `(low, high)` as sent, never expanded, so a hostile
     /// `1:4294967295` costs 8 bytes. At most [`MAX_VANISHED_RANGES`] ranges per response.
@@ -708,6 +715,30 @@ impl Parser<'_> {
                 }
                 Ok(Untagged::Search(uids))
             }
+            "ESEARCH" => {
+                let rest = self.rest_of_line();
+                let mut rest = rest.trim_start();
+                if rest.starts_with('(') {
+                    // The search correlator, `(TAG "A5")`: one command at a time needs none.
+                    let end = rest
+                        .find(')')
+                        .ok_or_else(|| self.error("ESEARCH: a closing )"))?;
+                    rest = rest[end + 1..].trim_start();
+                }
+                let mut words = rest.split_ascii_whitespace().peekable();
+                let uid = words.next_if(|w| w.eq_ignore_ascii_case("UID")).is_some();
+                let mut all = Vec::new();
+                while let Some(name) = words.next() {
+                    let value = words
+                        .next()
+                        .ok_or_else(|| self.error(&format!("ESEARCH: a value after {name}")))?;
+                    if name.eq_ignore_ascii_case("ALL") {
+                        all = uid_ranges(value, MAX_VANISHED_RANGES)
+                            .map_err(|e| self.error(&format!("ESEARCH ALL: {e}")))?;
+                    }
+                }
+                Ok(Untagged::Esearch { uid, all })
+            }
             "VANISHED" => {
                 self.skip_spaces();
                 let earlier = self.eat(b"(EARLIER)") || self.eat(b"(earlier)");
@@ -1058,6 +1089,30 @@ mod tests {
             parse(b"* SEARCH\r\n").unwrap(),
             Response::Untagged(Untagged::Search(vec![]))
         );
+        // RFC 4731 §3.1's examples, and an answer with no match.
+        assert_eq!(
+            parse(b"* ESEARCH (TAG \"A282\") MIN 2 COUNT 3\r\n").unwrap(),
+            Response::Untagged(Untagged::Esearch {
+                uid: false,
+                all: vec![]
+            })
+        );
+        assert_eq!(
+            parse(b"* ESEARCH (TAG \"A283\") UID ALL 2,10:11,13\r\n").unwrap(),
+            Response::Untagged(Untagged::Esearch {
+                uid: true,
+                all: vec![(2, 2), (10, 11), (13, 13)]
+            })
+        );
+        assert_eq!(
+            parse(b"* ESEARCH (TAG \"A5\") UID\r\n").unwrap(),
+            Response::Untagged(Untagged::Esearch {
+                uid: true,
+                all: vec![]
+            })
+        );
+        assert!(parse(b"* ESEARCH (TAG \"A5\") UID ALL 0:4\r\n").is_err());
+        assert!(parse(b"* ESEARCH (TAG \"A5\") UID ALL\r\n").is_err());
         let Response::Untagged(Untagged::Status { status, text, .. }) =
             parse(b"* BYE Server shutting down.\r\n").unwrap()
         else {

@@ -4,7 +4,12 @@
 use super::{Client, FolderStatus, Result, Selected};
 use crate::proto::codes::CopyUid;
 use crate::proto::command::{MAX_SET_CHARS, quote, uid_sets};
-use crate::response::{Code, Fetch, ListItem, MAX_VANISHED_RANGES, Untagged, Value};
+use crate::response::{Code, Fetch, ListItem, MAX_VANISHED_RANGES, ParseError, Untagged, Value};
+
+/// The most UIDs an ESEARCH answer may expand to (64 MiB of them): a hostile `ALL
+/// 1:4294967295` is 14 bytes on the wire, and a plain SEARCH answer bounded by the longest
+/// line could not carry many more. No folder holds that many messages.
+const MAX_SEARCH_UIDS: usize = 1 << 24;
 
 impl Client {
     pub fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
@@ -187,10 +192,29 @@ impl Client {
     }
 
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {
+        // With ESEARCH (RFC 4731) the answer is ranges: `1:100000` rather than 600 kB of UIDs,
+        // which matters on a link that drops every few hundred kilobytes.
+        let command = if self.has("ESEARCH") {
+            format!("UID SEARCH RETURN (ALL) {criteria}")
+        } else {
+            format!("UID SEARCH {criteria}")
+        };
         let mut out = Vec::new();
-        for u in self.run(&format!("UID SEARCH {criteria}"))? {
-            if let Untagged::Search(uids) = u {
-                out.extend(uids);
+        for u in self.run(&command)? {
+            match u {
+                Untagged::Search(uids) => out.extend(uids),
+                Untagged::Esearch { all, .. } => {
+                    for (low, high) in all {
+                        let n = (high - low) as usize + 1;
+                        if out.len() + n > MAX_SEARCH_UIDS {
+                            return Err(super::Error::Parse(ParseError(format!(
+                                "an ESEARCH answer of more than {MAX_SEARCH_UIDS} UIDs"
+                            ))));
+                        }
+                        out.extend(low..=high);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(out)

@@ -890,3 +890,56 @@ fn only_the_server_dropping_the_connection_is_a_drop() {
     };
     assert!(!no.is_dropped_by_server());
 }
+
+/// With ESEARCH the UIDs come back as ranges; without it, as the plain list.
+#[test]
+fn uid_search_asks_for_esearch_ranges_where_the_server_offers_them() {
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 ESEARCH] ready\r\n"),
+        (
+            b"m1 UID SEARCH RETURN (ALL) ALL\r\n",
+            b"* ESEARCH (TAG \"m1\") UID ALL 1:3,7\r\nm1 OK Search completed.\r\n",
+        ),
+        (
+            b"m2 UID SEARCH RETURN (ALL) UID 9:12\r\n",
+            b"* ESEARCH (TAG \"m2\") UID\r\nm2 OK Search completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    assert_eq!(c.uid_search("ALL").unwrap(), [1, 2, 3, 7]);
+    assert!(c.uid_search("UID 9:12").unwrap().is_empty());
+    drop(c);
+    server.join().unwrap();
+
+    let (port, server) = lockstep_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m1 UID SEARCH ALL\r\n",
+            b"* SEARCH 1 2 3 7\r\nm1 OK Search completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    assert_eq!(c.uid_search("ALL").unwrap(), [1, 2, 3, 7]);
+    drop(c);
+    server.join().unwrap();
+}
+
+/// Fourteen bytes that would expand to four billion UIDs get a clear error, not 16 GB.
+#[test]
+fn an_esearch_answer_of_every_possible_uid_is_an_error_not_an_allocation() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 ESEARCH] ready\r\n"),
+        (
+            b"m1 UID SEARCH RETURN (ALL) ALL\r\n",
+            b"* ESEARCH (TAG \"m1\") UID ALL 1:4294967295\r\nm1 OK Search completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let e = c.uid_search("ALL").unwrap_err();
+    assert!(
+        e.to_string().contains("an ESEARCH answer of more than"),
+        "{e}"
+    );
+    drop(c);
+    server.join().unwrap();
+}
