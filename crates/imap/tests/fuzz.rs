@@ -17,6 +17,8 @@ const SEEDS: &[&[u8]] = &[
     b"* STATUS \"INBOX\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7 HIGHESTMODSEQ 9)\r\n",
     b"* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n",
     b"* SEARCH 1 2 3 4 5 100000\r\n",
+    b"* ESEARCH (TAG \"m4\") UID ALL 1:3,7,10:100000 COUNT 99997\r\n",
+    b"* VANISHED (EARLIER) 41,43:116\r\n",
     b"a2 NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n",
     b"+ \r\n",
     b"* BYE Server shutting down\r\n",
