@@ -133,7 +133,8 @@ pub struct Crash {
     pub acknowledged: usize,
 }
 
-/// What a mail client does to an account between two logins ([`FakeMailbox::move_before_login`]).
+/// What a mail client does to an account between two logins
+/// ([`FakeMailbox::move_before_login`], [`FakeMailbox::deliver_before_login`]).
 #[derive(Debug, Clone)]
 enum ClientAction {
     Move(String, Uid, String),
@@ -603,6 +604,21 @@ fn connection_lost() -> SessionError {
     )
 }
 
+/// One more message read on a session that breaks after `left` of them (`None`: never).
+fn spend_one(left: &mut Option<usize>, broken: &mut Option<SessionError>) -> Result<()> {
+    match left {
+        Some(0) => {
+            *broken = Some(connection_lost());
+            Err(connection_lost())
+        }
+        Some(n) => {
+            *n -= 1;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
 impl FakeSession {
     /// Runs one command on the account: the broken session and the one-shot faults first.
     fn command<R>(
@@ -883,14 +899,7 @@ impl MailSession for FakeSession {
                 .collect::<Vec<_>>())
         })?;
         for m in scanned {
-            match &mut self.scan_left {
-                Some(0) => {
-                    self.broken = Some(connection_lost());
-                    return Err(connection_lost());
-                }
-                Some(n) => *n -= 1,
-                None => {}
-            }
+            spend_one(&mut self.scan_left, &mut self.broken)?;
             each(m);
         }
         Ok(())
@@ -967,14 +976,7 @@ impl MailSession for FakeSession {
                 .collect::<Vec<_>>())
         })?;
         for m in fetched {
-            match &mut self.fetch_left {
-                Some(0) => {
-                    self.broken = Some(connection_lost());
-                    return Err(connection_lost());
-                }
-                Some(n) => *n -= 1,
-                None => {}
-            }
+            spend_one(&mut self.fetch_left, &mut self.broken)?;
             if each(m).is_break() {
                 // As the IMAP session reports a fetch its consumer stopped.
                 return Err(SessionError::new(
