@@ -110,21 +110,29 @@ impl Pass<'_, '_> {
     ) -> Result<()> {
         let mut selected = None;
         let mut updates = Vec::new();
+        let mut stored = Ok(());
         for ((folder, flags), rows) in decide::flag_groups(&w.flag_updates) {
             if selected != Some(folder) {
-                dst.select(&target_raw_name(tree, folder), true)
-                    .map_err(on(Side::Target))?;
+                stored = dst.select(&target_raw_name(tree, folder), true).map(drop);
+                if stored.is_err() {
+                    break;
+                }
                 selected = Some(folder);
             }
             let mut uids: Vec<Uid> = rows.iter().filter_map(|r| r.target_uid).collect();
             uids.sort_unstable();
-            dst.set_flags(&uids, flags).map_err(on(Side::Target))?;
+            stored = dst.set_flags(&uids, flags);
+            if stored.is_err() {
+                break;
+            }
             updates.extend(rows.into_iter().map(|r| (r, flags.clone())));
         }
+        // What was stored before a failure is recorded too: the next attempt does not store
+        // it again, and it counts as that attempt's progress.
         if !updates.is_empty() {
             self.stats.flags_updated += updates.len() as u64;
             self.store().set_flags(&self.entry.id, &updates)?;
         }
-        Ok(())
+        stored.map_err(on(Side::Target))
     }
 }

@@ -1059,6 +1059,61 @@ fn new_mail_between_attempts_does_not_keep_a_failing_pass_retrying() {
     assert_eq!(w.src().counts().logins, 3, "{:?}", w.src().counts());
 }
 
+/// Flag updates stored before the connection broke are recorded: the next attempt (or pass)
+/// stores only the rest, and the attempt that stored them made progress.
+#[test]
+fn flag_updates_stored_before_a_break_are_recorded_and_not_stored_again() {
+    let mut w = World::new(inbox_of(4), FakeMailbox::new());
+    let (_, first) = w.pass();
+    assert_eq!((first.state, first.copied), (EntryState::Migrated, 4));
+    w.source.with(SOURCE, |m| {
+        m.set_message_flags("INBOX", uid(1), &["\\Seen", "\\Flagged"]);
+        m.set_message_flags("INBOX", uid(2), &["\\Seen", "\\Flagged"]);
+        m.set_message_flags("INBOX", uid(3), &["$Work"]);
+    });
+    // Two flag sets, so two STOREs, `$Work` first: the second one breaks the connection.
+    w.target.with(TARGET, |t| {
+        t.reset_counts();
+        t.fail_nth(Op::Store, 2, transient("* BYE Server shutting down"));
+    });
+
+    // The attempt made progress, so it would be retried at once: stopping the pass leaves
+    // what the break left.
+    w.stop.store(true, Ordering::SeqCst);
+    let (_, cut) = w.pass();
+    w.stop.store(false, Ordering::SeqCst);
+    assert_eq!(
+        (cut.state, cut.flags_updated),
+        (EntryState::Failed, 1),
+        "{cut:?}"
+    );
+    let recorded: Vec<(u32, String)> = w
+        .ledger()
+        .iter()
+        .map(|r| (r.uid.get(), r.flags.to_string()))
+        .collect();
+    let source: Vec<(u32, String)> = w
+        .src()
+        .messages("INBOX")
+        .iter()
+        .map(|m| (m.uid.get(), m.flags.to_string()))
+        .collect();
+    // Message 3's update is recorded as stored; the \Flagged pair's is not.
+    assert_eq!(recorded[2], source[2]);
+    assert_ne!(recorded[..2], source[..2]);
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.flags_updated),
+        (EntryState::Migrated, 2)
+    );
+    // `$Work` once, and the \\Flagged pair once it got through (the STORE that broke never
+    // reached the server).
+    assert_eq!(w.dst().counts().flag_stores, 2, "{:?}", w.dst().counts());
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
 /// A link that drops every 250 kB sent, with groups of APPENDs larger than that: a
 /// MULTIAPPEND stores all or nothing, so the first groups are lost whole, and the attempts
 /// after them send smaller groups until they fit. (Before, every attempt lost its first group
