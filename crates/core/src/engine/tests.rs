@@ -1063,7 +1063,7 @@ fn new_mail_between_attempts_does_not_keep_a_failing_pass_retrying() {
 /// stores only the rest, and the attempt that stored them made progress.
 #[test]
 fn flag_updates_stored_before_a_break_are_recorded_and_not_stored_again() {
-    let mut w = World::new(inbox_of(4), FakeMailbox::new());
+    let w = World::new(inbox_of(4), FakeMailbox::new());
     let (_, first) = w.pass();
     assert_eq!((first.state, first.copied), (EntryState::Migrated, 4));
     w.source.with(SOURCE, |m| {
