@@ -1025,19 +1025,23 @@ impl MailSession for ImapSession {
 
     fn scan_changed(
         &mut self,
+        from: Uid,
         modseq: u64,
         each: &mut dyn FnMut(ScannedMessage),
     ) -> Result<Option<UidRanges>> {
         if !self.modseq {
             // NOMODSEQ, or no CONDSTORE (a profile may forget it): every message.
-            return self.scan(Uid::FIRST, each).map(|()| None);
+            return self.scan(from, each).map(|()| None);
         }
         let mut any = false;
         let changed = self
             .client
-            .uid_fetch_changed_since("1:*", "UID FLAGS RFC822.SIZE", modseq, |f| {
-                if let Some(uid) = f.uid().and_then(Uid::new) {
-                    any = true;
+            .uid_fetch_changed_since(&format!("{from}:*"), "UID FLAGS RFC822.SIZE", modseq, |f| {
+                any = true;
+                // `n:*` always includes the highest UID, even below n: filter.
+                if let Some(uid) = f.uid().and_then(Uid::new)
+                    && uid >= from
+                {
                     each(ScannedMessage {
                         uid,
                         flags: flags_of(&f),
@@ -1050,7 +1054,7 @@ impl MailSession for ImapSession {
         match changed {
             // A server that advertises CONDSTORE but refuses the modifier before answering
             // anything: every message, which is always right.
-            Err(e) if e.is_refusal() && !any => self.scan(Uid::FIRST, each).map(|()| None),
+            Err(e) if e.is_refusal() && !any => self.scan(from, each).map(|()| None),
             Err(e) => Err(e),
             Ok(gone) => Ok(gone.map(|ranges| {
                 ranges

@@ -455,8 +455,9 @@ fn a_target_restarted_twice_mid_pass_is_retried_and_the_pass_completes_exactly()
 
 /// A folder whose scan alone (UID, flags and size of every message: about 55 bytes each) is
 /// more than the link carries between two drops: each attempt reads on from the last UID the
-/// one before it read, and the pass finishes exactly. (Before, every attempt scanned from the
-/// first UID again, none got to copying, and the mailbox failed after its retries.)
+/// one before it read, and the pass finishes exactly; so does the next pass's delta after
+/// every message's flags changed. (Before, every attempt scanned from the first UID again,
+/// none got to copying, and the mailbox failed after its retries.)
 #[test]
 fn a_folder_too_large_to_scan_between_two_drops_is_scanned_a_part_per_attempt() {
     let lab = Lab::new(&["ola"]);
@@ -485,5 +486,32 @@ fn a_folder_too_large_to_scan_between_two_drops_is_scanned_a_part_per_attempt() 
         "{v:#}"
     );
     assert!(cuts > 5, "only {cuts} cuts");
+    assert_exact(&lab);
+
+    // Every message flagged: the next pass's delta (`CHANGEDSINCE`, some 850 kB) is read a
+    // part per attempt the same way.
+    let mut c = connect(&lab.source, "ola");
+    c.select("INBOX", false).unwrap();
+    let flags = ["\\Seen".to_string(), "\\Flagged".to_string()];
+    c.uid_store_flags(&(1..=12_000).collect::<Vec<u32>>(), &flags)
+        .unwrap();
+    c.logout();
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let delta_cuts = source.stats().cuts - cuts;
+    assert_eq!(code, 0, "{delta_cuts} cuts: {v:#}");
+    // Those already \\Seen and \\Flagged and nothing else did not change.
+    let changed = (0..12_000)
+        .filter(|&i| {
+            let mut f = generated(i, 300).flags;
+            f.sort();
+            f != ["\\Flagged", "\\Seen"]
+        })
+        .count() as u64;
+    assert_eq!(
+        v["entries"][0]["flags_updated"].as_u64(),
+        Some(changed),
+        "{v:#}"
+    );
+    assert!(delta_cuts > 1, "only {delta_cuts} cuts");
     assert_exact(&lab);
 }

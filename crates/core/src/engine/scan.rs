@@ -7,7 +7,7 @@ use super::decide::{self, ScanFilter, ScanKind, Vanished};
 use super::{Pass, Result, on};
 use crate::folders::{Folder, FolderPlanItem};
 use crate::model::{Flags, LedgerRow, Side, Uid, UidValidity};
-use crate::ports::{FolderStatus, MailSession, ScannedMessage, Selected, SessionError};
+use crate::ports::{FolderStatus, MailSession, ScannedMessage, Selected, SessionError, UidRanges};
 
 /// One source folder's messages that need work, found by the scan.
 pub(super) struct FolderWork {
@@ -19,12 +19,15 @@ pub(super) struct FolderWork {
     pub flag_updates: Vec<(LedgerRow, Flags)>,
 }
 
-/// A full scan of one source folder, kept across the attempts of a pass until the folder is
-/// finished: on a link that drops before a large folder's scan is read whole, each attempt
-/// reads on from the last UID the one before it read, so the scan gets through a part at a
-/// time (and a scan read whole is not read again by the attempt after a cut while copying).
+/// A scan of one source folder (of every message, or a delta of those changed since a
+/// mod-sequence), kept across the attempts of a pass until the folder is finished: on a link
+/// that drops before a large folder's scan is read whole, each attempt reads on from the last
+/// UID the one before it read, so the scan gets through a part at a time (and a scan read
+/// whole is not read again by the attempt after a cut while copying).
 pub(super) struct KeptScan {
     pub uid_validity: UidValidity,
+    /// A delta's mod-sequence (the messages changed since it), `None` for every message.
+    pub since: Option<u64>,
     /// The folder's STATUS before its first message was read: the folder checkpoint records
     /// this one, the oldest that the scan's messages may describe, so the next pass reads again
     /// whatever changed since (a flag changed in the part read by an earlier attempt).
@@ -34,9 +37,12 @@ pub(super) struct KeptScan {
 }
 
 impl Pass<'_, '_> {
-    /// Scans the selected folder whole, going on from a scan an earlier attempt kept (its
+    /// Scans the selected folder, every message (`since` `None`) or those changed since a
+    /// mod-sequence, going on from a scan an earlier attempt kept of the same kind (its
     /// messages no longer in the folder left out: moved or expunged meanwhile, so they are
-    /// seen vanished). A scan cut off is kept for the next attempt.
+    /// seen vanished). A scan cut off is kept for the next attempt. Returns the scan and a
+    /// delta's list of UIDs expunged since (QRESYNC), only when read whole in this attempt: a
+    /// delta gone on with lists only the UIDs it read past, so the folder's UIDs are read.
     ///
     /// Going on from a kept scan, the messages read for the first time count as progress, but
     /// only those the folder held when its scan began (below that STATUS's UIDNEXT): new mail
@@ -49,20 +55,26 @@ impl Pass<'_, '_> {
         folder: &str,
         selected: &Selected,
         status: &FolderStatus,
-    ) -> Result<KeptScan> {
+        since: Option<u64>,
+    ) -> Result<(KeptScan, Option<UidRanges>)> {
         let (mut kept, goes_on) = match self.attempts.scans.remove(folder) {
-            Some(k) if k.uid_validity == selected.uid_validity => (k, true),
+            Some(k) if k.uid_validity == selected.uid_validity && k.since == since => (k, true),
             _ => (
                 KeptScan {
                     uid_validity: selected.uid_validity,
+                    since,
                     status: status.clone(),
-                    messages: Vec::with_capacity(selected.exists as usize),
+                    messages: Vec::with_capacity(if since.is_some() {
+                        0
+                    } else {
+                        selected.exists as usize
+                    }),
                 },
                 false,
             ),
         };
         let last = kept.messages.last().map(|m| m.uid);
-        let scanned = scan_on(src, last, &mut kept.messages);
+        let scanned = scan_on(src, last, since, &mut kept.messages);
         if goes_on {
             let held = kept.status.uid_next;
             let read = kept.messages.iter().rev();
@@ -70,7 +82,7 @@ impl Pass<'_, '_> {
             self.attempts.scanned += read.filter(|m| m.uid.get() < held).count() as u64;
         }
         match scanned {
-            Ok(()) => Ok(kept),
+            Ok(listed) => Ok((kept, listed.filter(|_| last.is_none()))),
             Err(e) => {
                 self.attempts.scans.insert(folder.to_string(), kept);
                 Err(on(Side::Source)(e))
@@ -117,10 +129,9 @@ impl Pass<'_, '_> {
         let mut present = None;
         let mut gone = None;
         if let Some((modseq, c)) = delta {
-            let listed = src
-                .scan_changed(modseq, &mut |m| scanned.push(m))
-                .map_err(on(Side::Source))?
-                .map(decide::merge_ranges);
+            let (kept, listed) = self.scan_all(src, &folder, &selected, &status, Some(modseq))?;
+            (scanned, status) = (kept.messages, kept.status);
+            let listed = listed.map(decide::merge_ranges);
             if !decide::nothing_expunged(c, selected.exists, &scanned) {
                 gone = listed.filter(|l| decide::vanished_exact(c, selected.exists, &scanned, l));
                 if gone.is_none() {
@@ -133,7 +144,7 @@ impl Pass<'_, '_> {
                 }
             }
         } else if selected.exists > 0 {
-            let kept = self.scan_all(src, &folder, &selected, &status)?;
+            let (kept, _) = self.scan_all(src, &folder, &selected, &status, None)?;
             (scanned, status) = (kept.messages, kept.status);
         }
         // A delta needs only the rows of the UIDs it names (changed, new, listed as expunged):
@@ -168,9 +179,10 @@ impl Pass<'_, '_> {
             vanished,
         );
         self.attempts.skipped.insert(folder.clone(), d.skipped);
-        if delta.is_none() && !scanned.is_empty() {
+        if !scanned.is_empty() {
             let kept = KeptScan {
                 uid_validity: selected.uid_validity,
+                since: delta.map(|(modseq, _)| modseq),
                 status: status.clone(),
                 messages: scanned,
             };
@@ -187,14 +199,16 @@ impl Pass<'_, '_> {
     }
 }
 
-/// Reads the folder's messages after UID `last` (all of them when `None`) onto `messages`;
-/// first, when going on, leaves out of `messages` those no longer in the folder (one short
-/// SEARCH for the UIDs still there).
+/// Reads the folder's messages after UID `last` (all of them when `None`; with `since`, those
+/// changed since that mod-sequence) onto `messages`; first, when going on, leaves out of
+/// `messages` those no longer in the folder (one short SEARCH for the UIDs still there).
+/// Returns what the delta's scan listed as expunged.
 fn scan_on(
     src: &mut dyn MailSession,
     last: Option<Uid>,
+    since: Option<u64>,
     messages: &mut Vec<ScannedMessage>,
-) -> std::result::Result<(), SessionError> {
+) -> std::result::Result<Option<UidRanges>, SessionError> {
     let from = match last {
         None => Uid::FIRST,
         Some(last) => {
@@ -202,13 +216,17 @@ fn scan_on(
             messages.retain(|m| present.contains(&m.uid));
             match last.get().checked_add(1).and_then(Uid::new) {
                 Some(next) => next,
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
     };
-    src.scan(from, &mut |m| {
+    let mut each = |m: ScannedMessage| {
         if last.is_none_or(|l| m.uid > l) {
             messages.push(m);
         }
-    })
+    };
+    match since {
+        None => src.scan(from, &mut each).map(|()| None),
+        Some(modseq) => src.scan_changed(from, modseq, &mut each),
+    }
 }

@@ -1010,6 +1010,35 @@ fn a_scan_cut_every_few_messages_goes_on_from_the_last_uid_in_the_next_attempt()
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
+/// The same for a delta (`CHANGEDSINCE`) too large for the link: every message's flags
+/// changed, and each attempt reads on from the last UID the one before it read.
+#[test]
+fn a_delta_scan_cut_every_few_messages_goes_on_from_the_last_uid_in_the_next_attempt() {
+    let mut w = World::new(inbox_of(30), FakeMailbox::new());
+    let (_, first) = w.pass();
+    assert_eq!((first.state, first.copied), (EntryState::Migrated, 30));
+    w.source.with(SOURCE, |m| {
+        for n in 1..=30 {
+            m.set_message_flags("INBOX", uid(n), &["\\Seen", "\\Flagged"]);
+        }
+        m.reset_counts();
+        m.break_scans_every(8);
+    });
+    w.retries = 1;
+
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.flags_updated),
+        (EntryState::Migrated, 30),
+        "{result:?}"
+    );
+    // Four deltas of 8, 8, 8 and 6 messages, and never a scan of every message.
+    let counts = w.src().counts().clone();
+    assert_eq!((counts.changed_scans, counts.scans), (4, 0), "{counts:?}");
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+}
+
 /// A message moved out of the part of a folder an earlier attempt scanned is seen gone when
 /// the next attempt goes on, so it is moved on the target, not copied a second time.
 #[test]

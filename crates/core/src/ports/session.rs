@@ -156,21 +156,22 @@ pub trait MailSession: Send {
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>>;
     /// UID, flags and size of every message of the selected folder at or above `from`.
     fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()>;
-    /// UID, flags and size of the selected folder's messages whose mod-sequence is above
-    /// `modseq` (CONDSTORE's `CHANGEDSINCE`): every message whose flags changed or that
-    /// arrived since a STATUS that said HIGHESTMODSEQ `modseq`. A store without
-    /// mod-sequences gives every message, which is always right (a superset).
+    /// UID, flags and size of the selected folder's messages at or above `from` whose
+    /// mod-sequence is above `modseq` (CONDSTORE's `CHANGEDSINCE`): every message whose flags
+    /// changed or that arrived since a STATUS that said HIGHESTMODSEQ `modseq`, in UID order.
+    /// A store without mod-sequences gives every message, which is always right (a superset).
     ///
-    /// Returns the UIDs expunged since then when the store can tell (QRESYNC's `VANISHED`,
-    /// RFC 7162 §3.2.6), as inclusive ranges: they may include UIDs gone earlier, never miss
-    /// one gone since. `None` when it cannot tell.
+    /// Returns the UIDs at or above `from` expunged since then when the store can tell
+    /// (QRESYNC's `VANISHED`, RFC 7162 §3.2.6), as inclusive ranges: they may include UIDs
+    /// gone earlier, never miss one gone since. `None` when it cannot tell.
     fn scan_changed(
         &mut self,
+        from: Uid,
         modseq: u64,
         each: &mut dyn FnMut(ScannedMessage),
     ) -> Result<Option<UidRanges>> {
         let _ = modseq;
-        self.scan(Uid::FIRST, each).map(|()| None)
+        self.scan(from, each).map(|()| None)
     }
     /// Which of these UIDs the selected folder still holds, in any order.
     fn present(&mut self, uids: &[Uid]) -> Result<Vec<Uid>> {

@@ -907,6 +907,7 @@ impl MailSession for FakeSession {
 
     fn scan_changed(
         &mut self,
+        from: Uid,
         modseq: u64,
         each: &mut dyn FnMut(ScannedMessage),
     ) -> Result<Option<UidRanges>> {
@@ -924,14 +925,14 @@ impl MailSession for FakeSession {
             let gone = qresync.then(|| {
                 f.expunged
                     .iter()
-                    .filter(|(_, at)| *at > modseq)
+                    .filter(|(uid, at)| *at > modseq && *uid >= from)
                     .map(|(uid, _)| (*uid, *uid))
                     .collect::<UidRanges>()
             });
             let scanned = f
                 .messages
                 .iter()
-                .filter(|m| m.modseq > modseq)
+                .filter(|m| m.modseq > modseq && m.uid >= from)
                 .map(|m| ScannedMessage {
                     uid: m.uid,
                     flags: m.flags.clone(),
@@ -940,7 +941,10 @@ impl MailSession for FakeSession {
                 .collect::<Vec<_>>();
             Ok((scanned, gone))
         })?;
-        scanned.into_iter().for_each(each);
+        for m in scanned {
+            spend_one(&mut self.scan_left, &mut self.broken)?;
+            each(m);
+        }
         Ok(gone)
     }
 
