@@ -179,9 +179,17 @@ pub fn copy_between(
     if let Some(hash) = from.meta(MetaKey::JobFileSha256)? {
         into.set_meta(MetaKey::JobFileSha256, &hash)?;
     }
-    // The queue, oldest first, so the workers on the copy take what was left in order.
-    let queued: Vec<_> = from.queued()?.into_iter().map(|q| q.entry).collect();
-    into.enqueue(&queued)?;
+    // The queue, oldest first, so the workers on the copy take what was left in order; an
+    // entry whose passes failed keeps its failures in a row and what is left of its backoff
+    // (deferred once per failure, the last time for the wait still to run).
+    let queued = from.queued()?;
+    let ids: Vec<_> = queued.iter().map(|q| q.entry.clone()).collect();
+    into.enqueue(&ids)?;
+    for q in &queued {
+        for _ in 0..q.failures {
+            into.defer(&q.entry, q.wait)?;
+        }
+    }
     out.queued = queued.len();
     Ok(out)
 }
@@ -194,6 +202,7 @@ mod tests {
         Origin, RefreshLine, RefreshRecord, RefreshResult, RunEntry, Side,
     };
     use crate::testing::{MemoryStore, uid, validity};
+    use std::time::Duration;
 
     fn row(uid_n: u32, copied: Option<u32>) -> LedgerRow {
         LedgerRow {
@@ -313,6 +322,9 @@ mod tests {
         .unwrap();
         s.set_meta(MetaKey::JobFileSha256, "abc").unwrap();
         s.enqueue(&["b".into(), "a".into()]).unwrap();
+        // Two passes of `a` failed in a row; the next may start in an hour.
+        s.defer(&"a".into(), Duration::from_secs(60)).unwrap();
+        s.defer(&"a".into(), Duration::from_secs(3600)).unwrap();
         s
     }
 
@@ -340,6 +352,18 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(queue(&into), queue(&from), "the queue in its order");
+        let backoff = |s: &MemoryStore| {
+            s.queued()
+                .unwrap()
+                .into_iter()
+                .map(|q| (q.failures, q.wait > Duration::from_secs(3500)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            backoff(&into),
+            [(0, false), (2, true)],
+            "failures and backoff"
+        );
         assert_eq!(into.entries().unwrap(), from.entries().unwrap());
         for id in ["a", "b"] {
             let id = EntryId::from(id);
