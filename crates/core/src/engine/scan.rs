@@ -1,7 +1,7 @@
 //! Phase 3a: what a source folder needs — nothing (one STATUS), or a scan of its UIDs and flags
 //! classified against the ledger ([`decide::classify_scan`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::decide::{self, ScanFilter, ScanKind, Vanished};
 use super::{Pass, Result, on};
@@ -32,8 +32,47 @@ pub(super) struct KeptScan {
     /// this one, the oldest that the scan's messages may describe, so the next pass reads again
     /// whatever changed since (a flag changed in the part read by an earlier attempt).
     pub status: FolderStatus,
-    /// In UID order.
-    pub messages: Vec<ScannedMessage>,
+    /// In UID order: UID, flags (an index into `flag_sets`) and size, 16 bytes a message.
+    messages: Vec<(Uid, u32, u64)>,
+    /// Each set of flags the scan saw, once: most messages of a folder share a few.
+    flag_sets: Vec<Flags>,
+    flag_index: HashMap<Flags, u32>,
+}
+
+impl KeptScan {
+    fn new(uid_validity: UidValidity, since: Option<u64>, status: FolderStatus) -> KeptScan {
+        KeptScan {
+            uid_validity,
+            since,
+            status,
+            messages: Vec::new(),
+            flag_sets: Vec::new(),
+            flag_index: HashMap::new(),
+        }
+    }
+
+    fn last(&self) -> Option<Uid> {
+        self.messages.last().map(|m| m.0)
+    }
+
+    fn push(&mut self, m: ScannedMessage) {
+        let next = self.flag_sets.len() as u32;
+        let i = *self.flag_index.entry(m.flags).or_insert_with_key(|f| {
+            self.flag_sets.push(f.clone());
+            next
+        });
+        self.messages.push((m.uid, i, m.size));
+    }
+
+    /// The scan as the session gave it.
+    fn messages(&self) -> Vec<ScannedMessage> {
+        let each = |&(uid, i, size): &(Uid, u32, u64)| ScannedMessage {
+            uid,
+            flags: self.flag_sets[i as usize].clone(),
+            size,
+        };
+        self.messages.iter().map(each).collect()
+    }
 }
 
 impl Pass<'_, '_> {
@@ -59,27 +98,21 @@ impl Pass<'_, '_> {
     ) -> Result<(KeptScan, Option<UidRanges>)> {
         let (mut kept, goes_on) = match self.attempts.scans.remove(folder) {
             Some(k) if k.uid_validity == selected.uid_validity && k.since == since => (k, true),
-            _ => (
-                KeptScan {
-                    uid_validity: selected.uid_validity,
-                    since,
-                    status: status.clone(),
-                    messages: Vec::with_capacity(if since.is_some() {
-                        0
-                    } else {
-                        selected.exists as usize
-                    }),
-                },
-                false,
-            ),
+            _ => {
+                let mut k = KeptScan::new(selected.uid_validity, since, status.clone());
+                if since.is_none() {
+                    k.messages.reserve(selected.exists as usize);
+                }
+                (k, false)
+            }
         };
-        let last = kept.messages.last().map(|m| m.uid);
-        let scanned = scan_on(src, last, since, &mut kept.messages);
+        let last = kept.last();
+        let scanned = scan_on(src, &mut kept);
         if goes_on {
             let held = kept.status.uid_next;
             let read = kept.messages.iter().rev();
-            let read = read.take_while(|m| last.is_none_or(|l| m.uid > l));
-            self.attempts.scanned += read.filter(|m| m.uid.get() < held).count() as u64;
+            let read = read.take_while(|m| last.is_none_or(|l| m.0 > l));
+            self.attempts.scanned += read.filter(|m| m.0.get() < held).count() as u64;
         }
         match scanned {
             Ok(listed) => Ok((kept, listed.filter(|_| last.is_none()))),
@@ -126,11 +159,13 @@ impl Pass<'_, '_> {
         let delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key())
             .filter(|_| selected.uid_validity == status.uid_validity);
         let mut scanned = Vec::new();
+        let mut kept = None;
         let mut present = None;
         let mut gone = None;
         if let Some((modseq, c)) = delta {
-            let (kept, listed) = self.scan_all(src, &folder, &selected, &status, Some(modseq))?;
-            (scanned, status) = (kept.messages, kept.status);
+            let (k, listed) = self.scan_all(src, &folder, &selected, &status, Some(modseq))?;
+            (scanned, status) = (k.messages(), k.status.clone());
+            kept = Some(k);
             let listed = listed.map(decide::merge_ranges);
             if !decide::nothing_expunged(c, selected.exists, &scanned) {
                 gone = listed.filter(|l| decide::vanished_exact(c, selected.exists, &scanned, l));
@@ -144,8 +179,9 @@ impl Pass<'_, '_> {
                 }
             }
         } else if selected.exists > 0 {
-            let (kept, _) = self.scan_all(src, &folder, &selected, &status, None)?;
-            (scanned, status) = (kept.messages, kept.status);
+            let (k, _) = self.scan_all(src, &folder, &selected, &status, None)?;
+            (scanned, status) = (k.messages(), k.status.clone());
+            kept = Some(k);
         }
         // A delta needs only the rows of the UIDs it names (changed, new, listed as expunged):
         // a flag change in a folder of 100,000 messages reads one row, not 100,000. Reading the
@@ -179,13 +215,7 @@ impl Pass<'_, '_> {
             vanished,
         );
         self.attempts.skipped.insert(folder.clone(), d.skipped);
-        if !scanned.is_empty() {
-            let kept = KeptScan {
-                uid_validity: selected.uid_validity,
-                since: delta.map(|(modseq, _)| modseq),
-                status: status.clone(),
-                messages: scanned,
-            };
+        if let Some(kept) = kept.filter(|k| !k.messages.is_empty()) {
             self.attempts.scans.insert(folder, kept);
         }
         Ok(Some(FolderWork {
@@ -199,30 +229,30 @@ impl Pass<'_, '_> {
     }
 }
 
-/// Reads the folder's messages after UID `last` (all of them when `None`; with `since`, those
-/// changed since that mod-sequence) onto `messages`; first, when going on, leaves out of
-/// `messages` those no longer in the folder (one short SEARCH for the UIDs still there).
+/// Reads the folder's messages after the last UID `kept` has (all of them when it has none;
+/// for a delta, those changed since its mod-sequence) onto it; first, when going on, leaves
+/// out of it those no longer in the folder (one short SEARCH for the UIDs still there).
 /// Returns what the delta's scan listed as expunged.
 fn scan_on(
     src: &mut dyn MailSession,
-    last: Option<Uid>,
-    since: Option<u64>,
-    messages: &mut Vec<ScannedMessage>,
+    kept: &mut KeptScan,
 ) -> std::result::Result<Option<UidRanges>, SessionError> {
+    let last = kept.last();
     let from = match last {
         None => Uid::FIRST,
         Some(last) => {
             let present: HashSet<Uid> = src.uids()?.into_iter().collect();
-            messages.retain(|m| present.contains(&m.uid));
+            kept.messages.retain(|m| present.contains(&m.0));
             match last.get().checked_add(1).and_then(Uid::new) {
                 Some(next) => next,
                 None => return Ok(None),
             }
         }
     };
+    let since = kept.since;
     let mut each = |m: ScannedMessage| {
         if last.is_none_or(|l| m.uid > l) {
-            messages.push(m);
+            kept.push(m);
         }
     };
     match since {
