@@ -25,19 +25,22 @@ pub(super) struct FolderWork {
 /// UID the one before it read, so the scan gets through a part at a time (and a scan read
 /// whole is not read again by the attempt after a cut while copying).
 pub(super) struct KeptScan {
-    pub uid_validity: UidValidity,
+    uid_validity: UidValidity,
     /// A delta's mod-sequence (the messages changed since it), `None` for every message.
-    pub since: Option<u64>,
+    since: Option<u64>,
     /// The folder's STATUS before its first message was read: the folder checkpoint records
     /// this one, the oldest that the scan's messages may describe, so the next pass reads again
     /// whatever changed since (a flag changed in the part read by an earlier attempt).
-    pub status: FolderStatus,
+    status: FolderStatus,
     /// In UID order: UID, flags (an index into `flag_sets`) and size, 16 bytes a message.
     messages: Vec<(Uid, u32, u64)>,
     /// Each set of flags the scan saw, once: most messages of a folder share a few.
     flag_sets: Vec<Flags>,
     flag_index: HashMap<Flags, u32>,
 }
+
+// What the README says a kept scan costs per message.
+const _: () = assert!(std::mem::size_of::<(Uid, u32, u64)>() == 16);
 
 impl KeptScan {
     fn new(uid_validity: UidValidity, since: Option<u64>, status: FolderStatus) -> KeptScan {

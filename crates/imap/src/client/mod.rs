@@ -774,8 +774,9 @@ impl Client {
     }
 
     /// Takes the literal of `len` bytes that starts at `at` in the read buffer out of it,
-    /// into a buffer of exactly that size: what already arrived is moved (the bytes after it
-    /// close up), the rest is read straight into it by [`Client::read_literal`].
+    /// into a buffer of its own (a lent one, [`Client::spare_for`], else a fresh one of exactly
+    /// that size): what already arrived is moved (the bytes after it close up), the rest is
+    /// read straight into it by [`Client::read_literal`].
     fn take_literal(&mut self, at: usize, len: usize) -> Result<()> {
         let mut bytes = self.spare_for(len).unwrap_or_default();
         bytes.try_reserve_exact(len).map_err(|_| {
