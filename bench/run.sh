@@ -23,6 +23,8 @@
 #   STREAMS=N         the same with N event streams read by curl instead of browsers (row
 #                     "mailferry-streamed"): what the console's viewers make `serve` do on the
 #                     migration machine, their pages drawn elsewhere (an admin's own laptop)
+#   SPLIT=0           leave out the second table, of passes with each server on a CPU of its
+#                     own (as if on two machines; bench/README.md, "Two machines' worth")
 #
 # What it measures and how to read the table: bench/README.md.
 set -euo pipefail
@@ -321,11 +323,28 @@ unwatch() {
 }
 trap 'unwatch; wipe_trash; cleanup' EXIT
 
-# run_mailferry TOOL BINARY [WATCHERS [TARGET_FSYNC]]: a full pass and a no-change pass of one
-# mailferry build, each checked and verified, on an emptied target with a fresh state
-# database. TARGET_FSYNC: the target Dovecot's mail_fsync for this run (default: its own).
+# pin_servers: every process of the source Dovecot on CPU 0 and of the target on CPU 1, the
+# masters and the children they have now (those they fork later inherit the master's), as if
+# each server had a machine of its own. `lab.sh restart` starts them unpinned again.
+pin_servers() {
+  local inst cpu m p
+  for inst in source target; do
+    cpu=0
+    [[ $inst == target ]] && cpu=1
+    m=$(cat "$LAB/$inst/run/master.pid")
+    for p in $m $(pgrep -P "$m"); do
+      taskset -a -p -c "$cpu" "$p" >/dev/null || die "could not pin $inst's process $p to CPU $cpu"
+    done
+  done
+}
+
+# run_mailferry TOOL BINARY [WATCHERS [TARGET_FSYNC [MODE [CPU]]]]: a full pass and a no-change
+# pass of one mailferry build, each checked and verified, on an emptied target with a fresh
+# state database. TARGET_FSYNC: the target Dovecot's mail_fsync for this run (default: its
+# own). CPU: the servers pinned (pin_servers) and mailferry run on this CPU (0 = the source's).
 run_mailferry() {
-  local tool=$1 bin=$2 watchers=${3:-0} target_fsync=${4:-} mode=${5:-browsers}
+  local tool=$1 bin=$2 watchers=${3:-0} target_fsync=${4:-} mode=${5:-browsers} cpu=${6:-}
+  local on=()
   WATCH_TOOL=$tool
   log "== $tool (concurrency $JOBS): $bin"
   set_aside_target
@@ -338,14 +357,18 @@ run_mailferry() {
     [[ $(doveconf -c "$LAB/target/etc/dovecot.conf" -h mail_fsync) == "$target_fsync" ]] ||
       die "the target did not take mail_fsync = $target_fsync"
   fi
+  if [[ -n $cpu ]]; then
+    pin_servers
+    on=(taskset -c "$cpu")
+  fi
   find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
   rm -f "$OUT"/job.db* # a ledger left from an earlier pass would turn the full pass into a delta
   "$bin" match "$JOB" >"$OUT/$tool-match.log" 2>&1 || die "$tool match failed: $(cat "$OUT/$tool-match.log")"
   if ((watchers > 0)); then watch "$watchers" "$mode"; fi
-  measure "$tool" full "$bin" migrate "$JOB" --all --json
+  measure "$tool" full "${on[@]}" "$bin" migrate "$JOB" --all --json
   check_pass "$tool" full "$NMSG"
   verify "$tool" full
-  measure "$tool" noop "$bin" migrate "$JOB" --all --json
+  measure "$tool" noop "${on[@]}" "$bin" migrate "$JOB" --all --json
   check_pass "$tool" noop 0
   verify "$tool" noop
   unwatch
@@ -413,6 +436,37 @@ else
   verify "$tag" noop
 fi
 
+# ------------------------------------------------------------------ two machines' worth
+# The same full passes with each server on a CPU of its own, as in a real migration where the
+# old and the new server are two machines: dsync's imapc migration runs on the new server
+# (Dovecot's documented way), so its process shares the target's CPU; mailferry runs on the
+# old server's CPU, and once more on the new server's, beside the target. Rows "...-split",
+# in a table of their own (bench/README.md, "Two machines' worth").
+if [[ ${ANCHORS:-1} != 0 && ${SPLIT:-1} != 0 ]]; then
+  run_mailferry mailferry-split "$MF" 0 "" browsers 0
+  run_mailferry mailferry-target-fsync-never-split "$MF" 0 never browsers 0
+  run_mailferry mailferry-on-target-cpu-target-fsync-never-split "$MF" 0 never browsers 1
+  "$LABSH" restart # the target's own configuration again
+  for variant in never default; do
+    tag=dsync-j$JOBS-split
+    script=$OUT/anchors-dsync/dsync-all.sh
+    if [[ $variant == default ]]; then
+      tag=dsync-j$JOBS-default-fsync-split
+      script=$DSYNC_DEFAULT
+    fi
+    log "== $tag"
+    set_aside_target
+    "$LABSH" reset-target
+    "$LABSH" restart
+    pin_servers
+    find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
+    measure "$tag" full taskset -c 1 "$script" backup
+    [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
+    verify "$tag" full
+  done
+  "$LABSH" restart # unpinned
+fi
+
 # ------------------------------------------------------------------ table
 STAMP=$(date +%Y-%m-%d-%H%M)
 REPORT=$BENCH_DIR/results-$PRESET-$STAMP.md
@@ -448,7 +502,9 @@ for (t, phase), r in row.items():  # this script's rows (the anchors' come verif
     if r["verify"] == "-" and os.path.exists(os.path.join(out, f"{t}-{phase}-verify.json")):
         r["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))
 
-tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds}, key=lambda t: not t.startswith("mbsync"))
+placed = [t for t in dict.fromkeys(r["tool"] for r in rows) if t.endswith("-split")]  # in run order
+tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds + placed},
+                        key=lambda t: not t.startswith("mbsync"))
 r0 = row[("mailferry", "full")]
 n, b = int(r0["messages"]), int(r0["bytes"])
 print(f"# mailferry benchmark: {preset} preset, {stamp[:10]} {stamp[11:13]}:{stamp[13:]}\n")
@@ -492,6 +548,27 @@ for t in builds:
         m = json.load(open(os.path.join(out, f"{t}-{phase}.out")))
         print(f"\n{t}'s own report, {phase} pass (`migrate --json`): copied {m['copied']:,}, "
               f"bytes {m['bytes']:,}, seconds {m['seconds']:.2f}, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MB", end="")
+if placed:
+    print("\n\n## Two machines' worth: each server on a CPU of its own\n")
+    print("The source Dovecot pinned to CPU 0 and the target to CPU 1, as if each were a machine; "
+          "dsync runs on the target's CPU (its imapc migration runs on the new server), mailferry on the "
+          "source's unless the row says otherwise. Full passes only; mail_fsync as the row names it.\n")
+    print("| tool | full wall s | msgs/s | CPU 0 s (source side) | CPU 1 s (target side) | verified |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for t in placed:
+        f = row[(t, "full")]
+        s_cpu, d_cpu = (float(x) for x in open(os.path.join(out, f"{t}-full.servers")).read().split())
+        c = float(f["client_cpu_s"])
+        on_target = t.startswith("dsync") or "on-target-cpu" in t
+        cpu0, cpu1 = (s_cpu, d_cpu + c) if on_target else (s_cpu + c, d_cpu)
+        print(f"| {t} | {f['wall_s']} | {float(f['msgs_per_s']):,.0f} | {cpu0:.2f} | {cpu1:.2f} | {f['verify']} |")
+    pairs = [(a, d) for a, d in (("mailferry-target-fsync-never-split", f"dsync-j{jobs}-split"),
+                                 ("mailferry-on-target-cpu-target-fsync-never-split", f"dsync-j{jobs}-split"),
+                                 ("mailferry-split", f"dsync-j{jobs}-default-fsync-split"))
+             if (a, "full") in row and (d, "full") in row]
+    print("\n" + "; ".join(
+        f"{a} against {d}: {float(row[(d, 'full')]['wall_s']) / float(row[(a, 'full')]['wall_s']):.2f}x "
+        f"dsync's wall time" for a, d in pairs) + " (above 1 = mailferry faster)", end="")
 for tool, who in (("mailferry-watched", "serve and the browsers"), ("mailferry-streamed", "serve and curl")):
     cost = os.path.join(out, f"watch-cost-{tool}.tsv")
     if not (os.path.exists(cost) and (tool, "full") in row):
