@@ -567,8 +567,8 @@ pub fn run_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, 
 /// Nor is the table one snapshot: a connection closed after the kernel wrote its page and one
 /// opened later in a later page are both in it, though they never were at once. (Seen by
 /// hand: a client that closes its one connection before it opens the next, beside 600 other
-/// sockets, was read as two about once in a hundred reads; most likely the CI's one third
-/// source connection under a cap of two, where the leases allow two.) So
+/// sockets, was read as two once in 127 reads by a sampler in Python. That is most likely the
+/// CI's one third source connection under a cap of two, where the leases allow two.) So
 /// [`ConnectionPeaks`] counts a level only when two samples in a row see it.
 pub fn established_on(ports: &[u16]) -> Vec<usize> {
     let mut seen: Vec<std::collections::HashSet<(String, String)>> =
