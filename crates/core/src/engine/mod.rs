@@ -42,7 +42,7 @@ use crate::ports::{
 };
 
 pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
-pub use reconcile::reconcile_pending;
+use reconcile::reconcile_pending;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -154,6 +154,8 @@ struct Attempts {
     /// Messages an attempt stored whose answers the connection lost, found on the target by
     /// the next attempt's reconciliation: copied, though no attempt counted them.
     reconciled: u64,
+    /// Orphans (copies a process that lost the entry's lease made) judged so far.
+    orphans: reconcile::OrphanWork,
     /// Full scans of source folders not finished yet, kept for the next attempts
     /// ([`scan::KeptScan`]): an attempt cut off while scanning goes on from the last UID read.
     scans: HashMap<String, scan::KeptScan>,
@@ -169,15 +171,17 @@ struct Attempts {
 
 impl Attempts {
     /// How much work the attempts so far have done; it only grows, and grows exactly when an
-    /// attempt made progress. Copies, moves, flag updates and reconciled intents are counted
-    /// once because each changes the ledger, so a later attempt does not do them again; that
-    /// is also why retrying while this grows ends: a pass has only so much to do. Messages
-    /// scanned count once too: a kept scan is never read again, only its end.
+    /// attempt made progress. Copies, moves, flag updates, reconciled intents and settled
+    /// orphans are counted once because each changes the ledger (or the orphans), so a later
+    /// attempt does not do them again; that is also why retrying while this grows ends: a
+    /// pass has only so much to do. Messages scanned count once too: a kept scan is never read
+    /// again, only its end.
     fn progress(&self, stats: &RunEntry) -> u64 {
         stats.copied
             + stats.moved
             + stats.flags_updated
             + self.reconciled
+            + self.orphans.settled
             + self.scanned
             + self.refused.len() as u64
             + self.finished.len() as u64
@@ -384,6 +388,7 @@ impl Pass<'_, '_> {
             self.ctx.store,
             &self.entry.id,
             &mut self.attempts.reconciled,
+            &mut self.attempts.orphans,
         )?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
@@ -442,7 +447,13 @@ impl Pass<'_, '_> {
             self.store().mark_gone(&self.entry.id, &gone)?;
         }
         // Copies that a process which lost this entry's lease made while this pass ran.
-        reconcile::remove_orphans(dst.as_mut(), &dst_tree, self.ctx.store, &self.entry.id)?;
+        reconcile::remove_orphans(
+            dst.as_mut(),
+            &dst_tree,
+            self.ctx.store,
+            &self.entry.id,
+            &mut self.attempts.orphans,
+        )?;
         src.logout();
         dst.logout();
         Ok(())

@@ -26,8 +26,9 @@ const QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// Candidate bodies fetched at a time.
 const CANDIDATE_BATCH: usize = 200;
 
-/// Resolves the entry's pending rows; adds to `arrived` how many were found on the target (and
-/// are now recorded as copied), also when it fails midway.
+/// Settles the entry's orphans first ([`remove_orphans`]), then resolves
+/// its pending rows; adds to `arrived` how many were found on the target (and are now recorded
+/// as copied), also when it fails midway.
 ///
 /// The candidates are fetched in batches, in UID order, and what each batch matched is recorded
 /// at once: on a link that breaks every few messages, an attempt cut off midway keeps what it
@@ -35,15 +36,16 @@ const CANDIDATE_BATCH: usize = 200;
 /// they are not fetched again). Judging batch by batch pairs intents and candidates exactly as
 /// judging them all at once would ([`decide::reconcile`] takes the lowest UID first). An intent
 /// is forgotten only once every candidate has been seen.
-pub fn reconcile_pending(
+pub(super) fn reconcile_pending(
     dst: &mut dyn MailSession,
     tree: &FolderTree,
     store: &Mutex<Box<dyn Store>>,
     entry: &EntryId,
     arrived: &mut u64,
+    orphans: &mut OrphanWork,
 ) -> Result<()> {
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
-    remove_orphans(dst, tree, store, entry)?;
+    remove_orphans(dst, tree, store, entry, orphans)?;
     let pending = lock().ledger_pending(entry)?;
     if pending.is_empty() {
         return Ok(());
@@ -137,23 +139,40 @@ fn record_copies<'s>(
     Ok(verdict.forgotten.into_iter().cloned().collect())
 }
 
+/// What the attempts of a pass learned about the entry's orphans.
+#[derive(Default)]
+pub(super) struct OrphanWork {
+    /// Orphans a FETCH confirmed (their UID holds the copy) but no removal reached the
+    /// server yet, because the connection broke first: the next attempt removes them without
+    /// fetching them again. A UID is never given to another message under the same
+    /// UIDVALIDITY, so the confirmation stays true (at worst the UID holds nothing by then).
+    confirmed: HashSet<Orphan>,
+    /// Orphans confirmed or forgotten so far: the attempts' progress with them.
+    pub(super) settled: u64,
+}
+
 /// Removes the entry's orphans ([`Orphan`]: copies that APPENDs of a process which had lost
 /// the entry's lease made on the target), under this pass's lease: an orphan the ledger names
 /// was adopted by a reconciliation and is only forgotten; one whose folder has another
 /// UIDVALIDITY now, or whose UID holds nothing or another message, is forgotten too (one in a
 /// folder the tree does not show is left for a later pass); the others are removed from the
 /// target, then forgotten. A target that cannot remove single messages (no UIDPLUS) keeps
-/// them, and so does the store, for a later pass. Returns how many were removed.
-pub fn remove_orphans(
+/// them, and so does the store, for a later pass.
+///
+/// Each orphan is judged by itself, a batch at a time, and what a FETCH cut off midway
+/// received is judged too and kept in `work`: on a link that breaks every few messages, each
+/// attempt judges some, and the next removes those and goes on with the rest.
+pub(super) fn remove_orphans(
     dst: &mut dyn MailSession,
     tree: &FolderTree,
     store: &Mutex<Box<dyn Store>>,
     entry: &EntryId,
-) -> Result<u64> {
+    work: &mut OrphanWork,
+) -> Result<()> {
     let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
     let orphans = lock().orphans(entry)?;
     if orphans.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut by_folder: BTreeMap<String, Vec<Orphan>> = BTreeMap::new();
     for o in orphans {
@@ -162,57 +181,99 @@ pub fn remove_orphans(
             .or_default()
             .push(o);
     }
-    let mut removed = 0;
     for (folder, orphans) in by_folder {
         let path = FolderPath::parse(&folder);
+        if tree.get(&path).is_none() {
+            continue;
+        }
         let known: HashSet<Uid> = lock().target_uids(entry, &folder)?.into_iter().collect();
-        let mut doomed = Vec::new();
-        let mut forget = Vec::new();
-        if tree.get(&path).is_some() {
-            let selected = dst
-                .select(&tree.raw_name_for(&path), true)
-                .map_err(on(Side::Target))?;
+        let selected = dst
+            .select(&tree.raw_name_for(&path), true)
+            .map_err(on(Side::Target))?;
+        // Orphans no FETCH can confirm are forgotten at once: adopted ones, and those of an
+        // earlier UIDVALIDITY.
+        let (to_check, stale): (Vec<Orphan>, Vec<Orphan>) = orphans
+            .into_iter()
+            .partition(|o| o.uid_validity == selected.uid_validity && !known.contains(&o.uid));
+        forget_orphans(&lock, entry, &stale, work)?;
+        let (confirmed, mut unknown): (Vec<Orphan>, Vec<Orphan>) = to_check
+            .into_iter()
+            .partition(|o| work.confirmed.contains(o));
+        remove_confirmed(dst, &lock, entry, confirmed, work)?;
+        unknown.sort_by_key(|o| o.uid);
+        for batch in unknown.chunks(CANDIDATE_BATCH) {
+            let uids: Vec<Uid> = batch.iter().map(|o| o.uid).collect();
             let mut there: HashMap<Uid, Fingerprint> = HashMap::new();
-            let uids: Vec<Uid> = orphans
+            let fetched = dst.fetch(&uids, &mut |m| {
+                there.insert(m.uid, fingerprint(&m.body));
+                ControlFlow::Continue(())
+            });
+            // After a cut, only the orphans up to the last one received are judged: a UID
+            // the server did not send because the link broke is not a UID that holds nothing.
+            let judged = match &fetched {
+                Ok(()) => batch.len(),
+                Err(_) => batch
+                    .iter()
+                    .rposition(|o| there.contains_key(&o.uid))
+                    .map_or(0, |i| i + 1),
+            };
+            let (doomed, forget): (Vec<Orphan>, Vec<Orphan>) = batch[..judged]
                 .iter()
-                .filter(|o| o.uid_validity == selected.uid_validity && !known.contains(&o.uid))
-                .map(|o| o.uid)
-                .collect();
-            if !uids.is_empty() {
-                dst.fetch(&uids, &mut |m| {
-                    there.insert(m.uid, fingerprint(&m.body));
-                    ControlFlow::Continue(())
-                })
-                .map_err(on(Side::Target))?;
-            }
-            for o in orphans {
-                if o.uid_validity == selected.uid_validity
-                    && !known.contains(&o.uid)
-                    && there.get(&o.uid) == Some(&o.fingerprint)
-                {
-                    doomed.push(o);
-                } else {
-                    forget.push(o);
+                .cloned()
+                .partition(|o| there.get(&o.uid) == Some(&o.fingerprint));
+            forget_orphans(&lock, entry, &forget, work)?;
+            for o in &doomed {
+                if work.confirmed.insert(o.clone()) {
+                    work.settled += 1;
                 }
             }
-        }
-        if !doomed.is_empty() {
-            let uids: Vec<Uid> = doomed.iter().map(|o| o.uid).collect();
-            match dst.remove(&uids) {
-                Ok(()) => {
-                    removed += uids.len() as u64;
-                    forget.append(&mut doomed);
-                }
-                Err(e) if e.kind == SessionErrorKind::Unsupported => {}
-                Err(e) => return Err(on(Side::Target)(e)),
-            }
-        }
-        let mut s = lock();
-        for o in &forget {
-            s.drop_orphan(entry, o)?;
+            fetched.map_err(on(Side::Target))?;
+            remove_confirmed(dst, &lock, entry, doomed, work)?;
         }
     }
-    Ok(removed)
+    Ok(())
+}
+
+/// Removes confirmed orphans from the selected folder, then forgets them.
+fn remove_confirmed<'s>(
+    dst: &mut dyn MailSession,
+    lock: &impl Fn() -> MutexGuard<'s, Box<dyn Store>>,
+    entry: &EntryId,
+    doomed: Vec<Orphan>,
+    work: &mut OrphanWork,
+) -> Result<()> {
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let uids: Vec<Uid> = doomed.iter().map(|o| o.uid).collect();
+    match dst.remove(&uids) {
+        Ok(()) => {
+            for o in &doomed {
+                work.confirmed.remove(o);
+            }
+            forget_orphans(lock, entry, &doomed, work)
+        }
+        Err(e) if e.kind == SessionErrorKind::Unsupported => Ok(()),
+        Err(e) => Err(on(Side::Target)(e)),
+    }
+}
+
+/// Drops orphans from the store, counting them as settled.
+fn forget_orphans<'s>(
+    lock: &impl Fn() -> MutexGuard<'s, Box<dyn Store>>,
+    entry: &EntryId,
+    orphans: &[Orphan],
+    work: &mut OrphanWork,
+) -> Result<()> {
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let mut s = lock();
+    for o in orphans {
+        s.drop_orphan(entry, o)?;
+        work.settled += 1;
+    }
+    Ok(())
 }
 
 /// Waits until a target folder stops changing. A killed client's pipelined APPENDs may still

@@ -1326,3 +1326,39 @@ fn the_next_pass_removes_orphans_the_ledger_does_not_name() {
     );
     assert_ledger_matches(&w, &["INBOX"]);
 }
+
+/// Orphans on a link that breaks every few messages: each attempt removes the ones its cut
+/// FETCH received before the link broke, and counts that as progress, so the pass gets through
+/// a dozen of them with one retry allowed in a row without progress.
+#[test]
+fn orphans_are_removed_part_by_part_over_a_link_that_keeps_breaking() {
+    use crate::ports::store::Orphan;
+    let mut src = FakeMailbox::new();
+    src.deliver("INBOX", &mail(1), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    src.deliver("INBOX", &mail(2), &[], "02-Mar-2024 10:00:00 +0000");
+    let mut w = World::new(src, FakeMailbox::new());
+    assert_eq!(w.pass().1.state, EntryState::Migrated);
+    let validity_now = w.dst().uid_validity("INBOX");
+    let orphans: Vec<Orphan> = (100..112)
+        .map(|n| {
+            let uid = w.target.with(TARGET, |m| {
+                m.deliver("INBOX", &mail(n), &[], "05-Mar-2024 10:00:00 +0000")
+            });
+            Orphan {
+                target_folder: "INBOX".into(),
+                uid_validity: validity_now,
+                uid,
+                fingerprint: fingerprint(&mail(n)),
+            }
+        })
+        .collect();
+    w.store().record_orphans(&w.entry.id, &orphans).unwrap();
+    w.target.with(TARGET, |m| m.break_every(3));
+    w.retries = 1;
+    let (_, result) = w.pass();
+    assert_eq!(result.state, EntryState::Migrated, "{:?}", result.error);
+    assert!(w.store().orphans(&w.entry.id).unwrap().is_empty());
+    let dst = w.dst();
+    assert_eq!(contents(&dst, "INBOX"), contents(&w.src(), "INBOX"));
+    assert_ledger_matches(&w, &["INBOX"]);
+}
