@@ -208,17 +208,12 @@ pub(super) fn remove_orphans(
                 there.insert(m.uid, fingerprint(&m.body));
                 ControlFlow::Continue(())
             });
-            // After a cut, only the orphans up to the last one received are judged: a UID
-            // the server did not send because the link broke is not a UID that holds nothing.
-            let judged = match &fetched {
-                Ok(()) => batch.len(),
-                Err(_) => batch
-                    .iter()
-                    .rposition(|o| there.contains_key(&o.uid))
-                    .map_or(0, |i| i + 1),
-            };
-            let (doomed, forget): (Vec<Orphan>, Vec<Orphan>) = batch[..judged]
+            // After a cut, only the orphans received are judged: one the server did not send
+            // may hold its copy still (the link broke first), whatever order the server sent
+            // the others in.
+            let (doomed, forget): (Vec<Orphan>, Vec<Orphan>) = batch
                 .iter()
+                .filter(|o| fetched.is_ok() || there.contains_key(&o.uid))
                 .cloned()
                 .partition(|o| there.get(&o.uid) == Some(&o.fingerprint));
             forget_orphans(&lock, entry, &forget, work)?;
