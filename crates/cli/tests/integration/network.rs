@@ -181,6 +181,79 @@ fn intents_in_doubt_are_reconciled_over_a_link_that_drops_every_few_hundred_kilo
     assert_eq!((copied_now, left), (copied, 0));
 }
 
+/// Orphans (late copies of a process that lost the entry's lease, recorded in the state) are
+/// fetched to be confirmed before they are removed; on a link that drops every 100–160 kB no
+/// attempt fetches them all. Each attempt removes the ones the attempt before it confirmed and
+/// confirms more, so the pass finishes with every message once on the target and no orphan
+/// left. (Before, each attempt fetched them all again and removed none, and the mailbox failed
+/// after its retries.) The orphans are written into the state as the process that lost the
+/// lease writes them (`orphans.rs` makes one the slow way, with a paused process).
+#[test]
+fn orphans_are_removed_over_a_link_that_drops_every_hundred_kilobytes() {
+    let lab = Lab::new(&["oda"]);
+    let msgs: Vec<Msg> = (0..20).map(|i| generated(i, 40_000)).collect();
+    fill(&lab.source, "oda", "INBOX", &msgs);
+    let cutting = Arc::new(AtomicBool::new(false));
+    let on = cutting.clone();
+    let target = Proxy::before(&lab.target, move |n| Faults {
+        cut_down_after: on
+            .load(Ordering::SeqCst)
+            .then(|| spread(n, 5, 100_000, 160_000)),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        lab.source.port(),
+        target.port(),
+        "[migration]\nconcurrency = 1\nretry_first_delay_seconds = 1\n",
+    );
+    matched(&lab);
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["copied"], 20, "{v:#}");
+
+    // The late copies: every message once more, recorded as orphans.
+    let before = connect(&lab.target, "oda").status("INBOX").expect("status");
+    assert!(fill(&lab.target, "oda", "INBOX", &msgs).is_empty());
+    let conn = rusqlite::Connection::open(lab.db()).expect("open the job's state");
+    let entry: String = conn
+        .query_row("SELECT id FROM entries", [], |r| r.get(0))
+        .expect("the entry");
+    for (i, m) in msgs.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO orphans (entry_id, target_folder, target_uid_validity, target_uid,
+                                  fingerprint) VALUES (?1, 'INBOX', ?2, ?3, ?4)",
+            rusqlite::params![
+                entry,
+                before.uid_validity,
+                before.uid_next + i as u32,
+                mailferry_core::fingerprint::fingerprint(&m.body).as_str()
+            ],
+        )
+        .expect("record an orphan");
+    }
+    drop(conn);
+    assert_eq!(total(&snapshot(&lab.target, "oda")), 40);
+
+    cutting.store(true, Ordering::SeqCst);
+    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
+    let cuts = target.stats().cuts;
+    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
+    assert_eq!(
+        (v["copied"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{v:#}"
+    );
+    // 800 kB of orphans to fetch over connections that carry under 160 kB each: more attempts
+    // than the four retries a mailbox gets without progress.
+    assert!(cuts > 5, "only {cuts} cuts");
+    assert_exact(&lab);
+    let conn = rusqlite::Connection::open(lab.db()).expect("open the job's state");
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM orphans", [], |r| r.get(0))
+        .expect("count the orphans");
+    assert_eq!(left, 0);
+}
+
 #[test]
 fn a_target_that_stops_answering_costs_one_timeout_and_the_pass_completes_exactly() {
     let lab = Lab::new(&["dee"]);
