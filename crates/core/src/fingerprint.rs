@@ -38,9 +38,11 @@ pub fn fingerprint(message: &[u8]) -> Fingerprint {
     }
     hasher.update(&block[..filled]);
     let digest = hasher.finalize();
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(64);
     for b in digest {
-        hex.push_str(&format!("{b:02x}"));
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     Fingerprint::new(hex)
 }
@@ -103,6 +105,19 @@ mod tests {
         for m in &cases {
             assert_eq!(fingerprint(m), naive(m), "{} bytes", m.len());
         }
+    }
+
+    #[test]
+    fn fingerprint_known_answers() {
+        // SHA-256 of "" and of "abc" (FIPS 180-2), lowercase hex.
+        assert_eq!(
+            fingerprint(b"\r").as_str(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            fingerprint(b"a\rb\rc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
