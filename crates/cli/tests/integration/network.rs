@@ -128,6 +128,33 @@ fn put_in_doubt(db: &Path) -> usize {
     .expect("put the ledger in doubt")
 }
 
+/// A proxy before the target that cuts every connection after a number of bytes in `cut`
+/// from the server (which depends only on the connection and `salt`), once the flag it
+/// returns is set; the job (one mailbox at a time, plus `migration`'s lines) goes through it,
+/// and the mailboxes are matched.
+fn target_cut_once_asked(
+    lab: &Lab,
+    salt: u64,
+    cut: std::ops::Range<u64>,
+    migration: &str,
+) -> (Proxy, Arc<AtomicBool>) {
+    let cutting = Arc::new(AtomicBool::new(false));
+    let on = cutting.clone();
+    let target = Proxy::before(&lab.target, move |n| Faults {
+        cut_down_after: on
+            .load(Ordering::SeqCst)
+            .then(|| spread(n, salt, cut.start, cut.end)),
+        ..Faults::default()
+    });
+    lab.write_job_via(
+        lab.source.port(),
+        target.port(),
+        &format!("[migration]\nconcurrency = 1\n{migration}"),
+    );
+    matched(lab);
+    (target, cutting)
+}
+
 /// Reconciliation fetches the target's copies of the intents in doubt to match them; on a link
 /// that drops every few hundred kilobytes no attempt fetches them all. Each attempt records
 /// what it matched, so the next goes on from there and the pass finishes, copying nothing
@@ -137,20 +164,7 @@ fn put_in_doubt(db: &Path) -> usize {
 fn intents_in_doubt_are_reconciled_over_a_link_that_drops_every_few_hundred_kilobytes() {
     let lab = Lab::new(&["nia"]);
     fill_users(&lab, 3);
-    let cutting = Arc::new(AtomicBool::new(false));
-    let on = cutting.clone();
-    let target = Proxy::before(&lab.target, move |n| Faults {
-        cut_down_after: on
-            .load(Ordering::SeqCst)
-            .then(|| spread(n, 3, 300_000, 500_000)),
-        ..Faults::default()
-    });
-    lab.write_job_via(
-        lab.source.port(),
-        target.port(),
-        "[migration]\nconcurrency = 1\n",
-    );
-    matched(&lab);
+    let (target, cutting) = target_cut_once_asked(&lab, 3, 300_000..500_000, "");
     let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
     assert_eq!(code, 0, "{v:#}");
     let copied = v["copied"].as_u64().expect("copied");
@@ -193,20 +207,8 @@ fn orphans_are_removed_over_a_link_that_drops_every_hundred_kilobytes() {
     let lab = Lab::new(&["oda"]);
     let msgs: Vec<Msg> = (0..20).map(|i| generated(i, 40_000)).collect();
     fill(&lab.source, "oda", "INBOX", &msgs);
-    let cutting = Arc::new(AtomicBool::new(false));
-    let on = cutting.clone();
-    let target = Proxy::before(&lab.target, move |n| Faults {
-        cut_down_after: on
-            .load(Ordering::SeqCst)
-            .then(|| spread(n, 5, 100_000, 160_000)),
-        ..Faults::default()
-    });
-    lab.write_job_via(
-        lab.source.port(),
-        target.port(),
-        "[migration]\nconcurrency = 1\nretry_first_delay_seconds = 1\n",
-    );
-    matched(&lab);
+    let (target, cutting) =
+        target_cut_once_asked(&lab, 5, 100_000..160_000, "retry_first_delay_seconds = 1\n");
     let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["copied"], 20, "{v:#}");

@@ -26,9 +26,9 @@ const QUIET_LIMIT: Duration = Duration::from_secs(60);
 /// Candidate bodies fetched at a time.
 const CANDIDATE_BATCH: usize = 200;
 
-/// Settles the entry's orphans first ([`remove_orphans`]), then resolves
-/// its pending rows; adds to `arrived` how many were found on the target (and are now recorded
-/// as copied), also when it fails midway.
+/// Settles the entry's orphans first ([`remove_orphans`]), then resolves its pending rows; adds
+/// to `arrived` how many were found on the target (and are now recorded as copied), also when
+/// it fails midway.
 ///
 /// The candidates are fetched in batches, in UID order, and what each batch matched is recorded
 /// at once: on a link that breaks every few messages, an attempt cut off midway keeps what it

@@ -1327,9 +1327,10 @@ fn the_next_pass_removes_orphans_the_ledger_does_not_name() {
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
-/// Orphans on a link that breaks every few messages: each attempt removes the ones its cut
-/// FETCH received before the link broke, and counts that as progress, so the pass gets through
-/// a dozen of them with one retry allowed in a row without progress.
+/// Orphans on a link that breaks every few messages: each attempt confirms the ones its cut
+/// FETCH received before the link broke, the next removes them without fetching them again,
+/// and both count as progress, so the pass gets through a dozen of them with one retry
+/// allowed in a row without progress.
 #[test]
 fn orphans_are_removed_part_by_part_over_a_link_that_keeps_breaking() {
     use crate::ports::store::Orphan;
