@@ -155,6 +155,23 @@ fn target_cut_once_asked(
     (target, cutting)
 }
 
+/// Sets the target's cuts going and runs one pass that has only the state's doubts to settle:
+/// it must copy nothing, fail nothing, go through more than five cuts (more attempts than the
+/// retries a mailbox gets without progress) and end with the target exact.
+fn settled_through_cuts(lab: &Lab, target: &Proxy, cutting: &AtomicBool) {
+    cutting.store(true, Ordering::SeqCst);
+    let (code, v) = lab.json(&["migrate", &job(lab), "--all"]);
+    let cuts = target.stats().cuts;
+    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
+    assert_eq!(
+        (v["copied"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{v:#}"
+    );
+    assert!(cuts > 5, "only {cuts} cuts");
+    assert_exact(lab);
+}
+
 /// Reconciliation fetches the target's copies of the intents in doubt to match them; on a link
 /// that drops every few hundred kilobytes no attempt fetches them all. Each attempt records
 /// what it matched, so the next goes on from there and the pass finishes, copying nothing
@@ -170,19 +187,9 @@ fn intents_in_doubt_are_reconciled_over_a_link_that_drops_every_few_hundred_kilo
     let copied = v["copied"].as_u64().expect("copied");
     assert_eq!(put_in_doubt(&lab.db()) as u64, copied);
 
-    cutting.store(true, Ordering::SeqCst);
-    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
-    let cuts = target.stats().cuts;
-    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
-    assert_eq!(
-        (v["copied"].as_u64(), v["failed"].as_u64()),
-        (Some(0), Some(0)),
-        "{v:#}"
-    );
     // About 3 MB of copies to fetch over connections that carry under 500 kB each: more
     // attempts than the four retries a mailbox gets without progress.
-    assert!(cuts > 5, "only {cuts} cuts");
-    assert_exact(&lab);
+    settled_through_cuts(&lab, &target, &cutting);
     let conn = rusqlite::Connection::open(lab.db()).expect("open the job's state");
     let (copied_now, left): (u64, u64) = conn
         .query_row(
@@ -236,19 +243,9 @@ fn orphans_are_removed_over_a_link_that_drops_every_hundred_kilobytes() {
     drop(conn);
     assert_eq!(total(&snapshot(&lab.target, "oda")), 40);
 
-    cutting.store(true, Ordering::SeqCst);
-    let (code, v) = lab.json(&["migrate", &job(&lab), "--all"]);
-    let cuts = target.stats().cuts;
-    assert_eq!(code, 0, "{cuts} cuts: {v:#}");
-    assert_eq!(
-        (v["copied"].as_u64(), v["failed"].as_u64()),
-        (Some(0), Some(0)),
-        "{v:#}"
-    );
     // 800 kB of orphans to fetch over connections that carry under 160 kB each: more attempts
     // than the four retries a mailbox gets without progress.
-    assert!(cuts > 5, "only {cuts} cuts");
-    assert_exact(&lab);
+    settled_through_cuts(&lab, &target, &cutting);
     let conn = rusqlite::Connection::open(lab.db()).expect("open the job's state");
     let left: i64 = conn
         .query_row("SELECT count(*) FROM orphans", [], |r| r.get(0))
