@@ -290,6 +290,7 @@ pub fn trace_note(peer: &str, note: &str) {
 mod append;
 mod mailbox;
 mod net;
+mod readbuf;
 #[cfg(test)]
 mod tests;
 
@@ -335,7 +336,7 @@ struct Reading {
 
 pub struct Client {
     stream: Stream,
-    rbuf: Vec<u8>,
+    rbuf: readbuf::ReadBuf,
     framer: Framer,
     /// Large literals of the response being read, each read into a buffer of its own.
     taken: Vec<TakenLiteral>,
@@ -391,7 +392,7 @@ impl Client {
         };
         let mut client = Client {
             stream,
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf: readbuf::ReadBuf::with_capacity(READ_CHUNK),
             framer: Framer::default(),
             taken: Vec::new(),
             reading: None,
@@ -736,10 +737,11 @@ impl Client {
             if self.reading.is_some() {
                 self.read_literal()?;
             }
-            if let Some(n) = self.framer.frame(&self.rbuf)? {
+            if let Some(n) = self.framer.frame(self.rbuf.data())? {
                 self.framer.reset();
-                let parsed = response::parse_with(&self.rbuf[..n], std::mem::take(&mut self.taken));
-                self.rbuf.drain(..n);
+                let parsed =
+                    response::parse_with(&self.rbuf.data()[..n], std::mem::take(&mut self.taken));
+                self.rbuf.consume(n);
                 // After a long response (a SEARCH of a large folder), give the memory back
                 // rather than keep it for the connection's lifetime.
                 if self.rbuf.capacity() > 4 * READ_CHUNK && self.rbuf.len() < READ_CHUNK {
@@ -753,17 +755,11 @@ impl Client {
                 self.take_literal(at, len)?;
                 continue;
             }
-            let len = self.rbuf.len();
-            self.rbuf.resize(len + READ_CHUNK, 0);
+            let got = self
+                .rbuf
+                .read_from(&mut self.stream, READ_CHUNK)
+                .map_err(|e| Error::Io(timed_out(e, self.timeout)))?;
             self.rbuf_peak = self.rbuf_peak.max(self.rbuf.capacity());
-            let got = match self.stream.read(&mut self.rbuf[len..]) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.rbuf.truncate(len);
-                    return Err(Error::Io(timed_out(e, self.timeout)));
-                }
-            };
-            self.rbuf.truncate(len + got);
             if got == 0 {
                 return Err(Error::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -786,7 +782,7 @@ impl Client {
             ))
         })?;
         let here = (self.rbuf.len() - at).min(len);
-        bytes.extend(self.rbuf.drain(at..at + here));
+        self.rbuf.take_into(at, here, &mut bytes);
         self.framer.literal_taken();
         self.reading = Some(Reading {
             literal: TakenLiteral { at, bytes },
