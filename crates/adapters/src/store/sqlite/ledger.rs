@@ -88,7 +88,7 @@ pub fn all(conn: &Connection, entry: &EntryId) -> Result<Vec<LedgerRow>> {
 /// The source folders the entry's rows name, sorted (from the primary key's index).
 pub fn folders(conn: &Connection, entry: &EntryId) -> Result<Vec<String>> {
     let mut stmt = conn
-        .prepare(
+        .prepare_cached(
             "SELECT DISTINCT source_folder FROM ledger WHERE entry_id = ?1
              ORDER BY source_folder",
         )
@@ -116,7 +116,7 @@ pub fn mark_gone(
     let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare_cached(
                 "UPDATE ledger SET gone = 1
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4
                      AND state = 'copied'",
@@ -138,7 +138,7 @@ pub fn mark_gone(
 /// Known target UIDs of a target folder: messages the ledger says are ours.
 pub fn target_uids(conn: &Connection, entry: &EntryId, target_folder: &str) -> Result<Vec<Uid>> {
     let mut stmt = conn
-        .prepare(
+        .prepare_cached(
             "SELECT target_uid FROM ledger WHERE entry_id = ?1 AND target_folder = ?2
              AND target_uid IS NOT NULL",
         )
@@ -163,7 +163,7 @@ pub fn insert_pending(
     let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO ledger (entry_id, source_folder, uid_validity, uid, target_folder,
                      target_uid, target_uidnext, fingerprint, size, flags, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7, ?8, ?9, 'pending')",
@@ -199,7 +199,7 @@ pub fn complete(
     let tx = super::write_tx(conn, fence)?;
     {
         let mut done = tx
-            .prepare(
+            .prepare_cached(
                 "UPDATE ledger SET state = 'copied', target_uid = ?5, target_uidnext = NULL
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
             )
@@ -215,7 +215,7 @@ pub fn complete(
             .db()?;
         }
         let mut del = tx
-            .prepare(
+            .prepare_cached(
                 "DELETE FROM ledger
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
             )
@@ -242,7 +242,7 @@ pub fn set_flags(
     let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare_cached(
                 "UPDATE ledger SET flags = ?5
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
             )
@@ -272,7 +272,7 @@ pub fn rekey(
     let tx = super::write_tx(conn, fence)?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare_cached(
                 "UPDATE ledger SET source_folder = ?5, uid_validity = ?6, uid = ?7,
                      target_folder = ?8, target_uid = ?9, flags = ?10, gone = 0
                  WHERE entry_id = ?1 AND source_folder = ?2 AND uid_validity = ?3 AND uid = ?4",
@@ -302,7 +302,7 @@ pub fn record_orphans(conn: &mut Connection, entry: &EntryId, orphans: &[Orphan]
     let tx = conn.transaction().db()?;
     {
         let mut stmt = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT OR IGNORE INTO orphans (entry_id, target_folder, target_uid_validity,
                      target_uid, fingerprint)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -324,7 +324,7 @@ pub fn record_orphans(conn: &mut Connection, entry: &EntryId, orphans: &[Orphan]
 
 pub fn orphans(conn: &Connection, entry: &EntryId) -> Result<Vec<Orphan>> {
     let mut stmt = conn
-        .prepare(
+        .prepare_cached(
             "SELECT target_folder, target_uid_validity, target_uid, fingerprint FROM orphans
              WHERE entry_id = ?1 ORDER BY target_folder, target_uid_validity, target_uid",
         )
