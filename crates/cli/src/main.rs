@@ -355,8 +355,8 @@ fn run(cli: Cli) -> Outcome {
                 print_json(&d)?;
             } else {
                 println!(
-                    "Discovered {} new mailboxes ({} already known).",
-                    d.added.len(),
+                    "Discovered {} ({} already known).",
+                    counted(d.added.len(), "new mailbox", "new mailboxes"),
                     d.known
                 );
                 for w in &d.warnings {
@@ -559,9 +559,9 @@ fn match_cmd(app: &App<'_>, csv: Option<&Path>, req: &MatchRequest, json: bool) 
             out.insert("import".into(), serde_json::to_value(&i).context("JSON")?);
         } else {
             println!(
-                "Imported {}: {} entries added, {} updated (ledgers kept).",
+                "Imported {}: {} added, {} updated (ledgers kept).",
                 i.file.display(),
-                i.added,
+                counted(i.added, "entry", "entries"),
                 i.updated
             );
         }
@@ -637,7 +637,11 @@ fn create(app: &App<'_>, json: bool) -> Outcome {
                 (None, None) => {}
             }
         }
-        println!("{} mailboxes created, {} failed.", c.created, c.failed);
+        println!(
+            "{} created, {} failed.",
+            counted(c.created, "mailbox", "mailboxes"),
+            c.failed
+        );
     }
     Ok(if c.failed > 0 {
         ExitCode::from(1)
@@ -686,8 +690,8 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
     bars.finish();
     let stopped = STOP.load(Ordering::SeqCst).then(|| {
         format!(
-            "Stopped by a signal: {} mailboxes not started; run migrate again to continue",
-            outcome.not_started.len()
+            "Stopped by a signal: {} not started; run migrate again to continue",
+            counted(outcome.not_started.len(), "mailbox", "mailboxes")
         )
     });
     let names = Names::of(app);
@@ -774,13 +778,13 @@ fn migrate(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
             );
         }
         println!(
-            "Pass done in {:.1}s: {} messages copied ({}), {} failed; {} of {} mailboxes fully migrated.",
+            "Pass done in {:.1}s: {} copied ({}), {} failed; {} of {} fully migrated.",
             summary.seconds,
-            summary.copied(),
+            counted(summary.copied(), "message", "messages"),
             human_bytes(summary.bytes()),
             summary.failed(),
             summary.migrated(),
-            summary.entries.len()
+            counted(summary.entries.len(), "mailbox", "mailboxes")
         );
     }
     if let Some(line) = stopped {
@@ -908,7 +912,7 @@ fn workers(app: &App<'_>, json: bool) -> Outcome {
             );
         }
     }
-    println!("{} entries queued.", w.queued);
+    println!("{} queued.", counted(w.queued, "entry", "entries"));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1149,9 +1153,22 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `n` and the noun that goes with it: "1 mailbox", "4 mailboxes".
+fn counted(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::error_text;
+    use super::{counted, error_text};
+
+    #[test]
+    fn one_of_a_thing_is_singular_and_every_other_count_plural() {
+        assert_eq!(counted(1usize, "mailbox", "mailboxes"), "1 mailbox");
+        assert_eq!(counted(0usize, "mailbox", "mailboxes"), "0 mailboxes");
+        assert_eq!(counted(4u64, "entry", "entries"), "4 entries");
+    }
 
     /// An error whose own text shows its source, as `AppError::Store` does.
     #[derive(Debug)]

@@ -491,7 +491,10 @@ impl Services for JobServices {
         }
         Ok(json!({
             "started": ids,
-            "message": format!("Migration started for {} mailboxes", ids.len()),
+            "message": format!(
+                "Migration started for {}",
+                crate::counted(ids.len(), "mailbox", "mailboxes")
+            ),
         }))
     }
 

@@ -454,7 +454,7 @@ fn sigterm_mid_pass_finishes_the_mailbox_in_flight_exits_3_and_the_next_pass_com
     );
     // The mailbox in flight finished its pass and is in the summary.
     assert!(
-        stdout.contains("1 of 1 mailboxes fully migrated"),
+        stdout.contains("1 of 1 mailbox fully migrated"),
         "{}",
         text(&out)
     );

@@ -37,6 +37,8 @@ const state = {
 };
 
 const $ = (sel) => document.querySelector(sel);
+// `n` and the noun that goes with it: "1 mailbox", "4 mailboxes".
+const counted = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
 function esc(s) {
   return String(s ?? '').replace(/[&<>"']/g, (c) => ({
@@ -440,7 +442,7 @@ function renderDashboard() {
   $('#bad-summary').textContent = bad === 0 ? 'Nothing has failed'
     : `${failed.length} failed${credentials.length ? ` (${credentials.length} refused the login)` : ''}, ${missing.length} missing`;
   $('#bad').innerHTML = [
-    ...(credentials.length ? [`<li><strong>${credentials.length === 1 ? '1 mailbox' : `${credentials.length} mailboxes`} refused the login</strong>: expired or changed credentials (a password, a token, an app's permission); fix them, then Start migration again</li>`] : []),
+    ...(credentials.length ? [`<li><strong>${counted(credentials.length, 'mailbox', 'mailboxes')} refused the login</strong>: expired or changed credentials (a password, a token, an app's permission); fix them, then Start migration again</li>`] : []),
     ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${e.failed} messages not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
     ...missing.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: the source mailbox is missing (removed at the next job edit or migrate)</li>`),
     ...(unmatched.length ? [`<li>${unmatched.length === 1 ? '1 mailbox has' : `${unmatched.length} mailboxes have`} no target yet (Match)</li>`] : []),
@@ -533,7 +535,7 @@ async function startMigration(btn) {
   if (!ids) return;
   await busy(btn, async () => {
     const v = await api('POST', '/api/migrate', { ids });
-    say(v.message || `Migration started for ${ids.length} mailboxes`, 'ok');
+    say(v.message || `Migration started for ${counted(ids.length, 'mailbox', 'mailboxes')}`, 'ok');
     // Show the queued rows at once rather than at the event stream's next tick.
     state.progress = await api('GET', '/api/progress');
     renderProgress();
@@ -552,7 +554,7 @@ async function refreshAddresses(btn) {
   const ids = needSelection('refresh');
   if (!ids) return;
   await busy(btn, async () => {
-    say(`Refreshing the addresses of ${ids.length} mailboxes…`);
+    say(`Refreshing the addresses of ${counted(ids.length, 'mailbox', 'mailboxes')}…`);
     const v = await api('POST', '/api/refresh', { ids });
     rememberRefresh(v);
     await reloadEntries();
@@ -664,7 +666,7 @@ async function createMailboxes(btn) {
     const v = await api('POST', '/api/create');
     await reloadEntries();
     const failed = (v.entries || []).filter((e) => e.error);
-    say(`${v.created} mailboxes created, ${v.failed} failed${failed.length ? `: ${failed.map((e) => `${e.id}: ${e.error}`).join('; ')}` : ''}`,
+    say(`${counted(v.created, 'mailbox', 'mailboxes')} created, ${v.failed} failed${failed.length ? `: ${failed.map((e) => `${e.id}: ${e.error}`).join('; ')}` : ''}`,
       v.failed ? 'error' : 'ok');
   });
 }
@@ -950,15 +952,15 @@ function wire() {
     matchAction(ev.currentTarget, '/api/match', { id, address }, () => `Matched manually to ${address}`);
   });
   $('#match-create').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/match-create', { ids: selectedIds() },
-    (v) => `${(v.to_create || []).length} mailboxes will be created on the target (Create mailboxes)`));
+    (v) => `${counted((v.to_create || []).length, 'mailbox', 'mailboxes')} will be created on the target (Create mailboxes)`));
   $('#match-stage-set').addEventListener('click', (ev) => {
     const stage = Number($('#match-stage').value);
     if (!Number.isInteger(stage) || stage < 0 || $('#match-stage').value.trim() === '') { say('Give the stage as a whole number', 'error'); return; }
     matchAction(ev.currentTarget, '/api/stage', { ids: selectedIds(), stage },
-      () => `${selectedIds().length} mailboxes put in stage ${stage}`);
+      () => `${counted(selectedIds().length, 'mailbox', 'mailboxes')} put in stage ${stage}`);
   });
   $('#match-skip').addEventListener('click', (ev) => matchAction(ev.currentTarget, '/api/skip', { ids: selectedIds() },
-    (v) => `${(v.skipped || []).length} mailboxes will not be migrated`));
+    (v) => `${counted((v.skipped || []).length, 'mailbox', 'mailboxes')} will not be migrated`));
 }
 
 // Resolved when the first entries are drawn: what the grid can do without waits until then.
