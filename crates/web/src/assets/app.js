@@ -222,9 +222,22 @@ function rowHtml(e, i) {
     + `<td class="num">${e.failed ? `<button type="button" class="link err" data-failures="${esc(e.id)}" title="Show the messages not copied" aria-label="${esc(e.failed)} messages of ${esc(primary(e))} not copied: show them">${esc(e.failed)}</button>` : 0}</td>`
     + `<td class="num">${e.skipped ?? 0}</td>`
     + `<td class="num" title="${e.size ?? 0} bytes copied">${humanBytes(e.size ?? 0)}</td>`
-    + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(e.last_pass.replace('T', ' ').slice(0, 16)) : 'never'}</td>`
+    + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(shortTime(e.last_pass)) : 'never'}</td>`
     + `<td title="${esc([e.error, passNotes(e)].filter(Boolean).join('; '))}">${e.error ? `<span class="err">${esc(e.error)}</span> ` : ''}${passNoteHtml(e)}</td>`
     + `<td>${rcell}</td></tr>`;
+}
+
+// A time of the state (UTC, ISO 8601) as the column has room for, in the browser's time
+// zone: "today 22:59", "Dec 6 22:59", or the date of another year. The cell's title keeps
+// the stored time whole.
+function shortTime(iso) {
+  const t = new Date(iso);
+  if (Number.isNaN(t.getTime())) return iso.replace('T', ' ').slice(0, 16);
+  const now = new Date();
+  const hm = `${String(t.getHours()).padStart(2, '0')}:${String(t.getMinutes()).padStart(2, '0')}`;
+  if (t.toDateString() === now.toDateString()) return `today ${hm}`;
+  if (t.getFullYear() !== now.getFullYear()) return iso.slice(0, 10);
+  return `${t.toLocaleDateString('en', { month: 'short', day: 'numeric' })} ${hm}`;
 }
 
 function renderGrid() {
