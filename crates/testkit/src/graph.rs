@@ -20,16 +20,14 @@
 //! `403 Authorization_RequestDenied`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::http::{self, Request, read_request};
 use crate::oauth2::SigningKey;
 
 /// The documented examples, as published (see `fixtures/graph/README.md`).
@@ -123,10 +121,8 @@ struct State {
 /// The stub: plain HTTP on loopback (`http://127.0.0.1:PORT/v1.0`), one thread, stopped on
 /// drop.
 pub struct GraphStub {
-    port: u16,
+    server: http::Server,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for GraphStub {
@@ -137,46 +133,27 @@ impl std::fmt::Debug for GraphStub {
 
 impl GraphStub {
     pub fn start(cfg: GraphStubConfig) -> GraphStub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Graph stub");
-        let port = listener.local_addr().expect("local addr").port();
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
         let state = Arc::new(Mutex::new(State {
             users: Vec::new(),
             mailboxes: BTreeMap::new(),
             throttle: Vec::new(),
             seen: Vec::new(),
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
+        let server = {
             let state = state.clone();
-            let stop = stop.clone();
-            let base = format!("http://127.0.0.1:{port}/v1.0");
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            let _ = sock.set_nonblocking(false);
-                            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-                            let _ = serve(sock, &cfg, &base, &state);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
+            http::Server::start("the Graph stub", move |port| {
+                let base = format!("http://127.0.0.1:{port}/v1.0");
+                move |sock, _| {
+                    let _ = serve(sock, &cfg, &base, &state);
                 }
             })
         };
-        GraphStub {
-            port,
-            state,
-            stop,
-            thread: Some(thread),
-        }
+        GraphStub { server, state }
     }
 
     /// `http://127.0.0.1:PORT/v1.0`, the `graph_url` of a job.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1.0", self.port)
+        format!("http://127.0.0.1:{}/v1.0", self.server.port())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -248,15 +225,6 @@ impl GraphStub {
     }
 }
 
-impl Drop for GraphStub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -291,27 +259,6 @@ fn not_found(id: &str) -> (u16, Value) {
     )
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn percent_encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
@@ -341,61 +288,6 @@ fn verify_hs256(token: &str, key: &SigningKey) -> Option<Value> {
     serde_json::from_slice(&claims).ok()
 }
 
-struct Request {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    authorization: Option<String>,
-    consistency: Option<String>,
-    body: Vec<u8>,
-}
-
-fn read_request(reader: &mut impl BufRead) -> std::io::Result<Request> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("/").to_string();
-    let mut length = 0usize;
-    let mut authorization = None;
-    let mut consistency = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((name, value)) = h.split_once(':') {
-            let value = value.trim().to_string();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("authorization") {
-                authorization = Some(value);
-            } else if name.eq_ignore_ascii_case("consistencylevel") {
-                consistency = Some(value);
-            }
-        }
-    }
-    let mut body = vec![0u8; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Ok(Request {
-        method,
-        path: percent_decode(path),
-        query,
-        authorization,
-        consistency,
-        body,
-    })
-}
-
 fn serve<S: Read + Write>(
     sock: S,
     cfg: &GraphStubConfig,
@@ -417,22 +309,13 @@ fn serve<S: Read + Write>(
             method: request.method.clone(),
             path: request.path.clone(),
             query: request.query.clone(),
-            consistency_level: request.consistency.clone(),
+            consistency_level: request.header("consistencylevel").map(str::to_string),
             status,
         });
         (status, retry_after, answer)
     };
     let text = answer.to_string();
-    let reason = match status {
-        200 => "OK",
-        201 => "Created",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Error",
-    };
+    let reason = http::reason(status);
     let retry = retry_after
         .map(|s| format!("Retry-After: {s}\r\n"))
         .unwrap_or_default();
@@ -459,8 +342,7 @@ fn roles(request: &Request, cfg: &GraphStubConfig) -> Result<Vec<String>, (u16, 
         )
     };
     let token = request
-        .authorization
-        .as_deref()
+        .header("authorization")
         .and_then(|a| a.strip_prefix("Bearer "))
         .ok_or_else(|| invalid("is empty"))?;
     let claims = verify_hs256(token, &cfg.key).ok_or_else(|| invalid("validation failure"))?;
@@ -585,7 +467,7 @@ fn select(user: &Value, selected: Option<&String>) -> Value {
 fn list(request: &Request, cfg: &GraphStubConfig, base: &str, st: &State) -> (u16, Value) {
     let q = &request.query;
     let count = q.get("$count").is_some_and(|c| c == "true");
-    if count && request.consistency.as_deref() != Some("eventual") {
+    if count && request.header("consistencylevel") != Some("eventual") {
         return (
             400,
             graph_error(

@@ -63,6 +63,7 @@
 pub mod browser;
 mod cyrus;
 pub mod graph;
+mod http;
 pub mod oauth2;
 pub mod postgres;
 pub mod proxy;

@@ -21,18 +21,17 @@
 //! ([`TestKeyPair::generate`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
+
+use crate::http;
 
 /// The issuer of the test tokens (Dovecot checks it).
 pub const ISSUER: &str = "https://token-endpoint.mailferry-testkit.invalid";
@@ -375,12 +374,10 @@ struct State {
 /// The token endpoint: plain HTTP on loopback (`http://127.0.0.1:PORT/<tenant>/oauth2/v2.0/
 /// token`; mailferry needs `allow_plain = true` for it), one thread, stopped on drop.
 pub struct TokenEndpoint {
-    port: u16,
+    server: http::Server,
     tenant: String,
     tls_dir: Option<tempfile::TempDir>,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for TokenEndpoint {
@@ -391,22 +388,12 @@ impl std::fmt::Debug for TokenEndpoint {
 
 impl TokenEndpoint {
     pub fn start(cfg: TokenEndpointConfig) -> TokenEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the token endpoint");
-        let port = listener.local_addr().expect("local addr").port();
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
         let state = Arc::new(Mutex::new(State {
             stats: TokenStats::default(),
             fail: None,
             jtis: HashSet::new(),
         }));
-        let stop = Arc::new(AtomicBool::new(false));
         let scheme = if cfg.tls { "https" } else { "http" };
-        let url = format!(
-            "{scheme}://127.0.0.1:{port}/{}/oauth2/v2.0/token",
-            cfg.tenant
-        );
         let tenant = cfg.tenant.clone();
         let (tls_dir, tls) = if cfg.tls {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -416,46 +403,36 @@ impl TokenEndpoint {
         } else {
             (None, None)
         };
-        let thread = {
+        let server = {
             let state = state.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            n += 1;
-                            let chunked = n.is_multiple_of(2);
-                            let _ = sock.set_nonblocking(false);
-                            let _ = sock.set_read_timeout(Some(Duration::from_secs(10)));
-                            match &tls {
-                                None => {
-                                    let _ = serve(sock, &cfg, &url, &state, chunked);
-                                }
-                                Some(config) => {
-                                    if let Ok(conn) = rustls::ServerConnection::new(config.clone())
-                                    {
-                                        let stream = rustls::StreamOwned::new(conn, sock);
-                                        let _ = serve(stream, &cfg, &url, &state, chunked);
-                                    }
-                                }
+            http::Server::start("the token endpoint", move |port| {
+                let url = format!(
+                    "{scheme}://127.0.0.1:{port}/{}/oauth2/v2.0/token",
+                    cfg.tenant
+                );
+                move |sock, n| {
+                    // Every other answer chunked, as a proxy in front of a real endpoint
+                    // might send it.
+                    let chunked = n.is_multiple_of(2);
+                    match &tls {
+                        None => {
+                            let _ = serve(sock, &cfg, &url, &state, chunked);
+                        }
+                        Some(config) => {
+                            if let Ok(conn) = rustls::ServerConnection::new(config.clone()) {
+                                let stream = rustls::StreamOwned::new(conn, sock);
+                                let _ = serve(stream, &cfg, &url, &state, chunked);
                             }
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
             })
         };
         TokenEndpoint {
-            port,
+            server,
             tenant,
             tls_dir,
             state,
-            stop,
-            thread: Some(thread),
         }
     }
 
@@ -467,7 +444,8 @@ impl TokenEndpoint {
         };
         format!(
             "{scheme}://127.0.0.1:{}/{}/oauth2/v2.0/token",
-            self.port, self.tenant
+            self.server.port(),
+            self.tenant
         )
     }
 
@@ -491,15 +469,6 @@ impl TokenEndpoint {
     }
 }
 
-impl Drop for TokenEndpoint {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Entra ID's error body for `code` (as its v2.0 endpoint words them).
 pub fn entra_error(error: &str, code: u32, description: &str) -> Value {
     json!({
@@ -514,28 +483,6 @@ pub fn entra_error(error: &str, code: u32, description: &str) -> Value {
         "trace_id": "00000000-0000-0000-0000-000000000000",
         "correlation_id": "00000000-0000-0000-0000-000000000000",
     })
-}
-
-fn form_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A rustls server configuration with the certificate and key `generate_tls` wrote in `dir`.
@@ -565,41 +512,19 @@ fn serve<S: Read + Write>(
     chunked: bool,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(sock);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((name, value)) = h.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0u8; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
-    let form: BTreeMap<String, String> = String::from_utf8_lossy(&body)
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (form_decode(k), form_decode(v)))
-        .collect();
+    let request = http::read_request(&mut reader)?;
+    let form = request.form();
     let (status, answer) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.stats.requests += 1;
         let outcome = if let Some((status, body)) = st.fail.clone() {
             Err((status, body))
-        } else if line
-            .split_whitespace()
-            .nth(1)
-            .is_none_or(|p| p != format!("/{}/oauth2/v2.0/token", cfg.tenant))
-        {
-            let tenant = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.trim_start_matches('/').split('/').next())
+        } else if request.target != format!("/{}/oauth2/v2.0/token", cfg.tenant) {
+            let tenant = request
+                .target
+                .trim_start_matches('/')
+                .split('/')
+                .next()
                 .unwrap_or("")
                 .to_string();
             Err((
@@ -613,7 +538,7 @@ fn serve<S: Read + Write>(
                     ),
                 ),
             ))
-        } else if !line.starts_with("POST ") {
+        } else if request.method != "POST" {
             Err((
                 405,
                 json!({"error": "invalid_request", "error_description": "POST only"}),
@@ -647,13 +572,7 @@ fn serve<S: Read + Write>(
         }
     };
     let text = answer.to_string();
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        429 => "Too Many Requests",
-        _ => "Error",
-    };
+    let reason = http::reason(status);
     let out = reader.get_mut();
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n\
