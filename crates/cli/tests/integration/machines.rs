@@ -8,24 +8,19 @@
 //! Namespaces need root, or unprivileged user namespaces (then each worker runs as root of its
 //! own user namespace); `unshare` is util-linux's.
 
-use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::workers::{Shared, all_done, assert_exactly_once, fill_users};
+use crate::workers::{Shared, Worker, all_done, assert_exactly_once, fill_users};
 
 const USERS: [&str; 8] = ["amy", "bob", "cai", "dov", "eli", "fay", "gus", "hal"];
 const PER_USER: usize = 600;
 
-/// One worker in its own PID namespace (and, with `hostname`, its own UTS namespace).
-struct NsWorker {
-    /// `unshare`, whose child is the namespace's PID 1.
-    child: Child,
-    out: std::path::PathBuf,
-    err: std::path::PathBuf,
-}
+/// One worker in its own PID namespace (and, with `hostname`, its own UTS namespace): a
+/// [`Worker`] whose process is `unshare`, the namespace's PID 1 its child.
+struct NsWorker(Worker);
 
 impl NsWorker {
     /// `pid2`: mailferry runs as PID 2 of its namespace (a shell is PID 1), not as PID 1.
@@ -58,29 +53,21 @@ impl NsWorker {
             }
         }
         c.current_dir(inner.get_current_dir().expect("the lab's folder"));
-        let dir = kit.lab.dir.path();
-        let out = dir.join(format!("ns-worker-{n}.out"));
-        let err = dir.join(format!("ns-worker-{n}.err"));
-        let child = c
-            .stdout(Stdio::from(File::create(&out).unwrap()))
-            .stderr(Stdio::from(File::create(&err).unwrap()))
-            .spawn()
-            .expect("spawn unshare (util-linux): apt-get install util-linux");
-        NsWorker { child, out, err }
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            std::fs::read_to_string(&self.out).unwrap_or_default(),
-            std::fs::read_to_string(&self.err).unwrap_or_default()
-        )
+        assert!(
+            Command::new("unshare").arg("--version").output().is_ok(),
+            "these tests need unshare: apt-get install util-linux"
+        );
+        NsWorker(Worker::spawn(
+            c,
+            kit.lab.dir.path(),
+            &format!("ns-worker-{n}"),
+        ))
     }
 
     /// The mailferry process inside, by its PID on this machine (a descendant of `unshare`).
-    fn mailferry_pid(&mut self) -> Option<u32> {
+    fn mailferry_pid(&self) -> Option<u32> {
         let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_mailferry")).ok()?;
-        let mut frontier = vec![self.child.id()];
+        let mut frontier = vec![self.0.pid()];
         while let Some(p) = frontier.pop() {
             if std::fs::read_link(format!("/proc/{p}/exe")).ok().as_ref() == Some(&exe) {
                 return Some(p);
@@ -97,31 +84,20 @@ impl NsWorker {
         // outside it because mailferry handles SIGTERM.
         let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
         assert_eq!(r, 0, "SIGTERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status.code(), self.logs());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the worker did not stop within a minute of SIGTERM: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (status, logs) = self.0.wait_stopped();
+        (status.code(), logs)
     }
 }
 
 impl Drop for NsWorker {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Killing the namespace's PID 1 ends every process in it.
-            for pid in children(self.child.id()) {
+        if self.0.running() {
+            // Killing the namespace's PID 1 ends every process in it (`Worker`'s own drop then
+            // kills and reaps `unshare`).
+            for pid in children(self.0.pid()) {
                 // SAFETY: kill(2) on a child of our child.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -176,9 +152,9 @@ fn workers_in_their_own_pid_and_uts_namespaces_share_a_postgres_job_without_taki
         }
         for x in &mut workers {
             assert!(
-                x.child.try_wait().expect("wait").is_none(),
+                x.0.running(),
                 "a worker ended before it was listed: {}",
-                x.logs()
+                x.0.logs()
             );
         }
         assert!(
@@ -186,7 +162,7 @@ fn workers_in_their_own_pid_and_uts_namespaces_share_a_postgres_job_without_taki
             "four running workers, told apart, not listed after 30 s: {w:#?}\n{}",
             workers
                 .iter()
-                .map(NsWorker::logs)
+                .map(|x| x.0.logs())
                 .collect::<Vec<_>>()
                 .join("\n")
         );

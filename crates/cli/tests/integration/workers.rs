@@ -85,20 +85,11 @@ impl Shared {
     /// A worker with its output in files of the job's folder (it runs for long: a pipe no
     /// one reads would fill up).
     pub(crate) fn spawn_worker(&self, n: usize) -> Worker {
-        let dir = self.lab.dir.path();
-        let out = dir.join(format!("worker-{n}.out"));
-        let err = dir.join(format!("worker-{n}.err"));
-        let child = self
-            .command(&["worker", &self.job()])
-            .stdout(Stdio::from(File::create(&out).unwrap()))
-            .stderr(Stdio::from(File::create(&err).unwrap()))
-            .spawn()
-            .expect("spawn mailferry worker");
-        Worker {
-            child,
-            out: out.clone(),
-            err,
-        }
+        Worker::spawn(
+            self.command(&["worker", &self.job()]),
+            self.lab.dir.path(),
+            &format!("worker-{n}"),
+        )
     }
 
     /// Waits until `done` says so of `status --json`, failing after `limit`.
@@ -145,11 +136,23 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Spawns `c` with its output in `<dir>/<name>.out` and `.err`.
+    pub(crate) fn spawn(mut c: Command, dir: &std::path::Path, name: &str) -> Worker {
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let child = c
+            .stdout(Stdio::from(File::create(&out).unwrap()))
+            .stderr(Stdio::from(File::create(&err).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", c.get_program()));
+        Worker { child, out, err }
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}",
             std::fs::read_to_string(&self.out).unwrap_or_default(),
@@ -162,6 +165,11 @@ impl Worker {
         // SAFETY: kill(2) on our own child's PID, which it still is (not reaped yet).
         let r = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         assert_eq!(r, 0, "SIGTERM");
+        self.wait_stopped()
+    }
+
+    /// The exit status once the process has ended, and its output; fails after a minute.
+    pub(crate) fn wait_stopped(&mut self) -> (ExitStatus, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -174,6 +182,11 @@ impl Worker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Still running (not reaped).
+    pub(crate) fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
