@@ -44,8 +44,19 @@ thread_local! {
     /// The session the operation running on this thread uses (a [`Conn`]'s `session`), and
     /// the statements prepared on it: [`prepared`].
     static SESSION: Cell<u64> = const { Cell::new(0) };
-    static STATEMENTS: RefCell<(u64, HashMap<&'static str, Statement>)> =
-        RefCell::new((0, HashMap::new()));
+    static STATEMENTS: RefCell<Vec<(u64, HashMap<&'static str, Statement>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// How many sessions' statements a thread keeps: enough for a thread that uses a few stores
+/// in turn (`serve` beside a pass, a test with several) not to prepare them again at every
+/// switch; the one used longest ago goes first.
+const SESSIONS_KEPT: usize = 4;
+
+#[cfg(test)]
+thread_local! {
+    /// How many statements [`prepared`] has had the server prepare on this thread.
+    pub(crate) static PREPARES: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Numbers sessions (connections) across the process: a statement prepared on one is never
@@ -55,26 +66,41 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// The statement `sql` prepared on the session of the operation running on this thread, kept
 /// for the next call: a statement given as text is parsed, planned and described by the
 /// server at every call (a round trip of its own), which was a large part of the database's
-/// work in a pass (bench/scale.sh, PG_STATS=1). The cache is dropped when the session changes
-/// (a reconnect, another store on this thread).
+/// work in a pass (bench/scale.sh, PG_STATS=1). Kept per session, for the last
+/// [`SESSIONS_KEPT`] sessions this thread used: a reconnect's new session starts empty, and a
+/// session gone is forgotten once others have taken its place.
 pub(crate) fn prepared(c: &mut impl GenericClient, sql: &'static str) -> Result<Statement> {
     let session = SESSION.with(Cell::get);
     let cached = STATEMENTS.with(|s| {
         let mut s = s.borrow_mut();
-        if s.0 != session {
-            *s = (session, HashMap::new());
+        let i = s.iter().position(|(id, _)| *id == session)?;
+        // The session used last goes to the end: the front is the one to forget.
+        if i + 1 < s.len() {
+            let kept = s.remove(i);
+            s.push(kept);
         }
-        s.1.get(sql).cloned()
+        s.last()
+            .and_then(|(_, statements)| statements.get(sql).cloned())
     });
     if let Some(st) = cached {
         return Ok(st);
     }
     let st = c.prepare(sql).db()?;
+    #[cfg(test)]
+    PREPARES.with(|n| n.set(n.get() + 1));
     if session != 0 {
         STATEMENTS.with(|s| {
             let mut s = s.borrow_mut();
-            if s.0 == session {
-                s.1.insert(sql, st.clone());
+            match s.iter_mut().find(|(id, _)| *id == session) {
+                Some((_, statements)) => {
+                    statements.insert(sql, st.clone());
+                }
+                None => {
+                    if s.len() >= SESSIONS_KEPT {
+                        s.remove(0);
+                    }
+                    s.push((session, HashMap::from([(sql, st.clone())])));
+                }
             }
         });
     }

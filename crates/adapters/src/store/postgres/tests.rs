@@ -30,6 +30,32 @@ fn fresh() -> (PostgresDatabase, PostgresStore) {
     (db, store)
 }
 
+#[test]
+fn stores_used_in_turn_on_one_thread_keep_their_prepared_statements() {
+    let prepares = || super::conn::PREPARES.with(std::cell::Cell::get);
+    let entry = EntryId::new("e".to_string());
+    let stores: Vec<(PostgresDatabase, PostgresStore)> = (0..3).map(|_| fresh()).collect();
+    for (_, s) in &stores {
+        s.ledger_folder(&entry, "INBOX").unwrap();
+    }
+    let first_round = prepares();
+    assert!(
+        first_round >= 3,
+        "each session prepares it once: {first_round}"
+    );
+    for _ in 0..5 {
+        for (_, s) in &stores {
+            s.ledger_folder(&entry, "INBOX").unwrap();
+        }
+    }
+    // Before, the thread's one cache was dropped at every switch of store: 15 more.
+    assert_eq!(
+        prepares(),
+        first_round,
+        "prepared again after a switch of store"
+    );
+}
+
 fn parse(raw: &str) -> Result<PostgresUrl> {
     PostgresUrl::parse(raw, Path::new("/jobs"))
 }
