@@ -22,6 +22,7 @@ use mailferry_core::entries::Selection;
 use mailferry_core::job::{ConnectionKind, Job, template};
 use mailferry_core::model::RunId;
 use mailferry_core::report::human_bytes;
+use mailferry_core::text::counted;
 
 #[derive(Parser)]
 #[command(
@@ -824,11 +825,10 @@ fn enqueue(app: &App<'_>, selection: &Selection, json: bool) -> Outcome {
         );
     }
     println!(
-        "Queued {} passes ({} were queued already); {} entries wait in the queue for \
-         `mailferry worker`.",
-        q.queued.len(),
+        "Queued {} ({} queued already); {} in the queue for `mailferry worker`.",
+        counted(q.queued.len(), "pass", "passes"),
         q.already_queued.len(),
-        q.in_queue
+        counted(q.in_queue, "entry waits", "entries wait"),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -871,12 +871,12 @@ fn worker(app: &App<'_>) -> Outcome {
         );
     }
     println!(
-        "{} worker {} stopped: {} passes, {} messages copied ({}) in {:.0}s; recorded as run \
-         {}. Queued passes not started stay queued.",
+        "{} worker {} stopped: {}, {} copied ({}) in {:.0}s; recorded as run {}. Queued \
+         passes not started stay queued.",
         mailferry_core::model::now(),
         out.name,
-        out.stats.passes,
-        out.stats.messages,
+        counted(out.stats.passes, "pass", "passes"),
+        counted(out.stats.messages, "message", "messages"),
         human_bytes(out.stats.bytes),
         out.seconds,
         out.run.0
@@ -943,8 +943,9 @@ fn verify(app: &App<'_>, selection: &Selection, repair: bool, json: bool) -> Out
             }
             if e.repaired > 0 {
                 println!(
-                    "    repaired: {} rows forgotten; the next migrate copies them again",
-                    e.repaired
+                    "    repaired: {} forgotten; the next migrate copies {} again",
+                    counted(e.repaired, "row", "rows"),
+                    if e.repaired == 1 { "it" } else { "them" }
                 );
             } else if !e.missing_on_target.is_empty() {
                 println!("    run `mailferry verify --repair`, then migrate, to copy them again");
@@ -1070,17 +1071,16 @@ fn state_copy(app: &App<'_>, to: &str, json: bool) -> Outcome {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "Copied the state into {}: {} entries, {} ledger rows, {} checkpoints, {} runs ({} \
-         lines, {} messages not copied), {} refreshes, {} queued passes.",
+        "Copied the state into {}: {}, {}, {}, {} ({}, {} not copied), {}, {}.",
         out.to,
-        out.entries,
-        out.ledger_rows,
-        out.checkpoints,
-        out.runs,
-        out.run_lines,
-        out.failures,
-        out.refreshes,
-        out.queued
+        counted(out.entries, "entry", "entries"),
+        counted(out.ledger_rows, "ledger row", "ledger rows"),
+        counted(out.checkpoints, "checkpoint", "checkpoints"),
+        counted(out.runs, "run", "runs"),
+        counted(out.run_lines, "line", "lines"),
+        counted(out.failures, "message", "messages"),
+        counted(out.refreshes, "refresh", "refreshes"),
+        counted(out.queued, "queued pass", "queued passes")
     );
     println!(
         "The job still uses its old state: set `state = \"{}\"` in {} to go on from the copy \
@@ -1102,7 +1102,12 @@ fn report_list(app: &App<'_>, json: bool) -> Outcome {
     }
     for r in &runs {
         let what = match (r.entries, r.copied, r.failed) {
-            (Some(n), Some(c), Some(f)) => format!("{n} mailboxes, {c} copied, {f} not copied"),
+            (Some(n), Some(c), Some(f)) => {
+                format!(
+                    "{}, {c} copied, {f} not copied",
+                    counted(n, "mailbox", "mailboxes")
+                )
+            }
             _ => String::new(),
         };
         let end = r.finished.as_deref().unwrap_or(if r.kind == "migration" {
@@ -1153,22 +1158,9 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `n` and the noun that goes with it: "1 mailbox", "4 mailboxes".
-fn counted(n: impl TryInto<u64>, one: &str, many: &str) -> String {
-    let n: u64 = n.try_into().unwrap_or(u64::MAX);
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{counted, error_text};
-
-    #[test]
-    fn one_of_a_thing_is_singular_and_every_other_count_plural() {
-        assert_eq!(counted(1usize, "mailbox", "mailboxes"), "1 mailbox");
-        assert_eq!(counted(0usize, "mailbox", "mailboxes"), "0 mailboxes");
-        assert_eq!(counted(4u64, "entry", "entries"), "4 entries");
-    }
+    use super::error_text;
 
     /// An error whose own text shows its source, as `AppError::Store` does.
     #[derive(Debug)]

@@ -31,7 +31,11 @@ impl Bars {
             .progress_chars("=> "),
         );
         overall.set_prefix("all");
-        overall.set_message(format!("{mailboxes} mailboxes"));
+        overall.set_message(mailferry_core::text::counted(
+            mailboxes,
+            "mailbox",
+            "mailboxes",
+        ));
         Bars {
             enabled,
             multi,

@@ -21,3 +21,4 @@ pub mod refresh;
 pub mod report;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;

@@ -491,7 +491,7 @@ fn ad_domain_switch_refresh_of_record() {
     let (code, out, err) = w.run(&["migrate", job, "--all", "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        err.contains("removed 1 entries whose source mailbox is missing")
+        err.contains("removed 1 entry whose source mailbox is missing")
             && err.contains(&id_of["frank"]),
         "{err}"
     );

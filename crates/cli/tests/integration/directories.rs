@@ -451,7 +451,7 @@ fn domain_switch_refresh_of_record() {
     let (code, out, err) = w.run(&["migrate", job, "--all", "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        err.contains("removed 1 entries whose source mailbox is missing")
+        err.contains("removed 1 entry whose source mailbox is missing")
             && err.contains(&id_of["frank"]),
         "{err}"
     );
@@ -603,7 +603,7 @@ fn a_missing_source_entry_goes_when_the_job_file_is_edited() {
     let (code, out, err) = w.run(&["status", job, "--json"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("The job file changed: removed 1 entries whose source mailbox is missing"),
+        err.contains("The job file changed: removed 1 entry whose source mailbox is missing"),
         "{err}"
     );
     let v: Value = serde_json::from_str(&out).unwrap();

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{App, Result};
 use crate::model::Side;
+use crate::text::counted;
 
 #[derive(Debug, Serialize)]
 pub struct CheckOutcome {
@@ -47,12 +48,13 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
         let mut checks = Vec::new();
         match app.backends.connector(app.job, side) {
             Err(e) => checks.push(line("configuration", false, e)),
-            Ok(connector) => match connector.probe() {
-                Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
-                Ok(probe) => {
-                    checks.push(line(connector.describe(), true, probe.detail));
-                    if probe.can_log_in {
-                        match &sample {
+            Ok(connector) => {
+                match connector.probe() {
+                    Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
+                    Ok(probe) => {
+                        checks.push(line(connector.describe(), true, probe.detail));
+                        if probe.can_log_in {
+                            match &sample {
                             None => checks.push(line(
                                 "login",
                                 false,
@@ -81,7 +83,7 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                                     checks.push(match connector.open(&login, own.as_deref()) {
                                         Ok(mut session) => {
                                             let detail = match session.folders() {
-                                                Ok(t) => format!("{} folders", t.folders().count()),
+                                                Ok(t) => counted(t.folders().count(), "folder", "folders"),
                                                 Err(e) => format!("LIST failed: {e}"),
                                             };
                                             session.logout();
@@ -92,9 +94,10 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                                 }
                             }
                         }
+                        }
                     }
                 }
-            },
+            }
         }
         if let Some(cfg) = &app.connection(side).directory {
             let what = format!("directory {}", cfg.url());
@@ -153,16 +156,16 @@ fn probe_line(
             what,
             false,
             format!(
-                "{bound}, but none of the {} entries read {scope} is a mailbox{first_skip}: \
+                "{bound}, but none of the {} read {scope} is a mailbox{first_skip}: \
                  check the attribute names",
-                p.sampled
+                counted(p.sampled, "entry", "entries")
             ),
         );
     }
     let read = if p.more {
-        format!("the first {} entries", p.sampled)
+        format!("the first {}", counted(p.sampled, "entry", "entries"))
     } else {
-        format!("{} entries", p.sampled)
+        counted(p.sampled, "entry", "entries")
     };
     let skipped = if p.skipped.is_empty() {
         String::new()
@@ -173,8 +176,8 @@ fn probe_line(
         what,
         true,
         format!(
-            "{bound}; {read} {scope}: {} mailboxes{skipped}",
-            p.mailboxes
+            "{bound}; {read} {scope}: {}{skipped}",
+            counted(p.mailboxes, "mailbox", "mailboxes")
         ),
     )
 }

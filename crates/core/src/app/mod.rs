@@ -111,8 +111,8 @@ impl<'a> App<'a> {
         if !removed.is_empty() {
             let ids: Vec<&str> = removed.iter().map(|i| i.as_str()).collect();
             (self.notice)(&format!(
-                "{why}: removed {} entries whose source mailbox is missing: {}",
-                removed.len(),
+                "{why}: removed {} whose source mailbox is missing: {}",
+                crate::text::counted(removed.len(), "entry", "entries"),
                 ids.join(", ")
             ));
         }

@@ -601,8 +601,8 @@ pub fn reconfigure(
             app.removed_notice("The job file changed", &removed);
             if !removed.is_empty() {
                 outcome.message.push_str(&format!(
-                    "; removed {} entries whose source mailbox is missing",
-                    removed.len()
+                    "; removed {} whose source mailbox is missing",
+                    crate::text::counted(removed.len(), "entry", "entries")
                 ));
             }
             outcome.removed = removed;

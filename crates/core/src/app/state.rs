@@ -72,9 +72,8 @@ pub fn copy(app: &App<'_>, to: &StateLocation) -> Result<StateCopyOutcome> {
     let live = from.live_passes()?;
     if let Some(p) = live.first() {
         return Err(AppError::input(format!(
-            "A pass is running ({} entries, the first by {} since {}): stop it, then copy \
-             the state",
-            live.len(),
+            "A pass is running ({}, the first by {} since {}): stop it, then copy the state",
+            crate::text::counted(live.len(), "entry", "entries"),
             p.holder,
             p.since
         )));

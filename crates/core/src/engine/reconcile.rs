@@ -147,7 +147,10 @@ pub(super) struct OrphanWork {
     /// fetching them again. A UID is never given to another message under the same
     /// UIDVALIDITY, so the confirmation stays true (at worst the UID holds nothing by then).
     confirmed: HashSet<Orphan>,
-    /// Orphans confirmed or forgotten so far: the attempts' progress with them.
+    /// Steps taken with orphans so far, the attempts' progress with them: an orphan counts
+    /// once when a FETCH confirms it and once when it is forgotten (removed from the target
+    /// first, or found adopted or stale), since each step is kept and never done again. A
+    /// progress figure only, never shown as a number of orphans.
     pub(super) settled: u64,
 }
 

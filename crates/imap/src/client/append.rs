@@ -43,9 +43,14 @@ impl Client {
             return Err(Error::Unsupported("MULTIAPPEND with LITERAL+"));
         }
         self.trace(&format!(
-            "APPEND {} ({} messages)",
+            "APPEND {} ({} {})",
             quote(mailbox),
-            reqs.len()
+            reqs.len(),
+            if reqs.len() == 1 {
+                "message"
+            } else {
+                "messages"
+            }
         ));
         let tag = self.tag();
         self.out
