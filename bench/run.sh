@@ -25,6 +25,11 @@
 #                     migration machine, their pages drawn elsewhere (an admin's own laptop)
 #   SPLIT=0           leave out the second table, of passes with each server on a CPU of its
 #                     own (as if on two machines; bench/README.md, "Two machines' worth")
+#   PAIRS=N           after everything else, N more pairs of full passes without fsync, one
+#                     right after the other: this build into the target set to mail_fsync =
+#                     never, then dsync with -o mail_fsync=never, each verified; a table of
+#                     the pairs and their medians (bench/README.md, "Pairs"). On a machine
+#                     whose speed drifts, a pair's two passes see the same machine
 #
 # What it measures and how to read the table: bench/README.md.
 set -euo pipefail
@@ -467,6 +472,29 @@ if [[ ${ANCHORS:-1} != 0 && ${SPLIT:-1} != 0 ]]; then
   "$LABSH" restart # unpinned
 fi
 
+# ------------------------------------------------------------------ alternated pairs
+# mailferry and dsync without fsync, one right after the other, PAIRS times (rows
+# "...-pairN"): the machine's drift between the runs above is larger than the difference
+# the issue asks about, and within a pair both passes see the same machine.
+PAIRS=${PAIRS:-0}
+[[ $PAIRS =~ ^[0-9]+$ ]] || die "PAIRS must be a number, not '$PAIRS'"
+if ((PAIRS > 0)); then
+  [[ ${ANCHORS:-1} != 0 ]] || die "PAIRS needs dsync: leave ANCHORS unset"
+  for ((i = 1; i <= PAIRS; i++)); do
+    run_mailferry "mailferry-target-fsync-never-pair$i" "$MF" 0 never
+    tag=dsync-j$JOBS-pair$i
+    log "== $tag"
+    set_aside_target
+    "$LABSH" reset-target
+    "$LABSH" restart
+    find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
+    measure "$tag" full "$OUT/anchors-dsync/dsync-all.sh" backup
+    [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
+    verify "$tag" full
+  done
+  "$LABSH" restart # the target's own configuration again
+fi
+
 # ------------------------------------------------------------------ table
 STAMP=$(date +%Y-%m-%d-%H%M)
 REPORT=$BENCH_DIR/results-$PRESET-$STAMP.md
@@ -503,7 +531,8 @@ for (t, phase), r in row.items():  # this script's rows (the anchors' come verif
         r["verify"] = summary(os.path.join(out, f"{t}-{phase}-verify.json"))
 
 placed = [t for t in dict.fromkeys(r["tool"] for r in rows) if t.endswith("-split")]  # in run order
-tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds + placed},
+paired = [t for t in dict.fromkeys(r["tool"] for r in rows) if "-pair" in t]
+tools = builds + sorted({r["tool"] for r in rows if r["tool"] not in builds + placed + paired},
                         key=lambda t: not t.startswith("mbsync"))
 r0 = row[("mailferry", "full")]
 n, b = int(r0["messages"]), int(r0["bytes"])
@@ -569,6 +598,34 @@ if placed:
     print("\n" + "; ".join(
         f"{a} against {d}: {float(row[(d, 'full')]['wall_s']) / float(row[(a, 'full')]['wall_s']):.2f}x "
         f"dsync's wall time" for a, d in pairs) + " (above 1 = mailferry faster)", end="")
+npairs = sum(1 for t in paired if t.startswith("mailferry"))
+if npairs:
+    import statistics
+    print("\n\n## Pairs: mailferry and dsync without fsync, one right after the other\n")
+    print("Each pair: this build into the target set to `mail_fsync = never`, then dsync with "
+          "`-o mail_fsync=never`, full passes on an emptied target, each verified. The first row is the "
+          "main table's two passes, which other runs separate.\n")
+    print("| pair | mailferry wall s | dsync wall s | dsync's wall ÷ mailferry's | mailferry CPU s in all "
+          "| dsync CPU s in all | verified |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    cpu = lambda r: float(r["client_cpu_s"]) + float(r["server_cpu_s"])
+    ratios, walls = [], ([], [])
+    rows_of = [("main table", "mailferry-target-fsync-never", f"dsync-j{jobs}")] + [
+        (str(i), f"mailferry-target-fsync-never-pair{i}", f"dsync-j{jobs}-pair{i}") for i in range(1, npairs + 1)]
+    for name, a, d in rows_of:
+        if (a, "full") not in row or (d, "full") not in row:
+            continue
+        fa, fd = row[(a, "full")], row[(d, "full")]
+        ratio = float(fd["wall_s"]) / float(fa["wall_s"])
+        if name != "main table":
+            ratios.append(ratio)
+            walls[0].append(float(fa["wall_s"]))
+            walls[1].append(float(fd["wall_s"]))
+        print(f"| {name} | {fa['wall_s']} | {fd['wall_s']} | {ratio:.2f} | {cpu(fa):.2f} | {cpu(fd):.2f} | "
+              f"{fa['verify'].split(' (')[0]} / {fd['verify'].split(' (')[0]} |")
+    print(f"\nMedians of the {len(ratios)} pairs: mailferry {statistics.median(walls[0]):.2f} s, dsync "
+          f"{statistics.median(walls[1]):.2f} s; dsync's wall ÷ mailferry's {statistics.median(ratios):.2f} "
+          f"(from {min(ratios):.2f} to {max(ratios):.2f}; above 1 = mailferry faster)", end="")
 for tool, who in (("mailferry-watched", "serve and the browsers"), ("mailferry-streamed", "serve and curl")):
     cost = os.path.join(out, f"watch-cost-{tool}.tsv")
     if not (os.path.exists(cost) and (tool, "full") in row):
