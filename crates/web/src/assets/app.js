@@ -219,7 +219,7 @@ function rowHtml(e, i) {
     + `<td class="num">${e.stage ?? ''}</td>`
     + `<td data-col="state">${stateCell(e)}</td>`
     + `<td class="num">${e.copied}</td>`
-    + `<td class="num">${e.failed ? `<button type="button" class="link err" data-failures="${esc(e.id)}" title="Show the messages not copied" aria-label="${esc(e.failed)} messages of ${esc(primary(e))} not copied: show them">${esc(e.failed)}</button>` : 0}</td>`
+    + `<td class="num">${e.failed ? `<button type="button" class="link err" data-failures="${esc(e.id)}" title="Show the messages not copied" aria-label="${esc(counted(e.failed, 'message', 'messages'))} of ${esc(primary(e))} not copied: show them">${esc(e.failed)}</button>` : 0}</td>`
     + `<td class="num">${e.skipped ?? 0}</td>`
     + `<td class="num" title="${e.size ?? 0} bytes copied">${humanBytes(e.size ?? 0)}</td>`
     + `<td title="${esc(e.last_pass || '')}">${e.last_pass ? esc(shortTime(e.last_pass)) : 'never'}</td>`
@@ -448,15 +448,15 @@ function renderDashboard() {
   const refusedLogin = /AUTHENTICATIONFAILED|authentication failed|invalid credentials|AADSTS|expired/i;
   const credentials = failed.filter((e) => e.error && refusedLogin.test(e.error));
   const unmatched = list.filter((e) => e.origin === 'unmatched');
-  $('#good-summary').textContent = `${migrated.length} of ${list.length} mailboxes migrated`;
-  $('#good').innerHTML = migrated.slice(0, 50).map((e) => `<li>${esc(primary(e))} → ${esc(targetOf(e))}: ${e.copied} messages</li>`).join('')
+  $('#good-summary').textContent = `${migrated.length} of ${counted(list.length, 'mailbox', 'mailboxes')} migrated`;
+  $('#good').innerHTML = migrated.slice(0, 50).map((e) => `<li>${esc(primary(e))} → ${esc(targetOf(e))}: ${counted(e.copied, 'message', 'messages')}</li>`).join('')
     + (migrated.length > 50 ? `<li>… and ${migrated.length - 50} more</li>` : '');
   const bad = failed.length + missing.length;
   $('#bad-summary').textContent = bad === 0 ? 'Nothing has failed'
     : `${failed.length} failed${credentials.length ? ` (${credentials.length} refused the login)` : ''}, ${missing.length} missing`;
   $('#bad').innerHTML = [
     ...(credentials.length ? [`<li><strong>${counted(credentials.length, 'mailbox', 'mailboxes')} refused the login</strong>: expired or changed credentials (a password, a token, an app's permission); fix them, then Start migration again</li>`] : []),
-    ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${e.failed} messages not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
+    ...failed.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: ${esc(e.state)}${e.failed ? `, ${counted(e.failed, 'message', 'messages')} not copied` : ''}${e.error ? ` — ${esc(e.error)}` : ''}</li>`),
     ...missing.slice(0, 50).map((e) => `<li><strong>${esc(primary(e))}</strong>: the source mailbox is missing (removed at the next job edit or migrate)</li>`),
     ...(unmatched.length ? [`<li>${unmatched.length === 1 ? '1 mailbox has' : `${unmatched.length} mailboxes have`} no target yet (Match)</li>`] : []),
   ].join('');
@@ -478,8 +478,8 @@ function renderProgress() {
   if (!p || !p.entries || Object.keys(p.entries).length === 0) return;
   const o = p.overall;
   const pct = o.planned_bytes ? Math.floor((100 * o.bytes) / o.planned_bytes) : (p.running ? 0 : 100);
-  $('#overall').innerHTML = `<div>${p.running ? 'Migrating' : 'Last pass finished'}: ${o.done} of ${o.mailboxes} mailboxes, `
-    + `${o.copied} of ${o.planned_messages} messages, ${humanBytes(o.bytes)} of ${humanBytes(o.planned_bytes)}`
+  $('#overall').innerHTML = `<div>${p.running ? 'Migrating' : 'Last pass finished'}: ${o.done} of ${counted(o.mailboxes, 'mailbox', 'mailboxes')}, `
+    + `${o.copied} of ${counted(o.planned_messages, 'message', 'messages')}, ${humanBytes(o.bytes)} of ${humanBytes(o.planned_bytes)}`
     + `${p.running && o.rate ? `, ${humanBytes(o.rate)}/s` : ''}`
     + `${p.running && eta(o.planned_bytes - o.bytes, o.rate) ? `, about ${eta(o.planned_bytes - o.bytes, o.rate)} left` : ''}`
     + `${p.error ? ` — <span class="err">${esc(p.error)}</span>` : ''}</div>`
