@@ -379,6 +379,26 @@ run_mailferry() {
   unwatch
 }
 
+# run_dsync TAG SCRIPT [CPU]: a full pass of dsync (`SCRIPT backup`, one of the dsync-all.sh
+# command lines) on an emptied target, verified. CPU: the servers pinned (pin_servers) and
+# dsync run on this CPU.
+run_dsync() {
+  local tag=$1 script=$2 cpu=${3:-}
+  local on=()
+  log "== $tag"
+  set_aside_target
+  "$LABSH" reset-target
+  "$LABSH" restart
+  if [[ -n $cpu ]]; then
+    pin_servers
+    on=(taskset -c "$cpu")
+  fi
+  find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null # warm the page cache
+  measure "$tag" full "${on[@]}" "$script" backup
+  [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
+  verify "$tag" full
+}
+
 if [[ ${WATCHERS:-0} != 0 ]]; then
   [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] || die "WATCHERS must be a positive integer, not '$WATCHERS'"
   command -v chromium >/dev/null || die "WATCHERS needs chromium: apt-get install chromium"
@@ -429,14 +449,7 @@ else
   chmod +x "$DSYNC_DEFAULT"
   tag=dsync-j$JOBS-default-fsync
   ((JOBS == 1)) && tag=dsync-default-fsync
-  log "== $tag"
-  set_aside_target
-  "$LABSH" reset-target
-  "$LABSH" restart
-  find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
-  measure "$tag" full "$DSYNC_DEFAULT" backup
-  [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
-  verify "$tag" full
+  run_dsync "$tag" "$DSYNC_DEFAULT"
   measure "$tag" noop "$DSYNC_DEFAULT" sync
   verify "$tag" noop
 fi
@@ -459,15 +472,7 @@ if [[ ${ANCHORS:-1} != 0 && ${SPLIT:-1} != 0 ]]; then
       tag=dsync-j$JOBS-default-fsync-split
       script=$DSYNC_DEFAULT
     fi
-    log "== $tag"
-    set_aside_target
-    "$LABSH" reset-target
-    "$LABSH" restart
-    pin_servers
-    find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
-    measure "$tag" full taskset -c 1 "$script" backup
-    [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
-    verify "$tag" full
+    run_dsync "$tag" "$script" 1
   done
   "$LABSH" restart # unpinned
 fi
@@ -482,15 +487,7 @@ if ((PAIRS > 0)); then
   [[ ${ANCHORS:-1} != 0 ]] || die "PAIRS needs dsync: leave ANCHORS unset"
   for ((i = 1; i <= PAIRS; i++)); do
     run_mailferry "mailferry-target-fsync-never-pair$i" "$MF" 0 never
-    tag=dsync-j$JOBS-pair$i
-    log "== $tag"
-    set_aside_target
-    "$LABSH" reset-target
-    "$LABSH" restart
-    find "$LAB/source/mail" -type f -print0 | xargs -0 cat >/dev/null
-    measure "$tag" full "$OUT/anchors-dsync/dsync-all.sh" backup
-    [[ $RC == 0 ]] || die "$tag exited $RC (see $OUT/$tag-full.err)"
-    verify "$tag" full
+    run_dsync "dsync-j$JOBS-pair$i" "$OUT/anchors-dsync/dsync-all.sh"
   done
   "$LABSH" restart # the target's own configuration again
 fi
