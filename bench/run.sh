@@ -620,7 +620,8 @@ if npairs:
             walls[1].append(float(fd["wall_s"]))
         print(f"| {name} | {fa['wall_s']} | {fd['wall_s']} | {ratio:.2f} | {cpu(fa):.2f} | {cpu(fd):.2f} | "
               f"{fa['verify'].split(' (')[0]} / {fd['verify'].split(' (')[0]} |")
-    print(f"\nMedians of the {len(ratios)} pairs: mailferry {statistics.median(walls[0]):.2f} s, dsync "
+    of_pairs = "Medians of the {} pairs".format(len(ratios)) if len(ratios) > 1 else "The pair"
+    print(f"\n{of_pairs}: mailferry {statistics.median(walls[0]):.2f} s, dsync "
           f"{statistics.median(walls[1]):.2f} s; dsync's wall ÷ mailferry's {statistics.median(ratios):.2f} "
           f"(from {min(ratios):.2f} to {max(ratios):.2f}; above 1 = mailferry faster)", end="")
 for tool, who in (("mailferry-watched", "serve and the browsers"), ("mailferry-streamed", "serve and curl")):
