@@ -30,6 +30,11 @@ pub struct Check {
     pub detail: String,
 }
 
+/// What a login check says it found: "1 folder", "12 folders".
+fn folders_found(tree: &crate::folders::FolderTree) -> String {
+    counted(tree.folders().count(), "folder", "folders")
+}
+
 fn line(check: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
     Check {
         check: check.into(),
@@ -48,13 +53,12 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
         let mut checks = Vec::new();
         match app.backends.connector(app.job, side) {
             Err(e) => checks.push(line("configuration", false, e)),
-            Ok(connector) => {
-                match connector.probe() {
-                    Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
-                    Ok(probe) => {
-                        checks.push(line(connector.describe(), true, probe.detail));
-                        if probe.can_log_in {
-                            match &sample {
+            Ok(connector) => match connector.probe() {
+                Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
+                Ok(probe) => {
+                    checks.push(line(connector.describe(), true, probe.detail));
+                    if probe.can_log_in {
+                        match &sample {
                             None => checks.push(line(
                                 "login",
                                 false,
@@ -83,7 +87,7 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                                     checks.push(match connector.open(&login, own.as_deref()) {
                                         Ok(mut session) => {
                                             let detail = match session.folders() {
-                                                Ok(t) => counted(t.folders().count(), "folder", "folders"),
+                                                Ok(t) => folders_found(&t),
                                                 Err(e) => format!("LIST failed: {e}"),
                                             };
                                             session.logout();
@@ -94,10 +98,9 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                                 }
                             }
                         }
-                        }
                     }
                 }
-            }
+            },
         }
         if let Some(cfg) = &app.connection(side).directory {
             let what = format!("directory {}", cfg.url());
