@@ -493,7 +493,7 @@ impl Services for JobServices {
             "started": ids,
             "message": format!(
                 "Migration started for {}",
-                crate::counted(ids.len(), "mailbox", "mailboxes")
+                mailferry_core::text::counted(ids.len(), "mailbox", "mailboxes")
             ),
         }))
     }

@@ -641,9 +641,7 @@ async function openFailures(id) {
   }
   const list = v.failures || [];
   $('#failures-title').textContent = `Messages not copied — ${who}`;
-  $('#failures-what').textContent = list.length === 1
-    ? 'The latest migration could not copy 1 message of this mailbox:'
-    : `The latest migration could not copy ${list.length} messages of this mailbox:`;
+  $('#failures-what').textContent = `The latest migration could not copy ${counted(list.length, 'message', 'messages')} of this mailbox:`;
   $('#failures-table tbody').innerHTML = list.map((f) => `<tr data-uid="${esc(f.uid ?? '')}">`
     + `<td>${esc(f.folder)}</td><td class="num">${f.uid === null || f.uid === undefined ? '—' : esc(f.uid)}</td>`
     + `<td class="num">${f.size === null || f.size === undefined ? '—' : esc(humanBytes(f.size))}</td>`
