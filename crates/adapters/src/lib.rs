@@ -67,6 +67,14 @@ impl Backends for Standard {
         }
     }
 
+    fn open_store_to_read(&self, job: &Job) -> Result<Box<dyn Store>, StoreError> {
+        match &job.state {
+            // No file yet: an empty state in memory, so a look at a new job creates nothing.
+            StateLocation::Sqlite(p) if !p.exists() => Ok(Box::new(SqliteStore::open_in_memory()?)),
+            _ => self.open_store(job),
+        }
+    }
+
     fn directory(
         &self,
         settings: &DirectorySettings,

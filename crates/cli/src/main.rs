@@ -545,11 +545,7 @@ fn check(app: &App<'_>, json: bool) -> Outcome {
             }
         }
     }
-    Ok(if c.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(c.exit_code()))
 }
 
 fn match_cmd(app: &App<'_>, csv: Option<&Path>, req: &MatchRequest, json: bool) -> Outcome {

@@ -271,15 +271,40 @@ fn init_writes_a_template_that_check_can_read() {
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2), "init must not overwrite");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
-        .args(["status", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
+            .args(args)
+            .arg(&path)
+            .env_remove("SOURCE_ADMIN_PASSWORD")
+            .env_remove("TARGET_ADMIN_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let status = run(&["status"]);
     assert!(
         status.status.success(),
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    // The template's secrets are unset: bad input, so exit 2, and each side says which.
+    let check = run(&["check"]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{said}");
+    for var in ["SOURCE_ADMIN_PASSWORD", "TARGET_ADMIN_PASSWORD"] {
+        assert!(said.contains(&format!("{var} is not set")), "{said}");
+    }
+    // No run yet: bad input too.
+    assert_eq!(run(&["report"]).status.code(), Some(2));
+    // Looking at a new job leaves nothing behind: the state is created by the first command
+    // that writes to it.
+    for cmd in ["status", "check", "report", "workers"] {
+        run(&[cmd]);
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, [std::ffi::OsString::from("new.toml")]);
 }
 
 #[test]
@@ -321,6 +346,11 @@ fn a_tls_ca_that_cannot_be_read_exits_2_names_the_key_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(state(), before, "a bad tls_ca must change nothing");
+    let out = lab.mailferry(&["check", job]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("missing-ca.pem"), "{said}");
+    assert_eq!(state(), before, "check must change nothing");
 }
 
 /// The state's disk fills up mid-pass (SQLite answers SQLITE_FULL): the pass stops saying so,

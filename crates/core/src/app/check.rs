@@ -16,6 +16,21 @@ pub struct CheckOutcome {
     pub servers: Vec<SideChecks>,
 }
 
+impl CheckOutcome {
+    /// SPEC §4's exit status: 0 when everything works, 2 when a line failed on the job file
+    /// itself (an unset secret, a CA file that is not there), 1 when only servers refused.
+    pub fn exit_code(&self) -> u8 {
+        let lines = || self.servers.iter().flat_map(|s| &s.checks);
+        if lines().any(|c| c.bad_input) {
+            2
+        } else if lines().all(|c| c.ok) {
+            0
+        } else {
+            1
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct SideChecks {
     pub side: Side,
@@ -28,6 +43,9 @@ pub struct Check {
     pub check: String,
     pub ok: bool,
     pub detail: String,
+    /// A failure of the job file, not of a server: the check exits 2.
+    #[serde(skip)]
+    pub bad_input: bool,
 }
 
 /// What a login check says it found: "1 folder", "12 folders".
@@ -40,11 +58,22 @@ fn line(check: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
         check: check.into(),
         ok,
         detail: detail.into(),
+        bad_input: false,
+    }
+}
+
+/// A failed line that the job file caused, not a server.
+fn bad_input(check: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check {
+        bad_input: true,
+        ..line(check, false, detail)
     }
 }
 
 pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
-    let store = app.open_state()?;
+    // Read as it is: not even the job-change rule's bookkeeping (a check of a broken job
+    // file must leave the state as the last good one left it).
+    let store = app.backends.open_store_to_read(app.job)?;
     let sample = store.entries()?.into_iter().find(|e| e.is_migratable());
     drop(store);
     let passwords = app.passwords()?;
@@ -52,7 +81,7 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
     for side in [Side::Source, Side::Target] {
         let mut checks = Vec::new();
         match app.backends.connector(app.job, side) {
-            Err(e) => checks.push(line("configuration", false, e)),
+            Err(e) => checks.push(bad_input("configuration", e)),
             Ok(connector) => match connector.probe() {
                 Err(e) => checks.push(line(connector.describe(), false, e.to_string())),
                 Ok(probe) => {
@@ -116,6 +145,7 @@ pub fn check(app: &App<'_>) -> Result<CheckOutcome> {
                     }
                 }
                 Ok(None) => line(what, false, "no directory"),
+                Err(e) if e.exit_code() == 2 => bad_input(what, e.to_string()),
                 Err(e) => line(what, false, e.to_string()),
             });
         }

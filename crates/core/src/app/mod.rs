@@ -133,6 +133,15 @@ impl<'a> App<'a> {
         Ok(store)
     }
 
+    /// Opens the job's state for a command that only reads it: as [`App::open_state`], but
+    /// a state that does not exist yet is not created (it reads as empty).
+    pub fn read_state(&self) -> Result<Box<dyn Store>> {
+        let mut store = self.backends.open_store_to_read(self.job)?;
+        let removed = job_changed(self.job, store.as_mut())?;
+        self.removed_notice("The job file changed", &removed);
+        Ok(store)
+    }
+
     /// The directory settings of a side with the bind password read; `None` without one.
     /// (A Graph directory's application credential is read when the directory is opened.)
     pub fn directory_settings(&self, side: Side) -> Result<Option<DirectorySettings>> {

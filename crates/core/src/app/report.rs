@@ -32,7 +32,7 @@ pub fn report_of(
     format: ReportFormat,
     run: Option<RunId>,
 ) -> Result<String> {
-    let store = app.open_state()?;
+    let store = app.read_state()?;
     let json = |v: serde_json::Result<String>| {
         v.map_err(|e| AppError::Unavailable(format!("Unable to write the report: {e}")))
     };
@@ -98,7 +98,7 @@ pub struct RunListing {
 
 /// Every recorded run with a report, newest first: migrations and refreshes.
 pub fn runs(app: &App<'_>) -> Result<Vec<RunListing>> {
-    let store = app.open_state()?;
+    let store = app.read_state()?;
     let mut out = Vec::new();
     for info in store.runs(RunKind::Migrate)? {
         let entries = store.run_entries(info.id)?;
@@ -132,7 +132,7 @@ pub fn runs(app: &App<'_>) -> Result<Vec<RunListing>> {
 /// everything of the entry, did not pass it, or none has run yet; bad input (exit 2) for an
 /// ID that names no entry.
 pub fn failures(app: &App<'_>, entry: &EntryId) -> Result<Vec<Failure>> {
-    let store = app.open_state()?;
+    let store = app.read_state()?;
     if !store.entries()?.iter().any(|e| &e.id == entry) {
         return Err(AppError::input(format!(
             "No entry has the ID {:?}",

@@ -128,7 +128,7 @@ impl From<Entry> for EntryStatus {
 }
 
 pub fn status(app: &App<'_>) -> Result<StatusOutcome> {
-    let store = app.open_state()?;
+    let store = app.read_state()?;
     let passes = live(store.as_ref())?;
     let queued: HashMap<EntryId, Queued> = store
         .queued()?
@@ -208,5 +208,5 @@ fn live(store: &dyn Store) -> Result<Vec<PassStatus>> {
 
 /// Only the passes running now: cheap enough to ask every second.
 pub fn passes(app: &App<'_>) -> Result<Vec<PassStatus>> {
-    live(app.open_state()?.as_ref())
+    live(app.read_state()?.as_ref())
 }

@@ -392,7 +392,7 @@ pub fn host_and_pid(name: &str) -> (&str, Option<u32>) {
 
 /// Every worker registered in the job's state, in the order they started.
 pub fn workers(app: &App<'_>) -> Result<WorkersOutcome> {
-    let store = app.open_state()?;
+    let store = app.read_state()?;
     let queued = store.queued()?.len();
     let workers = store
         .workers()?

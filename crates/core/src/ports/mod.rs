@@ -52,6 +52,12 @@ impl DirectorySettings {
 pub trait Backends: Send + Sync {
     /// The job's state store, opened (and created on first use).
     fn open_store(&self, job: &Job) -> Result<Box<dyn Store>, StoreError>;
+    /// The job's state for a command that only reads it (`status`, `report`, `check`…):
+    /// where none exists yet, an empty one that nothing is written to, so that reading a
+    /// new job leaves no file behind. By default the same as [`Backends::open_store`].
+    fn open_store_to_read(&self, job: &Job) -> Result<Box<dyn Store>, StoreError> {
+        self.open_store(job)
+    }
     /// A directory, bound.
     fn directory(&self, settings: &DirectorySettings)
     -> Result<Box<dyn Directory>, DirectoryError>;
