@@ -12,7 +12,7 @@ use super::copy::{BudgetShare, Message, Next, next_group};
 use super::decide::{Vanished, take_vanished};
 use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
-use crate::fingerprint::{fingerprint, message_id};
+use crate::fingerprint::{Kind, fingerprint, fingerprint_as, message_id};
 use crate::model::{LedgerRow, LedgerState, Side, UidValidity};
 use crate::ports::store::{Orphan, StoreErrorKind};
 use crate::ports::{AppendOutcome, AppendTicket, MailSession, Outgoing, SessionError};
@@ -63,6 +63,9 @@ impl Pass<'_, '_> {
         // Two groups in flight: while the server stores one, the next one's intents are
         // committed and its APPENDs sent, so neither the fsync nor the round trip stalls.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // Whether any vanished row was written by a version before BLAKE3 (see below); only
+        // ever taken from, so it stays true of what is left.
+        let legacy = vanished.keys().any(|f| Kind::of(f) == Kind::Sha256);
         loop {
             let group = match next_group(&rx, !in_flight.is_empty(), self.attempts.group_bytes()) {
                 Next::Group(group) => group,
@@ -88,7 +91,14 @@ impl Pass<'_, '_> {
             let mut msgs = Vec::with_capacity(group.len());
             for m in group {
                 let fp = fingerprint(&m.body);
-                if let Some(old) = take_vanished(vanished, &fp) {
+                // A row an earlier version wrote holds a SHA-256 fingerprint: looked for in
+                // that kind too when such rows are among the vanished.
+                let old = take_vanished(vanished, &fp).or_else(|| {
+                    legacy
+                        .then(|| take_vanished(vanished, &fingerprint_as(Kind::Sha256, &m.body)))
+                        .flatten()
+                });
+                if let Some(old) = old {
                     // Already on the target: moved there after this folder's copies, and given
                     // the flags the source has now.
                     let new = LedgerRow {

@@ -352,7 +352,8 @@ pub struct Reconciled<'a> {
 /// Judges intents against the target messages no ledger row owns (`found`: fingerprint →
 /// UIDs at or above the intents' UIDNEXT). Each target message settles at most one intent,
 /// so two intents of identical messages need two copies on the target to both count as
-/// copied: a duplicate source message is never left uncopied on a guess.
+/// copied: a duplicate source message is never left uncopied on a guess. A UID may be
+/// found under several fingerprints (one per kind the intents hold); it still settles one.
 pub fn reconcile<'a>(
     pending: &'a [LedgerRow],
     mut found: HashMap<Fingerprint, Vec<Uid>>,
@@ -361,9 +362,12 @@ pub fn reconcile<'a>(
         // Pop the lowest first: intents are judged in UID order, copies arrived in it.
         uids.sort_unstable_by(|a, b| b.cmp(a));
     }
+    let mut used = HashSet::new();
     let mut r = Reconciled::default();
     for row in pending {
-        match found.get_mut(&row.fingerprint).and_then(Vec::pop) {
+        let uids = found.get_mut(&row.fingerprint);
+        let uid = uids.and_then(|u| std::iter::from_fn(|| u.pop()).find(|&u| used.insert(u)));
+        match uid {
             Some(uid) => r.copied.push((row, Some(uid))),
             None => r.forgotten.push(row),
         }
@@ -845,6 +849,22 @@ mod tests {
         assert_eq!(groups[&("A", &seen)].len(), 2);
         assert_eq!(groups[&("A", &flagged)].len(), 1);
         assert_eq!(groups[&("B", &seen)].len(), 1);
+    }
+
+    #[test]
+    fn a_target_message_found_under_two_kinds_settles_one_intent() {
+        // The same message under its SHA-256 and its BLAKE3 fingerprint, and two intents of
+        // it, one of each kind: one copy on the target settles one of them, not both.
+        let pending = [row("INBOX", 1, "sha-of-m"), row("INBOX", 2, "blake3:of-m")];
+        let found: HashMap<Fingerprint, Vec<Uid>> = [
+            ("sha-of-m".into(), vec![uid(30)]),
+            ("blake3:of-m".into(), vec![uid(30)]),
+        ]
+        .into();
+        let r = reconcile(&pending, found);
+        assert_eq!(r.copied.len(), 1);
+        assert_eq!(r.copied[0].1, Some(uid(30)));
+        assert_eq!(r.forgotten.len(), 1);
     }
 
     #[test]

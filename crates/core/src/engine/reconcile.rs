@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::decide;
 use super::{Result, on};
-use crate::fingerprint::fingerprint;
+use crate::fingerprint::{Kind, fingerprint_as};
 use crate::folders::{FolderPath, FolderTree};
 use crate::model::{EntryId, Fingerprint, LedgerRow, Side, Uid};
 use crate::ports::store::Orphan;
@@ -92,11 +92,19 @@ pub(super) fn reconcile_pending(
                     if rows.is_empty() {
                         break;
                     }
+                    // Each candidate in every kind the intents hold (an earlier version's
+                    // intents hold SHA-256); `decide::reconcile` lets a UID settle one intent.
+                    let kinds = Kind::all_of(rows.iter().map(|r| &r.fingerprint));
                     let mut found: HashMap<Fingerprint, Vec<Uid>> = HashMap::new();
                     let mut received = HashSet::new();
                     let fetched = dst.fetch(batch, &mut |m| {
                         received.insert(m.uid);
-                        found.entry(fingerprint(&m.body)).or_default().push(m.uid);
+                        for &kind in &kinds {
+                            found
+                                .entry(fingerprint_as(kind, &m.body))
+                                .or_default()
+                                .push(m.uid);
+                        }
                         ControlFlow::Continue(())
                     });
                     if fetched.is_err() {
@@ -206,9 +214,15 @@ pub(super) fn remove_orphans(
         unknown.sort_by_key(|o| o.uid);
         for batch in unknown.chunks(CANDIDATE_BATCH) {
             let uids: Vec<Uid> = batch.iter().map(|o| o.uid).collect();
+            // Each orphan's message in the kind its row holds.
+            let kinds: HashMap<Uid, Kind> = batch
+                .iter()
+                .map(|o| (o.uid, Kind::of(&o.fingerprint)))
+                .collect();
             let mut there: HashMap<Uid, Fingerprint> = HashMap::new();
             let fetched = dst.fetch(&uids, &mut |m| {
-                there.insert(m.uid, fingerprint(&m.body));
+                let kind = kinds.get(&m.uid).copied().unwrap_or(Kind::CURRENT);
+                there.insert(m.uid, fingerprint_as(kind, &m.body));
                 ControlFlow::Continue(())
             });
             // After a cut, only the orphans received are judged: one the server did not send

@@ -7,11 +7,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{Backoff, ByteBudget, PROCESS_BYTE_BUDGET, PassContext, PassSettings, migrate_entry};
-use crate::fingerprint::fingerprint;
+use crate::fingerprint::{Kind, fingerprint, fingerprint_as};
 use crate::folders::FolderRules;
 use crate::job::Date;
 use crate::model::{
     Entry, EntryState, Failure, Flags, LedgerRow, LedgerState, Origin, RunEntry, RunId, RunKind,
+    Uid,
 };
 use crate::ports::{EntryPasswords, NoObserver, SessionError, SessionErrorKind, Store};
 use crate::testing::{
@@ -210,7 +211,9 @@ fn assert_ledger_matches(w: &World, folders: &[&str]) {
             assert_eq!(rows.len(), 1, "{folder} UID {}: {rows:?}", m.uid);
             let r = rows[0];
             assert_eq!(r.state, LedgerState::Copied, "{r:?}");
-            assert_eq!(r.fingerprint, fingerprint(&m.body));
+            // In the row's own kind: an earlier version's rows hold SHA-256.
+            let kind = Kind::of(&r.fingerprint);
+            assert_eq!(r.fingerprint, fingerprint_as(kind, &m.body));
             assert_eq!(r.size, m.body.len() as u64);
             assert_eq!(r.flags, m.flags, "{folder} UID {}", m.uid);
             assert_eq!(r.target_folder, *folder);
@@ -790,6 +793,119 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
     assert_ledger_matches(&w, &["INBOX"]);
 }
 
+/// Rewrites the entry's ledger as a version before BLAKE3 left it: each row's fingerprint
+/// SHA-256 of its source message, its state and target UID as they were.
+fn as_written_before_blake3(w: &World) {
+    let rows = w.ledger();
+    let src = w.src();
+    let old: Vec<LedgerRow> = rows
+        .iter()
+        .map(|r| {
+            let body = &src
+                .messages(&r.source_folder)
+                .iter()
+                .find(|m| m.uid == r.uid)
+                .expect("each row's message is still on the source")
+                .body;
+            LedgerRow {
+                fingerprint: fingerprint_as(Kind::Sha256, body),
+                state: LedgerState::Pending,
+                ..r.clone()
+            }
+        })
+        .collect();
+    drop(src);
+    let mut store = w.store();
+    store
+        .complete(&w.entry.id, &[], &rows.iter().collect::<Vec<_>>())
+        .unwrap();
+    store.insert_pending(&w.entry.id, &old).unwrap();
+    let copied: Vec<(&LedgerRow, Option<Uid>)> = old
+        .iter()
+        .zip(&rows)
+        .filter(|(_, r)| !r.is_pending())
+        .map(|(o, r)| (o, r.target_uid))
+        .collect();
+    store.complete(&w.entry.id, &copied, &[]).unwrap();
+    drop(store);
+    assert!(
+        w.ledger()
+            .iter()
+            .all(|r| Kind::of(&r.fingerprint) == Kind::Sha256)
+    );
+    assert_eq!(w.ledger().len(), rows.len());
+}
+
+/// A ledger an earlier version wrote (SHA-256 fingerprints) still recognises a moved message:
+/// the move is a UID MOVE on the target, not a second copy, and the row keeps its kind.
+#[test]
+fn a_move_is_recognised_by_a_row_an_earlier_version_wrote() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    as_written_before_blake3(&w);
+    w.source
+        .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 0, 1)
+    );
+    let dst = w.dst();
+    assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
+    drop(dst);
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    let moved = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.source_folder == "Archive");
+    assert_eq!(
+        moved.map(|r| r.fingerprint),
+        Some(fingerprint_as(Kind::Sha256, &mail(2)))
+    );
+}
+
+/// Intents in doubt that an earlier version left (SHA-256) are reconciled exactly: the copies
+/// the server stored settle theirs, the rest are copied once, and the new rows are BLAKE3.
+#[test]
+fn intents_in_doubt_an_earlier_version_left_are_reconciled_exactly_once() {
+    let mut source = FakeMailbox::new();
+    for n in 1..=5 {
+        source.deliver("INBOX", &mail(n), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
+    }
+    let mut target = FakeMailbox::new().with_multiappend(false);
+    target.crash_after(3, 1);
+    let w = World::new(source, target);
+    w.stop.store(true, Ordering::SeqCst);
+    assert_eq!(w.pass().1.state, EntryState::Failed);
+    w.stop.store(false, Ordering::SeqCst);
+    assert_eq!(w.store().ledger_pending(&w.entry.id).unwrap().len(), 4);
+    as_written_before_blake3(&w);
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 2));
+    assert_eq!(w.dst().messages("INBOX").len(), 5);
+    assert_same_messages(&w, &["INBOX"]);
+    assert_ledger_matches(&w, &["INBOX"]);
+    let kinds: Vec<(u32, Kind)> = w
+        .ledger()
+        .iter()
+        .map(|r| (r.uid.get(), Kind::of(&r.fingerprint)))
+        .collect();
+    // Rows 1–3 were the earlier version's (its copies); 4 and 5 are this pass's copies.
+    assert_eq!(
+        kinds,
+        [
+            (1, Kind::Sha256),
+            (2, Kind::Sha256),
+            (3, Kind::Sha256),
+            (4, Kind::Blake3),
+            (5, Kind::Blake3),
+        ]
+    );
+}
+
 /// Reconciliation fetches the target's candidates to judge the intents a killed pass left;
 /// on a link that breaks every few messages that fetch never finishes in one attempt. What
 /// each attempt matched is recorded before the break, so the next attempt goes on from there
@@ -1301,12 +1417,14 @@ fn the_next_pass_removes_orphans_the_ledger_does_not_name() {
         uid,
         fingerprint: fingerprint(body),
     };
-    let orphans = [
+    let mut orphans = [
         orphan(late, validity_now, &mail(1)),
         orphan(adopted, validity_now, &mail(2)),
         orphan(other, validity_now, &mail(3)),
         orphan(other, validity(validity_now.get() + 1), &mail(50)),
     ];
+    // The late copy's orphan as a version before BLAKE3 recorded it: still recognised.
+    orphans[0].fingerprint = fingerprint_as(Kind::Sha256, &mail(1));
     w.store().record_orphans(&w.entry.id, &orphans).unwrap();
     let (_, result) = w.pass();
     assert_eq!(result.state, EntryState::Migrated, "{:?}", result.error);
