@@ -931,6 +931,17 @@ fn uid_validity(value: u32, raw: &str) -> Result<UidValidity> {
     })
 }
 
+/// A STATUS answer as the port has it; a UIDVALIDITY of 0 is the server's error.
+fn folder_status(s: mailferry_imap::client::FolderStatus, raw: &str) -> Result<FolderStatus> {
+    Ok(FolderStatus {
+        messages: s.messages,
+        uid_validity: uid_validity(s.uid_validity, raw)?,
+        uid_next: s.uid_next,
+        // A folder without mod-sequences says HIGHESTMODSEQ 0 (RFC 7162 §3.1.3): none.
+        highest_modseq: s.highest_modseq.filter(|&m| m > 0),
+    })
+}
+
 impl MailSession for ImapSession {
     fn folders(&mut self) -> Result<FolderTree> {
         let mut tree = if self.quirks.include_virtual_folders {
@@ -972,13 +983,15 @@ impl MailSession for ImapSession {
 
     fn status(&mut self, raw: &str) -> Result<FolderStatus> {
         let s = self.call(|c| c.status(raw))?;
-        Ok(FolderStatus {
-            messages: s.messages,
-            uid_validity: uid_validity(s.uid_validity, raw)?,
-            uid_next: s.uid_next,
-            // A folder without mod-sequences says HIGHESTMODSEQ 0 (RFC 7162 §3.1.3): none.
-            highest_modseq: s.highest_modseq.filter(|&m| m > 0),
-        })
+        folder_status(s, raw)
+    }
+
+    fn status_many(&mut self, raws: &[&str]) -> Result<Vec<FolderStatus>> {
+        let all = self.call(|c| c.status_many(raws))?;
+        all.into_iter()
+            .zip(raws)
+            .map(|(s, raw)| folder_status(s, raw))
+            .collect()
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {

@@ -392,10 +392,19 @@ impl Pass<'_, '_> {
         )?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
+        // Every folder's STATUS first, in one round trip where the session can: a delta pass
+        // over a distant server then waits one round trip, not one per folder.
         let mut work = Vec::new();
         let mut vanished = decide::Vanished::new();
-        for item in plan.iter().filter(|i| i.selectable) {
-            if let Some(w) = self.scan_folder(src.as_mut(), item, &mut vanished)? {
+        let sources: Vec<(&FolderPlanItem, &crate::folders::Folder)> = plan
+            .iter()
+            .filter(|i| i.selectable)
+            .filter_map(|i| i.source.as_ref().map(|f| (i, f)))
+            .collect();
+        let raws: Vec<&str> = sources.iter().map(|(_, f)| f.raw_name.as_str()).collect();
+        let statuses = src.status_many(&raws).map_err(on(Side::Source))?;
+        for ((item, _), status) in sources.into_iter().zip(statuses) {
+            if let Some(w) = self.scan_folder(src.as_mut(), item, status, &mut vanished)? {
                 work.push(w);
             }
         }

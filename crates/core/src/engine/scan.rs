@@ -126,11 +126,13 @@ impl Pass<'_, '_> {
         }
     }
 
-    /// Decides what a folder needs. Returns `None` when STATUS shows nothing changed.
+    /// Decides what a folder needs, from its `status` (read before this folder's scan, with
+    /// every other folder's). Returns `None` when STATUS shows nothing changed.
     pub(super) fn scan_folder(
         &mut self,
         src: &mut dyn MailSession,
         item: &FolderPlanItem,
+        mut status: FolderStatus,
         vanished: &mut Vanished,
     ) -> Result<Option<FolderWork>> {
         let Some(source) = item.source.clone() else {
@@ -138,7 +140,6 @@ impl Pass<'_, '_> {
         };
         let folder = source.path.as_str().to_string();
         let raw = source.raw_name.as_str();
-        let mut status = src.status(raw).map_err(on(Side::Source))?;
         let checkpoint = self.store().checkpoint(&self.entry.id, &folder)?;
         let settings = self.ctx.settings;
         if decide::folder_unchanged(checkpoint.as_ref(), &status, &settings.filter_key()) {

@@ -150,6 +150,11 @@ pub trait MailSession: Send {
     fn create_folder(&mut self, raw: &str) -> Result<Created>;
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()>;
     fn status(&mut self, raw: &str) -> Result<FolderStatus>;
+    /// The STATUS of several folders, in their order; an error if any fails. A session over
+    /// a network asks for them all in one round trip where it can; by default, one by one.
+    fn status_many(&mut self, raws: &[&str]) -> Result<Vec<FolderStatus>> {
+        raws.iter().map(|raw| self.status(raw)).collect()
+    }
     /// Selects a folder for the operations below; read-only unless `write`.
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected>;
     /// UIDs of the selected folder received on or after `since` and before `until`.

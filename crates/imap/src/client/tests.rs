@@ -943,3 +943,70 @@ fn an_esearch_answer_of_every_possible_uid_is_an_error_not_an_allocation() {
     drop(c);
     server.join().unwrap();
 }
+
+/// Several STATUS commands go out before the first answer is read: this server answers
+/// nothing until it has the last of the three, so a client that waited for each answer would
+/// time out. Answers are matched by the name they carry (the server answers in another
+/// order, and spells one name otherwise, which is then taken by position).
+#[test]
+fn status_of_several_folders_is_one_round_trip_and_each_answer_finds_its_folder() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 CONDSTORE] ready\r\n"),
+        (
+            b"m3 STATUS \"Sent\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
+            b"* STATUS \"Archive\" (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 20 HIGHESTMODSEQ 5)\r\n\
+              m2 OK done\r\n\
+              * STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\n\
+              m1 OK done\r\n\
+              * STATUS \"sent\" (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 30 HIGHESTMODSEQ 6)\r\n\
+              m3 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let st = c.status_many(&["INBOX", "Archive", "Sent"]).unwrap();
+    let got: Vec<(u32, u32, u32, Option<u64>)> = st
+        .iter()
+        .map(|s| (s.messages, s.uid_next, s.uid_validity, s.highest_modseq))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 2, 10, Some(4)),
+            (2, 3, 20, Some(5)),
+            (3, 4, 30, Some(6))
+        ]
+    );
+    drop(c);
+    let sent = server.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent).matches(" STATUS ").count(),
+        3,
+        "{}",
+        String::from_utf8_lossy(&sent)
+    );
+}
+
+/// A folder the server refuses does not leave the connection out of step: the answers after
+/// it are read, the refusal is the error, and the next command gets its own answer.
+#[test]
+fn a_refused_status_among_several_is_the_error_and_the_connection_stays_in_step() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m2 STATUS \"B\" (MESSAGES UIDNEXT UIDVALIDITY)\r\n",
+            b"m1 NO [NONEXISTENT] Mailbox doesn't exist: A\r\n\
+              * STATUS B (MESSAGES 7 UIDNEXT 8 UIDVALIDITY 9)\r\n\
+              m2 OK done\r\n",
+        ),
+        (
+            b"m3 STATUS \"C\" (MESSAGES UIDNEXT UIDVALIDITY)\r\n",
+            b"* STATUS C (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 3)\r\nm3 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let e = c.status_many(&["A", "B"]).unwrap_err();
+    assert!(e.to_string().contains("NONEXISTENT"), "{e}");
+    assert_eq!(c.status("C").unwrap().messages, 1);
+    drop(c);
+    server.join().unwrap();
+}
