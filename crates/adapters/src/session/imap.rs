@@ -885,8 +885,8 @@ pub fn read_tree_keeping(
     c: &mut Client,
     keep: impl Fn(&ServerFolder) -> bool,
 ) -> std::result::Result<FolderTree, ImapError> {
-    let list = c.list()?;
-    let ns = c.namespace()?;
+    let lists = c.tree_lists()?;
+    let (list, ns) = (lists.list, lists.namespace);
     let delimiter = list.iter().find_map(|l| l.delimiter);
     let namespace = match ns {
         Some((prefix, d)) => Namespace {
@@ -898,7 +898,7 @@ pub fn read_tree_keeping(
             delimiter,
         },
     };
-    let subscribed: HashSet<String> = c.lsub()?.into_iter().map(|l| l.name).collect();
+    let subscribed: HashSet<String> = lists.lsub.into_iter().map(|l| l.name).collect();
     let folders = list
         .into_iter()
         .map(|l| ServerFolder {

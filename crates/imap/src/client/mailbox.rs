@@ -15,6 +15,15 @@ const MAX_SEARCH_UIDS: usize = 1 << 24;
 /// commands of one round trip stay a few kilobytes, whatever the number of folders.
 pub const STATUS_PIPELINE: usize = 64;
 
+/// What [`Client::tree_lists`] read: LIST's folders, the first personal namespace (prefix
+/// and delimiter) where the server has NAMESPACE, and LSUB's folders.
+#[derive(Debug, Default)]
+pub struct TreeLists {
+    pub list: Vec<ListItem>,
+    pub namespace: Option<(String, Option<char>)>,
+    pub lsub: Vec<ListItem>,
+}
+
 /// Takes a STATUS answer's items into `st`.
 fn fill_status(st: &mut FolderStatus, items: Vec<(String, u64)>) {
     for (k, v) in items {
@@ -39,6 +48,28 @@ impl Client {
             }
         }
         Ok(None)
+    }
+
+    /// LIST, NAMESPACE (where the server has it) and LSUB in one round trip: what a folder
+    /// tree is read from.
+    pub fn tree_lists(&mut self) -> Result<TreeLists> {
+        let mut commands = vec!["LIST \"\" \"*\""];
+        if self.has("NAMESPACE") {
+            commands.push("NAMESPACE");
+        }
+        commands.push("LSUB \"\" \"*\"");
+        let mut lists = TreeLists::default();
+        for u in self.run_pipelined(&commands)? {
+            match u {
+                Untagged::List(l) => lists.list.push(l),
+                Untagged::Lsub(l) => lists.lsub.push(l),
+                Untagged::Namespace(ns) if lists.namespace.is_none() => {
+                    lists.namespace = ns.into_iter().next();
+                }
+                _ => {}
+            }
+        }
+        Ok(lists)
     }
 
     pub fn list(&mut self) -> Result<Vec<ListItem>> {

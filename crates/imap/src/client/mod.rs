@@ -289,6 +289,7 @@ pub fn trace_note(peer: &str, note: &str) {
 
 mod append;
 mod mailbox;
+pub use mailbox::TreeLists;
 mod net;
 mod readbuf;
 #[cfg(test)]
@@ -921,6 +922,40 @@ impl Client {
         })?;
         Ok(untagged)
     }
+    /// Runs several commands in one round trip: all are sent before the first answer is
+    /// read. Returns their untagged data together, in the order it came (the callers tell it
+    /// apart by kind). After a refusal the other answers are still read, so the connection
+    /// stays in step, and the first refusal is the error.
+    pub fn run_pipelined(&mut self, commands: &[&str]) -> Result<Vec<Untagged>> {
+        let mut tags = Vec::with_capacity(commands.len());
+        for command in commands {
+            self.trace(command);
+            let tag = self.tag();
+            self.out
+                .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+            let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+            tags.push((tag, verb));
+        }
+        let mut untagged = Vec::new();
+        let mut refused = None;
+        for (tag, verb) in &tags {
+            match self.finish_with(tag, verb, |u| {
+                untagged.push(u);
+                Ok(())
+            }) {
+                Ok(_) => {}
+                Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
+                    refused.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(untagged),
+        }
+    }
+
     pub fn logout(mut self) {
         let _ = self.run("LOGOUT");
     }

@@ -1010,3 +1010,27 @@ fn a_refused_status_among_several_is_the_error_and_the_connection_stays_in_step(
     drop(c);
     server.join().unwrap();
 }
+
+/// A folder tree is read in one round trip: this server answers nothing until it has the
+/// LSUB, the last of the three commands.
+#[test]
+fn list_namespace_and_lsub_go_out_together() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1 NAMESPACE] ready\r\n"),
+        (
+            b"m3 LSUB \"\" \"*\"\r\n",
+            b"* LIST () \".\" INBOX\r\n* LIST () \".\" \"INBOX.Sent\"\r\nm1 OK done\r\n\
+              * NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\nm2 OK done\r\n\
+              * LSUB () \".\" \"INBOX.Sent\"\r\nm3 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let t = c.tree_lists().unwrap();
+    let names =
+        |l: &[crate::response::ListItem]| l.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&t.list), ["INBOX", "INBOX.Sent"]);
+    assert_eq!(t.namespace, Some(("INBOX.".to_string(), Some('.'))));
+    assert_eq!(names(&t.lsub), ["INBOX.Sent"]);
+    drop(c);
+    server.join().unwrap();
+}

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# What a distant source costs a pass with nothing to do: the lab's corpus copied once, then
+# passes with nothing new, with the source Dovecot behind bench/latency-proxy.py, which delays
+# each direction by DELAY_MS (a round trip 2 x DELAY_MS longer; throughput not limited).
+#
+#   bench/latency.sh [DELAY_MS]          default 25 (a 50 ms round trip); as root, on Debian 12
+#
+# The lab's source must hold a corpus already (bench/run.sh fills it; medium by default).
+# Environment: PASSES=N no-change passes per build (default 3), alternated between builds;
+# MAILFERRY_BASELINE=<binary> another build measured the same way, on the same state;
+# MAILFERRY_SHARED, MAILFERRY_LAB, BENCH_OUT as bench/run.sh. Every pass must exit 0 and
+# copy nothing. Writes bench/results-latency-DATE.md.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+DELAY_MS=${1:-25}
+PASSES=${PASSES:-3}
+MF=$REPO/target/release/mailferry
+PROXY_PORT=${PROXY_PORT:-11143}
+
+log() { printf '[latency] %s\n' "$*" >&2; }
+die() { printf '[latency] ERROR: %s\n' "$*" >&2; exit 1; }
+[[ $DELAY_MS =~ ^[0-9]+$ ]] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[[ $(id -u) == 0 ]] || die "run as root (the lab starts Dovecot instances)"
+SHARED=$(cd "${MAILFERRY_SHARED:-$REPO/../shared}" && pwd) || die "shared folder not found (set MAILFERRY_SHARED)"
+LABSH=$SHARED/bench/lab.sh
+export MAILFERRY_LAB=${MAILFERRY_LAB:-/tmp/mailferry-lab}
+export LAB_LDAP=0
+[[ -f $MAILFERRY_LAB/source/corpus.json ]] || die "the lab's source holds no corpus: run bench/run.sh first"
+
+log "building the release binary (incremental)"
+(cd "$REPO" && cargo build --release --bin mailferry) >&2
+"$LABSH" up >&2
+eval "$("$LABSH" env)"
+LAB=$MAILFERRY_LAB
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+mapfile -t USERS < <(python3 -c 'import json,sys; print("\n".join(json.load(open(sys.argv[1]))["users"]))' "$LAB/source/corpus.json")
+
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/mailferry-bench-latency-XXXXXX)}
+mkdir -p "$OUT"
+python3 "$BENCH_DIR/latency-proxy.py" "$PROXY_PORT" "$SRC_PORT" "$DELAY_MS" &
+PROXY=$!
+trap 'kill $PROXY 2>/dev/null || true; wipe_trash' EXIT
+
+# One job, first pointed at the source itself for the copy, then at the proxy.
+job() {
+  cat <<EOF
+# written by bench/latency.sh
+name = "bench-latency"
+[source]
+kind = "imap"
+host = "$SRC_HOST"
+port = $1
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "master-separator"
+[target]
+kind = "imap"
+host = "$DST_HOST"
+port = $DST_PORT
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "sasl-authzid"
+[mailboxes]
+csv = "mailboxes.csv"
+[migration]
+concurrency = 4
+EOF
+}
+{
+  echo "Source ID,Source addresses,Target addresses"
+  for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
+} >"$OUT/mailboxes.csv"
+export BENCH_ADMIN_PW=$MASTER_PASS
+JOB=$OUT/job.toml
+job "$SRC_PORT" >"$JOB"
+
+set_aside_target
+"$LABSH" reset-target >&2
+"$MF" match "$JOB" >/dev/null
+log "copying the corpus once, straight from the source"
+"$MF" migrate "$JOB" --all --json >"$OUT/full.json" || die "the full pass failed: $OUT/full.json"
+job "$PROXY_PORT" >"$JOB"
+
+builds=("this:$MF")
+[[ -n ${MAILFERRY_BASELINE:-} ]] && builds+=("baseline:$MAILFERRY_BASELINE")
+: >"$OUT/passes.tsv"
+for ((i = 1; i <= PASSES; i++)); do
+  for b in "${builds[@]}"; do
+    name=${b%%:*} bin=${b#*:}
+    t0=$(date +%s.%N)
+    "$bin" migrate "$JOB" --all --json >"$OUT/$name-$i.json" || die "$name pass $i failed: $OUT/$name-$i.json"
+    t1=$(date +%s.%N)
+    copied=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["copied"])' "$OUT/$name-$i.json")
+    [[ $copied == 0 ]] || die "$name pass $i copied $copied messages: nothing was new"
+    awk -v n="$name" -v i="$i" -v a="$t0" -v b="$t1" 'BEGIN {printf "%s\t%s\t%.2f\n", n, i, b - a}' >>"$OUT/passes.tsv"
+    log "$name pass $i: $(tail -1 "$OUT/passes.tsv" | cut -f3) s"
+  done
+done
+
+RESULT=$BENCH_DIR/results-latency-$(date +%Y-%m-%d-%H%M).md
+python3 - "$OUT/passes.tsv" "$DELAY_MS" "${#USERS[@]}" "$("$MF" --version)" "${MAILFERRY_BASELINE:-}" >"$RESULT" <<'EOF'
+import sys
+from collections import defaultdict
+tsv, delay, users, version, baseline = sys.argv[1:]
+walls = defaultdict(list)
+for line in open(tsv):
+    name, _, wall = line.split()
+    walls[name].append(float(wall))
+print(f"# mailferry: passes with nothing to do, the source {2 * int(delay)} ms of round trip away\n")
+print(f"- {users} mailboxes of the lab's corpus, 4 at a time; the source Dovecot behind "
+      f"bench/latency-proxy.py ({delay} ms each way), the target on loopback")
+print(f"- this build: {version}" + (f"; baseline: {baseline}" if baseline else ""))
+print("- each pass exited 0 and copied nothing; passes alternated between builds\n")
+print("| build | passes | wall s, each | median s |")
+print("| --- | ---: | --- | ---: |")
+for name, w in walls.items():
+    print(f"| {name} | {len(w)} | {', '.join(f'{x:.2f}' for x in w)} | {sorted(w)[len(w) // 2]:.2f} |")
+EOF
+log "table written to $RESULT"
+cat "$RESULT"
