@@ -528,7 +528,9 @@ impl ImapSession {
     /// which reconnects; so neither is an error here.
     fn enable_qresync(&mut self) {
         if self.qresync && self.quirks.condstore {
-            let _ = self.client.enable_qresync();
+            // With the next command (the folder tree, or the SELECT of a reconnection): a
+            // round trip saved on every source connection.
+            self.client.enable_qresync_with_next();
         }
     }
 

@@ -24,6 +24,15 @@ pub struct TreeLists {
     pub lsub: Vec<ListItem>,
 }
 
+/// Whether an untagged answer is `ENABLED` naming QRESYNC.
+pub(super) fn enabled_qresync(values: &[Value]) -> bool {
+    matches!(values, [Value::Atom(word), caps @ ..]
+        if word.eq_ignore_ascii_case("ENABLED")
+            && caps
+                .iter()
+                .any(|c| matches!(c, Value::Atom(a) if a.eq_ignore_ascii_case("QRESYNC"))))
+}
+
 /// Takes a STATUS answer's items into `st`.
 fn fill_status(st: &mut FolderStatus, items: Vec<(String, u64)>) {
     for (k, v) in items {
@@ -278,17 +287,29 @@ impl Client {
         }
         let mut enabled = false;
         for u in self.run("ENABLE QRESYNC")? {
-            if let Untagged::Other(values) = u
-                && let [Value::Atom(word), caps @ ..] = values.as_slice()
-                && word.eq_ignore_ascii_case("ENABLED")
-            {
-                enabled |= caps
-                    .iter()
-                    .any(|c| matches!(c, Value::Atom(a) if a.eq_ignore_ascii_case("QRESYNC")));
+            if let Untagged::Other(values) = u {
+                enabled |= enabled_qresync(&values);
             }
         }
         self.qresync = enabled;
         Ok(enabled)
+    }
+
+    /// `ENABLE QRESYNC` without a round trip of its own: queued now, it goes out with the
+    /// next command, and its answers are taken out of that command's responses (in
+    /// [`Client::read_response`]; a server answers commands in order, so they come first).
+    /// QRESYNC counts as on from the `ENABLED` answer; a refusal leaves it off, as
+    /// [`Client::enable_qresync`] does. Only `VANISHED` depends on it, asked for by a FETCH
+    /// after a SELECT, never by a connection's first command.
+    pub fn enable_qresync_with_next(&mut self) {
+        if !self.has("QRESYNC") || !self.has("ENABLE") || self.enabling.is_some() {
+            return;
+        }
+        self.trace("ENABLE QRESYNC");
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} ENABLE QRESYNC\r\n").as_bytes());
+        self.enabling = Some(tag);
     }
 
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {

@@ -356,6 +356,9 @@ pub struct Client {
     forgotten: BTreeSet<String>,
     /// Whether `ENABLE QRESYNC` succeeded (expunges then come as `VANISHED`).
     qresync: bool,
+    /// The tag of an `ENABLE QRESYNC` sent ahead of the next command and not answered yet
+    /// ([`Client::enable_qresync_with_next`]); its answers are taken out of the responses.
+    enabling: Option<String>,
     /// Tagged responses that arrived while waiting for something else (pipelining).
     done: HashMap<String, Response>,
     pub peer: String,
@@ -405,6 +408,7 @@ impl Client {
             greeting: String::new(),
             forgotten: BTreeSet::new(),
             qresync: false,
+            enabling: None,
             done: HashMap::new(),
             peer: address,
             timeout: ep.timeout,
@@ -731,8 +735,26 @@ impl Client {
         Ok(())
     }
 
-    /// Reads one whole response, flushing pending output first.
+    /// Reads one whole response, flushing pending output first. The answers of an `ENABLE
+    /// QRESYNC` sent ahead ([`Client::enable_qresync_with_next`]) are taken here, whatever
+    /// command is being read, and not returned.
     pub fn read_response(&mut self) -> Result<Response> {
+        loop {
+            let r = self.read_one_response()?;
+            let Some(enabling) = &self.enabling else {
+                return Ok(r);
+            };
+            match &r {
+                Response::Tagged { tag, .. } if tag == enabling => self.enabling = None,
+                Response::Untagged(Untagged::Other(values)) if mailbox::enabled_qresync(values) => {
+                    self.qresync = true;
+                }
+                _ => return Ok(r),
+            }
+        }
+    }
+
+    fn read_one_response(&mut self) -> Result<Response> {
         self.flush()?;
         loop {
             if self.reading.is_some() {

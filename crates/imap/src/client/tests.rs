@@ -1034,3 +1034,66 @@ fn list_namespace_and_lsub_go_out_together() {
     drop(c);
     server.join().unwrap();
 }
+
+/// `ENABLE QRESYNC` goes out with the next command, not on its own: this server answers
+/// nothing until it has both. Its answers are taken out of that command's, QRESYNC is on
+/// from its `ENABLED`, and a later delta FETCH asks for VANISHED.
+#[test]
+fn enable_qresync_rides_with_the_next_command_and_turns_vanished_on() {
+    let (port, server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC] ready\r\n",
+        ),
+        (
+            b"m2 STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
+            b"* ENABLED QRESYNC\r\nm1 OK Enabled.\r\n\
+              * STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\n\
+              m2 OK done\r\n",
+        ),
+        (
+            b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4 VANISHED)\r\n",
+            b"* VANISHED (EARLIER) 7\r\nm3 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.enable_qresync_with_next();
+    assert_eq!(c.status("INBOX").unwrap().messages, 1);
+    let gone = c
+        .uid_fetch_changed_since("1:*", "FLAGS", 4, |_| Ok(()))
+        .unwrap();
+    assert_eq!(gone, Some(vec![(7, 7)]));
+    drop(c);
+    server.join().unwrap();
+}
+
+/// A server that refuses the ENABLE sent ahead leaves QRESYNC off, and the command it rode
+/// with gets its own answer.
+#[test]
+fn a_refused_enable_sent_ahead_leaves_qresync_off_and_the_command_unharmed() {
+    let (port, server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC] ready\r\n",
+        ),
+        (
+            b"m2 STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
+            b"m1 NO Not now.\r\n\
+              * STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\n\
+              m2 OK done\r\n",
+        ),
+        (
+            b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4)\r\n",
+            b"m3 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    c.enable_qresync_with_next();
+    assert_eq!(c.status("INBOX").unwrap().messages, 1);
+    let gone = c
+        .uid_fetch_changed_since("1:*", "FLAGS", 4, |_| Ok(()))
+        .unwrap();
+    assert_eq!(gone, None);
+    drop(c);
+    server.join().unwrap();
+}
