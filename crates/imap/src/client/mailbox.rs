@@ -47,18 +47,6 @@ fn fill_status(st: &mut FolderStatus, items: Vec<(String, u64)>) {
 }
 
 impl Client {
-    pub fn namespace(&mut self) -> Result<Option<(String, Option<char>)>> {
-        if !self.has("NAMESPACE") {
-            return Ok(None);
-        }
-        for u in self.run("NAMESPACE")? {
-            if let Untagged::Namespace(ns) = u {
-                return Ok(ns.into_iter().next());
-            }
-        }
-        Ok(None)
-    }
-
     /// LIST, NAMESPACE (where the server has it) and LSUB in one round trip: what a folder
     /// tree is read from.
     pub fn tree_lists(&mut self) -> Result<TreeLists> {
@@ -81,40 +69,9 @@ impl Client {
         Ok(lists)
     }
 
-    pub fn list(&mut self) -> Result<Vec<ListItem>> {
-        Ok(self
-            .run("LIST \"\" \"*\"")?
-            .into_iter()
-            .filter_map(|u| match u {
-                Untagged::List(l) => Some(l),
-                _ => None,
-            })
-            .collect())
-    }
-
-    pub fn lsub(&mut self) -> Result<Vec<ListItem>> {
-        Ok(self
-            .run("LSUB \"\" \"*\"")?
-            .into_iter()
-            .filter_map(|u| match u {
-                Untagged::Lsub(l) => Some(l),
-                _ => None,
-            })
-            .collect())
-    }
-
     pub fn status(&mut self, mailbox: &str) -> Result<FolderStatus> {
-        let mut st = FolderStatus::default();
-        for u in self.run(&format!(
-            "STATUS {} ({})",
-            quote(mailbox),
-            self.status_items()
-        ))? {
-            if let Untagged::MailboxStatus { items, .. } = u {
-                fill_status(&mut st, items);
-            }
-        }
-        Ok(st)
+        let mut one = self.status_many(&[mailbox])?;
+        Ok(one.remove(0))
     }
 
     /// STATUS of several mailboxes, in their order, a round trip for up to
@@ -129,44 +86,25 @@ impl Client {
         let items = self.status_items();
         let mut out = vec![FolderStatus::default(); mailboxes.len()];
         let mut answered = vec![false; mailboxes.len()];
-        let mut refused = None;
         for (part, at) in mailboxes
             .chunks(STATUS_PIPELINE)
             .zip((0..).step_by(STATUS_PIPELINE))
         {
-            let mut tags = Vec::with_capacity(part.len());
-            for m in part {
-                let command = format!("STATUS {} ({items})", quote(m));
-                self.trace(&command);
-                let tag = self.tag();
-                self.out
-                    .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
-                tags.push(tag);
-            }
-            for (i, tag) in tags.iter().enumerate() {
-                let done = self.finish_with(tag, "STATUS", |u| {
-                    if let Untagged::MailboxStatus { mailbox, items } = u {
-                        let named = (0..part.len())
-                            .find(|&j| part[j] == mailbox && !answered[at + j])
-                            .unwrap_or(i);
-                        answered[at + named] = true;
-                        fill_status(&mut out[at + named], items);
-                    }
-                    Ok(())
-                });
-                match done {
-                    Ok(_) => {}
-                    Err(e @ (super::Error::No { .. } | super::Error::Bad { .. })) => {
-                        refused.get_or_insert(e);
-                    }
-                    Err(e) => return Err(e),
+            let commands: Vec<String> = part
+                .iter()
+                .map(|m| format!("STATUS {} ({items})", quote(m)))
+                .collect();
+            self.pipeline(&commands, |i, u| {
+                if let Untagged::MailboxStatus { mailbox, items } = u {
+                    let j = (0..part.len())
+                        .find(|&j| part[j] == mailbox && !answered[at + j])
+                        .unwrap_or(i);
+                    answered[at + j] = true;
+                    fill_status(&mut out[at + j], items);
                 }
-            }
+            })?;
         }
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 
     fn status_items(&self) -> &'static str {
@@ -277,30 +215,14 @@ impl Client {
     }
 
     /// `ENABLE QRESYNC` (RFC 5161, RFC 7162 §3.2.3), valid only before the first SELECT of the
-    /// connection. Returns whether the server said `ENABLED QRESYNC`; sends nothing when the
-    /// capability is missing or forgotten. With it on, the server reports expunges as
-    /// `VANISHED` and [`Client::uid_fetch_changed_since`] may ask for the UIDs expunged since a
-    /// mod-sequence.
-    pub fn enable_qresync(&mut self) -> Result<bool> {
-        if !self.has("QRESYNC") || !self.has("ENABLE") {
-            return Ok(false);
-        }
-        let mut enabled = false;
-        for u in self.run("ENABLE QRESYNC")? {
-            if let Untagged::Other(values) = u {
-                enabled |= enabled_qresync(&values);
-            }
-        }
-        self.qresync = enabled;
-        Ok(enabled)
-    }
-
-    /// `ENABLE QRESYNC` without a round trip of its own: queued now, it goes out with the
-    /// next command, and its answers are taken out of that command's responses (in
-    /// [`Client::read_response`]; a server answers commands in order, so they come first).
-    /// QRESYNC counts as on from the `ENABLED` answer; a refusal leaves it off, as
-    /// [`Client::enable_qresync`] does. Only `VANISHED` depends on it, asked for by a FETCH
-    /// after a SELECT, never by a connection's first command.
+    /// connection; sends nothing when the capability is missing or forgotten. It has no round
+    /// trip of its own: queued now, it goes out with the next command, and its answers are
+    /// taken out of whatever responses are read next ([`Client::read_response`]; a server
+    /// answers commands in order, so they come first). QRESYNC counts as on from the
+    /// `ENABLED QRESYNC` answer, and a refusal leaves it off. With it on, the server reports
+    /// expunges as `VANISHED` and [`Client::uid_fetch_changed_since`] may ask for the UIDs
+    /// expunged since a mod-sequence: only ever after a SELECT, never by a connection's first
+    /// command.
     pub fn enable_qresync_with_next(&mut self) {
         if !self.has("QRESYNC") || !self.has("ENABLE") || self.enabling.is_some() {
             return;

@@ -932,25 +932,30 @@ impl Client {
 
     /// Runs one command (a complete line without tag and CRLF) and returns its untagged data.
     pub fn run(&mut self, command: &str) -> Result<Vec<Untagged>> {
-        self.trace(command);
-        let tag = self.tag();
-        self.out
-            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        self.run_pipelined(&[command])
+    }
+
+    /// Runs several commands in one round trip and returns their untagged data together, in
+    /// the order it came (the callers tell it apart by kind); see [`Client::pipeline`].
+    pub fn run_pipelined(&mut self, commands: &[&str]) -> Result<Vec<Untagged>> {
         let mut untagged = Vec::new();
-        let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
-        self.finish_with(&tag, &verb, |u| {
-            untagged.push(u);
-            Ok(())
-        })?;
+        self.pipeline(commands, |_, u| untagged.push(u))?;
         Ok(untagged)
     }
-    /// Runs several commands in one round trip: all are sent before the first answer is
-    /// read. Returns their untagged data together, in the order it came (the callers tell it
-    /// apart by kind). After a refusal the other answers are still read, so the connection
-    /// stays in step, and the first refusal is the error.
-    pub fn run_pipelined(&mut self, commands: &[&str]) -> Result<Vec<Untagged>> {
+
+    /// Sends `commands` together, all before the first answer is read, then reads their
+    /// answers in order, handing `each` every untagged response with the index of the
+    /// command being waited for (a server answering in order answers that one). After a
+    /// refusal the other answers are still read, so the connection stays in step, and the
+    /// first refusal is the error.
+    pub(super) fn pipeline<S: AsRef<str>>(
+        &mut self,
+        commands: &[S],
+        mut each: impl FnMut(usize, Untagged),
+    ) -> Result<()> {
         let mut tags = Vec::with_capacity(commands.len());
         for command in commands {
+            let command = command.as_ref();
             self.trace(command);
             let tag = self.tag();
             self.out
@@ -958,11 +963,10 @@ impl Client {
             let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
             tags.push((tag, verb));
         }
-        let mut untagged = Vec::new();
         let mut refused = None;
-        for (tag, verb) in &tags {
+        for (i, (tag, verb)) in tags.iter().enumerate() {
             match self.finish_with(tag, verb, |u| {
-                untagged.push(u);
+                each(i, u);
                 Ok(())
             }) {
                 Ok(_) => {}
@@ -974,7 +978,7 @@ impl Client {
         }
         match refused {
             Some(e) => Err(e),
-            None => Ok(untagged),
+            None => Ok(()),
         }
     }
 

@@ -1035,65 +1035,58 @@ fn list_namespace_and_lsub_go_out_together() {
     server.join().unwrap();
 }
 
-/// `ENABLE QRESYNC` goes out with the next command, not on its own: this server answers
-/// nothing until it has both. Its answers are taken out of that command's, QRESYNC is on
-/// from its `ENABLED`, and a later delta FETCH asks for VANISHED.
-#[test]
-fn enable_qresync_rides_with_the_next_command_and_turns_vanished_on() {
-    let (port, server) = scripted_server(vec![
-        (
-            b"",
-            b"* OK [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC] ready\r\n",
-        ),
-        (
-            b"m2 STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
-            b"* ENABLED QRESYNC\r\nm1 OK Enabled.\r\n\
-              * STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\n\
-              m2 OK done\r\n",
-        ),
-        (
-            b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4 VANISHED)\r\n",
-            b"* VANISHED (EARLIER) 7\r\nm3 OK done\r\n",
-        ),
-    ]);
+/// `ENABLE QRESYNC` sent ahead of the next command, against a server that answers it with
+/// `enable_answer`: the STATUS it rides with goes out before any answer (this server answers
+/// nothing until it has both), gets its own answer, and a later delta FETCH asks for
+/// VANISHED only when the server said `ENABLED QRESYNC`.
+fn enable_sent_ahead(
+    enable_answer: &[u8],
+    fetch: &[u8],
+    fetch_answer: &[u8],
+) -> Option<Vec<(u32, u32)>> {
+    let status =
+        b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\nm2 OK done\r\n";
+    let (port, server) = serve(
+        vec![
+            (
+                Vec::new(),
+                b"* OK [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC] ready\r\n".to_vec(),
+            ),
+            (
+                b"m2 STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n".to_vec(),
+                [enable_answer, status].concat(),
+            ),
+            (fetch.to_vec(), fetch_answer.to_vec()),
+        ],
+        false,
+    );
     let mut c = Client::connect(&plain_endpoint(port)).unwrap();
     c.enable_qresync_with_next();
     assert_eq!(c.status("INBOX").unwrap().messages, 1);
     let gone = c
         .uid_fetch_changed_since("1:*", "FLAGS", 4, |_| Ok(()))
         .unwrap();
-    assert_eq!(gone, Some(vec![(7, 7)]));
     drop(c);
     server.join().unwrap();
+    gone
 }
 
-/// A server that refuses the ENABLE sent ahead leaves QRESYNC off, and the command it rode
-/// with gets its own answer.
+#[test]
+fn enable_qresync_rides_with_the_next_command_and_turns_vanished_on() {
+    let gone = enable_sent_ahead(
+        b"* ENABLED QRESYNC\r\nm1 OK Enabled.\r\n",
+        b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4 VANISHED)\r\n",
+        b"* VANISHED (EARLIER) 7\r\nm3 OK done\r\n",
+    );
+    assert_eq!(gone, Some(vec![(7, 7)]));
+}
+
 #[test]
 fn a_refused_enable_sent_ahead_leaves_qresync_off_and_the_command_unharmed() {
-    let (port, server) = scripted_server(vec![
-        (
-            b"",
-            b"* OK [CAPABILITY IMAP4rev1 ENABLE CONDSTORE QRESYNC] ready\r\n",
-        ),
-        (
-            b"m2 STATUS \"INBOX\" (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ)\r\n",
-            b"m1 NO Not now.\r\n\
-              * STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 10 HIGHESTMODSEQ 4)\r\n\
-              m2 OK done\r\n",
-        ),
-        (
-            b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4)\r\n",
-            b"m3 OK done\r\n",
-        ),
-    ]);
-    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
-    c.enable_qresync_with_next();
-    assert_eq!(c.status("INBOX").unwrap().messages, 1);
-    let gone = c
-        .uid_fetch_changed_since("1:*", "FLAGS", 4, |_| Ok(()))
-        .unwrap();
+    let gone = enable_sent_ahead(
+        b"m1 NO Not now.\r\n",
+        b"m3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 4)\r\n",
+        b"m3 OK done\r\n",
+    );
     assert_eq!(gone, None);
-    drop(c);
-    server.join().unwrap();
 }
