@@ -576,8 +576,23 @@ fn a_refused_multiappend_group_fails_only_the_refused_message() {
 
 #[test]
 fn a_message_moved_between_source_folders_is_moved_on_the_target() {
+    a_moved_message_is_moved_on_the_target(Kind::Blake3);
+}
+
+/// A ledger an earlier version wrote (SHA-256 fingerprints) still recognises a moved message.
+#[test]
+fn a_move_is_recognised_by_a_row_an_earlier_version_wrote() {
+    a_moved_message_is_moved_on_the_target(Kind::Sha256);
+}
+
+/// A message moved between source folders after a first pass whose ledger holds
+/// fingerprints of `kind`: the next pass moves it on the target, and its row keeps its kind.
+fn a_moved_message_is_moved_on_the_target(kind: Kind) {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();
+    if kind == Kind::Sha256 {
+        as_written_before_blake3(&w);
+    }
     let new_uid = w
         .source
         .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
@@ -591,12 +606,13 @@ fn a_message_moved_between_source_folders_is_moved_on_the_target() {
     // One UID MOVE, no APPEND: the copy on the target is the one made by the first pass.
     let dst = w.dst();
     assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
+    drop(dst);
     assert_same_messages(&w, &FOLDERS);
     assert_ledger_matches(&w, &FOLDERS);
     let row = w
         .ledger()
         .into_iter()
-        .find(|r| r.fingerprint == fingerprint(&mail(2)))
+        .find(|r| r.fingerprint == fingerprint_as(kind, &mail(2)))
         .unwrap();
     assert_eq!(
         (
@@ -754,6 +770,18 @@ fn a_uidvalidity_change_rekeys_the_ledger_and_copies_nothing() {
 
 #[test]
 fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
+    a_crash_between_intent_and_ok(Kind::Blake3);
+}
+
+/// Intents in doubt that an earlier version left (SHA-256) are reconciled exactly too.
+#[test]
+fn intents_in_doubt_an_earlier_version_left_are_reconciled_exactly_once() {
+    a_crash_between_intent_and_ok(Kind::Sha256);
+}
+
+/// A pass killed between intents and OKs, its ledger holding fingerprints of `kind`; the next
+/// pass records the copies stored without an OK and copies the rest, once each.
+fn a_crash_between_intent_and_ok(kind: Kind) {
     let mut source = FakeMailbox::new();
     for n in 1..=5 {
         source.deliver("INBOX", &mail(n), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
@@ -784,6 +812,9 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
             (5, LedgerState::Pending),
         ]
     );
+    if kind == Kind::Sha256 {
+        as_written_before_blake3(&w);
+    }
 
     // Stored without an OK: recorded as copied; never stored: copied now.
     let (_, result) = w.pass();
@@ -791,6 +822,14 @@ fn a_crash_between_intent_and_ok_is_reconciled_exactly_once() {
     assert_eq!(w.dst().messages("INBOX").len(), 5);
     assert_same_messages(&w, &["INBOX"]);
     assert_ledger_matches(&w, &["INBOX"]);
+    // Rows 1–3 keep the kind they were written with; 4 and 5 are this pass's copies.
+    let kinds: Vec<(u32, Kind)> = w
+        .ledger()
+        .iter()
+        .map(|r| (r.uid.get(), Kind::of(&r.fingerprint)))
+        .collect();
+    let b3 = Kind::Blake3;
+    assert_eq!(kinds, [(1, kind), (2, kind), (3, kind), (4, b3), (5, b3)]);
 }
 
 /// Rewrites the entry's ledger as a version before BLAKE3 left it: each row's fingerprint
@@ -834,76 +873,6 @@ fn as_written_before_blake3(w: &World) {
             .all(|r| Kind::of(&r.fingerprint) == Kind::Sha256)
     );
     assert_eq!(w.ledger().len(), rows.len());
-}
-
-/// A ledger an earlier version wrote (SHA-256 fingerprints) still recognises a moved message:
-/// the move is a UID MOVE on the target, not a second copy, and the row keeps its kind.
-#[test]
-fn a_move_is_recognised_by_a_row_an_earlier_version_wrote() {
-    let w = World::new(source_mailbox(), FakeMailbox::new());
-    w.pass();
-    as_written_before_blake3(&w);
-    w.source
-        .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
-    w.reset_counts();
-    let (_, result) = w.pass();
-    assert_eq!(
-        (result.state, result.copied, result.moved),
-        (EntryState::Migrated, 0, 1)
-    );
-    let dst = w.dst();
-    assert_eq!((dst.counts().moves, dst.counts().appends), (1, 0));
-    drop(dst);
-    assert_same_messages(&w, &FOLDERS);
-    assert_ledger_matches(&w, &FOLDERS);
-    let moved = w
-        .ledger()
-        .into_iter()
-        .find(|r| r.source_folder == "Archive");
-    assert_eq!(
-        moved.map(|r| r.fingerprint),
-        Some(fingerprint_as(Kind::Sha256, &mail(2)))
-    );
-}
-
-/// Intents in doubt that an earlier version left (SHA-256) are reconciled exactly: the copies
-/// the server stored settle theirs, the rest are copied once, and the new rows are BLAKE3.
-#[test]
-fn intents_in_doubt_an_earlier_version_left_are_reconciled_exactly_once() {
-    let mut source = FakeMailbox::new();
-    for n in 1..=5 {
-        source.deliver("INBOX", &mail(n), &["\\Seen"], "01-Mar-2024 09:15:00 +0100");
-    }
-    let mut target = FakeMailbox::new().with_multiappend(false);
-    target.crash_after(3, 1);
-    let w = World::new(source, target);
-    w.stop.store(true, Ordering::SeqCst);
-    assert_eq!(w.pass().1.state, EntryState::Failed);
-    w.stop.store(false, Ordering::SeqCst);
-    assert_eq!(w.store().ledger_pending(&w.entry.id).unwrap().len(), 4);
-    as_written_before_blake3(&w);
-
-    let (_, result) = w.pass();
-    assert_eq!((result.state, result.copied), (EntryState::Migrated, 2));
-    assert_eq!(w.dst().messages("INBOX").len(), 5);
-    assert_same_messages(&w, &["INBOX"]);
-    assert_ledger_matches(&w, &["INBOX"]);
-    let kinds: Vec<(u32, Kind)> = w
-        .ledger()
-        .iter()
-        .map(|r| (r.uid.get(), Kind::of(&r.fingerprint)))
-        .collect();
-    // Rows 1–3 were the earlier version's (its copies); 4 and 5 are this pass's copies.
-    assert_eq!(
-        kinds,
-        [
-            (1, Kind::Sha256),
-            (2, Kind::Sha256),
-            (3, Kind::Sha256),
-            (4, Kind::Blake3),
-            (5, Kind::Blake3),
-        ]
-    );
 }
 
 /// Reconciliation fetches the target's candidates to judge the intents a killed pass left;
