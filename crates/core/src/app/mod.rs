@@ -127,16 +127,17 @@ impl<'a> App<'a> {
 
     /// Opens the job's state and applies the job-change rule first (see [`job_changed`]).
     pub fn open_state(&self) -> Result<Box<dyn Store>> {
-        let mut store = self.backends.open_store(self.job)?;
-        let removed = job_changed(self.job, store.as_mut())?;
-        self.removed_notice("The job file changed", &removed);
-        Ok(store)
+        self.after_job_change(self.backends.open_store(self.job)?)
     }
 
     /// Opens the job's state for a command that only reads it: as [`App::open_state`], but
     /// a state that does not exist yet is not created (it reads as empty).
     pub fn read_state(&self) -> Result<Box<dyn Store>> {
-        let mut store = self.backends.open_store_to_read(self.job)?;
+        self.after_job_change(self.backends.open_store_to_read(self.job)?)
+    }
+
+    /// The store once the job-change rule was applied to it, the admin told what it removed.
+    fn after_job_change(&self, mut store: Box<dyn Store>) -> Result<Box<dyn Store>> {
         let removed = job_changed(self.job, store.as_mut())?;
         self.removed_notice("The job file changed", &removed);
         Ok(store)
