@@ -293,6 +293,23 @@ fn init_writes_a_template_that_check_can_read() {
     for var in ["SOURCE_ADMIN_PASSWORD", "TARGET_ADMIN_PASSWORD"] {
         assert!(said.contains(&format!("{var} is not set")), "{said}");
     }
+    // In JSON the lines the job file caused say so; the others do not carry the field.
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["check", "--json"]).stdout).unwrap();
+    let lines: Vec<&serde_json::Value> = json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["checks"].as_array().unwrap())
+        .collect();
+    for line in &lines {
+        let secret = line["detail"].as_str().unwrap().contains("is not set");
+        assert_eq!(line.get("bad_input").is_some(), secret, "{line}");
+        if secret {
+            assert_eq!(line["bad_input"], true, "{line}");
+        }
+    }
+    assert!(lines.iter().any(|l| l.get("bad_input").is_some()), "{json}");
     // No run yet: bad input too.
     assert_eq!(run(&["report"]).status.code(), Some(2));
     // Looking at a new job leaves nothing behind: the state is created by the first command

@@ -43,8 +43,9 @@ pub struct Check {
     pub check: String,
     pub ok: bool,
     pub detail: String,
-    /// A failure of the job file, not of a server: the check exits 2.
-    #[serde(skip)]
+    /// A failure of the job file, not of a server: the check exits 2. In `check --json` as
+    /// `"bad_input": true`, left out on every other line.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bad_input: bool,
 }
 
