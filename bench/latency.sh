@@ -49,36 +49,14 @@ job() {
   cat <<EOF
 # written by bench/latency.sh
 name = "bench-latency"
-[source]
-kind = "imap"
-host = "$SRC_HOST"
-port = $1
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "master-separator"
-[target]
-kind = "imap"
-host = "$DST_HOST"
-port = $DST_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "sasl-authzid"
+$(lab_sides "$1")
 [mailboxes]
 csv = "mailboxes.csv"
 [migration]
 concurrency = 4
 EOF
 }
-{
-  echo "Source ID,Source addresses,Target addresses"
-  for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
-} >"$OUT/mailboxes.csv"
+mailboxes_csv "$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
 JOB=$OUT/job.toml
 job "$SRC_PORT" >"$JOB"

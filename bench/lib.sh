@@ -1,4 +1,5 @@
-# Shared by bench/run.sh and bench/scale.sh (sourced after the lab's env: LAB, log, die).
+# Shared by bench/run.sh, bench/scale.sh and bench/latency.sh (sourced after the lab's env:
+# LAB, SRC_HOST, DST_HOST, DST_PORT, MASTER_USER, log, die).
 #
 # Emptying the target between tools: its messages are moved aside, not deleted, until the end.
 # This machine's root file system is ext4 without a journal, and there the inode allocator
@@ -35,3 +36,41 @@ if [[ -f $WIPED ]]; then
   fi
 fi
 
+
+# The job file's [source] and [target] for the lab's two Dovecots, through their master user
+# (password from BENCH_ADMIN_PW): lab_sides SOURCE_PORT [MAX_CONNECTIONS]
+lab_sides() {
+  local limit=${2:+$'\n'"max_connections = $2"}
+  cat <<EOF
+[source]
+kind = "imap"
+host = "$SRC_HOST"
+port = $1
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "master-separator"$limit
+
+[target]
+kind = "imap"
+host = "$DST_HOST"
+port = $DST_PORT
+security = "plain"
+allow_plain = true
+auth = "admin"
+admin_user = "$MASTER_USER"
+admin_password = { env = "BENCH_ADMIN_PW" }
+admin_login = "sasl-authzid"$limit
+EOF
+}
+
+# The mailboxes CSV of the users in USERS, each to the same address: mailboxes_csv FILE
+mailboxes_csv() {
+  {
+    echo "Source ID,Source addresses,Target addresses"
+    local u
+    for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
+  } >"$1"
+}

@@ -222,29 +222,7 @@ cat >"$JOB" <<EOF
 # written by bench/run.sh
 name = "bench-$PRESET"
 
-[source]
-kind = "imap"
-host = "$SRC_HOST"
-port = $SRC_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "master-separator"
-max_connections = $((JOBS > 10 ? JOBS : 10))
-
-[target]
-kind = "imap"
-host = "$DST_HOST"
-port = $DST_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "sasl-authzid"
-max_connections = $((JOBS > 10 ? JOBS : 10))
+$(lab_sides "$SRC_PORT" $((JOBS > 10 ? JOBS : 10)))
 
 [mailboxes]
 csv = "mailboxes.csv"
@@ -252,10 +230,7 @@ csv = "mailboxes.csv"
 [migration]
 concurrency = $JOBS
 EOF
-{
-  echo "Source ID,Source addresses,Target addresses"
-  for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
-} >"$OUT/mailboxes.csv"
+mailboxes_csv "$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
 
 # watch N [browsers|streams]: `mailferry serve` on the job and N headless Chromium windows on

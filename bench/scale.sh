@@ -104,29 +104,7 @@ write_job() {
 name = "scale-$1"
 $state_lines
 
-[source]
-kind = "imap"
-host = "$SRC_HOST"
-port = $SRC_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "master-separator"
-max_connections = 16
-
-[target]
-kind = "imap"
-host = "$DST_HOST"
-port = $DST_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "sasl-authzid"
-max_connections = 16
+$(lab_sides "$SRC_PORT" 16)
 
 [mailboxes]
 csv = "mailboxes.csv"
@@ -135,10 +113,7 @@ csv = "mailboxes.csv"
 concurrency = $3
 EOF
 }
-{
-  echo "Source ID,Source addresses,Target addresses"
-  for u in "${USERS[@]}"; do echo "${u%@*},$u,$u"; done
-} >"$OUT/mailboxes.csv"
+mailboxes_csv "$OUT/mailboxes.csv"
 export BENCH_ADMIN_PW=$MASTER_PASS
 
 RES=$OUT/results.tsv
