@@ -433,6 +433,11 @@ impl Dovecot {
         self.dir.join("mail").join(user)
     }
 
+    /// The Dovecot log as it is now (every instance logs at info level: logins, logouts).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// The last `lines` lines of the Dovecot log (plus the master's stderr, if it wrote
     /// anything), for assertion messages.
     pub fn log_tail(&self, lines: usize) -> String {

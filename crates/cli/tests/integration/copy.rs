@@ -364,3 +364,20 @@ fn a_pass_with_no_change_costs_one_status_per_folder() {
         );
     }
 }
+
+/// A pass ends each session with LOGOUT and closes without waiting for the answer (a round
+/// trip saved per connection): both servers still log every session of the pass as logged
+/// out, none as a connection closed or reset under it.
+#[test]
+fn every_session_of_a_pass_ends_logged_out_on_both_servers() {
+    let lab = Lab::new(&["lou"]);
+    let msgs: Vec<Msg> = (0..30).map(|i| generated(i, 4_000)).collect();
+    fill(&lab.source, "lou", "INBOX", &msgs[..20]);
+    fill(&lab.source, "lou", "Archive", &msgs[20..]);
+    let marks = lab.log_marks();
+    let v = lab.migrate_ok();
+    assert_eq!(v["copied"], 30, "{v:#}");
+    let (code, v) = lab.json(&["migrate", lab.job().to_str().unwrap(), "--all"]);
+    assert_eq!((code, v["copied"].as_u64()), (0, Some(0)), "{v:#}");
+    assert_sessions_logged_out(&lab, marks, 2);
+}

@@ -90,6 +90,11 @@ pub struct Lab<S = Dovecot, T = Dovecot> {
 }
 
 impl Lab {
+    /// How long the two Dovecots' logs are now: where to read them from after a command.
+    pub fn log_marks(&self) -> [usize; 2] {
+        [self.source.log().len(), self.target.log().len()]
+    }
+
     /// Two default Dovecots (`/` separator, full capabilities) with these users on both.
     pub fn new(users: &[&str]) -> Lab {
         Lab::with(DovecotConfig::new(users), DovecotConfig::new(users))
@@ -655,5 +660,54 @@ pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(start.elapsed() < limit, "{what}: not after {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The two Dovecots' logs from `marks` (their lengths before, from [`Lab::log_marks`]) show at
+/// least `at_least` logins each, and every one of those sessions ended with a LOGOUT the
+/// server read ("Disconnected: Logged out"), not with a connection closed or reset.
+pub fn assert_sessions_logged_out(lab: &Lab, marks: [usize; 2], at_least: usize) {
+    for (name, server, mark) in [
+        ("source", &lab.source, marks[0]),
+        ("target", &lab.target, marks[1]),
+    ] {
+        // Each login of the passes (`session=<ID>` in imap-login's line) and how the session
+        // ended (imap's `<ID>: Info: Disconnected: ...`), once the server has read the close.
+        let ends = || {
+            let log = server.log()[mark..].to_string();
+            let sessions: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("imap-login: Info: Login:"))
+                .filter_map(|l| l.split("session=<").nth(1)?.split('>').next())
+                .map(str::to_string)
+                .collect();
+            let ends: Vec<Option<String>> = sessions
+                .iter()
+                .map(|id| {
+                    log.lines()
+                        .find(|l| l.contains(&format!("<{id}>: Info: Disconnected:")))
+                        .map(|l| l.split("Disconnected: ").nth(1).unwrap_or(l).to_string())
+                })
+                .collect();
+            (log, ends)
+        };
+        let start = std::time::Instant::now();
+        let (log, ends) = loop {
+            let (log, ends) = ends();
+            if ends.iter().all(Option::is_some) || start.elapsed() > Duration::from_secs(10) {
+                break (log, ends);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            ends.len() >= at_least,
+            "{name}: {at_least} sessions at least:\n{log}"
+        );
+        for end in &ends {
+            assert!(
+                end.as_deref().is_some_and(|e| e.starts_with("Logged out")),
+                "{name}: a session ended {end:?}, not logged out:\n{log}"
+            );
+        }
     }
 }

@@ -53,6 +53,32 @@ impl Write for Stream {
     }
 }
 
+impl Stream {
+    /// Closes after the last command, without reading its answer: TLS's close_notify, then
+    /// the end of the stream (FIN). Whatever the server sent already is read first, since
+    /// closing a socket with unread data resets the connection (RST), and a reset can make
+    /// the server's kernel drop the last command before the server has read it.
+    pub(super) fn close(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.conn.send_close_notify();
+            while s.conn.wants_write() {
+                if !matches!(s.conn.write_tls(&mut s.sock), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+        let sock = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &mut s.sock,
+        };
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        if sock.set_nonblocking(true).is_ok() {
+            let mut buf = [0u8; 4096];
+            while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
 /// `MAILFERRY_TRACE=FILE` appends every command sent (its first line: never a message body,
 /// never a password) to FILE, one line each, prefixed by the server address. For admins
 /// debugging a server, and for tests that count what a pass costs.

@@ -1090,3 +1090,33 @@ fn a_refused_enable_sent_ahead_leaves_qresync_off_and_the_command_unharmed() {
     );
     assert_eq!(gone, None);
 }
+
+#[test]
+fn logout_closes_without_waiting_for_the_answer() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.write_all(b"* OK ready\r\n").unwrap();
+        // No answer to anything: a client that waits for LOGOUT's OK never closes, and this
+        // read times out.
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => return seen,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "the client did not close after LOGOUT ({e}); it sent {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+    });
+    let mut ep = plain_endpoint(port);
+    ep.timeout = Duration::from_secs(60);
+    Client::connect(&ep).unwrap().logout();
+    assert_eq!(server.join().unwrap(), b"m1 LOGOUT\r\n");
+}
