@@ -146,6 +146,10 @@ pub enum Profile {
     /// or `LIST ... RETURN (SPECIAL-USE)` if a client sends them anyway, and `LIST` still
     /// shows `\Sent`-style attributes.
     ExchangeLike,
+    /// Dovecot's full list without LIST-STATUS (RFC 5819), as Dovecot 2.3.19 (Debian 12)
+    /// advertises it otherwise: CONDSTORE, QRESYNC and the rest, but a folder's STATUS is
+    /// not given with LIST, so a client asks for it with STATUS.
+    NoListStatus,
 }
 
 /// Transport security of the IMAP listener.
@@ -842,6 +846,16 @@ impl Dovecot {
             Profile::Full => "",
             Profile::ExchangeLike => {
                 "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE ID IDLE NAMESPACE CHILDREN\n"
+            }
+            // Dovecot 2.3.19's own list (its imap binary's CAPABILITY_STRING, with the
+            // LITERAL+ and SPECIAL-USE it adds), less LIST-STATUS.
+            Profile::NoListStatus => {
+                "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT \
+                 SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND \
+                 URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED \
+                 I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH \
+                 BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ \
+                 SPECIAL-USE\n"
             }
         };
 

@@ -6,7 +6,7 @@
 //! as Delta Chat's `Session` does.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -877,18 +877,23 @@ fn flags_of(f: &Fetch) -> Flags {
     Flags::from_server(f.flags().unwrap_or_default())
 }
 
+/// The STATUS a server gave along with its LIST (LIST-STATUS), by raw folder name.
+pub type ListedStatuses = Vec<(String, mailferry_imap::client::FolderStatus)>;
+
 /// Reads a server's folder tree: namespace, LIST and LSUB.
 pub fn read_tree(c: &mut Client) -> std::result::Result<FolderTree, ImapError> {
-    read_tree_keeping(c, |_| true)
+    Ok(read_tree_keeping(c, false, |_| true)?.0)
 }
 
-/// [`read_tree`] with only the folders `keep` keeps.
+/// [`read_tree`] with only the folders `keep` keeps, and with `statuses` the STATUS the
+/// server gave along with its LIST.
 pub fn read_tree_keeping(
     c: &mut Client,
+    statuses: bool,
     keep: impl Fn(&ServerFolder) -> bool,
-) -> std::result::Result<FolderTree, ImapError> {
-    let lists = c.tree_lists()?;
-    let (list, ns) = (lists.list, lists.namespace);
+) -> std::result::Result<(FolderTree, ListedStatuses), ImapError> {
+    let lists = c.tree_lists(statuses)?;
+    let (list, ns, listed) = (lists.list, lists.namespace, lists.statuses);
     let delimiter = list.iter().find_map(|l| l.delimiter);
     let namespace = match ns {
         Some((prefix, d)) => Namespace {
@@ -911,7 +916,7 @@ pub fn read_tree_keeping(
         })
         .filter(|f| keep(f))
         .collect();
-    Ok(FolderTree::from_list(&namespace, folders))
+    Ok((FolderTree::from_list(&namespace, folders), listed))
 }
 
 /// The UIDs as the IMAP client takes them. The client keeps `u32`s; the UIDs it reports
@@ -944,15 +949,29 @@ fn folder_status(s: mailferry_imap::client::FolderStatus, raw: &str) -> Result<F
     })
 }
 
+impl ImapSession {
+    fn tree(&mut self, statuses: bool) -> Result<(FolderTree, ListedStatuses)> {
+        let all = self.quirks.include_virtual_folders;
+        let (mut tree, listed) =
+            self.call(|c| read_tree_keeping(c, statuses, |f| all || !is_virtual_folder(f)))?;
+        tree.reserve(self.quirks.reserved_folders);
+        Ok((tree, listed))
+    }
+}
+
 impl MailSession for ImapSession {
     fn folders(&mut self) -> Result<FolderTree> {
-        let mut tree = if self.quirks.include_virtual_folders {
-            self.call(read_tree)
-        } else {
-            self.call(|c| read_tree_keeping(c, |f| !is_virtual_folder(f)))
-        }?;
-        tree.reserve(self.quirks.reserved_folders);
-        Ok(tree)
+        Ok(self.tree(false)?.0)
+    }
+
+    fn folders_and_statuses(&mut self) -> Result<(FolderTree, HashMap<String, FolderStatus>)> {
+        let (tree, listed) = self.tree(true)?;
+        // One the port cannot take (no UIDVALIDITY) is left to STATUS, which says so.
+        let statuses = listed
+            .into_iter()
+            .filter_map(|(raw, s)| Some((raw.clone(), folder_status(s, &raw).ok()?)))
+            .collect();
+        Ok((tree, statuses))
     }
 
     fn create_folder(&mut self, raw: &str) -> Result<Created> {

@@ -309,11 +309,12 @@ fn filters_limit_a_pass_and_widening_them_copies_the_rest() {
     );
 }
 
-/// On a CONDSTORE server, a folder with no change since the last pass costs one STATUS:
-/// no SELECT, no FETCH, no APPEND on either server (read from the command trace).
-#[test]
-fn a_pass_with_no_change_costs_one_status_per_folder() {
-    let lab = Lab::new(&["hal"]);
+/// The command trace of a pass with nothing new, after a first pass, on a source with this
+/// capability profile (four folders and their parents); and the number of its folders.
+fn no_change_trace(profile: Profile) -> (String, String, usize) {
+    let mut source = DovecotConfig::new(&["hal"]);
+    source.profile = profile;
+    let lab = Lab::with(source, DovecotConfig::new(&["hal"]));
     for (n, folder) in ["INBOX", "Archive/2020", "Projects/X", "Sent"]
         .iter()
         .enumerate()
@@ -338,31 +339,69 @@ fn a_pass_with_no_change_costs_one_status_per_folder() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["copied"], 0);
     let log = std::fs::read_to_string(&trace).unwrap();
-    let source = format!("{}:{} ", lab.source.host(), lab.source.port());
-    let verbs = |prefix: &str| -> Vec<String> {
-        log.lines()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .map(|c| {
-                c.split(' ')
-                    .take(if c.starts_with("UID ") { 2 } else { 1 })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect()
-    };
-    let src = verbs(&source);
-    let selectable = snapshot(&lab.source, "hal").len();
-    assert_eq!(
-        src.iter().filter(|v| *v == "STATUS").count(),
-        selectable,
-        "{log}"
-    );
     for costly in ["SELECT", "EXAMINE", "UID FETCH", "APPEND", "UID STORE"] {
         assert!(
             !log.lines().any(|l| l.contains(&format!(" {costly} "))),
             "{costly} in a no-change pass:\n{log}"
         );
     }
+    let source = format!("{}:{} ", lab.source.host(), lab.source.port());
+    let selectable = snapshot(&lab.source, "hal").len();
+    (log, source, selectable)
+}
+
+/// The source's commands in a trace, by their verb (`UID FETCH` as two words).
+fn verbs(log: &str, prefix: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(|c| {
+            c.split(' ')
+                .take(if c.starts_with("UID ") { 2 } else { 1 })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// On a CONDSTORE server with LIST-STATUS (Dovecot's default list), a pass with no change
+/// costs the tree and nothing per folder: every folder's STATUS comes with the LIST. No
+/// SELECT, no FETCH, no APPEND on either server (read from the command trace).
+#[test]
+fn a_pass_with_no_change_costs_the_tree_alone_with_list_status() {
+    let (log, source, _) = no_change_trace(Profile::Full);
+    assert_eq!(
+        verbs(&log, &source)
+            .iter()
+            .filter(|v| *v == "STATUS")
+            .count(),
+        0,
+        "{log}"
+    );
+    let lists: Vec<&str> = log.lines().filter(|l| l.contains(" LIST ")).collect();
+    assert_eq!(lists.len(), 2, "{log}");
+    for l in lists {
+        // The source's LIST asks for the statuses; the target's, which needs none, does not.
+        assert_eq!(
+            l.starts_with(&source),
+            l.contains("RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ))"),
+            "{log}"
+        );
+    }
+}
+
+/// The same without LIST-STATUS: one STATUS per folder (all in one round trip).
+#[test]
+fn a_pass_with_no_change_costs_one_status_per_folder_without_list_status() {
+    let (log, source, selectable) = no_change_trace(Profile::NoListStatus);
+    assert!(!log.contains("RETURN (STATUS"), "{log}");
+    assert_eq!(
+        verbs(&log, &source)
+            .iter()
+            .filter(|v| *v == "STATUS")
+            .count(),
+        selectable,
+        "{log}"
+    );
 }
 
 /// A pass ends each session with LOGOUT and closes without waiting for the answer (a round

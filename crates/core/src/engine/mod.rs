@@ -378,7 +378,10 @@ impl Pass<'_, '_> {
             .open(&target_login, pw.target.as_deref())
             .map_err(|e| EngineError::connect(Side::Target, e))?;
 
-        let src_tree = src.folders().map_err(on(Side::Source))?;
+        // The source's folder statuses come with its tree where the server can give them so
+        // (LIST-STATUS). Read before the scans, as STATUS would be: a change after them is
+        // seen by the scan or, at the latest, by the next pass (the checkpoint keeps these).
+        let (src_tree, listed) = src.folders_and_statuses().map_err(on(Side::Source))?;
         let dst_tree = dst.folders().map_err(on(Side::Target))?;
         let plan = crate::folders::plan_folders(&src_tree, &dst_tree, &self.ctx.settings.rules);
         prepare_target_tree(dst.as_mut(), &dst_tree, &plan)?;
@@ -392,8 +395,9 @@ impl Pass<'_, '_> {
         )?;
 
         // Scan every folder that changed; collect the work and the vanished ledger rows.
-        // Every folder's STATUS first, in one round trip where the session can: a delta pass
-        // over a distant server then waits one round trip, not one per folder.
+        // Every folder's STATUS first: those the tree did not bring in one round trip where
+        // the session can, so a delta pass over a distant server waits one round trip (none
+        // with LIST-STATUS), not one per folder.
         let mut work = Vec::new();
         let mut vanished = decide::Vanished::new();
         let sources: Vec<(&FolderPlanItem, &crate::folders::Folder)> = plan
@@ -401,8 +405,25 @@ impl Pass<'_, '_> {
             .filter(|i| i.selectable)
             .filter_map(|i| i.source.as_ref().map(|f| (i, f)))
             .collect();
-        let raws: Vec<&str> = sources.iter().map(|(_, f)| f.raw_name.as_str()).collect();
-        let statuses = src.status_many(&raws).map_err(on(Side::Source))?;
+        let unlisted: Vec<&str> = sources
+            .iter()
+            .map(|(_, f)| f.raw_name.as_str())
+            .filter(|raw| !listed.contains_key(*raw))
+            .collect();
+        let mut asked = if unlisted.is_empty() {
+            Vec::new()
+        } else {
+            src.status_many(&unlisted).map_err(on(Side::Source))?
+        }
+        .into_iter();
+        let mut statuses = Vec::with_capacity(sources.len());
+        for (_, f) in &sources {
+            let status = match listed.get(&f.raw_name) {
+                Some(s) => s.clone(),
+                None => asked.next().expect("one STATUS per folder asked"),
+            };
+            statuses.push(status);
+        }
         for ((item, _), status) in sources.into_iter().zip(statuses) {
             if let Some(w) = self.scan_folder(src.as_mut(), item, status, &mut vanished)? {
                 work.push(w);

@@ -1450,3 +1450,35 @@ fn orphans_are_removed_part_by_part_over_a_link_that_keeps_breaking() {
     assert_eq!(contents(&dst, "INBOX"), contents(&w.src(), "INBOX"));
     assert_ledger_matches(&w, &["INBOX"]);
 }
+
+/// On a source whose tree brings some folders' STATUS (LIST-STATUS), those cost no STATUS
+/// command; the others are asked for. Unchanged folders cost nothing more, and a change in a
+/// listed folder and in an asked one is each found by the next pass.
+#[test]
+fn statuses_that_come_with_the_tree_are_not_asked_for_again() {
+    // INBOX, Archive and Archive/2020 come with the tree; Sent and Lists are asked for.
+    let listed: fn(&str) -> bool = |name| name.starts_with("INBOX") || name.starts_with("Archive");
+    let w = World::new(
+        source_mailbox().with_list_status(listed),
+        FakeMailbox::new(),
+    );
+    w.pass();
+    assert_same_messages(&w, &FOLDERS);
+    w.reset_counts();
+
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 0));
+    let src = w.src().counts().clone();
+    assert_eq!((src.statuses, src.selects, src.lists), (2, 0, 1));
+
+    w.source.with(SOURCE, |m| {
+        m.deliver("Archive", &mail(8), &[], "05-Mar-2024 10:00:00 +0000");
+        m.deliver("Lists", &mail(9), &[], "06-Mar-2024 10:00:00 +0000");
+    });
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 2));
+    assert_eq!(w.src().counts().statuses, 2);
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+}

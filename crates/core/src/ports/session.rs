@@ -6,6 +6,7 @@
 //! The model is IMAP's because IMAP is the richer one: UIDs, UIDVALIDITY, flags, INTERNALDATE,
 //! and the UIDs a target assigns to what it stores (UIDPLUS).
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use crate::folders::FolderTree;
@@ -147,6 +148,13 @@ pub type UidRanges = Vec<(Uid, Uid)>;
 pub trait MailSession: Send {
     /// The folder tree: names, delimiters, special uses, subscriptions.
     fn folders(&mut self) -> Result<FolderTree>;
+    /// [`MailSession::folders`], and the STATUS of the folders the session could read along
+    /// with the tree at no extra cost (an IMAP server with LIST-STATUS, RFC 5819), by raw
+    /// name, as they were when the tree was read. A folder not in the map is asked with
+    /// [`MailSession::status_many`]. By default the tree alone.
+    fn folders_and_statuses(&mut self) -> Result<(FolderTree, HashMap<String, FolderStatus>)> {
+        Ok((self.folders()?, HashMap::new()))
+    }
     fn create_folder(&mut self, raw: &str) -> Result<Created>;
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()>;
     fn status(&mut self, raw: &str) -> Result<FolderStatus>;

@@ -10,7 +10,7 @@
 //! a crash between APPEND and its OK, a connection that breaks every few messages, one-shot
 //! errors, a refused login. Every command is counted, so a test can pin what a pass costs.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -151,6 +151,8 @@ pub struct FakeMailbox {
     condstore: bool,
     qresync: bool,
     multiappend: bool,
+    /// The folders whose STATUS comes with the tree (as with LIST-STATUS), by name.
+    list_status: Option<fn(&str) -> bool>,
     refuse: Option<(Vec<u8>, String)>,
     login_refusal: Option<String>,
     crash: Option<Crash>,
@@ -185,6 +187,7 @@ impl FakeMailbox {
             condstore: true,
             qresync: false,
             multiappend: true,
+            list_status: None,
             refuse: None,
             login_refusal: None,
             crash: None,
@@ -211,11 +214,27 @@ impl FakeMailbox {
         self
     }
 
+    /// The tree brings the STATUS of the folders `listed` picks (a server with LIST-STATUS,
+    /// RFC 5819); the others are asked for with STATUS.
+    pub fn with_list_status(mut self, listed: fn(&str) -> bool) -> FakeMailbox {
+        self.list_status = Some(listed);
+        self
+    }
+
     /// Whether a group of messages goes out as one all-or-nothing MULTIAPPEND; without it,
     /// one APPEND each.
     pub fn with_multiappend(mut self, on: bool) -> FakeMailbox {
         self.multiappend = on;
         self
+    }
+
+    fn status_of(f: &FakeFolder, condstore: bool) -> FolderStatus {
+        FolderStatus {
+            messages: f.messages.len() as u32,
+            uid_validity: f.uid_validity,
+            uid_next: f.uid_next,
+            highest_modseq: condstore.then_some(f.modseq),
+        }
     }
 
     /// Adds a subscribed folder with no special use.
@@ -811,6 +830,22 @@ impl MailSession for FakeSession {
         Ok(FolderTree::from_list(&namespace, listed))
     }
 
+    fn folders_and_statuses(&mut self) -> Result<(FolderTree, HashMap<String, FolderStatus>)> {
+        let tree = self.folders()?;
+        let statuses = self.command(None, |mb| {
+            let Some(listed) = mb.list_status else {
+                return Ok(HashMap::new());
+            };
+            Ok(mb
+                .folders
+                .iter()
+                .filter(|f| listed(&f.name))
+                .map(|f| (f.name.clone(), FakeMailbox::status_of(f, mb.condstore)))
+                .collect())
+        })?;
+        Ok((tree, statuses))
+    }
+
     fn create_folder(&mut self, raw: &str) -> Result<Created> {
         self.command(None, |mb| {
             mb.counts.creates += 1;
@@ -838,13 +873,7 @@ impl MailSession for FakeSession {
         self.command(Some(Op::Status), |mb| {
             mb.counts.statuses += 1;
             let condstore = mb.condstore;
-            let f = mb.existing(raw)?;
-            Ok(FolderStatus {
-                messages: f.messages.len() as u32,
-                uid_validity: f.uid_validity,
-                uid_next: f.uid_next,
-                highest_modseq: condstore.then_some(f.modseq),
-            })
+            Ok(FakeMailbox::status_of(mb.existing(raw)?, condstore))
         })
     }
 

@@ -16,12 +16,14 @@ const MAX_SEARCH_UIDS: usize = 1 << 24;
 pub const STATUS_PIPELINE: usize = 64;
 
 /// What [`Client::tree_lists`] read: LIST's folders, the first personal namespace (prefix
-/// and delimiter) where the server has NAMESPACE, and LSUB's folders.
+/// and delimiter) where the server has NAMESPACE, and LSUB's folders; and when asked for and
+/// the server has LIST-STATUS, the STATUS of each selectable folder, by its name.
 #[derive(Debug, Default)]
 pub struct TreeLists {
     pub list: Vec<ListItem>,
     pub namespace: Option<(String, Option<char>)>,
     pub lsub: Vec<ListItem>,
+    pub statuses: Vec<(String, FolderStatus)>,
 }
 
 /// Whether an untagged answer is `ENABLED` naming QRESYNC.
@@ -48,24 +50,35 @@ fn fill_status(st: &mut FolderStatus, items: Vec<(String, u64)>) {
 
 impl Client {
     /// LIST, NAMESPACE (where the server has it) and LSUB in one round trip: what a folder
-    /// tree is read from.
-    pub fn tree_lists(&mut self) -> Result<TreeLists> {
-        let mut commands = vec!["LIST \"\" \"*\""];
+    /// tree is read from. With `statuses` and a server with LIST-STATUS (RFC 5819), the LIST
+    /// also returns every selectable folder's STATUS (the items of [`Client::status_many`]),
+    /// so a pass needs no round trip of STATUS commands after the tree.
+    pub fn tree_lists(&mut self, statuses: bool) -> Result<TreeLists> {
+        let list = if statuses && self.has("LIST-STATUS") {
+            format!("LIST \"\" \"*\" RETURN (STATUS ({}))", self.status_items())
+        } else {
+            "LIST \"\" \"*\"".to_string()
+        };
+        let mut commands = vec![list];
         if self.has("NAMESPACE") {
-            commands.push("NAMESPACE");
+            commands.push("NAMESPACE".to_string());
         }
-        commands.push("LSUB \"\" \"*\"");
+        commands.push("LSUB \"\" \"*\"".to_string());
         let mut lists = TreeLists::default();
-        for u in self.run_pipelined(&commands)? {
-            match u {
-                Untagged::List(l) => lists.list.push(l),
-                Untagged::Lsub(l) => lists.lsub.push(l),
-                Untagged::Namespace(ns) if lists.namespace.is_none() => {
-                    lists.namespace = ns.into_iter().next();
-                }
-                _ => {}
+        self.pipeline(&commands, |i, u| match u {
+            Untagged::List(l) => lists.list.push(l),
+            Untagged::Lsub(l) => lists.lsub.push(l),
+            Untagged::Namespace(ns) if lists.namespace.is_none() => {
+                lists.namespace = ns.into_iter().next();
             }
-        }
+            // Only the LIST's: a STATUS in another command's answer is not the tree's.
+            Untagged::MailboxStatus { mailbox, items } if i == 0 => {
+                let mut st = FolderStatus::default();
+                fill_status(&mut st, items);
+                lists.statuses.push((mailbox, st));
+            }
+            _ => {}
+        })?;
         Ok(lists)
     }
 

@@ -1025,7 +1025,7 @@ fn list_namespace_and_lsub_go_out_together() {
         ),
     ]);
     let mut c = Client::connect(&plain_endpoint(port)).unwrap();
-    let t = c.tree_lists().unwrap();
+    let t = c.tree_lists(false).unwrap();
     let names =
         |l: &[crate::response::ListItem]| l.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&t.list), ["INBOX", "INBOX.Sent"]);
@@ -1033,6 +1033,79 @@ fn list_namespace_and_lsub_go_out_together() {
     assert_eq!(names(&t.lsub), ["INBOX.Sent"]);
     drop(c);
     server.join().unwrap();
+}
+
+/// With LIST-STATUS the tree's LIST brings every selectable folder's STATUS (RFC 5819: each
+/// after its LIST line); a folder without one (`\Noselect`) has none.
+#[test]
+fn the_tree_brings_the_statuses_where_the_server_has_list_status() {
+    let (port, server) = scripted_server(vec![
+        (
+            b"",
+            b"* OK [CAPABILITY IMAP4rev1 LIST-EXTENDED LIST-STATUS CONDSTORE] ready\r\n",
+        ),
+        (
+            b"m1 LIST \"\" \"*\" RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY HIGHESTMODSEQ))\r\n\
+              m2 LSUB \"\" \"*\"\r\n",
+            b"* LIST () \"/\" INBOX\r\n\
+              * STATUS INBOX (MESSAGES 3 UIDNEXT 4 UIDVALIDITY 7 HIGHESTMODSEQ 9)\r\n\
+              * LIST (\\Noselect) \"/\" Archive\r\n\
+              * LIST () \"/\" \"Archive/2020\"\r\n\
+              * STATUS \"Archive/2020\" (MESSAGES 0 UIDNEXT 1 UIDVALIDITY 8 HIGHESTMODSEQ 1)\r\n\
+              m1 OK done\r\n* LSUB () \"/\" INBOX\r\nm2 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let t = c.tree_lists(true).unwrap();
+    assert_eq!(t.list.len(), 3);
+    let st: Vec<(&str, u32, u32, u32, Option<u64>)> = t
+        .statuses
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.as_str(),
+                s.messages,
+                s.uid_next,
+                s.uid_validity,
+                s.highest_modseq,
+            )
+        })
+        .collect();
+    assert_eq!(
+        st,
+        [
+            ("INBOX", 3, 4, 7, Some(9)),
+            ("Archive/2020", 0, 1, 8, Some(1))
+        ]
+    );
+    drop(c);
+    server.join().unwrap();
+}
+
+/// Without LIST-STATUS, or not asked for, the LIST is the plain one and brings no statuses.
+#[test]
+fn the_tree_asks_for_no_statuses_without_list_status() {
+    for (caps, asked) in [
+        ("IMAP4rev1 LIST-EXTENDED", true),
+        ("IMAP4rev1 LIST-STATUS", false),
+    ] {
+        let greeting = format!("* OK [CAPABILITY {caps}] ready\r\n").into_bytes();
+        let (port, server) = serve(
+            vec![
+                (Vec::new(), greeting),
+                (
+                    b"m1 LIST \"\" \"*\"\r\nm2 LSUB \"\" \"*\"\r\n".to_vec(),
+                    b"* LIST () \"/\" INBOX\r\nm1 OK done\r\nm2 OK done\r\n".to_vec(),
+                ),
+            ],
+            false,
+        );
+        let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+        let t = c.tree_lists(asked).unwrap();
+        assert_eq!((t.list.len(), t.statuses.len()), (1, 0), "{caps}");
+        drop(c);
+        server.join().unwrap();
+    }
 }
 
 /// `ENABLE QRESYNC` sent ahead of the next command, against a server that answers it with
