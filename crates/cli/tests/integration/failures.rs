@@ -368,6 +368,18 @@ fn a_tls_ca_that_cannot_be_read_exits_2_names_the_key_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("missing-ca.pem"), "{said}");
     assert_eq!(state(), before, "check must change nothing");
+    // In JSON the source's line says the job file caused it; the target's lines, checked
+    // against its server, do not carry the field.
+    let (code, v) = lab.json(&["check", job]);
+    assert_eq!(code, 2, "{v:#}");
+    for side in v["servers"].as_array().unwrap() {
+        let source = side["side"] == "source";
+        for line in side["checks"].as_array().unwrap() {
+            let caused = line["detail"].as_str().unwrap().contains("missing-ca.pem");
+            assert_eq!(caused, source, "{v:#}");
+            assert_eq!(line.get("bad_input").is_some(), caused, "{v:#}");
+        }
+    }
 }
 
 /// The state's disk fills up mid-pass (SQLite answers SQLITE_FULL): the pass stops saying so,
