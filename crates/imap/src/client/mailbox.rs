@@ -137,11 +137,7 @@ impl Client {
         } else {
             ""
         };
-        self.trace(&format!("{verb} {}", quote(mailbox)));
-        let tag = self.tag();
-        self.out.extend_from_slice(
-            format!("{tag} {verb} {}{condstore}\r\n", quote(mailbox)).as_bytes(),
-        );
+        let tag = self.queue(&format!("{verb} {}{condstore}", quote(mailbox)));
         let mut sel = Selected {
             name: mailbox.to_string(),
             read_only,
@@ -173,10 +169,7 @@ impl Client {
         items: &str,
         mut each: impl FnMut(Fetch) -> Result<()>,
     ) -> Result<()> {
-        self.trace(&format!("UID FETCH {set} ({items})"));
-        let tag = self.tag();
-        self.out
-            .extend_from_slice(format!("{tag} UID FETCH {set} ({items})\r\n").as_bytes());
+        let tag = self.queue(&format!("UID FETCH {set} ({items})"));
         self.finish_with(&tag, "UID FETCH", |u| match u {
             Untagged::Fetch(f) => each(f),
             _ => Ok(()),
@@ -201,10 +194,7 @@ impl Client {
         let qresync = self.qresync;
         let modifier = if qresync { " VANISHED" } else { "" };
         let command = format!("UID FETCH {set} ({items}) (CHANGEDSINCE {modseq}{modifier})");
-        self.trace(&command);
-        let tag = self.tag();
-        self.out
-            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        let tag = self.queue(&command);
         let mut gone = Vec::new();
         self.finish_with(&tag, "UID FETCH", |u| match u {
             Untagged::Fetch(f) => each(f),
@@ -240,11 +230,7 @@ impl Client {
         if !self.has("QRESYNC") || !self.has("ENABLE") || self.enabling.is_some() {
             return;
         }
-        self.trace("ENABLE QRESYNC");
-        let tag = self.tag();
-        self.out
-            .extend_from_slice(format!("{tag} ENABLE QRESYNC\r\n").as_bytes());
-        self.enabling = Some(tag);
+        self.enabling = Some(self.queue("ENABLE QRESYNC"));
     }
 
     pub fn uid_search(&mut self, criteria: &str) -> Result<Vec<u32>> {

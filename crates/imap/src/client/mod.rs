@@ -723,6 +723,16 @@ impl Client {
         t
     }
 
+    /// Queues `command` (a complete line without tag and CRLF) under a new tag, traced, to go
+    /// out with the next flush; returns the tag.
+    fn queue(&mut self, command: &str) -> String {
+        self.trace(command);
+        let tag = self.tag();
+        self.out
+            .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+        tag
+    }
+
     fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             let timeout = self.timeout;
@@ -956,10 +966,7 @@ impl Client {
         let mut tags = Vec::with_capacity(commands.len());
         for command in commands {
             let command = command.as_ref();
-            self.trace(command);
-            let tag = self.tag();
-            self.out
-                .extend_from_slice(format!("{tag} {command}\r\n").as_bytes());
+            let tag = self.queue(command);
             let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
             tags.push((tag, verb));
         }
@@ -988,10 +995,7 @@ impl Client {
     /// distant server is a good part of a pass with nothing to do. The server reads the LOGOUT
     /// before the end of the connection and logs a logout, as for a client that waited.
     pub fn logout(mut self) {
-        self.trace("LOGOUT");
-        let tag = self.tag();
-        self.out
-            .extend_from_slice(format!("{tag} LOGOUT\r\n").as_bytes());
+        self.queue("LOGOUT");
         if self.flush().is_ok() {
             self.stream.close();
         }
