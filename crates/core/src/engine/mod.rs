@@ -410,21 +410,15 @@ impl Pass<'_, '_> {
             .map(|(_, f)| f.raw_name.as_str())
             .filter(|raw| !listed.contains_key(*raw))
             .collect();
-        let mut asked = if unlisted.is_empty() {
-            Vec::new()
-        } else {
-            src.status_many(&unlisted).map_err(on(Side::Source))?
-        }
-        .into_iter();
-        let mut statuses = Vec::with_capacity(sources.len());
-        for (_, f) in &sources {
+        let mut asked = src
+            .status_many(&unlisted)
+            .map_err(on(Side::Source))?
+            .into_iter();
+        for (item, f) in sources {
             let status = match listed.get(&f.raw_name) {
                 Some(s) => s.clone(),
                 None => asked.next().expect("one STATUS per folder asked"),
             };
-            statuses.push(status);
-        }
-        for ((item, _), status) in sources.into_iter().zip(statuses) {
             if let Some(w) = self.scan_folder(src.as_mut(), item, status, &mut vanished)? {
                 work.push(w);
             }
