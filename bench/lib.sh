@@ -40,30 +40,25 @@ fi
 # The job file's [source] and [target] for the lab's two Dovecots, through their master user
 # (password from BENCH_ADMIN_PW): lab_sides SOURCE_PORT [MAX_CONNECTIONS]
 lab_sides() {
-  local limit=${2:+$'\n'"max_connections = $2"}
+  lab_side source "$SRC_HOST" "$1" master-separator "${2:-}"
+  echo
+  lab_side target "$DST_HOST" "$DST_PORT" sasl-authzid "${2:-}"
+}
+# lab_side SIDE HOST PORT ADMIN_LOGIN [MAX_CONNECTIONS]
+lab_side() {
   cat <<EOF
-[source]
+[$1]
 kind = "imap"
-host = "$SRC_HOST"
-port = $1
+host = "$2"
+port = $3
 security = "plain"
 allow_plain = true
 auth = "admin"
 admin_user = "$MASTER_USER"
 admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "master-separator"$limit
-
-[target]
-kind = "imap"
-host = "$DST_HOST"
-port = $DST_PORT
-security = "plain"
-allow_plain = true
-auth = "admin"
-admin_user = "$MASTER_USER"
-admin_password = { env = "BENCH_ADMIN_PW" }
-admin_login = "sasl-authzid"$limit
+admin_login = "$4"
 EOF
+  [[ -z ${5:-} ]] || echo "max_connections = $5"
 }
 
 # The mailboxes CSV of the users in USERS, each to the same address: mailboxes_csv FILE
