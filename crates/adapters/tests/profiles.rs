@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mailferry_adapters::ImapConnector;
 use mailferry_core::job::{AdminLogin, Auth, ImapSettings, Secret, Security};
 use mailferry_core::model::{Flags, Side};
-use mailferry_core::ports::{AppendOutcome, Connector, Outgoing};
+use mailferry_core::ports::{AppendOutcome, Connector, Outgoing, TreeChange};
 use mailferry_core::profile::{ProfileChoice, ProfileSettings};
 
 const EXO_GREETING: &str = "* OK The Microsoft Exchange IMAP4 service is ready. \
@@ -492,4 +492,89 @@ fn the_disconnect_after_a_throttling_reply_is_not_counted_again() {
     let mut s = connector.open("user@contoso.example", None).unwrap();
     assert!(s.status("INBOX").is_err());
     assert_eq!(connector.limit().max(), 2);
+}
+
+/// A first pass's tree changes go out together. Of their answers, a CREATE refused because
+/// the folder exists is done, and a throttled one is waited out and asked again on its own,
+/// as any command is: the batch succeeds.
+#[test]
+fn tree_changes_take_an_existing_folder_as_made_and_wait_out_a_throttled_one() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, n, tag| {
+            Answer::Say(match (verb, n) {
+                ("CREATE", 1) => format!("{tag} NO [ALREADYEXISTS] Mailbox already exists."),
+                ("CREATE", 2) => format!("{tag} {THROTTLED}"),
+                ("CREATE", _) => format!("{tag} OK CREATE completed."),
+                ("SUBSCRIBE", _) => format!("{tag} OK SUBSCRIBE completed."),
+                _ => return exchange(verb, tag),
+            })
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    let started = Instant::now();
+    s.change_tree(&[
+        TreeChange::Create("Archive"),
+        TreeChange::Create("Projects"),
+        TreeChange::Subscribe("Projects", true),
+    ])
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    s.logout();
+    let seen: Vec<String> = lines(&server)
+        .into_iter()
+        .map(|(_, l)| l.split_once(' ').unwrap().1.to_string())
+        .filter(|l| l.starts_with("CREATE") || l.starts_with("SUBSCRIBE"))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "CREATE \"Archive\"",
+            "CREATE \"Projects\"",
+            "SUBSCRIBE \"Projects\"",
+            "CREATE \"Projects\""
+        ]
+    );
+}
+
+/// A change the server refuses for good is the batch's error, with the server's words, once
+/// asked again on its own.
+#[test]
+fn a_refused_tree_change_is_the_error_with_the_servers_words() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, _, tag| {
+            Answer::Say(match verb {
+                "CREATE" => format!("{tag} NO [CANNOT] Invalid mailbox name."),
+                "SUBSCRIBE" => format!("{tag} OK SUBSCRIBE completed."),
+                _ => return exchange(verb, tag),
+            })
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Target,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("u", None).unwrap();
+    let e = s
+        .change_tree(&[
+            TreeChange::Subscribe("INBOX", true),
+            TreeChange::Create("Bad*Name"),
+            TreeChange::Subscribe("Bad*Name", true),
+        ])
+        .unwrap_err();
+    assert!(e.is_refusal(), "{e}");
+    assert!(e.to_string().contains("Invalid mailbox name"), "{e}");
+    s.logout();
+    let creates = lines(&server)
+        .iter()
+        .filter(|(_, l)| l.contains(" CREATE "))
+        .count();
+    assert_eq!(creates, 2, "sent with the batch, then once more on its own");
 }

@@ -18,7 +18,7 @@ use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
     FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
-    SessionError, SessionErrorKind, UidRanges,
+    SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -26,7 +26,7 @@ use mailferry_core::profile::{
 };
 use mailferry_imap::{
     AppendRequest, Client, Endpoint, Error as ImapError, Fetch, Login, Security as ImapSecurity,
-    trace_note,
+    quote, trace_note,
 };
 
 use super::session_error;
@@ -857,6 +857,16 @@ fn throttling_of(e: &ImapError) -> Option<Option<Duration>> {
     }
 }
 
+/// A CREATE refused because the folder exists (RFC 5530 `ALREADYEXISTS`): made meanwhile by
+/// another pass, or by the server's autocreate.
+fn already_exists(e: &SessionError) -> bool {
+    matches!(&e.kind, SessionErrorKind::Refused { code: Some(code) }
+        if code
+            .split(' ')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("ALREADYEXISTS")))
+}
+
 /// Gmail's virtual folders, by special use (RFC 6154 `\All`, `\Flagged`; Gmail's
 /// `\Important`) or by name: every message of them is in a real folder (a label) too.
 pub fn is_virtual_folder(f: &ServerFolder) -> bool {
@@ -977,19 +987,46 @@ impl MailSession for ImapSession {
     fn create_folder(&mut self, raw: &str) -> Result<Created> {
         match self.call(|c| c.create(raw)) {
             Ok(()) => Ok(Created::New),
-            // RFC 5530: made meanwhile by another pass, or by the server's autocreate.
-            Err(SessionError {
-                kind: SessionErrorKind::Refused { code: Some(code) },
-                ..
-            }) if code
-                .split(' ')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case("ALREADYEXISTS")) =>
-            {
-                Ok(Created::Existed)
-            }
+            Err(e) if already_exists(&e) => Ok(Created::Existed),
             Err(e) => Err(e),
         }
+    }
+
+    /// All the changes in one round trip (up to 64 at a time). A CREATE refused because the
+    /// folder exists is done. Any other change the server refused is asked again on its own,
+    /// in order, as [`MailSession::change_tree`]'s default would: a throttling answer is
+    /// waited out first, as for any command; a change refused because one before it was
+    /// throttled then goes through; a real refusal is the error, in the server's words (the
+    /// changes after it went out too, and are harmless: the next pass makes the same ones).
+    fn change_tree(&mut self, changes: &[TreeChange<'_>]) -> Result<()> {
+        let commands: Vec<String> = changes
+            .iter()
+            .map(|change| match *change {
+                TreeChange::Create(raw) => format!("CREATE {}", quote(raw)),
+                TreeChange::Subscribe(raw, true) => format!("SUBSCRIBE {}", quote(raw)),
+                TreeChange::Subscribe(raw, false) => format!("UNSUBSCRIBE {}", quote(raw)),
+            })
+            .collect();
+        let outcomes = self.call(|c| c.run_each(&commands))?;
+        for (change, outcome) in changes.iter().zip(outcomes) {
+            let Err(e) = outcome else { continue };
+            if let Some(hint) = throttling_of(&e) {
+                self.wait_throttled(hint);
+            } else {
+                // Counted as a failed command, as any refusal is.
+                let e = self.refused(e);
+                if matches!(change, TreeChange::Create(_)) && already_exists(&e) {
+                    continue;
+                }
+            }
+            match *change {
+                TreeChange::Create(raw) => {
+                    let _: Created = self.create_folder(raw)?;
+                }
+                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
+            }
+        }
+        Ok(())
     }
 
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()> {

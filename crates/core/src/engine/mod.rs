@@ -37,8 +37,8 @@ use crate::model::{
     Checkpoint, Entry, EntryState, Failure, RunEntry, RunId, Side, Uid, UidValidity,
 };
 use crate::ports::{
-    ConnectError, Connector, Created, EntryPasswords, MailSession, Observer, SessionError, Store,
-    StoreError,
+    ConnectError, Connector, EntryPasswords, MailSession, Observer, SessionError, Store,
+    StoreError, TreeChange,
 };
 
 pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
@@ -485,7 +485,8 @@ impl Pass<'_, '_> {
 }
 
 /// Creates the planned target folders and makes the target's subscriptions for the job's
-/// folders equal the source's (INBOX is never unsubscribed).
+/// folders equal the source's (INBOX is never unsubscribed), as one batch of changes: one
+/// round trip on a server over a network.
 fn prepare_target_tree(
     dst: &mut dyn MailSession,
     dst_tree: &FolderTree,
@@ -497,27 +498,31 @@ fn prepare_target_tree(
         .map(|f| f.path.as_str())
         .collect();
     let mut done = HashSet::new();
+    let mut changes = Vec::new();
     for item in plan {
         let name = item.target_raw_name.as_str();
-        if !done.insert(name.to_string()) {
+        if !done.insert(name) {
             continue;
         }
         if item.create {
             // Another pass (or the server's autocreate) may have made it meanwhile: the
-            // session says `Existed`, which is fine.
-            let _: Created = dst.create_folder(name).map_err(on(Side::Target))?;
+            // session takes that as done.
+            changes.push(TreeChange::Create(name));
         }
         if item.source.is_none() {
             continue;
         }
         let is_sub = subscribed_now.contains(item.target_path.as_str());
         if item.subscribe && !is_sub {
-            dst.set_subscribed(name, true).map_err(on(Side::Target))?;
+            changes.push(TreeChange::Subscribe(name, true));
         } else if !item.subscribe && is_sub && item.target_path.as_str() != "INBOX" {
-            dst.set_subscribed(name, false).map_err(on(Side::Target))?;
+            changes.push(TreeChange::Subscribe(name, false));
         }
     }
-    Ok(())
+    if changes.is_empty() {
+        return Ok(());
+    }
+    dst.change_tree(&changes).map_err(on(Side::Target))
 }
 
 /// The target server's name for a target folder path of the ledger.

@@ -266,8 +266,13 @@ fn a_full_pass_copies_every_message_exactly() {
     assert_same_messages(&w, &FOLDERS);
     assert_ledger_matches(&w, &FOLDERS);
     assert!(w.failures(run).is_empty());
-    // The tree and the subscriptions are the source's.
+    // The tree and the subscriptions are the source's, made in one batch of changes.
     let dst = w.dst();
+    assert_eq!(
+        (dst.counts().tree_batches, dst.counts().creates),
+        (1, FOLDERS.len() as u32 - 1),
+        "every folder but INBOX made, in one batch"
+    );
     let mut names = dst.folder_names();
     names.sort();
     let mut expected = FOLDERS.map(String::from);

@@ -18,7 +18,7 @@ pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisio
 pub use observer::{NoObserver, Observer};
 pub use session::{
     AppendOutcome, AppendTicket, Created, FetchedMessage, FolderStatus, MailSession, Outgoing,
-    ScannedMessage, Selected, SessionError, SessionErrorKind, UidRanges,
+    ScannedMessage, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 pub use store::{RunInfo, Store, StoreError};
 

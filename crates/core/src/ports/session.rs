@@ -91,6 +91,15 @@ pub enum Created {
     Existed,
 }
 
+/// A change to a target's folder tree ([`MailSession::change_tree`]), by raw name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeChange<'a> {
+    /// Make the folder; one that exists already (made meanwhile) is fine.
+    Create(&'a str),
+    /// Subscribe to it (true) or unsubscribe from it (false).
+    Subscribe(&'a str, bool),
+}
+
 /// One message as a scan sees it: no body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedMessage {
@@ -157,6 +166,22 @@ pub trait MailSession: Send {
     }
     fn create_folder(&mut self, raw: &str) -> Result<Created>;
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()>;
+    /// Makes these changes, in their order, as [`MailSession::create_folder`] and
+    /// [`MailSession::set_subscribed`] would; the first that fails is the error. A session
+    /// over a network sends them all in one round trip where it can, so a first pass of a
+    /// mailbox of 40 folders over a link with a round trip of 50 ms waits 50 ms for its
+    /// tree, not 4 s. By default, one by one.
+    fn change_tree(&mut self, changes: &[TreeChange<'_>]) -> Result<()> {
+        for change in changes {
+            match *change {
+                TreeChange::Create(raw) => {
+                    let _: Created = self.create_folder(raw)?;
+                }
+                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
+            }
+        }
+        Ok(())
+    }
     fn status(&mut self, raw: &str) -> Result<FolderStatus>;
     /// The STATUS of several folders, in their order; an error if any fails. A session over
     /// a network asks for them all in one round trip where it can; by default, one by one.

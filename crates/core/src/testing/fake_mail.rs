@@ -21,7 +21,7 @@ use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
     FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
-    SessionErrorKind, UidRanges,
+    SessionErrorKind, TreeChange, UidRanges,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -109,6 +109,8 @@ pub struct Counts {
     pub logins: u32,
     pub lists: u32,
     pub creates: u32,
+    /// Batches of tree changes ([`MailSession::change_tree`]): one round trip each.
+    pub tree_batches: u32,
     pub statuses: u32,
     pub selects: u32,
     pub scans: u32,
@@ -856,6 +858,23 @@ impl MailSession for FakeSession {
             mb.add_folder_with(raw, &[], false);
             Ok(Created::New)
         })
+    }
+
+    /// As the port's default (one change after the other), counted as one batch.
+    fn change_tree(&mut self, changes: &[TreeChange<'_>]) -> Result<()> {
+        self.command(None, |mb| {
+            mb.counts.tree_batches += 1;
+            Ok(())
+        })?;
+        for change in changes {
+            match *change {
+                TreeChange::Create(raw) => {
+                    let _: Created = self.create_folder(raw)?;
+                }
+                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
+            }
+        }
+        Ok(())
     }
 
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()> {

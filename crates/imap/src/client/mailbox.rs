@@ -11,8 +11,9 @@ use crate::response::{Code, Fetch, ListItem, MAX_VANISHED_RANGES, ParseError, Un
 /// line could not carry many more. No folder holds that many messages.
 const MAX_SEARCH_UIDS: usize = 1 << 24;
 
-/// The most STATUS commands [`Client::status_many`] sends before reading their answers: the
-/// commands of one round trip stay a few kilobytes, whatever the number of folders.
+/// The most commands [`Client::status_many`] and [`Client::run_each`] send before reading
+/// their answers: the commands of one round trip stay a few kilobytes, whatever the number of
+/// folders, and so do the answers the server writes meanwhile.
 pub const STATUS_PIPELINE: usize = 64;
 
 /// What [`Client::tree_lists`] read: LIST's folders, the first personal namespace (prefix
@@ -270,6 +271,19 @@ impl Client {
             out.extend(self.uid_search(&format!("UID {set}"))?);
         }
         Ok(out)
+    }
+
+    /// Runs commands without untagged data to keep (CREATE, SUBSCRIBE, UNSUBSCRIBE), a round
+    /// trip for up to [`STATUS_PIPELINE`] of them, and says how each went: `Ok` or the
+    /// server's refusal, in their order. A server runs a connection's commands in the order
+    /// they came, so a folder's CREATE goes before its SUBSCRIBE and before its children's.
+    /// Anything but a refusal (the connection lost) is the error.
+    pub fn run_each(&mut self, commands: &[String]) -> Result<Vec<Result<()>>> {
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for part in commands.chunks(STATUS_PIPELINE) {
+            outcomes.extend(self.pipeline_each(part, |_, _| {})?);
+        }
+        Ok(outcomes)
     }
 
     pub fn create(&mut self, mailbox: &str) -> Result<()> {

@@ -961,8 +961,26 @@ impl Client {
     pub(super) fn pipeline<S: AsRef<str>>(
         &mut self,
         commands: &[S],
-        mut each: impl FnMut(usize, Untagged),
+        each: impl FnMut(usize, Untagged),
     ) -> Result<()> {
+        match self
+            .pipeline_each(commands, each)?
+            .into_iter()
+            .find_map(Result::err)
+        {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Client::pipeline`], saying how each command went: `Ok` or the server's refusal (NO
+    /// or BAD), in the commands' order. Anything else (the connection lost, a BYE) is the
+    /// error, at once.
+    pub(super) fn pipeline_each<S: AsRef<str>>(
+        &mut self,
+        commands: &[S],
+        mut each: impl FnMut(usize, Untagged),
+    ) -> Result<Vec<Result<()>>> {
         let mut tags = Vec::with_capacity(commands.len());
         for command in commands {
             let command = command.as_ref();
@@ -970,23 +988,18 @@ impl Client {
             let verb = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
             tags.push((tag, verb));
         }
-        let mut refused = None;
+        let mut outcomes = Vec::with_capacity(tags.len());
         for (i, (tag, verb)) in tags.iter().enumerate() {
             match self.finish_with(tag, verb, |u| {
                 each(i, u);
                 Ok(())
             }) {
-                Ok(_) => {}
-                Err(e @ (Error::No { .. } | Error::Bad { .. })) => {
-                    refused.get_or_insert(e);
-                }
+                Ok(_) => outcomes.push(Ok(())),
+                Err(e @ (Error::No { .. } | Error::Bad { .. })) => outcomes.push(Err(e)),
                 Err(e) => return Err(e),
             }
         }
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(outcomes)
     }
 
     /// Ends the session: sends LOGOUT and closes the connection without waiting for the

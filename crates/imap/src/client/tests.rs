@@ -1011,6 +1011,58 @@ fn a_refused_status_among_several_is_the_error_and_the_connection_stays_in_step(
     server.join().unwrap();
 }
 
+/// Tree changes go out together (this server answers nothing until it has the last), and
+/// each gets its own outcome: the refusal in the middle is that command's, the commands on
+/// either side of it went through, and the connection stays in step for the next command.
+#[test]
+fn commands_run_each_in_one_round_trip_with_an_outcome_each() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m3 SUBSCRIBE \"B\"\r\n",
+            b"m1 OK Create completed.\r\n\
+              m2 NO [ALREADYEXISTS] Mailbox already exists\r\n\
+              m3 OK Subscribe completed.\r\n",
+        ),
+        (
+            b"m4 UNSUBSCRIBE \"C\"\r\n",
+            b"m4 OK Unsubscribe completed.\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let commands = ["CREATE \"A\"", "CREATE \"B\"", "SUBSCRIBE \"B\""].map(String::from);
+    let outcomes = c.run_each(&commands).unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+    let refused = outcomes[1].as_ref().unwrap_err();
+    assert_eq!(refused.code(), Some("ALREADYEXISTS"), "{refused}");
+    assert!(
+        refused.to_string().contains("Mailbox already exists"),
+        "{refused}"
+    );
+    c.unsubscribe("C").unwrap();
+    drop(c);
+    let sent = server.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        "m1 CREATE \"A\"\r\nm2 CREATE \"B\"\r\nm3 SUBSCRIBE \"B\"\r\nm4 UNSUBSCRIBE \"C\"\r\n"
+    );
+}
+
+/// A connection lost in the middle of the answers is the error, not an outcome.
+#[test]
+fn commands_run_each_fail_as_a_whole_when_the_connection_is_lost() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (b"m2 CREATE \"B\"\r\n", b"m1 OK Create completed.\r\n"),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let commands = ["CREATE \"A\"", "CREATE \"B\""].map(String::from);
+    let e = c.run_each(&commands).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    server.join().unwrap();
+}
+
 /// A folder tree is read in one round trip: this server answers nothing until it has the
 /// LSUB, the last of the three commands.
 #[test]
