@@ -57,7 +57,12 @@ impl Pass<'_, '_> {
         let folder = w.source.path.as_str().to_string();
         let target_folder = w.item.target_path.as_str().to_string();
         let target_raw = w.item.target_raw_name.clone();
-        let status = dst.status(&target_raw).map_err(on(Side::Target))?;
+        // The intents' UIDNEXT need only be a lower bound of the UIDs their copies get (UIDs
+        // only grow): a STATUS read earlier in the pass serves, else one now.
+        let status = match &w.target_status {
+            Some(status) => status.clone(),
+            None => dst.status(&target_raw).map_err(on(Side::Target))?,
+        };
         let mut uid_next = status.uid_next;
         let target = (target_folder.as_str(), status.uid_validity);
         // Two groups in flight: while the server stores one, the next one's intents are

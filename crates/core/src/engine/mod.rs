@@ -37,9 +37,10 @@ use crate::model::{
     Checkpoint, Entry, EntryState, Failure, RunEntry, RunId, Side, Uid, UidValidity,
 };
 use crate::ports::{
-    ConnectError, Connector, EntryPasswords, MailSession, Observer, SessionError, Store,
-    StoreError, TreeChange,
+    ConnectError, Connector, EntryPasswords, FolderStatus, MailSession, Observer, SessionError,
+    Store, StoreError, TreeChange,
 };
+use scan::FolderWork;
 
 pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
 use reconcile::reconcile_pending;
@@ -434,11 +435,13 @@ impl Pass<'_, '_> {
         // gone by an earlier pass (its folder is not read again if nothing else changed),
         // and those of folders the source no longer has (renamed or deleted there).
         let marked = self.seed_vanished(&src_tree, messages > 0, &mut vanished)?;
+        let target_statuses = target_statuses(dst.as_mut(), &work)?;
 
         for mut w in work {
             let failed_before = self.stats.failed;
             if !w.to_copy.is_empty() {
                 let to_copy = std::mem::take(&mut w.to_copy);
+                w.target_status = target_statuses.get(&w.item.target_raw_name).cloned();
                 self.copy_folder(
                     src.as_mut(),
                     dst.as_mut(),
@@ -523,6 +526,28 @@ fn prepare_target_tree(
         return Ok(());
     }
     dst.change_tree(&changes).map_err(on(Side::Target))
+}
+
+/// The STATUS of every target folder that messages are to be copied into, in one round trip
+/// on a server over a network (not one per folder, before its first APPEND). A refusal (one
+/// folder the server will not give a STATUS of) leaves them all to be asked folder by folder,
+/// so that folder's error is its own and the folders before it are still copied.
+fn target_statuses(
+    dst: &mut dyn MailSession,
+    work: &[FolderWork],
+) -> Result<HashMap<String, FolderStatus>> {
+    let mut names: Vec<&str> = work
+        .iter()
+        .filter(|w| !w.to_copy.is_empty())
+        .map(|w| w.item.target_raw_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    match dst.status_many(&names) {
+        Ok(statuses) => Ok(names.into_iter().map(String::from).zip(statuses).collect()),
+        Err(e) if e.is_refusal() => Ok(HashMap::new()),
+        Err(e) => Err(on(Side::Target)(e)),
+    }
 }
 
 /// The target server's name for a target folder path of the ledger.

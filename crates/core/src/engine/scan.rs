@@ -17,6 +17,9 @@ pub(super) struct FolderWork {
     pub status: FolderStatus,
     pub to_copy: Vec<(Uid, u64)>,
     pub flag_updates: Vec<(LedgerRow, Flags)>,
+    /// The STATUS of the target folder, read with the others' before the copies (one round
+    /// trip for them all); `None`: asked before the folder's first APPEND.
+    pub target_status: Option<FolderStatus>,
 }
 
 /// A scan of one source folder (of every message, or a delta of those changed since a
@@ -229,6 +232,7 @@ impl Pass<'_, '_> {
             status,
             to_copy: d.to_copy,
             flag_updates: d.flag_updates,
+            target_status: None,
         }))
     }
 }

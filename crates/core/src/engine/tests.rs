@@ -333,10 +333,49 @@ fn with_highestmodseq_an_unchanged_mailbox_costs_one_status_per_folder() {
         *w.src().counts(),
         Counts {
             statuses: 5,
+            status_batches: 1,
             ..session.clone()
         }
     );
     assert_eq!(*w.dst().counts(), session);
+}
+
+/// A first pass asks the target for the STATUS of every folder it copies into in one batch
+/// (one round trip on a distant server), not one folder at a time before its APPENDs.
+#[test]
+fn a_first_pass_asks_the_targets_statuses_in_one_batch() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 7));
+    let dst = w.dst();
+    let folders_with_mail = FOLDERS
+        .iter()
+        .filter(|f| !w.src().messages(f).is_empty())
+        .count() as u32;
+    assert_eq!(
+        (dst.counts().status_batches, dst.counts().statuses),
+        (1, folders_with_mail)
+    );
+}
+
+/// A target that refuses the STATUS of one of those folders (once) leaves them all to be
+/// asked one at a time, before each folder's APPENDs, as without the batch: nothing fails.
+#[test]
+fn a_refused_status_in_the_targets_batch_leaves_each_folder_to_its_own() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.target.with(TARGET, |m| {
+        m.fail_nth(
+            Op::Status,
+            2,
+            SessionError::refused(None, "NO Permission denied"),
+        );
+    });
+    let (run, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 7));
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &FOLDERS);
+    let dst = w.dst();
+    assert_eq!(dst.counts().status_batches, 1);
 }
 
 #[test]

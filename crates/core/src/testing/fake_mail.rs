@@ -112,6 +112,9 @@ pub struct Counts {
     /// Batches of tree changes ([`MailSession::change_tree`]): one round trip each.
     pub tree_batches: u32,
     pub statuses: u32,
+    /// Calls of [`MailSession::status_many`] that asked for at least one folder: one round
+    /// trip each (their folders count in `statuses`).
+    pub status_batches: u32,
     pub selects: u32,
     pub scans: u32,
     /// Scans of the messages changed since a mod-sequence.
@@ -894,6 +897,16 @@ impl MailSession for FakeSession {
             let condstore = mb.condstore;
             Ok(FakeMailbox::status_of(mb.existing(raw)?, condstore))
         })
+    }
+
+    fn status_many(&mut self, raws: &[&str]) -> Result<Vec<FolderStatus>> {
+        if !raws.is_empty() {
+            self.command(None, |mb| {
+                mb.counts.status_batches += 1;
+                Ok(())
+            })?;
+        }
+        raws.iter().map(|raw| self.status(raw)).collect()
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
