@@ -1019,12 +1019,7 @@ impl MailSession for ImapSession {
                     continue;
                 }
             }
-            match *change {
-                TreeChange::Create(raw) => {
-                    let _: Created = self.create_folder(raw)?;
-                }
-                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
-            }
+            change.make(self)?;
         }
         Ok(())
     }

@@ -100,6 +100,17 @@ pub enum TreeChange<'a> {
     Subscribe(&'a str, bool),
 }
 
+impl TreeChange<'_> {
+    /// Makes this one change on its own: [`MailSession::create_folder`] (a folder that
+    /// exists is fine) or [`MailSession::set_subscribed`].
+    pub fn make<S: MailSession + ?Sized>(&self, session: &mut S) -> Result<()> {
+        match *self {
+            TreeChange::Create(raw) => session.create_folder(raw).map(|_: Created| ()),
+            TreeChange::Subscribe(raw, on) => session.set_subscribed(raw, on),
+        }
+    }
+}
+
 /// One message as a scan sees it: no body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedMessage {
@@ -172,15 +183,7 @@ pub trait MailSession: Send {
     /// mailbox of 40 folders over a link with a round trip of 50 ms waits 50 ms for its
     /// tree, not 4 s. By default, one by one.
     fn change_tree(&mut self, changes: &[TreeChange<'_>]) -> Result<()> {
-        for change in changes {
-            match *change {
-                TreeChange::Create(raw) => {
-                    let _: Created = self.create_folder(raw)?;
-                }
-                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
-            }
-        }
-        Ok(())
+        changes.iter().try_for_each(|change| change.make(self))
     }
     fn status(&mut self, raw: &str) -> Result<FolderStatus>;
     /// The STATUS of several folders, in their order; an error if any fails. A session over

@@ -869,15 +869,7 @@ impl MailSession for FakeSession {
             mb.counts.tree_batches += 1;
             Ok(())
         })?;
-        for change in changes {
-            match *change {
-                TreeChange::Create(raw) => {
-                    let _: Created = self.create_folder(raw)?;
-                }
-                TreeChange::Subscribe(raw, on) => self.set_subscribed(raw, on)?,
-            }
-        }
-        Ok(())
+        changes.iter().try_for_each(|change| change.make(self))
     }
 
     fn set_subscribed(&mut self, raw: &str, subscribed: bool) -> Result<()> {
