@@ -979,7 +979,7 @@ impl MailSession for ImapSession {
         // One the port cannot take (no UIDVALIDITY) is left to STATUS, which says so.
         let statuses = listed
             .into_iter()
-            .filter_map(|(raw, s)| Some((raw.clone(), folder_status(s, &raw).ok()?)))
+            .filter_map(|(raw, s)| folder_status(s, &raw).ok().map(|status| (raw, status)))
             .collect();
         Ok((tree, statuses))
     }

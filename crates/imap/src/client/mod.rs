@@ -942,14 +942,8 @@ impl Client {
 
     /// Runs one command (a complete line without tag and CRLF) and returns its untagged data.
     pub fn run(&mut self, command: &str) -> Result<Vec<Untagged>> {
-        self.run_pipelined(&[command])
-    }
-
-    /// Runs several commands in one round trip and returns their untagged data together, in
-    /// the order it came (the callers tell it apart by kind); see [`Client::pipeline`].
-    pub fn run_pipelined(&mut self, commands: &[&str]) -> Result<Vec<Untagged>> {
         let mut untagged = Vec::new();
-        self.pipeline(commands, |_, u| untagged.push(u))?;
+        self.pipeline(&[command], |_, u| untagged.push(u))?;
         Ok(untagged)
     }
 
