@@ -17,8 +17,8 @@ use mailferry_core::model::{Flags, Side, Uid, UidValidity};
 use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
-    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
-    SessionError, SessionErrorKind, TreeChange, UidRanges,
+    FetchTicket, FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage,
+    Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -462,6 +462,9 @@ type Reopen = Box<dyn Fn() -> std::result::Result<Client, ConnectError> + Send>;
 
 /// The handle of a message refused locally, before sending (over `max_message_size`).
 const TOO_BIG: &str = "!too-big";
+
+/// What a copy fetches of each message: all that the target needs to store it as it was.
+const BODY_ITEMS: &str = "UID FLAGS INTERNALDATE BODY.PEEK[]";
 
 /// One logged-in IMAP mailbox.
 pub struct ImapSession {
@@ -1156,12 +1159,29 @@ impl MailSession for ImapSession {
         spare: &mut Vec<Vec<u8>>,
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()> {
+        let ticket = self.send_fetch(uids)?;
+        self.finish_fetch(ticket, spare, each)
+    }
+
+    fn send_fetch(&mut self, uids: &[Uid]) -> Result<FetchTicket> {
+        let handle = self.client.uid_fetch_send(&numbers(uids), BODY_ITEMS);
+        Ok(FetchTicket {
+            uids: uids.to_vec(),
+            handle,
+        })
+    }
+
+    fn finish_fetch(
+        &mut self,
+        ticket: FetchTicket,
+        spare: &mut Vec<Vec<u8>>,
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()> {
         const STOPPED: &str = "the target side stopped";
         self.client.lend_buffers(std::mem::take(spare));
-        let fetched = self.client.uid_fetch_uids(
-            &numbers(uids),
-            "UID FLAGS INTERNALDATE BODY.PEEK[]",
-            |mut f: Fetch| {
+        let fetched = self
+            .client
+            .uid_fetch_finish(&ticket.handle, |mut f: Fetch| {
                 let Some(uid) = f.uid().and_then(Uid::new) else {
                     return Ok(());
                 };
@@ -1178,8 +1198,7 @@ impl MailSession for ImapSession {
                     ControlFlow::Continue(()) => Ok(()),
                     ControlFlow::Break(()) => Err(ImapError::Aborted(STOPPED.into())),
                 }
-            },
-        );
+            });
         *spare = self.client.unused_buffers();
         match fetched {
             Err(ImapError::Aborted(m)) if m == STOPPED => {

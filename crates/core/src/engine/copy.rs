@@ -14,7 +14,7 @@ use super::scan::FolderWork;
 use super::{EngineError, Pass, Result, on};
 use crate::folders::FolderTree;
 use crate::model::{Flags, Side, Uid};
-use crate::ports::{FetchedMessage, MailSession, SessionError, SessionErrorKind};
+use crate::ports::{FetchTicket, FetchedMessage, MailSession, SessionError, SessionErrorKind};
 
 /// A FETCH asks for at most this many bytes of bodies (by the sizes the scan saw), unless one
 /// message is larger by itself: the fetcher holds the budget for a whole batch before it asks,
@@ -277,7 +277,7 @@ pub(super) struct BudgetShare<'a> {
 impl BudgetShare<'_> {
     /// Returns false when the consumer is gone. Spare buffers are freed before it waits.
     pub fn acquire(&self, n: usize) -> bool {
-        self.hold(n, Vec::new()).is_some()
+        self.hold(n, Vec::new(), true).is_some()
     }
 
     /// Holds the bytes of a batch whose bodies have these sizes, waiting for room as
@@ -288,11 +288,21 @@ impl BudgetShare<'_> {
     /// waits. `None` when the consumer is gone.
     pub fn acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
         let wanted = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
-        self.hold(sizes.iter().sum(), wanted)
+        self.hold(sizes.iter().sum(), wanted, true)
     }
 
-    /// Holds `n` bytes, lending a spare buffer for each body size `wanted`.
-    fn hold(&self, n: usize, mut wanted: Vec<usize>) -> Option<Vec<Vec<u8>>> {
+    /// [`BudgetShare::acquire_batch`] without waiting: `None` when there is no room now
+    /// (after freeing spare buffers, as before a wait) or the consumer is gone. For the batch
+    /// after the one being read, which must never wait while that one is unread: its
+    /// messages free the room the wait would be for.
+    pub fn try_acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
+        let wanted = sizes.iter().copied().filter(|&s| s >= SPARE_MIN).collect();
+        self.hold(sizes.iter().sum(), wanted, false)
+    }
+
+    /// Holds `n` bytes, lending a spare buffer for each body size `wanted`; waits for room
+    /// only when `wait`.
+    fn hold(&self, n: usize, mut wanted: Vec<usize>, wait: bool) -> Option<Vec<Vec<u8>>> {
         let b = self.budget;
         let mut lent = Vec::new();
         let mut c = b.counts();
@@ -311,6 +321,14 @@ impl BudgetShare<'_> {
             });
             if c.used == 0 || c.used + n <= b.cap {
                 break;
+            }
+            // Without waiting, spare buffers are freed only if that makes room: a batch
+            // that cannot go ahead now leaves them for the next one.
+            let in_flight = c.used - c.spare.iter().map(Vec::capacity).sum::<usize>();
+            if !wait && in_flight > 0 && in_flight + n > b.cap {
+                drop(c);
+                self.give_back(lent);
+                return None;
             }
             if !c.free_spare() {
                 c = b.freed.wait(c).unwrap_or_else(|e| e.into_inner());
@@ -398,12 +416,68 @@ pub(super) fn fetch_batches(to_copy: &[(Uid, u64)]) -> Vec<&[(Uid, u64)]> {
     batches
 }
 
+/// A batch whose budget is held and whose FETCH is sent.
+struct Sent {
+    ticket: FetchTicket,
+    /// Each UID's size as the scan saw it: what is held for it.
+    expected: HashMap<Uid, usize>,
+    reserved: usize,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Sent {
+    /// Holds the batch's budget (waiting for room only when `wait`) and sends its FETCH.
+    /// `None` when there is no room without waiting, or the consumer is gone.
+    fn hold_and_send(
+        src: &mut dyn MailSession,
+        batch: &[(Uid, u64)],
+        budget: &BudgetShare<'_>,
+        wait: bool,
+    ) -> std::result::Result<Option<Sent>, SessionError> {
+        let sizes: Vec<usize> = batch.iter().map(|&(_, size)| size as usize).collect();
+        let reserved: usize = sizes.iter().sum();
+        let spare = match wait {
+            true => budget.acquire_batch(&sizes),
+            false => budget.try_acquire_batch(&sizes),
+        };
+        let Some(spare) = spare else { return Ok(None) };
+        let uids: Vec<Uid> = batch.iter().map(|(u, _)| *u).collect();
+        let ticket = match src.send_fetch(&uids) {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                budget.release(reserved);
+                budget.give_back(spare);
+                return Err(e);
+            }
+        };
+        Ok(Some(Sent {
+            ticket,
+            expected: batch.iter().map(|&(u, size)| (u, size as usize)).collect(),
+            reserved,
+            spare,
+        }))
+    }
+
+    /// Gives back what the batch still holds and was not used: its unsent bytes and the spare
+    /// buffers no body was read into.
+    fn give_back(self, budget: &BudgetShare<'_>) {
+        budget.release(self.reserved);
+        budget.give_back(self.spare);
+    }
+}
+
 /// Reads the bodies batch by batch. The budget for a batch is held, by the sizes the scan
 /// saw, *before* its FETCH is sent: a message in the fetcher's hands has always been paid for,
 /// so the bodies in memory between source and target stay within the budget (plus what a
 /// server under-reported within a batch). Each message's part passes to the appender with it,
 /// which gives it back once the message is stored; what the server did not send (a message
 /// expunged meanwhile) is given back when the batch ends.
+///
+/// The next batch's FETCH goes out before the current one is read, when the budget has room
+/// for it at once: a distant source then streams one batch after the other without a round
+/// trip's pause between them. It never waits for that room while a batch is unread (the
+/// room comes from that batch's messages being stored); without room, the next batch is
+/// held and sent once the current one is read, as without this.
 fn fetch_messages(
     src: &mut dyn MailSession,
     to_copy: &[(Uid, u64)],
@@ -411,25 +485,43 @@ fn fetch_messages(
     budget: &BudgetShare<'_>,
 ) -> std::result::Result<(), SessionError> {
     let stopped = || SessionError::new(SessionErrorKind::Aborted, "the target side stopped");
-    for batch in fetch_batches(to_copy) {
-        let uids: Vec<Uid> = batch.iter().map(|(u, _)| *u).collect();
-        let mut expected: HashMap<Uid, usize> =
-            batch.iter().map(|&(u, size)| (u, size as usize)).collect();
-        let sizes: Vec<usize> = batch.iter().map(|&(_, size)| size as usize).collect();
-        let reserved: usize = sizes.iter().sum();
-        let Some(mut spare) = budget.acquire_batch(&sizes) else {
-            return Err(stopped());
+    let batches = fetch_batches(to_copy);
+    let mut ahead: Option<Sent> = None;
+    for (i, batch) in batches.iter().enumerate() {
+        let sent = match ahead.take() {
+            Some(sent) => sent,
+            None => match Sent::hold_and_send(src, batch, budget, true)? {
+                Some(sent) => sent,
+                None => return Err(stopped()),
+            },
         };
-        let mut unsent = reserved;
+        if let Some(next) = batches.get(i + 1) {
+            ahead = match Sent::hold_and_send(src, next, budget, false) {
+                Ok(next) => next,
+                Err(e) => {
+                    sent.give_back(budget);
+                    return Err(e);
+                }
+            };
+        }
+        // The next batch's bytes are held: a message larger than the scan said takes its
+        // room past the cap, never waits for it (see below).
+        let holding_ahead = ahead.is_some();
         let mut gone = false;
-        let fetched = src.fetch_into(&uids, &mut spare, &mut |m| {
+        let Sent {
+            ticket,
+            mut expected,
+            mut reserved,
+            mut spare,
+        } = sent;
+        let fetched = src.finish_fetch(ticket, &mut spare, &mut |m| {
             let paid = expected.remove(&m.uid).unwrap_or(0);
-            unsent -= paid;
+            reserved -= paid;
             // A body is charged by the memory it holds: a lent buffer may be larger.
             let size = m.body.capacity();
-            if size > paid && unsent == 0 {
-                // Nothing more of the batch is held: wait for room, as for a batch. A server
-                // that reports no sizes gets this order for every message: read, then wait.
+            if size > paid && reserved == 0 && !holding_ahead {
+                // Nothing more is held: wait for room, as for a batch. A server that reports
+                // no sizes gets this order for every message: read, then wait.
                 if !budget.acquire(size - paid) {
                     gone = true;
                     return ControlFlow::Break(());
@@ -445,10 +537,18 @@ fn fetch_messages(
             }
             ControlFlow::Continue(())
         });
-        budget.release(unsent);
+        budget.release(reserved);
         budget.give_back(spare);
-        fetched?;
+        if let Err(e) = fetched {
+            if let Some(a) = ahead {
+                a.give_back(budget);
+            }
+            return Err(e);
+        }
         if gone {
+            if let Some(a) = ahead {
+                a.give_back(budget);
+            }
             return Err(stopped());
         }
     }
@@ -657,6 +757,92 @@ mod tests {
             assert!(waiting.join().unwrap());
         });
         assert_eq!(budget.used(), 0, "every share gave its bytes back");
+    }
+
+    /// Runs the fetcher over three messages the scan said were 3 MB each (one batch each),
+    /// under a budget of `cap` bytes, taking every message as it comes; returns the bodies
+    /// in the order they came and how many fetches went out while another was unread.
+    fn fetch_three_batches(cap: usize) -> (Vec<Vec<u8>>, u32) {
+        let mut mailbox = FakeMailbox::new();
+        let bodies: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let to_copy: Vec<(Uid, u64)> = bodies
+            .iter()
+            .map(|b| mailbox.deliver("INBOX", b, &[], "01-Jan-2024 00:00:00 +0000"))
+            .map(|u| (u, 3 << 20))
+            .collect();
+        assert_eq!(fetch_batches(&to_copy).len(), 3);
+        let server = FakeConnector::new("old");
+        server.add("alice", mailbox);
+        let mut src = server.open("alice", None).ok().unwrap();
+        src.select("INBOX", false).unwrap();
+        let budget = ByteBudget::new(cap);
+        let share = budget.share();
+        let (tx, rx) = sync_channel::<Message>(0);
+        let got = std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let got: Vec<Vec<u8>> = rx
+                .iter()
+                .map(|m| {
+                    share.release(m.body.capacity());
+                    m.body
+                })
+                .collect();
+            fetcher.join().unwrap().unwrap();
+            got
+        });
+        assert_eq!(budget.used(), 0, "everything held was given back");
+        (got, server.with("alice", |m| m.counts().fetches_ahead))
+    }
+
+    /// With room in the budget, each next batch's FETCH is sent before the answers of the
+    /// one before are read (a distant source streams on without a round trip's pause).
+    #[test]
+    fn the_next_batch_is_sent_ahead_when_the_budget_has_room_for_it() {
+        let (got, ahead) = fetch_three_batches(32 << 20);
+        assert_eq!(
+            got,
+            (1..=3u8).map(|i| vec![b'a' + i; 1000]).collect::<Vec<_>>()
+        );
+        assert_eq!(ahead, 2, "the second and third batches went out ahead");
+    }
+
+    /// Without room for two batches at once, the next one is not sent ahead, and the fetcher
+    /// does not wait for that room while a batch is unread: every message still comes.
+    #[test]
+    fn without_room_for_the_next_batch_it_waits_until_the_current_one_is_read() {
+        let (got, ahead) = fetch_three_batches(5 << 20);
+        assert_eq!(got.len(), 3);
+        assert_eq!(ahead, 0);
+    }
+
+    /// A batch that cannot be held without waiting frees no spare buffers: they stay for
+    /// the batch that can.
+    #[test]
+    fn a_batch_held_without_waiting_frees_spare_buffers_only_to_make_room() {
+        let budget = ByteBudget::new(4 << 20);
+        let share = budget.share();
+        assert!(share.acquire(3 << 20));
+        share.recycle(Vec::with_capacity(512 << 10));
+        assert_eq!(budget.spare_bytes(), 512 << 10);
+        share.release(1 << 20);
+        // 1.5 MB in flight, 0.5 MB spare: 3 MB more cannot fit, 2.5 MB can once the spare goes.
+        assert_eq!(budget.used(), 2 << 20);
+        assert!(share.try_acquire_batch(&[3 << 20]).is_none());
+        assert_eq!(
+            budget.spare_bytes(),
+            512 << 10,
+            "kept: freeing it would not make room"
+        );
+        assert_eq!(
+            budget.used(),
+            2 << 20,
+            "nothing held for the batch that did not fit"
+        );
+        // Bodies too small for a spare buffer: it is freed, not lent.
+        let lent = share.try_acquire_batch(&[32 << 10; 80]).unwrap();
+        assert!(lent.is_empty());
+        assert_eq!(budget.spare_bytes(), 0, "freed to make room");
+        assert_eq!(budget.used(), 4 << 20);
     }
 
     #[test]

@@ -17,8 +17,8 @@ pub use connector::{
 pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisioner};
 pub use observer::{NoObserver, Observer};
 pub use session::{
-    AppendOutcome, AppendTicket, Created, FetchedMessage, FolderStatus, MailSession, Outgoing,
-    ScannedMessage, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
+    AppendOutcome, AppendTicket, Created, FetchTicket, FetchedMessage, FolderStatus, MailSession,
+    Outgoing, ScannedMessage, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 pub use store::{RunInfo, Store, StoreError};
 

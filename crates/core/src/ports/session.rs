@@ -150,6 +150,15 @@ pub struct AppendTicket {
     pub atomic: bool,
 }
 
+/// A fetch sent and not yet read ([`MailSession::send_fetch`]).
+#[derive(Debug)]
+pub struct FetchTicket {
+    pub uids: Vec<Uid>,
+    /// The session's own handle (IMAP tags, say); opaque to the engine. Empty when the
+    /// session sends nothing before [`MailSession::finish_fetch`].
+    pub handle: Vec<String>,
+}
+
 /// What became of one appended message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -248,6 +257,29 @@ pub trait MailSession: Send {
     ) -> Result<()> {
         let _ = spare;
         self.fetch(uids, each)
+    }
+    /// Sends the fetch of these messages of the selected folder without reading its answers:
+    /// [`MailSession::finish_fetch`] reads them. Tickets are finished in the order they were
+    /// sent, and each before any other command. A session over a network sends the next
+    /// batch's FETCH before the answers of the current one are read, so a distant server is
+    /// never idle a round trip between two batches. By default nothing goes out until
+    /// [`MailSession::finish_fetch`], which fetches.
+    fn send_fetch(&mut self, uids: &[Uid]) -> Result<FetchTicket> {
+        Ok(FetchTicket {
+            uids: uids.to_vec(),
+            handle: Vec::new(),
+        })
+    }
+    /// Reads the answers of a [`MailSession::send_fetch`], as [`MailSession::fetch_into`]
+    /// does. `each` stopping the fetch leaves the session unfit for the tickets sent after
+    /// this one: their fetch is to be done again on another session.
+    fn finish_fetch(
+        &mut self,
+        ticket: FetchTicket,
+        spare: &mut Vec<Vec<u8>>,
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.fetch_into(&ticket.uids, spare, each)
     }
     /// Sets exactly these flags on these messages of the selected folder.
     fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()>;

@@ -19,9 +19,9 @@ use crate::folders::{FolderTree, Namespace, ServerFolder};
 use crate::job::Date;
 use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
-    AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchedMessage,
-    FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected, SessionError,
-    SessionErrorKind, TreeChange, UidRanges,
+    AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchTicket,
+    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
+    SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -122,6 +122,9 @@ pub struct Counts {
     /// Reads of a folder's UIDs.
     pub uid_lists: u32,
     pub fetches: u32,
+    /// Fetches sent while the answers of an earlier one were still unread
+    /// ([`MailSession::send_fetch`]): the next batch on its way while one is read.
+    pub fetches_ahead: u32,
     pub flag_stores: u32,
     pub moves: u32,
     pub appends: u32,
@@ -590,6 +593,7 @@ impl Connector for FakeConnector {
             acknowledged: 0,
             next_tag: 0,
             in_flight: BTreeMap::new(),
+            unread_fetches: VecDeque::new(),
         }))
     }
 
@@ -619,6 +623,8 @@ pub struct FakeSession {
     next_tag: u32,
     /// Answers not read yet, by tag.
     in_flight: BTreeMap<String, (String, Vec<Answer>)>,
+    /// Fetches sent and not yet finished, in the order they were sent.
+    unread_fetches: VecDeque<Vec<Uid>>,
 }
 
 fn connection_lost() -> SessionError {
@@ -1043,6 +1049,35 @@ impl MailSession for FakeSession {
             }
         }
         Ok(())
+    }
+
+    fn send_fetch(&mut self, uids: &[Uid]) -> Result<FetchTicket> {
+        let ahead = !self.unread_fetches.is_empty();
+        self.command(None, |mb| {
+            mb.counts.fetches_ahead += u32::from(ahead);
+            Ok(())
+        })?;
+        self.unread_fetches.push_back(uids.to_vec());
+        Ok(FetchTicket {
+            uids: uids.to_vec(),
+            handle: Vec::new(),
+        })
+    }
+
+    fn finish_fetch(
+        &mut self,
+        ticket: FetchTicket,
+        spare: &mut Vec<Vec<u8>>,
+        each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
+    ) -> Result<()> {
+        // As a server answers: in the order the fetches were sent.
+        let first = self.unread_fetches.pop_front();
+        assert_eq!(
+            first.as_ref(),
+            Some(&ticket.uids),
+            "fetches are finished in the order they were sent"
+        );
+        self.fetch_into(&ticket.uids, spare, each)
     }
 
     fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()> {

@@ -389,10 +389,38 @@ impl Client {
         &mut self,
         uids: &[u32],
         items: &str,
+        each: impl FnMut(Fetch) -> Result<()>,
+    ) -> Result<()> {
+        let tags = self.uid_fetch_send(uids, items);
+        self.uid_fetch_finish(&tags, each)
+    }
+
+    /// Queues the `UID FETCH` of the given UIDs (one command per [`uid_sets`] chunk) without
+    /// waiting for anything: they go out with the next command or read, so the FETCH of a
+    /// next batch can be on its way while the answers of the one before are read. Returns
+    /// the tags, for [`Client::uid_fetch_finish`]. A server answers commands in order, so
+    /// the answers of fetches sent this way must be read in the order they were sent.
+    pub fn uid_fetch_send(&mut self, uids: &[u32], items: &str) -> Vec<String> {
+        uid_sets(uids, MAX_SET_CHARS)
+            .into_iter()
+            .map(|set| self.queue(&format!("UID FETCH {set} ({items})")))
+            .collect()
+    }
+
+    /// Reads the answers of a [`Client::uid_fetch_send`], handing each FETCH response to
+    /// `each` as it arrives. Flushes first: a fetch queued after this one goes out now, and
+    /// the server has it while it answers this one.
+    pub fn uid_fetch_finish(
+        &mut self,
+        tags: &[String],
         mut each: impl FnMut(Fetch) -> Result<()>,
     ) -> Result<()> {
-        for set in uid_sets(uids, MAX_SET_CHARS) {
-            self.uid_fetch(&set, items, &mut each)?;
+        self.flush()?;
+        for tag in tags {
+            self.finish_with(tag, "UID FETCH", |u| match u {
+                Untagged::Fetch(f) => each(f),
+                _ => Ok(()),
+            })?;
         }
         Ok(())
     }

@@ -428,24 +428,31 @@ fn uid_store_flags_replaces_the_flags_silently() {
     );
 }
 
+/// One FETCH per chunk of UIDs, all sent before the first answer is read: this server
+/// answers nothing until it has the last one.
 #[test]
-fn uid_fetch_uids_sends_one_fetch_per_chunk() {
+fn uid_fetch_uids_sends_one_fetch_per_chunk_all_at_once() {
     let uids: Vec<u32> = (1..=400).map(|i| 3 * i).collect();
     let sets = uid_sets(&uids, MAX_SET_CHARS);
     assert_eq!(sets.len(), 2);
-    let mut steps = vec![(
-        Vec::new(),
-        b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec(),
-    )];
+    let mut sent = String::new();
+    let mut answers = String::new();
     for (i, set) in sets.iter().enumerate() {
         let tag = format!("m{}", i + 1);
         let first = expand_uid_set(set).unwrap()[0];
-        steps.push((
-            format!("{tag} UID FETCH {set} (UID)\r\n").into_bytes(),
-            format!("* 1 FETCH (UID {first})\r\n{tag} OK Fetch completed.\r\n").into_bytes(),
+        sent.push_str(&format!("{tag} UID FETCH {set} (UID)\r\n"));
+        answers.push_str(&format!(
+            "* 1 FETCH (UID {first})\r\n{tag} OK Fetch completed.\r\n"
         ));
     }
-    let (port, _server) = serve(steps, true);
+    let steps = vec![
+        (
+            Vec::new(),
+            b"* OK [CAPABILITY IMAP4rev1] ready\r\n".to_vec(),
+        ),
+        (sent.clone().into_bytes(), answers.into_bytes()),
+    ];
+    let (port, server) = serve(steps, true);
     let mut c = Client::connect(&plain_endpoint(port)).unwrap();
     let mut seen = Vec::new();
     c.uid_fetch_uids(&uids, "UID", |f| {
@@ -455,6 +462,8 @@ fn uid_fetch_uids_sends_one_fetch_per_chunk() {
     .unwrap();
     // `3,6,9,12,…,702` is 899 characters; `,705` would pass 900.
     assert_eq!(seen, [3, 705]);
+    drop(c);
+    assert_eq!(String::from_utf8_lossy(&server.join().unwrap()), sent);
 }
 
 /// A large message body is read once, into a buffer of its exact size, which is the body the
@@ -1046,6 +1055,43 @@ fn commands_run_each_in_one_round_trip_with_an_outcome_each() {
     assert_eq!(
         String::from_utf8_lossy(&sent),
         "m1 CREATE \"A\"\r\nm2 CREATE \"B\"\r\nm3 SUBSCRIBE \"B\"\r\nm4 UNSUBSCRIBE \"C\"\r\n"
+    );
+}
+
+/// A fetch queued with `uid_fetch_send` goes out before the answers of the one sent before
+/// it are read: this server answers nothing until it has the second FETCH. The answers are
+/// then read in order, each fetch's own.
+#[test]
+fn a_fetch_sent_ahead_is_on_the_wire_while_the_one_before_is_read() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m2 UID FETCH 7:8 (UID BODY.PEEK[])\r\n",
+            b"* 1 FETCH (UID 5 BODY[] {3}\r\nabc)\r\nm1 OK done\r\n\
+              * 2 FETCH (UID 7 BODY[] {2}\r\nde)\r\n* 3 FETCH (UID 8 BODY[] {1}\r\nf)\r\n\
+              m2 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let first = c.uid_fetch_send(&[5], "UID BODY.PEEK[]");
+    let second = c.uid_fetch_send(&[7, 8], "UID BODY.PEEK[]");
+    let mut read = |tags: &[String]| {
+        let mut got = Vec::new();
+        c.uid_fetch_finish(tags, |mut f| {
+            let body = f.take("BODY[]").and_then(|v| v.into_bytes()).unwrap();
+            got.push((f.uid().unwrap(), body));
+            Ok(())
+        })
+        .unwrap();
+        got
+    };
+    assert_eq!(read(&first), vec![(5, b"abc".to_vec())]);
+    assert_eq!(read(&second), vec![(7, b"de".to_vec()), (8, b"f".to_vec())]);
+    drop(c);
+    let sent = server.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        "m1 UID FETCH 5 (UID BODY.PEEK[])\r\nm2 UID FETCH 7:8 (UID BODY.PEEK[])\r\n"
     );
 }
 
