@@ -291,8 +291,8 @@ impl BudgetShare<'_> {
         self.hold(sizes.iter().sum(), wanted, true)
     }
 
-    /// [`BudgetShare::acquire_batch`] without waiting: `None` when there is no room now
-    /// (after freeing spare buffers, as before a wait) or the consumer is gone. For the batch
+    /// [`BudgetShare::acquire_batch`] without waiting: `None` when there is no room now, even
+    /// with the spare buffers freed (they are then kept), or the consumer is gone. For the batch
     /// after the one being read, which must never wait while that one is unread: its
     /// messages free the room the wait would be for.
     pub fn try_acquire_batch(&self, sizes: &[usize]) -> Option<Vec<Vec<u8>>> {
@@ -504,9 +504,10 @@ fn fetch_messages(
                 }
             };
         }
-        // The next batch's bytes are held: a message larger than the scan said takes its
-        // room past the cap, never waits for it (see below).
-        let holding_ahead = ahead.is_some();
+        // While the next batch's bytes are held, a message larger than the scan said takes
+        // its room past the cap, never waits for it (see below). A batch ahead that holds
+        // nothing (a server that reports no sizes) changes nothing: its messages still wait.
+        let holding_ahead = ahead.as_ref().is_some_and(|a| a.reserved > 0);
         let mut gone = false;
         let Sent {
             ticket,
@@ -645,6 +646,37 @@ mod tests {
                 share.release(m.body.len());
             }
             fetcher.join().unwrap().unwrap();
+        });
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// A server that reports no sizes, over more than one batch: a batch sent ahead holds
+    /// nothing, so each message still waits for room once read and the cap holds.
+    #[test]
+    fn without_scanned_sizes_a_batch_sent_ahead_does_not_lift_the_cap() {
+        let mut mailbox = FakeMailbox::new();
+        let to_copy: Vec<(Uid, u64)> = (0..FETCH_BATCH_MESSAGES + 20)
+            .map(|_| mailbox.deliver("INBOX", &[b'x'; 600], &[], "01-Jan-2024 00:00:00 +0000"))
+            .map(|u| (u, 0))
+            .collect();
+        assert_eq!(fetch_batches(&to_copy).len(), 2);
+        let server = FakeConnector::new("old");
+        server.add("alice", mailbox);
+        let mut src = server.open("alice", None).ok().unwrap();
+        src.select("INBOX", false).unwrap();
+        let budget = ByteBudget::new(1000);
+        let share = budget.share();
+        let (tx, rx) = sync_channel::<Message>(8);
+        std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let mut most = 0;
+            for m in rx.iter() {
+                std::thread::sleep(Duration::from_micros(200));
+                most = most.max(budget.used());
+                share.release(m.body.len());
+            }
+            fetcher.join().unwrap().unwrap();
+            assert!(most <= 1000, "{most} bytes held under a cap of 1000");
         });
         assert_eq!(budget.used(), 0);
     }
