@@ -168,14 +168,10 @@ impl Client {
         &mut self,
         set: &str,
         items: &str,
-        mut each: impl FnMut(Fetch) -> Result<()>,
+        each: impl FnMut(Fetch) -> Result<()>,
     ) -> Result<()> {
         let tag = self.queue(&format!("UID FETCH {set} ({items})"));
-        self.finish_with(&tag, "UID FETCH", |u| match u {
-            Untagged::Fetch(f) => each(f),
-            _ => Ok(()),
-        })?;
-        Ok(())
+        self.uid_fetch_finish(&[tag], each)
     }
 
     /// `UID FETCH set (items) (CHANGEDSINCE modseq)` (CONDSTORE, RFC 7162 §3.1.4): only the
