@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mailferry_adapters::ImapConnector;
 use mailferry_core::job::{AdminLogin, Auth, ImapSettings, Secret, Security};
 use mailferry_core::model::{Flags, Side};
-use mailferry_core::ports::{AppendOutcome, Connector, Outgoing, TreeChange};
+use mailferry_core::ports::{AppendOutcome, Connector, Outgoing, ScannedMessage, TreeChange};
 use mailferry_core::profile::{ProfileChoice, ProfileSettings};
 
 const EXO_GREETING: &str = "* OK The Microsoft Exchange IMAP4 service is ready. \
@@ -34,6 +34,8 @@ enum Answer {
     Say(String),
     /// Answer, then close the connection.
     SayAndHangUp(String),
+    /// Nothing yet (a later answer says it).
+    Silent,
 }
 
 struct Server {
@@ -115,6 +117,7 @@ fn talk(
                 let _ = stream.write_all(format!("{text}\r\n").as_bytes());
                 return;
             }
+            Answer::Silent => {}
         }
     }
 }
@@ -577,4 +580,116 @@ fn a_refused_tree_change_is_the_error_with_the_servers_words() {
         .filter(|(_, l)| l.contains(" CREATE "))
         .count();
     assert_eq!(creates, 2, "sent with the batch, then once more on its own");
+}
+
+const EXAMINED: &str = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid";
+const SCANNED: &str = "* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 120)\r\n\
+    * 2 FETCH (UID 5 FLAGS () RFC822.SIZE 99)\r\n* 3 FETCH (UID 9 FLAGS () RFC822.SIZE 7)";
+
+/// A session's `select_and_scan` of INBOX: the SELECT's EXISTS and each message's UID.
+fn select_and_scan(server: &Server) -> (u32, Vec<u32>) {
+    let connector = ImapConnector::new(
+        Side::Source,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    let mut uids = Vec::new();
+    let selected = s
+        .select_and_scan("INBOX", &mut |sel, m: ScannedMessage| {
+            assert_eq!(sel.uid_validity.get(), 7);
+            uids.push(m.uid.get());
+        })
+        .unwrap();
+    s.logout();
+    (selected.exists, uids)
+}
+
+fn examines_and_fetches(server: &Server) -> Vec<String> {
+    lines(server)
+        .into_iter()
+        .map(|(_, l)| l.split_once(' ').unwrap().1.to_string())
+        .filter(|l| l.starts_with("EXAMINE") || l.starts_with("UID FETCH"))
+        .map(|l| l.split(" (").next().unwrap().to_string())
+        .collect()
+}
+
+/// A folder's scan goes out with its SELECT, in one round trip: this server answers the
+/// EXAMINE only once it has the FETCH too.
+#[test]
+fn a_scan_goes_out_with_its_select_in_one_round_trip() {
+    let examine = Arc::new(Mutex::new(String::new()));
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(move |_, verb, _, tag| match verb {
+            "EXAMINE" => {
+                *examine.lock().unwrap() = tag.to_string();
+                Answer::Silent
+            }
+            "UID FETCH" => {
+                let first = examine.lock().unwrap().clone();
+                Answer::Say(format!(
+                    "{EXAMINED}\r\n{first} OK [READ-ONLY] EXAMINE completed.\r\n\
+                     {SCANNED}\r\n{tag} OK FETCH completed."
+                ))
+            }
+            _ => exchange(verb, tag),
+        }),
+    );
+    assert_eq!(select_and_scan(&server), (3, vec![4, 5, 9]));
+    assert_eq!(
+        examines_and_fetches(&server),
+        ["EXAMINE \"INBOX\"", "UID FETCH 1:*"]
+    );
+}
+
+/// A SELECT refused with Exchange Online's throttling reply: the FETCH sent behind it is
+/// answered `BAD` (no folder selected) and dropped, the reply waited out, and both asked
+/// again one after the other; each message comes once.
+#[test]
+fn a_throttled_select_with_its_scan_is_waited_out_and_asked_again() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, n, tag| {
+            Answer::Say(match (verb, n) {
+                ("EXAMINE", 1) => format!("{tag} {THROTTLED}"),
+                ("EXAMINE", _) => format!("{EXAMINED}\r\n{tag} OK [READ-ONLY] EXAMINE completed."),
+                ("UID FETCH", 1) => format!("{tag} BAD Command received in Invalid state."),
+                ("UID FETCH", _) => format!("{SCANNED}\r\n{tag} OK FETCH completed."),
+                _ => return exchange(verb, tag),
+            })
+        }),
+    );
+    let started = Instant::now();
+    assert_eq!(select_and_scan(&server), (3, vec![4, 5, 9]));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        examines_and_fetches(&server),
+        [
+            "EXAMINE \"INBOX\"",
+            "UID FETCH 1:*",
+            "EXAMINE \"INBOX\"",
+            "UID FETCH 1:*"
+        ]
+    );
+}
+
+/// An empty folder's `UID FETCH 1:*`, sent before the SELECT said it is empty, refused by a
+/// server that takes `*` for a message: the folder is empty, not an error.
+#[test]
+fn a_refused_scan_of_a_folder_found_empty_is_an_empty_scan() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, _, tag| {
+            Answer::Say(match verb {
+                "EXAMINE" => format!(
+                    "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n\
+                     {tag} OK [READ-ONLY] EXAMINE completed."
+                ),
+                "UID FETCH" => format!("{tag} BAD Command Argument Error. 11"),
+                _ => return exchange(verb, tag),
+            })
+        }),
+    );
+    assert_eq!(select_and_scan(&server), (0, vec![]));
 }

@@ -18,7 +18,7 @@ use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
     FetchTicket, FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage,
-    Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
+    SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -465,6 +465,8 @@ const TOO_BIG: &str = "!too-big";
 
 /// What a copy fetches of each message: all that the target needs to store it as it was.
 const BODY_ITEMS: &str = "UID FLAGS INTERNALDATE BODY.PEEK[]";
+/// What a scan fetches of each message.
+const SCAN_ITEMS: &str = "UID FLAGS RFC822.SIZE";
 
 /// One logged-in IMAP mailbox.
 pub struct ImapSession {
@@ -649,6 +651,31 @@ impl ImapSession {
             );
         }
         session_error(e)
+    }
+
+    /// Records the folder as selected (to select it again after a reconnect) and whether it
+    /// has mod-sequences; returns the SELECT's answer as the port's.
+    fn now_selected(
+        &mut self,
+        raw: &str,
+        write: bool,
+        s: mailferry_imap::Selected,
+    ) -> Result<Selected> {
+        self.selected = Some((raw.to_string(), !write));
+        self.modseq = self.client.has("CONDSTORE") && s.highest_modseq.is_some_and(|m| m > 0);
+        Ok(Selected {
+            exists: s.exists,
+            uid_validity: uid_validity(s.uid_validity, raw)?,
+        })
+    }
+
+    /// Reads and drops the answers of a FETCH sent behind a SELECT that failed (it found no
+    /// folder selected, or the one before): only a broken connection is an error.
+    fn drop_answers(&mut self, tag: &str) -> Result<()> {
+        match self.client.uid_fetch_finish(&[tag.to_string()], |_| Ok(())) {
+            Err(e) if !is_refusal(&e) => Err(self.lost(e)),
+            _ => Ok(()),
+        }
     }
 
     fn went_through(&self) {
@@ -842,6 +869,11 @@ fn request<'a>(
 /// Whether a reply is the server throttling: `NO`/`BAD` with `Suggested Backoff Time: N
 /// milliseconds` (Exchange Online), or with `[THROTTLED]`, `[LIMIT]` (RFC 5530) or
 /// `[UNAVAILABLE]`; `Some(hint)` with the server's wait when it gave one.
+/// A tagged `NO` or `BAD`: the server refused the command, the connection is in step.
+fn is_refusal(e: &ImapError) -> bool {
+    matches!(e, ImapError::No { .. } | ImapError::Bad { .. })
+}
+
 fn throttling_of(e: &ImapError) -> Option<Option<Duration>> {
     match e {
         ImapError::No { code, .. } | ImapError::Bad { code, .. } => {
@@ -884,6 +916,17 @@ pub fn is_virtual_folder(f: &ServerFolder) -> bool {
                 .and_then(|rest| rest.strip_prefix(['/', '.']))
                 .is_some_and(|leaf| NAMES.iter().any(|n| n.eq_ignore_ascii_case(leaf)))
         })
+}
+
+/// A scan's FETCH response as the port's message; `None` for one without a UID, or below
+/// `from`: `n:*` always includes the highest UID, even below n (RFC 3501 §6.4.8).
+fn scanned_of(f: &Fetch, from: Uid) -> Option<ScannedMessage> {
+    let uid = f.uid().and_then(Uid::new).filter(|&u| u >= from)?;
+    Some(ScannedMessage {
+        uid,
+        flags: flags_of(f),
+        size: f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0),
+    })
 }
 
 fn flags_of(f: &Fetch) -> Flags {
@@ -1053,12 +1096,83 @@ impl MailSession for ImapSession {
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
         self.modseq = false;
         let s = self.call(|c| c.select(raw, !write))?;
-        self.selected = Some((raw.to_string(), !write));
-        self.modseq = self.client.has("CONDSTORE") && s.highest_modseq.is_some_and(|m| m > 0);
-        Ok(Selected {
-            exists: s.exists,
-            uid_validity: uid_validity(s.uid_validity, raw)?,
+        self.now_selected(raw, write, s)
+    }
+
+    fn send_select(&mut self, raw: &str, write: bool) -> Result<SelectTicket> {
+        self.wait_for_server();
+        Ok(SelectTicket {
+            raw: raw.to_string(),
+            write,
+            handle: self.client.select_send(raw, !write),
+            answered: None,
         })
+    }
+
+    fn finish_select(&mut self, ticket: SelectTicket) -> Result<Selected> {
+        self.modseq = false;
+        let (raw, write) = (ticket.raw.as_str(), ticket.write);
+        match self.client.select_finish(&ticket.handle, raw, !write) {
+            Ok(s) => {
+                self.went_through();
+                self.now_selected(raw, write, s)
+            }
+            // Not counted as a refusal here: that could replace the connection under the
+            // FETCH sent behind it. The engine asks the SELECT again, which is counted.
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    /// The SELECT (EXAMINE) and the `UID FETCH 1:*` of the scan go out together. If the
+    /// SELECT fails, the FETCH's answers are read and dropped (no folder, or the one before,
+    /// was selected) and both are asked again one after the other, as `select` and `scan`
+    /// ask them (a throttling answer waited out; a refusal then in the server's words).
+    fn select_and_scan(
+        &mut self,
+        raw: &str,
+        each: &mut dyn FnMut(&Selected, ScannedMessage),
+    ) -> Result<Selected> {
+        self.wait_for_server();
+        self.modseq = false;
+        let select = self.client.select_send(raw, true);
+        let scan = self.client.uid_fetch_queue("1:*", SCAN_ITEMS);
+        let answer = self.client.select_finish(&select, raw, true);
+        let answer = answer.map(|s| {
+            self.went_through();
+            self.now_selected(raw, false, s)
+        });
+        let selected = match answer {
+            Ok(Ok(selected)) => selected,
+            Ok(Err(e)) => {
+                self.drop_answers(&scan)?;
+                return Err(e);
+            }
+            Err(e) if !is_refusal(&e) => return Err(self.lost(e)),
+            Err(e) => {
+                self.drop_answers(&scan)?;
+                if let Some(hint) = throttling_of(&e) {
+                    self.wait_throttled(hint);
+                }
+                let s = self.select(raw, false)?;
+                if s.exists > 0 {
+                    self.scan(Uid::FIRST, &mut |m| each(&s, m))?;
+                }
+                return Ok(s);
+            }
+        };
+        let scanned = self.client.uid_fetch_finish(&[scan], |f| {
+            if let Some(m) = scanned_of(&f, Uid::FIRST) {
+                each(&selected, m);
+            }
+            Ok(())
+        });
+        match scanned {
+            Ok(()) => Ok(selected),
+            // `UID FETCH 1:*` of an empty folder is nothing to most servers (`*` is then
+            // UIDNEXT, RFC 9051 §9); one that refuses it has told nothing else.
+            Err(e) if is_refusal(&e) && selected.exists == 0 => Ok(selected),
+            Err(e) => Err(self.lost(e)),
+        }
     }
 
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>> {
@@ -1075,17 +1189,10 @@ impl MailSession for ImapSession {
     }
 
     fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
-        // `n:*` always includes the highest UID, even below n (RFC 3501 §6.4.8): filter.
         self.client
-            .uid_fetch(&format!("{from}:*"), "UID FLAGS RFC822.SIZE", |f| {
-                if let Some(uid) = f.uid().and_then(Uid::new)
-                    && uid >= from
-                {
-                    each(ScannedMessage {
-                        uid,
-                        flags: flags_of(&f),
-                        size: f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0),
-                    });
+            .uid_fetch(&format!("{from}:*"), SCAN_ITEMS, |f| {
+                if let Some(m) = scanned_of(&f, from) {
+                    each(m);
                 }
                 Ok(())
             })
@@ -1105,17 +1212,10 @@ impl MailSession for ImapSession {
         let mut any = false;
         let changed = self
             .client
-            .uid_fetch_changed_since(&format!("{from}:*"), "UID FLAGS RFC822.SIZE", modseq, |f| {
+            .uid_fetch_changed_since(&format!("{from}:*"), SCAN_ITEMS, modseq, |f| {
                 any = true;
-                // `n:*` always includes the highest UID, even below n: filter.
-                if let Some(uid) = f.uid().and_then(Uid::new)
-                    && uid >= from
-                {
-                    each(ScannedMessage {
-                        uid,
-                        flags: flags_of(&f),
-                        size: f.get("RFC822.SIZE").and_then(|v| v.as_u64()).unwrap_or(0),
-                    });
+                if let Some(m) = scanned_of(&f, from) {
+                    each(m);
                 }
                 Ok(())
             })

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use super::decide::Vanished;
 use super::scan::FolderWork;
-use super::{EngineError, Pass, Result, on};
+use super::{EngineError, Pass, Result};
 use crate::folders::FolderTree;
-use crate::model::{Flags, Side, Uid};
+use crate::model::{Flags, Side, Uid, UidValidity};
 use crate::ports::{FetchTicket, FetchedMessage, MailSession, SessionError, SessionErrorKind};
 
 /// A FETCH asks for at most this many bytes of bodies (by the sizes the scan saw), unless one
@@ -60,45 +60,34 @@ impl Pass<'_, '_> {
         to_copy: &[(Uid, u64)],
         vanished: &mut Vanished,
     ) -> Result<()> {
-        // The scan left another folder selected: select this one again, and make sure its
-        // UIDs still mean what the scan saw.
-        let selected = src
-            .select(&w.source.raw_name, false)
-            .map_err(on(Side::Source))?;
-        if selected.uid_validity != w.uid_validity {
-            return Err(EngineError::Session {
-                side: Side::Source,
-                source: SessionError::new(
-                    SessionErrorKind::Aborted,
-                    format!(
-                        "UIDVALIDITY of {} changed during the pass; it is reconciled on the \
-                         next attempt",
-                        w.source.path
-                    ),
-                ),
-            });
-        }
+        // The scan left another folder selected: the fetcher selects this one again (with its
+        // first batch's FETCH) and makes sure its UIDs still mean what the scan saw.
+        let folder = Selecting {
+            raw: &w.source.raw_name,
+            path: w.source.path.as_str(),
+            uid_validity: w.uid_validity,
+        };
         let budget = self.ctx.budget.share();
         let (tx, rx) = sync_channel::<Message>(256);
         let fetch_budget = &budget;
         let mut moves = Vec::new();
         let fetch_src = &mut *src;
         std::thread::scope(|scope| {
-            let fetcher = scope.spawn(move || fetch_messages(fetch_src, to_copy, tx, fetch_budget));
+            let fetcher =
+                scope.spawn(move || fetch_messages(fetch_src, &folder, to_copy, tx, fetch_budget));
             let appended = self.append_messages(dst, w, rx, &budget, vanished, &mut moves);
             budget.close();
             let fetched = fetcher.join().unwrap_or_else(|_| {
-                Err(SessionError::new(
-                    SessionErrorKind::Aborted,
+                Err(FetchEnd::Failed(SessionError::new(
+                    SessionErrorKind::Other,
                     "the fetcher thread panicked",
-                ))
+                )))
             });
             appended?;
             match fetched {
-                Ok(()) => Ok(()),
-                // The fetcher stopped because the appending side did: its error is reported.
-                Err(e) if e.kind == SessionErrorKind::Aborted => Ok(()),
-                Err(e) => Err(EngineError::Session {
+                // Stopped because the appending side did: its error is the one reported.
+                Ok(()) | Err(FetchEnd::Stopped) => Ok(()),
+                Err(FetchEnd::Failed(e)) => Err(EngineError::Session {
                     side: Side::Source,
                     source: e,
                 }),
@@ -464,6 +453,29 @@ impl Sent {
         budget.release(self.reserved);
         budget.give_back(self.spare);
     }
+
+    /// Reads the batch's answers and drops them (a FETCH sent behind a SELECT that failed, or
+    /// that selected a folder whose UIDs changed), then gives back what it holds. A refusal
+    /// is what such a FETCH may get (no folder selected); only a broken session is an error.
+    fn drop_answers(
+        self,
+        src: &mut dyn MailSession,
+        budget: &BudgetShare<'_>,
+    ) -> std::result::Result<(), SessionError> {
+        let Sent {
+            ticket,
+            reserved,
+            mut spare,
+            ..
+        } = self;
+        let read = src.finish_fetch(ticket, &mut spare, &mut |_| ControlFlow::Continue(()));
+        budget.release(reserved);
+        budget.give_back(spare);
+        match read {
+            Err(e) if !e.is_refusal() => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Reads the bodies batch by batch. The budget for a batch is held, by the sizes the scan
@@ -480,19 +492,19 @@ impl Sent {
 /// held and sent once the current one is read, as without this.
 fn fetch_messages(
     src: &mut dyn MailSession,
+    folder: &Selecting<'_>,
     to_copy: &[(Uid, u64)],
     tx: SyncSender<Message>,
     budget: &BudgetShare<'_>,
-) -> std::result::Result<(), SessionError> {
-    let stopped = || SessionError::new(SessionErrorKind::Aborted, "the target side stopped");
+) -> std::result::Result<(), FetchEnd> {
     let batches = fetch_batches(to_copy);
-    let mut ahead: Option<Sent> = None;
+    let mut ahead = select_with(src, folder, batches.first().copied(), budget)?;
     for (i, batch) in batches.iter().enumerate() {
         let sent = match ahead.take() {
             Some(sent) => sent,
             None => match Sent::hold_and_send(src, batch, budget, true)? {
                 Some(sent) => sent,
-                None => return Err(stopped()),
+                None => return Err(FetchEnd::Stopped),
             },
         };
         if let Some(next) = batches.get(i + 1) {
@@ -500,7 +512,7 @@ fn fetch_messages(
                 Ok(next) => next,
                 Err(e) => {
                     sent.give_back(budget);
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
         }
@@ -540,45 +552,133 @@ fn fetch_messages(
         });
         budget.release(reserved);
         budget.give_back(spare);
-        if let Err(e) = fetched {
+        if gone || fetched.is_err() {
             if let Some(a) = ahead {
                 a.give_back(budget);
             }
-            return Err(e);
-        }
-        if gone {
-            if let Some(a) = ahead {
-                a.give_back(budget);
-            }
-            return Err(stopped());
+            return match fetched {
+                Err(e) if !gone => Err(e.into()),
+                _ => Err(FetchEnd::Stopped),
+            };
         }
     }
     Ok(())
+}
+
+/// The folder a fetcher reads, and the UIDVALIDITY its scan saw.
+struct Selecting<'a> {
+    raw: &'a str,
+    path: &'a str,
+    uid_validity: UidValidity,
+}
+
+/// What stopped a fetcher before it read every batch.
+#[derive(Debug)]
+enum FetchEnd {
+    /// The appending side stopped (its error is the one reported), or the budget closed.
+    Stopped,
+    /// The source failed, or the folder changed under the pass.
+    Failed(SessionError),
+}
+
+impl From<SessionError> for FetchEnd {
+    fn from(e: SessionError) -> FetchEnd {
+        FetchEnd::Failed(e)
+    }
+}
+
+/// Selects the folder, with the FETCH of its first batch sent right behind the SELECT (one
+/// round trip for both, where the session sends ahead): returns that batch, sent, or `None`
+/// when it is still to be sent. If the folder's UIDVALIDITY is no longer the scan's, the
+/// batch's answers are read and dropped and the folder fails for this pass (its UIDs no
+/// longer mean what the scan saw; the next pass reconciles it). If the SELECT fails, its
+/// FETCH's answers are dropped the same way (no folder, or the one before, was selected)
+/// and the folder is selected again on its own: a refusal is then the error, in the
+/// server's words, and the batch is sent anew.
+fn select_with(
+    src: &mut dyn MailSession,
+    folder: &Selecting<'_>,
+    first: Option<&[(Uid, u64)]>,
+    budget: &BudgetShare<'_>,
+) -> std::result::Result<Option<Sent>, FetchEnd> {
+    let changed = || {
+        FetchEnd::Failed(SessionError::new(
+            SessionErrorKind::Aborted,
+            format!(
+                "UIDVALIDITY of {} changed during the pass; it is reconciled on the next attempt",
+                folder.path
+            ),
+        ))
+    };
+    let ticket = src.send_select(folder.raw, false)?;
+    let sent = match first {
+        Some(batch) => match Sent::hold_and_send(src, batch, budget, true)? {
+            Some(sent) => Some(sent),
+            None => return Err(FetchEnd::Stopped),
+        },
+        None => None,
+    };
+    let selected = src.finish_select(ticket);
+    if let Ok(s) = &selected
+        && s.uid_validity == folder.uid_validity
+    {
+        return Ok(sent);
+    }
+    if let Some(sent) = sent {
+        sent.drop_answers(src, budget)?;
+    }
+    let selected = match selected {
+        Ok(s) => s,
+        Err(_) => src.select(folder.raw, false)?,
+    };
+    match selected.uid_validity == folder.uid_validity {
+        true => Ok(None),
+        false => Err(changed()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ports::Connector;
-    use crate::testing::{FakeConnector, FakeMailbox, uid};
+    use crate::testing::{FakeConnector, FakeMailbox, Op, uid};
 
-    /// The budget is held for a batch, by the scanned sizes, before its FETCH goes out (not
-    /// once each body has been read); each message then carries its own size, corrected
-    /// where the scan was wrong; what the server did not send is given back.
-    #[test]
-    fn the_budget_of_a_batch_is_held_before_its_fetch_and_follows_each_message() {
+    /// A fake source whose INBOX holds these bodies, delivered in order: the server (for its
+    /// counts), a session on it (nothing selected), the UIDs, and INBOX for the fetcher.
+    fn inbox_of(
+        bodies: &[Vec<u8>],
+    ) -> (
+        FakeConnector,
+        Box<dyn MailSession>,
+        Vec<Uid>,
+        Selecting<'static>,
+    ) {
         let mut mailbox = FakeMailbox::new();
-        let bodies: Vec<Vec<u8>> = (1..=3u8)
-            .map(|i| vec![b'a' + i; 1000 * i as usize])
-            .collect();
-        let uids: Vec<Uid> = bodies
+        let uids = bodies
             .iter()
             .map(|b| mailbox.deliver("INBOX", b, &[], "01-Jan-2024 00:00:00 +0000"))
             .collect();
         let server = FakeConnector::new("old");
         server.add("alice", mailbox);
         let mut src = server.open("alice", None).ok().unwrap();
-        src.select("INBOX", false).unwrap();
+        let uid_validity = src.status("INBOX").unwrap().uid_validity;
+        let inbox = Selecting {
+            raw: "INBOX",
+            path: "INBOX",
+            uid_validity,
+        };
+        (server, src, uids, inbox)
+    }
+
+    /// The budget is held for a batch, by the scanned sizes, before its FETCH goes out (not
+    /// once each body has been read); each message then carries its own size, corrected
+    /// where the scan was wrong; what the server did not send is given back.
+    #[test]
+    fn the_budget_of_a_batch_is_held_before_its_fetch_and_follows_each_message() {
+        let bodies: Vec<Vec<u8>> = (1..=3u8)
+            .map(|i| vec![b'a' + i; 1000 * i as usize])
+            .collect();
+        let (_server, mut src, uids, inbox) = inbox_of(&bodies);
         // The third message is larger than the scan said; a fourth is gone from the server.
         let to_copy = [
             (uids[0], 1000),
@@ -592,7 +692,7 @@ mod tests {
         // A channel without room: the fetcher waits at each message until it is taken.
         let (tx, rx) = sync_channel::<Message>(0);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
             let first = rx.recv().unwrap();
             assert_eq!(first.body, bodies[0]);
             assert_eq!(
@@ -620,20 +720,13 @@ mod tests {
     /// waits for room before it reads on.
     #[test]
     fn without_scanned_sizes_each_message_waits_for_room_once_read() {
-        let mut mailbox = FakeMailbox::new();
-        let uids: Vec<Uid> = (0..3)
-            .map(|_| mailbox.deliver("INBOX", &[b'x'; 600], &[], "01-Jan-2024 00:00:00 +0000"))
-            .collect();
-        let server = FakeConnector::new("old");
-        server.add("alice", mailbox);
-        let mut src = server.open("alice", None).ok().unwrap();
-        src.select("INBOX", false).unwrap();
+        let (_server, mut src, uids, inbox) = inbox_of(&vec![vec![b'x'; 600]; 3]);
         let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 0)).collect();
         let budget = ByteBudget::new(1000);
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(8);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
             let first = rx.recv().unwrap();
             std::thread::sleep(Duration::from_millis(50));
             assert!(
@@ -654,21 +747,15 @@ mod tests {
     /// nothing, so each message still waits for room once read and the cap holds.
     #[test]
     fn without_scanned_sizes_a_batch_sent_ahead_does_not_lift_the_cap() {
-        let mut mailbox = FakeMailbox::new();
-        let to_copy: Vec<(Uid, u64)> = (0..FETCH_BATCH_MESSAGES + 20)
-            .map(|_| mailbox.deliver("INBOX", &[b'x'; 600], &[], "01-Jan-2024 00:00:00 +0000"))
-            .map(|u| (u, 0))
-            .collect();
+        let (_server, mut src, uids, inbox) =
+            inbox_of(&vec![vec![b'x'; 600]; FETCH_BATCH_MESSAGES + 20]);
+        let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 0)).collect();
         assert_eq!(fetch_batches(&to_copy).len(), 2);
-        let server = FakeConnector::new("old");
-        server.add("alice", mailbox);
-        let mut src = server.open("alice", None).ok().unwrap();
-        src.select("INBOX", false).unwrap();
         let budget = ByteBudget::new(1000);
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(8);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
             let mut most = 0;
             for m in rx.iter() {
                 std::thread::sleep(Duration::from_micros(200));
@@ -795,23 +882,15 @@ mod tests {
     /// under a budget of `cap` bytes, taking every message as it comes; returns the bodies
     /// in the order they came and how many fetches went out while another was unread.
     fn fetch_three_batches(cap: usize) -> (Vec<Vec<u8>>, u32) {
-        let mut mailbox = FakeMailbox::new();
         let bodies: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![b'a' + i; 1000]).collect();
-        let to_copy: Vec<(Uid, u64)> = bodies
-            .iter()
-            .map(|b| mailbox.deliver("INBOX", b, &[], "01-Jan-2024 00:00:00 +0000"))
-            .map(|u| (u, 3 << 20))
-            .collect();
+        let (server, mut src, uids, inbox) = inbox_of(&bodies);
+        let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 3 << 20)).collect();
         assert_eq!(fetch_batches(&to_copy).len(), 3);
-        let server = FakeConnector::new("old");
-        server.add("alice", mailbox);
-        let mut src = server.open("alice", None).ok().unwrap();
-        src.select("INBOX", false).unwrap();
         let budget = ByteBudget::new(cap);
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(0);
         let got = std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
             let got: Vec<Vec<u8>> = rx
                 .iter()
                 .map(|m| {
@@ -845,6 +924,113 @@ mod tests {
         let (got, ahead) = fetch_three_batches(5 << 20);
         assert_eq!(got.len(), 3);
         assert_eq!(ahead, 0);
+    }
+
+    /// Runs the fetcher over every message of `src`'s INBOX (1 kB each by the scan) under a
+    /// 32 MB budget; returns how it ended and the bodies that came, in order.
+    fn fetch_inbox(
+        src: &mut dyn MailSession,
+        inbox: &Selecting<'_>,
+        uids: &[Uid],
+    ) -> (std::result::Result<(), FetchEnd>, Vec<Vec<u8>>) {
+        let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 1000)).collect();
+        let budget = ByteBudget::new(32 << 20);
+        let share = budget.share();
+        let (tx, rx) = sync_channel::<Message>(8);
+        let out = std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(src, inbox, &to_copy, tx, &share));
+            let got: Vec<Vec<u8>> = rx
+                .iter()
+                .map(|m| {
+                    share.release(m.body.capacity());
+                    m.body
+                })
+                .collect();
+            (fetcher.join().unwrap(), got)
+        });
+        assert_eq!(budget.used(), 0, "everything held was given back");
+        out
+    }
+
+    /// The first batch's FETCH goes out behind the folder's SELECT. A SELECT refused (here
+    /// a busy server, once) leaves that FETCH's answers dropped and the folder selected again
+    /// on its own; then every message comes, once.
+    #[test]
+    fn the_first_fetch_goes_behind_the_select_and_a_refused_select_is_asked_again() {
+        let bodies: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let (server, mut src, uids, inbox) = inbox_of(&bodies);
+        let (ended, got) = fetch_inbox(&mut *src, &inbox, &uids);
+        ended.unwrap();
+        assert_eq!(got, bodies);
+        let counts = server.with("alice", |m| m.counts().clone());
+        assert_eq!((counts.fetches_behind_select, counts.selects), (1, 1));
+
+        server.with("alice", |m| {
+            m.reset_counts();
+            m.fail_next(
+                Op::Select,
+                SessionError::refused(Some("UNAVAILABLE"), "NO [UNAVAILABLE] Try again"),
+            );
+        });
+        let (ended, got) = fetch_inbox(&mut *src, &inbox, &uids);
+        ended.unwrap();
+        assert_eq!(
+            got, bodies,
+            "each message once, none from the dropped answers"
+        );
+        let counts = server.with("alice", |m| m.counts().clone());
+        assert_eq!(
+            counts.selects, 1,
+            "the SELECT asked again, alone, went through"
+        );
+        assert_eq!(
+            (counts.fetches_behind_select, counts.fetches),
+            (1, 1),
+            "the FETCH behind the refused SELECT found no folder; the one sent anew read it"
+        );
+
+        // Refused for good: that refusal is the error, in the server's words.
+        server.with("alice", |m| {
+            for _ in 0..2 {
+                m.fail_next(
+                    Op::Select,
+                    SessionError::refused(None, "NO Mailbox is gone"),
+                );
+            }
+        });
+        let (ended, got) = fetch_inbox(&mut *src, &inbox, &uids);
+        assert!(got.is_empty());
+        match ended {
+            Err(FetchEnd::Failed(e)) => assert_eq!(e.message, "NO Mailbox is gone"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A folder whose UIDVALIDITY is no longer the scan's: nothing of it reaches the
+    /// appender (its UIDs name other messages now), the folder fails with a message that
+    /// says so, and the session is left in step (the dropped FETCH's answers were read).
+    #[test]
+    fn a_folder_whose_uidvalidity_changed_since_the_scan_is_not_copied() {
+        let bodies: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let (server, mut src, uids, inbox) = inbox_of(&bodies);
+        server.with("alice", |m| m.renumber("INBOX", 77));
+        let (ended, got) = fetch_inbox(&mut *src, &inbox, &uids);
+        assert!(got.is_empty());
+        match ended {
+            Err(FetchEnd::Failed(e)) => assert_eq!(
+                e.message,
+                "UIDVALIDITY of INBOX changed during the pass; it is reconciled on the next attempt"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let ticket = src.send_fetch(&uids).unwrap();
+        let mut n = 0;
+        src.finish_fetch(ticket, &mut Vec::new(), &mut |_| {
+            n += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(n, 3);
     }
 
     /// A batch that cannot be held without waiting frees no spare buffers: they stay for

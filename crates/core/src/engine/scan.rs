@@ -129,6 +129,43 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// Selects a folder and scans every message of it at once
+    /// ([`MailSession::select_and_scan`]): its first scan of the pass. A scan cut off is kept
+    /// for the next attempt, as [`Pass::scan_all`] keeps it.
+    fn select_and_scan(
+        &mut self,
+        src: &mut dyn MailSession,
+        folder: &str,
+        raw: &str,
+        status: &FolderStatus,
+    ) -> Result<(Selected, KeptScan)> {
+        let mut kept: Option<KeptScan> = None;
+        let scanned = src.select_and_scan(raw, &mut |selected, m| {
+            let k = match kept.take() {
+                Some(k) if k.uid_validity == selected.uid_validity => k,
+                _ => {
+                    let mut k = KeptScan::new(selected.uid_validity, None, status.clone());
+                    k.messages.reserve(selected.exists as usize);
+                    k
+                }
+            };
+            kept.insert(k).push(m)
+        });
+        match scanned {
+            Ok(selected) => {
+                let new = || KeptScan::new(selected.uid_validity, None, status.clone());
+                let k = kept.unwrap_or_else(new);
+                Ok((selected, k))
+            }
+            Err(e) => {
+                if let Some(k) = kept {
+                    self.attempts.scans.insert(folder.to_string(), k);
+                }
+                Err(on(Side::Source)(e))
+            }
+        }
+    }
+
     /// Decides what a folder needs, from its `status` (read before this folder's scan, with
     /// every other folder's). Returns `None` when STATUS shows nothing changed.
     pub(super) fn scan_folder(
@@ -149,7 +186,17 @@ impl Pass<'_, '_> {
             return Ok(None);
         }
 
-        let selected = src.select(raw, false).map_err(on(Side::Source))?;
+        // A folder's first scan (no delta, nothing kept from an earlier attempt) goes out with
+        // its SELECT: one round trip for both.
+        let wants_delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key());
+        let mut first = None;
+        let selected = if wants_delta.is_none() && !self.attempts.scans.contains_key(&folder) {
+            let (selected, k) = self.select_and_scan(src, &folder, raw, &status)?;
+            first = Some(k);
+            selected
+        } else {
+            src.select(raw, false).map_err(on(Side::Source))?
+        };
         let in_range: Option<HashSet<Uid>> = match (&settings.since, &settings.until) {
             (None, None) => None,
             (since, until) => Some(
@@ -163,8 +210,7 @@ impl Pass<'_, '_> {
         // read (flags changed, messages new); the folder's count tells whether any older
         // message was expunged. If so, QRESYNC's list of the UIDs expunged since says which,
         // when it adds up; otherwise the folder's UIDs are read. So moves are still seen.
-        let delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key())
-            .filter(|_| selected.uid_validity == status.uid_validity);
+        let delta = wants_delta.filter(|_| selected.uid_validity == status.uid_validity);
         let mut scanned = Vec::new();
         let mut kept = None;
         let mut present = None;
@@ -185,6 +231,9 @@ impl Pass<'_, '_> {
                     );
                 }
             }
+        } else if let Some(k) = first {
+            (scanned, status) = (k.messages(), k.status.clone());
+            kept = Some(k);
         } else if selected.exists > 0 {
             let (k, _) = self.scan_all(src, &folder, &selected, &status, None)?;
             (scanned, status) = (k.messages(), k.status.clone());

@@ -358,6 +358,48 @@ fn a_first_pass_asks_the_targets_statuses_in_one_batch() {
     );
 }
 
+/// A first pass sends each source folder's scan with its SELECT, and each copied folder's
+/// first FETCH behind its SELECT for the copy: a distant source answers each pair in one
+/// round trip. A delta (a checkpoint with a mod-sequence) is asked after its SELECT, as the
+/// SELECT's answer says whether it applies.
+#[test]
+fn a_first_pass_sends_each_scan_and_first_fetch_with_its_select() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    let (_, result) = w.pass();
+    assert_eq!((result.state, result.copied), (EntryState::Migrated, 7));
+    assert_same_messages(&w, &FOLDERS);
+    let src = w.src();
+    let folders_with_mail = FOLDERS
+        .iter()
+        .filter(|f| !src.messages(f).is_empty())
+        .count() as u32;
+    assert_eq!(src.counts().select_scans, FOLDERS.len() as u32);
+    assert_eq!(
+        src.counts().scans,
+        folders_with_mail,
+        "an empty folder is not scanned"
+    );
+    assert_eq!(src.counts().fetches_behind_select, folders_with_mail);
+    drop(src);
+
+    w.source.with(SOURCE, |m| {
+        let uid = m.messages("INBOX")[0].uid;
+        m.set_message_flags("INBOX", uid, &["\\Flagged"]);
+    });
+    w.reset_counts();
+    let (_, result) = w.pass();
+    assert_eq!(
+        (result.state, result.flags_updated),
+        (EntryState::Migrated, 1)
+    );
+    let src = w.src();
+    assert_eq!(
+        (src.counts().select_scans, src.counts().changed_scans),
+        (0, 1),
+        "the changed folder's delta asked on its own"
+    );
+}
+
 /// A target that refuses the STATUS of one of those folders (once) leaves them all to be
 /// asked one at a time, before each folder's APPENDs, as without the batch: nothing fails.
 #[test]

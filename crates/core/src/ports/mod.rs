@@ -18,7 +18,8 @@ pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisio
 pub use observer::{NoObserver, Observer};
 pub use session::{
     AppendOutcome, AppendTicket, Created, FetchTicket, FetchedMessage, FolderStatus, MailSession,
-    Outgoing, ScannedMessage, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
+    Outgoing, ScannedMessage, SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange,
+    UidRanges,
 };
 pub use store::{RunInfo, Store, StoreError};
 

@@ -159,6 +159,17 @@ pub struct FetchTicket {
     pub handle: Vec<String>,
 }
 
+/// A SELECT sent and not yet read ([`MailSession::send_select`]).
+#[derive(Debug)]
+pub struct SelectTicket {
+    pub raw: String,
+    pub write: bool,
+    /// The session's own handle (an IMAP tag, say); opaque to the engine.
+    pub handle: String,
+    /// The answer, for a session that selects at once (the default).
+    pub answered: Option<Selected>,
+}
+
 /// What became of one appended message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -202,6 +213,45 @@ pub trait MailSession: Send {
     }
     /// Selects a folder for the operations below; read-only unless `write`.
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected>;
+    /// Sends the [`MailSession::select`] of a folder without reading its answer:
+    /// [`MailSession::finish_select`] reads it. A fetch sent after it (and before that) reads
+    /// the folder it selects, so a distant server gets both in one round trip; tickets are
+    /// finished in the order they were sent. If the SELECT fails, the answers of a fetch sent
+    /// after it must be read and dropped (no folder, or another, may have been selected). By
+    /// default the folder is selected at once.
+    fn send_select(&mut self, raw: &str, write: bool) -> Result<SelectTicket> {
+        let answered = self.select(raw, write)?;
+        Ok(SelectTicket {
+            raw: raw.to_string(),
+            write,
+            handle: String::new(),
+            answered: Some(answered),
+        })
+    }
+    /// Reads the answer of a [`MailSession::send_select`].
+    fn finish_select(&mut self, ticket: SelectTicket) -> Result<Selected> {
+        match ticket.answered {
+            Some(selected) => Ok(selected),
+            None => self.select(&ticket.raw, ticket.write),
+        }
+    }
+    /// Selects a folder read-only and scans every message of it: [`MailSession::select`],
+    /// then [`MailSession::scan`] from the first UID when it holds any, `each` given the
+    /// SELECT's answer with each message. A session over a network sends both at once (one
+    /// round trip); if the SELECT fails there, it is asked again on its own, and its error,
+    /// if any, is the one returned. Messages given to `each` before an error are the scan's
+    /// first part, as for [`MailSession::scan`].
+    fn select_and_scan(
+        &mut self,
+        raw: &str,
+        each: &mut dyn FnMut(&Selected, ScannedMessage),
+    ) -> Result<Selected> {
+        let selected = self.select(raw, false)?;
+        if selected.exists > 0 {
+            self.scan(Uid::FIRST, &mut |m| each(&selected, m))?;
+        }
+        Ok(selected)
+    }
     /// UIDs of the selected folder received on or after `since` and before `until`.
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>>;
     /// UID, flags and size of every message of the selected folder at or above `from`.

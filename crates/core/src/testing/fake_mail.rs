@@ -20,8 +20,8 @@ use crate::job::Date;
 use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchTicket,
-    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, Selected,
-    SessionError, SessionErrorKind, TreeChange, UidRanges,
+    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, SelectTicket,
+    Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -125,6 +125,11 @@ pub struct Counts {
     /// Fetches sent while the answers of an earlier one were still unread
     /// ([`MailSession::send_fetch`]): the next batch on its way while one is read.
     pub fetches_ahead: u32,
+    /// Fetches sent behind a SELECT whose answer was still unread
+    /// ([`MailSession::send_select`]): both in one round trip.
+    pub fetches_behind_select: u32,
+    /// Scans sent with their folder's SELECT ([`MailSession::select_and_scan`]).
+    pub select_scans: u32,
     pub flag_stores: u32,
     pub moves: u32,
     pub appends: u32,
@@ -593,7 +598,7 @@ impl Connector for FakeConnector {
             acknowledged: 0,
             next_tag: 0,
             in_flight: BTreeMap::new(),
-            unread_fetches: VecDeque::new(),
+            unread: VecDeque::new(),
         }))
     }
 
@@ -624,7 +629,15 @@ pub struct FakeSession {
     /// Answers not read yet, by tag.
     in_flight: BTreeMap<String, (String, Vec<Answer>)>,
     /// Fetches sent and not yet finished, in the order they were sent.
-    unread_fetches: VecDeque<Vec<Uid>>,
+    /// Commands sent and not yet read, in order.
+    unread: VecDeque<Unread>,
+}
+
+/// A command a [`FakeSession`] was sent and has not answered yet.
+#[derive(Debug, PartialEq, Eq)]
+enum Unread {
+    Select(String, bool),
+    Fetch(Vec<Uid>),
 }
 
 fn connection_lost() -> SessionError {
@@ -925,6 +938,45 @@ impl MailSession for FakeSession {
         Ok(selected.1)
     }
 
+    /// Sent, not answered: the folder is selected when the answer is read, so a fetch sent
+    /// behind it reads that folder, as a server runs commands in order.
+    fn send_select(&mut self, raw: &str, write: bool) -> Result<SelectTicket> {
+        self.unread
+            .push_back(Unread::Select(raw.to_string(), write));
+        Ok(SelectTicket {
+            raw: raw.to_string(),
+            write,
+            handle: String::new(),
+            answered: None,
+        })
+    }
+
+    fn finish_select(&mut self, ticket: SelectTicket) -> Result<Selected> {
+        let first = self.unread.pop_front();
+        assert_eq!(
+            first,
+            Some(Unread::Select(ticket.raw.clone(), ticket.write)),
+            "commands are finished in the order they were sent"
+        );
+        self.select(&ticket.raw, ticket.write)
+    }
+
+    fn select_and_scan(
+        &mut self,
+        raw: &str,
+        each: &mut dyn FnMut(&Selected, ScannedMessage),
+    ) -> Result<Selected> {
+        self.command(None, |mb| {
+            mb.counts.select_scans += 1;
+            Ok(())
+        })?;
+        let selected = self.select(raw, false)?;
+        if selected.exists > 0 {
+            self.scan(Uid::FIRST, &mut |m| each(&selected, m))?;
+        }
+        Ok(selected)
+    }
+
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>> {
         let folder = self.selected(false)?;
         self.command(None, |mb| {
@@ -1052,12 +1104,14 @@ impl MailSession for FakeSession {
     }
 
     fn send_fetch(&mut self, uids: &[Uid]) -> Result<FetchTicket> {
-        let ahead = !self.unread_fetches.is_empty();
+        let ahead = self.unread.iter().any(|u| matches!(u, Unread::Fetch(_)));
+        let behind_select = self.unread.iter().any(|u| matches!(u, Unread::Select(..)));
         self.command(None, |mb| {
             mb.counts.fetches_ahead += u32::from(ahead);
+            mb.counts.fetches_behind_select += u32::from(behind_select);
             Ok(())
         })?;
-        self.unread_fetches.push_back(uids.to_vec());
+        self.unread.push_back(Unread::Fetch(uids.to_vec()));
         Ok(FetchTicket {
             uids: uids.to_vec(),
             handle: Vec::new(),
@@ -1071,11 +1125,11 @@ impl MailSession for FakeSession {
         each: &mut dyn FnMut(FetchedMessage) -> ControlFlow<()>,
     ) -> Result<()> {
         // As a server answers: in the order the fetches were sent.
-        let first = self.unread_fetches.pop_front();
+        let first = self.unread.pop_front();
         assert_eq!(
-            first.as_ref(),
-            Some(&ticket.uids),
-            "fetches are finished in the order they were sent"
+            first,
+            Some(Unread::Fetch(ticket.uids.clone())),
+            "commands are finished in the order they were sent"
         );
         self.fetch_into(&ticket.uids, spare, each)
     }

@@ -132,19 +132,34 @@ impl Client {
     /// SELECT (or EXAMINE when `read_only`), with CONDSTORE where the server has it. Always
     /// sent, even for the folder already selected: callers need its fresh UIDVALIDITY.
     pub fn select(&mut self, mailbox: &str, read_only: bool) -> Result<Selected> {
+        let tag = self.select_send(mailbox, read_only);
+        self.select_finish(&tag, mailbox, read_only)
+    }
+
+    /// Queues the SELECT (EXAMINE when `read_only`) of [`Client::select`] without waiting:
+    /// it goes out with the next command or read, so a FETCH queued after it travels with
+    /// it. Returns the tag, for [`Client::select_finish`]. A server runs the commands in
+    /// order, so a FETCH sent after it reads the folder it selects; if the SELECT fails, no
+    /// folder is selected (RFC 3501 §6.3.1) and the FETCH's answers must be dropped.
+    pub fn select_send(&mut self, mailbox: &str, read_only: bool) -> String {
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
         let condstore = if self.has("CONDSTORE") {
             " (CONDSTORE)"
         } else {
             ""
         };
-        let tag = self.queue(&format!("{verb} {}{condstore}", quote(mailbox)));
+        self.queue(&format!("{verb} {}{condstore}", quote(mailbox)))
+    }
+
+    /// Reads the answer of a [`Client::select_send`] (the same `mailbox` and `read_only`).
+    pub fn select_finish(&mut self, tag: &str, mailbox: &str, read_only: bool) -> Result<Selected> {
+        let verb = if read_only { "EXAMINE" } else { "SELECT" };
         let mut sel = Selected {
             name: mailbox.to_string(),
             read_only,
             ..Selected::default()
         };
-        let code = self.finish_with(&tag, verb, |u| {
+        let code = self.finish_with(tag, verb, |u| {
             match u {
                 Untagged::Exists(n) => sel.exists = n,
                 Untagged::Status {
@@ -170,8 +185,14 @@ impl Client {
         items: &str,
         each: impl FnMut(Fetch) -> Result<()>,
     ) -> Result<()> {
-        let tag = self.queue(&format!("UID FETCH {set} ({items})"));
+        let tag = self.uid_fetch_queue(set, items);
         self.uid_fetch_finish(&[tag], each)
+    }
+
+    /// Queues one `UID FETCH set (items)` without waiting, as [`Client::uid_fetch_send`]
+    /// does; returns its tag, for [`Client::uid_fetch_finish`].
+    pub fn uid_fetch_queue(&mut self, set: &str, items: &str) -> String {
+        self.queue(&format!("UID FETCH {set} ({items})"))
     }
 
     /// `UID FETCH set (items) (CHANGEDSINCE modseq)` (CONDSTORE, RFC 7162 §3.1.4): only the
@@ -399,7 +420,7 @@ impl Client {
     pub fn uid_fetch_send(&mut self, uids: &[u32], items: &str) -> Vec<String> {
         uid_sets(uids, MAX_SET_CHARS)
             .into_iter()
-            .map(|set| self.queue(&format!("UID FETCH {set} ({items})")))
+            .map(|set| self.uid_fetch_queue(&set, items))
             .collect()
     }
 

@@ -1095,6 +1095,44 @@ fn a_fetch_sent_ahead_is_on_the_wire_while_the_one_before_is_read() {
     );
 }
 
+/// A SELECT queued with a FETCH behind it: both go out before the first answer is read (this
+/// server answers nothing until it has the FETCH), and each gets its own answers.
+#[test]
+fn a_select_and_the_fetch_behind_it_go_out_together() {
+    let (port, server) = scripted_server(vec![
+        (b"", b"* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+        (
+            b"m2 UID FETCH 1:* (UID FLAGS RFC822.SIZE)\r\n",
+            b"* 2 EXISTS\r\n* OK [UIDVALIDITY 9] ok\r\n* OK [UIDNEXT 4] ok\r\n\
+              m1 OK [READ-ONLY] EXAMINE done\r\n\
+              * 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE 10)\r\n\
+              * 2 FETCH (UID 3 FLAGS () RFC822.SIZE 20)\r\nm2 OK done\r\n",
+        ),
+    ]);
+    let mut c = Client::connect(&plain_endpoint(port)).unwrap();
+    let select = c.select_send("INBOX", true);
+    let fetch = c.uid_fetch_queue("1:*", "UID FLAGS RFC822.SIZE");
+    let s = c.select_finish(&select, "INBOX", true).unwrap();
+    assert_eq!((s.exists, s.uid_validity, s.uid_next), (2, 9, Some(4)));
+    assert!(s.read_only);
+    let mut got = Vec::new();
+    c.uid_fetch_finish(&[fetch], |f| {
+        got.push((
+            f.uid().unwrap(),
+            f.get("RFC822.SIZE").and_then(|v| v.as_u64()),
+        ));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, [(1, Some(10)), (3, Some(20))]);
+    drop(c);
+    let sent = server.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sent),
+        "m1 EXAMINE \"INBOX\"\r\nm2 UID FETCH 1:* (UID FLAGS RFC822.SIZE)\r\n"
+    );
+}
+
 /// A connection lost in the middle of the answers is the error, not an outcome.
 #[test]
 fn commands_run_each_fail_as_a_whole_when_the_connection_is_lost() {
