@@ -757,7 +757,7 @@ mod tests {
         std::thread::scope(|s| {
             let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
             let mut most = 0;
-            for m in rx.iter() {
+            for m in next_or_hang(rx, &share) {
                 std::thread::sleep(Duration::from_micros(200));
                 most = most.max(budget.used());
                 share.release(m.body.len());
@@ -878,6 +878,24 @@ mod tests {
         assert_eq!(budget.used(), 0, "every share gave its bytes back");
     }
 
+    /// The messages as they come; if none comes for 5 s while the fetcher is still at work
+    /// (it waits on the budget for bytes only the unread messages would free: the deadlock
+    /// the no-wait rule prevents), the budget is closed and the channel dropped to let it go,
+    /// and the test fails rather than hangs.
+    fn next_or_hang<'a>(
+        rx: Receiver<Message>,
+        share: &'a BudgetShare<'_>,
+    ) -> impl Iterator<Item = Message> + 'a {
+        std::iter::from_fn(move || match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                share.close();
+                panic!("no message for 5 s: the fetcher waits for room a batch unread holds");
+            }
+        })
+    }
+
     /// Runs the fetcher over three messages the scan said were 3 MB each (one batch each),
     /// under a budget of `cap` bytes, taking every message as it comes; returns the bodies
     /// in the order they came and how many fetches went out while another was unread.
@@ -891,8 +909,7 @@ mod tests {
         let (tx, rx) = sync_channel::<Message>(0);
         let got = std::thread::scope(|s| {
             let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
-            let got: Vec<Vec<u8>> = rx
-                .iter()
+            let got: Vec<Vec<u8>> = next_or_hang(rx, &share)
                 .map(|m| {
                     share.release(m.body.capacity());
                     m.body
