@@ -693,3 +693,52 @@ fn a_refused_scan_of_a_folder_found_empty_is_an_empty_scan() {
     );
     assert_eq!(select_and_scan(&server), (0, vec![]));
 }
+
+/// Scans of two folders on their way at once: the first SELECT, throttled, cannot be asked
+/// again before the second ticket's answers, so it is the error (the reply waited out,
+/// then transient: the next attempt asks again); the second ticket still reads its folder.
+#[test]
+fn a_throttled_select_with_another_scan_behind_it_is_waited_out_and_transient() {
+    let server = serve(
+        EXO_GREETING,
+        Arc::new(|_, verb, n, tag| {
+            Answer::Say(match (verb, n) {
+                ("EXAMINE", 1) => format!("{tag} {THROTTLED}"),
+                ("EXAMINE", _) => {
+                    format!("{EXAMINED}\r\n{tag} OK [READ-ONLY] EXAMINE completed.")
+                }
+                ("UID FETCH", 1) => format!("{tag} BAD Command received in Invalid state."),
+                ("UID FETCH", _) => format!("{SCANNED}\r\n{tag} OK FETCH completed."),
+                _ => return exchange(verb, tag),
+            })
+        }),
+    );
+    let connector = ImapConnector::new(
+        Side::Source,
+        &settings(server.port, ProfileChoice::Auto, None),
+    )
+    .unwrap();
+    let mut s = connector.open("user@contoso.example", None).unwrap();
+    let first = s.send_select_and_scan("INBOX").unwrap();
+    let second = s.send_select_and_scan("Sent").unwrap();
+    let started = Instant::now();
+    let e = s.finish_select_and_scan(first, &mut |_, _| {}).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.message.contains("throttled"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let mut uids = Vec::new();
+    let selected = s
+        .finish_select_and_scan(second, &mut |_, m| uids.push(m.uid.get()))
+        .unwrap();
+    assert_eq!((selected.exists, uids), (3, vec![4, 5, 9]));
+    s.logout();
+    assert_eq!(
+        examines_and_fetches(&server),
+        [
+            "EXAMINE \"INBOX\"",
+            "UID FETCH 1:*",
+            "EXAMINE \"Sent\"",
+            "UID FETCH 1:*"
+        ]
+    );
+}

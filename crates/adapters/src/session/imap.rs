@@ -17,8 +17,8 @@ use mailferry_core::model::{Flags, Side, Uid, UidValidity};
 use mailferry_core::ports::connector::{FIRST_PAUSE, RECOVERY};
 use mailferry_core::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, Dropped,
-    FetchTicket, FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage,
-    SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
+    FetchTicket, FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScanTicket,
+    ScannedMessage, SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 use mailferry_core::profile::{
     Profile, ProfileSettings, Quirks, disarm_read_receipts, is_kept_without_keywords,
@@ -478,6 +478,8 @@ pub struct ImapSession {
     reopen: Option<Reopen>,
     /// The folder selected and whether read-only, to select it again after a reconnect.
     selected: Option<(String, bool)>,
+    /// Scan tickets sent and not yet finished ([`MailSession::send_select_and_scan`]).
+    scans_unread: usize,
     /// Whether the selected folder has mod-sequences: SELECT said HIGHESTMODSEQ (not
     /// NOMODSEQ) on a CONDSTORE session, so `CHANGEDSINCE` may be asked.
     modseq: bool,
@@ -510,6 +512,7 @@ impl ImapSession {
             tally: None,
             reopen: None,
             selected: None,
+            scans_unread: 0,
             modseq: false,
             qresync: false,
             failed: 0,
@@ -565,6 +568,7 @@ impl ImapSession {
         let old = std::mem::replace(&mut self.client, fresh);
         old.logout();
         self.failed = 0;
+        self.scans_unread = 0;
         self.drop_counted.set(false);
         self.forget_unwanted();
         self.enable_qresync();
@@ -1123,19 +1127,33 @@ impl MailSession for ImapSession {
         }
     }
 
-    /// The SELECT (EXAMINE) and the `UID FETCH 1:*` of the scan go out together. If the
-    /// SELECT fails, the FETCH's answers are read and dropped (no folder, or the one before,
-    /// was selected) and both are asked again one after the other, as `select` and `scan`
-    /// ask them (a throttling answer waited out; a refusal then in the server's words).
-    fn select_and_scan(
-        &mut self,
-        raw: &str,
-        each: &mut dyn FnMut(&Selected, ScannedMessage),
-    ) -> Result<Selected> {
+    /// The SELECT (EXAMINE) and the `UID FETCH 1:*` of the scan, queued together; they go
+    /// out with the next read (with those of the tickets sent after this one, if any).
+    fn send_select_and_scan(&mut self, raw: &str) -> Result<ScanTicket> {
         self.wait_for_server();
-        self.modseq = false;
         let select = self.client.select_send(raw, true);
         let scan = self.client.uid_fetch_queue("1:*", SCAN_ITEMS);
+        self.scans_unread += 1;
+        Ok(ScanTicket {
+            raw: raw.to_string(),
+            handle: vec![select, scan],
+        })
+    }
+
+    /// If the SELECT fails, the FETCH's answers are read and dropped (no folder, or the one
+    /// before, was selected). With no other ticket unread, both are then asked again one
+    /// after the other, as `select` and `scan` ask them (a throttling answer waited out; a
+    /// refusal then in the server's words); with tickets unread, the refusal is the error,
+    /// a throttling answer waited out and then transient (the next attempt asks again).
+    fn finish_select_and_scan(
+        &mut self,
+        ticket: ScanTicket,
+        each: &mut dyn FnMut(&Selected, ScannedMessage),
+    ) -> Result<Selected> {
+        self.scans_unread -= 1;
+        let raw = ticket.raw.as_str();
+        let [select, scan] = <[String; 2]>::try_from(ticket.handle).expect("a scan ticket");
+        self.modseq = false;
         let answer = self.client.select_finish(&select, raw, true);
         let answer = answer.map(|s| {
             self.went_through();
@@ -1150,8 +1168,16 @@ impl MailSession for ImapSession {
             Err(e) if !is_refusal(&e) => return Err(self.lost(e)),
             Err(e) => {
                 self.drop_answers(&scan)?;
-                if let Some(hint) = throttling_of(&e) {
+                let throttled = throttling_of(&e);
+                if let Some(hint) = throttled {
                     self.wait_throttled(hint);
+                }
+                if self.scans_unread > 0 {
+                    let e = self.lost(e);
+                    return Err(match throttled {
+                        Some(_) => SessionError::new(SessionErrorKind::Transient, e.message),
+                        None => e,
+                    });
                 }
                 let s = self.select(raw, false)?;
                 if s.exists > 0 {

@@ -40,7 +40,7 @@ use crate::ports::{
     ConnectError, Connector, EntryPasswords, FolderStatus, MailSession, Observer, SessionError,
     Store, StoreError, TreeChange,
 };
-use scan::FolderWork;
+use scan::{FolderWork, SCANS_AHEAD, ScanWay, ScansAhead};
 
 pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
 use reconcile::reconcile_pending;
@@ -415,14 +415,40 @@ impl Pass<'_, '_> {
             .status_many(&unlisted)
             .map_err(on(Side::Source))?
             .into_iter();
+        let mut folders = Vec::with_capacity(sources.len());
         for (item, f) in sources {
             let status = match listed.get(&f.raw_name) {
                 Some(s) => s.clone(),
                 None => asked.next().expect("one STATUS per folder asked"),
             };
-            if let Some(w) = self.scan_folder(src.as_mut(), item, status, &mut vanished)? {
-                work.push(w);
-            }
+            let checkpoint = self.store().checkpoint(&self.entry.id, f.path.as_str())?;
+            let way = self.scan_way(f.path.as_str(), &status, checkpoint.as_ref());
+            folders.push((item, f.raw_name.as_str(), status, checkpoint, way));
+        }
+        // The scans of every message go out several folders at a time, with their SELECTs.
+        let raws: Vec<&str> = folders.iter().map(|f| f.1).collect();
+        let ways: Vec<ScanWay> = folders.iter().map(|f| f.4).collect();
+        let dated = self.ctx.settings.since.is_some() || self.ctx.settings.until.is_some();
+        let mut ahead = ScansAhead::new(if dated { 1 } else { SCANS_AHEAD });
+        for (i, (item, _, status, checkpoint, way)) in folders.into_iter().enumerate() {
+            let ticket = match way {
+                ScanWay::Unchanged => continue,
+                ScanWay::Whole => Some(
+                    ahead
+                        .take(src.as_mut(), &raws, &ways, i)
+                        .map_err(on(Side::Source))?,
+                ),
+                ScanWay::Apart => None,
+            };
+            let scanned = self.scan_folder(
+                src.as_mut(),
+                item,
+                status,
+                checkpoint,
+                ticket,
+                &mut vanished,
+            )?;
+            work.extend(scanned);
         }
         let (messages, bytes) = work.iter().fold((0, 0), |(m, b), w| {
             (

@@ -1,13 +1,15 @@
 //! Phase 3a: what a source folder needs — nothing (one STATUS), or a scan of its UIDs and flags
 //! classified against the ledger ([`decide::classify_scan`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::decide::{self, ScanFilter, ScanKind, Vanished};
 use super::{Pass, Result, on};
 use crate::folders::{Folder, FolderPlanItem};
-use crate::model::{Flags, LedgerRow, Side, Uid, UidValidity};
-use crate::ports::{FolderStatus, MailSession, ScannedMessage, Selected, SessionError, UidRanges};
+use crate::model::{Checkpoint, Flags, LedgerRow, Side, Uid, UidValidity};
+use crate::ports::{
+    FolderStatus, MailSession, ScanTicket, ScannedMessage, Selected, SessionError, UidRanges,
+};
 
 /// One source folder's messages that need work, found by the scan.
 pub(super) struct FolderWork {
@@ -20,6 +22,71 @@ pub(super) struct FolderWork {
     /// The STATUS of the target folder, read with the others' before the copies (one round
     /// trip for them all); `None`: asked before the folder's first APPEND.
     pub target_status: Option<FolderStatus>,
+}
+
+/// How a folder's scan is read, decided from its STATUS and checkpoint before the pass's
+/// first SELECT ([`Pass::scan_way`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ScanWay {
+    /// STATUS shows nothing changed since the checkpoint: no SELECT.
+    Unchanged,
+    /// Every message, the FETCH sent with the SELECT; several folders' at once
+    /// ([`ScansAhead`]).
+    Whole,
+    /// After its SELECT, on its own: a delta (CONDSTORE), or a scan going on from the part
+    /// an earlier attempt kept. Its commands depend on the SELECT's answer.
+    Apart,
+}
+
+/// How many folders' scans are on their way at once: one round trip for a mailbox's scans,
+/// not one per folder. Their answers wait in the connection until read, in order.
+pub(super) const SCANS_AHEAD: usize = 16;
+
+/// The scan tickets of a mailbox's folders sent ahead, in folder order.
+pub(super) struct ScansAhead {
+    sent: VecDeque<(usize, ScanTicket)>,
+    /// The first folder whose ticket is not sent.
+    next: usize,
+    window: usize,
+}
+
+impl ScansAhead {
+    /// At most `window` tickets unread at once; 1 sends each folder's when it is read (a
+    /// date filter's SEARCH must follow its folder's SELECT before the next one).
+    pub(super) fn new(window: usize) -> ScansAhead {
+        ScansAhead {
+            sent: VecDeque::new(),
+            next: 0,
+            window: window.max(1),
+        }
+    }
+
+    /// The ticket of folder `i` (a [`ScanWay::Whole`] one), sending first those of the
+    /// folders after it, up to the window. It sends none past a folder scanned apart: that
+    /// folder's commands must not come behind other folders' SELECTs.
+    pub(super) fn take(
+        &mut self,
+        src: &mut dyn MailSession,
+        raws: &[&str],
+        ways: &[ScanWay],
+        i: usize,
+    ) -> std::result::Result<ScanTicket, SessionError> {
+        self.next = self.next.max(i);
+        while self.next < ways.len() && self.sent.len() < self.window {
+            match ways[self.next] {
+                ScanWay::Apart => break,
+                ScanWay::Whole => {
+                    let ticket = src.send_select_and_scan(raws[self.next])?;
+                    self.sent.push_back((self.next, ticket));
+                }
+                _ => {}
+            }
+            self.next += 1;
+        }
+        let (j, ticket) = self.sent.pop_front().expect("folder i's ticket was sent");
+        assert_eq!(j, i, "scan tickets are taken in folder order");
+        Ok(ticket)
+    }
 }
 
 /// A scan of one source folder (of every message, or a delta of those changed since a
@@ -129,18 +196,18 @@ impl Pass<'_, '_> {
         }
     }
 
-    /// Selects a folder and scans every message of it at once
-    /// ([`MailSession::select_and_scan`]): its first scan of the pass. A scan cut off is kept
-    /// for the next attempt, as [`Pass::scan_all`] keeps it.
-    fn select_and_scan(
+    /// Reads a folder's SELECT and the scan of every message sent with it
+    /// ([`MailSession::send_select_and_scan`]). A scan cut off is kept for the next attempt,
+    /// as [`Pass::scan_all`] keeps it.
+    fn finish_select_and_scan(
         &mut self,
         src: &mut dyn MailSession,
         folder: &str,
-        raw: &str,
+        ticket: ScanTicket,
         status: &FolderStatus,
     ) -> Result<(Selected, KeptScan)> {
         let mut kept: Option<KeptScan> = None;
-        let scanned = src.select_and_scan(raw, &mut |selected, m| {
+        let scanned = src.finish_select_and_scan(ticket, &mut |selected, m| {
             let k = match kept.take() {
                 Some(k) if k.uid_validity == selected.uid_validity => k,
                 _ => {
@@ -166,13 +233,36 @@ impl Pass<'_, '_> {
         }
     }
 
-    /// Decides what a folder needs, from its `status` (read before this folder's scan, with
-    /// every other folder's). Returns `None` when STATUS shows nothing changed.
+    /// How a folder's scan is read, from its `status` (read before the scans, with every
+    /// other folder's) and its checkpoint.
+    pub(super) fn scan_way(
+        &self,
+        folder: &str,
+        status: &FolderStatus,
+        checkpoint: Option<&Checkpoint>,
+    ) -> ScanWay {
+        let key = self.ctx.settings.filter_key();
+        if decide::folder_unchanged(checkpoint, status, &key) {
+            ScanWay::Unchanged
+        } else if decide::delta_from(checkpoint, status, &key).is_some()
+            || self.attempts.scans.contains_key(folder)
+        {
+            ScanWay::Apart
+        } else {
+            ScanWay::Whole
+        }
+    }
+
+    /// Decides what a folder that STATUS shows changed needs: with `ticket` (its
+    /// [`ScanWay::Whole`] scan, sent), every message; without, a delta or a scan going on
+    /// from the part an earlier attempt kept, after its SELECT.
     pub(super) fn scan_folder(
         &mut self,
         src: &mut dyn MailSession,
         item: &FolderPlanItem,
         mut status: FolderStatus,
+        checkpoint: Option<Checkpoint>,
+        ticket: Option<ScanTicket>,
         vanished: &mut Vanished,
     ) -> Result<Option<FolderWork>> {
         let Some(source) = item.source.clone() else {
@@ -180,22 +270,15 @@ impl Pass<'_, '_> {
         };
         let folder = source.path.as_str().to_string();
         let raw = source.raw_name.as_str();
-        let checkpoint = self.store().checkpoint(&self.entry.id, &folder)?;
         let settings = self.ctx.settings;
-        if decide::folder_unchanged(checkpoint.as_ref(), &status, &settings.filter_key()) {
-            return Ok(None);
-        }
-
-        // A folder's first scan (no delta, nothing kept from an earlier attempt) goes out with
-        // its SELECT: one round trip for both.
-        let wants_delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key());
         let mut first = None;
-        let selected = if wants_delta.is_none() && !self.attempts.scans.contains_key(&folder) {
-            let (selected, k) = self.select_and_scan(src, &folder, raw, &status)?;
-            first = Some(k);
-            selected
-        } else {
-            src.select(raw, false).map_err(on(Side::Source))?
+        let selected = match ticket {
+            Some(ticket) => {
+                let (selected, k) = self.finish_select_and_scan(src, &folder, ticket, &status)?;
+                first = Some(k);
+                selected
+            }
+            None => src.select(raw, false).map_err(on(Side::Source))?,
         };
         let in_range: Option<HashSet<Uid>> = match (&settings.since, &settings.until) {
             (None, None) => None,
@@ -210,7 +293,8 @@ impl Pass<'_, '_> {
         // read (flags changed, messages new); the folder's count tells whether any older
         // message was expunged. If so, QRESYNC's list of the UIDs expunged since says which,
         // when it adds up; otherwise the folder's UIDs are read. So moves are still seen.
-        let delta = wants_delta.filter(|_| selected.uid_validity == status.uid_validity);
+        let delta = decide::delta_from(checkpoint.as_ref(), &status, &settings.filter_key())
+            .filter(|_| first.is_none() && selected.uid_validity == status.uid_validity);
         let mut scanned = Vec::new();
         let mut kept = None;
         let mut present = None;

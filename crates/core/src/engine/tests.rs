@@ -375,6 +375,11 @@ fn a_first_pass_sends_each_scan_and_first_fetch_with_its_select() {
         .count() as u32;
     assert_eq!(src.counts().select_scans, FOLDERS.len() as u32);
     assert_eq!(
+        src.counts().scans_ahead,
+        FOLDERS.len() as u32 - 1,
+        "every folder's scan on its way before the first is read"
+    );
+    assert_eq!(
         src.counts().scans,
         folders_with_mail,
         "an empty folder is not scanned"
@@ -382,22 +387,59 @@ fn a_first_pass_sends_each_scan_and_first_fetch_with_its_select() {
     assert_eq!(src.counts().fetches_behind_select, folders_with_mail);
     drop(src);
 
+    // A flag changed in one folder (a delta: asked after its SELECT, on its own) and
+    // another renumbered (scanned whole, with its SELECT). The fake fails a SELECT sent
+    // while earlier answers are unread, whatever order the plan gives the folders.
     w.source.with(SOURCE, |m| {
-        let uid = m.messages("INBOX")[0].uid;
-        m.set_message_flags("INBOX", uid, &["\\Flagged"]);
+        let uid = m.messages("Lists")[0].uid;
+        m.set_message_flags("Lists", uid, &["\\Flagged"]);
+        m.renumber("INBOX", 4242);
     });
     w.reset_counts();
-    let (_, result) = w.pass();
-    assert_eq!(
-        (result.state, result.flags_updated),
-        (EntryState::Migrated, 1)
-    );
+    let (run, result) = w.pass();
+    assert_eq!(result.state, EntryState::Migrated);
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &FOLDERS);
     let src = w.src();
     assert_eq!(
         (src.counts().select_scans, src.counts().changed_scans),
-        (0, 1),
-        "the changed folder's delta asked on its own"
+        (1, 1),
+        "the renumbered folder scanned whole; the changed one's delta on its own"
     );
+}
+
+/// Scan tickets go out up to the window, past folders that need nothing, and never past a
+/// folder scanned apart (its SELECT and delta must not come behind the others' SELECTs).
+#[test]
+fn scans_go_ahead_up_to_the_window_and_never_past_a_folder_scanned_apart() {
+    use super::scan::{ScanWay, ScansAhead};
+    use crate::ports::Connector;
+    use ScanWay::{Apart, Unchanged, Whole};
+    let raws = ["A", "B", "C", "D", "E", "F", "G"];
+    let mut m = FakeMailbox::new();
+    for f in raws {
+        m.add_folder(f);
+    }
+    let server = FakeConnector::new("old");
+    server.add(SOURCE, m);
+    let mut src = server.open(SOURCE, None).ok().unwrap();
+    let ways = [Whole, Whole, Apart, Whole, Unchanged, Whole, Whole];
+    // Takes folder i's ticket and reads it; returns the scans sent ahead so far.
+    let mut ahead = ScansAhead::new(3);
+    let mut take = |i: usize, ahead: &mut ScansAhead| {
+        let ticket = ahead.take(src.as_mut(), &raws, &ways, i).unwrap();
+        assert_eq!(ticket.raw, raws[i]);
+        src.finish_select_and_scan(ticket, &mut |_, _| {}).unwrap();
+        server.with(SOURCE, |m| m.counts().scans_ahead)
+    };
+    assert_eq!(take(0, &mut ahead), 1, "A and B sent; not past C");
+    assert_eq!(take(1, &mut ahead), 1);
+    assert_eq!(take(3, &mut ahead), 3, "D, F and G sent (E needs nothing)");
+    assert_eq!(take(5, &mut ahead), 3);
+    assert_eq!(take(6, &mut ahead), 3);
+    let mut one = ScansAhead::new(1);
+    assert_eq!(take(5, &mut one), 3, "a window of one sends each alone");
+    assert_eq!(take(6, &mut one), 3);
 }
 
 /// A target that refuses the STATUS of one of those folders (once) leaves them all to be

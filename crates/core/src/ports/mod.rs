@@ -18,8 +18,8 @@ pub use directory::{Directory, DirectoryError, DirectoryProbe, Listing, Provisio
 pub use observer::{NoObserver, Observer};
 pub use session::{
     AppendOutcome, AppendTicket, Created, FetchTicket, FetchedMessage, FolderStatus, MailSession,
-    Outgoing, ScannedMessage, SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange,
-    UidRanges,
+    Outgoing, ScanTicket, ScannedMessage, SelectTicket, Selected, SessionError, SessionErrorKind,
+    TreeChange, UidRanges,
 };
 pub use store::{RunInfo, Store, StoreError};
 

@@ -170,6 +170,15 @@ pub struct SelectTicket {
     pub answered: Option<Selected>,
 }
 
+/// A folder's SELECT and scan sent and not yet read ([`MailSession::send_select_and_scan`]).
+#[derive(Debug)]
+pub struct ScanTicket {
+    pub raw: String,
+    /// The session's own handle (IMAP tags, say); opaque to the engine. Empty when the
+    /// session sends nothing before [`MailSession::finish_select_and_scan`].
+    pub handle: Vec<String>,
+}
+
 /// What became of one appended message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -246,7 +255,31 @@ pub trait MailSession: Send {
         raw: &str,
         each: &mut dyn FnMut(&Selected, ScannedMessage),
     ) -> Result<Selected> {
-        let selected = self.select(raw, false)?;
+        let ticket = self.send_select_and_scan(raw)?;
+        self.finish_select_and_scan(ticket, each)
+    }
+    /// Sends a [`MailSession::select_and_scan`] without reading its answers:
+    /// [`MailSession::finish_select_and_scan`] reads them. Several may be sent before the
+    /// first is finished (the scans of a mailbox's folders, one round trip for them all);
+    /// tickets are finished in the order they were sent, and no other command is sent while
+    /// one is unfinished. By default nothing goes out until it is finished.
+    fn send_select_and_scan(&mut self, raw: &str) -> Result<ScanTicket> {
+        Ok(ScanTicket {
+            raw: raw.to_string(),
+            handle: Vec::new(),
+        })
+    }
+    /// Reads the answers of a [`MailSession::send_select_and_scan`], as
+    /// [`MailSession::select_and_scan`] does. A SELECT refused while later tickets are
+    /// unread cannot be asked again on its own before them: it is the error (a throttling
+    /// answer waited out first, and then a transient error: the scan is asked again by the
+    /// next attempt).
+    fn finish_select_and_scan(
+        &mut self,
+        ticket: ScanTicket,
+        each: &mut dyn FnMut(&Selected, ScannedMessage),
+    ) -> Result<Selected> {
+        let selected = self.select(&ticket.raw, false)?;
         if selected.exists > 0 {
             self.scan(Uid::FIRST, &mut |m| each(&selected, m))?;
         }

@@ -20,8 +20,8 @@ use crate::job::Date;
 use crate::model::{Flags, Uid, UidValidity};
 use crate::ports::{
     AppendOutcome, AppendTicket, ConnectError, ConnectionLimit, Connector, Created, FetchTicket,
-    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScannedMessage, SelectTicket,
-    Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
+    FetchedMessage, FolderStatus, MailSession, Outgoing, Probe, ScanTicket, ScannedMessage,
+    SelectTicket, Selected, SessionError, SessionErrorKind, TreeChange, UidRanges,
 };
 
 type Result<T> = std::result::Result<T, SessionError>;
@@ -130,6 +130,9 @@ pub struct Counts {
     pub fetches_behind_select: u32,
     /// Scans sent with their folder's SELECT ([`MailSession::select_and_scan`]).
     pub select_scans: u32,
+    /// Of those, the ones sent while another was unread: the scans of several folders on
+    /// their way at once.
+    pub scans_ahead: u32,
     pub flag_stores: u32,
     pub moves: u32,
     pub appends: u32,
@@ -637,6 +640,7 @@ pub struct FakeSession {
 #[derive(Debug, PartialEq, Eq)]
 enum Unread {
     Select(String, bool),
+    Scan(String),
     Fetch(Vec<Uid>),
 }
 
@@ -686,6 +690,25 @@ impl FakeSession {
             return Err(e);
         }
         f(mailbox)
+    }
+
+    /// SELECT as a server answers it when it gets to it.
+    fn select_now(&mut self, raw: &str, write: bool) -> Result<Selected> {
+        // A failed SELECT leaves no folder selected (RFC 3501 §6.3.1).
+        self.selected = None;
+        let selected = self.command(Some(Op::Select), |mb| {
+            mb.counts.selects += 1;
+            let f = mb.existing(raw)?;
+            Ok((
+                f.name.clone(),
+                Selected {
+                    exists: f.messages.len() as u32,
+                    uid_validity: f.uid_validity,
+                },
+            ))
+        })?;
+        self.selected = Some((selected.0, write));
+        Ok(selected.1)
     }
 
     fn selected(&self, write: bool) -> Result<String> {
@@ -921,21 +944,13 @@ impl MailSession for FakeSession {
     }
 
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected> {
-        // A failed SELECT leaves no folder selected (RFC 3501 §6.3.1).
-        self.selected = None;
-        let selected = self.command(Some(Op::Select), |mb| {
-            mb.counts.selects += 1;
-            let f = mb.existing(raw)?;
-            Ok((
-                f.name.clone(),
-                Selected {
-                    exists: f.messages.len() as u32,
-                    uid_validity: f.uid_validity,
-                },
-            ))
-        })?;
-        self.selected = Some((selected.0, write));
-        Ok(selected.1)
+        assert!(
+            self.unread.is_empty(),
+            "SELECT {raw} sent while the answers of {:?} are unread: it would be answered \
+             after them, and they would read the wrong folder",
+            self.unread
+        );
+        self.select_now(raw, write)
     }
 
     /// Sent, not answered: the folder is selected when the answer is read, so a fetch sent
@@ -958,19 +973,39 @@ impl MailSession for FakeSession {
             Some(Unread::Select(ticket.raw.clone(), ticket.write)),
             "commands are finished in the order they were sent"
         );
-        self.select(&ticket.raw, ticket.write)
+        self.select_now(&ticket.raw, ticket.write)
     }
 
-    fn select_and_scan(
+    fn send_select_and_scan(&mut self, raw: &str) -> Result<ScanTicket> {
+        let ahead = self.unread.iter().any(|u| matches!(u, Unread::Scan(_)));
+        self.command(None, |mb| {
+            mb.counts.scans_ahead += u32::from(ahead);
+            Ok(())
+        })?;
+        self.unread.push_back(Unread::Scan(raw.to_string()));
+        Ok(ScanTicket {
+            raw: raw.to_string(),
+            handle: Vec::new(),
+        })
+    }
+
+    /// Answered when read, as [`FakeSession::finish_select`]: the folder as it is then.
+    fn finish_select_and_scan(
         &mut self,
-        raw: &str,
+        ticket: ScanTicket,
         each: &mut dyn FnMut(&Selected, ScannedMessage),
     ) -> Result<Selected> {
+        let first = self.unread.pop_front();
+        assert_eq!(
+            first,
+            Some(Unread::Scan(ticket.raw.clone())),
+            "commands are finished in the order they were sent"
+        );
         self.command(None, |mb| {
             mb.counts.select_scans += 1;
             Ok(())
         })?;
-        let selected = self.select(raw, false)?;
+        let selected = self.select_now(&ticket.raw, false)?;
         if selected.exists > 0 {
             self.scan(Uid::FIRST, &mut |m| each(&selected, m))?;
         }
