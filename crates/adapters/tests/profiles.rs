@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use mailferry_adapters::ImapConnector;
 use mailferry_core::job::{AdminLogin, Auth, ImapSettings, Secret, Security};
 use mailferry_core::model::{Flags, Side};
-use mailferry_core::ports::{AppendOutcome, Connector, Outgoing, ScannedMessage, TreeChange};
+use mailferry_core::ports::{
+    AppendOutcome, Connector, MailSession, Outgoing, ScannedMessage, TreeChange,
+};
 use mailferry_core::profile::{ProfileChoice, ProfileSettings};
 
 const EXO_GREETING: &str = "* OK The Microsoft Exchange IMAP4 service is ready. \
@@ -586,14 +588,19 @@ const EXAMINED: &str = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid";
 const SCANNED: &str = "* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 120)\r\n\
     * 2 FETCH (UID 5 FLAGS () RFC822.SIZE 99)\r\n* 3 FETCH (UID 9 FLAGS () RFC822.SIZE 7)";
 
-/// A session's `select_and_scan` of INBOX: the SELECT's EXISTS and each message's UID.
-fn select_and_scan(server: &Server) -> (u32, Vec<u32>) {
+/// A source session on the scripted server, its profile recognised.
+fn source_session(server: &Server) -> Box<dyn MailSession> {
     let connector = ImapConnector::new(
         Side::Source,
         &settings(server.port, ProfileChoice::Auto, None),
     )
     .unwrap();
-    let mut s = connector.open("user@contoso.example", None).unwrap();
+    connector.open("user@contoso.example", None).unwrap()
+}
+
+/// A session's `select_and_scan` of INBOX: the SELECT's EXISTS and each message's UID.
+fn select_and_scan(server: &Server) -> (u32, Vec<u32>) {
+    let mut s = source_session(server);
     let mut uids = Vec::new();
     let selected = s
         .select_and_scan("INBOX", &mut |sel, m: ScannedMessage| {
@@ -713,12 +720,7 @@ fn a_throttled_select_with_another_scan_behind_it_is_waited_out_and_transient() 
             })
         }),
     );
-    let connector = ImapConnector::new(
-        Side::Source,
-        &settings(server.port, ProfileChoice::Auto, None),
-    )
-    .unwrap();
-    let mut s = connector.open("user@contoso.example", None).unwrap();
+    let mut s = source_session(&server);
     let first = s.send_select_and_scan("INBOX").unwrap();
     let second = s.send_select_and_scan("Sent").unwrap();
     let started = Instant::now();
