@@ -870,14 +870,14 @@ fn request<'a>(
     }
 }
 
-/// Whether a reply is the server throttling: `NO`/`BAD` with `Suggested Backoff Time: N
-/// milliseconds` (Exchange Online), or with `[THROTTLED]`, `[LIMIT]` (RFC 5530) or
-/// `[UNAVAILABLE]`; `Some(hint)` with the server's wait when it gave one.
 /// A tagged `NO` or `BAD`: the server refused the command, the connection is in step.
 fn is_refusal(e: &ImapError) -> bool {
     matches!(e, ImapError::No { .. } | ImapError::Bad { .. })
 }
 
+/// Whether a reply is the server throttling: `NO`/`BAD` with `Suggested Backoff Time: N
+/// milliseconds` (Exchange Online), or with `[THROTTLED]`, `[LIMIT]` (RFC 5530) or
+/// `[UNAVAILABLE]`; `Some(hint)` with the server's wait when it gave one.
 fn throttling_of(e: &ImapError) -> Option<Option<Duration>> {
     match e {
         ImapError::No { code, .. } | ImapError::Bad { code, .. } => {
@@ -1111,6 +1111,10 @@ impl MailSession for ImapSession {
             handle: self.client.select_send(raw, !write),
             answered: None,
         })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.client.flush().map_err(|e| self.lost(e))
     }
 
     fn finish_select(&mut self, ticket: SelectTicket) -> Result<Selected> {

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use super::decide::Vanished;
 use super::scan::FolderWork;
-use super::{EngineError, Pass, Result};
+use super::{EngineError, Pass, Result, on};
 use crate::folders::FolderTree;
 use crate::model::{Flags, Side, Uid, UidValidity};
-use crate::ports::{FetchTicket, FetchedMessage, MailSession, SessionError, SessionErrorKind};
+use crate::ports::{
+    FetchTicket, FetchedMessage, MailSession, SelectTicket, SessionError, SessionErrorKind,
+};
 
 /// A FETCH asks for at most this many bytes of bodies (by the sizes the scan saw), unless one
 /// message is larger by itself: the fetcher holds the budget for a whole batch before it asks,
@@ -57,11 +59,14 @@ impl Pass<'_, '_> {
         dst: &mut dyn MailSession,
         tree: &FolderTree,
         w: &FolderWork,
-        to_copy: &[(Uid, u64)],
+        order: CopyOrder<'_>,
         vanished: &mut Vanished,
-    ) -> Result<()> {
+    ) -> Result<Option<Presented>> {
         // The scan left another folder selected: the fetcher selects this one again (with its
-        // first batch's FETCH) and makes sure its UIDs still mean what the scan saw.
+        // first batch's FETCH; or the fetcher of the folder before sent them) and makes sure
+        // its UIDs still mean what the scan saw. Once it has read the last batch, it sends the
+        // next folder's SELECT and first FETCH, returned for that folder's copy.
+        let next = order.next;
         let folder = Selecting {
             raw: &w.source.raw_name,
             path: w.source.path.as_str(),
@@ -72,9 +77,9 @@ impl Pass<'_, '_> {
         let fetch_budget = &budget;
         let mut moves = Vec::new();
         let fetch_src = &mut *src;
-        std::thread::scope(|scope| {
+        let presented = std::thread::scope(|scope| {
             let fetcher =
-                scope.spawn(move || fetch_messages(fetch_src, &folder, to_copy, tx, fetch_budget));
+                scope.spawn(move || fetch_messages(fetch_src, &folder, order, tx, fetch_budget));
             let appended = self.append_messages(dst, w, rx, &budget, vanished, &mut moves);
             budget.close();
             let fetched = fetcher.join().unwrap_or_else(|_| {
@@ -85,8 +90,9 @@ impl Pass<'_, '_> {
             });
             appended?;
             match fetched {
+                Ok(presented) => Ok(presented),
                 // Stopped because the appending side did: its error is the one reported.
-                Ok(()) | Err(FetchEnd::Stopped) => Ok(()),
+                Err(FetchEnd::Stopped) => Ok(None),
                 Err(FetchEnd::Failed(e)) => Err(EngineError::Session {
                     side: Side::Source,
                     source: e,
@@ -95,11 +101,20 @@ impl Pass<'_, '_> {
         })?;
         let again = self.apply_moves(dst, tree, &w.item.target_raw_name, moves)?;
         if again.is_empty() {
-            return Ok(());
+            return Ok(presented);
         }
         // Copies the target no longer holds: these messages are copied again, now (with no
-        // vanished row to match, this second round has no moves).
-        self.copy_folder(src, dst, tree, w, &again, &mut Vanished::new())
+        // vanished row to match, this second round has no moves), after what was sent for
+        // the next folder is read and dropped.
+        if let Some(p) = presented {
+            drop_presented(src, p).map_err(on(Side::Source))?;
+        }
+        let order = CopyOrder {
+            to_copy: &again,
+            presented: None,
+            next,
+        };
+        self.copy_folder(src, dst, tree, w, order, &mut Vanished::new())
     }
 }
 
@@ -439,12 +454,33 @@ impl Sent {
                 return Err(e);
             }
         };
-        Ok(Some(Sent {
+        Ok(Some(Sent::new(ticket, batch, reserved, spare)))
+    }
+
+    /// Holds the budget of a batch whose FETCH was sent before (by the fetcher of the folder
+    /// before, [`Presented`]), waiting for room; `None` when the consumer is gone.
+    fn hold_sent(
+        ticket: FetchTicket,
+        batch: &[(Uid, u64)],
+        budget: &BudgetShare<'_>,
+    ) -> Option<Sent> {
+        let sizes: Vec<usize> = batch.iter().map(|&(_, size)| size as usize).collect();
+        let spare = budget.acquire_batch(&sizes)?;
+        Some(Sent::new(ticket, batch, sizes.iter().sum(), spare))
+    }
+
+    fn new(
+        ticket: FetchTicket,
+        batch: &[(Uid, u64)],
+        reserved: usize,
+        spare: Vec<Vec<u8>>,
+    ) -> Sent {
+        Sent {
             ticket,
             expected: batch.iter().map(|&(u, size)| (u, size as usize)).collect(),
             reserved,
             spare,
-        }))
+        }
     }
 
     /// Gives back what the batch still holds and was not used: its unsent bytes and the spare
@@ -493,12 +529,16 @@ impl Sent {
 fn fetch_messages(
     src: &mut dyn MailSession,
     folder: &Selecting<'_>,
-    to_copy: &[(Uid, u64)],
+    order: CopyOrder<'_>,
     tx: SyncSender<Message>,
     budget: &BudgetShare<'_>,
-) -> std::result::Result<(), FetchEnd> {
-    let batches = fetch_batches(to_copy);
-    let mut ahead = select_with(src, folder, batches.first().copied(), budget)?;
+) -> std::result::Result<Option<Presented>, FetchEnd> {
+    let batches = fetch_batches(order.to_copy);
+    let first = batches.first().copied();
+    let mut ahead = match order.presented {
+        Some(p) => take_presented(src, folder, p, first, budget)?,
+        None => select_with(src, folder, first, budget)?,
+    };
     for (i, batch) in batches.iter().enumerate() {
         let sent = match ahead.take() {
             Some(sent) => sent,
@@ -562,7 +602,33 @@ fn fetch_messages(
             };
         }
     }
-    Ok(())
+    // Every batch read: the next folder's SELECT and first FETCH go out while this folder's
+    // last messages are stored.
+    match order.next {
+        Some(next) => Ok(Some(present(src, next)?)),
+        None => Ok(None),
+    }
+}
+
+/// What a folder's copy is to do: its messages, what the copy before it sent for it (its
+/// SELECT and first FETCH), and the folder after it, whose it sends once its own last batch
+/// is read.
+pub(super) struct CopyOrder<'a> {
+    pub to_copy: &'a [(Uid, u64)],
+    pub presented: Option<Presented>,
+    pub next: Option<&'a NextCopy>,
+}
+
+impl CopyOrder<'_> {
+    /// These messages, with nothing sent for them and nothing to send after.
+    #[cfg(test)]
+    fn alone(to_copy: &[(Uid, u64)]) -> CopyOrder<'_> {
+        CopyOrder {
+            to_copy,
+            presented: None,
+            next: None,
+        }
+    }
 }
 
 /// The folder a fetcher reads, and the UIDVALIDITY its scan saw.
@@ -601,6 +667,26 @@ fn select_with(
     first: Option<&[(Uid, u64)]>,
     budget: &BudgetShare<'_>,
 ) -> std::result::Result<Option<Sent>, FetchEnd> {
+    let ticket = src.send_select(folder.raw, false)?;
+    let sent = match first {
+        Some(batch) => match Sent::hold_and_send(src, batch, budget, true)? {
+            Some(sent) => Some(sent),
+            None => return Err(FetchEnd::Stopped),
+        },
+        None => None,
+    };
+    settle(src, folder, ticket, sent, budget)
+}
+
+/// Reads the answer of the folder's SELECT, sent with its first batch's FETCH behind it, as
+/// [`select_with`] says.
+fn settle(
+    src: &mut dyn MailSession,
+    folder: &Selecting<'_>,
+    ticket: SelectTicket,
+    sent: Option<Sent>,
+    budget: &BudgetShare<'_>,
+) -> std::result::Result<Option<Sent>, FetchEnd> {
     let changed = || {
         FetchEnd::Failed(SessionError::new(
             SessionErrorKind::Aborted,
@@ -609,14 +695,6 @@ fn select_with(
                 folder.path
             ),
         ))
-    };
-    let ticket = src.send_select(folder.raw, false)?;
-    let sent = match first {
-        Some(batch) => match Sent::hold_and_send(src, batch, budget, true)? {
-            Some(sent) => Some(sent),
-            None => return Err(FetchEnd::Stopped),
-        },
-        None => None,
     };
     let selected = src.finish_select(ticket);
     if let Ok(s) = &selected
@@ -635,6 +713,103 @@ fn select_with(
         true => Ok(None),
         false => Err(changed()),
     }
+}
+
+/// The folder to copy after this one: its SELECT and first batch's FETCH go out as soon as
+/// this folder's last batch is read ([`Presented`]).
+pub(super) struct NextCopy {
+    pub raw: String,
+    /// The UIDs of its first batch ([`fetch_batches`]).
+    pub first: Vec<Uid>,
+}
+
+impl NextCopy {
+    pub(super) fn of(raw: &str, to_copy: &[(Uid, u64)]) -> Option<NextCopy> {
+        let first = fetch_batches(to_copy)
+            .first()?
+            .iter()
+            .map(|m| m.0)
+            .collect();
+        Some(NextCopy {
+            raw: raw.to_string(),
+            first,
+        })
+    }
+}
+
+/// A folder's SELECT and its first batch's FETCH, sent by the fetcher of the folder before
+/// it once that one's last batch was read: they travel while that folder is still being
+/// stored, so the copy of the next folder does not begin with a round trip. The batch's
+/// bytes are held only when its copy begins, before its answers are read; until then they
+/// wait in the connection, not in memory.
+#[derive(Debug)]
+pub(super) struct Presented {
+    raw: String,
+    select: SelectTicket,
+    first: FetchTicket,
+}
+
+/// Sends the next folder's SELECT and first FETCH ([`Presented`]).
+fn present(
+    src: &mut dyn MailSession,
+    next: &NextCopy,
+) -> std::result::Result<Presented, SessionError> {
+    let select = src.send_select(&next.raw, false)?;
+    let first = src.send_fetch(&next.first)?;
+    src.flush()?;
+    Ok(Presented {
+        raw: next.raw.clone(),
+        select,
+        first,
+    })
+}
+
+/// Begins a folder's copy with what the folder before it sent for it: holds the first
+/// batch's bytes, then reads the SELECT's answer as [`select_with`] does. Sent for another
+/// folder or batch (not as the engine plans them), it is read and dropped, and the folder
+/// selected anew.
+fn take_presented(
+    src: &mut dyn MailSession,
+    folder: &Selecting<'_>,
+    presented: Presented,
+    first: Option<&[(Uid, u64)]>,
+    budget: &BudgetShare<'_>,
+) -> std::result::Result<Option<Sent>, FetchEnd> {
+    let batch = first.filter(|b| {
+        presented.raw == folder.raw
+            && b.iter()
+                .map(|m| m.0)
+                .eq(presented.first.uids.iter().copied())
+    });
+    let Some(batch) = batch else {
+        drop_presented(src, presented)?;
+        return select_with(src, folder, first, budget);
+    };
+    let Presented { select, first, .. } = presented;
+    match Sent::hold_sent(first, batch, budget) {
+        Some(sent) => settle(src, folder, select, Some(sent), budget),
+        None => Err(FetchEnd::Stopped),
+    }
+}
+
+/// Reads and drops what a fetcher sent for the next folder, when that folder's copy does not
+/// begin with it (a folder copied again first): only a broken session is an error.
+pub(super) fn drop_presented(
+    src: &mut dyn MailSession,
+    presented: Presented,
+) -> std::result::Result<(), SessionError> {
+    let selected = src.finish_select(presented.select);
+    let read = src.finish_fetch(presented.first, &mut Vec::new(), &mut |_| {
+        ControlFlow::Continue(())
+    });
+    for r in [selected.map(drop), read] {
+        if let Err(e) = r
+            && !e.is_refusal()
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -692,7 +867,9 @@ mod tests {
         // A channel without room: the fetcher waits at each message until it is taken.
         let (tx, rx) = sync_channel::<Message>(0);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| {
+                fetch_messages(&mut *src, &inbox, CopyOrder::alone(&to_copy), tx, &share)
+            });
             let first = rx.recv().unwrap();
             assert_eq!(first.body, bodies[0]);
             assert_eq!(
@@ -726,7 +903,9 @@ mod tests {
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(8);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| {
+                fetch_messages(&mut *src, &inbox, CopyOrder::alone(&to_copy), tx, &share)
+            });
             let first = rx.recv().unwrap();
             std::thread::sleep(Duration::from_millis(50));
             assert!(
@@ -755,7 +934,9 @@ mod tests {
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(8);
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| {
+                fetch_messages(&mut *src, &inbox, CopyOrder::alone(&to_copy), tx, &share)
+            });
             let mut most = 0;
             for m in next_or_hang(rx, &share) {
                 std::thread::sleep(Duration::from_micros(200));
@@ -908,7 +1089,9 @@ mod tests {
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(0);
         let got = std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(&mut *src, &inbox, &to_copy, tx, &share));
+            let fetcher = s.spawn(|| {
+                fetch_messages(&mut *src, &inbox, CopyOrder::alone(&to_copy), tx, &share)
+            });
             let got: Vec<Vec<u8>> = next_or_hang(rx, &share)
                 .map(|m| {
                     share.release(m.body.capacity());
@@ -943,21 +1126,30 @@ mod tests {
         assert_eq!(ahead, 0);
     }
 
-    /// Runs the fetcher over every message of `src`'s INBOX (1 kB each by the scan) under a
-    /// 32 MB budget; returns how it ended and the bodies that came, in order.
-    fn fetch_inbox(
+    /// Runs the fetcher over these messages of `folder` (1 kB each by the scan) under a 32 MB
+    /// budget; returns how it ended and the bodies that came, in order.
+    fn fetch_folder(
         src: &mut dyn MailSession,
-        inbox: &Selecting<'_>,
+        folder: &Selecting<'_>,
         uids: &[Uid],
-    ) -> (std::result::Result<(), FetchEnd>, Vec<Vec<u8>>) {
+        presented: Option<Presented>,
+        next: Option<&NextCopy>,
+    ) -> (
+        std::result::Result<Option<Presented>, FetchEnd>,
+        Vec<Vec<u8>>,
+    ) {
         let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 1000)).collect();
+        let order = CopyOrder {
+            to_copy: &to_copy,
+            presented,
+            next,
+        };
         let budget = ByteBudget::new(32 << 20);
         let share = budget.share();
         let (tx, rx) = sync_channel::<Message>(8);
         let out = std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(src, inbox, &to_copy, tx, &share));
-            let got: Vec<Vec<u8>> = rx
-                .iter()
+            let fetcher = s.spawn(|| fetch_messages(src, folder, order, tx, &share));
+            let got: Vec<Vec<u8>> = next_or_hang(rx, &share)
                 .map(|m| {
                     share.release(m.body.capacity());
                     m.body
@@ -967,6 +1159,60 @@ mod tests {
         });
         assert_eq!(budget.used(), 0, "everything held was given back");
         out
+    }
+
+    fn fetch_inbox(
+        src: &mut dyn MailSession,
+        inbox: &Selecting<'_>,
+        uids: &[Uid],
+    ) -> (
+        std::result::Result<Option<Presented>, FetchEnd>,
+        Vec<Vec<u8>>,
+    ) {
+        fetch_folder(src, inbox, uids, None, None)
+    }
+
+    /// Once its last batch is read, a fetcher sends the next folder's SELECT and first FETCH
+    /// (and flushes them, so they travel while this folder is stored); the next folder's
+    /// copy begins with them: no SELECT or FETCH of its own, every message once.
+    #[test]
+    fn the_next_folders_select_and_first_fetch_go_out_once_the_last_batch_is_read() {
+        let bodies: Vec<Vec<u8>> = (1..=2u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let (server, mut src, uids, inbox) = inbox_of(&bodies);
+        let later_bodies: Vec<Vec<u8>> = (5..=7u8).map(|i| vec![b'a' + i; 1000]).collect();
+        let later_uids: Vec<Uid> = server.with("alice", |m| {
+            m.add_folder("Later");
+            let at = "01-Jan-2024 00:00:00 +0000";
+            later_bodies
+                .iter()
+                .map(|b| m.deliver("Later", b, &[], at))
+                .collect()
+        });
+        let later = Selecting {
+            raw: "Later",
+            path: "Later",
+            uid_validity: src.status("Later").unwrap().uid_validity,
+        };
+        let later_copy: Vec<(Uid, u64)> = later_uids.iter().map(|&u| (u, 1000)).collect();
+        let next = NextCopy::of("Later", &later_copy).unwrap();
+        let (ended, got) = fetch_folder(&mut *src, &inbox, &uids, None, Some(&next));
+        assert_eq!(got, bodies);
+        let presented = ended.unwrap().expect("the next folder's commands sent");
+        let counts = server.with("alice", |m| m.counts().clone());
+        assert_eq!(
+            (counts.selects, counts.fetches, counts.flushes),
+            (1, 1, 1),
+            "Later's SELECT and FETCH sent and flushed, not yet answered"
+        );
+        let (ended, got) = fetch_folder(&mut *src, &later, &later_uids, Some(presented), None);
+        assert!(ended.unwrap().is_none());
+        assert_eq!(got, later_bodies);
+        let counts = server.with("alice", |m| m.counts().clone());
+        assert_eq!(
+            (counts.selects, counts.fetches, counts.fetches_behind_select),
+            (2, 2, 2),
+            "one SELECT and one FETCH per folder, each FETCH behind its SELECT"
+        );
     }
 
     /// The first batch's FETCH goes out behind the folder's SELECT. A SELECT refused (here

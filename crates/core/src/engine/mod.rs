@@ -43,6 +43,7 @@ use crate::ports::{
 use scan::{FolderWork, SCANS_AHEAD, ScanWay, ScansAhead};
 
 pub use copy::{ByteBudget, PROCESS_BYTE_BUDGET};
+use copy::{CopyOrder, NextCopy};
 use reconcile::reconcile_pending;
 
 #[derive(Debug, thiserror::Error)]
@@ -463,17 +464,29 @@ impl Pass<'_, '_> {
         let marked = self.seed_vanished(&src_tree, messages > 0, &mut vanished)?;
         let target_statuses = target_statuses(dst.as_mut(), &work)?;
 
-        for mut w in work {
+        // Each folder's copy is handed what the copy before it sent for it (its SELECT and
+        // first FETCH) and the folder after it, for which it sends them.
+        let copies: Vec<Option<NextCopy>> = work
+            .iter()
+            .map(|w| NextCopy::of(&w.source.raw_name, &w.to_copy))
+            .collect();
+        let mut presented = None;
+        for (i, mut w) in work.into_iter().enumerate() {
             let failed_before = self.stats.failed;
             if !w.to_copy.is_empty() {
                 let to_copy = std::mem::take(&mut w.to_copy);
                 w.target_status = target_statuses.get(&w.item.target_raw_name).cloned();
-                self.copy_folder(
+                let order = CopyOrder {
+                    to_copy: &to_copy,
+                    presented: presented.take(),
+                    next: copies[i + 1..].iter().flatten().next(),
+                };
+                presented = self.copy_folder(
                     src.as_mut(),
                     dst.as_mut(),
                     &dst_tree,
                     &w,
-                    &to_copy,
+                    order,
                     &mut vanished,
                 )?;
             }

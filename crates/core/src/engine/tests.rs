@@ -385,6 +385,16 @@ fn a_first_pass_sends_each_scan_and_first_fetch_with_its_select() {
         "an empty folder is not scanned"
     );
     assert_eq!(src.counts().fetches_behind_select, folders_with_mail);
+    assert_eq!(
+        src.counts().flushes,
+        folders_with_mail - 1,
+        "each copy but the last sent the next one's SELECT and FETCH"
+    );
+    assert_eq!(
+        src.counts().selects,
+        FOLDERS.len() as u32 + folders_with_mail,
+        "one SELECT per scan and one per copy: none asked again"
+    );
     drop(src);
 
     // A flag changed in one folder (a delta: asked after its SELECT, on its own) and
@@ -837,6 +847,42 @@ fn a_moved_message_whose_copy_was_deleted_on_the_target_is_copied_again() {
     assert_ledger_matches(&w, &FOLDERS);
     let (_, again) = w.pass();
     assert_eq!((again.copied, again.moved), (0, 0));
+}
+
+/// The same with new mail in the folder after it: the copy had already sent that folder's
+/// SELECT and first FETCH when it found a copy to make again; they are read and dropped
+/// first (the fake fails a SELECT sent while answers are unread), then sent again.
+#[test]
+fn a_copy_made_again_first_drops_what_was_sent_for_the_next_folder() {
+    let w = World::new(source_mailbox(), FakeMailbox::new());
+    w.pass();
+    let copy = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.fingerprint == fingerprint(&mail(2)))
+        .and_then(|r| r.target_uid)
+        .unwrap();
+    w.target.with(TARGET, |m| m.expunge("INBOX", copy));
+    w.source.with(SOURCE, |m| {
+        m.move_message("INBOX", uid(2), "Archive");
+        m.deliver("Archive/2020", &mail(77), &[], "05-Mar-2024 08:00:00 +0000");
+    });
+    w.reset_counts();
+
+    let (run, result) = w.pass();
+    assert_eq!(
+        (result.state, result.copied, result.moved),
+        (EntryState::Migrated, 2, 0)
+    );
+    assert!(w.failures(run).is_empty());
+    assert_same_messages(&w, &FOLDERS);
+    assert_ledger_matches(&w, &FOLDERS);
+    let src = w.src();
+    assert_eq!(
+        src.counts().flushes,
+        2,
+        "Archive/2020's commands sent by Archive's copy, dropped, sent again by its second round"
+    );
 }
 
 #[test]

@@ -237,6 +237,11 @@ pub trait MailSession: Send {
             answered: Some(answered),
         })
     }
+    /// Sends what the `send_` methods queued without reading any answer, so that it travels
+    /// while the caller does other work. By default nothing is queued.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Reads the answer of a [`MailSession::send_select`].
     fn finish_select(&mut self, ticket: SelectTicket) -> Result<Selected> {
         match ticket.answered {

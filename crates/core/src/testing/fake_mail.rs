@@ -128,6 +128,9 @@ pub struct Counts {
     /// Fetches sent behind a SELECT whose answer was still unread
     /// ([`MailSession::send_select`]): both in one round trip.
     pub fetches_behind_select: u32,
+    /// Calls of [`MailSession::flush`]: commands sent ahead, to travel while the caller
+    /// works on.
+    pub flushes: u32,
     /// Scans sent with their folder's SELECT ([`MailSession::select_and_scan`]).
     pub select_scans: u32,
     /// Of those, the ones sent while another was unread: the scans of several folders on
@@ -963,6 +966,13 @@ impl MailSession for FakeSession {
             write,
             handle: String::new(),
             answered: None,
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.command(None, |mb| {
+            mb.counts.flushes += 1;
+            Ok(())
         })
     }
 

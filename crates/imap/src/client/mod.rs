@@ -733,7 +733,9 @@ impl Client {
         tag
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Sends the commands queued so far (by the `_send` and `_queue` methods) without
+    /// reading anything: they travel while the caller does other work.
+    pub fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
             let timeout = self.timeout;
             self.stream
