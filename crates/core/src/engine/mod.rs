@@ -507,6 +507,7 @@ impl Pass<'_, '_> {
                     .set_checkpoint(&self.entry.id, w.source.path.as_str(), &c)?;
             }
         }
+        debug_assert!(presented.is_none(), "the last copy has no folder after it");
         // What vanished and matched nothing is remembered, for a message refiled later.
         let gone = decide::newly_gone(&vanished, &marked);
         if !gone.is_empty() {
