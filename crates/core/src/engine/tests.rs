@@ -820,18 +820,24 @@ fn a_message_expunged_in_one_pass_and_filed_again_in_a_later_one_is_moved_not_co
     }
 }
 
+/// Deletes the target's copy (in its INBOX) of the message with these bytes, as a pilot user
+/// would.
+fn delete_inbox_copy(w: &World, body: &[u8]) {
+    let copy = w
+        .ledger()
+        .into_iter()
+        .find(|r| r.fingerprint == fingerprint(body))
+        .and_then(|r| r.target_uid)
+        .unwrap();
+    w.target.with(TARGET, |m| m.expunge("INBOX", copy));
+}
+
 #[test]
 fn a_moved_message_whose_copy_was_deleted_on_the_target_is_copied_again() {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();
     // A pilot user deleted the copy on the target; then the message is filed on the source.
-    let copy = w
-        .ledger()
-        .into_iter()
-        .find(|r| r.fingerprint == fingerprint(&mail(2)))
-        .and_then(|r| r.target_uid)
-        .unwrap();
-    w.target.with(TARGET, |m| m.expunge("INBOX", copy));
+    delete_inbox_copy(&w, &mail(2));
     w.source
         .with(SOURCE, |m| m.move_message("INBOX", uid(2), "Archive"));
     w.reset_counts();
@@ -856,13 +862,7 @@ fn a_moved_message_whose_copy_was_deleted_on_the_target_is_copied_again() {
 fn a_copy_made_again_first_drops_what_was_sent_for_the_next_folder() {
     let w = World::new(source_mailbox(), FakeMailbox::new());
     w.pass();
-    let copy = w
-        .ledger()
-        .into_iter()
-        .find(|r| r.fingerprint == fingerprint(&mail(2)))
-        .and_then(|r| r.target_uid)
-        .unwrap();
-    w.target.with(TARGET, |m| m.expunge("INBOX", copy));
+    delete_inbox_copy(&w, &mail(2));
     w.source.with(SOURCE, |m| {
         m.move_message("INBOX", uid(2), "Archive");
         m.deliver("Archive/2020", &mail(77), &[], "05-Mar-2024 08:00:00 +0000");
