@@ -223,9 +223,9 @@ pub trait MailSession: Send {
     /// Selects a folder for the operations below; read-only unless `write`.
     fn select(&mut self, raw: &str, write: bool) -> Result<Selected>;
     /// Sends the [`MailSession::select`] of a folder without reading its answer:
-    /// [`MailSession::finish_select`] reads it. A fetch sent after it (and before that) reads
-    /// the folder it selects, so a distant server gets both in one round trip; tickets are
-    /// finished in the order they were sent. If the SELECT fails, the answers of a fetch sent
+    /// [`MailSession::finish_select`] reads it. A fetch sent after it, before it is finished,
+    /// reads the folder it selects, so a distant server gets both in one round trip; tickets
+    /// are finished in the order they were sent. If the SELECT fails, the answers of a fetch sent
     /// after it must be read and dropped (no folder, or another, may have been selected). By
     /// default the folder is selected at once.
     fn send_select(&mut self, raw: &str, write: bool) -> Result<SelectTicket> {

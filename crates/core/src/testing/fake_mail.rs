@@ -634,8 +634,7 @@ pub struct FakeSession {
     next_tag: u32,
     /// Answers not read yet, by tag.
     in_flight: BTreeMap<String, (String, Vec<Answer>)>,
-    /// Fetches sent and not yet finished, in the order they were sent.
-    /// Commands sent and not yet read, in order.
+    /// Commands sent and not yet read, in the order they were sent.
     unread: VecDeque<Unread>,
 }
 
