@@ -1158,6 +1158,10 @@ fn a_date_range_leaves_messages_outside_it_out_and_counts_them_skipped() {
     source.deliver("INBOX", &mail(2), &[], "01-Jan-2020 00:00:00 +1400");
     source.deliver("INBOX", &mail(3), &["\\Seen"], "31-Dec-2020 23:59:59 +0000");
     source.deliver("INBOX", &mail(4), &[], " 1-Jan-2021 00:00:00 +0000");
+    // A second folder: each folder's SEARCH must follow its own SELECT, so no scan goes
+    // ahead of it (the fake fails a SEARCH sent while other answers are unread).
+    source.add_folder("Archive");
+    source.deliver("Archive", &mail(5), &[], "15-Jun-2020 12:00:00 +0000");
     let mut w = World::new(source, FakeMailbox::new());
     w.settings.since = Some(Date::new(2020, 1, 1).unwrap());
     w.settings.until = Some(Date::new(2021, 1, 1).unwrap());
@@ -1165,14 +1169,16 @@ fn a_date_range_leaves_messages_outside_it_out_and_counts_them_skipped() {
     let (_, result) = w.pass();
     assert_eq!(
         (result.state, result.copied, result.skipped),
-        (EntryState::Migrated, 2, 2)
+        (EntryState::Migrated, 3, 2)
     );
     assert_eq!(
         contents(&w.dst(), "INBOX"),
         contents_where(&w.src(), "INBOX", |m| m.uid == uid(2) || m.uid == uid(3))
     );
-    let uids: Vec<u32> = w.ledger().iter().map(|r| r.uid.get()).collect();
-    assert_eq!(uids, [2, 3]);
+    assert_eq!(contents(&w.dst(), "Archive"), contents(&w.src(), "Archive"));
+    let mut uids: Vec<u32> = w.ledger().iter().map(|r| r.uid.get()).collect();
+    uids.sort_unstable();
+    assert_eq!(uids, [1, 2, 3]);
 }
 
 #[test]

@@ -713,6 +713,42 @@ impl FakeSession {
         Ok(selected.1)
     }
 
+    /// The scan as a server answers it when it gets to it.
+    fn scan_now(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
+        let folder = self.selected(false)?;
+        // Copied out first: `each` runs without the server's lock.
+        let scanned = self.command(Some(Op::Scan), |mb| {
+            mb.counts.scans += 1;
+            let f = mb.existing(&folder)?;
+            Ok(f.messages
+                .iter()
+                .filter(|m| m.uid >= from)
+                .map(|m| ScannedMessage {
+                    uid: m.uid,
+                    flags: m.flags.clone(),
+                    size: m.body.len() as u64,
+                })
+                .collect::<Vec<_>>())
+        })?;
+        for m in scanned {
+            spend_one(&mut self.scan_left, &mut self.broken)?;
+            each(m);
+        }
+        Ok(())
+    }
+
+    /// [`FakeSession::selected`] for a command sent on its own: it fails the test if answers
+    /// of commands sent before are unread (a server would answer it after them, and they
+    /// would read whatever folder it leaves selected).
+    fn selected_in_step(&self, write: bool, command: &str) -> Result<String> {
+        assert!(
+            self.unread.is_empty(),
+            "{command} sent while the answers of {:?} are unread",
+            self.unread
+        );
+        self.selected(write)
+    }
+
     fn selected(&self, write: bool) -> Result<String> {
         match &self.selected {
             None => Err(SessionError::refused(None, "BAD No mailbox selected")),
@@ -1016,13 +1052,13 @@ impl MailSession for FakeSession {
         })?;
         let selected = self.select_now(&ticket.raw, false)?;
         if selected.exists > 0 {
-            self.scan(Uid::FIRST, &mut |m| each(&selected, m))?;
+            self.scan_now(Uid::FIRST, &mut |m| each(&selected, m))?;
         }
         Ok(selected)
     }
 
     fn search_dates(&mut self, since: Option<&Date>, until: Option<&Date>) -> Result<Vec<Uid>> {
-        let folder = self.selected(false)?;
+        let folder = self.selected_in_step(false, "UID SEARCH")?;
         self.command(None, |mb| {
             let f = mb.existing(&folder)?;
             Ok(f.messages
@@ -1038,26 +1074,8 @@ impl MailSession for FakeSession {
     }
 
     fn scan(&mut self, from: Uid, each: &mut dyn FnMut(ScannedMessage)) -> Result<()> {
-        let folder = self.selected(false)?;
-        // Copied out first: `each` runs without the server's lock.
-        let scanned = self.command(Some(Op::Scan), |mb| {
-            mb.counts.scans += 1;
-            let f = mb.existing(&folder)?;
-            Ok(f.messages
-                .iter()
-                .filter(|m| m.uid >= from)
-                .map(|m| ScannedMessage {
-                    uid: m.uid,
-                    flags: m.flags.clone(),
-                    size: m.body.len() as u64,
-                })
-                .collect::<Vec<_>>())
-        })?;
-        for m in scanned {
-            spend_one(&mut self.scan_left, &mut self.broken)?;
-            each(m);
-        }
-        Ok(())
+        self.selected_in_step(false, "UID FETCH (scan)")?;
+        self.scan_now(from, each)
     }
 
     fn scan_changed(
@@ -1066,7 +1084,7 @@ impl MailSession for FakeSession {
         modseq: u64,
         each: &mut dyn FnMut(ScannedMessage),
     ) -> Result<Option<UidRanges>> {
-        let folder = self.selected(false)?;
+        let folder = self.selected_in_step(false, "UID FETCH or SEARCH")?;
         let (scanned, gone) = self.command(Some(Op::ScanChanged), |mb| {
             if !mb.condstore {
                 return Err(SessionError::new(
@@ -1104,7 +1122,7 @@ impl MailSession for FakeSession {
     }
 
     fn uids(&mut self) -> Result<Vec<Uid>> {
-        let folder = self.selected(false)?;
+        let folder = self.selected_in_step(false, "UID FETCH or SEARCH")?;
         self.command(Some(Op::Uids), |mb| {
             mb.counts.uid_lists += 1;
             let f = mb.existing(&folder)?;
@@ -1179,7 +1197,7 @@ impl MailSession for FakeSession {
     }
 
     fn set_flags(&mut self, uids: &[Uid], flags: &Flags) -> Result<()> {
-        let folder = self.selected(true)?;
+        let folder = self.selected_in_step(true, "UID STORE, EXPUNGE or MOVE")?;
         self.command(Some(Op::Store), |mb| {
             mb.counts.flag_stores += 1;
             let f = mb.existing(&folder)?;
@@ -1194,7 +1212,7 @@ impl MailSession for FakeSession {
     }
 
     fn remove(&mut self, uids: &[Uid]) -> Result<()> {
-        let folder = self.selected(true)?;
+        let folder = self.selected_in_step(true, "UID STORE, EXPUNGE or MOVE")?;
         self.command(Some(Op::Store), |mb| {
             mb.existing(&folder)?
                 .expunge_where(|m| uids.contains(&m.uid));
@@ -1203,7 +1221,7 @@ impl MailSession for FakeSession {
     }
 
     fn move_to(&mut self, uids: &[Uid], to: &str) -> Result<Vec<(Uid, Uid)>> {
-        let folder = self.selected(true)?;
+        let folder = self.selected_in_step(true, "UID STORE, EXPUNGE or MOVE")?;
         self.command(Some(Op::Move), |mb| {
             mb.counts.moves += 1;
             if mb.index(to).is_none() {
