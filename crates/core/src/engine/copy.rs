@@ -1085,24 +1085,40 @@ mod tests {
         let (server, mut src, uids, inbox) = inbox_of(&bodies);
         let to_copy: Vec<(Uid, u64)> = uids.iter().map(|&u| (u, 3 << 20)).collect();
         assert_eq!(fetch_batches(&to_copy).len(), 3);
+        // A channel without room: the fetcher waits at each message until it is taken.
+        let (ended, got) = fetch_all(&mut *src, &inbox, CopyOrder::alone(&to_copy), cap, 0);
+        ended.unwrap();
+        (got, server.with("alice", |m| m.counts().fetches_ahead))
+    }
+
+    /// Runs the fetcher under a budget of `cap` bytes, over a channel of `bound` messages,
+    /// taking every message as it comes (its bytes given back at once); returns how it ended
+    /// and the bodies in the order they came, once everything held was given back.
+    fn fetch_all(
+        src: &mut dyn MailSession,
+        folder: &Selecting<'_>,
+        order: CopyOrder<'_>,
+        cap: usize,
+        bound: usize,
+    ) -> (
+        std::result::Result<Option<Presented>, FetchEnd>,
+        Vec<Vec<u8>>,
+    ) {
         let budget = ByteBudget::new(cap);
         let share = budget.share();
-        let (tx, rx) = sync_channel::<Message>(0);
-        let got = std::thread::scope(|s| {
-            let fetcher = s.spawn(|| {
-                fetch_messages(&mut *src, &inbox, CopyOrder::alone(&to_copy), tx, &share)
-            });
+        let (tx, rx) = sync_channel::<Message>(bound);
+        let out = std::thread::scope(|s| {
+            let fetcher = s.spawn(|| fetch_messages(src, folder, order, tx, &share));
             let got: Vec<Vec<u8>> = next_or_hang(rx, &share)
                 .map(|m| {
                     share.release(m.body.capacity());
                     m.body
                 })
                 .collect();
-            fetcher.join().unwrap().unwrap();
-            got
+            (fetcher.join().unwrap(), got)
         });
         assert_eq!(budget.used(), 0, "everything held was given back");
-        (got, server.with("alice", |m| m.counts().fetches_ahead))
+        out
     }
 
     /// With room in the budget, each next batch's FETCH is sent before the answers of the
@@ -1144,21 +1160,7 @@ mod tests {
             presented,
             next,
         };
-        let budget = ByteBudget::new(32 << 20);
-        let share = budget.share();
-        let (tx, rx) = sync_channel::<Message>(8);
-        let out = std::thread::scope(|s| {
-            let fetcher = s.spawn(|| fetch_messages(src, folder, order, tx, &share));
-            let got: Vec<Vec<u8>> = next_or_hang(rx, &share)
-                .map(|m| {
-                    share.release(m.body.capacity());
-                    m.body
-                })
-                .collect();
-            (fetcher.join().unwrap(), got)
-        });
-        assert_eq!(budget.used(), 0, "everything held was given back");
-        out
+        fetch_all(src, folder, order, 32 << 20, 8)
     }
 
     fn fetch_inbox(
