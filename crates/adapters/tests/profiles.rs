@@ -598,12 +598,14 @@ fn source_session(server: &Server) -> Box<dyn MailSession> {
     connector.open("user@contoso.example", None).unwrap()
 }
 
-/// A session's `select_and_scan` of INBOX: the SELECT's EXISTS and each message's UID.
+/// A session's SELECT and scan of INBOX, sent together, nothing behind them: the SELECT's
+/// EXISTS and each message's UID.
 fn select_and_scan(server: &Server) -> (u32, Vec<u32>) {
     let mut s = source_session(server);
     let mut uids = Vec::new();
+    let ticket = s.send_select_and_scan("INBOX").unwrap();
     let selected = s
-        .select_and_scan("INBOX", &mut |sel, m: ScannedMessage| {
+        .finish_select_and_scan(ticket, &mut |sel, m: ScannedMessage| {
             assert_eq!(sel.uid_validity.get(), 7);
             uids.push(m.uid.get());
         })

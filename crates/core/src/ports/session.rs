@@ -249,36 +249,26 @@ pub trait MailSession: Send {
             None => self.select(&ticket.raw, ticket.write),
         }
     }
-    /// Selects a folder read-only and scans every message of it: [`MailSession::select`],
-    /// then [`MailSession::scan`] from the first UID when it holds any, `each` given the
-    /// SELECT's answer with each message. A session over a network sends both at once (one
-    /// round trip); if the SELECT fails there, it is asked again on its own, and its error,
-    /// if any, is the one returned. Messages given to `each` before an error are the scan's
-    /// first part, as for [`MailSession::scan`].
-    fn select_and_scan(
-        &mut self,
-        raw: &str,
-        each: &mut dyn FnMut(&Selected, ScannedMessage),
-    ) -> Result<Selected> {
-        let ticket = self.send_select_and_scan(raw)?;
-        self.finish_select_and_scan(ticket, each)
-    }
-    /// Sends a [`MailSession::select_and_scan`] without reading its answers:
-    /// [`MailSession::finish_select_and_scan`] reads them. Several may be sent before the
-    /// first is finished (the scans of a mailbox's folders, one round trip for them all);
-    /// tickets are finished in the order they were sent, and no other command is sent while
-    /// one is unfinished. By default nothing goes out until it is finished.
+    /// Sends the SELECT (read-only) of a folder and the scan of every message of it without
+    /// reading the answers: [`MailSession::finish_select_and_scan`] reads them. A session
+    /// over a network sends both at once (one round trip), and several may be sent before
+    /// the first is finished (the scans of a mailbox's folders, one round trip for them
+    /// all); tickets are finished in the order they were sent, and no other command is sent
+    /// while one is unfinished. By default nothing goes out until it is finished.
     fn send_select_and_scan(&mut self, raw: &str) -> Result<ScanTicket> {
         Ok(ScanTicket {
             raw: raw.to_string(),
             handle: Vec::new(),
         })
     }
-    /// Reads the answers of a [`MailSession::send_select_and_scan`], as
-    /// [`MailSession::select_and_scan`] does. A SELECT refused while later tickets are
-    /// unread cannot be asked again on its own before them: it is the error (a throttling
-    /// answer waited out first, and then a transient error: the scan is asked again by the
-    /// next attempt).
+    /// Reads the answers of a [`MailSession::send_select_and_scan`]: as
+    /// [`MailSession::select`], then [`MailSession::scan`] from the first UID when the folder
+    /// holds any, `each` given the SELECT's answer with each message. Messages given to
+    /// `each` before an error are the scan's first part, as for [`MailSession::scan`]. A
+    /// SELECT refused with no later ticket unread is asked again on its own, and its error,
+    /// if any, is the one returned; with later tickets unread it cannot be asked before them:
+    /// it is the error (a throttling answer waited out first, and then a transient error:
+    /// the scan is asked again by the next attempt).
     fn finish_select_and_scan(
         &mut self,
         ticket: ScanTicket,

@@ -131,7 +131,7 @@ pub struct Counts {
     /// Calls of [`MailSession::flush`]: commands sent ahead, to travel while the caller
     /// works on.
     pub flushes: u32,
-    /// Scans sent with their folder's SELECT ([`MailSession::select_and_scan`]).
+    /// Scans sent with their folder's SELECT ([`MailSession::send_select_and_scan`]).
     pub select_scans: u32,
     /// Of those, the ones sent while another was unread: the scans of several folders on
     /// their way at once.
